@@ -1,0 +1,318 @@
+//! Kafka through rdkafka: the fresh topic, the workload producer that keeps the ledger, and
+//! the progress reader (the group's committed offsets against the end offsets).
+//!
+//! *Architecture invariant:* only this module imports rdkafka. The harness's own clients never
+//! join the consumer group and never commit: the progress reader only fetches offsets.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::util::Timeout;
+
+use super::{Progress, Target};
+use crate::error::InfraError;
+use crate::plan::Rate;
+use crate::timeline::{Event, ProduceStatus, Timeline};
+use crate::workload::{self, Message};
+
+/// How long the broker may take to answer one produce before it is indeterminate.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most produce requests in flight at once.
+const MAX_IN_FLIGHT: usize = 1000;
+
+/// The embedded mock cluster, alive until dropped. It lives on its own thread because
+/// librdkafka's mock handle is not `Send`.
+pub struct EmbeddedCluster {
+    bootstrap: String,
+    stop: Option<std_mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EmbeddedCluster {
+    /// Starts a 1-broker mock cluster with `topic` created with `partitions`.
+    pub fn start(topic: &str, partitions: i32) -> Result<EmbeddedCluster, InfraError> {
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        let (stop_tx, stop_rx) = std_mpsc::channel::<()>();
+        let topic = topic.to_owned();
+        let thread = std::thread::spawn(move || {
+            let cluster = match MockCluster::new(1) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            if let Err(e) = cluster.create_topic(&topic, partitions, 1) {
+                let _ = ready_tx.send(Err(e.to_string()));
+                return;
+            }
+            let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+            // Keep the cluster alive until asked to stop (or the sender is dropped).
+            let _ = stop_rx.recv();
+        });
+        let bootstrap = ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| InfraError::new("the embedded mock cluster did not start within 10s"))?
+            .map_err(|e| InfraError::new(format!("cannot start the embedded mock cluster: {e}")))?;
+        Ok(EmbeddedCluster {
+            bootstrap,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Its bootstrap address (a real TCP listener on loopback).
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+}
+
+impl Drop for EmbeddedCluster {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The harness's connection to one Kafka cluster.
+pub struct KafkaBroker {
+    bootstrap: String,
+    topic: String,
+    group: String,
+    partitions: i32,
+    extra: BTreeMap<String, String>,
+    progress_reader: BaseConsumer,
+}
+
+impl KafkaBroker {
+    /// Connects (retrying until `connect_timeout`) and checks the cluster answers.
+    pub async fn connect(
+        target: &Target,
+        extra: &BTreeMap<String, String>,
+        connect_timeout: Duration,
+    ) -> Result<KafkaBroker, InfraError> {
+        let mut config = base_config(&target.address, extra);
+        config
+            .set("group.id", &target.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        let progress_reader: BaseConsumer = config.create().map_err(|e| {
+            InfraError::new(format!("bad Kafka client settings (broker.config): {e}"))
+        })?;
+        let broker = KafkaBroker {
+            bootstrap: target.address.clone(),
+            topic: target.topic.clone(),
+            group: target.group.clone(),
+            partitions: target.partitions,
+            extra: extra.clone(),
+            progress_reader,
+        };
+        let deadline = Instant::now() + connect_timeout;
+        loop {
+            let step = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(2));
+            let reader = &broker.progress_reader;
+            let answered = tokio::task::block_in_place(|| reader.fetch_metadata(None, step));
+            match answered {
+                Ok(_) => return Ok(broker),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(InfraError::new(format!(
+                        "cannot reach Kafka at {} within {} ({e}); start it with `scripts/brokers start` or fix broker.bootstrap",
+                        broker.bootstrap,
+                        humantime::format_duration(connect_timeout)
+                    )))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Creates the topic and waits until every partition has a leader.
+    pub async fn create_topic(&self) -> Result<(), InfraError> {
+        let admin: AdminClient<DefaultClientContext> = base_config(&self.bootstrap, &self.extra)
+            .create()
+            .map_err(|e| InfraError::new(format!("cannot create a Kafka admin client: {e}")))?;
+        let topic = NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(1));
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin
+            .create_topics([&topic], &opts)
+            .await
+            .map_err(|e| InfraError::new(format!("cannot create topic {}: {e}", self.topic)))?;
+        for r in results {
+            if let Err((name, code)) = r {
+                if code != RDKafkaErrorCode::TopicAlreadyExists {
+                    return Err(InfraError::new(format!(
+                        "cannot create topic {name}: {code}"
+                    )));
+                }
+            }
+        }
+        self.wait_for_leaders().await
+    }
+
+    /// Checks the topic exists with leaders (for `create: false` and after creating it).
+    pub async fn wait_for_leaders(&self) -> Result<(), InfraError> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let reader = &self.progress_reader;
+            let topic = self.topic.as_str();
+            let ready = tokio::task::block_in_place(|| {
+                reader
+                    .fetch_metadata(Some(topic), Duration::from_secs(2))
+                    .ok()
+                    .and_then(|m| {
+                        m.topics().first().map(|t| {
+                            t.error().is_none()
+                                && !t.partitions().is_empty()
+                                && t.partitions().iter().all(|p| p.leader() >= 0)
+                        })
+                    })
+                    .unwrap_or(false)
+            });
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(InfraError::new(format!(
+                    "topic {} has no leader for every partition after 15s",
+                    self.topic
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Produces the workload, recording one `produced` event per message (the ledger).
+    pub async fn produce(
+        &self,
+        run: &str,
+        count: u64,
+        template: &str,
+        rate: Rate,
+        timeline: &Timeline,
+    ) -> Result<(), InfraError> {
+        let producer: FutureProducer = {
+            let mut c = base_config(&self.bootstrap, &self.extra);
+            c.set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("linger.ms", "5")
+                .set(
+                    "message.timeout.ms",
+                    DELIVERY_TIMEOUT.as_millis().to_string(),
+                );
+            c.create()
+                .map_err(|e| InfraError::new(format!("cannot create the workload producer: {e}")))?
+        };
+        let started = Instant::now();
+        let mut in_flight = FuturesUnordered::new();
+        for (sent, seq) in (1..=count).enumerate() {
+            let wait = workload::delay_before(rate, sent as u64, started.elapsed());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            let message = workload::message(run, seq, template);
+            in_flight.push(send_one(&producer, &self.topic, message, timeline));
+            while in_flight.len() >= MAX_IN_FLIGHT {
+                in_flight.next().await;
+            }
+        }
+        while in_flight.next().await.is_some() {}
+        let _ = tokio::task::block_in_place(|| producer.flush(Duration::from_secs(5)));
+        Ok(())
+    }
+
+    /// Reads the group's committed offsets and the end offsets of every partition.
+    pub fn progress(&self) -> Result<Progress, String> {
+        let timeout = Duration::from_secs(5);
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..self.partitions {
+            tpl.add_partition(&self.topic, p);
+        }
+        let committed = self
+            .progress_reader
+            .committed_offsets(tpl, timeout)
+            .map_err(|e| format!("cannot read committed offsets of group {}: {e}", self.group))?;
+        let mut progress = Progress::default();
+        for el in committed.elements() {
+            if let Offset::Offset(o) = el.offset() {
+                progress.committed.insert(el.partition(), o);
+            }
+        }
+        for p in 0..self.partitions {
+            let (_, high) = self
+                .progress_reader
+                .fetch_watermarks(&self.topic, p, timeout)
+                .map_err(|e| format!("cannot read end offsets of {}: {e}", self.topic))?;
+            progress.end.insert(p, high);
+        }
+        Ok(progress)
+    }
+}
+
+/// Sends one message and records its fate.
+async fn send_one(producer: &FutureProducer, topic: &str, message: Message, timeline: &Timeline) {
+    let headers = OwnedHeaders::new().insert(Header {
+        key: "exactly-id",
+        value: Some(message.id.as_bytes()),
+    });
+    let record = FutureRecord::to(topic)
+        .key(message.id.as_str())
+        .payload(message.payload.as_str())
+        .headers(headers);
+    let result = producer
+        .send(record, Timeout::After(DELIVERY_TIMEOUT))
+        .await;
+    let event = match result {
+        Ok(d) => Event::Produced {
+            id: message.id,
+            seq: 1,
+            partition: Some(d.partition),
+            offset: Some(d.offset),
+            status: ProduceStatus::Acked,
+            error: None,
+        },
+        Err((e, _)) => {
+            let status = match e {
+                KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => {
+                    ProduceStatus::Indeterminate
+                }
+                _ => ProduceStatus::Failed,
+            };
+            Event::Produced {
+                id: message.id,
+                seq: 1,
+                partition: None,
+                offset: None,
+                status,
+                error: Some(e.to_string()),
+            }
+        }
+    };
+    timeline.record(event);
+}
+
+/// Settings every harness client shares: the address, quiet logs, the user's extras.
+fn base_config(bootstrap: &str, extra: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("log_level", "3")
+        .set("socket.connection.setup.timeout.ms", "5000");
+    for (k, v) in extra {
+        c.set(k, v);
+    }
+    c
+}

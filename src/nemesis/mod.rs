@@ -1,0 +1,274 @@
+//! The nemesis: watches the timeline, asks each fault's trigger whether it fires, applies the
+//! fault's action, and records what happened as a `fault` event.
+//!
+//! Honesty rules (design §12): a fault counts as fired only when its action hit a live process;
+//! when no targeted process is alive (between restarts) the action waits for the next
+//! incarnation and the recorded latency includes that wait. When several faults match one event,
+//! the first in plan order acts; the others record that they were pre-empted.
+
+pub mod action;
+pub mod gate;
+pub mod trigger;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::Supervisor;
+use crate::plan::FaultSpec;
+use crate::timeline::{Event, FaultRecord, ProcessPhase, Stamped, Timeline};
+use action::Action;
+use gate::{EffectGate, Verdict};
+use trigger::{Match, Trigger};
+
+/// What the run loop needs to know to decide when the run may end.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NemesisStatus {
+    /// Faults in the plan.
+    pub planned: usize,
+    /// Faults applied so far (a repeating fault counts each time).
+    pub fired: usize,
+    /// When the last fault landed (since run start).
+    pub last_fired_at: Option<Duration>,
+    /// A scheduled (time-based) firing or a deferred action is still to come.
+    pub scheduled_pending: bool,
+}
+
+struct ArmedFault {
+    index: usize,
+    action: Action,
+    trigger: Trigger,
+    description: String,
+    /// Times (µs) at which the trigger matched while no target was alive.
+    deferred: Vec<u64>,
+}
+
+/// The fault injector of one run.
+pub struct Nemesis {
+    faults: Vec<ArmedFault>,
+    timeline: Timeline,
+    supervisor: Supervisor,
+    gate: EffectGate,
+    status: watch::Sender<NemesisStatus>,
+    /// µs since run start when the first incarnation started: time triggers count from here.
+    origin_us: Option<u64>,
+    fired: usize,
+    last_fired_at: Option<Duration>,
+    stopping: CancellationToken,
+}
+
+impl Nemesis {
+    /// Arms every fault of the plan. `seed` drives the random triggers (each fault gets its own
+    /// stream derived from it).
+    pub fn new(
+        faults: &[FaultSpec],
+        seed: u64,
+        timeline: Timeline,
+        supervisor: Supervisor,
+        gate: EffectGate,
+        stopping: CancellationToken,
+    ) -> (Nemesis, watch::Receiver<NemesisStatus>) {
+        let faults: Vec<ArmedFault> = faults
+            .iter()
+            .enumerate()
+            .map(|(index, f)| ArmedFault {
+                index,
+                action: Action::from_spec(f),
+                trigger: Trigger::new(&f.when, seed.wrapping_add(index as u64)),
+                description: trigger::describe(&f.when),
+                deferred: Vec::new(),
+            })
+            .collect();
+        let (status, rx) = watch::channel(NemesisStatus {
+            planned: faults.len(),
+            ..NemesisStatus::default()
+        });
+        let nemesis = Nemesis {
+            faults,
+            timeline,
+            supervisor,
+            gate,
+            status,
+            origin_us: None,
+            fired: 0,
+            last_fired_at: None,
+            stopping,
+        };
+        nemesis.publish();
+        (nemesis, rx)
+    }
+
+    /// Runs until `stop` is cancelled or the timeline is closed.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<Arc<Stamped>>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let sleep = match self.next_due_us() {
+                Some(due) => Duration::from_micros(due.saturating_sub(self.timeline.now_us())),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                event = events.recv() => match event {
+                    Some(e) => self.on_event(&e),
+                    None => break,
+                },
+                _ = tokio::time::sleep(sleep) => self.on_tick(),
+            }
+        }
+        self.record_unapplied_at_end();
+        self.gate.release_all();
+    }
+
+    fn next_due_us(&self) -> Option<u64> {
+        let origin = self.origin_us?;
+        self.faults
+            .iter()
+            .filter_map(|f| f.trigger.next_due())
+            .map(|d| origin + d.as_micros() as u64)
+            .min()
+    }
+
+    fn on_tick(&mut self) {
+        let Some(origin) = self.origin_us else { return };
+        let now = Duration::from_micros(self.timeline.now_us().saturating_sub(origin));
+        for i in 0..self.faults.len() {
+            while let Some(due) = self.faults[i].trigger.take_due(now) {
+                self.fire(i, origin + due.as_micros() as u64);
+            }
+        }
+        self.publish();
+    }
+
+    fn on_event(&mut self, stamped: &Stamped) {
+        if let Event::Process {
+            phase: ProcessPhase::Started,
+            ..
+        } = stamped.event
+        {
+            self.origin_us.get_or_insert(stamped.t_us);
+            self.retry_deferred();
+        }
+        let mut acted = false;
+        let mut withhold = false;
+        for i in 0..self.faults.len() {
+            let m = self.faults[i].trigger.on_event(&stamped.event);
+            if m == Match::No {
+                continue;
+            }
+            if acted {
+                self.record_not_applied(
+                    i,
+                    stamped.t_us,
+                    "pre-empted: another fault acted on the same event",
+                );
+                continue;
+            }
+            acted = true;
+            let applied = self.fire(i, stamped.t_us);
+            withhold = applied && m == Match::FireAndWithhold;
+        }
+        if let Event::Effect { .. } = stamped.event {
+            let verdict = if withhold {
+                Verdict::Withhold
+            } else {
+                Verdict::Answer
+            };
+            self.gate.decide(stamped.seq, verdict);
+        }
+        if acted {
+            self.publish();
+        }
+    }
+
+    /// Applies fault `i`, matched at `matched_at_us`; true if it hit a live process.
+    fn fire(&mut self, i: usize, matched_at_us: u64) -> bool {
+        let f = &self.faults[i];
+        match f.action.apply(&self.supervisor, &self.stopping) {
+            Some(detail) => {
+                self.record_applied(i, matched_at_us, detail);
+                true
+            }
+            None => {
+                self.faults[i].deferred.push(matched_at_us);
+                false
+            }
+        }
+    }
+
+    fn retry_deferred(&mut self) {
+        for i in 0..self.faults.len() {
+            let pending = std::mem::take(&mut self.faults[i].deferred);
+            for matched in pending {
+                if !self.fire(i, matched) {
+                    break;
+                }
+            }
+        }
+        self.publish();
+    }
+
+    fn record_applied(&mut self, i: usize, matched_at_us: u64, detail: String) {
+        let fired_at_us = self.timeline.now_us();
+        let f = &self.faults[i];
+        self.timeline.record(Event::Fault(FaultRecord {
+            fault: f.index,
+            action: f.action.name().into(),
+            target: f.action.target().to_string(),
+            trigger: f.description.clone(),
+            matched_at_us,
+            fired_at_us,
+            trigger_latency_us: fired_at_us.saturating_sub(matched_at_us),
+            applied: true,
+            detail,
+        }));
+        self.fired += 1;
+        self.last_fired_at = Some(Duration::from_micros(fired_at_us));
+    }
+
+    fn record_not_applied(&mut self, i: usize, matched_at_us: u64, why: &str) {
+        let now = self.timeline.now_us();
+        let f = &self.faults[i];
+        self.timeline.record(Event::Fault(FaultRecord {
+            fault: f.index,
+            action: f.action.name().into(),
+            target: f.action.target().to_string(),
+            trigger: f.description.clone(),
+            matched_at_us,
+            fired_at_us: now,
+            trigger_latency_us: now.saturating_sub(matched_at_us),
+            applied: false,
+            detail: why.into(),
+        }));
+    }
+
+    /// Records every fault whose action is still waiting for a live target (end of run).
+    fn record_unapplied_at_end(&mut self) {
+        for i in 0..self.faults.len() {
+            for matched in std::mem::take(&mut self.faults[i].deferred) {
+                self.record_not_applied(
+                    i,
+                    matched,
+                    "no live consumer process to apply it to before the run ended",
+                );
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let scheduled_pending = self
+            .faults
+            .iter()
+            .any(|f| f.trigger.next_due().is_some() || !f.deferred.is_empty());
+        self.status.send_replace(NemesisStatus {
+            planned: self.faults.len(),
+            fired: self.fired,
+            last_fired_at: self.last_fired_at,
+            scheduled_pending,
+        });
+    }
+}

@@ -1,0 +1,417 @@
+//! The YAML plan: what to produce, which consumer to run, where its effects land, which
+//! faults to inject and what semantics the team expects.
+//!
+//! Every struct here is flat (no tagged enums) on purpose: serde buffers tagged enums before
+//! deserializing them, which loses the line and column of an error. Flat structs keep them, and
+//! rules that span several fields are checked in [`validate`] with positions from [`span`].
+
+mod load;
+mod span;
+mod validate;
+mod values;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use load::{load_plan, parse_plan, PlanError};
+pub use values::{Count, Rate, Target};
+
+/// A whole plan, as written by the user (defaults filled in by serde).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Short name of the scenario; used in run ids and report titles.
+    pub name: String,
+    /// One line saying what the plan shows.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The broker to produce to and whose progress to read.
+    pub broker: BrokerSpec,
+    /// The messages to produce.
+    pub workload: Workload,
+    /// The team's consumer and how to supervise it.
+    pub consumer: ConsumerSpec,
+    /// Where the consumer's side effects are observed.
+    pub effects: EffectSpec,
+    /// Faults to inject, each with its trigger.
+    #[serde(default)]
+    pub faults: Vec<FaultSpec>,
+    /// The semantics the team claims; the run passes or fails against it.
+    pub expect: Semantics,
+    /// When the run ends.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Seed for every random choice (random triggers); `--seed` overrides it.
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// Which kind of broker a plan targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    /// Apache Kafka (or the embedded librdkafka mock cluster when `bootstrap` is absent).
+    Kafka,
+    /// RabbitMQ over AMQP 0-9-1.
+    Amqp,
+}
+
+/// Broker settings; which fields apply depends on `kind` (checked by validation).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSpec {
+    /// `kafka` or `amqp`.
+    pub kind: BrokerKind,
+    /// Kafka bootstrap servers. Absent: run on the embedded mock cluster (a demo, not evidence).
+    #[serde(default)]
+    pub bootstrap: Option<String>,
+    /// Kafka topic; `{run}` is replaced by the run id.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Partitions of the fresh topic.
+    #[serde(default = "default_partitions")]
+    pub partitions: Count,
+    /// Consumer group of the consumer under test; `{run}` is replaced by the run id.
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// Create the topic/queue fresh (default). `false`: it must exist already.
+    #[serde(default = "yes")]
+    pub create: bool,
+    /// Extra librdkafka settings for the harness's own clients (SASL, TLS...).
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// AMQP URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// AMQP queue; `{run}` is replaced by the run id.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// How long to keep trying to reach the broker before giving up (exit 4).
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub connect_timeout: Duration,
+}
+
+/// The messages the harness produces.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// How many messages (each with a unique ID `{run}-{seq}`).
+    pub messages: Count,
+    /// Produce rate, `N/s`, or `unlimited`.
+    #[serde(default)]
+    pub rate: Rate,
+    /// `false`: produce everything before the consumer starts; `true`: produce while it consumes.
+    #[serde(default)]
+    pub during: bool,
+    /// Payload template; `{id}`, `{seq}` and `{run}` are replaced.
+    #[serde(default = "default_payload")]
+    pub payload: String,
+}
+
+/// The consumer under test and its supervision.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerSpec {
+    /// Program and arguments (no shell); placeholders such as `{bootstrap}` are replaced.
+    pub command: Vec<String>,
+    /// How many instances run side by side.
+    #[serde(default = "one")]
+    pub instances: Count,
+    /// What the supervisor does when an incarnation dies.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Extra environment variables (placeholders are replaced).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Route the consumer through exactly's protocol-aware proxy.
+    #[serde(default)]
+    pub via_proxy: Option<bool>,
+    /// Working directory of the consumer (default: where `exactly` was started).
+    #[serde(default)]
+    pub cwd: Option<String>,
+}
+
+/// Supervisor behaviour when an incarnation exits or is killed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RestartPolicy {
+    /// `never`: a dead instance stays dead.
+    Never(NeverKeyword),
+    /// `{ after: 500ms }`: start a new incarnation after this delay.
+    After(RestartAfter),
+}
+
+/// The literal `never`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NeverKeyword {
+    /// Do not restart.
+    Never,
+}
+
+/// `{ after: D, max: N }`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestartAfter {
+    /// Delay before the next incarnation starts.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub after: Duration,
+    /// Give up restarting an instance after this many incarnations (crash-loop guard).
+    #[serde(default = "default_max_incarnations")]
+    pub max: Count,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy::After(RestartAfter {
+            after: Duration::from_millis(500),
+            max: default_max_incarnations(),
+        })
+    }
+}
+
+impl RestartPolicy {
+    /// The restart delay, or `None` for `never`.
+    pub fn delay(&self) -> Option<Duration> {
+        match self {
+            RestartPolicy::Never(_) => None,
+            RestartPolicy::After(a) => Some(a.after),
+        }
+    }
+
+    /// Most incarnations one instance may have.
+    pub fn max_incarnations(&self) -> u32 {
+        match self {
+            RestartPolicy::Never(_) => 1,
+            RestartPolicy::After(a) => a.max.get() as u32,
+        }
+    }
+}
+
+/// Kinds of effect sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// The consumer POSTs each effect to `EXACTLY_EFFECT_URL`.
+    Http,
+    /// The consumer appends one line per effect to `EXACTLY_EFFECT_FILE`.
+    File,
+    /// The consumer prints effects on its standard output.
+    Stdout,
+}
+
+/// Where effects are observed and how an effect names its message.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EffectSpec {
+    /// `http`, `file` or `stdout`.
+    pub sink: SinkKind,
+    /// How to find the message ID in an effect: `json:/pointer`, `regex:(...)`, `header:Name`
+    /// or `body`.
+    #[serde(default = "default_effect_id")]
+    pub id: String,
+    /// Optional: where the idempotency key is; the sink then behaves like an idempotent
+    /// provider (a repeated key is replayed, not applied again).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// One fault: exactly one action field, its parameters and a trigger.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// SIGKILL the process group of the target (`consumer` or `consumer[i]`).
+    #[serde(default)]
+    pub kill: Option<Target>,
+    /// SIGTERM the target, then SIGKILL after `grace`.
+    #[serde(default)]
+    pub terminate: Option<Target>,
+    /// SIGSTOP the target for `for`, then SIGCONT.
+    #[serde(default)]
+    pub pause: Option<Target>,
+    /// Network blackhole through the proxy (not in this version).
+    #[serde(default)]
+    pub partition: Option<Target>,
+    /// Added network latency through the proxy (not in this version).
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub latency: Option<Duration>,
+    /// Close the target's broker connections (not in this version).
+    #[serde(default)]
+    pub sever: Option<Target>,
+    /// A transient group member forces a rebalance (not in this version).
+    #[serde(default)]
+    pub rebalance: Option<String>,
+    /// Start (+1) or stop (-1) an instance (not in this version).
+    #[serde(default)]
+    pub scale: Option<i32>,
+    /// Duration of a pause, partition, latency or rebalance.
+    #[serde(default, rename = "for", with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub for_: Option<Duration>,
+    /// For `terminate`: how long to wait after SIGTERM before SIGKILL.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub grace: Option<Duration>,
+    /// When the fault fires.
+    pub when: When,
+}
+
+/// A trigger: exactly one of `at`, `after`/`before`/`during` + `nth`, `every` + `times`,
+/// `random` + `within`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    /// Fire once this long after the consumer first started.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub at: Option<Duration>,
+    /// Fire right after the `nth` event of this kind.
+    #[serde(default)]
+    pub after: Option<EventKind>,
+    /// Hold the `nth` event of this kind, fire, and drop it if the consumer died (proxy events).
+    #[serde(default)]
+    pub before: Option<EventKind>,
+    /// Fire while the `nth` effect is held unanswered by the sink (http sink only).
+    #[serde(default)]
+    pub during: Option<EventKind>,
+    /// Which occurrence of the event (1 = the first).
+    #[serde(default)]
+    pub nth: Option<Count>,
+    /// Fire periodically, first after one period.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub every: Option<Duration>,
+    /// With `every`: how many times.
+    #[serde(default)]
+    pub times: Option<Count>,
+    /// Fire this many times at seeded random moments within `within`.
+    #[serde(default)]
+    pub random: Option<Count>,
+    /// With `random`: the window, from the consumer's first start.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub within: Option<Duration>,
+}
+
+/// Timeline events a trigger can count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A side effect observed by the sink.
+    Effect,
+    /// A Kafka OffsetCommit (seen by the proxy).
+    Commit,
+    /// An AMQP basic.ack/nack/reject (seen by the proxy).
+    Ack,
+    /// A message handed to the consumer (seen by the proxy).
+    Deliver,
+    /// A group rebalance (seen by the proxy).
+    Rebalance,
+    /// A message acknowledged by the broker to the workload producer.
+    Produced,
+}
+
+/// Delivery semantics a consumer can claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Semantics {
+    /// Fails on any duplicate.
+    AtMostOnce,
+    /// Fails on any loss.
+    AtLeastOnce,
+    /// Fails on any loss or duplicate.
+    ExactlyOnce,
+}
+
+impl Semantics {
+    /// The plan spelling (`at-least-once`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Semantics::AtMostOnce => "at-most-once",
+            Semantics::AtLeastOnce => "at-least-once",
+            Semantics::ExactlyOnce => "exactly-once",
+        }
+    }
+}
+
+impl std::str::FromStr for Semantics {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "at-most-once" => Ok(Semantics::AtMostOnce),
+            "at-least-once" => Ok(Semantics::AtLeastOnce),
+            "exactly-once" => Ok(Semantics::ExactlyOnce),
+            _ => Err(format!(
+                "unknown semantics `{s}`: write at-most-once, at-least-once or exactly-once"
+            )),
+        }
+    }
+}
+
+/// When the run ends.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Quiet time after the last fault (and once all work is done) before the run ends.
+    #[serde(default = "default_settle", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub settle: Duration,
+    /// Hard end of the run, from its start.
+    #[serde(default = "default_deadline", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            settle: default_settle(),
+            deadline: default_deadline(),
+        }
+    }
+}
+
+fn default_topic() -> String {
+    "exactly-{run}".into()
+}
+fn default_group() -> String {
+    "exactly-{run}".into()
+}
+fn default_partitions() -> Count {
+    Count::new(3)
+}
+fn default_payload() -> String {
+    r#"{"id":"{id}"}"#.into()
+}
+fn default_effect_id() -> String {
+    "json:/id".into()
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_settle() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_deadline() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_max_incarnations() -> Count {
+    Count::new(100)
+}
+fn one() -> Count {
+    Count::new(1)
+}
+fn yes() -> bool {
+    true
+}
+
+/// The plan's JSON Schema, for editors.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Plan)).expect("a schema always serializes")
+}

@@ -1,0 +1,135 @@
+//! Positions of plan fields: a map from a path such as `faults[1].when.nth` to the line and
+//! column where that key's value starts. serde reports positions for the errors it finds
+//! itself; this map gives them to the rules checked afterwards.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// A 1-based line and column in the plan file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Line, from 1.
+    pub line: usize,
+    /// Column, from 1.
+    pub col: usize,
+}
+
+/// Path → position of the value at that path.
+#[derive(Debug, Default)]
+pub struct SpanMap {
+    positions: HashMap<String, Position>,
+}
+
+impl SpanMap {
+    /// Builds the map; an unparsable document gives an empty map (serde reports that error).
+    pub fn build(source: &str) -> SpanMap {
+        let mut walker = Walker::default();
+        let mut parser = Parser::new_from_str(source);
+        let _ = parser.load(&mut walker, false);
+        SpanMap {
+            positions: walker.positions,
+        }
+    }
+
+    /// The position of `path`, or of its nearest ancestor that has one.
+    pub fn find(&self, path: &str) -> Option<Position> {
+        let mut path = path;
+        loop {
+            if let Some(p) = self.positions.get(path) {
+                return Some(*p);
+            }
+            let cut = path.rfind(['.', '['])?;
+            path = &path[..cut];
+        }
+    }
+}
+
+/// One open mapping or sequence while walking the events.
+enum Frame {
+    Mapping { path: String, key: Option<String> },
+    Sequence { path: String, index: usize },
+}
+
+#[derive(Default)]
+struct Walker {
+    stack: Vec<Frame>,
+    positions: HashMap<String, Position>,
+}
+
+impl Walker {
+    /// The path of the value that starts now, advancing the parent frame.
+    fn next_value_path(&mut self) -> Option<String> {
+        match self.stack.last_mut()? {
+            Frame::Mapping { path, key } => {
+                let key = key.take()?;
+                Some(if path.is_empty() {
+                    key
+                } else {
+                    format!("{path}.{key}")
+                })
+            }
+            Frame::Sequence { path, index } => {
+                let p = format!("{path}[{index}]");
+                *index += 1;
+                Some(p)
+            }
+        }
+    }
+
+    /// True when the next scalar in the current mapping is a key.
+    fn expecting_key(&self) -> bool {
+        matches!(self.stack.last(), Some(Frame::Mapping { key: None, .. }))
+    }
+}
+
+impl MarkedEventReceiver for Walker {
+    fn on_event(&mut self, event: Event, mark: Marker) {
+        let pos = Position {
+            line: mark.line(),
+            col: mark.col() + 1,
+        };
+        match event {
+            Event::Scalar(value, ..) => {
+                if self.expecting_key() {
+                    if let Some(Frame::Mapping { key, .. }) = self.stack.last_mut() {
+                        *key = Some(value);
+                    }
+                } else if let Some(path) = self.next_value_path() {
+                    self.positions.insert(path, pos);
+                }
+            }
+            Event::MappingStart(..) => {
+                let path = self.next_value_path().unwrap_or_default();
+                self.positions.insert(path.clone(), pos);
+                self.stack.push(Frame::Mapping { path, key: None });
+            }
+            Event::SequenceStart(..) => {
+                let path = self.next_value_path().unwrap_or_default();
+                self.positions.insert(path.clone(), pos);
+                self.stack.push(Frame::Sequence { path, index: 0 });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_nested_keys_and_sequence_items() {
+        let src = "name: x\nfaults:\n  - kill: consumer\n    when: { after: effect, nth: 0 }\n";
+        let map = SpanMap::build(src);
+        assert_eq!(map.find("name"), Some(Position { line: 1, col: 7 }));
+        assert_eq!(map.find("faults[0].kill").map(|p| p.line), Some(3));
+        assert_eq!(map.find("faults[0].when.nth").map(|p| p.line), Some(4));
+        // An unknown path falls back to its nearest known ancestor.
+        assert_eq!(map.find("faults[0].when.missing").map(|p| p.line), Some(4));
+    }
+}

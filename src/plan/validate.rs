@@ -1,0 +1,206 @@
+//! Rules that span several fields of a plan. Each problem names the path of the field to fix
+//! (located afterwards through the span map) and says what to write instead.
+
+use super::{BrokerKind, EventKind, FaultSpec, Plan, SinkKind, Target, When};
+use crate::sink::extract::Extractor;
+
+/// One thing wrong with a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Path of the field, such as `faults[0].when`.
+    pub path: String,
+    /// What is wrong and the fix.
+    pub message: String,
+}
+
+/// Every problem found, in plan order.
+pub fn validate(plan: &Plan) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut problem = |path: String, message: String| problems.push(Problem { path, message });
+
+    if plan.broker.kind == BrokerKind::Amqp {
+        problem(
+            "broker.kind".into(),
+            "RabbitMQ (`amqp`) plans are not supported by this version of exactly yet; use `kafka`"
+                .into(),
+        );
+    }
+    if plan.consumer.command.is_empty() || plan.consumer.command[0].trim().is_empty() {
+        problem(
+            "consumer.command".into(),
+            "the command is empty: write the program and its arguments, e.g. [./my-consumer, --flag]".into(),
+        );
+    }
+    if plan.consumer.via_proxy == Some(true) {
+        problem(
+            "consumer.via_proxy".into(),
+            "the protocol-aware proxy is not in this version of exactly yet: remove `via_proxy` or set it to false".into(),
+        );
+    }
+    if let Err(e) = Extractor::parse(&plan.effects.id) {
+        problem("effects.id".into(), e);
+    }
+    if let Some(key) = &plan.effects.idempotency_key {
+        if let Err(e) = Extractor::parse(key) {
+            problem("effects.idempotency_key".into(), e);
+        }
+    }
+    if plan.limits.deadline <= plan.limits.settle {
+        problem(
+            "limits.deadline".into(),
+            "the deadline must be longer than `settle`".into(),
+        );
+    }
+    let instances = plan.consumer.instances.get();
+    for (i, fault) in plan.faults.iter().enumerate() {
+        for (path, message) in fault_problems(fault, plan.effects.sink, instances) {
+            problem(format!("faults[{i}]{path}"), message);
+        }
+    }
+    problems
+}
+
+/// Problems of one fault; paths are relative to the fault.
+fn fault_problems(fault: &FaultSpec, sink: SinkKind, instances: u64) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let actions: Vec<&str> = [
+        ("kill", fault.kill.is_some()),
+        ("terminate", fault.terminate.is_some()),
+        ("pause", fault.pause.is_some()),
+        ("partition", fault.partition.is_some()),
+        ("latency", fault.latency.is_some()),
+        ("sever", fault.sever.is_some()),
+        ("rebalance", fault.rebalance.is_some()),
+        ("scale", fault.scale.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, present)| present.then_some(name))
+    .collect();
+    match actions.as_slice() {
+        [] => out.push((
+            String::new(),
+            "a fault needs an action: add `kill: consumer`, `terminate: consumer` or `pause: consumer`".into(),
+        )),
+        [one] => {
+            if matches!(*one, "partition" | "latency" | "sever" | "rebalance" | "scale") {
+                out.push((
+                    format!(".{one}"),
+                    format!("`{one}` is not supported by this version of exactly yet; use kill, terminate or pause"),
+                ));
+            }
+        }
+        several => out.push((
+            format!(".{}", several[1]),
+            format!(
+                "one action per fault (found {}): split it into several faults",
+                several.join(", ")
+            ),
+        )),
+    }
+    if fault.pause.is_some() && fault.for_.is_none() {
+        out.push((
+            ".pause".into(),
+            "a pause needs a length: add `for: 5s`".into(),
+        ));
+    }
+    for target in [fault.kill, fault.terminate, fault.pause]
+        .into_iter()
+        .flatten()
+    {
+        if let Target::Instance(i) = target {
+            if u64::from(i) >= instances {
+                out.push((
+                    String::new(),
+                    format!("`consumer[{i}]` does not exist: the plan runs {instances} instance(s), numbered from 0"),
+                ));
+            }
+        }
+    }
+    for (path, message) in when_problems(&fault.when, sink) {
+        out.push((format!(".when{path}"), message));
+    }
+    out
+}
+
+/// Problems of one trigger; paths are relative to `when`.
+fn when_problems(when: &When, sink: SinkKind) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let forms: Vec<&str> = [
+        ("at", when.at.is_some()),
+        ("after", when.after.is_some()),
+        ("before", when.before.is_some()),
+        ("during", when.during.is_some()),
+        ("every", when.every.is_some()),
+        ("random", when.random.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, present)| present.then_some(name))
+    .collect();
+    let fix = "write one of `at: 2s`, `after: effect, nth: 3`, `during: effect, nth: 3`, `every: 2s, times: 3` or `random: 2, within: 10s`";
+    match forms.as_slice() {
+        [] => out.push((String::new(), format!("the trigger is empty: {fix}"))),
+        [_] => {}
+        several => out.push((
+            format!(".{}", several[1]),
+            format!(
+                "one trigger form per fault (found {}): {fix}",
+                several.join(", ")
+            ),
+        )),
+    }
+    let counted = [
+        ("after", when.after),
+        ("before", when.before),
+        ("during", when.during),
+    ];
+    for (form, event) in counted {
+        let Some(event) = event else { continue };
+        if when.nth.is_none() {
+            out.push((
+                format!(".{form}"),
+                format!("`{form}: ...` needs `nth`: which occurrence fires it (1 = the first)"),
+            ));
+        }
+        let supported = match form {
+            "after" => matches!(event, EventKind::Effect | EventKind::Produced),
+            "during" => event == EventKind::Effect,
+            _ => false,
+        };
+        if !supported {
+            let name = serde_json::to_value(event).ok();
+            let name = name.as_ref().and_then(|v| v.as_str()).unwrap_or("?");
+            out.push((
+                format!(".{form}"),
+                format!("`{form}: {name}` needs the protocol-aware proxy, which this version of exactly does not have yet; use `after: effect` or `during: effect`"),
+            ));
+        }
+        if form == "during" && sink != SinkKind::Http {
+            out.push((
+                ".during".into(),
+                "`during: effect` holds the sink's answer, which only the `http` sink has: use `after: effect`".into(),
+            ));
+        }
+    }
+    if when.nth.is_some() && counted.iter().all(|(_, e)| e.is_none()) {
+        out.push((
+            ".nth".into(),
+            "`nth` counts events: use it with `after:`, `before:` or `during:`".into(),
+        ));
+    }
+    if when.every.is_some() != when.times.is_some() {
+        out.push((
+            ".every".into(),
+            "`every` and `times` go together: e.g. `every: 2s, times: 3`".into(),
+        ));
+    }
+    if when.random.is_some() != when.within.is_some() {
+        out.push((
+            ".random".into(),
+            "`random` and `within` go together: e.g. `random: 2, within: 10s`".into(),
+        ));
+    }
+    if matches!(when.every, Some(d) if d.is_zero()) {
+        out.push((".every".into(), "`every` must be longer than 0s".into()));
+    }
+    out
+}

@@ -1,0 +1,370 @@
+//! `report.json`: the machine-readable report, with a versioned schema.
+//!
+//! Invariants: `schema_version` changes whenever a key is renamed or removed (adding keys does
+//! not); times are µs since the run started, in keys ending `_us`; the anomaly list is capped
+//! per outcome ([`ANOMALIES_PER_OUTCOME`]) so huge runs stay readable, and `anomalies_truncated`
+//! says how many were left out; the counts are always exact.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{end_reason_str, redact_address, summary_sentence};
+use crate::reconcile::{
+    Anomaly, Counts, EffectSeen, FailedProduce, Incarnation, InconclusiveReason, Outcome,
+    ProgressSnapshot, Reconciliation, RejectedEffect, UnfiredFault,
+};
+use crate::timeline::{FaultRecord, ProduceStatus, RunInfo};
+
+/// The version of the `report.json` layout.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// At most this many anomalies of each outcome are listed (5 outcomes: 1000 in all).
+pub const ANOMALIES_PER_OUTCOME: usize = 200;
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    schema_version: u32,
+    verdict: &'static str,
+    expect: &'a str,
+    expectation_met: Option<bool>,
+    exit_code: i32,
+    summary: String,
+    mock_broker: bool,
+    run: Option<JsonRun<'a>>,
+    end_reason: Option<&'static str>,
+    ended_at_us: Option<u64>,
+    counts: &'a Counts,
+    faults_planned: usize,
+    faults_fired: &'a [usize],
+    faults_unfired: &'a [UnfiredFault],
+    faults: Vec<JsonFault<'a>>,
+    inconclusive_reasons: Vec<JsonReason>,
+    caveats: Vec<JsonReason>,
+    anomalies: Vec<JsonAnomaly<'a>>,
+    anomalies_truncated: usize,
+    incarnations: &'a [Incarnation],
+    progress: Option<&'a ProgressSnapshot>,
+    failed_produces: &'a [FailedProduce],
+    rejected_effects: &'a [RejectedEffect],
+    warnings: &'a [String],
+}
+
+#[derive(Serialize)]
+struct JsonRun<'a> {
+    run: &'a str,
+    plan: &'a str,
+    description: Option<&'a str>,
+    broker: &'a str,
+    broker_address: String,
+    topic: &'a str,
+    group: &'a str,
+    seed: u64,
+    messages: u64,
+    planned_faults: &'a [String],
+    reproduce: &'a str,
+}
+
+impl<'a> JsonRun<'a> {
+    fn new(r: &'a RunInfo) -> JsonRun<'a> {
+        JsonRun {
+            run: &r.run,
+            plan: &r.plan,
+            description: r.description.as_deref(),
+            broker: &r.broker,
+            broker_address: redact_address(&r.broker_address),
+            topic: &r.topic,
+            group: &r.group,
+            seed: r.seed,
+            messages: r.messages,
+            planned_faults: &r.planned_faults,
+            reproduce: &r.reproduce,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonFault<'a> {
+    fault: usize,
+    /// The plan's line for this fault, when the plan has it.
+    planned: Option<&'a str>,
+    action: &'a str,
+    target: &'a str,
+    trigger: &'a str,
+    matched_at_us: u64,
+    fired_at_us: u64,
+    trigger_latency_us: u64,
+    applied: bool,
+    detail: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonReason {
+    code: &'static str,
+    message: String,
+    #[serde(flatten)]
+    detail: BTreeMap<String, serde_json::Value>,
+}
+
+impl JsonReason {
+    fn new(r: &InconclusiveReason) -> Self {
+        // The tagged serialization of the reason gives its fields; the tag is `code`.
+        let detail = match serde_json::to_value(r) {
+            Ok(serde_json::Value::Object(map)) => {
+                map.into_iter().filter(|(k, _)| k != "code").collect()
+            }
+            _ => BTreeMap::new(),
+        };
+        JsonReason {
+            code: r.code(),
+            message: r.to_string(),
+            detail,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonAnomaly<'a> {
+    id: &'a str,
+    outcome: Outcome,
+    produce_status: Option<ProduceStatus>,
+    partition: Option<i32>,
+    offset: Option<i64>,
+    produced_at_us: Option<u64>,
+    committed: Option<i64>,
+    applied: usize,
+    effects: &'a [EffectSeen],
+}
+
+impl<'a> JsonAnomaly<'a> {
+    fn new(a: &'a Anomaly) -> Self {
+        JsonAnomaly {
+            id: &a.id,
+            outcome: a.outcome,
+            produce_status: a.produce_status,
+            partition: a.partition,
+            offset: a.offset,
+            produced_at_us: a.produced_at_us,
+            committed: a.committed,
+            applied: a.applied(),
+            effects: &a.effects,
+        }
+    }
+}
+
+fn fault<'a>(f: &'a FaultRecord, rec: &'a Reconciliation) -> JsonFault<'a> {
+    JsonFault {
+        fault: f.fault,
+        planned: rec
+            .run
+            .as_ref()
+            .and_then(|r| r.planned_faults.get(f.fault))
+            .map(String::as_str),
+        action: &f.action,
+        target: &f.target,
+        trigger: &f.trigger,
+        matched_at_us: f.matched_at_us,
+        fired_at_us: f.fired_at_us,
+        trigger_latency_us: f.trigger_latency_us,
+        applied: f.applied,
+        detail: &f.detail,
+    }
+}
+
+/// The anomalies to list, at most [`ANOMALIES_PER_OUTCOME`] per outcome in report order, and
+/// how many were left out.
+fn capped(rec: &Reconciliation) -> (Vec<JsonAnomaly<'_>>, usize) {
+    let mut listed = Vec::new();
+    let mut left_out = 0;
+    for outcome in Outcome::ANOMALIES {
+        let mut n = 0;
+        for a in rec.anomalies_of(outcome) {
+            if n < ANOMALIES_PER_OUTCOME {
+                listed.push(JsonAnomaly::new(a));
+                n += 1;
+            } else {
+                left_out += 1;
+            }
+        }
+    }
+    (listed, left_out)
+}
+
+/// Renders `report.json` (pretty-printed, newline-terminated).
+pub fn render(rec: &Reconciliation) -> std::io::Result<String> {
+    let (anomalies, anomalies_truncated) = capped(rec);
+    let report = JsonReport {
+        schema_version: SCHEMA_VERSION,
+        verdict: rec.verdict.as_str(),
+        expect: rec.expect_str(),
+        expectation_met: rec.expectation_met,
+        exit_code: rec.exit_code(),
+        summary: summary_sentence(rec),
+        mock_broker: rec.mock_broker(),
+        run: rec.run.as_ref().map(JsonRun::new),
+        end_reason: rec.end_reason.map(end_reason_str),
+        ended_at_us: rec.ended_at_us,
+        counts: &rec.counts,
+        faults_planned: rec.faults_planned,
+        faults_fired: &rec.faults_fired,
+        faults_unfired: &rec.faults_unfired,
+        faults: rec.faults.iter().map(|f| fault(f, rec)).collect(),
+        inconclusive_reasons: rec
+            .inconclusive_reasons
+            .iter()
+            .map(JsonReason::new)
+            .collect(),
+        caveats: rec.caveats.iter().map(JsonReason::new).collect(),
+        anomalies,
+        anomalies_truncated,
+        incarnations: &rec.incarnations,
+        progress: rec.last_progress.as_ref(),
+        failed_produces: &rec.failed_samples,
+        rejected_effects: &rec.rejected_samples,
+        warnings: &rec.warnings,
+    };
+    let mut text = serde_json::to_string_pretty(&report).map_err(std::io::Error::other)?;
+    text.push('\n');
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::reconcile::fixtures::{duplicated_run, Tl};
+    use crate::reconcile::reconcile;
+    use crate::timeline::EndReason;
+
+    fn parse(rec: &Reconciliation) -> Value {
+        serde_json::from_str(&render(rec).expect("renders")).expect("report.json parses")
+    }
+
+    #[test]
+    fn report_json_parses_and_has_the_required_keys() {
+        let v = parse(&reconcile(&duplicated_run().events));
+        for key in [
+            "schema_version",
+            "verdict",
+            "expectation_met",
+            "expect",
+            "counts",
+            "faults",
+            "anomalies",
+            "anomalies_truncated",
+            "inconclusive_reasons",
+            "incarnations",
+            "run",
+            "mock_broker",
+            "end_reason",
+            "warnings",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["schema_version"], 1);
+        assert_eq!(v["verdict"], "DUPLICATED");
+        assert_eq!(v["expect"], "at-least-once");
+        assert_eq!(v["expectation_met"], true);
+        assert_eq!(v["end_reason"], "settled");
+        for key in [
+            "produced",
+            "effected",
+            "exact",
+            "duplicated",
+            "lost",
+            "pending",
+            "phantom",
+        ] {
+            assert!(v["counts"][key].is_u64(), "counts.{key}");
+        }
+        assert_eq!(v["counts"]["duplicated"], 1);
+    }
+
+    #[test]
+    fn anomalies_carry_their_effects() {
+        let v = parse(&reconcile(&duplicated_run().events));
+        let a = &v["anomalies"][0];
+        assert_eq!(a["id"], "m-1");
+        assert_eq!(a["outcome"], "duplicated");
+        assert_eq!(a["partition"], 0);
+        assert_eq!(a["offset"], 1);
+        assert_eq!(a["effects"].as_array().map(Vec::len), Some(2));
+        assert_eq!(a["effects"][1]["incarnation"], 2);
+        assert_eq!(a["effects"][1]["outcome"], "applied");
+        assert!(a["effects"][0]["t_us"].is_u64());
+    }
+
+    #[test]
+    fn faults_say_when_and_whether_they_were_applied() {
+        let v = parse(&reconcile(&duplicated_run().events));
+        let f = &v["faults"][0];
+        assert_eq!(f["fault"], 0);
+        assert_eq!(f["action"], "kill");
+        assert_eq!(f["applied"], true);
+        assert_eq!(f["trigger_latency_us"], 150);
+        assert!(f["fired_at_us"].is_u64());
+        assert_eq!(f["planned"], "kill: consumer when {after: effect, nth: 2}");
+    }
+
+    #[test]
+    fn inconclusive_reasons_have_code_message_and_detail() {
+        let mut tl = Tl::new();
+        tl.start(&["kill: consumer"], 1, "at-least-once")
+            .produced("a", 0, 0)
+            .effect("a", 1)
+            .end(EndReason::Settled);
+        let v = parse(&reconcile(&tl.events));
+        assert_eq!(v["verdict"], "INCONCLUSIVE");
+        assert_eq!(v["expectation_met"], Value::Null);
+        assert_eq!(v["exit_code"], 3);
+        let r = &v["inconclusive_reasons"][0];
+        assert_eq!(r["code"], "faults_not_fired");
+        assert_eq!(r["faults"][0]["fault"], 0);
+        assert!(r["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("never fired")));
+    }
+
+    #[test]
+    fn huge_anomaly_lists_are_capped_per_outcome() {
+        let mut tl = Tl::new();
+        tl.start(&["kill: consumer"], 0, "at-least-once")
+            .fault(0, true);
+        for i in 0..300 {
+            tl.produced(&format!("lost-{i}"), 0, i);
+        }
+        tl.produced("dup", 1, 0).effect("dup", 1).effect("dup", 2);
+        tl.progress(&[(0, 300), (1, 1)]).end(EndReason::Settled);
+        let v = parse(&reconcile(&tl.events));
+        let listed = v["anomalies"].as_array().map(Vec::len);
+        assert_eq!(listed, Some(ANOMALIES_PER_OUTCOME + 1));
+        assert_eq!(v["anomalies_truncated"], 300 - ANOMALIES_PER_OUTCOME);
+        assert_eq!(v["counts"]["lost"], 300, "counts stay exact");
+        assert!(
+            v["anomalies"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["id"] == "dup")),
+            "the duplicate is not crowded out by the losses"
+        );
+    }
+
+    #[test]
+    fn broker_passwords_are_redacted() {
+        let mut events = duplicated_run().events;
+        if let crate::timeline::Event::RunStarted(info) = &mut events[0].event {
+            info.broker_address = "amqp://guest:hunter2@127.0.0.1:5672/%2f".into();
+        }
+        let text = render(&reconcile(&events)).expect("renders");
+        assert!(!text.contains("hunter2"));
+        assert!(text.contains("guest:***@"));
+    }
+
+    #[test]
+    fn an_empty_timeline_still_renders() {
+        let v = parse(&reconcile(&[]));
+        assert_eq!(v["verdict"], "INCONCLUSIVE");
+        assert_eq!(v["run"], Value::Null);
+        assert_eq!(v["expect"], "none");
+    }
+}

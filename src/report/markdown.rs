@@ -1,0 +1,577 @@
+//! `report.md`: the incident-style report for people.
+//!
+//! Sections, in order: title, Summary (verdict, expectation, one plain sentence), the
+//! mock-broker warning when it applies, Impact (counts), Timeline (faults, incarnations, run
+//! end, chronological), Anomalies (samples per outcome with a per-ID timeline and the nearest
+//! fault), Why inconclusive or Caveats, Warnings, Failed produces, How to reproduce.
+//!
+//! Invariants: every number comes from the reconciliation; text from the timeline (IDs,
+//! details, warnings) is escaped so it cannot break the table or code layout. Writing to a
+//! `String` cannot fail, so the `let _ = writeln!(..)` throughout discard an always-`Ok`.
+
+use std::fmt::Write as _;
+
+use super::{
+    end_reason_str, expectation_line, latency, redact_address, secs, summary_sentence, MOCK_WARNING,
+};
+use crate::reconcile::{Anomaly, Outcome, Reconciliation, Verdict};
+use crate::timeline::{EffectOutcome, FaultRecord};
+
+/// Sample IDs shown per outcome.
+pub const SAMPLES_PER_OUTCOME: usize = 10;
+
+/// Renders `report.md`.
+pub fn render(rec: &Reconciliation) -> String {
+    let mut md = String::new();
+    title(&mut md, rec);
+    summary(&mut md, rec);
+    impact(&mut md, rec);
+    timeline(&mut md, rec);
+    anomalies(&mut md, rec);
+    reasons(&mut md, rec);
+    warnings(&mut md, rec);
+    reproduce(&mut md, rec);
+    md
+}
+
+fn title(md: &mut String, rec: &Reconciliation) {
+    match &rec.run {
+        Some(r) => {
+            let _ = writeln!(md, "# {}: run {}\n", text(&r.plan), code(&r.run));
+            if let Some(d) = r.description.as_deref().filter(|d| !d.trim().is_empty()) {
+                let _ = writeln!(md, "{}\n", text(d));
+            }
+            let _ = writeln!(
+                md,
+                "Broker: {} at {}, topic {}, group {}. Seed {}.\n",
+                text(&r.broker),
+                code(&redact_address(&r.broker_address)),
+                code(&r.topic),
+                code(&r.group),
+                r.seed
+            );
+        }
+        None => {
+            let _ = writeln!(md, "# exactly: unknown run\n");
+            let _ = writeln!(md, "The timeline has no `run_started` event.\n");
+        }
+    }
+}
+
+fn summary(md: &mut String, rec: &Reconciliation) {
+    let _ = writeln!(md, "## Summary\n");
+    let _ = writeln!(md, "Verdict: **{}**\n", rec.verdict);
+    let _ = writeln!(md, "Expectation: {}\n", expectation_line(rec));
+    let _ = writeln!(md, "{}\n", summary_sentence(rec));
+    if rec.mock_broker() {
+        let _ = writeln!(md, "> **Warning: {MOCK_WARNING}.**\n");
+    }
+    if rec.end_reason == Some(crate::timeline::EndReason::InfrastructureError) {
+        let _ = writeln!(
+            md,
+            "> **The harness failed (infrastructure error, exit 4).** Read the warnings before \
+             drawing any conclusion about the consumer.\n"
+        );
+    }
+}
+
+fn impact(md: &mut String, rec: &Reconciliation) {
+    let k = &rec.counts;
+    let _ = writeln!(md, "## Impact\n");
+    let _ = writeln!(md, "| | messages |\n| --- | ---: |");
+    let rows: [(&str, u64); 15] = [
+        ("planned", k.expected),
+        ("produced (acknowledged)", k.produced),
+        ("produce failed (not judged)", k.failed),
+        ("produce indeterminate", k.indeterminate),
+        ("effected", k.effected),
+        ("exact", k.exact),
+        ("**duplicated**", k.duplicated),
+        ("**lost**", k.lost),
+        ("pending", k.pending),
+        ("unconfirmed (indeterminate, no effect)", k.unconfirmed),
+        ("phantom IDs", k.phantom),
+        ("effects applied", k.effects_applied),
+        ("effects replayed (idempotent)", k.effects_replayed),
+        ("rejected by the sink", k.rejected),
+        ("stored at two offsets (producer retry)", k.multi_offset),
+    ];
+    for (label, n) in rows {
+        let _ = writeln!(md, "| {label} | {n} |");
+    }
+    let _ = writeln!(
+        md,
+        "\nFaults fired: {} of {} planned.\n",
+        rec.faults_fired.len(),
+        rec.faults_planned
+    );
+}
+
+fn timeline(md: &mut String, rec: &Reconciliation) {
+    let mut rows: Vec<(u64, String)> = Vec::new();
+    for f in &rec.faults {
+        let what = if f.applied {
+            format!(
+                "fault #{} **{} {}** fired (trigger `{}`, latency {}): {}",
+                f.fault,
+                cell(&f.action),
+                cell(&f.target),
+                cell(&f.trigger),
+                latency(f.trigger_latency_us),
+                cell(&f.detail)
+            )
+        } else {
+            format!(
+                "fault #{} {} {} matched but was **not applied** (trigger `{}`): {}",
+                f.fault,
+                cell(&f.action),
+                cell(&f.target),
+                cell(&f.trigger),
+                cell(&f.detail)
+            )
+        };
+        rows.push((f.fired_at_us, what));
+    }
+    for i in &rec.incarnations {
+        if let Some(t) = i.started_us {
+            rows.push((
+                t,
+                format!(
+                    "consumer[{}] incarnation {} started (pid {})",
+                    i.instance, i.incarnation, i.pid
+                ),
+            ));
+        }
+        if let Some(t) = i.exited_us {
+            rows.push((
+                t,
+                format!(
+                    "consumer[{}] incarnation {} exited ({})",
+                    i.instance,
+                    i.incarnation,
+                    cell(i.status.as_deref().unwrap_or("status unknown"))
+                ),
+            ));
+        }
+    }
+    if let Some(p) = &rec.last_progress {
+        let committed: Vec<String> = p
+            .committed
+            .iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect();
+        rows.push((
+            p.t_us,
+            format!("last progress read: committed {}", committed.join(" ")),
+        ));
+    }
+    match (rec.end_reason, rec.ended_at_us) {
+        (Some(r), Some(t)) => rows.push((t, format!("run ended: {}", end_reason_str(r)))),
+        (None, Some(t)) => rows.push((t, "last event (the run never ended)".to_string())),
+        _ => {}
+    }
+    rows.sort_by_key(|(t, _)| *t);
+    let _ = writeln!(md, "## Timeline\n");
+    if rows.is_empty() {
+        let _ = writeln!(md, "No faults, processes or end were recorded.\n");
+        return;
+    }
+    let _ = writeln!(md, "| time | event |\n| ---: | --- |");
+    for (t, what) in rows {
+        let _ = writeln!(md, "| {} | {what} |", secs(t));
+    }
+    md.push('\n');
+}
+
+fn anomalies(md: &mut String, rec: &Reconciliation) {
+    if rec.anomalies.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "## Anomalies\n");
+    for outcome in Outcome::ANOMALIES {
+        let total = rec.anomalies_of(outcome).count();
+        if total == 0 {
+            continue;
+        }
+        let shown = total.min(SAMPLES_PER_OUTCOME);
+        let _ = writeln!(
+            md,
+            "### {} ({total}{})\n",
+            heading(outcome),
+            if shown < total {
+                format!(", showing {shown}")
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(md, "{}\n", explain(outcome));
+        for a in rec.anomalies_of(outcome).take(SAMPLES_PER_OUTCOME) {
+            anomaly(md, rec, a);
+        }
+    }
+}
+
+fn heading(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Lost => "Lost",
+        Outcome::Duplicated => "Duplicated",
+        Outcome::Pending => "Pending",
+        Outcome::Unconfirmed => "Unconfirmed",
+        Outcome::Phantom => "Phantom",
+        Outcome::Exact => "Exact",
+    }
+}
+
+fn explain(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Lost => {
+            "Acknowledged by the broker, committed past by the group, and never applied."
+        }
+        Outcome::Duplicated => "Applied more than once.",
+        Outcome::Pending => {
+            "Acknowledged, not applied, and not committed past when the run ended: no proof either way."
+        }
+        Outcome::Unconfirmed => {
+            "The produce timed out and no effect was seen: it may never have been stored. Not judged for loss."
+        }
+        Outcome::Phantom => "Effects for IDs the workload never produced.",
+        Outcome::Exact => "Applied once.",
+    }
+}
+
+fn anomaly(md: &mut String, rec: &Reconciliation, a: &Anomaly) {
+    let _ = writeln!(md, "#### {}\n", code(&a.id));
+    if let Some(t) = a.produced_at_us {
+        let place = match (a.partition, a.offset) {
+            (Some(p), Some(o)) => format!("partition {p}, offset {o}"),
+            (Some(p), None) => format!("partition {p}"),
+            _ => "no offset".to_string(),
+        };
+        let committed = a
+            .committed
+            .map(|c| format!("; last committed offset of the partition: {c}"))
+            .unwrap_or_default();
+        let _ = writeln!(md, "- {}: produced to {place}{committed}", secs(t));
+    }
+    for e in &a.effects {
+        let who = match (e.instance, e.incarnation) {
+            (Some(i), Some(n)) => format!("consumer[{i}] incarnation {n}"),
+            (Some(i), None) => format!("consumer[{i}]"),
+            _ => "an unknown consumer".to_string(),
+        };
+        let how = match e.outcome {
+            EffectOutcome::Applied => "applied",
+            EffectOutcome::Replayed => "replayed (idempotent, no change)",
+        };
+        let _ = writeln!(md, "- {}: effect {how} by {who}", secs(e.t_us));
+    }
+    if a.effects.is_empty() {
+        let _ = writeln!(md, "- no effect observed");
+    }
+    let _ = writeln!(md, "- {}\n", nearest_fault(rec, a));
+}
+
+/// The fault that most plausibly explains the anomaly: for a duplicate, the last fault before
+/// its second application; for an ID without effect, the first fault after it was produced;
+/// for a phantom, the last fault before its first effect.
+fn nearest_fault(rec: &Reconciliation, a: &Anomaly) -> String {
+    let fired = || rec.faults.iter().filter(|f| f.applied);
+    let before = |t: u64| {
+        fired()
+            .filter(|f| f.fired_at_us <= t)
+            .max_by_key(|f| f.fired_at_us)
+    };
+    let found: Option<(&str, &FaultRecord)> = match a.outcome {
+        Outcome::Duplicated => a
+            .effects
+            .iter()
+            .filter(|e| e.outcome == EffectOutcome::Applied)
+            .nth(1)
+            .and_then(|e| before(e.t_us))
+            .map(|f| ("nearest preceding fault", f)),
+        Outcome::Phantom => a
+            .effects
+            .first()
+            .and_then(|e| before(e.t_us))
+            .map(|f| ("nearest preceding fault", f)),
+        _ => {
+            let t = a.produced_at_us.unwrap_or(0);
+            fired()
+                .filter(|f| f.fired_at_us >= t)
+                .min_by_key(|f| f.fired_at_us)
+                .or_else(|| before(t))
+                .map(|f| ("nearest fault", f))
+        }
+    };
+    match found {
+        Some((label, f)) => format!(
+            "{label}: #{} {} {} at {}",
+            f.fault,
+            text(&f.action),
+            text(&f.target),
+            secs(f.fired_at_us)
+        ),
+        None => "no fault fired near it".to_string(),
+    }
+}
+
+fn reasons(md: &mut String, rec: &Reconciliation) {
+    let (title, list) = if rec.verdict == Verdict::Inconclusive {
+        ("Why inconclusive", &rec.inconclusive_reasons)
+    } else {
+        ("Caveats", &rec.caveats)
+    };
+    if list.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "## {title}\n");
+    if rec.verdict != Verdict::Inconclusive {
+        let _ = writeln!(
+            md,
+            "These do not weaken the finding above (a proven anomaly stands on its own), but \
+             the run did not test everything it planned:\n"
+        );
+    }
+    for r in list {
+        let _ = writeln!(md, "- {}", text(&r.to_string()));
+    }
+    md.push('\n');
+}
+
+fn warnings(md: &mut String, rec: &Reconciliation) {
+    if !rec.warnings.is_empty() {
+        let _ = writeln!(md, "## Warnings\n");
+        for w in &rec.warnings {
+            let _ = writeln!(md, "- {}", text(w));
+        }
+        md.push('\n');
+    }
+    if !rec.failed_samples.is_empty() {
+        let _ = writeln!(
+            md,
+            "## Failed produces\n\n{} message{} could not be produced and {} not judged.\n",
+            rec.counts.failed,
+            if rec.counts.failed == 1 { "" } else { "s" },
+            if rec.counts.failed == 1 { "is" } else { "are" }
+        );
+        for f in rec.failed_samples.iter().take(SAMPLES_PER_OUTCOME) {
+            let _ = writeln!(
+                md,
+                "- {} at {}: {}",
+                code(&f.id),
+                secs(f.t_us),
+                text(f.error.as_deref().unwrap_or("no error given"))
+            );
+        }
+        md.push('\n');
+    }
+}
+
+fn reproduce(md: &mut String, rec: &Reconciliation) {
+    let Some(r) = &rec.run else {
+        return;
+    };
+    let _ = writeln!(md, "## How to reproduce\n");
+    let _ = writeln!(md, "```sh\n{}\n```\n", r.reproduce.replace("```", "'''"));
+    let _ = writeln!(
+        md,
+        "Seed {}: the same seed replays the same fault schedule.",
+        r.seed
+    );
+}
+
+/// Inline code that survives backticks inside the text.
+fn code(s: &str) -> String {
+    let s = s.replace(['\n', '\r'], " ");
+    if s.contains('`') {
+        format!("`` {s} ``")
+    } else {
+        format!("`{s}`")
+    }
+}
+
+/// Plain text on one line, with Markdown's active characters at line start neutralised.
+fn text(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Text inside a table cell.
+fn cell(s: &str) -> String {
+    text(s).replace('|', "\\|")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::fixtures::{duplicated_run, Tl};
+    use crate::reconcile::reconcile;
+    use crate::timeline::{EndReason, Event};
+
+    #[test]
+    fn duplicated_report_tells_the_incident() {
+        let md = render(&reconcile(&duplicated_run().events));
+        assert!(
+            md.starts_with("# kafka-commit-after-effect: run `r-20240101-0001`"),
+            "{md}"
+        );
+        assert!(md.contains("Verdict: **DUPLICATED**"), "{md}");
+        assert!(md.contains("Expectation: at-least-once: met"), "{md}");
+        assert!(
+            md.contains("1 of 4 messages was processed twice after the consumer was killed."),
+            "{md}"
+        );
+        assert!(md.contains("| **duplicated** | 1 |"), "{md}");
+        assert!(md.contains("| produced (acknowledged) | 4 |"), "{md}");
+        assert!(!md.contains(MOCK_WARNING), "{md}");
+    }
+
+    #[test]
+    fn timeline_is_chronological_with_faults_and_incarnations() {
+        let md = render(&reconcile(&duplicated_run().events));
+        let section = md
+            .split("## Timeline")
+            .nth(1)
+            .and_then(|s| s.split("## ").next())
+            .expect("a timeline section");
+        let started = section
+            .find("incarnation 1 started (pid 4001)")
+            .expect("start");
+        let fault = section
+            .find("fault #0 **kill consumer** fired")
+            .expect("fault");
+        let exited = section
+            .find("incarnation 1 exited (signal SIGKILL)")
+            .expect("exit");
+        let ended = section.find("run ended: settled").expect("end");
+        assert!(
+            started < fault && fault < exited && exited < ended,
+            "{section}"
+        );
+        assert!(section.contains("latency 150µs"), "{section}");
+    }
+
+    #[test]
+    fn anomaly_sample_has_a_per_id_timeline_and_its_fault() {
+        let md = render(&reconcile(&duplicated_run().events));
+        let section = md.split("#### `m-1`").nth(1).expect("m-1 sample");
+        assert!(
+            section.contains("produced to partition 0, offset 1"),
+            "{section}"
+        );
+        assert!(
+            section.contains("effect applied by consumer[0] incarnation 1"),
+            "{section}"
+        );
+        assert!(
+            section.contains("effect applied by consumer[0] incarnation 2"),
+            "{section}"
+        );
+        assert!(
+            section.contains("nearest preceding fault: #0 kill consumer at"),
+            "{section}"
+        );
+    }
+
+    #[test]
+    fn lost_ids_name_the_first_fault_after_their_produce() {
+        let mut tl = Tl::new();
+        tl.start(&["kill: consumer"], 2, "at-least-once")
+            .produced("a", 0, 0)
+            .produced("b", 0, 1)
+            .effect("a", 1)
+            .fault(0, true)
+            .progress(&[(0, 2)])
+            .end(EndReason::Settled);
+        let md = render(&reconcile(&tl.events));
+        assert!(md.contains("Verdict: **LOST**"), "{md}");
+        assert!(md.contains("### Lost (1)"), "{md}");
+        assert!(md.contains("#### `b`"), "{md}");
+        assert!(md.contains("- no effect observed"), "{md}");
+        assert!(
+            md.contains("last committed offset of the partition: 2"),
+            "{md}"
+        );
+        assert!(md.contains("nearest fault: #0 kill consumer"), "{md}");
+        assert!(md.contains("Expectation: at-least-once: VIOLATED"), "{md}");
+    }
+
+    #[test]
+    fn samples_are_capped_per_outcome() {
+        let mut tl = Tl::new();
+        tl.start(&["kill: consumer"], 15, "at-least-once")
+            .fault(0, true);
+        for i in 0..15 {
+            tl.produced(&format!("p{i}"), 0, i);
+        }
+        tl.progress(&[(0, 15)]).end(EndReason::Settled);
+        let md = render(&reconcile(&tl.events));
+        assert!(md.contains("### Lost (15, showing 10)"), "{md}");
+        assert_eq!(md.matches("#### `p").count(), 10);
+    }
+
+    #[test]
+    fn inconclusive_report_says_why() {
+        let mut tl = Tl::new();
+        tl.start(&["kill: consumer when {before: commit}"], 1, "exactly-once")
+            .produced("a", 0, 0)
+            .effect("a", 1)
+            .fault(0, false)
+            .progress(&[(0, 1)])
+            .end(EndReason::Settled);
+        let md = render(&reconcile(&tl.events));
+        assert!(md.contains("Verdict: **INCONCLUSIVE**"), "{md}");
+        assert!(md.contains("## Why inconclusive"), "{md}");
+        assert!(
+            md.contains("- 1 planned fault never fired: #0 kill: consumer"),
+            "{md}"
+        );
+        assert!(md.contains("matched but was **not applied**"), "{md}");
+        assert!(md.contains("not judged (inconclusive)"), "{md}");
+    }
+
+    #[test]
+    fn mock_broker_warning_is_loud() {
+        let mut events = duplicated_run().events;
+        if let Event::RunStarted(info) = &mut events[0].event {
+            info.mock_broker = true;
+        }
+        let md = render(&reconcile(&events));
+        assert!(
+            md.contains(
+                "> **Warning: embedded mock cluster: a demo, not evidence about a real broker.**"
+            ),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn reproduce_section_has_the_command_and_seed() {
+        let mut tl = duplicated_run();
+        tl.warning("hold of 900ms nears request.timeout.ms");
+        let md = render(&reconcile(&tl.events));
+        assert!(
+            md.contains("## Warnings\n\n- hold of 900ms nears request.timeout.ms"),
+            "{md}"
+        );
+        assert!(
+            md.contains("```sh\nexactly run plans/kafka-commit-after-effect.yaml --seed 42\n```")
+        );
+        assert!(md.contains("Seed 42"), "{md}");
+    }
+
+    #[test]
+    fn hostile_ids_do_not_break_the_layout() {
+        assert_eq!(code("a`b"), "`` a`b ``");
+        assert_eq!(cell("x|y\nz"), "x\\|y z");
+        assert_eq!(text("<script>"), "&lt;script&gt;");
+    }
+
+    #[test]
+    fn empty_timeline_renders_without_panicking() {
+        let md = render(&reconcile(&[]));
+        assert!(md.contains("unknown run"));
+        assert!(md.contains("INCONCLUSIVE"));
+    }
+}

@@ -1,0 +1,317 @@
+//! The run's reports, rendered from a [`Reconciliation`]: `report.json` (versioned, for
+//! machines), `report.md` (incident style, for people), `junit.xml` (for CI gates) and the
+//! verdict table printed on the terminal.
+//!
+//! Invariants: rendering is a pure function of the reconciliation (no clock, no environment),
+//! so `exactly report DIR` re-renders the same bytes from `events.jsonl`; only this module knows
+//! output formats; a run that is INCONCLUSIVE never renders as a pass anywhere; credentials in a
+//! broker address never reach a report.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::reconcile::{Reconciliation, Verdict};
+use crate::timeline::{EndReason, FaultRecord};
+
+pub mod json;
+pub mod junit;
+pub mod markdown;
+
+/// The loud line shown whenever the broker was the embedded mock cluster.
+pub const MOCK_WARNING: &str = "embedded mock cluster: a demo, not evidence about a real broker";
+
+/// Writes `report.json`, `report.md` and `junit.xml` into `dir` (created if missing).
+pub fn write_reports(dir: &Path, rec: &Reconciliation) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("report.json"), json::render(rec)?)?;
+    std::fs::write(dir.join("report.md"), markdown::render(rec))?;
+    std::fs::write(dir.join("junit.xml"), junit::render(rec)?)?;
+    Ok(())
+}
+
+/// A small aligned table for the terminal: verdict, expectation, counts, faults, and why the
+/// run is inconclusive when it is.
+pub fn verdict_table(rec: &Reconciliation) -> String {
+    let k = &rec.counts;
+    let mut rows: Vec<(&str, String)> = vec![
+        ("verdict", rec.verdict.to_string()),
+        ("expectation", expectation_line(rec)),
+        (
+            "produced",
+            format!(
+                "{} (failed {}, indeterminate {})",
+                k.produced, k.failed, k.indeterminate
+            ),
+        ),
+        ("effected", k.effected.to_string()),
+        ("exact", k.exact.to_string()),
+        ("duplicated", k.duplicated.to_string()),
+        ("lost", k.lost.to_string()),
+        ("pending", k.pending.to_string()),
+        ("phantom", k.phantom.to_string()),
+        (
+            "faults",
+            format!("{} of {} fired", rec.faults_fired.len(), rec.faults_planned),
+        ),
+    ];
+    if let Some(reason) = rec.end_reason {
+        rows.push(("ended", end_reason_str(reason).to_string()));
+    } else {
+        rows.push(("ended", "never (no run_ended event)".to_string()));
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in &rows {
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "  {key:<width$}  {value}");
+    }
+    let why = if rec.verdict == Verdict::Inconclusive {
+        Some(("inconclusive because", &rec.inconclusive_reasons))
+    } else if !rec.caveats.is_empty() {
+        Some(("caveats", &rec.caveats))
+    } else {
+        None
+    };
+    if let Some((title, reasons)) = why {
+        let _ = writeln!(out, "  {title}:");
+        for r in reasons {
+            let _ = writeln!(out, "    - {r}");
+        }
+    }
+    if rec.mock_broker() {
+        let _ = writeln!(out, "  !! {MOCK_WARNING} !!");
+    }
+    out
+}
+
+/// `at-least-once: met`, `exactly-once: VIOLATED`, `at-most-once: not judged (inconclusive)`.
+pub(crate) fn expectation_line(rec: &Reconciliation) -> String {
+    let judged = match (rec.expectation, rec.expectation_met) {
+        (_, Some(true)) => "met",
+        (_, Some(false)) => "VIOLATED",
+        (None, None) if rec.run.is_some() => "not judged (unknown expectation)",
+        (None, None) => "not judged (no run information)",
+        (Some(_), None) => "not judged (inconclusive)",
+    };
+    format!("{}: {judged}", rec.expect_str())
+}
+
+/// The end reason as written in the reports.
+pub(crate) fn end_reason_str(reason: EndReason) -> &'static str {
+    match reason {
+        EndReason::Settled => "settled",
+        EndReason::Deadline => "deadline",
+        EndReason::Aborted => "aborted",
+        EndReason::InfrastructureError => "infrastructure error",
+    }
+}
+
+/// Microseconds since the run started as seconds with milliseconds: `12.034s`.
+pub(crate) fn secs(us: u64) -> String {
+    format!("{}.{:03}s", us / 1_000_000, (us / 1_000) % 1_000)
+}
+
+/// A latency in the most readable unit: `850µs`, `12.3ms`.
+pub(crate) fn latency(us: u64) -> String {
+    if us < 1_000 {
+        format!("{us}µs")
+    } else {
+        format!("{}.{}ms", us / 1_000, (us % 1_000) / 100)
+    }
+}
+
+/// Hides the password of a `scheme://user:password@host` address.
+pub(crate) fn redact_address(address: &str) -> String {
+    let Some(scheme_end) = address.find("://") else {
+        return address.to_string();
+    };
+    let rest = &address[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return address.to_string();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &address[..scheme_end + 3],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
+        None => address.to_string(),
+    }
+}
+
+/// One plain sentence of what happened, such as "12 of 200 messages were processed twice after
+/// the consumer was killed."
+pub(crate) fn summary_sentence(rec: &Reconciliation) -> String {
+    let k = &rec.counts;
+    let n = k.produced + k.indeterminate;
+    let context = fault_context(&rec.faults);
+    let times = |max: usize| if max == 2 { "twice" } else { "more than once" };
+    let max_applied = rec.anomalies.iter().map(|a| a.applied()).max().unwrap_or(0);
+    let were = |c: u64| if c == 1 { "was" } else { "were" };
+    match rec.verdict {
+        Verdict::LostAndDuplicated => format!(
+            "{} of {n} messages {} never processed and {} {} processed {} {context}.",
+            k.lost,
+            were(k.lost),
+            k.duplicated,
+            were(k.duplicated),
+            times(max_applied)
+        ),
+        Verdict::Duplicated => format!(
+            "{} of {n} messages {} processed {} {context}.",
+            k.duplicated,
+            were(k.duplicated),
+            times(max_applied)
+        ),
+        Verdict::Lost => format!(
+            "{} of {n} messages {} never processed although the broker counts them as consumed {context}.",
+            k.lost,
+            were(k.lost)
+        ),
+        Verdict::Exact if k.exact == n => {
+            format!("All {n} messages were processed exactly once {context}.")
+        }
+        Verdict::Exact => format!(
+            "{} of {n} messages were processed exactly once {context}; the other {} had an indeterminate produce and were never seen, which is allowed.",
+            k.exact, k.unconfirmed
+        ),
+        Verdict::Inconclusive => {
+            let reasons: Vec<String> =
+                rec.inconclusive_reasons.iter().map(|r| r.to_string()).collect();
+            format!(
+                "Nothing was proven wrong, but the evidence is not enough to say EXACT: {}.",
+                reasons.join("; ")
+            )
+        }
+    }
+}
+
+/// "after the consumer was killed (3 times)", or "with no fault fired".
+fn fault_context(faults: &[FaultRecord]) -> String {
+    let mut groups: Vec<(&str, &str, usize)> = Vec::new();
+    for f in faults.iter().filter(|f| f.applied) {
+        match groups
+            .iter_mut()
+            .find(|(a, t, _)| *a == f.action && *t == f.target)
+        {
+            Some(g) => g.2 += 1,
+            None => groups.push((&f.action, &f.target, 1)),
+        }
+    }
+    if groups.is_empty() {
+        return "with no fault fired".to_string();
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(action, target, n)| {
+            let who = match *target {
+                "consumer" => "the consumer".to_string(),
+                "group" => "the group".to_string(),
+                t => t.to_string(),
+            };
+            let done = match *action {
+                "kill" => "killed".to_string(),
+                "terminate" => "terminated".to_string(),
+                "pause" => "paused".to_string(),
+                "partition" => "partitioned from the broker".to_string(),
+                "latency" => "slowed down".to_string(),
+                "sever" => "cut off from the broker".to_string(),
+                "rebalance" => "rebalanced".to_string(),
+                "scale" => "scaled".to_string(),
+                other => format!("hit by `{other}`"),
+            };
+            if *n == 1 {
+                format!("{who} was {done}")
+            } else {
+                format!("{who} was {done} ({n} times)")
+            }
+        })
+        .collect();
+    format!("after {}", parts.join(" and "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::fixtures::{duplicated_run, Tl};
+    use crate::reconcile::reconcile;
+    use crate::timeline::{EndReason, Event};
+
+    #[test]
+    fn table_shows_verdict_expectation_counts_and_faults() {
+        let rec = reconcile(&duplicated_run().events);
+        let t = verdict_table(&rec);
+        assert!(t.contains("verdict      DUPLICATED"), "{t}");
+        assert!(t.contains("at-least-once: met"), "{t}");
+        assert!(t.contains("duplicated   1"), "{t}");
+        assert!(t.contains("faults       1 of 1 fired"), "{t}");
+        assert!(!t.contains("mock"), "{t}");
+    }
+
+    #[test]
+    fn table_lists_why_a_run_is_inconclusive() {
+        let mut tl = Tl::new();
+        tl.start(&[], 1, "at-least-once")
+            .produced("a", 0, 0)
+            .effect("a", 1)
+            .end(EndReason::Settled);
+        let t = verdict_table(&reconcile(&tl.events));
+        assert!(t.contains("INCONCLUSIVE"), "{t}");
+        assert!(t.contains("not judged (inconclusive)"), "{t}");
+        assert!(
+            t.contains("inconclusive because:\n    - no fault was planned"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn table_shouts_when_the_broker_was_the_mock() {
+        let mut events = duplicated_run().events;
+        if let Event::RunStarted(info) = &mut events[0].event {
+            info.mock_broker = true;
+        }
+        let t = verdict_table(&reconcile(&events));
+        assert!(t.contains(MOCK_WARNING), "{t}");
+    }
+
+    #[test]
+    fn summary_names_the_fault_and_how_often_work_repeated() {
+        let rec = reconcile(&duplicated_run().events);
+        assert_eq!(
+            summary_sentence(&rec),
+            "1 of 4 messages was processed twice after the consumer was killed."
+        );
+    }
+
+    #[test]
+    fn addresses_lose_their_password() {
+        assert_eq!(
+            redact_address("amqp://guest:s3cret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact_address("127.0.0.1:9092"), "127.0.0.1:9092");
+        assert_eq!(redact_address("amqp://host/vhost@x"), "amqp://host/vhost@x");
+    }
+
+    #[test]
+    fn times_read_as_seconds_and_milliseconds() {
+        assert_eq!(secs(1_204_999), "1.204s");
+        assert_eq!(secs(0), "0.000s");
+        assert_eq!(latency(850), "850µs");
+        assert_eq!(latency(12_345), "12.3ms");
+    }
+
+    #[test]
+    fn write_reports_writes_the_three_files() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let out = dir.path().join("run-1");
+        write_reports(&out, &reconcile(&duplicated_run().events)).expect("reports written");
+        for f in ["report.json", "report.md", "junit.xml"] {
+            let text = std::fs::read_to_string(out.join(f)).expect(f);
+            assert!(text.contains("DUPLICATED"), "{f}: {text}");
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! `exactly run`: wires one run together and decides when it ends.
+//!
+//! Order of a run: broker ready → timeline opened → sinks listening → workload produced (first,
+//! or alongside) → nemesis subscribed → supervisor starts the consumer → watch progress → end
+//! (settled, deadline, aborted, or infrastructure error) → stop everything → judge the
+//! timeline file → reports. Every task gets the same stop token; nothing outlives `run`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::kafka::{EmbeddedCluster, KafkaBroker};
+use crate::broker::{Broker, Progress, Target};
+use crate::consumer::contract::Contract;
+use crate::consumer::{Supervisor, SupervisorConfig};
+use crate::error::{Error, InfraError};
+use crate::nemesis::gate::EffectGate;
+use crate::nemesis::{Nemesis, NemesisStatus};
+use crate::plan::{EventKind, Plan, Semantics, SinkKind};
+use crate::sink::extract::Extractor;
+use crate::sink::http::HttpSink;
+use crate::sink::{file, stdout, EffectRecorder};
+use crate::timeline::{EndReason, Event, ProduceStatus, RunInfo, Stamped, Timeline};
+
+/// How often the broker's progress is read.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+/// Grace between SIGTERM and SIGKILL when the run stops the consumers.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// What the command line adds to a plan.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The plan file (for the report's reproduce line).
+    pub plan_path: PathBuf,
+    /// `--out DIR`: the run folder, exactly there.
+    pub out: Option<PathBuf>,
+    /// `--seed N`.
+    pub seed: Option<u64>,
+    /// `--expect S`: overrides the plan's expectation.
+    pub expect: Option<Semantics>,
+    /// Draw a progress bar (when stderr is a terminal).
+    pub progress_bar: bool,
+}
+
+/// Where a finished run left its evidence.
+pub struct RunOutcome {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// The timeline file.
+    pub events: PathBuf,
+}
+
+/// Runs a validated plan to its end; the timeline file is complete when this returns `Ok`.
+/// `abort` is cancelled on SIGINT/SIGTERM.
+pub async fn run(
+    plan: &Plan,
+    opts: &RunOptions,
+    abort: CancellationToken,
+) -> Result<RunOutcome, Error> {
+    let seed = opts.seed.or(plan.seed).unwrap_or_else(random_seed);
+    let run_id = run_id(&plan.name);
+    let dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new("reports").join(&run_id));
+    let io = |what: &str, e: std::io::Error| {
+        InfraError::new(format!("cannot {what} in {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir.join("logs")).map_err(|e| io("create the run folder", e))?;
+    std::fs::create_dir_all(dir.join("effects")).map_err(|e| io("create the run folder", e))?;
+    let resolved = serde_yaml::to_string(plan).unwrap_or_default();
+    std::fs::write(dir.join("plan.yaml"), resolved).map_err(|e| io("write plan.yaml", e))?;
+
+    let expect = opts.expect.unwrap_or(plan.expect);
+    let target = Target {
+        address: plan.broker.bootstrap.clone().unwrap_or_default(),
+        topic: plan.broker.topic.replace("{run}", &run_id),
+        group: plan.broker.group.replace("{run}", &run_id),
+        partitions: plan.broker.partitions.get() as i32,
+    };
+    let say = |msg: String| eprintln!("exactly: {msg}");
+    say(format!("run {run_id} → {}", dir.display()));
+
+    // The embedded cluster, when used, must outlive every client: it is dropped last.
+    let (embedded, target) = match &plan.broker.bootstrap {
+        Some(_) => (None, target),
+        None => {
+            let cluster = EmbeddedCluster::start(&target.topic, target.partitions)?;
+            let target = Target {
+                address: cluster.bootstrap().to_owned(),
+                ..target
+            };
+            say(format!(
+                "no broker.bootstrap: using librdkafka's embedded MOCK cluster at {} (a demo, not evidence about a real Kafka)",
+                target.address
+            ));
+            (Some(cluster), target)
+        }
+    };
+    let mock = embedded.is_some();
+    let kafka =
+        KafkaBroker::connect(&target, &plan.broker.config, plan.broker.connect_timeout).await?;
+    let broker = Arc::new(Broker::Kafka(kafka));
+    // The mock cluster has its topic already; a real one gets it fresh.
+    broker.prepare(plan.broker.create && !mock).await?;
+
+    let timeline =
+        Timeline::create(&dir.join("events.jsonl")).map_err(|e| io("write events.jsonl", e))?;
+    let reproduce = reproduce_command(opts, seed);
+    timeline.record(Event::RunStarted(RunInfo {
+        run: run_id.clone(),
+        plan: plan.name.clone(),
+        description: plan.description.clone(),
+        broker: "kafka".into(),
+        mock_broker: mock,
+        broker_address: target.address.clone(),
+        topic: target.topic.clone(),
+        group: target.group.clone(),
+        expect: expect.as_str().into(),
+        seed,
+        planned_faults: plan.faults.iter().map(describe_fault).collect(),
+        messages: plan.workload.messages.get(),
+        reproduce,
+    }));
+
+    let stop = CancellationToken::new();
+    let outcome = drive(
+        plan,
+        &run_id,
+        &dir,
+        seed,
+        &target,
+        broker.clone(),
+        &timeline,
+        &stop,
+        &abort,
+        opts,
+    )
+    .await;
+    stop.cancel();
+    drop(broker);
+    drop(embedded);
+    outcome?;
+    Ok(RunOutcome {
+        events: dir.join("events.jsonl"),
+        dir,
+    })
+}
+
+/// Everything between "broker ready" and "run ended"; returns once every task has stopped.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    plan: &Plan,
+    run_id: &str,
+    dir: &Path,
+    seed: u64,
+    target: &Target,
+    broker: Arc<Broker>,
+    timeline: &Timeline,
+    stop: &CancellationToken,
+    abort: &CancellationToken,
+    opts: &RunOptions,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    let tally = Tally::start(timeline);
+
+    // Sinks.
+    let id_rule = Extractor::parse(&plan.effects.id).map_err(Error::Usage)?;
+    let key_rule = match &plan.effects.idempotency_key {
+        Some(k) => Some(Extractor::parse(k).map_err(Error::Usage)?),
+        None => None,
+    };
+    let needs_gate = plan
+        .faults
+        .iter()
+        .any(|f| f.when.during == Some(EventKind::Effect));
+    let gate = if needs_gate {
+        EffectGate::enabled()
+    } else {
+        EffectGate::disabled()
+    };
+    let sink_stop = CancellationToken::new();
+    let effects_dir = dir.join("effects");
+    let mut http_sink = None;
+    let mut file_task = None;
+    let mut stdout_observer = None;
+    match plan.effects.sink {
+        SinkKind::Http => {
+            let recorder = EffectRecorder::new(timeline.clone(), id_rule, key_rule, "http");
+            let sink = HttpSink::start(recorder, gate.clone(), sink_stop.clone())
+                .await
+                .map_err(|e| InfraError::new(format!("cannot start the HTTP sink: {e}")))?;
+            http_sink = Some(sink);
+        }
+        SinkKind::File => {
+            let recorder = EffectRecorder::new(timeline.clone(), id_rule, key_rule, "file");
+            file_task = Some(tokio::spawn(file::tail(
+                effects_dir.clone(),
+                recorder,
+                sink_stop.clone(),
+            )));
+        }
+        SinkKind::Stdout => {
+            let recorder = EffectRecorder::new(timeline.clone(), id_rule, key_rule, "stdout");
+            stdout_observer = Some(stdout::observer(recorder));
+        }
+    }
+    let effect_url = http_sink.as_ref().map(|s| format!("http://{}", s.addr));
+
+    // Workload: first, or alongside the consumer.
+    let produce = {
+        let (broker, timeline, run_id) = (broker.clone(), timeline.clone(), run_id.to_owned());
+        let (count, template, rate) = (
+            plan.workload.messages.get(),
+            plan.workload.payload.clone(),
+            plan.workload.rate,
+        );
+        async move {
+            broker
+                .produce(&run_id, count, &template, rate, &timeline)
+                .await
+        }
+    };
+    let mut produce_task = None;
+    if plan.workload.during {
+        produce_task = Some(tokio::spawn(produce));
+    } else {
+        tokio::select! {
+            r = produce => r?,
+            _ = abort.cancelled() => {
+                timeline.record(Event::RunEnded { reason: EndReason::Aborted });
+                return Ok(());
+            }
+        }
+    }
+
+    // Consumer and nemesis (the nemesis subscribes first, so it sees the first start).
+    let contract = {
+        let (run, target, effects_dir) = (run_id.to_owned(), target.clone(), effects_dir.clone());
+        Arc::new(move |instance: u32, incarnation: u32| Contract {
+            run: run.clone(),
+            broker: "kafka".into(),
+            bootstrap: target.address.clone(),
+            topic: target.topic.clone(),
+            group: target.group.clone(),
+            effect_url: effect_url
+                .as_ref()
+                .map(|u| format!("{u}/effect/{instance}/{incarnation}"))
+                .unwrap_or_default(),
+            effect_file: file::effect_file(&effects_dir, instance, incarnation)
+                .display()
+                .to_string(),
+            instance,
+            incarnation,
+            ..Contract::default()
+        })
+    };
+    let nemesis_events = timeline.subscribe();
+    let (supervisor, mut instance_tasks) = Supervisor::start(
+        SupervisorConfig {
+            command: plan.consumer.command.clone(),
+            env: plan.consumer.env.clone().into_iter().collect(),
+            cwd: plan.consumer.cwd.as_ref().map(PathBuf::from),
+            instances: plan.consumer.instances.get() as u32,
+            restart: plan.consumer.restart.clone(),
+            contract,
+            log_dir: dir.join("logs"),
+            stdout_observer,
+        },
+        timeline.clone(),
+    );
+    let nemesis_stop = CancellationToken::new();
+    let (nemesis, nemesis_status) = Nemesis::new(
+        &plan.faults,
+        seed,
+        timeline.clone(),
+        supervisor.clone(),
+        gate,
+        stop.clone(),
+    );
+    let nemesis_task = tokio::spawn(nemesis.run(nemesis_events, nemesis_stop.clone()));
+
+    // Watch until the run ends.
+    let bar = progress_bar(opts.progress_bar, plan.workload.messages.get());
+    let deadline = started + plan.limits.deadline;
+    let mut quiet_since: Option<Instant> = None;
+    let mut last_progress: Option<Progress> = None;
+    let mut progress_error: Option<String> = None;
+    let mut instances_done = false;
+    let reason = loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PROGRESS_INTERVAL) => {}
+            _ = abort.cancelled() => break EndReason::Aborted,
+            joined = instance_tasks.join_next(), if !instances_done => {
+                if joined.is_none() { instances_done = true; }
+                if supervisor.has_failed() { break EndReason::InfrastructureError; }
+                continue;
+            }
+        }
+        if supervisor.has_failed() {
+            break EndReason::InfrastructureError;
+        }
+        let produced = produce_task.as_ref().is_none_or(|t| t.is_finished());
+        match read_progress(&broker).await {
+            Ok(p) => {
+                if last_progress.as_ref() != Some(&p) {
+                    timeline.record(Event::Progress {
+                        committed: p.committed.clone(),
+                        end: p.end.clone(),
+                    });
+                    last_progress = Some(p);
+                }
+                progress_error = None;
+            }
+            Err(e) => progress_error = Some(e),
+        }
+        let status = nemesis_status.borrow().clone();
+        let counts = tally.borrow().clone();
+        update_bar(&bar, &counts, &status, last_progress.as_ref());
+        if Instant::now() >= deadline {
+            break EndReason::Deadline;
+        }
+        let work_done = produced
+            && (counts.all_effected()
+                || last_progress.as_ref().is_some_and(Progress::nothing_left));
+        if !work_done || status.scheduled_pending {
+            quiet_since = None;
+            continue;
+        }
+        let quiet = *quiet_since.get_or_insert_with(Instant::now);
+        let since_fault = status
+            .last_fired_at
+            .map(|at| timeline.elapsed().saturating_sub(at))
+            .unwrap_or(Duration::MAX);
+        if quiet.elapsed() >= plan.limits.settle && since_fault >= plan.limits.settle {
+            break EndReason::Settled;
+        }
+        if instances_done && quiet.elapsed() >= plan.limits.settle {
+            break EndReason::Settled;
+        }
+    };
+    bar.finish_and_clear();
+    if let Some(e) = progress_error {
+        timeline.record(Event::Warning {
+            message: format!("the last progress read failed: {e}"),
+        });
+    }
+
+    // Final progress (before the consumers are stopped: a shutdown commit is not the run's).
+    if reason != EndReason::InfrastructureError {
+        match read_progress(&broker).await {
+            Ok(p) => {
+                timeline.record(Event::Progress {
+                    committed: p.committed,
+                    end: p.end,
+                });
+            }
+            Err(e) => {
+                timeline.record(Event::Warning {
+                    message: format!("cannot read the final progress: {e}"),
+                });
+            }
+        }
+    }
+    let failure = supervisor.take_failure();
+    if let Some(f) = &failure {
+        timeline.record(Event::Warning {
+            message: f.to_string(),
+        });
+    }
+    timeline.record(Event::RunEnded { reason });
+
+    // Stop everything, in order: no more faults, then the consumers, then the sinks.
+    nemesis_stop.cancel();
+    let _ = nemesis_task.await;
+    supervisor.stop(STOP_GRACE).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while instance_tasks.join_next().await.is_some() {}
+    })
+    .await;
+    crate::consumer::process::kill_all_groups();
+    if let Some(t) = produce_task {
+        t.abort();
+    }
+    sink_stop.cancel();
+    if let Some(sink) = http_sink {
+        sink.join().await;
+    }
+    if let Some(t) = file_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
+    match failure {
+        Some(f) => Err(InfraError::new(f.to_string()).into()),
+        None => Ok(()),
+    }
+}
+
+async fn read_progress(broker: &Arc<Broker>) -> Result<Progress, String> {
+    let broker = broker.clone();
+    tokio::task::spawn_blocking(move || broker.progress())
+        .await
+        .map_err(|e| format!("progress reader failed: {e}"))?
+}
+
+/// Live counts for the end condition and the progress bar.
+#[derive(Debug, Clone, Default)]
+struct Counts {
+    acked: usize,
+    effected: usize,
+    all_acked_effected: bool,
+}
+
+impl Counts {
+    fn all_effected(&self) -> bool {
+        self.acked > 0 && self.all_acked_effected
+    }
+}
+
+/// Follows the timeline to count acknowledged and effected IDs.
+struct Tally;
+
+impl Tally {
+    fn start(timeline: &Timeline) -> watch::Receiver<Counts> {
+        let mut events = timeline.subscribe();
+        let (tx, rx) = watch::channel(Counts::default());
+        tokio::spawn(async move {
+            let mut acked: HashSet<String> = HashSet::new();
+            let mut effected: HashSet<String> = HashSet::new();
+            let mut waiting = 0usize;
+            while let Some(e) = events.recv().await {
+                let e: Arc<Stamped> = e;
+                match &e.event {
+                    Event::Produced {
+                        id,
+                        status: ProduceStatus::Acked,
+                        ..
+                    } => {
+                        if acked.insert(id.clone()) && !effected.contains(id) {
+                            waiting += 1;
+                        }
+                    }
+                    Event::Effect { id, .. } => {
+                        if effected.insert(id.clone()) && acked.contains(id) {
+                            waiting -= 1;
+                        }
+                    }
+                    _ => continue,
+                }
+                tx.send_replace(Counts {
+                    acked: acked.len(),
+                    effected: effected.len(),
+                    all_acked_effected: waiting == 0,
+                });
+            }
+        });
+        rx
+    }
+}
+
+fn progress_bar(enabled: bool, len: u64) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} effected  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+fn update_bar(
+    bar: &ProgressBar,
+    counts: &Counts,
+    status: &NemesisStatus,
+    progress: Option<&Progress>,
+) {
+    bar.set_position(counts.effected as u64);
+    let lag = progress
+        .map(|p| p.lag().to_string())
+        .unwrap_or_else(|| "?".into());
+    bar.set_message(format!(
+        "faults {}/{} | lag {lag}",
+        status.fired, status.planned
+    ));
+}
+
+fn describe_fault(f: &crate::plan::FaultSpec) -> String {
+    let action = crate::nemesis::action::Action::from_spec(f);
+    format!(
+        "{}: {} when {}",
+        action.name(),
+        action.target(),
+        crate::nemesis::trigger::describe(&f.when)
+    )
+}
+
+fn reproduce_command(opts: &RunOptions, seed: u64) -> String {
+    let mut cmd = format!("exactly run {} --seed {seed}", opts.plan_path.display());
+    if let Some(e) = opts.expect {
+        cmd.push_str(&format!(" --expect {}", e.as_str()));
+    }
+    cmd
+}
+
+fn random_seed() -> u64 {
+    rand::random()
+}
+
+/// `name-YYYYMMDDTHHMMSS-xxxx`, safe in topic, group and folder names.
+fn run_id(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let clean = clean.trim_matches('-');
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = now
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]"
+        ))
+        .unwrap_or_default();
+    format!("{clean}-{stamp}-{:04x}", rand::random::<u16>())
+}

@@ -1,0 +1,129 @@
+//! The HTTP sink: a small server on 127.0.0.1 (random port) that plays the part of the outside
+//! world the consumer changes (a mail API, a payment provider). Every POST is one effect. Each
+//! incarnation is handed its own URL (`/effect/I/N`), so effects are attributed without touching
+//! the consumer.
+//!
+//! With an `idempotency_key` rule the sink behaves like an idempotent provider: a repeated key
+//! is answered again but recorded as `replayed`. For `during: effect` triggers the sink waits
+//! for the nemesis's verdict before answering; a withheld effect is never answered.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::EffectRecorder;
+use crate::nemesis::gate::{EffectGate, Verdict};
+
+/// A running HTTP sink.
+pub struct HttpSink {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpSink {
+    /// Binds 127.0.0.1 on a free port and serves until `stop`.
+    pub async fn start(
+        recorder: EffectRecorder,
+        gate: EffectGate,
+        stop: CancellationToken,
+    ) -> std::io::Result<HttpSink> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = (recorder, gate, stop.clone());
+        let app = Router::new().fallback(move |method, uri, headers, body| {
+            let (recorder, gate, stop) = state.clone();
+            handle(recorder, gate, stop, method, uri, headers, body)
+        });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+        });
+        Ok(HttpSink { addr, task })
+    }
+
+    /// The URL one incarnation posts its effects to.
+    pub fn url_for(&self, instance: u32, incarnation: u32) -> String {
+        format!("http://{}/effect/{instance}/{incarnation}", self.addr)
+    }
+
+    /// Waits (bounded) for the server to finish after `stop`.
+    pub async fn join(self) {
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(2), self.task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+}
+
+/// (instance, incarnation) from `/effect/I/N`.
+fn attribution(uri: &Uri) -> (Option<u32>, Option<u32>) {
+    let mut parts = uri.path().trim_start_matches('/').split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("effect"), Some(i), Some(n)) => (i.parse().ok(), n.parse().ok()),
+        _ => (None, None),
+    }
+}
+
+async fn handle(
+    recorder: EffectRecorder,
+    gate: EffectGate,
+    stop: CancellationToken,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    if method != Method::POST {
+        recorder.reject(format!("{method} {uri}: effects are POSTed"), &body);
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST one effect per request\n",
+        );
+    }
+    let Ok(text) = std::str::from_utf8(&body) else {
+        recorder.reject("body is not UTF-8".into(), &body);
+        return (StatusCode::BAD_REQUEST, "body is not UTF-8\n");
+    };
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let (instance, incarnation) = attribution(&uri);
+    let Some(event) = recorder.record(&headers, text, instance, incarnation) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "no message ID found in this effect\n",
+        );
+    };
+    match gate.wait(event.seq).await {
+        Verdict::Answer => (StatusCode::OK, "ok\n"),
+        Verdict::Withhold => {
+            // A fault fired while this effect was in flight: never answer it.
+            stop.cancelled().await;
+            (StatusCode::SERVICE_UNAVAILABLE, "run ended\n")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effect_urls_attribute_instance_and_incarnation() {
+        let uri: Uri = "/effect/1/3".parse().unwrap();
+        assert_eq!(attribution(&uri), (Some(1), Some(3)));
+        let uri: Uri = "/other".parse().unwrap();
+        assert_eq!(attribution(&uri), (None, None));
+    }
+}

@@ -1,0 +1,24 @@
+//! The stdout sink: the consumer prints its effects; the supervisor hands each stdout line here
+//! and lines the ID rule matches become effects attributed to that incarnation. Lines that do
+//! not match are ordinary log lines, not rejections.
+
+use std::sync::Arc;
+
+use super::EffectRecorder;
+use crate::consumer::LineObserver;
+
+/// A line observer that records matching lines as effects.
+pub fn observer(recorder: EffectRecorder) -> LineObserver {
+    Arc::new(move |instance, incarnation, line| {
+        if recorder.id_matches(line) {
+            recorder.record(&[], line, Some(instance), Some(incarnation));
+        }
+    })
+}
+
+impl EffectRecorder {
+    /// True when the ID rule finds an ID in `line`.
+    fn id_matches(&self, line: &str) -> bool {
+        self.id.extract(&[], line).is_some()
+    }
+}

@@ -1,0 +1,399 @@
+//! The one event timeline of a run: typed events, stamped with a monotonic microsecond clock
+//! since the run started, written to `events.jsonl` as they happen and handed to subscribers
+//! (the nemesis, the progress display).
+//!
+//! Invariants: sequence numbers, timestamps and file order agree (stamping, writing and
+//! publishing happen under one lock); each event is written with one `write` of a whole line,
+//! so a harness killed at any moment leaves a file whose every complete line parses.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// One event with its place in the run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Stamped {
+    /// Position in the timeline, from 0.
+    pub seq: u64,
+    /// Microseconds since the run started (monotonic clock).
+    pub t_us: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Everything the timeline records.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// The run began; carries what the judge needs to know about the plan.
+    RunStarted(RunInfo),
+    /// The workload produced one message (or failed to).
+    Produced {
+        /// The message ID.
+        id: String,
+        /// Key order: the key's sequence number (IDs are keys, so 1 for now). Written as
+        /// `key_seq` so it cannot clash with the timeline's own `seq`.
+        #[serde(rename = "key_seq")]
+        seq: u64,
+        /// Partition the broker stored it in.
+        partition: Option<i32>,
+        /// Offset in that partition.
+        offset: Option<i64>,
+        /// Whether the broker acknowledged it.
+        status: ProduceStatus,
+        /// The broker's or client's error, when not acknowledged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// The sink observed one side effect.
+    Effect {
+        /// The message ID the effect names.
+        id: String,
+        /// Instance that made it, when known.
+        instance: Option<u32>,
+        /// Incarnation (1 = first process of that instance) that made it, when known.
+        incarnation: Option<u32>,
+        /// Applied, or replayed by an idempotent sink (a repeated idempotency key).
+        outcome: EffectOutcome,
+        /// Which sink saw it.
+        sink: String,
+    },
+    /// The sink received something it could not read as an effect.
+    EffectRejected {
+        /// Why.
+        reason: String,
+        /// The start of what was received.
+        sample: String,
+    },
+    /// A consumer process started or exited.
+    Process {
+        /// Instance index, from 0.
+        instance: u32,
+        /// Incarnation, from 1.
+        incarnation: u32,
+        /// OS process id (also its process group id).
+        pid: u32,
+        /// Started or exited.
+        phase: ProcessPhase,
+        /// Exit status, such as `exit 0` or `signal SIGKILL`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+    },
+    /// A fault was applied (or its trigger matched and the action could not be applied).
+    Fault(FaultRecord),
+    /// The broker's view of progress.
+    Progress {
+        /// Committed offset per partition (the next offset the group will read).
+        #[serde(with = "partition_map")]
+        committed: BTreeMap<i32, i64>,
+        /// End offset (high watermark) per partition.
+        #[serde(with = "partition_map")]
+        end: BTreeMap<i32, i64>,
+    },
+    /// Something the report should mention that is not a finding about the consumer.
+    Warning {
+        /// What happened.
+        message: String,
+    },
+    /// The run ended.
+    RunEnded {
+        /// Why it ended.
+        reason: EndReason,
+    },
+}
+
+/// What the timeline's judge needs from the plan, recorded at the start of the run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunInfo {
+    /// The run id.
+    pub run: String,
+    /// Plan name.
+    pub plan: String,
+    /// Plan description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `kafka` or `amqp`.
+    pub broker: String,
+    /// True when the broker is the embedded mock cluster (a demo, not evidence).
+    pub mock_broker: bool,
+    /// Where the broker is.
+    pub broker_address: String,
+    /// Topic or queue.
+    pub topic: String,
+    /// Consumer group.
+    pub group: String,
+    /// The claimed semantics (`at-least-once`...).
+    pub expect: String,
+    /// The seed in force.
+    pub seed: u64,
+    /// One line per planned fault, indexed like `FaultRecord::fault`.
+    pub planned_faults: Vec<String>,
+    /// How many messages the workload will produce.
+    pub messages: u64,
+    /// The command line that reproduces the run.
+    pub reproduce: String,
+}
+
+/// Fate of one produce request.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProduceStatus {
+    /// The broker acknowledged it: it is in the ledger and checked for loss.
+    Acked,
+    /// The broker refused it: not produced.
+    Failed,
+    /// No answer in time: it may or may not be stored (not checked for loss).
+    Indeterminate,
+}
+
+/// Whether an effect changed the world.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EffectOutcome {
+    /// The effect happened.
+    Applied,
+    /// An idempotent sink recognised the key and replayed its earlier answer.
+    Replayed,
+}
+
+/// Process lifecycle.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessPhase {
+    /// Spawned.
+    Started,
+    /// Exited or killed.
+    Exited,
+}
+
+/// A fault, as it happened.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FaultRecord {
+    /// Index of the fault in the plan.
+    pub fault: usize,
+    /// `kill`, `terminate`, `pause`...
+    pub action: String,
+    /// `consumer`, `consumer[0]`...
+    pub target: String,
+    /// The trigger as written (`after: effect, nth: 3`).
+    pub trigger: String,
+    /// When the trigger matched (µs since run start).
+    pub matched_at_us: u64,
+    /// When the action landed (signal sent), µs since run start.
+    pub fired_at_us: u64,
+    /// From the triggering event to the action landing.
+    pub trigger_latency_us: u64,
+    /// True when the action was applied to at least one live process.
+    pub applied: bool,
+    /// Which processes it hit, or why it could not be applied.
+    pub detail: String,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// Every planned fault had its chance and the work was done, quiet for `settle`.
+    Settled,
+    /// The deadline passed first.
+    Deadline,
+    /// The harness was interrupted (SIGINT/SIGTERM).
+    Aborted,
+    /// The harness failed (broker lost, consumer missing...).
+    InfrastructureError,
+}
+
+/// Partition maps as JSON objects (`{"0": 12}`). serde buffers tagged enums before
+/// deserializing them, and buffered string keys do not parse back as integers by themselves.
+mod partition_map {
+    use std::collections::BTreeMap;
+
+    use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<i32, i64>, s: S) -> Result<S::Ok, S::Error> {
+        map.iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect::<BTreeMap<String, i64>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<i32, i64>, D::Error> {
+        BTreeMap::<String, i64>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| Ok((k.parse().map_err(D::Error::custom)?, v)))
+            .collect()
+    }
+}
+
+/// The shared recorder.
+#[derive(Clone)]
+pub struct Timeline {
+    inner: Arc<Mutex<Inner>>,
+    start: Instant,
+}
+
+struct Inner {
+    file: Option<File>,
+    next_seq: u64,
+    subscribers: Vec<mpsc::UnboundedSender<Arc<Stamped>>>,
+}
+
+impl Timeline {
+    /// A timeline that writes to `path` (created or truncated).
+    pub fn create(path: &Path) -> std::io::Result<Timeline> {
+        let file = File::create(path)?;
+        Ok(Timeline {
+            inner: Arc::new(Mutex::new(Inner {
+                file: Some(file),
+                next_seq: 0,
+                subscribers: Vec::new(),
+            })),
+            start: Instant::now(),
+        })
+    }
+
+    /// A timeline kept only in memory (tests).
+    pub fn in_memory() -> Timeline {
+        Timeline {
+            inner: Arc::new(Mutex::new(Inner {
+                file: None,
+                next_seq: 0,
+                subscribers: Vec::new(),
+            })),
+            start: Instant::now(),
+        }
+    }
+
+    /// Time since the run started.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Microseconds since the run started.
+    pub fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    /// Receives every event recorded from now on.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<Arc<Stamped>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().subscribers.push(tx);
+        rx
+    }
+
+    /// Stamps, writes and publishes one event; returns it stamped.
+    pub fn record(&self, event: Event) -> Arc<Stamped> {
+        let mut inner = self.lock();
+        let stamped = Arc::new(Stamped {
+            seq: inner.next_seq,
+            t_us: self.now_us(),
+            event,
+        });
+        inner.next_seq += 1;
+        if let Some(file) = inner.file.as_mut() {
+            let mut line = serde_json::to_vec(&*stamped).expect("events always serialize");
+            line.push(b'\n');
+            // One write per line: a crash leaves whole lines. A failed write is reported once
+            // on stderr and the file is dropped rather than half-written further.
+            if let Err(e) = file.write_all(&line) {
+                eprintln!(
+                    "exactly: cannot write events.jsonl ({e}); the timeline file is incomplete"
+                );
+                inner.file = None;
+            }
+        }
+        inner
+            .subscribers
+            .retain(|tx| tx.send(stamped.clone()).is_ok());
+        stamped
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A poisoned lock only means a subscriber panicked mid-send; the data is still whole.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Reads `events.jsonl`; a torn last line (harness killed mid-write) is ignored, any other
+/// bad line is an error naming its line number.
+pub fn read_events(path: &Path) -> Result<Vec<Stamped>, String> {
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let lines: Vec<String> = BufReader::new(file)
+        .lines()
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut events = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(line) {
+            Ok(e) => events.push(e),
+            Err(_) if i + 1 == lines.len() => break,
+            Err(e) => return Err(format!("{}:{}: {e}", path.display(), i + 1)),
+        }
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_events_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let timeline = Timeline::create(&path).unwrap();
+        for i in 0..3 {
+            timeline.record(Event::Warning {
+                message: format!("w{i}"),
+            });
+        }
+        let events = read_events(&path).unwrap();
+        assert_eq!(events.len(), 3);
+        assert!(events
+            .windows(2)
+            .all(|w| w[0].seq < w[1].seq && w[0].t_us <= w[1].t_us));
+    }
+
+    #[test]
+    fn progress_events_round_trip() {
+        let event = Event::Progress {
+            committed: [(0, 5), (2, 7)].into_iter().collect(),
+            end: [(0, 9)].into_iter().collect(),
+        };
+        let stamped = Stamped {
+            seq: 3,
+            t_us: 10,
+            event,
+        };
+        let line = serde_json::to_string(&stamped).unwrap();
+        assert_eq!(serde_json::from_str::<Stamped>(&line).unwrap(), stamped);
+    }
+
+    #[test]
+    fn torn_last_line_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let timeline = Timeline::create(&path).unwrap();
+        timeline.record(Event::Warning {
+            message: "ok".into(),
+        });
+        drop(timeline);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"{\"seq\":1,\"t_us\":5,\"kind\":\"war")
+            .unwrap();
+        assert_eq!(read_events(&path).unwrap().len(), 1);
+    }
+}

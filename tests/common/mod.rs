@@ -1,0 +1,85 @@
+//! Shared helpers for the integration tests: run the `exactly` binary on a shipped plan against
+//! the real Kafka on 127.0.0.1:9092, and read what it wrote.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// The repository root (plans/ and examples are found from here).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `exactly` binary under test.
+pub fn exactly_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_exactly"))
+}
+
+/// The folder holding the example consumers built with this test profile.
+pub fn examples_dir() -> PathBuf {
+    exactly_bin()
+        .parent()
+        .expect("binary has a folder")
+        .join("examples")
+}
+
+/// Fails the test with the fix when the real broker is not running.
+pub fn require_kafka() {
+    let addr: SocketAddr = "127.0.0.1:9092".parse().unwrap();
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+        panic!("Kafka is not reachable on 127.0.0.1:9092: start it with `scripts/brokers start`");
+    }
+}
+
+/// A shipped plan, with its example-consumer paths pointed at this test profile's build, and
+/// `edit` applied to its text; written into `dir`.
+pub fn plan_copy(name: &str, dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("plans").join(name)).expect("plan exists");
+    let text = text.replace(
+        "target/release/examples/",
+        &format!("{}/", examples_dir().display()),
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+/// Runs `exactly` with `args` from the repository root.
+pub fn exactly(args: &[&str]) -> Output {
+    Command::new(exactly_bin())
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("exactly runs")
+}
+
+/// `exactly run PLAN --out DIR [extra]`; returns the output and the parsed report.json.
+pub fn run_plan(plan: &Path, out: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
+    let mut args = vec![
+        "run",
+        plan.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let output = exactly(&args);
+    let report = std::fs::read_to_string(out.join("report.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (output, report)
+}
+
+/// A readable account of a run, for assertion messages.
+pub fn explain(output: &Output, report: &serde_json::Value) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}\nverdict: {} counts: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        report["verdict"],
+        report["counts"]
+    )
+}

@@ -1,0 +1,137 @@
+//! The harness never leaves a consumer process behind, whatever stops it, and its timeline file
+//! stays readable.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use exactly::timeline::{read_events, Event, ProcessPhase};
+
+/// Starts a long run (slow consumer, no faults) in the background.
+fn start_long_run(dir: &Path) -> Child {
+    let plan = plan_copy("kafka-no-fault.yaml", dir, |t| {
+        t.replace(
+            "--session-timeout-ms,",
+            "--work-ms, \"200\", --session-timeout-ms,",
+        )
+        .replace("messages: 100", "messages: 500")
+    });
+    Command::new(exactly_bin())
+        .args([
+            "run",
+            plan.to_str().unwrap(),
+            "--out",
+            dir.join("run").to_str().unwrap(),
+        ])
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (bounded) until the run has started a consumer; returns its pid.
+fn wait_for_consumer(dir: &Path) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(events) = read_events(&dir.join("run/events.jsonl")) {
+            let pid = events.iter().find_map(|e| match e.event {
+                Event::Process {
+                    pid,
+                    phase: ProcessPhase::Started,
+                    ..
+                } => Some(pid),
+                _ => None,
+            });
+            if let Some(pid) = pid {
+                return pid;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no consumer started within 60s");
+}
+
+/// True while `pid` is a live (not zombie) process.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+fn wait_gone(pid: u32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    None
+}
+
+#[test]
+fn sigterm_to_the_harness_stops_the_consumer_and_keeps_the_timeline_readable() {
+    require_kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = start_long_run(dir.path());
+    let pid = wait_for_consumer(dir.path());
+    assert!(alive(pid));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(harness.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status =
+        wait_exit(&mut harness, Duration::from_secs(30)).expect("harness exits after SIGTERM");
+    assert!(!alive(pid), "consumer {pid} survived the harness");
+    assert_eq!(status.code(), Some(3), "an aborted run is inconclusive");
+    let events = read_events(&dir.path().join("run/events.jsonl")).unwrap();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e.event, Event::RunEnded { .. })));
+    assert!(
+        dir.path().join("run/report.md").exists(),
+        "the report is still written"
+    );
+}
+
+#[test]
+fn sigkill_to_the_harness_takes_the_consumer_with_it() {
+    require_kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = start_long_run(dir.path());
+    let pid = wait_for_consumer(dir.path());
+    harness.kill().unwrap();
+    let _ = harness.wait();
+    assert!(
+        wait_gone(pid, Duration::from_secs(5)),
+        "consumer {pid} survived a SIGKILLed harness"
+    );
+    // Whatever was written before the kill parses.
+    let events = read_events(&dir.path().join("run/events.jsonl")).unwrap();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e.event, Event::RunStarted(_))));
+}
