@@ -11,6 +11,9 @@
 //! - `auto-commit`: librdkafka commits the consumed position in the background while the work
 //!   is still in progress (no guarantee either way).
 //!
+//! `--sink http|file|stdout` picks where effects go: POST to `EXACTLY_EFFECT_URL` (default),
+//! a line appended to `EXACTLY_EFFECT_FILE`, or a line `effect <payload>` on stdout.
+//!
 //! `--work-ms N` is the processing time between receiving a message and its effect;
 //! `--session-timeout-ms N` sets the group session timeout; `--config key=value` passes any
 //! other librdkafka setting.
@@ -26,6 +29,13 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 
 #[derive(Clone, Copy, PartialEq, Debug)]
+enum Sink {
+    Http,
+    File,
+    Stdout,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum Mode {
     CommitBeforeEffect,
     CommitAfterEffect,
@@ -35,6 +45,7 @@ enum Mode {
 
 struct Args {
     mode: Mode,
+    sink: Sink,
     work: Duration,
     session_timeout_ms: u32,
     /// Extra librdkafka settings, `--config key=value`.
@@ -44,6 +55,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         mode: Mode::CommitAfterEffect,
+        sink: Sink::Http,
         work: Duration::ZERO,
         session_timeout_ms: 6000,
         config: Vec::new(),
@@ -59,6 +71,14 @@ fn parse_args() -> Result<Args, String> {
                     "idempotent" => Mode::Idempotent,
                     "auto-commit" => Mode::AutoCommit,
                     other => return Err(format!("unknown mode {other}")),
+                }
+            }
+            "--sink" => {
+                args.sink = match value()?.as_str() {
+                    "http" => Sink::Http,
+                    "file" => Sink::File,
+                    "stdout" => Sink::Stdout,
+                    other => return Err(format!("unknown sink {other}")),
                 }
             }
             "--work-ms" => {
@@ -115,7 +135,7 @@ fn main() {
         .expect("SIGTERM handler");
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone()).expect("SIGINT handler");
 
-    let effect_url = env("EXACTLY_EFFECT_URL");
+    let effects = Effects::open(args.sink);
     let topic = env("EXACTLY_TOPIC");
     let auto = args.mode == Mode::AutoCommit;
     let mut config = ClientConfig::new();
@@ -138,10 +158,6 @@ fn main() {
         .create_with_context(StderrLog)
         .expect("consumer config is valid");
     consumer.subscribe(&[&topic]).expect("subscribe");
-    let http: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
     eprintln!(
         "kafka_consumer: mode {:?}, work {:?}, instance {} incarnation {}",
         args.mode,
@@ -180,9 +196,7 @@ fn main() {
             commit(&consumer, &msg);
         }
         std::thread::sleep(args.work);
-        post_effect(
-            &http,
-            &effect_url,
+        effects.apply(
             &payload,
             (args.mode == Mode::Idempotent).then_some(id.as_str()),
         );
@@ -199,18 +213,61 @@ fn commit(consumer: &BaseConsumer<StderrLog>, msg: &rdkafka::message::BorrowedMe
     }
 }
 
-/// POSTs one effect, retrying a failed attempt a few times as a real client would.
-fn post_effect(http: &ureq::Agent, url: &str, body: &str, idempotency_key: Option<&str>) {
-    for attempt in 1..=3 {
-        let mut req = http.post(url).header("Content-Type", "application/json");
-        if let Some(key) = idempotency_key {
-            req = req.header("Idempotency-Key", key);
+/// Where this consumer's side effects go.
+enum Effects {
+    Http { agent: ureq::Agent, url: String },
+    File(std::fs::File),
+    Stdout,
+}
+
+impl Effects {
+    fn open(sink: Sink) -> Effects {
+        match sink {
+            Sink::Http => Effects::Http {
+                agent: ureq::Agent::config_builder()
+                    .timeout_global(Some(Duration::from_secs(30)))
+                    .build()
+                    .into(),
+                url: env("EXACTLY_EFFECT_URL"),
+            },
+            Sink::File => Effects::File(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(env("EXACTLY_EFFECT_FILE"))
+                    .expect("the effect file can be opened"),
+            ),
+            Sink::Stdout => Effects::Stdout,
         }
-        match req.send(body) {
-            Ok(_) => return,
-            Err(e) => {
-                eprintln!("kafka_consumer: effect attempt {attempt} failed: {e}");
-                std::thread::sleep(Duration::from_millis(100));
+    }
+
+    /// Applies one effect; an HTTP failure is retried a few times, as a real client would.
+    fn apply(&self, payload: &str, idempotency_key: Option<&str>) {
+        use std::io::Write;
+        match self {
+            Effects::Http { agent, url } => {
+                for attempt in 1..=3 {
+                    let mut req = agent.post(url).header("Content-Type", "application/json");
+                    if let Some(key) = idempotency_key {
+                        req = req.header("Idempotency-Key", key);
+                    }
+                    match req.send(payload) {
+                        Ok(_) => return,
+                        Err(e) => {
+                            eprintln!("kafka_consumer: effect attempt {attempt} failed: {e}");
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                }
+            }
+            Effects::File(file) => {
+                let mut file = file;
+                writeln!(file, "{payload}").expect("the effect file is writable");
+            }
+            Effects::Stdout => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "effect {payload}").expect("stdout is writable");
+                out.flush().expect("stdout is writable");
             }
         }
     }

@@ -126,3 +126,24 @@ fn demo_plan_runs_on_the_embedded_mock_cluster_and_says_so() {
         "the report says it ran on a mock"
     );
 }
+
+#[test]
+fn a_planned_fault_that_never_fires_makes_a_clean_run_inconclusive() {
+    require_kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_copy("kafka-no-fault.yaml", dir.path(), |t| {
+        t.replace(
+            "expect: at-least-once",
+            "faults:\n  - kill: consumer\n    when: { after: effect, nth: 100000 }\nexpect: at-least-once",
+        )
+    });
+    let (out, report) = run_plan(&plan, &dir.path().join("run"), &[]);
+    let why = explain(&out, &report);
+    assert_eq!(report["verdict"], "INCONCLUSIVE", "{why}");
+    assert_eq!(out.status.code(), Some(3), "{why}");
+    let reasons = report["inconclusive_reasons"].to_string();
+    assert!(
+        reasons.contains("never fired"),
+        "the report says why: {reasons}"
+    );
+}

@@ -118,6 +118,80 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::extract::Extractor;
+    use crate::timeline::{EffectOutcome, Event, Timeline};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Sends raw bytes on a fresh connection and returns whatever comes back.
+    async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> String {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(bytes).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            conn.read_to_end(&mut out),
+        )
+        .await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn post(body: &str, extra_header: &str) -> Vec<u8> {
+        format!(
+            "POST /effect/0/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra_header}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn garbage_is_counted_and_the_sink_keeps_serving() {
+        let timeline = Timeline::in_memory();
+        let mut events = timeline.subscribe();
+        let recorder = EffectRecorder::new(
+            timeline.clone(),
+            Extractor::parse("json:/order_id").unwrap(),
+            Some(Extractor::parse("header:Idempotency-Key").unwrap()),
+            "http",
+        );
+        let stop = CancellationToken::new();
+        let sink = HttpSink::start(recorder, EffectGate::disabled(), stop.clone())
+            .await
+            .unwrap();
+
+        send_raw(sink.addr, b"\x00\x01 not http at all\r\n\r\n").await;
+        let answer = send_raw(sink.addr, &post("not json", "")).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        for _ in 0..2 {
+            let answer = send_raw(
+                sink.addr,
+                &post(r#"{"order_id":"r-1"}"#, "Idempotency-Key: k1\r\n"),
+            )
+            .await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
+
+        let mut seen = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            seen.push(e.event.clone());
+        }
+        assert!(matches!(seen[0], Event::EffectRejected { .. }), "{seen:?}");
+        let outcomes: Vec<_> = seen
+            .iter()
+            .filter_map(|e| match e {
+                Event::Effect {
+                    id,
+                    instance: Some(0),
+                    incarnation: Some(1),
+                    outcome,
+                    ..
+                } if id == "r-1" => Some(*outcome),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(outcomes, [EffectOutcome::Applied, EffectOutcome::Replayed]);
+        stop.cancel();
+        sink.join().await;
+    }
 
     #[test]
     fn effect_urls_attribute_instance_and_incarnation() {
