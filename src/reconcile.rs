@@ -611,6 +611,8 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
     let mut counts = Counts::default();
     let mut rejected_samples = Vec::new();
     let mut run_started_twice = false;
+    // AMQP: what the queue still held at the end (pending), and whether that list is whole.
+    let mut remainder: Option<(std::collections::HashSet<&str>, bool)> = None;
 
     // Pass 1: the ledger and everything but effects.
     let produce_records = events
@@ -719,6 +721,9 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
             Event::Progress { .. } if last_progress.is_none_or(|p| st.seq >= p.seq) => {
                 last_progress = Some(st);
             }
+            Event::QueueRemainder { ids, complete } => {
+                remainder = Some((ids.iter().map(String::as_str).collect(), *complete));
+            }
             Event::Warning { message } => warnings.push(message.clone()),
             Event::RunEnded { reason } => end = Some((*reason, st.t_us)),
             // Effects are counted in pass 2, once the whole ledger is known. Event kinds that
@@ -818,13 +823,16 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
                 match e.applied {
                     0 => {
                         acked_without_effect += 1;
-                        let committed_past = match (&progress, e.partition, e.offset) {
-                            (Some(p), Some(part), Some(off)) => {
+                        // Kafka: the group committed past its offset. AMQP: the queue no
+                        // longer holds it (and the list of what it holds is whole).
+                        let consumed = match (&remainder, &progress, e.partition, e.offset) {
+                            (Some((left, complete)), ..) => *complete && !left.contains(e.id),
+                            (None, Some(p), Some(part), Some(off)) => {
                                 p.committed.get(&part).is_some_and(|&c| off < c)
                             }
                             _ => false,
                         };
-                        if committed_past {
+                        if consumed {
                             Outcome::Lost
                         } else {
                             Outcome::Pending
@@ -1013,7 +1021,7 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
         }
         Some(EndReason::Settled | EndReason::Deadline) => {}
     }
-    if progress.is_none() && acked_without_effect > 0 {
+    if progress.is_none() && remainder.is_none() && acked_without_effect > 0 {
         reasons.push(InconclusiveReason::NoProgress {
             without_effect: acked_without_effect,
         });
@@ -1339,6 +1347,50 @@ mod tests {
         assert_eq!(codes(&rec.inconclusive_reasons), vec!["pending"]);
         assert_eq!(rec.expectation_met, None);
         assert_eq!(rec.exit_code(), 3);
+    }
+
+    /// An AMQP-shaped run: no partitions, the queue's remainder read at the end.
+    fn amqp_run(remainder: &[&str], complete: bool) -> Reconciliation {
+        let mut tl = Tl::new();
+        tl.start(&["kill: consumer when {at: 1s}"], 3, "at-least-once");
+        for (i, id) in ["q-1", "q-2", "q-3"].iter().enumerate() {
+            tl.push(Event::Produced {
+                id: (*id).into(),
+                seq: 1,
+                partition: None,
+                offset: Some(i as i64 + 1),
+                status: ProduceStatus::Acked,
+                error: None,
+            });
+        }
+        tl.process(1, ProcessPhase::Started)
+            .effect("q-1", 1)
+            .fault(0, true);
+        tl.push(Event::QueueRemainder {
+            ids: remainder.iter().map(|s| s.to_string()).collect(),
+            complete,
+        });
+        tl.end(EndReason::Settled);
+        reconcile(&tl.events)
+    }
+
+    #[test]
+    fn amqp_message_gone_from_the_queue_without_effect_is_lost() {
+        let rec = amqp_run(&["q-3"], true);
+        assert_eq!(
+            rec.counts.lost, 1,
+            "q-2 left the queue and was never applied"
+        );
+        assert_eq!(rec.counts.pending, 1, "q-3 is still in the queue");
+        assert_eq!(rec.verdict, Verdict::Lost);
+    }
+
+    #[test]
+    fn amqp_incomplete_remainder_proves_no_loss() {
+        let rec = amqp_run(&["q-3"], false);
+        assert_eq!(rec.counts.lost, 0);
+        assert_eq!(rec.counts.pending, 2);
+        assert_eq!(rec.verdict, Verdict::Inconclusive);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::kafka::{EmbeddedCluster, KafkaBroker};
-use crate::broker::{Broker, Progress, Target};
+use crate::broker::{Broker, Snapshot, Target};
 use crate::consumer::contract::Contract;
 use crate::consumer::{Supervisor, SupervisorConfig};
 use crate::error::{Error, InfraError};
@@ -289,7 +289,7 @@ async fn drive(
     let bar = progress_bar(opts.progress_bar, plan.workload.messages.get());
     let deadline = started + plan.limits.deadline;
     let mut quiet_since: Option<Instant> = None;
-    let mut last_progress: Option<Progress> = None;
+    let mut last_snapshot: Option<Snapshot> = None;
     let mut progress_error: Option<String> = None;
     let mut instances_done = false;
     let reason = loop {
@@ -306,14 +306,11 @@ async fn drive(
             break EndReason::InfrastructureError;
         }
         let produced = produce_task.as_ref().is_none_or(|t| t.is_finished());
-        match read_progress(&broker).await {
-            Ok(p) => {
-                if last_progress.as_ref() != Some(&p) {
-                    timeline.record(Event::Progress {
-                        committed: p.committed.clone(),
-                        end: p.end.clone(),
-                    });
-                    last_progress = Some(p);
+        match broker.snapshot().await {
+            Ok(snapshot) => {
+                if last_snapshot.as_ref() != Some(&snapshot) {
+                    timeline.record(snapshot.event());
+                    last_snapshot = Some(snapshot);
                 }
                 progress_error = None;
             }
@@ -321,13 +318,18 @@ async fn drive(
         }
         let status = nemesis_status.borrow().clone();
         let counts = tally.borrow().clone();
-        update_bar(&bar, &counts, &status, last_progress.as_ref());
+        update_bar(&bar, &counts, &status, last_snapshot.as_ref());
         if Instant::now() >= deadline {
             break EndReason::Deadline;
         }
+        // Done: every acknowledged ID was effected, or the broker has nothing left and the
+        // effects have stopped (an AMQP queue does not count delivered, unacked messages).
+        let effects_quiet = counts
+            .last_effect_at
+            .is_none_or(|t| t.elapsed() >= plan.limits.settle);
         let work_done = produced
             && (counts.all_effected()
-                || last_progress.as_ref().is_some_and(Progress::nothing_left));
+                || (effects_quiet && last_snapshot.as_ref().is_some_and(Snapshot::nothing_left)));
         if !work_done || status.scheduled_pending {
             quiet_since = None;
             continue;
@@ -353,12 +355,9 @@ async fn drive(
 
     // Final progress (before the consumers are stopped: a shutdown commit is not the run's).
     if reason != EndReason::InfrastructureError {
-        match read_progress(&broker).await {
-            Ok(p) => {
-                timeline.record(Event::Progress {
-                    committed: p.committed,
-                    end: p.end,
-                });
+        match broker.snapshot().await {
+            Ok(snapshot) => {
+                timeline.record(snapshot.event());
             }
             Err(e) => {
                 timeline.record(Event::Warning {
@@ -387,6 +386,10 @@ async fn drive(
     if let Some(t) = produce_task {
         t.abort();
     }
+    // With the consumers gone, what the broker still holds is pending, not lost.
+    if reason != EndReason::InfrastructureError {
+        broker.finish(timeline).await;
+    }
     sink_stop.cancel();
     if let Some(sink) = http_sink {
         sink.join().await;
@@ -400,19 +403,13 @@ async fn drive(
     }
 }
 
-async fn read_progress(broker: &Arc<Broker>) -> Result<Progress, String> {
-    let broker = broker.clone();
-    tokio::task::spawn_blocking(move || broker.progress())
-        .await
-        .map_err(|e| format!("progress reader failed: {e}"))?
-}
-
 /// Live counts for the end condition and the progress bar.
 #[derive(Debug, Clone, Default)]
 struct Counts {
     acked: usize,
     effected: usize,
     all_acked_effected: bool,
+    last_effect_at: Option<Instant>,
 }
 
 impl Counts {
@@ -451,10 +448,15 @@ impl Tally {
                     }
                     _ => continue,
                 }
+                let last_effect_at = match &e.event {
+                    Event::Effect { .. } => Some(Instant::now()),
+                    _ => tx.borrow().last_effect_at,
+                };
                 tx.send_replace(Counts {
                     acked: acked.len(),
                     effected: effected.len(),
                     all_acked_effected: waiting == 0,
+                    last_effect_at,
                 });
             }
         });
@@ -481,10 +483,10 @@ fn update_bar(
     bar: &ProgressBar,
     counts: &Counts,
     status: &NemesisStatus,
-    progress: Option<&Progress>,
+    snapshot: Option<&Snapshot>,
 ) {
     bar.set_position(counts.effected as u64);
-    let lag = progress
+    let lag = snapshot
         .map(|p| p.lag().to_string())
         .unwrap_or_else(|| "?".into());
     bar.set_message(format!(

@@ -97,6 +97,20 @@ pub enum Event {
         #[serde(with = "partition_map")]
         end: BTreeMap<i32, i64>,
     },
+    /// Messages ready in the AMQP queue (polled during the run).
+    QueueDepth {
+        /// Ready (not delivered) messages.
+        ready: u64,
+    },
+    /// What the AMQP queue still held at the end, taken out after the consumers stopped (so
+    /// their unacknowledged messages had returned). These IDs are pending; an acknowledged ID
+    /// with no effect that is not here was removed from the queue: lost.
+    QueueRemainder {
+        /// IDs of the messages left.
+        ids: Vec<String>,
+        /// False when the drain could not finish (the remainder may be incomplete).
+        complete: bool,
+    },
     /// Something the report should mention that is not a finding about the consumer.
     Warning {
         /// What happened.

@@ -15,8 +15,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
 
@@ -39,6 +38,15 @@ pub struct EmbeddedCluster {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The mock's `group.initial.rebalance.delay.ms`: how long a group's first JoinGroup is held
+/// before the leader is elected. librdkafka's mock defaults to 3000 ms, but its session timer
+/// (a 1 s tick) also expires members *parked in that JoinGroup* once `session.timeout.ms` has
+/// passed; with a session timeout at or below 3 s (the demo uses 2 s) the only member is
+/// dropped before the election, its JoinGroup is never answered, and the consumer waits for
+/// it for `max.poll.interval.ms` (5 min): no assignment, no progress. Keeping the delay well
+/// under any realistic session timeout avoids that.
+const MOCK_INITIAL_REBALANCE_DELAY_MS: i32 = 200;
+
 impl EmbeddedCluster {
     /// Starts a 1-broker mock cluster with `topic` created with `partitions`.
     pub fn start(topic: &str, partitions: i32) -> Result<EmbeddedCluster, InfraError> {
@@ -46,13 +54,35 @@ impl EmbeddedCluster {
         let (stop_tx, stop_rx) = std_mpsc::channel::<()>();
         let topic = topic.to_owned();
         let thread = std::thread::spawn(move || {
-            let cluster = match MockCluster::new(1) {
-                Ok(c) => c,
+            // The cluster is owned by this (never used) client, created through
+            // `test.mock.num.brokers` so that its raw handle is reachable for the settings
+            // rdkafka's `MockCluster` does not wrap.
+            let owner: BaseProducer = match ClientConfig::new()
+                .set("test.mock.num.brokers", "1")
+                .create()
+            {
+                Ok(p) => p,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e.to_string()));
                     return;
                 }
             };
+            let Some(cluster) = owner.client().mock_cluster() else {
+                let _ = ready_tx.send(Err("the client has no mock cluster".to_owned()));
+                return;
+            };
+            // SAFETY: the handle belongs to `owner`, alive for this whole scope; the setter
+            // only takes the mock cluster's own lock.
+            unsafe {
+                let raw =
+                    rdkafka::bindings::rd_kafka_handle_mock_cluster(owner.client().native_ptr());
+                if !raw.is_null() {
+                    rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(
+                        raw,
+                        MOCK_INITIAL_REBALANCE_DELAY_MS,
+                    );
+                }
+            }
             if let Err(e) = cluster.create_topic(&topic, partitions, 1) {
                 let _ = ready_tx.send(Err(e.to_string()));
                 return;
@@ -60,6 +90,8 @@ impl EmbeddedCluster {
             let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
             // Keep the cluster alive until asked to stop (or the sender is dropped).
             let _ = stop_rx.recv();
+            drop(cluster);
+            drop(owner);
         });
         let bootstrap = ready_rx
             .recv_timeout(Duration::from_secs(10))

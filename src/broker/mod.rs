@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use crate::error::InfraError;
 use crate::plan::Rate;
-use crate::timeline::Timeline;
+use crate::timeline::{Event, Timeline};
 
 /// Where the workload goes and which group consumes it.
 #[derive(Debug, Clone)]
@@ -49,6 +49,49 @@ impl Progress {
     }
 }
 
+/// The broker's view of progress at one moment, whatever the broker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Snapshot {
+    /// Kafka: committed and end offsets.
+    Offsets(Progress),
+    /// AMQP: messages ready in the queue (unacknowledged ones are not counted by the broker).
+    Queue {
+        /// Ready messages.
+        ready: u64,
+    },
+}
+
+impl Snapshot {
+    /// True when the broker has nothing left for the consumer: the group committed to the end
+    /// (Kafka), or no message is ready (AMQP; the caller also waits for effects to stop, since
+    /// delivered-but-unacknowledged messages are not counted).
+    pub fn nothing_left(&self) -> bool {
+        match self {
+            Snapshot::Offsets(p) => p.nothing_left(),
+            Snapshot::Queue { ready } => *ready == 0,
+        }
+    }
+
+    /// Messages not yet consumed, as far as the broker says.
+    pub fn lag(&self) -> u64 {
+        match self {
+            Snapshot::Offsets(p) => p.lag().max(0) as u64,
+            Snapshot::Queue { ready } => *ready,
+        }
+    }
+
+    /// The timeline event that records this snapshot.
+    pub fn event(&self) -> Event {
+        match self {
+            Snapshot::Offsets(p) => Event::Progress {
+                committed: p.committed.clone(),
+                end: p.end.clone(),
+            },
+            Snapshot::Queue { ready } => Event::QueueDepth { ready: *ready },
+        }
+    }
+}
+
 /// A connected broker.
 pub enum Broker {
     /// Apache Kafka (real, or the embedded mock cluster).
@@ -78,10 +121,18 @@ impl Broker {
         }
     }
 
-    /// Reads progress (a blocking call: run it off the async threads).
-    pub fn progress(&self) -> Result<Progress, String> {
+    /// Reads the broker's view of progress.
+    pub async fn snapshot(&self) -> Result<Snapshot, String> {
         match self {
-            Broker::Kafka(k) => k.progress(),
+            // librdkafka's offset calls block: keep them off the other tasks' threads.
+            Broker::Kafka(k) => tokio::task::block_in_place(|| k.progress()).map(Snapshot::Offsets),
+        }
+    }
+
+    /// Records what only the end of a run can tell, once the consumers are stopped.
+    pub async fn finish(&self, _timeline: &Timeline) {
+        match self {
+            Broker::Kafka(_) => {}
         }
     }
 }

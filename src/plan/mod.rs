@@ -68,7 +68,7 @@ pub struct BrokerSpec {
     /// Kafka bootstrap servers. Absent: run on the embedded mock cluster (a demo, not evidence).
     #[serde(default)]
     pub bootstrap: Option<String>,
-    /// Kafka topic; `{run}` is replaced by the run id.
+    /// Kafka topic; `{run}` is replaced by the run id. (For `amqp`, see `queue`.)
     #[serde(default = "default_topic")]
     pub topic: String,
     /// Partitions of the fresh topic.
@@ -86,9 +86,18 @@ pub struct BrokerSpec {
     /// AMQP URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f.
     #[serde(default)]
     pub url: Option<String>,
-    /// AMQP queue; `{run}` is replaced by the run id.
+    /// AMQP queue; `{run}` is replaced by the run id (default `exactly-{run}`).
     #[serde(default)]
     pub queue: Option<String>,
+    /// AMQP exchange to publish to (the queue is bound to it); default: the queue directly.
+    #[serde(default)]
+    pub exchange: Option<String>,
+    /// AMQP routing key for `exchange` (default: the queue name).
+    #[serde(default)]
+    pub routing_key: Option<String>,
+    /// AMQP prefetch handed to the consumer as `EXACTLY_PREFETCH`.
+    #[serde(default)]
+    pub prefetch: Option<Count>,
     /// How long to keep trying to reach the broker before giving up (exit 4).
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -327,6 +336,13 @@ pub enum Semantics {
     AtLeastOnce,
     /// Fails on any loss or duplicate.
     ExactlyOnce,
+}
+
+impl BrokerSpec {
+    /// The queue name (AMQP), `{run}` not yet replaced.
+    pub fn queue_name(&self) -> &str {
+        self.queue.as_deref().unwrap_or("exactly-{run}")
+    }
 }
 
 impl Semantics {

@@ -18,12 +18,46 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut problem = |path: String, message: String| problems.push(Problem { path, message });
 
-    if plan.broker.kind == BrokerKind::Amqp {
-        problem(
-            "broker.kind".into(),
-            "RabbitMQ (`amqp`) plans are not supported by this version of exactly yet; use `kafka`"
-                .into(),
-        );
+    let b = &plan.broker;
+    match b.kind {
+        BrokerKind::Amqp => {
+            if b.url.is_none() {
+                problem(
+                    "broker".into(),
+                    "an amqp broker needs `url`, e.g. url: amqp://guest:guest@127.0.0.1:5672/%2f"
+                        .into(),
+                );
+            }
+            if b.bootstrap.is_some() {
+                problem(
+                    "broker.bootstrap".into(),
+                    "`bootstrap` is for Kafka; an amqp broker takes `url`".into(),
+                );
+            }
+            if b.routing_key.is_some() && b.exchange.is_none() {
+                problem(
+                    "broker.routing_key".into(),
+                    "`routing_key` needs an `exchange` to route through".into(),
+                );
+            }
+        }
+        BrokerKind::Kafka => {
+            let amqp_only = [
+                ("url", b.url.is_some()),
+                ("queue", b.queue.is_some()),
+                ("exchange", b.exchange.is_some()),
+                ("routing_key", b.routing_key.is_some()),
+                ("prefetch", b.prefetch.is_some()),
+            ];
+            for (field, present) in amqp_only {
+                if present {
+                    problem(
+                        format!("broker.{field}"),
+                        format!("`{field}` is for amqp brokers; a Kafka plan takes bootstrap, topic, partitions and group"),
+                    );
+                }
+            }
+        }
     }
     if plan.consumer.command.is_empty() || plan.consumer.command[0].trim().is_empty() {
         problem(
@@ -37,8 +71,13 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
             "the protocol-aware proxy is not in this version of exactly yet: remove `via_proxy` or set it to false".into(),
         );
     }
-    if let Err(e) = Extractor::parse(&plan.effects.id) {
-        problem("effects.id".into(), e);
+    match Extractor::parse(&plan.effects.id) {
+        Err(e) => problem("effects.id".into(), e),
+        Ok(rule) if rule.needs_headers() && plan.effects.sink != SinkKind::Http => problem(
+            "effects.id".into(),
+            "file and stdout effects are lines without headers: use `json:/field`, `regex:...` or `body`".into(),
+        ),
+        Ok(_) => {}
     }
     if let Some(key) = &plan.effects.idempotency_key {
         if let Err(e) = Extractor::parse(key) {
