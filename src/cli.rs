@@ -125,22 +125,15 @@ fn dispatch(command: Command) -> Result<i32, Error> {
             // The runtime is dropped here: no task survives into the judging.
             drop(runtime);
             crate::consumer::process::kill_all_groups();
-            match outcome {
-                Ok(o) => judge(&o.dir),
-                Err(e) => {
-                    // Still judge what was recorded, if anything, so the evidence is not lost.
-                    if let Some(dir) = find_partial_run(&e) {
-                        let _ = judge(&dir);
-                    }
-                    Err(e)
-                }
+            let outcome = outcome?;
+            let code = judge(&outcome.dir)?;
+            match outcome.failure {
+                // The reports are written; the error is still the headline.
+                Some(e) => Err(e),
+                None => Ok(code),
             }
         }
     }
-}
-
-fn find_partial_run(_e: &Error) -> Option<PathBuf> {
-    None
 }
 
 /// Reads a run folder's timeline, judges it, writes the reports, prints the verdict.

@@ -14,8 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::kafka::{EmbeddedCluster, KafkaBroker};
-use crate::broker::{Broker, Snapshot, Target};
+use crate::broker::{self, Broker, Endpoint, Snapshot};
 use crate::consumer::contract::Contract;
 use crate::consumer::{Supervisor, SupervisorConfig};
 use crate::error::{Error, InfraError};
@@ -53,9 +52,13 @@ pub struct RunOutcome {
     pub dir: PathBuf,
     /// The timeline file.
     pub events: PathBuf,
+    /// The infrastructure failure that ended the run early, if any (the timeline records it
+    /// too, so the reports still get written).
+    pub failure: Option<Error>,
 }
 
-/// Runs a validated plan to its end; the timeline file is complete when this returns `Ok`.
+/// Runs a validated plan to its end. `Err` means nothing was recorded (bad folder, broker
+/// unreachable); once the timeline exists, failures come back in `RunOutcome::failure`.
 /// `abort` is cancelled on SIGINT/SIGTERM.
 pub async fn run(
     plan: &Plan,
@@ -77,37 +80,17 @@ pub async fn run(
     std::fs::write(dir.join("plan.yaml"), resolved).map_err(|e| io("write plan.yaml", e))?;
 
     let expect = opts.expect.unwrap_or(plan.expect);
-    let target = Target {
-        address: plan.broker.bootstrap.clone().unwrap_or_default(),
-        topic: plan.broker.topic.replace("{run}", &run_id),
-        group: plan.broker.group.replace("{run}", &run_id),
-        partitions: plan.broker.partitions.get() as i32,
-    };
     let say = |msg: String| eprintln!("exactly: {msg}");
     say(format!("run {run_id} → {}", dir.display()));
-
-    // The embedded cluster, when used, must outlive every client: it is dropped last.
-    let (embedded, target) = match &plan.broker.bootstrap {
-        Some(_) => (None, target),
-        None => {
-            let cluster = EmbeddedCluster::start(&target.topic, target.partitions)?;
-            let target = Target {
-                address: cluster.bootstrap().to_owned(),
-                ..target
-            };
-            say(format!(
-                "no broker.bootstrap: using librdkafka's embedded MOCK cluster at {} (a demo, not evidence about a real Kafka)",
-                target.address
-            ));
-            (Some(cluster), target)
-        }
-    };
-    let mock = embedded.is_some();
-    let kafka =
-        KafkaBroker::connect(&target, &plan.broker.config, plan.broker.connect_timeout).await?;
-    let broker = Arc::new(Broker::Kafka(kafka));
-    // The mock cluster has its topic already; a real one gets it fresh.
-    broker.prepare(plan.broker.create && !mock).await?;
+    let connected = broker::connect(&plan.broker, &run_id).await?;
+    let endpoint = connected.endpoint.clone();
+    if endpoint.mock {
+        say(format!(
+            "no broker.bootstrap: using librdkafka's embedded MOCK cluster at {} (a demo, not evidence about a real Kafka)",
+            endpoint.address
+        ));
+    }
+    let broker = Arc::new(connected.broker);
 
     let timeline =
         Timeline::create(&dir.join("events.jsonl")).map_err(|e| io("write events.jsonl", e))?;
@@ -116,11 +99,11 @@ pub async fn run(
         run: run_id.clone(),
         plan: plan.name.clone(),
         description: plan.description.clone(),
-        broker: "kafka".into(),
-        mock_broker: mock,
-        broker_address: target.address.clone(),
-        topic: target.topic.clone(),
-        group: target.group.clone(),
+        broker: endpoint.kind.into(),
+        mock_broker: endpoint.mock,
+        broker_address: endpoint.address.clone(),
+        topic: endpoint.source.clone(),
+        group: endpoint.group.clone(),
         expect: expect.as_str().into(),
         seed,
         planned_faults: plan.faults.iter().map(describe_fault).collect(),
@@ -134,7 +117,7 @@ pub async fn run(
         &run_id,
         &dir,
         seed,
-        &target,
+        &endpoint,
         broker.clone(),
         &timeline,
         &stop,
@@ -143,12 +126,12 @@ pub async fn run(
     )
     .await;
     stop.cancel();
+    // The broker handle goes before the embedded cluster it may talk to (declared earlier).
     drop(broker);
-    drop(embedded);
-    outcome?;
     Ok(RunOutcome {
         events: dir.join("events.jsonl"),
         dir,
+        failure: outcome.err(),
     })
 }
 
@@ -159,7 +142,7 @@ async fn drive(
     run_id: &str,
     dir: &Path,
     seed: u64,
-    target: &Target,
+    endpoint: &Endpoint,
     broker: Arc<Broker>,
     timeline: &Timeline,
     stop: &CancellationToken,
@@ -241,13 +224,34 @@ async fn drive(
 
     // Consumer and nemesis (the nemesis subscribes first, so it sees the first start).
     let contract = {
-        let (run, target, effects_dir) = (run_id.to_owned(), target.clone(), effects_dir.clone());
+        let (run, endpoint, effects_dir) =
+            (run_id.to_owned(), endpoint.clone(), effects_dir.clone());
+        let kafka = endpoint.kind == "kafka";
         Arc::new(move |instance: u32, incarnation: u32| Contract {
             run: run.clone(),
-            broker: "kafka".into(),
-            bootstrap: target.address.clone(),
-            topic: target.topic.clone(),
-            group: target.group.clone(),
+            broker: endpoint.kind.into(),
+            bootstrap: if kafka {
+                endpoint.address.clone()
+            } else {
+                String::new()
+            },
+            topic: if kafka {
+                endpoint.source.clone()
+            } else {
+                String::new()
+            },
+            group: endpoint.group.clone(),
+            amqp_url: if kafka {
+                String::new()
+            } else {
+                endpoint.address.clone()
+            },
+            queue: if kafka {
+                String::new()
+            } else {
+                endpoint.source.clone()
+            },
+            prefetch: endpoint.prefetch.map(|p| p.to_string()).unwrap_or_default(),
             effect_url: effect_url
                 .as_ref()
                 .map(|u| format!("{u}/effect/{instance}/{incarnation}"))
@@ -257,7 +261,6 @@ async fn drive(
                 .to_string(),
             instance,
             incarnation,
-            ..Contract::default()
         })
     };
     let nemesis_events = timeline.subscribe();

@@ -153,4 +153,7 @@ fn missing_consumer_command_is_an_infrastructure_error() {
     let err = stderr_of(&out);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("/nonexistent/consumer"), "{err}");
+    // What was recorded is still judged and reported.
+    let report = std::fs::read_to_string(dir.path().join("run/report.json")).unwrap();
+    assert!(report.contains("infrastructure_error"), "{report}");
 }

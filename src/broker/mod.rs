@@ -7,7 +7,7 @@ pub mod kafka;
 use std::collections::BTreeMap;
 
 use crate::error::InfraError;
-use crate::plan::Rate;
+use crate::plan::{BrokerKind, BrokerSpec, Rate};
 use crate::timeline::{Event, Timeline};
 
 /// Where the workload goes and which group consumes it.
@@ -89,6 +89,75 @@ impl Snapshot {
             },
             Snapshot::Queue { ready } => Event::QueueDepth { ready: *ready },
         }
+    }
+}
+
+/// What the consumer is told about the broker (the contract's broker variables).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `kafka` or `amqp`.
+    pub kind: &'static str,
+    /// Kafka bootstrap servers, or the AMQP URL.
+    pub address: String,
+    /// Kafka topic, or AMQP queue (`{run}` replaced).
+    pub source: String,
+    /// Kafka consumer group (empty for AMQP).
+    pub group: String,
+    /// AMQP prefetch to hand to the consumer, if the plan sets one.
+    pub prefetch: Option<u64>,
+    /// True when the broker is the embedded mock cluster.
+    pub mock: bool,
+}
+
+/// A broker ready for a run: its topic or queue exists, and the embedded cluster (if any) is
+/// kept alive for as long as this value lives.
+pub struct Connected {
+    /// The harness's connection.
+    pub broker: Broker,
+    /// What the consumer is told.
+    pub endpoint: Endpoint,
+    /// Declared last, so it is dropped after every client of it.
+    _embedded: Option<kafka::EmbeddedCluster>,
+}
+
+/// Connects to the plan's broker (starting the embedded cluster for a Kafka plan without
+/// `bootstrap`) and prepares the topic or queue named after `run_id`.
+pub async fn connect(spec: &BrokerSpec, run_id: &str) -> Result<Connected, InfraError> {
+    match spec.kind {
+        BrokerKind::Kafka => {
+            let mut target = Target {
+                address: spec.bootstrap.clone().unwrap_or_default(),
+                topic: spec.topic.replace("{run}", run_id),
+                group: spec.group.replace("{run}", run_id),
+                partitions: spec.partitions.get() as i32,
+            };
+            let embedded = match spec.bootstrap {
+                Some(_) => None,
+                None => {
+                    let cluster = kafka::EmbeddedCluster::start(&target.topic, target.partitions)?;
+                    target.address = cluster.bootstrap().to_owned();
+                    Some(cluster)
+                }
+            };
+            let k =
+                kafka::KafkaBroker::connect(&target, &spec.config, spec.connect_timeout).await?;
+            let broker = Broker::Kafka(k);
+            // The mock cluster has its topic already; a real one gets it fresh.
+            broker.prepare(spec.create && embedded.is_none()).await?;
+            Ok(Connected {
+                broker,
+                endpoint: Endpoint {
+                    kind: "kafka",
+                    address: target.address,
+                    source: target.topic,
+                    group: target.group,
+                    prefetch: None,
+                    mock: embedded.is_some(),
+                },
+                _embedded: embedded,
+            })
+        }
+        BrokerKind::Amqp => Err(InfraError::new("amqp brokers are not wired in yet")),
     }
 }
 

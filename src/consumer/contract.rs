@@ -18,6 +18,8 @@ pub struct Contract {
     pub amqp_url: String,
     /// AMQP queue (empty for Kafka plans).
     pub queue: String,
+    /// AMQP prefetch the plan asks for (empty when it sets none).
+    pub prefetch: String,
     /// Where to POST effects (http sink), specific to this incarnation.
     pub effect_url: String,
     /// Where to append effect lines (file sink), specific to this incarnation.
@@ -30,7 +32,7 @@ pub struct Contract {
 
 impl Contract {
     /// `(ENV_NAME, placeholder, value)` for every contract variable.
-    fn entries(&self) -> [(&'static str, &'static str, String); 11] {
+    fn entries(&self) -> [(&'static str, &'static str, String); 12] {
         [
             ("EXACTLY_RUN", "{run}", self.run.clone()),
             ("EXACTLY_BROKER", "{broker}", self.broker.clone()),
@@ -43,6 +45,7 @@ impl Contract {
             ("EXACTLY_GROUP", "{group}", self.group.clone()),
             ("EXACTLY_AMQP_URL", "{amqp_url}", self.amqp_url.clone()),
             ("EXACTLY_QUEUE", "{queue}", self.queue.clone()),
+            ("EXACTLY_PREFETCH", "{prefetch}", self.prefetch.clone()),
             (
                 "EXACTLY_EFFECT_URL",
                 "{effect_url}",
@@ -106,6 +109,6 @@ mod tests {
             .collect();
         assert!(names.contains(&"EXACTLY_EFFECT_URL"));
         assert!(names.contains(&"EXACTLY_INCARNATION"));
-        assert_eq!(names.len(), 11);
+        assert_eq!(names.len(), 12);
     }
 }
