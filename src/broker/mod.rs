@@ -1,7 +1,8 @@
 //! Brokers: create the topic (or queue), produce the workload while keeping the ledger, and
 //! read the broker's view of progress. One module per broker kind; the run talks to them only
-//! through [`Broker`], so RabbitMQ slots in as a second variant.
+//! through [`connect`] and [`Broker`].
 
+pub mod amqp;
 pub mod kafka;
 
 use std::collections::BTreeMap;
@@ -157,7 +158,33 @@ pub async fn connect(spec: &BrokerSpec, run_id: &str) -> Result<Connected, Infra
                 _embedded: embedded,
             })
         }
-        BrokerKind::Amqp => Err(InfraError::new("amqp brokers are not wired in yet")),
+        BrokerKind::Amqp => {
+            // Validation guarantees a URL for amqp plans.
+            let url = spec.url.clone().unwrap_or_default();
+            let queue = spec.queue_name().replace("{run}", run_id);
+            let a = amqp::AmqpBroker::connect(
+                &url,
+                &queue,
+                spec.exchange.as_deref(),
+                spec.routing_key.as_deref(),
+                spec.connect_timeout,
+            )
+            .await?;
+            let broker = Broker::Amqp(Box::new(a));
+            broker.prepare(spec.create).await?;
+            Ok(Connected {
+                broker,
+                endpoint: Endpoint {
+                    kind: "amqp",
+                    address: url,
+                    source: queue,
+                    group: String::new(),
+                    prefetch: spec.prefetch.map(|p| p.get()),
+                    mock: false,
+                },
+                _embedded: None,
+            })
+        }
     }
 }
 
@@ -165,6 +192,8 @@ pub async fn connect(spec: &BrokerSpec, run_id: &str) -> Result<Connected, Infra
 pub enum Broker {
     /// Apache Kafka (real, or the embedded mock cluster).
     Kafka(kafka::KafkaBroker),
+    /// RabbitMQ.
+    Amqp(Box<amqp::AmqpBroker>),
 }
 
 impl Broker {
@@ -173,6 +202,7 @@ impl Broker {
         match self {
             Broker::Kafka(k) if create => k.create_topic().await,
             Broker::Kafka(k) => k.wait_for_leaders().await,
+            Broker::Amqp(a) => a.prepare(create).await,
         }
     }
 
@@ -187,6 +217,7 @@ impl Broker {
     ) -> Result<(), InfraError> {
         match self {
             Broker::Kafka(k) => k.produce(run, count, template, rate, timeline).await,
+            Broker::Amqp(a) => a.produce(run, count, template, rate, timeline).await,
         }
     }
 
@@ -195,13 +226,29 @@ impl Broker {
         match self {
             // librdkafka's offset calls block: keep them off the other tasks' threads.
             Broker::Kafka(k) => tokio::task::block_in_place(|| k.progress()).map(Snapshot::Offsets),
+            Broker::Amqp(a) => a.ready_count().await.map(|ready| Snapshot::Queue { ready }),
         }
     }
 
     /// Records what only the end of a run can tell, once the consumers are stopped.
-    pub async fn finish(&self, _timeline: &Timeline) {
+    pub async fn finish(&self, timeline: &Timeline) {
         match self {
             Broker::Kafka(_) => {}
+            // With the consumers gone, their unacknowledged messages are back in the queue:
+            // what is left there is pending; the rest left the queue.
+            Broker::Amqp(a) => {
+                let (ids, complete) = match a.drain_remaining().await {
+                    Ok(ids) => (ids, true),
+                    Err(e) => {
+                        timeline.record(Event::Warning {
+                            message: format!("cannot read what the queue still holds: {e}"),
+                        });
+                        (Vec::new(), false)
+                    }
+                };
+                timeline.record(Event::QueueRemainder { ids, complete });
+                a.close().await;
+            }
         }
     }
 }

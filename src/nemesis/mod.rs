@@ -73,12 +73,19 @@ impl Nemesis {
         let faults: Vec<ArmedFault> = faults
             .iter()
             .enumerate()
-            .map(|(index, f)| ArmedFault {
-                index,
-                action: Action::from_spec(f),
-                trigger: Trigger::new(&f.when, seed.wrapping_add(index as u64)),
-                description: trigger::describe(&f.when),
-                deferred: Vec::new(),
+            .map(|(index, f)| {
+                let action = Action::from_spec(f);
+                let instance = match action.target() {
+                    crate::plan::Target::Instance(i) => Some(i),
+                    crate::plan::Target::AllInstances => None,
+                };
+                ArmedFault {
+                    index,
+                    action,
+                    trigger: Trigger::new(&f.when, seed.wrapping_add(index as u64), instance),
+                    description: trigger::describe(&f.when),
+                    deferred: Vec::new(),
+                }
             })
             .collect();
         let (status, rx) = watch::channel(NemesisStatus {

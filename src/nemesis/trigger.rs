@@ -40,12 +40,16 @@ pub enum Trigger {
         seen: u64,
         /// Hold the sink's answer (during) rather than fire after.
         withhold: bool,
+        /// Count only events of this instance (the fault targets `consumer[i]`).
+        instance: Option<u32>,
     },
 }
 
 impl Trigger {
-    /// Builds a trigger from a validated `when`; `seed` drives `random`.
-    pub fn new(when: &When, seed: u64) -> Trigger {
+    /// Builds a trigger from a validated `when`; `seed` drives `random`. With `instance`, a
+    /// counting trigger counts only that instance's events (a fault aimed at `consumer[i]`
+    /// fires on `consumer[i]`'s Nth effect, never holds another instance's).
+    pub fn new(when: &When, seed: u64, instance: Option<u32>) -> Trigger {
         if let Some(at) = when.at {
             return Trigger::Schedule { times: vec![at] };
         }
@@ -73,6 +77,7 @@ impl Trigger {
             nth: when.nth.map_or(1, |n| n.get()),
             seen: 0,
             withhold,
+            instance,
         }
     }
 
@@ -83,6 +88,7 @@ impl Trigger {
             nth,
             seen,
             withhold,
+            instance,
         } = self
         else {
             return Match::No;
@@ -92,7 +98,12 @@ impl Trigger {
             (EventKind::Effect, Event::Effect { .. })
                 | (EventKind::Produced, Event::Produced { .. })
         );
-        if !counts {
+        let mine = match (instance, event) {
+            (None, _) => true,
+            (Some(i), Event::Effect { instance, .. }) => *instance == Some(*i),
+            (Some(_), _) => true,
+        };
+        if !counts || !mine {
             return Match::No;
         }
         *seen += 1;
@@ -180,13 +191,38 @@ mod tests {
             nth: Some(Count::new(3)),
             ..When::default()
         };
-        let mut t = Trigger::new(&when, 0);
+        let mut t = Trigger::new(&when, 0, None);
         let got: Vec<Match> = (0..5).map(|_| t.on_event(&effect())).collect();
         assert_eq!(
             got,
             [Match::No, Match::No, Match::Fire, Match::No, Match::No]
         );
         assert_eq!(t.remaining(), 0);
+    }
+
+    #[test]
+    fn a_trigger_aimed_at_one_instance_counts_only_its_effects() {
+        let when = When {
+            during: Some(EventKind::Effect),
+            nth: Some(Count::new(2)),
+            ..When::default()
+        };
+        let by = |i: u32| Event::Effect {
+            id: "x".into(),
+            instance: Some(i),
+            incarnation: Some(1),
+            outcome: EffectOutcome::Applied,
+            sink: "http".into(),
+        };
+        let mut t = Trigger::new(&when, 0, Some(1));
+        let got: Vec<Match> = [by(0), by(1), by(0), by(1)]
+            .iter()
+            .map(|e| t.on_event(e))
+            .collect();
+        assert_eq!(
+            got,
+            [Match::No, Match::No, Match::No, Match::FireAndWithhold]
+        );
     }
 
     #[test]
@@ -197,7 +233,7 @@ mod tests {
             ..When::default()
         };
         assert_eq!(
-            Trigger::new(&when, 0).on_event(&effect()),
+            Trigger::new(&when, 0, None).on_event(&effect()),
             Match::FireAndWithhold
         );
     }
@@ -209,7 +245,7 @@ mod tests {
             times: Some(Count::new(3)),
             ..When::default()
         };
-        let mut t = Trigger::new(&when, 0);
+        let mut t = Trigger::new(&when, 0, None);
         assert_eq!(t.take_due(Duration::from_secs(1)), None);
         assert_eq!(
             t.take_due(Duration::from_secs(5)),
@@ -229,9 +265,9 @@ mod tests {
             within: Some(Duration::from_secs(10)),
             ..When::default()
         };
-        let a = Trigger::new(&when, 42);
-        let b = Trigger::new(&when, 42);
-        let c = Trigger::new(&when, 43);
+        let a = Trigger::new(&when, 42, None);
+        let b = Trigger::new(&when, 42, None);
+        let c = Trigger::new(&when, 43, None);
         let times = |t: &Trigger| match t {
             Trigger::Schedule { times } => times.clone(),
             _ => unreachable!(),

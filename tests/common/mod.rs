@@ -33,6 +33,16 @@ pub fn require_kafka() {
     }
 }
 
+/// Fails the test with the fix when RabbitMQ is not running.
+pub fn require_rabbitmq() {
+    let addr: SocketAddr = "127.0.0.1:5672".parse().unwrap();
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+        panic!(
+            "RabbitMQ is not reachable on 127.0.0.1:5672: start it with `scripts/brokers start`"
+        );
+    }
+}
+
 /// A shipped plan, with its example-consumer paths pointed at this test profile's build, and
 /// `edit` applied to its text; written into `dir`.
 pub fn plan_copy(name: &str, dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {

@@ -1,0 +1,622 @@
+//! RabbitMQ (AMQP 0-9-1) through lapin: the fresh queue, the workload publisher that keeps the
+//! ledger (publisher confirms), the queue depth the run watches, and the final drain that tells
+//! messages still pending in the queue from messages that are gone.
+//!
+//! One connection, two channels: a publishing channel in confirm mode (opened by `produce`,
+//! used by nothing else, so the broker's publish sequence numbers are exactly the order of our
+//! `basic.publish` calls), and a control channel for declares, binds, passive declares and the
+//! drain. A passive declare of a missing queue makes the broker close the control channel; it is
+//! reopened on the next use.
+//!
+//! *Architecture invariant:* only this module imports lapin (the example consumer aside). The
+//! harness's own channels never consume from the run's queue while the consumer runs: the depth
+//! comes from passive declares, and the only `basic.get` is the final drain, after the consumers
+//! were stopped.
+
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use tokio::sync::Mutex;
+
+use crate::error::InfraError;
+use crate::plan::Rate;
+use crate::timeline::{Event, ProduceStatus, Timeline};
+use crate::workload;
+
+/// How long the broker may take to confirm one publish before it is indeterminate.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most unconfirmed publishes at once.
+const MAX_IN_FLIGHT: usize = 1000;
+/// Deadline for one control operation (declare, bind, delete, get).
+const OP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline for the whole final drain.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The header that carries the message ID (as in the Kafka workload).
+const ID_HEADER: &str = "exactly-id";
+
+/// The harness's connection to one RabbitMQ broker (one vhost), for one queue.
+pub struct AmqpBroker {
+    /// The URL with its password replaced by `***`, for messages.
+    shown_url: String,
+    queue: String,
+    exchange: Option<String>,
+    routing_key: Option<String>,
+    connection: Connection,
+    /// Declares, binds, passive declares and the drain; `None` after the broker closed it.
+    control: Mutex<Option<Channel>>,
+    /// The publishing channel while `produce` runs (kept so `close` can close it).
+    publisher: Mutex<Option<Channel>>,
+}
+
+impl AmqpBroker {
+    /// Connects to `url` (`amqp://user:pass@host:port/vhost`), retrying until `connect_timeout`.
+    /// `queue` is the run's queue; with `exchange`, the workload is published there with
+    /// `routing_key` (default: the queue name), else through the default exchange.
+    ///
+    /// On failure: an [`InfraError`] saying "cannot reach RabbitMQ at <url, password
+    /// redacted> within <d> (<error>); start it with `scripts/brokers start` or fix broker.url".
+    pub async fn connect(
+        url: &str,
+        queue: &str,
+        exchange: Option<&str>,
+        routing_key: Option<&str>,
+        connect_timeout: Duration,
+    ) -> Result<AmqpBroker, InfraError> {
+        let shown_url = redact_url(url);
+        if let Err(e) = url.parse::<lapin::uri::AMQPUri>() {
+            return Err(InfraError::new(format!(
+                "bad broker.url {shown_url} ({e}); write it as amqp://user:password@host:5672/%2f"
+            )));
+        }
+        if url.starts_with("amqps://") {
+            return Err(InfraError::new(format!(
+                "bad broker.url {shown_url}: amqps:// (TLS) is not supported yet; use amqp://"
+            )));
+        }
+        let deadline = Instant::now() + connect_timeout;
+        let connection = loop {
+            let step = deadline
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(100), Duration::from_secs(5));
+            let attempt = tokio::time::timeout(
+                step,
+                Connection::connect(url, ConnectionProperties::default()),
+            )
+            .await;
+            let error = match attempt {
+                Ok(Ok(c)) => break c,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {}", humantime::format_duration(step)),
+            };
+            if Instant::now() >= deadline {
+                return Err(InfraError::new(format!(
+                    "cannot reach RabbitMQ at {shown_url} within {} ({}); start it with `scripts/brokers start` or fix broker.url",
+                    humantime::format_duration(connect_timeout),
+                    redact_text(&error, url)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let control = within(OP_TIMEOUT, "open a channel", connection.create_channel())
+            .await
+            .map_err(|e| InfraError::new(format!("RabbitMQ at {shown_url}: {e}")))?;
+        Ok(AmqpBroker {
+            shown_url,
+            queue: queue.to_owned(),
+            exchange: exchange.map(str::to_owned),
+            routing_key: routing_key.map(str::to_owned),
+            connection,
+            control: Mutex::new(Some(control)),
+            publisher: Mutex::new(None),
+        })
+    }
+
+    /// With `create`: makes the queue fresh and durable (a queue of the same name left by an
+    /// earlier run is deleted first, with its messages, so none of them can be judged as this
+    /// run's), and binds it to the exchange with the routing key when an exchange is given (the
+    /// exchange itself must exist). Without `create`: checks the queue exists (passive declare);
+    /// bindings are left as they are.
+    pub async fn prepare(&self, create: bool) -> Result<(), InfraError> {
+        let queue = self.queue.as_str();
+        if !create {
+            return match self.passive_declare().await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(InfraError::new(format!(
+                    "queue {queue} is not usable on RabbitMQ at {} ({e}); declare it or set broker.create: true",
+                    self.shown_url
+                ))),
+            };
+        }
+        let fail = |what: &str, e: String| {
+            InfraError::new(format!(
+                "cannot {what} on RabbitMQ at {} ({e})",
+                self.shown_url
+            ))
+        };
+        if self.passive_declare().await.is_ok() {
+            let channel = self
+                .control_channel()
+                .await
+                .map_err(|e| fail("open a channel", e))?;
+            within(
+                OP_TIMEOUT,
+                "queue.delete",
+                channel.queue_delete(queue.into(), QueueDeleteOptions::default()),
+            )
+            .await
+            .map_err(|e| fail(&format!("delete the old queue {queue}"), e))?;
+        }
+        let channel = self
+            .control_channel()
+            .await
+            .map_err(|e| fail("open a channel", e))?;
+        within(
+            OP_TIMEOUT,
+            "queue.declare",
+            channel.queue_declare(
+                queue.into(),
+                QueueDeclareOptions::durable(),
+                FieldTable::default(),
+            ),
+        )
+        .await
+        .map_err(|e| fail(&format!("declare queue {queue}"), e))?;
+        if let Some(exchange) = &self.exchange {
+            within(
+                OP_TIMEOUT,
+                "queue.bind",
+                channel.queue_bind(
+                    queue.into(),
+                    exchange.as_str().into(),
+                    self.publish_key().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                ),
+            )
+            .await
+            .map_err(|e| {
+                fail(
+                    &format!("bind queue {queue} to exchange {exchange} (it must exist)"),
+                    e,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Publishes `count` messages (IDs and payloads from [`workload::message`]) with publisher
+    /// confirms, paced to `rate`, at most 1000 unconfirmed at once. Each message is persistent
+    /// and mandatory, carries its ID as `message_id` and in the `exactly-id` header, and gets
+    /// exactly one `Event::Produced` (`partition: None`, `offset`: its publish sequence number):
+    /// `acked` on a confirm, `failed` on a nack, a return (unroutable) or a publish refused
+    /// before it was sent, `indeterminate` when no confirm came within 30 s or the channel
+    /// died after the message was sent. When the channel is lost the rest of the workload is
+    /// recorded as failed and an error is returned.
+    pub async fn produce(
+        &self,
+        run: &str,
+        count: u64,
+        template: &str,
+        rate: Rate,
+        timeline: &Timeline,
+    ) -> Result<(), InfraError> {
+        let opened = async {
+            let channel = self.connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            Ok::<_, lapin::Error>(channel)
+        };
+        let channel = within(OP_TIMEOUT, "open the publishing channel", opened)
+            .await
+            .map_err(|e| {
+                InfraError::new(format!(
+                    "cannot open a publishing channel on RabbitMQ at {} ({e})",
+                    self.shown_url
+                ))
+            })?;
+        *self.publisher.lock().await = Some(channel.clone());
+
+        let exchange = self.exchange.clone().unwrap_or_default();
+        let key = self.publish_key().to_owned();
+        let started = Instant::now();
+        let mut in_flight = FuturesUnordered::new();
+        // The broker numbers confirm-mode publishes on a channel from 1; only this loop
+        // publishes on this channel, so our count is its delivery tag.
+        let mut tag: u64 = 0;
+        let mut lost: Option<String> = None;
+        for (sent, seq) in (1..=count).enumerate() {
+            let message = workload::message(run, seq, template);
+            if let Some(why) = &lost {
+                timeline.record(produced(
+                    message.id,
+                    None,
+                    ProduceStatus::Failed,
+                    Some(format!("not sent: {why}")),
+                ));
+                continue;
+            }
+            let wait = workload::delay_before(rate, sent as u64, started.elapsed());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            if !channel.status().connected() {
+                let why =
+                    "the publishing channel was closed (by the broker, or the connection dropped)"
+                        .to_owned();
+                timeline.record(produced(
+                    message.id,
+                    None,
+                    ProduceStatus::Failed,
+                    Some(format!("not sent: {why}")),
+                ));
+                lost = Some(why);
+                continue;
+            }
+            tag += 1;
+            let mut headers = FieldTable::default();
+            headers.insert(
+                ID_HEADER.into(),
+                AMQPValue::LongString(LongString::from(message.id.as_bytes())),
+            );
+            let properties = BasicProperties::default()
+                .with_message_id(ShortString::from(message.id.as_str()))
+                .with_delivery_mode(2)
+                .with_headers(headers);
+            let published = channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    message.payload.as_bytes(),
+                    properties,
+                )
+                .await;
+            match published {
+                Ok(confirm) => in_flight.push(settle(message.id, tag, confirm, timeline)),
+                Err(e) => {
+                    // The frame may have left before the error: the broker may hold it.
+                    timeline.record(produced(
+                        message.id,
+                        Some(tag),
+                        ProduceStatus::Indeterminate,
+                        Some(format!("publish failed: {e}")),
+                    ));
+                    lost = Some(e.to_string());
+                }
+            }
+            while in_flight.len() >= MAX_IN_FLIGHT {
+                in_flight.next().await;
+            }
+        }
+        while in_flight.next().await.is_some() {}
+        *self.publisher.lock().await = None;
+        let _ =
+            tokio::time::timeout(OP_TIMEOUT, channel.close(200, "workload produced".into())).await;
+        match lost {
+            None => Ok(()),
+            Some(why) => Err(InfraError::new(format!(
+                "lost the publishing channel to RabbitMQ at {} while producing ({why})",
+                self.shown_url
+            ))),
+        }
+    }
+
+    /// Messages ready in the queue right now (a passive `queue.declare`; unacknowledged
+    /// messages are not counted). Cheap enough to call every 250 ms.
+    pub async fn ready_count(&self) -> Result<u64, String> {
+        self.passive_declare()
+            .await
+            .map(|(ready, _)| u64::from(ready))
+    }
+
+    /// At the end of a run, after the consumers were stopped (so their unacknowledged messages
+    /// went back to ready): takes every message left in the queue with `basic.get`, acking each,
+    /// and returns their IDs (`message_id`, else the `exactly-id` header, else the payload as
+    /// text). This tells "pending" (still in the queue) from "lost" (gone without an effect).
+    ///
+    /// It first waits for the queue to have no consumer: the broker removes a dead or closed
+    /// consumer and requeues its unacknowledged messages in one step, so until then some
+    /// messages may not be back yet (and a live consumer would race the drain). Bounded by
+    /// 10 s in all; on a timeout or an error it returns the error, naming how many IDs it had
+    /// taken (those are acked and gone from the queue).
+    pub async fn drain_remaining(&self) -> Result<Vec<String>, String> {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        loop {
+            let (_, consumers) = self.passive_declare().await?;
+            if consumers == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "queue {} still has {consumers} consumer(s) after {}: its unacknowledged messages are not back, so pending cannot be told from lost",
+                    self.queue,
+                    humantime::format_duration(DRAIN_TIMEOUT)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let channel = self.control_channel().await?;
+        let mut ids = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "the drain of queue {} did not finish within {} ({} messages taken)",
+                    self.queue,
+                    humantime::format_duration(DRAIN_TIMEOUT),
+                    ids.len()
+                ));
+            }
+            let got = within(
+                left.min(OP_TIMEOUT),
+                "basic.get",
+                channel.basic_get(
+                    self.queue.as_str().into(),
+                    BasicGetOptions { no_ack: false },
+                ),
+            )
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot drain queue {} ({e}; {} messages taken)",
+                    self.queue,
+                    ids.len()
+                )
+            })?;
+            let Some(message) = got else {
+                return Ok(ids);
+            };
+            let delivery = message.delivery;
+            ids.push(message_id(&delivery.properties, &delivery.data));
+            delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot ack a drained message of queue {} ({e}; {} messages taken)",
+                        self.queue,
+                        ids.len()
+                    )
+                })?;
+        }
+    }
+
+    /// Closes the channels and the connection, waiting at most a few seconds.
+    pub async fn close(&self) {
+        let close = async {
+            for slot in [&self.publisher, &self.control] {
+                if let Some(channel) = slot.lock().await.take() {
+                    if channel.status().connected() {
+                        let _ = channel.close(200, "bye".into()).await;
+                    }
+                }
+            }
+            if self.connection.status().connected() {
+                let _ = self.connection.close(200, "bye".into()).await;
+            }
+        };
+        let _ = tokio::time::timeout(OP_TIMEOUT, close).await;
+    }
+
+    /// The routing key the workload is published (and the queue bound) with.
+    fn publish_key(&self) -> &str {
+        match (&self.exchange, &self.routing_key) {
+            (Some(_), Some(key)) => key,
+            _ => &self.queue,
+        }
+    }
+
+    /// The control channel, reopened when the broker closed it.
+    async fn control_channel(&self) -> Result<Channel, String> {
+        let mut slot = self.control.lock().await;
+        if let Some(channel) = slot.as_ref() {
+            if channel.status().connected() {
+                return Ok(channel.clone());
+            }
+        }
+        let channel = within(
+            OP_TIMEOUT,
+            "open a channel",
+            self.connection.create_channel(),
+        )
+        .await?;
+        *slot = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// Passive `queue.declare`: the ready messages and the consumers, or why the queue is not
+    /// there.
+    async fn passive_declare(&self) -> Result<(u32, u32), String> {
+        let channel = self.control_channel().await?;
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        within(
+            OP_TIMEOUT,
+            "queue.declare (passive)",
+            channel.queue_declare(self.queue.as_str().into(), options, FieldTable::default()),
+        )
+        .await
+        .map(|q| (q.message_count(), q.consumer_count()))
+    }
+}
+
+/// Waits for the broker's answer for an operation, at most `limit`; errors as text.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    op: impl std::future::Future<Output = lapin::Result<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, op).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "{what}: no answer within {}",
+            humantime::format_duration(limit)
+        )),
+    }
+}
+
+/// Waits for one publish's confirm and records its fate.
+async fn settle(id: String, tag: u64, confirm: lapin::PublisherConfirm, timeline: &Timeline) {
+    let (status, error) = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+        Ok(Ok(Confirmation::Ack(None))) => (ProduceStatus::Acked, None),
+        // Acked after a basic.return: the broker could route it to no queue and dropped it.
+        Ok(Ok(Confirmation::Ack(Some(returned)))) => (
+            ProduceStatus::Failed,
+            Some(format!(
+                "broker returned the message as unroutable ({} {})",
+                returned.reply_code, returned.reply_text
+            )),
+        ),
+        Ok(Ok(Confirmation::Nack(_))) => (
+            ProduceStatus::Failed,
+            Some("broker nacked the message".to_owned()),
+        ),
+        Ok(Ok(Confirmation::NotRequested)) => (
+            ProduceStatus::Indeterminate,
+            Some("the channel was not in confirm mode".to_owned()),
+        ),
+        Ok(Err(e)) => (
+            ProduceStatus::Indeterminate,
+            Some(format!("no confirm: {e}")),
+        ),
+        Err(_) => (
+            ProduceStatus::Indeterminate,
+            Some(format!(
+                "no confirm within {}",
+                humantime::format_duration(CONFIRM_TIMEOUT)
+            )),
+        ),
+    };
+    timeline.record(produced(id, Some(tag), status, error));
+}
+
+/// One `produced` event of the AMQP ledger.
+fn produced(id: String, tag: Option<u64>, status: ProduceStatus, error: Option<String>) -> Event {
+    Event::Produced {
+        id,
+        seq: 1,
+        partition: None,
+        offset: tag.map(|t| t as i64),
+        status,
+        error,
+    }
+}
+
+/// A message's ID: `message_id`, else the `exactly-id` header, else the payload as text.
+fn message_id(properties: &BasicProperties, payload: &[u8]) -> String {
+    if let Some(id) = properties.message_id() {
+        return id.as_str().to_owned();
+    }
+    let header = properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(ID_HEADER).cloned());
+    match header {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        Some(AMQPValue::ShortString(s)) => s.as_str().to_owned(),
+        _ => String::from_utf8_lossy(payload).into_owned(),
+    }
+}
+
+/// `url` with the password of its user info replaced by `***`.
+fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest_start = scheme_end + 3;
+    let rest = &url[rest_start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let user_info = &authority[..at];
+    let Some(colon) = user_info.find(':') else {
+        return url.to_owned();
+    };
+    format!(
+        "{}{}:***{}",
+        &url[..rest_start],
+        &user_info[..colon],
+        &rest[at..]
+    )
+}
+
+/// `text` with the password of `url` (if it has one) replaced by `***`, in case an error
+/// message quotes it.
+fn redact_text(text: &str, url: &str) -> String {
+    let shown = redact_url(url);
+    let mut out = text.replace(url, &shown);
+    if let Some(password) = password_of(url) {
+        if password.len() >= 3 {
+            out = out.replace(password, "***");
+        }
+    }
+    out
+}
+
+/// The password in `url`'s user info, if any.
+fn password_of(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let user_info = &authority[..authority.rfind('@')?];
+    Some(&user_info[user_info.find(':')? + 1..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("amqp://127.0.0.1:5672/%2f"),
+            "amqp://127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://user@host/v"), "amqp://user@host/v");
+        assert_eq!(
+            redact_url("amqp://u:p@ss@host"),
+            "amqp://u:***@host",
+            "the last @ ends the user info"
+        );
+        assert_eq!(
+            redact_text(
+                "refused amqp://u:hunter2@h/%2f: bad hunter2",
+                "amqp://u:hunter2@h/%2f"
+            ),
+            "refused amqp://u:***@h/%2f: bad ***"
+        );
+    }
+
+    #[test]
+    fn the_id_comes_from_message_id_then_header_then_payload() {
+        let with_id = BasicProperties::default().with_message_id("r-1".into());
+        assert_eq!(message_id(&with_id, b"x"), "r-1");
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ID_HEADER.into(),
+            AMQPValue::LongString(LongString::from(&b"r-2"[..])),
+        );
+        let with_header = BasicProperties::default().with_headers(headers);
+        assert_eq!(message_id(&with_header, b"x"), "r-2");
+        assert_eq!(message_id(&BasicProperties::default(), b"r-3"), "r-3");
+    }
+}
