@@ -204,7 +204,8 @@ fn anomalies(md: &mut String, rec: &Reconciliation) {
                 String::new()
             }
         );
-        let _ = writeln!(md, "{}\n", explain(outcome));
+        let amqp = rec.run.as_ref().is_some_and(|r| r.broker == "amqp");
+        let _ = writeln!(md, "{}\n", explain(outcome, amqp));
         for a in rec.anomalies_of(outcome).take(SAMPLES_PER_OUTCOME) {
             anomaly(md, rec, a);
         }
@@ -222,20 +223,26 @@ fn heading(outcome: Outcome) -> &'static str {
     }
 }
 
-fn explain(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Lost => {
+fn explain(outcome: Outcome, amqp: bool) -> &'static str {
+    match (outcome, amqp) {
+        (Outcome::Lost, false) => {
             "Acknowledged by the broker, committed past by the group, and never applied."
         }
-        Outcome::Duplicated => "Applied more than once.",
-        Outcome::Pending => {
+        (Outcome::Lost, true) => {
+            "Confirmed by the broker, gone from the queue once the consumers stopped, and never applied."
+        }
+        (Outcome::Duplicated, _) => "Applied more than once.",
+        (Outcome::Pending, false) => {
             "Acknowledged, not applied, and not committed past when the run ended: no proof either way."
         }
-        Outcome::Unconfirmed => {
+        (Outcome::Pending, true) => {
+            "Confirmed, not applied, and still in the queue when the run ended: no proof either way."
+        }
+        (Outcome::Unconfirmed, _) => {
             "The produce timed out and no effect was seen: it may never have been stored. Not judged for loss."
         }
-        Outcome::Phantom => "Effects for IDs the workload never produced.",
-        Outcome::Exact => "Applied once.",
+        (Outcome::Phantom, _) => "Effects for IDs the workload never produced.",
+        (Outcome::Exact, _) => "Applied once.",
     }
 }
 
@@ -245,7 +252,8 @@ fn anomaly(md: &mut String, rec: &Reconciliation, a: &Anomaly) {
         let place = match (a.partition, a.offset) {
             (Some(p), Some(o)) => format!("partition {p}, offset {o}"),
             (Some(p), None) => format!("partition {p}"),
-            _ => "no offset".to_string(),
+            (None, Some(tag)) => format!("the queue (publish #{tag})"),
+            (None, None) => "an unknown place".to_string(),
         };
         let committed = a
             .committed
