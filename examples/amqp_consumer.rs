@@ -215,7 +215,7 @@ async fn consume(args: Args) -> i32 {
             }
         };
         received += 1;
-        let ack_now = received % args.multiple_ack == 0;
+        let ack_now = received.is_multiple_of(args.multiple_ack);
         let id = message_id(&delivery);
         let payload = String::from_utf8_lossy(&delivery.data).into_owned();
 
