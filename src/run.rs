@@ -18,7 +18,7 @@ use crate::broker::{self, Broker, Endpoint, Snapshot};
 use crate::consumer::contract::Contract;
 use crate::consumer::{Supervisor, SupervisorConfig};
 use crate::error::{Error, InfraError};
-use crate::nemesis::gate::EffectGate;
+use crate::nemesis::gate::{Gate, HoldPoint};
 use crate::nemesis::{Nemesis, NemesisStatus};
 use crate::plan::{EventKind, Plan, Semantics, SinkKind};
 use crate::sink::extract::Extractor;
@@ -158,15 +158,12 @@ async fn drive(
         Some(k) => Some(Extractor::parse(k).map_err(Error::Usage)?),
         None => None,
     };
-    let needs_gate = plan
-        .faults
-        .iter()
-        .any(|f| f.when.during == Some(EventKind::Effect));
-    let gate = if needs_gate {
-        EffectGate::enabled()
-    } else {
-        EffectGate::disabled()
-    };
+    let gate = Gate::holding(
+        plan.faults
+            .iter()
+            .filter(|f| f.when.during == Some(EventKind::Effect))
+            .map(|_| HoldPoint::Effect),
+    );
     let sink_stop = CancellationToken::new();
     let effects_dir = dir.join("effects");
     let mut http_sink = None;

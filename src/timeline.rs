@@ -97,6 +97,69 @@ pub enum Event {
         #[serde(with = "partition_map")]
         end: BTreeMap<i32, i64>,
     },
+    /// The proxy saw a record (or message) handed to a consumer.
+    Delivered {
+        /// The message ID (`exactly-id` header, else the key).
+        id: String,
+        /// Instance it went to.
+        instance: u32,
+        /// Incarnation it went to.
+        incarnation: u32,
+        /// Kafka partition (None for AMQP).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition: Option<i32>,
+        /// Kafka offset, or AMQP delivery tag.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<i64>,
+        /// AMQP: the broker marked it redelivered.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        redelivered: bool,
+    },
+    /// A Kafka OffsetCommit seen by the proxy: the request, the broker's response, or a request
+    /// the proxy dropped because the consumer died while it was held.
+    Commit {
+        /// Instance that sent it.
+        instance: u32,
+        /// Its incarnation.
+        incarnation: u32,
+        /// Consumer group.
+        group: String,
+        /// Member id (classic) or member id / epoch (KIP-848).
+        member: String,
+        /// Generation (classic) or member epoch (KIP-848).
+        generation: i32,
+        /// The offsets committed (the next offset to read, per partition).
+        offsets: Vec<CommittedOffset>,
+        /// Request, response or dropped.
+        phase: CommitPhase,
+        /// Broker error codes of the response, by name, when any partition failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// Group membership seen by the proxy (JoinGroup, SyncGroup, LeaveGroup, Heartbeat errors,
+    /// KIP-848 ConsumerGroupHeartbeat).
+    Rebalance {
+        /// Instance concerned.
+        instance: u32,
+        /// Its incarnation.
+        incarnation: u32,
+        /// Consumer group.
+        group: String,
+        /// What happened.
+        change: RebalanceKind,
+        /// Member id, when known.
+        #[serde(default)]
+        member: String,
+        /// Generation or member epoch, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        generation: Option<i32>,
+        /// For `assign`: the partitions of the topic under test now owned by this instance.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assignment: Option<Vec<i32>>,
+        /// Broker error, by name (REBALANCE_IN_PROGRESS, FENCED_MEMBER_EPOCH...).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// Messages ready in the AMQP queue (polled during the run).
     QueueDepth {
         /// Ready (not delivered) messages.
@@ -153,6 +216,46 @@ pub struct RunInfo {
     pub messages: u64,
     /// The command line that reproduces the run.
     pub reproduce: String,
+}
+
+/// One partition's committed offset.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommittedOffset {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The next offset the group will read.
+    pub offset: i64,
+}
+
+/// Where an OffsetCommit is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitPhase {
+    /// On its way to the broker.
+    Request,
+    /// The broker answered.
+    Response,
+    /// Held by the proxy and never forwarded (the consumer died while it was held).
+    Dropped,
+}
+
+/// Group membership events.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RebalanceKind {
+    /// JoinGroup request (a rebalance begins for this member).
+    Join,
+    /// SyncGroup (classic) completed.
+    Sync,
+    /// LeaveGroup.
+    Leave,
+    /// A new assignment took effect (SyncGroup response or KIP-848 heartbeat).
+    Assign,
+    /// A heartbeat or commit answered with a group error (the member must rejoin, or was
+    /// fenced).
+    Error,
 }
 
 /// Fate of one produce request.

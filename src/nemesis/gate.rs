@@ -1,20 +1,55 @@
-//! The effect gate: lets the nemesis decide whether the HTTP sink answers an effect, for
-//! `during: effect` triggers. The sink records the effect, then waits for the verdict on that
-//! event's sequence number; the nemesis gives one verdict per effect event. Either side may
-//! arrive first.
+//! The gate: lets the nemesis decide whether a source lets a held event go on. Sources that can
+//! hold an event in flight (the HTTP sink holding its answer to an effect, the proxy holding an
+//! OffsetCommit request or its response) record the event, then wait for the verdict on that
+//! event's sequence number; the nemesis gives one verdict per event at the hold points the plan
+//! uses. Either side may arrive first. Points the plan does not use are never held.
+//!
+//! This is the one place where data flows back from the nemesis to a source, and it carries a
+//! yes/no only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-/// The nemesis's word on one effect.
+use crate::timeline::{CommitPhase, Event};
+
+/// The nemesis's word on one held event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Answer the consumer normally.
+    /// Let it go on: answer the consumer, forward the frame.
     Answer,
-    /// Never answer: a fault fired while this effect was in flight.
+    /// Never let it go on: a fault fired while it was held (the consumer is being killed).
     Withhold,
+}
+
+/// Where an event can be held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HoldPoint {
+    /// The HTTP sink's answer to an effect (`during: effect`).
+    Effect,
+    /// An OffsetCommit request on its way to the broker (`before: commit`).
+    CommitRequest,
+    /// The broker's OffsetCommit response on its way to the consumer (`after: commit`).
+    CommitResponse,
+}
+
+impl HoldPoint {
+    /// The hold point of an event, if it has one.
+    pub fn of(event: &Event) -> Option<HoldPoint> {
+        match event {
+            Event::Effect { .. } => Some(HoldPoint::Effect),
+            Event::Commit {
+                phase: CommitPhase::Request,
+                ..
+            } => Some(HoldPoint::CommitRequest),
+            Event::Commit {
+                phase: CommitPhase::Response,
+                ..
+            } => Some(HoldPoint::CommitResponse),
+            _ => None,
+        }
+    }
 }
 
 enum Slot {
@@ -22,35 +57,35 @@ enum Slot {
     Decided(Verdict),
 }
 
-/// Shared between the HTTP sink and the nemesis. Disabled gates answer at once.
+/// Shared between the sources that hold and the nemesis.
 #[derive(Clone, Default)]
-pub struct EffectGate {
-    enabled: bool,
+pub struct Gate {
+    points: Arc<HashSet<HoldPoint>>,
     slots: Arc<Mutex<HashMap<u64, Slot>>>,
 }
 
-impl EffectGate {
-    /// A gate that holds every effect until the nemesis decides (plans with `during: effect`).
-    pub fn enabled() -> EffectGate {
-        EffectGate {
-            enabled: true,
+impl Gate {
+    /// A gate that holds events at these points until the nemesis decides.
+    pub fn holding(points: impl IntoIterator<Item = HoldPoint>) -> Gate {
+        Gate {
+            points: Arc::new(points.into_iter().collect()),
             slots: Arc::default(),
         }
     }
 
     /// A gate that never holds.
-    pub fn disabled() -> EffectGate {
-        EffectGate::default()
+    pub fn open() -> Gate {
+        Gate::default()
     }
 
-    /// True when the sink must wait for a verdict.
-    pub fn is_enabled(&self) -> bool {
-        self.enabled
+    /// True when events at `point` wait for a verdict.
+    pub fn holds(&self, point: HoldPoint) -> bool {
+        self.points.contains(&point)
     }
 
-    /// The sink's side: waits for the verdict on effect event `seq`.
-    pub async fn wait(&self, seq: u64) -> Verdict {
-        if !self.enabled {
+    /// The source's side: waits for the verdict on event `seq` held at `point`.
+    pub async fn wait(&self, point: HoldPoint, seq: u64) -> Verdict {
+        if !self.holds(point) {
             return Verdict::Answer;
         }
         let rx = {
@@ -64,13 +99,13 @@ impl EffectGate {
                 }
             }
         };
-        // A dropped sender means the nemesis is gone (end of run): answer.
+        // A dropped sender means the nemesis is gone (end of run): let it go on.
         rx.await.unwrap_or(Verdict::Answer)
     }
 
-    /// The nemesis's side: decides effect event `seq`.
-    pub fn decide(&self, seq: u64, verdict: Verdict) {
-        if !self.enabled {
+    /// The nemesis's side: decides event `seq` held at `point` (ignored if not held there).
+    pub fn decide(&self, point: HoldPoint, seq: u64, verdict: Verdict) {
+        if !self.holds(point) {
             return;
         }
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
@@ -84,7 +119,7 @@ impl EffectGate {
         }
     }
 
-    /// Releases every waiting effect (end of run).
+    /// Lets every waiting event go on (end of run).
     pub fn release_all(&self) {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         for (_, slot) in slots.drain() {
@@ -100,20 +135,25 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn verdict_reaches_the_sink_whichever_side_comes_first() {
-        let gate = EffectGate::enabled();
-        gate.decide(1, Verdict::Withhold);
-        assert_eq!(gate.wait(1).await, Verdict::Withhold);
+    async fn verdict_reaches_the_source_whichever_side_comes_first() {
+        let gate = Gate::holding([HoldPoint::Effect]);
+        gate.decide(HoldPoint::Effect, 1, Verdict::Withhold);
+        assert_eq!(gate.wait(HoldPoint::Effect, 1).await, Verdict::Withhold);
 
         let g = gate.clone();
-        let waiter = tokio::spawn(async move { g.wait(2).await });
+        let waiter = tokio::spawn(async move { g.wait(HoldPoint::Effect, 2).await });
         tokio::task::yield_now().await;
-        gate.decide(2, Verdict::Answer);
+        gate.decide(HoldPoint::Effect, 2, Verdict::Answer);
         assert_eq!(waiter.await.unwrap(), Verdict::Answer);
     }
 
     #[tokio::test]
-    async fn disabled_gate_answers_at_once() {
-        assert_eq!(EffectGate::disabled().wait(7).await, Verdict::Answer);
+    async fn points_the_plan_does_not_use_are_never_held() {
+        let gate = Gate::holding([HoldPoint::CommitRequest]);
+        assert_eq!(gate.wait(HoldPoint::Effect, 7).await, Verdict::Answer);
+        assert_eq!(
+            Gate::open().wait(HoldPoint::CommitResponse, 8).await,
+            Verdict::Answer
+        );
     }
 }

@@ -20,7 +20,7 @@ use crate::consumer::Supervisor;
 use crate::plan::FaultSpec;
 use crate::timeline::{Event, FaultRecord, ProcessPhase, Stamped, Timeline};
 use action::Action;
-use gate::{EffectGate, Verdict};
+use gate::{Gate, HoldPoint, Verdict};
 use trigger::{Match, Trigger};
 
 /// What the run loop needs to know to decide when the run may end.
@@ -50,7 +50,7 @@ pub struct Nemesis {
     faults: Vec<ArmedFault>,
     timeline: Timeline,
     supervisor: Supervisor,
-    gate: EffectGate,
+    gate: Gate,
     status: watch::Sender<NemesisStatus>,
     /// µs since run start when the first incarnation started: time triggers count from here.
     origin_us: Option<u64>,
@@ -67,7 +67,7 @@ impl Nemesis {
         seed: u64,
         timeline: Timeline,
         supervisor: Supervisor,
-        gate: EffectGate,
+        gate: Gate,
         stopping: CancellationToken,
     ) -> (Nemesis, watch::Receiver<NemesisStatus>) {
         let faults: Vec<ArmedFault> = faults
@@ -179,13 +179,13 @@ impl Nemesis {
             let applied = self.fire(i, stamped.t_us);
             withhold = applied && m == Match::FireAndWithhold;
         }
-        if let Event::Effect { .. } = stamped.event {
+        if let Some(point) = HoldPoint::of(&stamped.event) {
             let verdict = if withhold {
                 Verdict::Withhold
             } else {
                 Verdict::Answer
             };
-            self.gate.decide(stamped.seq, verdict);
+            self.gate.decide(point, stamped.seq, verdict);
         }
         if acted {
             self.publish();

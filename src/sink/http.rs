@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::EffectRecorder;
-use crate::nemesis::gate::{EffectGate, Verdict};
+use crate::nemesis::gate::{Gate, HoldPoint, Verdict};
 
 /// A running HTTP sink.
 pub struct HttpSink {
@@ -30,7 +30,7 @@ impl HttpSink {
     /// Binds 127.0.0.1 on a free port and serves until `stop`.
     pub async fn start(
         recorder: EffectRecorder,
-        gate: EffectGate,
+        gate: Gate,
         stop: CancellationToken,
     ) -> std::io::Result<HttpSink> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -76,7 +76,7 @@ fn attribution(uri: &Uri) -> (Option<u32>, Option<u32>) {
 
 async fn handle(
     recorder: EffectRecorder,
-    gate: EffectGate,
+    gate: Gate,
     stop: CancellationToken,
     method: Method,
     uri: Uri,
@@ -105,7 +105,7 @@ async fn handle(
             "no message ID found in this effect\n",
         );
     };
-    match gate.wait(event.seq).await {
+    match gate.wait(HoldPoint::Effect, event.seq).await {
         Verdict::Answer => (StatusCode::OK, "ok\n"),
         Verdict::Withhold => {
             // A fault fired while this effect was in flight: never answer it.
@@ -154,7 +154,7 @@ mod tests {
             "http",
         );
         let stop = CancellationToken::new();
-        let sink = HttpSink::start(recorder, EffectGate::disabled(), stop.clone())
+        let sink = HttpSink::start(recorder, Gate::open(), stop.clone())
             .await
             .unwrap();
 
