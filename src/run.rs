@@ -18,9 +18,9 @@ use crate::broker::{self, Broker, Endpoint, Snapshot};
 use crate::consumer::contract::Contract;
 use crate::consumer::{Supervisor, SupervisorConfig};
 use crate::error::{Error, InfraError};
-use crate::nemesis::gate::{Gate, HoldPoint};
+use crate::nemesis::gate::Gate;
 use crate::nemesis::{Nemesis, NemesisStatus};
-use crate::plan::{EventKind, Plan, Semantics, SinkKind};
+use crate::plan::{Plan, Semantics, SinkKind};
 use crate::sink::extract::Extractor;
 use crate::sink::http::HttpSink;
 use crate::sink::{file, stdout, EffectRecorder};
@@ -158,12 +158,7 @@ async fn drive(
         Some(k) => Some(Extractor::parse(k).map_err(Error::Usage)?),
         None => None,
     };
-    let gate = Gate::holding(
-        plan.faults
-            .iter()
-            .filter(|f| f.when.during == Some(EventKind::Effect))
-            .map(|_| HoldPoint::Effect),
-    );
+    let gate = Gate::holding(crate::nemesis::hold_points(&plan.faults));
     let sink_stop = CancellationToken::new();
     let effects_dir = dir.join("effects");
     let mut http_sink = None;
@@ -281,6 +276,7 @@ async fn drive(
         timeline.clone(),
         supervisor.clone(),
         gate,
+        None,
         stop.clone(),
     );
     let nemesis_task = tokio::spawn(nemesis.run(nemesis_events, nemesis_stop.clone()));

@@ -34,6 +34,12 @@ pub enum Action {
     Terminate(Target, Duration),
     /// SIGSTOP, then SIGCONT after the duration.
     Pause(Target, Duration),
+    /// Proxy stops forwarding the target's connections for the duration.
+    Partition(Target, Duration),
+    /// Proxy delays the target's frames by the first duration, for the second.
+    Latency(Target, Duration, Duration),
+    /// Proxy resets the target's connections.
+    Sever(Target),
 }
 
 /// Default grace between SIGTERM and SIGKILL.
@@ -46,6 +52,13 @@ impl Action {
             Action::Terminate(t, fault.grace.unwrap_or(DEFAULT_GRACE))
         } else if let Some(t) = fault.pause {
             Action::Pause(t, fault.for_.unwrap_or(Duration::from_secs(5)))
+        } else if let Some(t) = fault.partition {
+            Action::Partition(t, fault.for_.unwrap_or(Duration::from_secs(5)))
+        } else if let Some(delay) = fault.latency {
+            let target = fault.target.unwrap_or(Target::AllInstances);
+            Action::Latency(target, delay, fault.for_.unwrap_or(Duration::from_secs(5)))
+        } else if let Some(t) = fault.sever {
+            Action::Sever(t)
         } else {
             // Validation guarantees exactly one supported action; kill is the only one left.
             Action::Kill(fault.kill.unwrap_or(Target::AllInstances))
@@ -58,23 +71,45 @@ impl Action {
             Action::Kill(_) => "kill",
             Action::Terminate(..) => "terminate",
             Action::Pause(..) => "pause",
+            Action::Partition(..) => "partition",
+            Action::Latency(..) => "latency",
+            Action::Sever(_) => "sever",
         }
+    }
+
+    /// True for actions that end the consumer process (a held event then never goes on).
+    pub fn stops_consumer(&self) -> bool {
+        matches!(self, Action::Kill(_) | Action::Terminate(..))
     }
 
     /// The target.
     pub fn target(&self) -> Target {
         match *self {
-            Action::Kill(t) | Action::Terminate(t, _) | Action::Pause(t, _) => t,
+            Action::Kill(t)
+            | Action::Terminate(t, _)
+            | Action::Pause(t, _)
+            | Action::Partition(t, _)
+            | Action::Latency(t, _, _)
+            | Action::Sever(t) => t,
         }
     }
 
     /// Applies the action now; returns a description of what it hit, or `None` when no
     /// targeted process was alive.
-    pub fn apply(&self, supervisor: &Supervisor, stopping: &CancellationToken) -> Option<String> {
-        let signal = match self {
+    pub fn apply(
+        &self,
+        supervisor: &Supervisor,
+        network: Option<&dyn NetworkControl>,
+        stopping: &CancellationToken,
+    ) -> Option<String> {
+        let signal = match *self {
             Action::Kill(_) => Signal::SIGKILL,
             Action::Terminate(..) => Signal::SIGTERM,
             Action::Pause(..) => Signal::SIGSTOP,
+            // Network faults belong to the proxy; without one they cannot be applied.
+            Action::Partition(t, length) => return network?.partition(t, length),
+            Action::Latency(t, delay, length) => return network?.latency(t, delay, length),
+            Action::Sever(t) => return network?.sever(t),
         };
         let hit = supervisor.signal(self.target(), signal);
         if hit.is_empty() {
@@ -85,7 +120,7 @@ impl Action {
             .map(|(i, n, pid)| format!("consumer[{i}] incarnation {n} (pid {pid})"))
             .collect();
         match *self {
-            Action::Kill(_) => {}
+            Action::Kill(_) | Action::Partition(..) | Action::Latency(..) | Action::Sever(_) => {}
             Action::Terminate(_, grace) => {
                 let (sup, stopping) = (supervisor.clone(), stopping.clone());
                 tokio::spawn(async move {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::consumer::Supervisor;
 use crate::plan::FaultSpec;
 use crate::timeline::{Event, FaultRecord, ProcessPhase, Stamped, Timeline};
-use action::Action;
+use action::{Action, NetworkControl};
 use gate::{Gate, HoldPoint, Verdict};
 use trigger::{Match, Trigger};
 
@@ -45,12 +45,21 @@ struct ArmedFault {
     deferred: Vec<u64>,
 }
 
+/// The hold points a plan's triggers need the sink and the proxies to hold.
+pub fn hold_points(faults: &[FaultSpec]) -> Vec<HoldPoint> {
+    faults
+        .iter()
+        .filter_map(|f| Trigger::new(&f.when, 0, None).hold_point())
+        .collect()
+}
+
 /// The fault injector of one run.
 pub struct Nemesis {
     faults: Vec<ArmedFault>,
     timeline: Timeline,
     supervisor: Supervisor,
     gate: Gate,
+    network: Option<Arc<dyn NetworkControl>>,
     status: watch::Sender<NemesisStatus>,
     /// µs since run start when the first incarnation started: time triggers count from here.
     origin_us: Option<u64>,
@@ -61,13 +70,14 @@ pub struct Nemesis {
 
 impl Nemesis {
     /// Arms every fault of the plan. `seed` drives the random triggers (each fault gets its own
-    /// stream derived from it).
+    /// stream derived from it); `network` applies network faults (the proxy), when there is one.
     pub fn new(
         faults: &[FaultSpec],
         seed: u64,
         timeline: Timeline,
         supervisor: Supervisor,
         gate: Gate,
+        network: Option<Arc<dyn NetworkControl>>,
         stopping: CancellationToken,
     ) -> (Nemesis, watch::Receiver<NemesisStatus>) {
         let faults: Vec<ArmedFault> = faults
@@ -97,6 +107,7 @@ impl Nemesis {
             timeline,
             supervisor,
             gate,
+            network,
             status,
             origin_us: None,
             fired: 0,
@@ -177,7 +188,12 @@ impl Nemesis {
             }
             acted = true;
             let applied = self.fire(i, stamped.t_us);
-            withhold = applied && m == Match::FireAndWithhold;
+            // A held event never goes on once its consumer is being stopped; `during: effect`
+            // is never answered at all.
+            let f = &self.faults[i];
+            withhold = applied
+                && m == Match::FireWhileHeld
+                && (f.trigger.is_during() || f.action.stops_consumer());
         }
         if let Some(point) = HoldPoint::of(&stamped.event) {
             let verdict = if withhold {
@@ -195,7 +211,10 @@ impl Nemesis {
     /// Applies fault `i`, matched at `matched_at_us`; true if it hit a live process.
     fn fire(&mut self, i: usize, matched_at_us: u64) -> bool {
         let f = &self.faults[i];
-        match f.action.apply(&self.supervisor, &self.stopping) {
+        match f
+            .action
+            .apply(&self.supervisor, self.network.as_deref(), &self.stopping)
+        {
             Some(detail) => {
                 self.record_applied(i, matched_at_us, detail);
                 true

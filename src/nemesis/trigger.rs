@@ -8,8 +8,9 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::nemesis::gate::HoldPoint;
 use crate::plan::{EventKind, When};
-use crate::timeline::Event;
+use crate::timeline::{CommitPhase, Event, RebalanceKind};
 
 /// What a trigger decided about one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,8 +19,20 @@ pub enum Match {
     No,
     /// Fire now; the event may go on (after).
     Fire,
-    /// Fire now, and the sink must never answer this effect (during).
-    FireAndWithhold,
+    /// Fire now while the event is held at its hold point (`during: effect`, `before: commit`,
+    /// `after: commit`); the nemesis then says whether it may go on.
+    FireWhileHeld,
+}
+
+/// Where a counting trigger stands relative to its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// `after:` the event happened (for commits: the broker accepted it).
+    After,
+    /// `before:` the request is held on its way to the broker.
+    Before,
+    /// `during:` the sink holds its answer.
+    During,
 }
 
 /// A trigger's state.
@@ -38,8 +51,8 @@ pub enum Trigger {
         nth: u64,
         /// Seen so far.
         seen: u64,
-        /// Hold the sink's answer (during) rather than fire after.
-        withhold: bool,
+        /// Before, after or during the event.
+        moment: Moment,
         /// Count only events of this instance (the fault targets `consumer[i]`).
         instance: Option<u32>,
     },
@@ -66,17 +79,17 @@ impl Trigger {
             times.sort();
             return Trigger::Schedule { times };
         }
-        let (kind, withhold) = match (when.after, when.during) {
-            (Some(k), _) => (k, false),
-            (None, Some(k)) => (k, true),
-            // `before` needs the proxy; validation rejects it before a trigger is built.
-            _ => (when.before.unwrap_or(EventKind::Effect), false),
+        let (kind, moment) = match (when.after, when.before, when.during) {
+            (Some(k), _, _) => (k, Moment::After),
+            (None, Some(k), _) => (k, Moment::Before),
+            // Validation guarantees one of the three for a counting trigger.
+            (None, None, k) => (k.unwrap_or(EventKind::Effect), Moment::During),
         };
         Trigger::Count {
             kind,
             nth: when.nth.map_or(1, |n| n.get()),
             seen: 0,
-            withhold,
+            moment,
             instance,
         }
     }
@@ -87,30 +100,53 @@ impl Trigger {
             kind,
             nth,
             seen,
-            withhold,
+            moment,
             instance,
         } = self
         else {
             return Match::No;
         };
-        let counts = matches!(
-            (kind, event),
-            (EventKind::Effect, Event::Effect { .. })
-                | (EventKind::Produced, Event::Produced { .. })
-        );
-        let mine = match (instance, event) {
-            (None, _) => true,
-            (Some(i), Event::Effect { instance, .. }) => *instance == Some(*i),
-            (Some(_), _) => true,
-        };
-        if !counts || !mine {
+        if !counts(*kind, *moment, event) || !belongs_to(*instance, event) {
             return Match::No;
         }
         *seen += 1;
-        match (*seen == *nth, *withhold) {
-            (true, true) => Match::FireAndWithhold,
-            (true, false) => Match::Fire,
+        match (*seen == *nth, *moment) {
             (false, _) => Match::No,
+            (true, Moment::After) if *kind != EventKind::Commit => Match::Fire,
+            (true, _) => Match::FireWhileHeld,
+        }
+    }
+
+    /// True for `during:` triggers (the held event is never let go).
+    pub fn is_during(&self) -> bool {
+        matches!(
+            self,
+            Trigger::Count {
+                moment: Moment::During,
+                ..
+            }
+        )
+    }
+
+    /// The hold point this trigger needs the sources to hold, if any.
+    pub fn hold_point(&self) -> Option<HoldPoint> {
+        match self {
+            Trigger::Count {
+                kind: EventKind::Effect,
+                moment: Moment::During,
+                ..
+            } => Some(HoldPoint::Effect),
+            Trigger::Count {
+                kind: EventKind::Commit,
+                moment: Moment::Before,
+                ..
+            } => Some(HoldPoint::CommitRequest),
+            Trigger::Count {
+                kind: EventKind::Commit,
+                moment: Moment::After,
+                ..
+            } => Some(HoldPoint::CommitResponse),
+            _ => None,
         }
     }
 
@@ -139,6 +175,36 @@ impl Trigger {
             Trigger::Count { nth, seen, .. } => usize::from(seen < nth),
         }
     }
+}
+
+/// True when `event` is one a trigger on `kind` at `moment` counts. Commits count at the
+/// request (`before`) or at the broker's successful response (`after`); rebalances count when
+/// an assignment takes effect.
+fn counts(kind: EventKind, moment: Moment, event: &Event) -> bool {
+    match (kind, event) {
+        (EventKind::Effect, Event::Effect { .. }) => true,
+        (EventKind::Produced, Event::Produced { .. }) => true,
+        (EventKind::Deliver, Event::Delivered { .. }) => true,
+        (EventKind::Commit, Event::Commit { phase, error, .. }) => match moment {
+            Moment::Before => *phase == CommitPhase::Request,
+            _ => *phase == CommitPhase::Response && error.is_none(),
+        },
+        (EventKind::Rebalance, Event::Rebalance { change, .. }) => *change == RebalanceKind::Assign,
+        _ => false,
+    }
+}
+
+/// True when `event` belongs to `instance` (or no instance filter applies).
+fn belongs_to(instance: Option<u32>, event: &Event) -> bool {
+    let Some(wanted) = instance else { return true };
+    let of = match event {
+        Event::Effect { instance, .. } => *instance,
+        Event::Delivered { instance, .. }
+        | Event::Commit { instance, .. }
+        | Event::Rebalance { instance, .. } => Some(*instance),
+        _ => return true,
+    };
+    of == Some(wanted)
 }
 
 /// The trigger as a user would write it, for reports.
@@ -219,10 +285,80 @@ mod tests {
             .iter()
             .map(|e| t.on_event(e))
             .collect();
-        assert_eq!(
-            got,
-            [Match::No, Match::No, Match::No, Match::FireAndWithhold]
-        );
+        assert_eq!(got, [Match::No, Match::No, Match::No, Match::FireWhileHeld]);
+    }
+
+    fn commit(phase: CommitPhase, error: Option<&str>) -> Event {
+        Event::Commit {
+            instance: 0,
+            incarnation: 1,
+            group: "g".into(),
+            member: "m".into(),
+            generation: 1,
+            offsets: Vec::new(),
+            phase,
+            error: error.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn before_commit_counts_requests_and_holds_them() {
+        let when = When {
+            before: Some(EventKind::Commit),
+            nth: Some(Count::new(2)),
+            ..When::default()
+        };
+        let mut t = Trigger::new(&when, 0, None);
+        assert_eq!(t.hold_point(), Some(HoldPoint::CommitRequest));
+        let events = [
+            commit(CommitPhase::Request, None),
+            commit(CommitPhase::Response, None),
+            commit(CommitPhase::Request, None),
+        ];
+        let got: Vec<Match> = events.iter().map(|e| t.on_event(e)).collect();
+        assert_eq!(got, [Match::No, Match::No, Match::FireWhileHeld]);
+    }
+
+    #[test]
+    fn after_commit_counts_only_accepted_responses() {
+        let when = When {
+            after: Some(EventKind::Commit),
+            nth: Some(Count::new(2)),
+            ..When::default()
+        };
+        let mut t = Trigger::new(&when, 0, None);
+        assert_eq!(t.hold_point(), Some(HoldPoint::CommitResponse));
+        let events = [
+            commit(CommitPhase::Response, None),
+            commit(CommitPhase::Response, Some("ILLEGAL_GENERATION")),
+            commit(CommitPhase::Request, None),
+            commit(CommitPhase::Response, None),
+        ];
+        let got: Vec<Match> = events.iter().map(|e| t.on_event(e)).collect();
+        assert_eq!(got, [Match::No, Match::No, Match::No, Match::FireWhileHeld]);
+    }
+
+    #[test]
+    fn after_rebalance_counts_assignments() {
+        let when = When {
+            after: Some(EventKind::Rebalance),
+            nth: Some(Count::new(1)),
+            ..When::default()
+        };
+        let mut t = Trigger::new(&when, 0, None);
+        let rebalance = |change| Event::Rebalance {
+            instance: 0,
+            incarnation: 1,
+            group: "g".into(),
+            change,
+            member: String::new(),
+            generation: None,
+            assignment: None,
+            error: None,
+        };
+        assert_eq!(t.on_event(&rebalance(RebalanceKind::Join)), Match::No);
+        assert_eq!(t.on_event(&rebalance(RebalanceKind::Assign)), Match::Fire);
+        assert_eq!(t.hold_point(), None);
     }
 
     #[test]
@@ -234,7 +370,7 @@ mod tests {
         };
         assert_eq!(
             Trigger::new(&when, 0, None).on_event(&effect()),
-            Match::FireAndWithhold
+            Match::FireWhileHeld
         );
     }
 

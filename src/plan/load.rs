@@ -163,6 +163,33 @@ consumer: { command: [c] }\neffects: { sink: http }\nexpect: at-least-once\n";
     }
 
     #[test]
+    fn proxy_faults_and_triggers_need_the_proxy() {
+        let no_proxy = MINIMAL.replace("{ command: [c] }", "{ command: [c], via_proxy: false }");
+        let e = error_of(&format!(
+            "{no_proxy}faults:\n  - partition: consumer\n    for: 2s\n    when: {{ at: 1s }}\n"
+        ));
+        assert!(e.contains("via_proxy"), "{e}");
+        let e = error_of(&format!(
+            "{no_proxy}faults:\n  - kill: consumer\n    when: {{ before: commit, nth: 2 }}\n"
+        ));
+        assert!(e.starts_with("p.yaml:9:"), "{e}");
+        assert!(e.contains("via_proxy"), "{e}");
+        // With the proxy (the default for Kafka) both are fine.
+        let with_proxy = format!(
+            "{MINIMAL}faults:\n  - kill: consumer\n    when: {{ before: commit, nth: 2 }}\n  - partition: consumer[0]\n    for: 2s\n    when: {{ on: rebalance, nth: 1 }}\n"
+        );
+        parse_plan(Path::new("p.yaml"), &with_proxy).unwrap();
+    }
+
+    #[test]
+    fn before_is_only_for_commits() {
+        let e = error_of(&format!(
+            "{MINIMAL}faults:\n  - kill: consumer\n    when: {{ before: deliver, nth: 2 }}\n"
+        ));
+        assert!(e.contains("before: commit"), "{e}");
+    }
+
+    #[test]
     fn cross_field_rule_is_located_by_path() {
         let src = format!("{MINIMAL}faults:\n  - kill: consumer\n    when: {{ after: effect }}\n");
         let e = error_of(&src);

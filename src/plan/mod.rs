@@ -136,7 +136,7 @@ pub struct ConsumerSpec {
     /// Extra environment variables (placeholders are replaced).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Route the consumer through exactly's protocol-aware proxy.
+    /// Route the consumer through exactly's protocol-aware proxy (default: true for Kafka).
     #[serde(default)]
     pub via_proxy: Option<bool>,
     /// Working directory of the consumer (default: where `exactly` was started).
@@ -243,16 +243,20 @@ pub struct FaultSpec {
     /// SIGSTOP the target for `for`, then SIGCONT.
     #[serde(default)]
     pub pause: Option<Target>,
-    /// Network blackhole through the proxy (not in this version).
+    /// Network blackhole through the proxy for `for`: nothing forwarded either way, sockets
+    /// stay open.
     #[serde(default)]
     pub partition: Option<Target>,
-    /// Added network latency through the proxy (not in this version).
+    /// Delay every frame of `target`'s broker connections by this much, for `for`.
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<String>")]
     pub latency: Option<Duration>,
-    /// Close the target's broker connections (not in this version).
+    /// Close the target's broker connections with a TCP reset.
     #[serde(default)]
     pub sever: Option<Target>,
+    /// Who `latency` applies to (default: every instance).
+    #[serde(default)]
+    pub target: Option<Target>,
     /// A transient group member forces a rebalance (not in this version).
     #[serde(default)]
     pub rebalance: Option<String>,
@@ -280,8 +284,8 @@ pub struct When {
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<String>")]
     pub at: Option<Duration>,
-    /// Fire right after the `nth` event of this kind.
-    #[serde(default)]
+    /// Fire right after the `nth` event of this kind (`on:` is the same).
+    #[serde(default, alias = "on")]
     pub after: Option<EventKind>,
     /// Hold the `nth` event of this kind, fire, and drop it if the consumer died (proxy events).
     #[serde(default)]
@@ -336,6 +340,15 @@ pub enum Semantics {
     AtLeastOnce,
     /// Fails on any loss or duplicate.
     ExactlyOnce,
+}
+
+impl Plan {
+    /// True when the consumer talks to the broker through exactly's proxy.
+    pub fn via_proxy(&self) -> bool {
+        self.consumer
+            .via_proxy
+            .unwrap_or(self.broker.kind == BrokerKind::Kafka)
+    }
 }
 
 impl BrokerSpec {

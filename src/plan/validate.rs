@@ -65,10 +65,10 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
             "the command is empty: write the program and its arguments, e.g. [./my-consumer, --flag]".into(),
         );
     }
-    if plan.consumer.via_proxy == Some(true) {
+    if plan.consumer.via_proxy == Some(true) && plan.broker.kind == BrokerKind::Amqp {
         problem(
             "consumer.via_proxy".into(),
-            "the protocol-aware proxy is not in this version of exactly yet: remove `via_proxy` or set it to false".into(),
+            "the AMQP proxy is not in this version of exactly yet: remove `via_proxy` or set it to false".into(),
         );
     }
     match Extractor::parse(&plan.effects.id) {
@@ -92,15 +92,30 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
     }
     let instances = plan.consumer.instances.get();
     for (i, fault) in plan.faults.iter().enumerate() {
-        for (path, message) in fault_problems(fault, plan.effects.sink, instances) {
+        let ctx = Context {
+            sink: plan.effects.sink,
+            instances,
+            proxy: plan.via_proxy(),
+        };
+        for (path, message) in fault_problems(fault, &ctx) {
             problem(format!("faults[{i}]{path}"), message);
         }
     }
     problems
 }
 
+/// What the fault rules need to know about the rest of the plan.
+struct Context {
+    sink: SinkKind,
+    instances: u64,
+    /// The consumer goes through the proxy (Kafka plans by default).
+    proxy: bool,
+}
+
+const NEEDS_PROXY: &str = "needs the consumer to go through the proxy (`consumer.via_proxy`, on by default for Kafka plans)";
+
 /// Problems of one fault; paths are relative to the fault.
-fn fault_problems(fault: &FaultSpec, sink: SinkKind, instances: u64) -> Vec<(String, String)> {
+fn fault_problems(fault: &FaultSpec, ctx: &Context) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let actions: Vec<&str> = [
         ("kill", fault.kill.is_some()),
@@ -118,13 +133,22 @@ fn fault_problems(fault: &FaultSpec, sink: SinkKind, instances: u64) -> Vec<(Str
     match actions.as_slice() {
         [] => out.push((
             String::new(),
-            "a fault needs an action: add `kill: consumer`, `terminate: consumer` or `pause: consumer`".into(),
+            "a fault needs an action: add `kill: consumer`, `terminate: consumer`, `pause: consumer`, `partition: consumer`, `latency: 200ms` or `sever: consumer`".into(),
         )),
         [one] => {
-            if matches!(*one, "partition" | "latency" | "sever" | "rebalance" | "scale") {
+            if matches!(*one, "rebalance" | "scale") {
                 out.push((
                     format!(".{one}"),
-                    format!("`{one}` is not supported by this version of exactly yet; use kill, terminate or pause"),
+                    format!("`{one}` is not supported by this version of exactly yet"),
+                ));
+            }
+            if matches!(*one, "partition" | "latency" | "sever") && !ctx.proxy {
+                out.push((format!(".{one}"), format!("`{one}` {NEEDS_PROXY}")));
+            }
+            if matches!(*one, "pause" | "partition" | "latency") && fault.for_.is_none() {
+                out.push((
+                    format!(".{one}"),
+                    format!("`{one}` needs a length: add `for: 5s`"),
                 ));
             }
         }
@@ -136,33 +160,41 @@ fn fault_problems(fault: &FaultSpec, sink: SinkKind, instances: u64) -> Vec<(Str
             ),
         )),
     }
-    if fault.pause.is_some() && fault.for_.is_none() {
+    if fault.target.is_some() && fault.latency.is_none() {
         out.push((
-            ".pause".into(),
-            "a pause needs a length: add `for: 5s`".into(),
+            ".target".into(),
+            "`target` goes with `latency`; other actions name their target themselves".into(),
         ));
     }
-    for target in [fault.kill, fault.terminate, fault.pause]
-        .into_iter()
-        .flatten()
-    {
+    let targets = [
+        fault.kill,
+        fault.terminate,
+        fault.pause,
+        fault.partition,
+        fault.sever,
+        fault.target,
+    ];
+    for target in targets.into_iter().flatten() {
         if let Target::Instance(i) = target {
-            if u64::from(i) >= instances {
+            if u64::from(i) >= ctx.instances {
                 out.push((
                     String::new(),
-                    format!("`consumer[{i}]` does not exist: the plan runs {instances} instance(s), numbered from 0"),
+                    format!(
+                        "`consumer[{i}]` does not exist: the plan runs {} instance(s), numbered from 0",
+                        ctx.instances
+                    ),
                 ));
             }
         }
     }
-    for (path, message) in when_problems(&fault.when, sink) {
+    for (path, message) in when_problems(&fault.when, ctx) {
         out.push((format!(".when{path}"), message));
     }
     out
 }
 
 /// Problems of one trigger; paths are relative to `when`.
-fn when_problems(when: &When, sink: SinkKind) -> Vec<(String, String)> {
+fn when_problems(when: &When, ctx: &Context) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let forms: Vec<&str> = [
         ("at", when.at.is_some()),
@@ -200,20 +232,38 @@ fn when_problems(when: &When, sink: SinkKind) -> Vec<(String, String)> {
                 format!("`{form}: ...` needs `nth`: which occurrence fires it (1 = the first)"),
             ));
         }
+        let name = serde_json::to_value(event).ok();
+        let name = name
+            .as_ref()
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_owned();
+        let proxied = matches!(
+            event,
+            EventKind::Commit | EventKind::Deliver | EventKind::Rebalance
+        );
         let supported = match form {
-            "after" => matches!(event, EventKind::Effect | EventKind::Produced),
-            "during" => event == EventKind::Effect,
-            _ => false,
+            "after" => event != EventKind::Ack,
+            "before" => event == EventKind::Commit,
+            _ => event == EventKind::Effect,
         };
         if !supported {
-            let name = serde_json::to_value(event).ok();
-            let name = name.as_ref().and_then(|v| v.as_str()).unwrap_or("?");
+            let fix = match form {
+                "before" => "`before:` holds a protocol request: use `before: commit`",
+                "during" => "`during:` holds the sink's answer: use `during: effect`",
+                _ => "`ack` needs the AMQP proxy, which this version of exactly does not have yet",
+            };
             out.push((
                 format!(".{form}"),
-                format!("`{form}: {name}` needs the protocol-aware proxy, which this version of exactly does not have yet; use `after: effect` or `during: effect`"),
+                format!("`{form}: {name}` is not supported: {fix}"),
+            ));
+        } else if proxied && !ctx.proxy {
+            out.push((
+                format!(".{form}"),
+                format!("`{form}: {name}` {NEEDS_PROXY}"),
             ));
         }
-        if form == "during" && sink != SinkKind::Http {
+        if form == "during" && ctx.sink != SinkKind::Http {
             out.push((
                 ".during".into(),
                 "`during: effect` holds the sink's answer, which only the `http` sink has: use `after: effect`".into(),
