@@ -3,6 +3,7 @@
 //! supervisor, sinks) → timeline → {nemesis, events.jsonl} → reconcile → report.
 #![warn(missing_docs)]
 
+pub mod attribution;
 pub mod broker;
 pub mod cli;
 pub mod consumer;

@@ -77,6 +77,9 @@ pub struct Reconciliation {
     pub failed_samples: Vec<FailedProduce>,
     /// The first [`SAMPLE_CAP`] rejected effects.
     pub rejected_samples: Vec<RejectedEffect>,
+    /// Offsets the broker accepted a commit for before their effect was observed (the
+    /// at-most-once window), whether or not a crash hit it.
+    pub commits_ahead: crate::attribution::CommitWindow,
 }
 
 /// The run verdict (DESIGN §6).
@@ -1085,6 +1088,7 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
         last_progress: progress,
         failed_samples,
         rejected_samples,
+        commits_ahead: crate::attribution::commits_ahead(events),
     }
 }
 

@@ -5,6 +5,7 @@
 //! per outcome ([`ANOMALIES_PER_OUTCOME`]) so huge runs stay readable, and `anomalies_truncated`
 //! says how many were left out; the counts are always exact.
 
+use crate::attribution::{CommitAhead, CommitWindow};
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -43,6 +44,7 @@ struct JsonReport<'a> {
     caveats: Vec<JsonReason>,
     anomalies: Vec<JsonAnomaly<'a>>,
     anomalies_truncated: usize,
+    commits_ahead_of_effects: &'a CommitWindow,
     incarnations: &'a [Incarnation],
     progress: Option<&'a ProgressSnapshot>,
     failed_produces: &'a [FailedProduce],
@@ -132,12 +134,14 @@ struct JsonAnomaly<'a> {
     offset: Option<i64>,
     produced_at_us: Option<u64>,
     committed: Option<i64>,
+    /// The accepted commit that passed this offset before its effect, if any.
+    committed_before_effect: Option<&'a CommitAhead>,
     applied: usize,
     effects: &'a [EffectSeen],
 }
 
 impl<'a> JsonAnomaly<'a> {
-    fn new(a: &'a Anomaly) -> Self {
+    fn new(a: &'a Anomaly, window: &'a CommitWindow) -> Self {
         JsonAnomaly {
             id: &a.id,
             outcome: a.outcome,
@@ -146,6 +150,7 @@ impl<'a> JsonAnomaly<'a> {
             offset: a.offset,
             produced_at_us: a.produced_at_us,
             committed: a.committed,
+            committed_before_effect: window.for_id(&a.id),
             applied: a.applied(),
             effects: &a.effects,
         }
@@ -180,7 +185,7 @@ fn capped(rec: &Reconciliation) -> (Vec<JsonAnomaly<'_>>, usize) {
         let mut n = 0;
         for a in rec.anomalies_of(outcome) {
             if n < ANOMALIES_PER_OUTCOME {
-                listed.push(JsonAnomaly::new(a));
+                listed.push(JsonAnomaly::new(a, &rec.commits_ahead));
                 n += 1;
             } else {
                 left_out += 1;
@@ -217,6 +222,7 @@ pub fn render(rec: &Reconciliation) -> std::io::Result<String> {
         caveats: rec.caveats.iter().map(JsonReason::new).collect(),
         anomalies,
         anomalies_truncated,
+        commits_ahead_of_effects: &rec.commits_ahead,
         incarnations: &rec.incarnations,
         progress: rec.last_progress.as_ref(),
         failed_produces: &rec.failed_samples,

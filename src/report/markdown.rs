@@ -28,6 +28,7 @@ pub fn render(rec: &Reconciliation) -> String {
     impact(&mut md, rec);
     timeline(&mut md, rec);
     anomalies(&mut md, rec);
+    commit_window(&mut md, rec);
     reasons(&mut md, rec);
     warnings(&mut md, rec);
     reproduce(&mut md, rec);
@@ -273,10 +274,63 @@ fn anomaly(md: &mut String, rec: &Reconciliation, a: &Anomaly) {
         };
         let _ = writeln!(md, "- {}: effect {how} by {who}", secs(e.t_us));
     }
+    if let Some(c) = rec.commits_ahead.for_id(&a.id) {
+        let _ = writeln!(
+            md,
+            "- {}: the broker accepted a commit past it from consumer[{}] incarnation {}, before any effect of it",
+            secs(c.commit_t_us),
+            c.instance,
+            c.incarnation
+        );
+    }
     if a.effects.is_empty() {
         let _ = writeln!(md, "- no effect observed");
     }
     let _ = writeln!(md, "- {}\n", nearest_fault(rec, a));
+}
+
+/// Commits accepted before the effects they covered: the at-most-once window, shown even when
+/// no crash landed in it.
+fn commit_window(md: &mut String, rec: &Reconciliation) {
+    let w = &rec.commits_ahead;
+    if w.count == 0 {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## Commits ahead of effects
+"
+    );
+    let _ = writeln!(
+        md,
+        "The broker accepted commits covering {} offset{} before the effect of the message there was observed. \
+A crash in that window loses the message (at-most-once), whether or not this run's faults hit it. \
+Commit after the effect, or make the effect and the offset commit one transaction.\n",
+        w.count,
+        if w.count == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(
+        md,
+        "| message | partition/offset | committed at | by | effect at |"
+    );
+    let _ = writeln!(md, "| --- | ---: | ---: | --- | ---: |");
+    for c in w.samples.iter().take(10) {
+        let effect = c.effect_t_us.map(secs).unwrap_or_else(|| "never".into());
+        let _ = writeln!(
+            md,
+            "| {} | {}/{} | {} | consumer[{}] incarnation {} | {effect} |",
+            code(&c.id),
+            c.partition,
+            c.offset,
+            secs(c.commit_t_us),
+            c.instance,
+            c.incarnation
+        );
+    }
+    if w.count > 10 {
+        let _ = writeln!(md, "\n({} more in report.json)", w.count - 10);
+    }
+    let _ = writeln!(md);
 }
 
 /// The fault that most plausibly explains the anomaly: for a duplicate, the last fault before
