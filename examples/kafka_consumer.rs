@@ -145,12 +145,20 @@ fn main() {
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", if auto { "true" } else { "false" })
         .set("auto.commit.interval.ms", "100")
-        .set("session.timeout.ms", args.session_timeout_ms.to_string())
-        .set(
-            "heartbeat.interval.ms",
-            (args.session_timeout_ms / 4).max(100).to_string(),
-        )
         .set("log_level", "4");
+    // The KIP-848 protocol (`--config group.protocol=consumer`) keeps these on the broker.
+    let kip848 = args
+        .config
+        .iter()
+        .any(|(k, v)| k == "group.protocol" && v == "consumer");
+    if !kip848 {
+        config
+            .set("session.timeout.ms", args.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (args.session_timeout_ms / 4).max(100).to_string(),
+            );
+    }
     for (k, v) in &args.config {
         config.set(k, v);
     }
