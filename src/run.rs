@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, Broker, Endpoint, Snapshot};
 use crate::consumer::contract::Contract;
-use crate::consumer::{Supervisor, SupervisorConfig};
+use crate::consumer::{Roster, Supervisor, SupervisorConfig};
 use crate::error::{Error, InfraError};
 use crate::nemesis::gate::Gate;
 use crate::nemesis::{Nemesis, NemesisStatus};
@@ -256,6 +256,7 @@ async fn drive(
         })
     };
     let nemesis_events = timeline.subscribe();
+    let roster = Roster::new(plan.consumer.instances.get() as u32);
     let (supervisor, mut instance_tasks) = Supervisor::start(
         SupervisorConfig {
             command: plan.consumer.command.clone(),
@@ -266,6 +267,7 @@ async fn drive(
             contract,
             log_dir: dir.join("logs"),
             stdout_observer,
+            roster: roster.clone(),
         },
         timeline.clone(),
     );

@@ -10,6 +10,7 @@ pub mod process;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +23,31 @@ use crate::plan::{RestartPolicy, Target};
 use crate::timeline::{Event, ProcessPhase, Timeline};
 use contract::Contract;
 use process::{describe_status, signal_group, ConsumerProcess};
+
+/// The current incarnation of every instance, readable by anyone (the proxy attributes each new
+/// connection with it). Set by the supervisor just before an incarnation is spawned.
+#[derive(Clone)]
+pub struct Roster(Arc<Vec<AtomicU32>>);
+
+impl Roster {
+    /// A roster of `instances` instances, none started yet (incarnation 0).
+    pub fn new(instances: u32) -> Roster {
+        Roster(Arc::new((0..instances).map(|_| AtomicU32::new(0)).collect()))
+    }
+
+    /// The current incarnation of `instance` (0 before its first start).
+    pub fn incarnation(&self, instance: u32) -> u32 {
+        self.0
+            .get(instance as usize)
+            .map_or(0, |n| n.load(Ordering::Acquire))
+    }
+
+    fn set(&self, instance: u32, incarnation: u32) {
+        if let Some(n) = self.0.get(instance as usize) {
+            n.store(incarnation, Ordering::Release);
+        }
+    }
+}
 
 /// Called with (instance, incarnation, line) for every line a consumer prints on stdout.
 pub type LineObserver = Arc<dyn Fn(u32, u32, &str) + Send + Sync>;
@@ -44,6 +70,8 @@ pub struct SupervisorConfig {
     pub log_dir: PathBuf,
     /// Optional observer of stdout lines (the stdout sink).
     pub stdout_observer: Option<LineObserver>,
+    /// Where the current incarnation of each instance is published.
+    pub roster: Roster,
 }
 
 /// Why the supervisor could not do its job (an infrastructure error for the run).
@@ -152,6 +180,7 @@ impl Supervisor {
         incarnation: u32,
         config: &SupervisorConfig,
     ) -> Result<(), SupervisorError> {
+        config.roster.set(instance, incarnation);
         let contract = (config.contract)(instance, incarnation);
         let argv: Vec<String> = config
             .command
