@@ -10,6 +10,7 @@ pub mod consumer;
 pub mod error;
 pub mod nemesis;
 pub mod plan;
+pub mod proxy;
 pub mod reconcile;
 pub mod report;
 pub mod run;

@@ -21,6 +21,7 @@ use crate::error::{Error, InfraError};
 use crate::nemesis::gate::Gate;
 use crate::nemesis::{Nemesis, NemesisStatus};
 use crate::plan::{Plan, Semantics, SinkKind};
+use crate::proxy::kafka::KafkaProxy;
 use crate::sink::extract::Extractor;
 use crate::sink::http::HttpSink;
 use crate::sink::{file, stdout, EffectRecorder};
@@ -214,18 +215,44 @@ async fn drive(
         }
     }
 
+    // The proxy, when the consumer goes through one: each instance gets its own listeners, so
+    // every connection is attributed by the port it came in on.
+    let instances = plan.consumer.instances.get() as u32;
+    let roster = Roster::new(instances);
+    let proxy = if plan.via_proxy() && endpoint.kind == "kafka" {
+        let incarnation_of = {
+            let roster = roster.clone();
+            Arc::new(move |instance: u32| roster.incarnation(instance))
+        };
+        Some(
+            KafkaProxy::start(
+                &endpoint.address,
+                &endpoint.source,
+                instances,
+                timeline.clone(),
+                gate.clone(),
+                incarnation_of,
+                stop.clone(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+
     // Consumer and nemesis (the nemesis subscribes first, so it sees the first start).
     let contract = {
         let (run, endpoint, effects_dir) =
             (run_id.to_owned(), endpoint.clone(), effects_dir.clone());
         let kafka = endpoint.kind == "kafka";
+        let proxy = proxy.clone();
         Arc::new(move |instance: u32, incarnation: u32| Contract {
             run: run.clone(),
             broker: endpoint.kind.into(),
-            bootstrap: if kafka {
-                endpoint.address.clone()
-            } else {
-                String::new()
+            bootstrap: match (&proxy, kafka) {
+                (Some(p), _) => p.bootstrap_for(instance),
+                (None, true) => endpoint.address.clone(),
+                (None, false) => String::new(),
             },
             topic: if kafka {
                 endpoint.source.clone()
@@ -256,7 +283,6 @@ async fn drive(
         })
     };
     let nemesis_events = timeline.subscribe();
-    let roster = Roster::new(plan.consumer.instances.get() as u32);
     let (supervisor, mut instance_tasks) = Supervisor::start(
         SupervisorConfig {
             command: plan.consumer.command.clone(),
@@ -278,7 +304,9 @@ async fn drive(
         timeline.clone(),
         supervisor.clone(),
         gate,
-        None,
+        proxy
+            .clone()
+            .map(|p| Arc::new(p) as Arc<dyn crate::nemesis::action::NetworkControl>),
         stop.clone(),
     );
     let nemesis_task = tokio::spawn(nemesis.run(nemesis_events, nemesis_stop.clone()));
@@ -290,6 +318,7 @@ async fn drive(
     let mut last_snapshot: Option<Snapshot> = None;
     let mut progress_error: Option<String> = None;
     let mut instances_done = false;
+    let mut proxy_failed: Option<String> = None;
     let reason = loop {
         tokio::select! {
             _ = tokio::time::sleep(PROGRESS_INTERVAL) => {}
@@ -301,6 +330,13 @@ async fn drive(
             }
         }
         if supervisor.has_failed() {
+            break EndReason::InfrastructureError;
+        }
+        // A proxy that could not apply a fault, or a consumer that slipped past it, makes the
+        // evidence incomplete: an infrastructure error, never a pass (design §12).
+        // (The proxy has put the problem on the timeline already.)
+        if let Some(problem) = proxy.as_ref().and_then(KafkaProxy::failure) {
+            proxy_failed = Some(problem);
             break EndReason::InfrastructureError;
         }
         let produced = produce_task.as_ref().is_none_or(|t| t.is_finished());
@@ -391,6 +427,12 @@ async fn drive(
     sink_stop.cancel();
     if let Some(sink) = http_sink {
         sink.join().await;
+    }
+    if let Some(p) = proxy {
+        p.join().await;
+    }
+    if let Some(problem) = proxy_failed {
+        return Err(InfraError::new(format!("the proxy failed: {problem}")).into());
     }
     if let Some(t) = file_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;

@@ -32,7 +32,9 @@ pub struct Roster(Arc<Vec<AtomicU32>>);
 impl Roster {
     /// A roster of `instances` instances, none started yet (incarnation 0).
     pub fn new(instances: u32) -> Roster {
-        Roster(Arc::new((0..instances).map(|_| AtomicU32::new(0)).collect()))
+        Roster(Arc::new(
+            (0..instances).map(|_| AtomicU32::new(0)).collect(),
+        ))
     }
 
     /// The current incarnation of `instance` (0 before its first start).

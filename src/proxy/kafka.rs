@@ -1,0 +1,1866 @@
+//! The Kafka-aware proxy: sits between each consumer instance and the Kafka cluster, turns what
+//! it sees into timeline events (`commit`, `rebalance`, `delivered`), holds OffsetCommit
+//! requests and responses for the nemesis, and applies network faults to one instance's
+//! connections.
+//!
+//! Wire formats come from the kafka-protocol crate; this file only cuts frames (the 4-byte
+//! length prefix) and reads the request header's api key, version and correlation id. Each
+//! connection keeps a map correlation id → (api key, version, what the request said), so the
+//! response can be decoded. Frames the proxy need not change are forwarded byte for byte; it
+//! re-encodes only the responses that carry broker addresses (ApiVersions, to cap the versions
+//! to those the crate decodes; Metadata; FindCoordinator; DescribeCluster; Fetch and Produce
+//! when they carry KIP-951 `node_endpoints`).
+//!
+//! Keeping the client on the proxy: every instance has its own loopback listener for the
+//! bootstrap and one per broker node id; a node's listeners are opened as soon as a response
+//! names the node id, before that response is forwarded, so a client can never learn an
+//! address the proxy does not listen on yet. A response whose addresses cannot be rewritten is
+//! never forwarded: the connection closes and [`KafkaProxy::failure`] says why (exit 4).
+//!
+//! Known limit: kafka-protocol preallocates arrays from their length prefix, so a request
+//! crafted to claim billions of elements can make the allocator abort the process. The proxy
+//! decodes only the requests a consumer sends in a group (OffsetCommit, Fetch, group
+//! membership) and only on loopback ports handed to the consumer under test.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse, ConsumerProtocolAssignment, DescribeClusterRequest,
+    DescribeClusterResponse, FetchRequest, FetchResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    LeaveGroupRequest, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetCommitResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
+    SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, Message, StrBytes, VersionRange};
+use kafka_protocol::records::RecordBatchDecoder;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    bind_loopback, serve_connection, spawn_accept_loop, ConnEnd, FrameHandler, Framing, Handled,
+    PumpEnd, Registry, Tasks, MAX_FRAME,
+};
+use crate::error::InfraError;
+use crate::nemesis::action::NetworkControl;
+use crate::nemesis::gate::{Gate, HoldPoint, Verdict};
+use crate::plan::Target;
+use crate::timeline::{CommitPhase, CommittedOffset, Event, RebalanceKind, Timeline};
+
+/// Kafka's default `request.timeout.ms`: a hold longer than 80% of it gets a warning, since
+/// every later response on that connection waits behind the held frame.
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A hold the nemesis never decides is released after this long, and the run fails.
+const HOLD_CAP: Duration = Duration::from_secs(300);
+/// How long connecting to a broker may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests awaiting a response on one connection; more means a broken or hostile client.
+const MAX_IN_FLIGHT: usize = 100_000;
+/// The header carrying the message ID (design §4).
+const ID_HEADER: &str = "exactly-id";
+
+/// Kafka framing: a 4-byte big-endian length, then that many bytes.
+pub struct KafkaFraming;
+
+impl Framing for KafkaFraming {
+    fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>, String> {
+        let Some(prefix) = buf.get(..4) else {
+            return Ok(None);
+        };
+        let len = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+        if len < 0 {
+            return Err(format!("negative frame length {len}"));
+        }
+        let len = len as usize;
+        if len > MAX_FRAME {
+            return Err(format!(
+                "frame of {len} bytes exceeds the {MAX_FRAME}-byte cap"
+            ));
+        }
+        Ok((buf.len() >= 4 + len).then_some(4 + len))
+    }
+}
+
+/// The versions of `key` the proxy can decode and re-encode: the broker-advertised range is
+/// capped to this in every ApiVersions response.
+pub fn decodable_versions(key: ApiKey) -> VersionRange {
+    fn both<Q: Message, R: Message>() -> VersionRange {
+        Q::VERSIONS.intersect(&R::VERSIONS)
+    }
+    let range = match key {
+        ApiKey::ApiVersions => both::<ApiVersionsRequest, ApiVersionsResponse>(),
+        ApiKey::Metadata => both::<MetadataRequest, MetadataResponse>(),
+        ApiKey::FindCoordinator => both::<FindCoordinatorRequest, FindCoordinatorResponse>(),
+        ApiKey::DescribeCluster => both::<DescribeClusterRequest, DescribeClusterResponse>(),
+        ApiKey::Fetch => both::<FetchRequest, FetchResponse>(),
+        ApiKey::Produce => both::<ProduceRequest, ProduceResponse>(),
+        ApiKey::OffsetCommit => both::<OffsetCommitRequest, OffsetCommitResponse>(),
+        ApiKey::JoinGroup => JoinGroupRequest::VERSIONS,
+        ApiKey::SyncGroup => both::<SyncGroupRequest, SyncGroupResponse>(),
+        ApiKey::LeaveGroup => LeaveGroupRequest::VERSIONS,
+        ApiKey::Heartbeat => both::<HeartbeatRequest, HeartbeatResponse>(),
+        ApiKey::ConsumerGroupHeartbeat => {
+            both::<ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse>()
+        }
+        _ => key.valid_versions(),
+    };
+    range.intersect(&key.valid_versions())
+}
+
+/// Where a listener's connections go.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    Bootstrap,
+    Node(i32),
+}
+
+/// What a request said that its response needs.
+#[derive(Debug)]
+enum Ctx {
+    None,
+    Commit(CommitInfo),
+    Group {
+        group: String,
+        member: String,
+        generation: Option<i32>,
+    },
+    Fetch {
+        read_committed: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct CommitInfo {
+    group: String,
+    member: String,
+    generation: i32,
+    offsets: Vec<CommittedOffset>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    key: i16,
+    version: i16,
+    ctx: Ctx,
+}
+
+struct Shared {
+    topic: String,
+    bootstrap: Vec<String>,
+    bootstrap_ports: Vec<u16>,
+    /// Node id → the listener port of each instance for it.
+    node_ports: Mutex<HashMap<i32, Vec<u16>>>,
+    /// Node id → its real address.
+    nodes: Mutex<HashMap<i32, String>>,
+    /// Topic id → name, from Metadata responses.
+    topic_ids: Mutex<HashMap<[u8; 16], String>>,
+    timeline: Timeline,
+    gate: Gate,
+    incarnation_of: Arc<dyn Fn(u32) -> u32 + Send + Sync>,
+    stop: CancellationToken,
+    registry: Registry,
+    tasks: Tasks,
+    failure: Mutex<Option<String>>,
+    hold_times: Mutex<Vec<Duration>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Poison only means a panic elsewhere mid-update of plain maps; keep going.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The Kafka proxy of one run. Cheap to clone.
+#[derive(Clone)]
+pub struct KafkaProxy {
+    shared: Arc<Shared>,
+}
+
+impl KafkaProxy {
+    /// Starts the proxy in front of the Kafka cluster at `upstream_bootstrap` for `instances`
+    /// consumer instances. Each instance gets its own set of loopback listeners (one for the
+    /// bootstrap + one per broker node id, opened before any client can learn the address), so
+    /// every connection is attributed to its instance by the port it came in on.
+    /// `incarnation_of(instance)` gives the instance's current incarnation (called at accept).
+    /// `topic` is the topic under test (for `delivered` and `assign` events).
+    pub async fn start(
+        upstream_bootstrap: &str,
+        topic: &str,
+        instances: u32,
+        timeline: Timeline,
+        gate: Gate,
+        incarnation_of: Arc<dyn Fn(u32) -> u32 + Send + Sync>,
+        stop: CancellationToken,
+    ) -> Result<KafkaProxy, InfraError> {
+        let bootstrap: Vec<String> = upstream_bootstrap
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if bootstrap.is_empty() {
+            return Err(InfraError::new(
+                "kafka proxy: the bootstrap address is empty",
+            ));
+        }
+        // Fail early and clearly if the cluster is not there.
+        if connect_any(&bootstrap).await.is_err() {
+            return Err(InfraError::new(format!(
+                "kafka proxy: cannot reach the Kafka cluster at {upstream_bootstrap} \
+                 (is it running? for tests: scripts/brokers start)"
+            )));
+        }
+        let mut listeners = Vec::new();
+        for _ in 0..instances {
+            listeners.push(bind_loopback().map_err(|e| {
+                InfraError::new(format!("kafka proxy: cannot listen on 127.0.0.1: {e}"))
+            })?);
+        }
+        let bootstrap_ports = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| InfraError::new(format!("kafka proxy: {e}")))?;
+        let shared = Arc::new(Shared {
+            topic: topic.to_string(),
+            bootstrap,
+            bootstrap_ports,
+            node_ports: Mutex::default(),
+            nodes: Mutex::default(),
+            topic_ids: Mutex::default(),
+            timeline,
+            gate,
+            incarnation_of,
+            registry: Registry::new(instances, stop.clone()),
+            stop,
+            tasks: Tasks::default(),
+            failure: Mutex::default(),
+            hold_times: Mutex::default(),
+        });
+        for (instance, listener) in listeners.into_iter().enumerate() {
+            Shared::spawn_listener(&shared, listener, instance as u32, Route::Bootstrap);
+        }
+        Ok(KafkaProxy { shared })
+    }
+
+    /// The bootstrap address to hand to instance `i` (e.g. "127.0.0.1:40123").
+    pub fn bootstrap_for(&self, instance: u32) -> String {
+        let port = self
+            .shared
+            .bootstrap_ports
+            .get(instance as usize)
+            .copied()
+            .unwrap_or(0);
+        format!("127.0.0.1:{port}")
+    }
+
+    /// The first fatal proxy problem, if any: a fault that could not be applied to a frame it
+    /// targets (decode/re-encode failure), or a client that bypassed the proxy (connected to a
+    /// real broker address the proxy failed to rewrite). The run ends with exit 4 on it.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure()
+    }
+
+    /// The real broker addresses the proxy has seen (bootstrap and every node): a consumer
+    /// socket connected to one of these bypassed the proxy (see [`direct_connections`]).
+    pub fn broker_addresses(&self) -> Vec<String> {
+        let mut addrs: HashSet<String> = self.shared.bootstrap.iter().cloned().collect();
+        addrs.extend(lock(&self.shared.nodes).values().cloned());
+        let mut v: Vec<String> = addrs.into_iter().collect();
+        v.sort();
+        v
+    }
+
+    /// How long each finished hold lasted, in order (for the report's boundary figures).
+    pub fn hold_times(&self) -> Vec<Duration> {
+        lock(&self.shared.hold_times).clone()
+    }
+
+    /// Live proxied connections of `instance`.
+    pub fn connections(&self, instance: u32) -> usize {
+        self.shared.registry.connections(instance)
+    }
+
+    /// Waits (bounded, ~2 s) for every proxy task to end after `stop` was cancelled.
+    pub async fn join(self) {
+        self.shared.gate.release_all();
+        self.shared.tasks.join(Duration::from_secs(2)).await;
+    }
+}
+
+impl NetworkControl for KafkaProxy {
+    fn partition(&self, target: Target, length: Duration) -> Option<String> {
+        self.shared.registry.partition(target, length)
+    }
+
+    fn latency(&self, target: Target, delay: Duration, length: Duration) -> Option<String> {
+        self.shared.registry.latency(target, delay, length)
+    }
+
+    fn sever(&self, target: Target) -> Option<String> {
+        self.shared.registry.sever(target)
+    }
+}
+
+async fn connect(addr: &str) -> std::io::Result<TcpStream> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("connecting to {addr} timed out"),
+        )),
+    }
+}
+
+async fn connect_any(addrs: &[String]) -> std::io::Result<TcpStream> {
+    let mut last = std::io::Error::other("no address");
+    for a in addrs {
+        match connect(a).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+impl Shared {
+    fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
+    }
+
+    fn spawn_listener(
+        shared: &Arc<Shared>,
+        listener: tokio::net::TcpListener,
+        instance: u32,
+        route: Route,
+    ) {
+        let s = shared.clone();
+        spawn_accept_loop(
+            &shared.tasks,
+            listener,
+            shared.stop.clone(),
+            move |stream| serve(s.clone(), stream, instance, route),
+        );
+    }
+
+    fn warn(&self, message: String) {
+        self.timeline.record(Event::Warning { message });
+    }
+
+    /// Records the first fatal problem (later ones only as warnings).
+    fn fail(&self, message: String) {
+        {
+            let mut f = lock(&self.failure);
+            if f.is_none() {
+                *f = Some(message.clone());
+            }
+        }
+        self.warn(format!("kafka proxy: {message}"));
+    }
+
+    /// The port of `instance`'s listener for node `node`, opening one listener per instance
+    /// for that node first if the node is new.
+    fn node_port(self: &Arc<Shared>, node: i32, instance: u32) -> Result<u16, String> {
+        let mut ports = lock(&self.node_ports);
+        if let Some(p) = ports.get(&node) {
+            return p
+                .get(instance as usize)
+                .copied()
+                .ok_or_else(|| format!("no listener for instance {instance}"));
+        }
+        let mut opened = Vec::new();
+        for i in 0..self.bootstrap_ports.len() as u32 {
+            let l = bind_loopback().map_err(|e| format!("cannot listen for node {node}: {e}"))?;
+            let port = l.local_addr().map_err(|e| e.to_string())?.port();
+            Shared::spawn_listener(self, l, i, Route::Node(node));
+            opened.push(port);
+        }
+        let port = opened.get(instance as usize).copied();
+        ports.insert(node, opened);
+        port.ok_or_else(|| format!("no listener for instance {instance}"))
+    }
+
+    /// Asks the cluster for every topic's id (a Metadata request on a connection of the
+    /// proxy's own, bounded by a deadline).
+    async fn learn_topic_ids(&self) -> Result<(), String> {
+        const VERSION: i16 = 12;
+        let work = async {
+            let mut stream = connect_any(&self.bootstrap)
+                .await
+                .map_err(|e| e.to_string())?;
+            let header = RequestHeader::default()
+                .with_request_api_key(ApiKey::Metadata as i16)
+                .with_request_api_version(VERSION)
+                .with_correlation_id(1)
+                .with_client_id(Some(StrBytes::from_static_str("exactly-proxy")));
+            let body = MetadataRequest::default().with_topics(None);
+            let mut out = BytesMut::new();
+            out.put_i32(0);
+            header
+                .encode(&mut out, ApiKey::Metadata.request_header_version(VERSION))
+                .map_err(|e| e.to_string())?;
+            body.encode(&mut out, VERSION).map_err(|e| e.to_string())?;
+            let len = (out.len() - 4) as i32;
+            out[..4].copy_from_slice(&len.to_be_bytes());
+            use tokio::io::AsyncWriteExt;
+            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+            let (r, _w) = stream.into_split();
+            let mut reader = super::FrameReader::new(r);
+            let frame = reader
+                .read_frame(&KafkaFraming)
+                .await
+                .map_err(|e| format!("{e:?}"))?
+                .ok_or("the broker closed the connection")?;
+            let (_, resp) = decode_response::<MetadataResponse>(&frame, ApiKey::Metadata, VERSION)?;
+            let mut ids = lock(&self.topic_ids);
+            for t in &resp.topics {
+                if let Some(name) = &t.name {
+                    if !t.topic_id.is_nil() {
+                        ids.insert(*t.topic_id.as_bytes(), name.0.to_string());
+                    }
+                }
+            }
+            Ok::<(), String>(())
+        };
+        tokio::time::timeout(Duration::from_secs(5), work)
+            .await
+            .map_err(|_| "the Metadata request timed out".to_string())?
+    }
+
+    fn topic_name(&self, name: &str, id: &[u8; 16]) -> String {
+        if !name.is_empty() {
+            return name.to_string();
+        }
+        lock(&self.topic_ids)
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| format!("topic-id:{}", hex(id)))
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// One accepted connection, from accept to close.
+async fn serve(shared: Arc<Shared>, client: TcpStream, instance: u32, route: Route) {
+    let incarnation = (shared.incarnation_of)(instance);
+    let target = match route {
+        Route::Bootstrap => connect_any(&shared.bootstrap).await,
+        Route::Node(node) => {
+            let addr = lock(&shared.nodes).get(&node).cloned();
+            match addr {
+                Some(a) => connect(&a).await,
+                None => Err(std::io::Error::other(format!("node {node} is unknown"))),
+            }
+        }
+    };
+    let upstream = match target {
+        Ok(s) => s,
+        Err(e) => {
+            shared.warn(format!(
+                "kafka proxy: consumer[{instance}] connection ({route:?}) closed: cannot reach \
+                 the broker: {e}"
+            ));
+            return;
+        }
+    };
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    let guard = shared.registry.register(instance);
+    let conn = Arc::new(Conn {
+        shared: shared.clone(),
+        instance,
+        incarnation,
+        inflight: Mutex::default(),
+        positions: Mutex::default(),
+    });
+    let mut requests = Requests(conn.clone());
+    let mut responses = Responses(conn);
+    let end = serve_connection(
+        client,
+        upstream,
+        &KafkaFraming,
+        &mut requests,
+        &mut responses,
+        &guard.view,
+    )
+    .await;
+    match end {
+        ConnEnd::Client(PumpEnd::Malformed(r)) => shared.warn(format!(
+            "kafka proxy: closed a consumer[{instance}] connection: {r}"
+        )),
+        ConnEnd::Upstream(PumpEnd::Malformed(r)) => shared.warn(format!(
+            "kafka proxy: closed a consumer[{instance}] connection (broker side): {r}"
+        )),
+        _ => {}
+    }
+}
+
+/// One proxied connection's protocol state, shared by its two directions.
+struct Conn {
+    shared: Arc<Shared>,
+    instance: u32,
+    incarnation: u32,
+    inflight: Mutex<HashMap<i32, Pending>>,
+    /// (topic, partition) → the fetch offset last requested on this connection (fetch
+    /// sessions omit unchanged partitions).
+    positions: Mutex<HashMap<(String, i32), i64>>,
+}
+
+struct Requests(Arc<Conn>);
+struct Responses(Arc<Conn>);
+
+impl FrameHandler for Requests {
+    fn on_frame(&mut self, frame: Bytes) -> impl std::future::Future<Output = Handled> + Send {
+        self.0.clone().on_request(frame)
+    }
+}
+
+impl FrameHandler for Responses {
+    fn on_frame(&mut self, frame: Bytes) -> impl std::future::Future<Output = Handled> + Send {
+        self.0.clone().on_response(frame)
+    }
+}
+
+/// The request header fields every version shares: api key, version, correlation id.
+pub fn request_ids(frame: &[u8]) -> Option<(i16, i16, i32)> {
+    let b = frame.get(4..12)?;
+    Some((
+        i16::from_be_bytes([b[0], b[1]]),
+        i16::from_be_bytes([b[2], b[3]]),
+        i32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+    ))
+}
+
+fn decode_request<T: Decodable>(frame: &Bytes, key: ApiKey, version: i16) -> Result<T, String> {
+    let mut b = frame.slice(4..);
+    RequestHeader::decode(&mut b, key.request_header_version(version))
+        .map_err(|e| format!("{key:?} v{version} request header: {e}"))?;
+    T::decode(&mut b, version).map_err(|e| format!("{key:?} v{version} request: {e}"))
+}
+
+fn decode_response<T: Decodable>(
+    frame: &Bytes,
+    key: ApiKey,
+    version: i16,
+) -> Result<(ResponseHeader, T), String> {
+    let mut b = frame.slice(4..);
+    let header = ResponseHeader::decode(&mut b, key.response_header_version(version))
+        .map_err(|e| format!("{key:?} v{version} response header: {e}"))?;
+    let body =
+        T::decode(&mut b, version).map_err(|e| format!("{key:?} v{version} response: {e}"))?;
+    Ok((header, body))
+}
+
+fn encode_response<T: Encodable>(
+    header: &ResponseHeader,
+    key: ApiKey,
+    version: i16,
+    body: &T,
+) -> Result<Bytes, String> {
+    let mut out = BytesMut::with_capacity(256);
+    out.put_i32(0);
+    header
+        .encode(&mut out, key.response_header_version(version))
+        .map_err(|e| format!("{key:?} v{version} response header: {e}"))?;
+    body.encode(&mut out, version)
+        .map_err(|e| format!("{key:?} v{version} response: {e}"))?;
+    let len = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(out.freeze())
+}
+
+/// `ILLEGAL_GENERATION` for 22, `UNKNOWN_ERROR_CODE_123` for codes the crate does not know.
+pub fn error_name(code: i16) -> String {
+    match ResponseError::try_from_code(code) {
+        None => "NONE".to_string(),
+        Some(ResponseError::Unknown(c)) => format!("UNKNOWN_ERROR_CODE_{c}"),
+        Some(e) => {
+            let camel = format!("{e:?}");
+            let mut out = String::with_capacity(camel.len() + 8);
+            for (i, ch) in camel.chars().enumerate() {
+                if ch.is_ascii_uppercase() && i > 0 {
+                    out.push('_');
+                }
+                out.push(ch.to_ascii_uppercase());
+            }
+            out
+        }
+    }
+}
+
+/// Group errors that mean the member must rejoin or was fenced.
+fn is_group_error(code: i16) -> bool {
+    matches!(
+        ResponseError::try_from_code(code),
+        Some(
+            ResponseError::IllegalGeneration
+                | ResponseError::UnknownMemberId
+                | ResponseError::RebalanceInProgress
+                | ResponseError::FencedInstanceId
+                | ResponseError::FencedMemberEpoch
+                | ResponseError::UnreleasedInstanceId
+                | ResponseError::StaleMemberEpoch
+        )
+    )
+}
+
+/// The partitions of `topic` in a classic-protocol SyncGroup assignment
+/// (ConsumerProtocolAssignment, prefixed with its version).
+pub fn assigned_partitions(assignment: &Bytes, topic: &str) -> Result<Vec<i32>, String> {
+    if assignment.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut b = assignment.clone();
+    if b.remaining() < 2 {
+        return Err("assignment shorter than its version".into());
+    }
+    // Newer versions only add fields: read them with the newest version the crate knows.
+    let version = b.get_i16().clamp(
+        ConsumerProtocolAssignment::VERSIONS.min,
+        ConsumerProtocolAssignment::VERSIONS.max,
+    );
+    let a = ConsumerProtocolAssignment::decode(&mut b, version)
+        .map_err(|e| format!("consumer protocol assignment: {e}"))?;
+    let mut parts: Vec<i32> = a
+        .assigned_partitions
+        .iter()
+        .filter(|tp| tp.topic.0.as_str() == topic)
+        .flat_map(|tp| tp.partitions.iter().copied())
+        .collect();
+    parts.sort_unstable();
+    Ok(parts)
+}
+
+/// One record handed to the consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveredRecord {
+    /// The message ID (`exactly-id` header, else the key).
+    pub id: String,
+    /// Its offset.
+    pub offset: i64,
+}
+
+/// The records of one partition's fetched bytes that the client will hand to the
+/// application: data records at or after `fetch_offset`, minus aborted transactional records
+/// for a read_committed client. A truncated last batch (the broker cuts at max bytes) is
+/// normal and ends the walk; any other undecodable batch is an error (with the records read
+/// before it).
+pub fn delivered_records(
+    records: &Bytes,
+    fetch_offset: i64,
+    aborted: &[(i64, i64)],
+    read_committed: bool,
+) -> (Vec<DeliveredRecord>, Option<String>) {
+    let mut out = Vec::new();
+    let mut buf = records.clone();
+    // Aborted transactions: (producer id, first offset), ordered by first offset.
+    let mut pending_aborts: Vec<(i64, i64)> = aborted.to_vec();
+    pending_aborts.sort_by_key(|a| a.1);
+    let mut active_aborts: HashSet<i64> = HashSet::new();
+    while buf.remaining() > 0 {
+        // A batch: base offset (8), length (4), then `length` bytes.
+        if buf.remaining() < 12 {
+            break;
+        }
+        let len = i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        if len < 0 {
+            return (
+                out,
+                Some(format!("record batch with negative length {len}")),
+            );
+        }
+        if buf.remaining() < 12 + len as usize {
+            break; // truncated last batch
+        }
+        let set = match RecordBatchDecoder::decode(&mut buf) {
+            Ok(s) => s,
+            Err(e) => return (out, Some(format!("record batch: {e}"))),
+        };
+        for r in set.records {
+            if read_committed {
+                while let Some(&(pid, first)) = pending_aborts.first() {
+                    if first > r.offset {
+                        break;
+                    }
+                    active_aborts.insert(pid);
+                    pending_aborts.remove(0);
+                }
+                if r.control {
+                    active_aborts.remove(&r.producer_id);
+                    continue;
+                }
+                if r.transactional && active_aborts.contains(&r.producer_id) {
+                    continue;
+                }
+            }
+            if r.control || r.offset < fetch_offset {
+                continue;
+            }
+            let id = r
+                .headers
+                .iter()
+                .find(|(k, _)| k.as_str() == ID_HEADER)
+                .and_then(|(_, v)| v.as_ref())
+                .or(r.key.as_ref());
+            if let Some(id) = id {
+                out.push(DeliveredRecord {
+                    id: String::from_utf8_lossy(id).into_owned(),
+                    offset: r.offset,
+                });
+            }
+        }
+    }
+    (out, None)
+}
+
+impl Conn {
+    fn record(&self, event: Event) -> Arc<crate::timeline::Stamped> {
+        self.shared.timeline.record(event)
+    }
+
+    fn rebalance(
+        &self,
+        group: &str,
+        change: RebalanceKind,
+        member: &str,
+        generation: Option<i32>,
+        assignment: Option<Vec<i32>>,
+        error: Option<String>,
+    ) {
+        self.record(Event::Rebalance {
+            instance: self.instance,
+            incarnation: self.incarnation,
+            group: group.to_string(),
+            change,
+            member: member.to_string(),
+            generation,
+            assignment,
+            error,
+        });
+    }
+
+    fn commit_event(&self, info: &CommitInfo, phase: CommitPhase, error: Option<String>) -> u64 {
+        self.record(Event::Commit {
+            instance: self.instance,
+            incarnation: self.incarnation,
+            group: info.group.clone(),
+            member: info.member.clone(),
+            generation: info.generation,
+            offsets: info.offsets.clone(),
+            phase,
+            error,
+        })
+        .seq
+    }
+
+    /// Waits for the nemesis's verdict on event `seq`, measuring the hold and warning when it
+    /// nears the client's request timeout.
+    async fn hold(&self, point: HoldPoint, seq: u64) -> Verdict {
+        let start = Instant::now();
+        let warn_after = CLIENT_REQUEST_TIMEOUT.mul_f64(0.8);
+        let wait = self.shared.gate.wait(point, seq);
+        tokio::pin!(wait);
+        let mut warned = false;
+        let verdict = loop {
+            tokio::select! {
+                v = &mut wait => break v,
+                _ = tokio::time::sleep_until(start + warn_after), if !warned => {
+                    warned = true;
+                    self.shared.warn(format!(
+                        "kafka proxy: {point:?} of consumer[{}] held for {}s: every later \
+                         response on its connection waits behind it, and the client gives up \
+                         at request.timeout.ms (30 s by default)",
+                        self.instance,
+                        warn_after.as_secs()
+                    ));
+                }
+                _ = tokio::time::sleep_until(start + HOLD_CAP) => {
+                    self.shared.fail(format!(
+                        "{point:?} of consumer[{}] (event {seq}) held for {}s without a \
+                         verdict; released",
+                        self.instance,
+                        HOLD_CAP.as_secs()
+                    ));
+                    break Verdict::Answer;
+                }
+            }
+        };
+        lock(&self.shared.hold_times).push(start.elapsed());
+        verdict
+    }
+
+    async fn on_request(self: Arc<Conn>, frame: Bytes) -> Handled {
+        let Some((raw_key, version, corr)) = request_ids(&frame) else {
+            return Handled::Close("request shorter than its header".into());
+        };
+        let key = ApiKey::try_from(raw_key).ok();
+        let ctx = match key {
+            Some(k) => match self.request_ctx(&frame, k, version) {
+                Ok(ctx) => ctx,
+                Err(e) => {
+                    if k == ApiKey::OffsetCommit && self.shared.gate.holds(HoldPoint::CommitRequest)
+                    {
+                        self.shared
+                            .fail(format!("cannot decode an OffsetCommit to hold it: {e}"));
+                    } else {
+                        self.shared.warn(format!(
+                            "kafka proxy: consumer[{}] sent a request the proxy cannot read \
+                             (forwarded as is): {e}",
+                            self.instance
+                        ));
+                    }
+                    Ctx::None
+                }
+            },
+            None => Ctx::None,
+        };
+        let commit = match &ctx {
+            Ctx::Commit(info) => Some(info.clone()),
+            _ => None,
+        };
+        {
+            let mut inflight = lock(&self.inflight);
+            if inflight.len() >= MAX_IN_FLIGHT {
+                return Handled::Close(format!(
+                    "more than {MAX_IN_FLIGHT} requests without a response"
+                ));
+            }
+            // Registered before forwarding, so the response always finds it.
+            inflight.insert(
+                corr,
+                Pending {
+                    key: raw_key,
+                    version,
+                    ctx,
+                },
+            );
+        }
+        if let Some(info) = commit {
+            let seq = self.commit_event(&info, CommitPhase::Request, None);
+            if self.shared.gate.holds(HoldPoint::CommitRequest)
+                && self.hold(HoldPoint::CommitRequest, seq).await == Verdict::Withhold
+            {
+                lock(&self.inflight).remove(&corr);
+                self.commit_event(&info, CommitPhase::Dropped, None);
+                return Handled::Drop;
+            }
+        }
+        Handled::Forward(frame)
+    }
+
+    /// Decodes the requests whose responses need context, and records request-side events.
+    fn request_ctx(&self, frame: &Bytes, key: ApiKey, version: i16) -> Result<Ctx, String> {
+        Ok(match key {
+            ApiKey::OffsetCommit => {
+                let r: OffsetCommitRequest = decode_request(frame, key, version)?;
+                let mut offsets = Vec::new();
+                for t in &r.topics {
+                    let topic = self
+                        .shared
+                        .topic_name(t.name.0.as_str(), t.topic_id.as_bytes());
+                    for p in &t.partitions {
+                        offsets.push(CommittedOffset {
+                            topic: topic.clone(),
+                            partition: p.partition_index,
+                            offset: p.committed_offset,
+                        });
+                    }
+                }
+                Ctx::Commit(CommitInfo {
+                    group: r.group_id.0.to_string(),
+                    member: r.member_id.to_string(),
+                    generation: r.generation_id_or_member_epoch,
+                    offsets,
+                })
+            }
+            ApiKey::Fetch => {
+                let r: FetchRequest = decode_request(frame, key, version)?;
+                let mut positions = lock(&self.positions);
+                for t in &r.topics {
+                    let topic = self
+                        .shared
+                        .topic_name(t.topic.0.as_str(), t.topic_id.as_bytes());
+                    for p in &t.partitions {
+                        positions.insert((topic.clone(), p.partition), p.fetch_offset);
+                    }
+                }
+                for t in &r.forgotten_topics_data {
+                    let topic = self
+                        .shared
+                        .topic_name(t.topic.0.as_str(), t.topic_id.as_bytes());
+                    for p in &t.partitions {
+                        positions.remove(&(topic.clone(), *p));
+                    }
+                }
+                Ctx::Fetch {
+                    read_committed: r.isolation_level == 1,
+                }
+            }
+            ApiKey::JoinGroup => {
+                let r: JoinGroupRequest = decode_request(frame, key, version)?;
+                let group = r.group_id.0.to_string();
+                let member = r.member_id.to_string();
+                self.rebalance(&group, RebalanceKind::Join, &member, None, None, None);
+                Ctx::Group {
+                    group,
+                    member,
+                    generation: None,
+                }
+            }
+            ApiKey::SyncGroup => {
+                let r: SyncGroupRequest = decode_request(frame, key, version)?;
+                Ctx::Group {
+                    group: r.group_id.0.to_string(),
+                    member: r.member_id.to_string(),
+                    generation: Some(r.generation_id),
+                }
+            }
+            ApiKey::Heartbeat => {
+                let r: HeartbeatRequest = decode_request(frame, key, version)?;
+                Ctx::Group {
+                    group: r.group_id.0.to_string(),
+                    member: r.member_id.to_string(),
+                    generation: Some(r.generation_id),
+                }
+            }
+            ApiKey::LeaveGroup => {
+                let r: LeaveGroupRequest = decode_request(frame, key, version)?;
+                let group = r.group_id.0.to_string();
+                let mut members: Vec<String> =
+                    r.members.iter().map(|m| m.member_id.to_string()).collect();
+                if members.is_empty() {
+                    members.push(r.member_id.to_string());
+                }
+                for m in members {
+                    self.rebalance(&group, RebalanceKind::Leave, &m, None, None, None);
+                }
+                Ctx::None
+            }
+            ApiKey::ConsumerGroupHeartbeat => {
+                let r: ConsumerGroupHeartbeatRequest = decode_request(frame, key, version)?;
+                let group = r.group_id.0.to_string();
+                let member = r.member_id.to_string();
+                match r.member_epoch {
+                    0 => self.rebalance(&group, RebalanceKind::Join, &member, Some(0), None, None),
+                    e if e < 0 => {
+                        self.rebalance(&group, RebalanceKind::Leave, &member, Some(e), None, None)
+                    }
+                    _ => {}
+                }
+                Ctx::Group {
+                    group,
+                    member,
+                    generation: Some(r.member_epoch),
+                }
+            }
+            _ => Ctx::None,
+        })
+    }
+
+    async fn on_response(self: Arc<Conn>, frame: Bytes) -> Handled {
+        let Some(b) = frame.get(4..8) else {
+            return Handled::Close("response shorter than a correlation id".into());
+        };
+        let corr = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let Some(p) = lock(&self.inflight).remove(&corr) else {
+            return Handled::Close(format!(
+                "response with correlation id {corr} that no request on this connection used"
+            ));
+        };
+        let Ok(key) = ApiKey::try_from(p.key) else {
+            return Handled::Forward(frame);
+        };
+        match self.response(frame, key, p).await {
+            Ok(h) => h,
+            Err(e) => Handled::Close(e),
+        }
+    }
+
+    /// Handles one decoded-or-forwarded response. `Err` closes the connection (and has been
+    /// recorded as a failure when the run's evidence or faults depend on it).
+    async fn response(&self, frame: Bytes, key: ApiKey, p: Pending) -> Result<Handled, String> {
+        let version = p.version;
+        let must_rewrite = |e: String| -> String {
+            let msg = format!(
+                "cannot rewrite broker addresses in a {key:?} v{version} response for \
+                 consumer[{}] ({e}); the connection was closed so the client cannot bypass \
+                 the proxy",
+                self.instance
+            );
+            self.shared.fail(msg.clone());
+            msg
+        };
+        match key {
+            ApiKey::ApiVersions => {
+                let ours = decodable_versions(key);
+                if version > ours.max {
+                    // The client asked in a version the crate cannot read: answer as a broker
+                    // that does not support it would (v0, UNSUPPORTED_VERSION, our range), so
+                    // the client retries in a version the proxy can rewrite.
+                    let header = ResponseHeader::default().with_correlation_id(correlation(&frame));
+                    let mut body = ApiVersionsResponse::default()
+                        .with_error_code(ResponseError::UnsupportedVersion.code());
+                    body.api_keys.push(
+                        ApiVersion::default()
+                            .with_api_key(ApiKey::ApiVersions as i16)
+                            .with_min_version(ours.min)
+                            .with_max_version(ours.max),
+                    );
+                    return Ok(Handled::Forward(
+                        encode_response(&header, key, 0, &body).map_err(must_rewrite)?,
+                    ));
+                }
+                // A broker that does not support the request's version answers in v0 with
+                // UNSUPPORTED_VERSION (the error code is the first field in every version).
+                let error = frame.get(8..10).map(|b| i16::from_be_bytes([b[0], b[1]]));
+                if error.is_some_and(|e| e != 0) {
+                    // An error answer (librdkafka's mock sends UNSUPPORTED_VERSION in the
+                    // request's own format, not v0). It holds no addresses; cap what it lists
+                    // if it decodes, else pass it on as it came: a retry above our range is
+                    // answered by the proxy itself (above).
+                    for v in [0, version] {
+                        if let Ok((header, mut body)) =
+                            decode_response::<ApiVersionsResponse>(&frame, key, v)
+                        {
+                            cap_versions(&mut body);
+                            if let Ok(bytes) = encode_response(&header, key, v, &body) {
+                                return Ok(Handled::Forward(bytes));
+                            }
+                        }
+                    }
+                    return Ok(Handled::Forward(frame));
+                }
+                let (header, mut body) =
+                    decode_response::<ApiVersionsResponse>(&frame, key, version)
+                        .map_err(must_rewrite)?;
+                cap_versions(&mut body);
+                Ok(Handled::Forward(
+                    encode_response(&header, key, version, &body).map_err(must_rewrite)?,
+                ))
+            }
+            ApiKey::Metadata => {
+                let (header, mut body) = decode_response::<MetadataResponse>(&frame, key, version)
+                    .map_err(must_rewrite)?;
+                {
+                    let mut ids = lock(&self.shared.topic_ids);
+                    for t in &body.topics {
+                        if let Some(name) = &t.name {
+                            if !t.topic_id.is_nil() {
+                                ids.insert(*t.topic_id.as_bytes(), name.0.to_string());
+                            }
+                        }
+                    }
+                }
+                for b in &mut body.brokers {
+                    self.learn_node(b.node_id.0, b.host.as_str(), b.port);
+                    b.port = self.listener(b.node_id.0).map_err(must_rewrite)?;
+                    b.host = loopback();
+                }
+                Ok(Handled::Forward(
+                    encode_response(&header, key, version, &body).map_err(must_rewrite)?,
+                ))
+            }
+            ApiKey::FindCoordinator => {
+                let (header, mut body) =
+                    decode_response::<FindCoordinatorResponse>(&frame, key, version)
+                        .map_err(must_rewrite)?;
+                if body.node_id.0 >= 0 && !body.host.is_empty() {
+                    self.learn_node(body.node_id.0, body.host.as_str(), body.port);
+                    body.port = self.listener(body.node_id.0).map_err(must_rewrite)?;
+                    body.host = loopback();
+                }
+                for c in &mut body.coordinators {
+                    if c.node_id.0 >= 0 && !c.host.is_empty() {
+                        self.learn_node(c.node_id.0, c.host.as_str(), c.port);
+                        c.port = self.listener(c.node_id.0).map_err(must_rewrite)?;
+                        c.host = loopback();
+                    }
+                }
+                Ok(Handled::Forward(
+                    encode_response(&header, key, version, &body).map_err(must_rewrite)?,
+                ))
+            }
+            ApiKey::DescribeCluster => {
+                let (header, mut body) =
+                    decode_response::<DescribeClusterResponse>(&frame, key, version)
+                        .map_err(must_rewrite)?;
+                for b in &mut body.brokers {
+                    self.learn_node(b.broker_id.0, b.host.as_str(), b.port);
+                    b.port = self.listener(b.broker_id.0).map_err(must_rewrite)?;
+                    b.host = loopback();
+                }
+                Ok(Handled::Forward(
+                    encode_response(&header, key, version, &body).map_err(must_rewrite)?,
+                ))
+            }
+            ApiKey::Produce => {
+                let (header, mut body) = decode_response::<ProduceResponse>(&frame, key, version)
+                    .map_err(must_rewrite)?;
+                if body.node_endpoints.is_empty() {
+                    return Ok(Handled::Forward(frame));
+                }
+                for n in &mut body.node_endpoints {
+                    self.learn_node(n.node_id.0, n.host.as_str(), n.port);
+                    n.port = self.listener(n.node_id.0).map_err(must_rewrite)?;
+                    n.host = loopback();
+                }
+                Ok(Handled::Forward(
+                    encode_response(&header, key, version, &body).map_err(must_rewrite)?,
+                ))
+            }
+            ApiKey::Fetch => {
+                let (header, mut body) =
+                    decode_response::<FetchResponse>(&frame, key, version).map_err(must_rewrite)?;
+                let read_committed = matches!(
+                    p.ctx,
+                    Ctx::Fetch {
+                        read_committed: true
+                    }
+                );
+                // Delivered events before forwarding: the timeline then never shows an
+                // effect before the delivery that caused it.
+                self.deliveries(&body, read_committed);
+                if body.node_endpoints.is_empty() {
+                    return Ok(Handled::Forward(frame));
+                }
+                for n in &mut body.node_endpoints {
+                    self.learn_node(n.node_id.0, n.host.as_str(), n.port);
+                    n.port = self.listener(n.node_id.0).map_err(must_rewrite)?;
+                    n.host = loopback();
+                }
+                Ok(Handled::Forward(
+                    encode_response(&header, key, version, &body).map_err(must_rewrite)?,
+                ))
+            }
+            ApiKey::OffsetCommit => {
+                let Ctx::Commit(info) = p.ctx else {
+                    return Ok(Handled::Forward(frame));
+                };
+                let body = match decode_response::<OffsetCommitResponse>(&frame, key, version) {
+                    Ok((_, b)) => b,
+                    Err(e) => {
+                        self.shared
+                            .fail(format!("cannot decode an OffsetCommit response: {e}"));
+                        return Ok(Handled::Forward(frame));
+                    }
+                };
+                let mut errors: Vec<i16> = body
+                    .topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                    .filter(|c| *c != 0)
+                    .collect();
+                errors.sort_unstable();
+                errors.dedup();
+                let error = (!errors.is_empty()).then(|| {
+                    errors
+                        .iter()
+                        .map(|c| error_name(*c))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                });
+                let seq = self.commit_event(&info, CommitPhase::Response, error);
+                if let Some(&g) = errors.iter().find(|c| is_group_error(**c)) {
+                    self.rebalance(
+                        &info.group,
+                        RebalanceKind::Error,
+                        &info.member,
+                        Some(info.generation),
+                        None,
+                        Some(error_name(g)),
+                    );
+                }
+                if self.shared.gate.holds(HoldPoint::CommitResponse)
+                    && self.hold(HoldPoint::CommitResponse, seq).await == Verdict::Withhold
+                {
+                    return Ok(Handled::Drop);
+                }
+                Ok(Handled::Forward(frame))
+            }
+            ApiKey::SyncGroup => {
+                if let Ctx::Group {
+                    group,
+                    member,
+                    generation,
+                } = &p.ctx
+                {
+                    match decode_response::<SyncGroupResponse>(&frame, key, version) {
+                        Ok((_, b)) if b.error_code != 0 => self.rebalance(
+                            group,
+                            RebalanceKind::Error,
+                            member,
+                            *generation,
+                            None,
+                            Some(error_name(b.error_code)),
+                        ),
+                        Ok((_, b)) => {
+                            self.rebalance(
+                                group,
+                                RebalanceKind::Sync,
+                                member,
+                                *generation,
+                                None,
+                                None,
+                            );
+                            match assigned_partitions(&b.assignment, &self.shared.topic) {
+                                Ok(parts) => self.rebalance(
+                                    group,
+                                    RebalanceKind::Assign,
+                                    member,
+                                    *generation,
+                                    Some(parts),
+                                    None,
+                                ),
+                                Err(e) => self.shared.warn(format!(
+                                    "kafka proxy: cannot read consumer[{}]'s assignment, the timeline misses it: {e}",
+                                    self.instance
+                                )),
+                            }
+                        }
+                        // Forwarded untouched: only the timeline misses this rebalance event.
+                        Err(e) => self.shared.warn(format!(
+                            "kafka proxy: cannot decode a SyncGroup response, the timeline misses this assignment: {e}"
+                        )),
+                    }
+                }
+                Ok(Handled::Forward(frame))
+            }
+            ApiKey::Heartbeat => {
+                if let Ctx::Group {
+                    group,
+                    member,
+                    generation,
+                } = &p.ctx
+                {
+                    match decode_response::<HeartbeatResponse>(&frame, key, version) {
+                        Ok((_, b)) if b.error_code != 0 => self.rebalance(
+                            group,
+                            RebalanceKind::Error,
+                            member,
+                            *generation,
+                            None,
+                            Some(error_name(b.error_code)),
+                        ),
+                        Ok(_) => {}
+                        Err(e) => self.shared.warn(format!(
+                            "kafka proxy: cannot decode a Heartbeat response, the timeline misses it: {e}"
+                        )),
+                    }
+                }
+                Ok(Handled::Forward(frame))
+            }
+            ApiKey::ConsumerGroupHeartbeat => {
+                if let Ctx::Group { group, member, .. } = &p.ctx {
+                    match decode_response::<ConsumerGroupHeartbeatResponse>(&frame, key, version) {
+                        Ok((_, b)) => self.group_heartbeat(group, member, &b).await,
+                        Err(e) => self.shared.warn(format!(
+                            "kafka proxy: cannot decode a ConsumerGroupHeartbeat response, the timeline misses it: {e}"
+                        )),
+                    }
+                }
+                Ok(Handled::Forward(frame))
+            }
+            _ => Ok(Handled::Forward(frame)),
+        }
+    }
+
+    async fn group_heartbeat(&self, group: &str, member: &str, b: &ConsumerGroupHeartbeatResponse) {
+        let member = b
+            .member_id
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| member.to_string());
+        if b.error_code != 0 {
+            self.rebalance(
+                group,
+                RebalanceKind::Error,
+                &member,
+                Some(b.member_epoch),
+                None,
+                Some(error_name(b.error_code)),
+            );
+            return;
+        }
+        if let Some(a) = &b.assignment {
+            // KIP-848 names topics by id, and the client may learn the names only after this
+            // response: ask the cluster for ids the proxy has not seen yet.
+            let unknown = {
+                let ids = lock(&self.shared.topic_ids);
+                a.topic_partitions
+                    .iter()
+                    .any(|tp| !ids.contains_key(tp.topic_id.as_bytes()))
+            };
+            if unknown {
+                if let Err(e) = self.shared.learn_topic_ids().await {
+                    self.shared.fail(format!(
+                        "cannot name the topics of consumer[{}]'s assignment: {e}",
+                        self.instance
+                    ));
+                }
+            }
+            let mut parts = Vec::new();
+            for tp in &a.topic_partitions {
+                if self.shared.topic_name("", tp.topic_id.as_bytes()) == self.shared.topic {
+                    parts.extend(tp.partitions.iter().copied());
+                }
+            }
+            parts.sort_unstable();
+            self.rebalance(
+                group,
+                RebalanceKind::Assign,
+                &member,
+                Some(b.member_epoch),
+                Some(parts),
+                None,
+            );
+        }
+    }
+
+    /// Records one `delivered` event per record of the topic under test in a Fetch response.
+    fn deliveries(&self, body: &FetchResponse, read_committed: bool) {
+        for t in &body.responses {
+            let topic = self
+                .shared
+                .topic_name(t.topic.0.as_str(), t.topic_id.as_bytes());
+            if topic != self.shared.topic {
+                continue;
+            }
+            for p in &t.partitions {
+                let Some(records) = p.records.as_ref().filter(|r| !r.is_empty()) else {
+                    continue;
+                };
+                let fetch_offset = lock(&self.positions)
+                    .get(&(topic.clone(), p.partition_index))
+                    .copied()
+                    .unwrap_or(0);
+                let aborted: Vec<(i64, i64)> = p
+                    .aborted_transactions
+                    .iter()
+                    .flatten()
+                    .map(|a| (a.producer_id.0, a.first_offset))
+                    .collect();
+                let (recs, err) =
+                    delivered_records(records, fetch_offset, &aborted, read_committed);
+                for r in recs {
+                    self.record(Event::Delivered {
+                        id: r.id,
+                        instance: self.instance,
+                        incarnation: self.incarnation,
+                        partition: Some(p.partition_index),
+                        offset: Some(r.offset),
+                        redelivered: false,
+                    });
+                }
+                if let Some(e) = err {
+                    self.shared.fail(format!(
+                        "cannot read the records fetched by consumer[{}] from {topic}[{}]: {e}",
+                        self.instance, p.partition_index
+                    ));
+                }
+            }
+        }
+    }
+
+    fn learn_node(&self, node: i32, host: &str, port: i32) {
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        lock(&self.shared.nodes).insert(node, addr);
+    }
+
+    fn listener(&self, node: i32) -> Result<i32, String> {
+        self.shared.node_port(node, self.instance).map(|p| p as i32)
+    }
+}
+
+fn correlation(frame: &[u8]) -> i32 {
+    frame
+        .get(4..8)
+        .map_or(0, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn loopback() -> StrBytes {
+    StrBytes::from_static_str("127.0.0.1")
+}
+
+/// Caps every advertised version range to what the proxy decodes; drops APIs left with none.
+fn cap_versions(body: &mut ApiVersionsResponse) {
+    body.api_keys.retain_mut(|a| {
+        let Ok(key) = ApiKey::try_from(a.api_key) else {
+            return true; // unknown to the crate: never decoded, forwarded as is
+        };
+        let ours = decodable_versions(key);
+        a.min_version = a.min_version.max(ours.min);
+        a.max_version = a.max_version.min(ours.max);
+        a.min_version <= a.max_version
+    });
+}
+
+/// Sockets of process `pid` connected to one of `addrs` ("host:port", IPv4 loopback or any
+/// IPv4 address), read from /proc: a consumer socket connected straight to a broker bypassed
+/// the proxy. Returns "local -> remote" descriptions; empty when none (or /proc is absent).
+pub fn direct_connections(pid: u32, addrs: &[String]) -> Vec<String> {
+    let wanted: HashSet<std::net::SocketAddr> = addrs
+        .iter()
+        .filter_map(|a| {
+            use std::net::ToSocketAddrs;
+            a.to_socket_addrs().ok()?.next()
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let inodes: HashSet<String> = fds
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let s = l.to_string_lossy().into_owned();
+            s.strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_string)
+        })
+        .collect();
+    let mut out = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 10 || !inodes.contains(cols[9]) {
+                continue;
+            }
+            let (Some(local), Some(remote)) = (proc_addr(cols[1]), proc_addr(cols[2])) else {
+                continue;
+            };
+            if wanted.contains(&remote) {
+                out.push(format!("{local} -> {remote}"));
+            }
+        }
+    }
+    out
+}
+
+/// Parses /proc/net/tcp's "0100007F:2384" (IPv4 only; IPv6 entries are skipped).
+fn proc_addr(s: &str) -> Option<std::net::SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    if ip.len() != 8 {
+        // An IPv4-mapped IPv6 address ends with the IPv4 address.
+        if ip.len() == 32 && ip[..24] == *"0000000000000000FFFF0000" {
+            let v4 = u32::from_str_radix(&ip[24..], 16).ok()?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            return Some((std::net::Ipv4Addr::from(v4.swap_bytes()), port).into());
+        }
+        return None;
+    }
+    let v4 = u32::from_str_radix(ip, 16).ok()?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    Some((std::net::Ipv4Addr::from(v4.swap_bytes()), port).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::split_frames;
+    use super::*;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    #[test]
+    fn error_names_are_kafka_style() {
+        assert_eq!(error_name(22), "ILLEGAL_GENERATION");
+        assert_eq!(error_name(27), "REBALANCE_IN_PROGRESS");
+        assert_eq!(error_name(0), "NONE");
+        assert_eq!(error_name(-1), "UNKNOWN_SERVER_ERROR");
+        assert_eq!(error_name(9999), "UNKNOWN_ERROR_CODE_9999");
+    }
+
+    #[test]
+    fn framing_waits_for_whole_frames_and_rejects_bad_lengths() {
+        assert_eq!(KafkaFraming.frame_len(&[0, 0]), Ok(None));
+        assert_eq!(KafkaFraming.frame_len(&[0, 0, 0, 2, 1]), Ok(None));
+        assert_eq!(KafkaFraming.frame_len(&[0, 0, 0, 2, 1, 2, 3]), Ok(Some(6)));
+        assert!(KafkaFraming.frame_len(&[0xff, 0, 0, 0]).is_err());
+        assert!(KafkaFraming.frame_len(&[0x7f, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn versions_are_capped_to_what_the_crate_decodes() {
+        let mut body = ApiVersionsResponse::default();
+        body.api_keys.push(
+            ApiVersion::default()
+                .with_api_key(ApiKey::OffsetCommit as i16)
+                .with_min_version(2)
+                .with_max_version(99),
+        );
+        body.api_keys.push(
+            ApiVersion::default()
+                .with_api_key(ApiKey::Fetch as i16)
+                .with_min_version(0)
+                .with_max_version(2),
+        );
+        cap_versions(&mut body);
+        assert_eq!(
+            body.api_keys.len(),
+            1,
+            "Fetch 0..2 cannot be decoded: dropped"
+        );
+        assert_eq!(
+            body.api_keys[0].max_version,
+            OffsetCommitRequest::VERSIONS.max
+        );
+    }
+
+    fn test_conn(gate: Gate) -> Arc<Conn> {
+        let stop = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            topic: "t".into(),
+            bootstrap: vec!["127.0.0.1:1".into()],
+            bootstrap_ports: vec![1],
+            node_ports: Mutex::default(),
+            nodes: Mutex::default(),
+            topic_ids: Mutex::default(),
+            timeline: Timeline::in_memory(),
+            gate,
+            incarnation_of: Arc::new(|_| 1),
+            registry: Registry::new(1, stop.clone()),
+            stop,
+            tasks: Tasks::default(),
+            failure: Mutex::default(),
+            hold_times: Mutex::default(),
+        });
+        Arc::new(Conn {
+            shared,
+            instance: 0,
+            incarnation: 1,
+            inflight: Mutex::default(),
+            positions: Mutex::default(),
+        })
+    }
+
+    fn frame(header: impl FnOnce(&mut BytesMut), body: impl FnOnce(&mut BytesMut)) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_i32(0);
+        header(&mut out);
+        body(&mut out);
+        let len = (out.len() - 4) as i32;
+        out[..4].copy_from_slice(&len.to_be_bytes());
+        out.freeze()
+    }
+
+    fn request<T: Encodable>(key: ApiKey, version: i16, corr: i32, body: &T) -> Bytes {
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(corr)
+            .with_client_id(Some(StrBytes::from_static_str("test")));
+        frame(
+            |b| {
+                header
+                    .encode(b, key.request_header_version(version))
+                    .unwrap()
+            },
+            |b| body.encode(b, version).unwrap(),
+        )
+    }
+
+    fn response<T: Encodable>(key: ApiKey, version: i16, corr: i32, body: &T) -> Bytes {
+        let header = ResponseHeader::default().with_correlation_id(corr);
+        encode_response(&header, key, version, body).unwrap()
+    }
+
+    fn batch(compression: Compression) -> Bytes {
+        let records: Vec<Record> = (0..5)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: 10 + i,
+                sequence: -1,
+                timestamp: 0,
+                key: Some(Bytes::from(format!("key-{i}"))),
+                value: Some(Bytes::from_static(b"{}")),
+                headers: [(
+                    StrBytes::from_static_str(ID_HEADER),
+                    Some(Bytes::from(format!("id-{i}"))),
+                )]
+                .into_iter()
+                .collect(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn records_of_every_codec_are_delivered_from_the_fetch_offset() {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let b = batch(c);
+            let (recs, err) = delivered_records(&b, 12, &[], false);
+            assert_eq!(err, None, "{c:?}");
+            let ids: Vec<_> = recs.iter().map(|r| (r.id.as_str(), r.offset)).collect();
+            assert_eq!(ids, [("id-2", 12), ("id-3", 13), ("id-4", 14)], "{c:?}");
+            // A truncated last batch is normal (the broker cuts at max bytes).
+            let mut two = BytesMut::from(&b[..]);
+            two.extend_from_slice(&b[..b.len() / 2]);
+            let (recs, err) = delivered_records(&two.freeze(), 0, &[], false);
+            assert_eq!(err, None, "{c:?}");
+            // The whole batches of the second copy count, the cut one does not.
+            assert!((5..10).contains(&recs.len()), "{c:?}: {}", recs.len());
+        }
+    }
+
+    /// Valid frames of every kind the proxy decodes, with (is request, api key, version).
+    fn corpus() -> Vec<(bool, ApiKey, i16, Bytes)> {
+        use kafka_protocol::messages::metadata_response::{
+            MetadataResponseBroker, MetadataResponseTopic,
+        };
+        use kafka_protocol::messages::offset_commit_request::{
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        use kafka_protocol::messages::{BrokerId, GroupId, TopicName};
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_member_id(StrBytes::from_static_str("m"))
+            .with_generation_id_or_member_epoch(3)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(42)])]);
+        let metadata = MetadataResponse::default()
+            .with_brokers(vec![MetadataResponseBroker::default()
+                .with_node_id(BrokerId(1))
+                .with_host(StrBytes::from_static_str("10.0.0.1"))
+                .with_port(9092)])
+            .with_topics(vec![MetadataResponseTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_static_str("t"))))]);
+        let mut fetch = FetchResponse::default();
+        let mut topic = kafka_protocol::messages::fetch_response::FetchableTopicResponse::default()
+            .with_topic(TopicName(StrBytes::from_static_str("t")));
+        topic.partitions.push(
+            kafka_protocol::messages::fetch_response::PartitionData::default()
+                .with_records(Some(batch(Compression::Gzip))),
+        );
+        fetch.responses.push(topic);
+        let sync = SyncGroupResponse::default().with_assignment({
+            let mut b = BytesMut::new();
+            b.put_i16(0);
+            ConsumerProtocolAssignment::default()
+                .encode(&mut b, 0)
+                .unwrap();
+            b.freeze()
+        });
+        vec![
+            (
+                true,
+                ApiKey::OffsetCommit,
+                8,
+                request(ApiKey::OffsetCommit, 8, 1, &commit),
+            ),
+            (
+                true,
+                ApiKey::JoinGroup,
+                5,
+                request(ApiKey::JoinGroup, 5, 2, &JoinGroupRequest::default()),
+            ),
+            (
+                true,
+                ApiKey::Fetch,
+                12,
+                request(ApiKey::Fetch, 12, 3, &FetchRequest::default()),
+            ),
+            (
+                true,
+                ApiKey::LeaveGroup,
+                3,
+                request(ApiKey::LeaveGroup, 3, 4, &LeaveGroupRequest::default()),
+            ),
+            (
+                false,
+                ApiKey::Metadata,
+                12,
+                response(ApiKey::Metadata, 12, 5, &metadata),
+            ),
+            (
+                false,
+                ApiKey::Fetch,
+                12,
+                response(ApiKey::Fetch, 12, 6, &fetch),
+            ),
+            (
+                false,
+                ApiKey::SyncGroup,
+                3,
+                response(ApiKey::SyncGroup, 3, 7, &sync),
+            ),
+            (
+                false,
+                ApiKey::FindCoordinator,
+                4,
+                response(
+                    ApiKey::FindCoordinator,
+                    4,
+                    8,
+                    &FindCoordinatorResponse::default(),
+                ),
+            ),
+            (
+                false,
+                ApiKey::ApiVersions,
+                3,
+                response(ApiKey::ApiVersions, 3, 9, &ApiVersionsResponse::default()),
+            ),
+        ]
+    }
+
+    /// Pushes raw bytes through the framing and the handlers, as a connection would.
+    async fn feed(conn: &Arc<Conn>, is_request: bool, key: ApiKey, version: i16, bytes: &[u8]) {
+        let (frames, _) = split_frames(&KafkaFraming, bytes);
+        for f in frames {
+            if is_request {
+                let _ = conn.clone().on_request(f).await;
+            } else {
+                if f.len() >= 8 {
+                    lock(&conn.inflight).insert(
+                        correlation(&f),
+                        Pending {
+                            key: key as i16,
+                            version,
+                            ctx: Ctx::Fetch {
+                                read_committed: false,
+                            },
+                        },
+                    );
+                }
+                let _ = conn.clone().on_response(f).await;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn valid_frames_pass_and_addresses_are_rewritten() {
+        let conn = test_conn(Gate::open());
+        for (is_request, key, version, f) in corpus() {
+            if is_request {
+                assert!(matches!(
+                    conn.clone().on_request(f).await,
+                    Handled::Forward(_)
+                ));
+                continue;
+            }
+            lock(&conn.inflight).insert(
+                correlation(&f),
+                Pending {
+                    key: key as i16,
+                    version,
+                    ctx: Ctx::None,
+                },
+            );
+            let Handled::Forward(out) = conn.clone().on_response(f).await else {
+                panic!("{key:?} not forwarded");
+            };
+            if key == ApiKey::Metadata {
+                let (_, m) = decode_response::<MetadataResponse>(&out, key, version).unwrap();
+                assert_eq!(m.brokers[0].host.as_str(), "127.0.0.1");
+                let port = lock(&conn.shared.node_ports)[&1][0];
+                assert_eq!(m.brokers[0].port, port as i32);
+            }
+        }
+        assert_eq!(conn.shared.failure(), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn random_bytes_are_framed_or_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let (frames, _) = split_frames(&KafkaFraming, &bytes);
+            for f in frames {
+                let _ = request_ids(&f);
+            }
+        }
+
+        /// Valid frames cut short at any point (length prefix fixed up, so the handlers see
+        /// a whole but truncated message) or with a bad prefix: each is forwarded, refused or
+        /// closes the connection; nothing panics.
+        #[test]
+        fn truncated_frames_are_handled_or_refused(
+            which in 0usize..9,
+            cut in proptest::prelude::any::<usize>(),
+            fix_prefix in proptest::prelude::any::<bool>(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (is_request, key, version, f) = corpus().swap_remove(which);
+            let mut bytes = f.to_vec();
+            bytes.truncate(cut % (bytes.len() + 1));
+            if fix_prefix && bytes.len() >= 4 {
+                let len = (bytes.len() - 4) as i32;
+                bytes[..4].copy_from_slice(&len.to_be_bytes());
+            }
+            let conn = test_conn(Gate::open());
+            rt.block_on(feed(&conn, is_request, key, version, &bytes));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// Arbitrary byte flips inside valid frames. Ignored: it finds, within a few cases,
+        /// that kafka-protocol preallocates arrays from their (flipped) length prefix and the
+        /// allocator aborts the process (`memory allocation of N bytes failed`). Run it with
+        /// `--ignored` once the crate caps preallocation by the bytes remaining.
+        #[test]
+        #[ignore = "kafka-protocol 0.18 preallocates from untrusted array lengths (abort)"]
+        fn flipped_frames_are_handled_or_refused(
+            which in 0usize..9,
+            flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..4),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (is_request, key, version, f) = corpus().swap_remove(which);
+            let mut bytes = f.to_vec();
+            for (pos, b) in flips {
+                let i = 4 + pos % (bytes.len() - 4);
+                bytes[i] = b;
+            }
+            let conn = test_conn(Gate::open());
+            rt.block_on(feed(&conn, is_request, key, version, &bytes));
+        }
+    }
+
+    #[test]
+    fn proc_addresses_parse() {
+        assert_eq!(
+            proc_addr("0100007F:2384"),
+            Some("127.0.0.1:9092".parse().unwrap())
+        );
+    }
+}
