@@ -160,6 +160,40 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// An AMQP consumer acknowledgement seen by the proxy (client basic.ack / nack / reject;
+    /// never the broker's publisher confirms), resolved to the IDs it covers.
+    Ack {
+        /// Instance that sent it.
+        instance: u32,
+        /// Its incarnation.
+        incarnation: u32,
+        /// AMQP channel.
+        channel: u16,
+        /// The delivery tag in the frame.
+        delivery_tag: u64,
+        /// `multiple`: it covers every unacknowledged tag up to `delivery_tag`.
+        multiple: bool,
+        /// ack, nack or reject.
+        verb: AckVerb,
+        /// For nack/reject: the message goes back to the queue.
+        requeue: bool,
+        /// The message IDs it covers (from the deliveries the proxy saw).
+        ids: Vec<String>,
+        /// Seen (held, when a `before: ack` trigger needs it), written to the broker, or dropped.
+        phase: AckPhase,
+    },
+    /// How an AMQP consumer asked to be served, seen by the proxy (basic.qos, basic.consume).
+    ConsumerSettings {
+        /// Instance.
+        instance: u32,
+        /// Incarnation.
+        incarnation: u32,
+        /// `basic.consume` with no-ack: the broker forgets a message as soon as it sends it.
+        no_ack: bool,
+        /// The prefetch it asked for with basic.qos, if it did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefetch: Option<u16>,
+    },
     /// Messages ready in the AMQP queue (polled during the run).
     QueueDepth {
         /// Ready (not delivered) messages.
@@ -238,6 +272,30 @@ pub enum CommitPhase {
     /// The broker answered.
     Response,
     /// Held by the proxy and never forwarded (the consumer died while it was held).
+    Dropped,
+}
+
+/// The kind of an AMQP consumer acknowledgement.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AckVerb {
+    /// basic.ack
+    Ack,
+    /// basic.nack
+    Nack,
+    /// basic.reject
+    Reject,
+}
+
+/// Where an AMQP acknowledgement is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AckPhase {
+    /// Seen by the proxy, not yet forwarded (held here for `before: ack`).
+    Request,
+    /// Written to the broker's socket.
+    Forwarded,
+    /// Held and never forwarded (the consumer died while it was held).
     Dropped,
 }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::timeline::{CommitPhase, Event};
+use crate::timeline::{AckPhase, CommitPhase, Event};
 
 /// The nemesis's word on one held event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub enum HoldPoint {
     CommitRequest,
     /// The broker's OffsetCommit response on its way to the consumer (`after: commit`).
     CommitResponse,
+    /// An AMQP basic.ack/nack/reject on its way to the broker (`before: ack`).
+    AckRequest,
 }
 
 impl HoldPoint {
@@ -47,6 +49,10 @@ impl HoldPoint {
                 phase: CommitPhase::Response,
                 ..
             } => Some(HoldPoint::CommitResponse),
+            Event::Ack {
+                phase: AckPhase::Request,
+                ..
+            } => Some(HoldPoint::AckRequest),
             _ => None,
         }
     }

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::nemesis::gate::HoldPoint;
 use crate::plan::{EventKind, When};
-use crate::timeline::{CommitPhase, Event, RebalanceKind};
+use crate::timeline::{AckPhase, CommitPhase, Event, RebalanceKind};
 
 /// What a trigger decided about one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +113,7 @@ impl Trigger {
         match (*seen == *nth, *moment) {
             (false, _) => Match::No,
             (true, Moment::After) if *kind != EventKind::Commit => Match::Fire,
+            // `after: ack` fires once the ack is on the broker's socket: nothing is held.
             (true, _) => Match::FireWhileHeld,
         }
     }
@@ -146,6 +147,11 @@ impl Trigger {
                 moment: Moment::After,
                 ..
             } => Some(HoldPoint::CommitResponse),
+            Trigger::Count {
+                kind: EventKind::Ack,
+                moment: Moment::Before,
+                ..
+            } => Some(HoldPoint::AckRequest),
             _ => None,
         }
     }
@@ -190,6 +196,10 @@ fn counts(kind: EventKind, moment: Moment, event: &Event) -> bool {
             _ => *phase == CommitPhase::Response && error.is_none(),
         },
         (EventKind::Rebalance, Event::Rebalance { change, .. }) => *change == RebalanceKind::Assign,
+        (EventKind::Ack, Event::Ack { phase, .. }) => match moment {
+            Moment::Before => *phase == AckPhase::Request,
+            _ => *phase == AckPhase::Forwarded,
+        },
         _ => false,
     }
 }
@@ -200,6 +210,7 @@ fn belongs_to(instance: Option<u32>, event: &Event) -> bool {
     let of = match event {
         Event::Effect { instance, .. } => *instance,
         Event::Delivered { instance, .. }
+        | Event::Ack { instance, .. }
         | Event::Commit { instance, .. }
         | Event::Rebalance { instance, .. } => Some(*instance),
         _ => return true,
