@@ -1,0 +1,630 @@
+//! The Kafka proxy's cost, measured against a baseline taken in the same run (design §10,
+//! issue 4). Not a timed test: it prints ratios and says honestly whether each goal held.
+//!
+//! 1. Consumer throughput, direct vs through an in-process [`KafkaProxy`]: one topic of small
+//!    messages, consumed whole by a fresh group each round, rounds alternating direct / proxy.
+//! 2. Added latency per record at a fixed rate: a producer stamps each payload with its send
+//!    time (ns since a shared `Instant`), the consumer computes receive − send; direct, then
+//!    through the proxy; p50/p99 of each and the difference.
+//! 3. Trigger latency (event seen by the proxy → signal sent), from real `exactly run`s of the
+//!    example consumer with ~30 `pause` faults on `after: commit` and `before: commit`; the
+//!    baseline here is the goal (p99 < 200 µs), not a direct run.
+//!
+//! Needs the real Kafka on 127.0.0.1:9092 (`scripts/brokers start`) and the release binaries
+//! (`scripts/bench` builds them and runs this). Every loop is bounded in count and time; all
+//! traffic stays on 127.0.0.1. Knobs (environment): BENCH_MESSAGES (throughput topic size),
+//! BENCH_ROUNDS (rounds per side), BENCH_RATE (msg/s) and BENCH_SECONDS for the latency part.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use exactly::nemesis::gate::Gate;
+use exactly::proxy::kafka::KafkaProxy;
+use exactly::timeline::Timeline;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
+
+const KAFKA: &str = "127.0.0.1:9092";
+const PARTITIONS: i32 = 3;
+/// Payload size of every message (the first 20 bytes carry the send stamp in part 2).
+const PAYLOAD: usize = 100;
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("bench: {msg}");
+    std::process::exit(1);
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("bench-{prefix}-{}-{nanos}", std::process::id())
+}
+
+fn require_kafka() {
+    let addr = KAFKA.parse().unwrap();
+    if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+        fail(&format!(
+            "Kafka is not reachable on {KAFKA}: start it with `scripts/brokers start`"
+        ));
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn require_binaries() {
+    for bin in [
+        "target/release/exactly",
+        "target/release/examples/kafka_consumer",
+    ] {
+        if !repo().join(bin).is_file() {
+            fail(&format!(
+                "{bin} is missing: run `scripts/bench` (it builds it), or \
+                 `cargo build --release --bin exactly --examples`"
+            ));
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn pct(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kafka plumbing: topic, producer, consumer.
+
+fn create_topic(rt: &Runtime, topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", KAFKA)
+        .create()
+        .unwrap_or_else(|e| fail(&format!("admin client: {e}")));
+    let new = NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let res = rt
+        .block_on(admin.create_topics([&new], &opts))
+        .unwrap_or_else(|e| fail(&format!("create topic {topic}: {e}")));
+    for r in res {
+        if let Err((t, e)) = r {
+            fail(&format!("create topic {t}: {e}"));
+        }
+    }
+}
+
+fn producer(linger_ms: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", KAFKA)
+        .set("linger.ms", linger_ms)
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap_or_else(|e| fail(&format!("producer: {e}")))
+}
+
+fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, payload: &[u8]) {
+    let headers = OwnedHeaders::new().insert(Header {
+        key: "exactly-id",
+        value: Some(key),
+    });
+    let mut record = BaseRecord::to(topic)
+        .key(key)
+        .payload(payload)
+        .headers(headers);
+    // A full local queue only means "wait a little"; bounded.
+    for _ in 0..10_000 {
+        match p.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(_), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => fail(&format!("produce: {e}")),
+        }
+    }
+    fail("produce: the local queue stayed full for 10 s");
+}
+
+fn consumer(bootstrap: &str, group: &str, topic: &str) -> BaseConsumer {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        // Small fetch wait on both sides, so latency reflects the path, not broker batching.
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .unwrap_or_else(|e| fail(&format!("consumer: {e}")));
+    c.subscribe(&[topic])
+        .unwrap_or_else(|e| fail(&format!("subscribe: {e}")));
+    c
+}
+
+/// A proxy in front of the real Kafka, as the run starts it for one instance.
+struct Proxied {
+    proxy: KafkaProxy,
+    stop: CancellationToken,
+}
+
+fn start_proxy(rt: &Runtime, topic: &str, timeline: Timeline) -> Proxied {
+    let stop = CancellationToken::new();
+    let proxy = rt
+        .block_on(KafkaProxy::start(
+            KAFKA,
+            topic,
+            1,
+            timeline,
+            Gate::open(),
+            Arc::new(|_| 1),
+            stop.clone(),
+        ))
+        .unwrap_or_else(|e| fail(&format!("proxy: {e}")));
+    Proxied { proxy, stop }
+}
+
+fn stop_proxy(rt: &Runtime, p: Proxied) {
+    if let Some(f) = p.proxy.failure() {
+        eprintln!("bench: WARNING: the proxy reported a failure: {f}");
+    }
+    p.stop.cancel();
+    rt.block_on(p.proxy.join());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Throughput.
+
+/// Consumes the whole topic (`total` messages) with a fresh group; returns msg/s from the
+/// first message to the last (the group join, ~3 s of broker rebalance delay, is not counted).
+fn consume_all(bootstrap: &str, topic: &str, total: u64) -> f64 {
+    let c = consumer(bootstrap, &unique("tp-g"), topic);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut count = 0u64;
+    let mut since_commit = 0u64;
+    let mut first: Option<Instant> = None;
+    let mut last = Instant::now();
+    while count < total {
+        if Instant::now() > deadline {
+            fail(&format!(
+                "throughput: only {count}/{total} messages within 90 s via {bootstrap}"
+            ));
+        }
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                if first.is_none() {
+                    first = Some(Instant::now());
+                }
+                std::hint::black_box(m.payload());
+                count += 1;
+                since_commit += 1;
+                last = Instant::now();
+                if since_commit >= 1000 {
+                    let _ = c.commit_consumer_state(CommitMode::Async);
+                    since_commit = 0;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                if since_commit > 0 {
+                    let _ = c.commit_consumer_state(CommitMode::Async);
+                    since_commit = 0;
+                }
+            }
+            Some(Err(e)) => eprintln!("bench: consumer: {e}"),
+            None => {}
+        }
+    }
+    if since_commit > 0 {
+        let _ = c.commit_consumer_state(CommitMode::Async);
+    }
+    let secs = (last - first.unwrap()).as_secs_f64().max(1e-6);
+    (count - 1) as f64 / secs
+}
+
+struct Throughput {
+    direct: Vec<f64>,
+    proxy: Vec<f64>,
+    /// Through the proxy with the timeline written to a file, as a real run does.
+    proxy_file: Vec<f64>,
+}
+
+fn throughput(rt: &Runtime) -> Throughput {
+    let total = env_num("BENCH_MESSAGES", 200_000).max(2);
+    let rounds = env_num("BENCH_ROUNDS", 3).max(1);
+    let topic = unique("tp");
+    create_topic(rt, &topic);
+    let p = producer("5");
+    let t0 = Instant::now();
+    let pad = vec![b'x'; PAYLOAD];
+    for i in 0..total {
+        let id = format!("{topic}-{i}");
+        send(&p, &topic, &id, &pad);
+    }
+    p.flush(Duration::from_secs(60))
+        .unwrap_or_else(|e| fail(&format!("flush: {e}")));
+    println!(
+        "  produced {total} messages of {PAYLOAD} B to {topic} ({PARTITIONS} partitions) in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("tempdir: {e}")));
+    let mut out = Throughput {
+        direct: vec![],
+        proxy: vec![],
+        proxy_file: vec![],
+    };
+    for round in 1..=rounds {
+        let d = consume_all(KAFKA, &topic, total);
+        let px = start_proxy(rt, &topic, Timeline::in_memory());
+        let v = consume_all(&px.proxy.bootstrap_for(0), &topic, total);
+        stop_proxy(rt, px);
+        let file = dir.path().join(format!("events-{round}.jsonl"));
+        let timeline =
+            Timeline::create(&file).unwrap_or_else(|e| fail(&format!("timeline file: {e}")));
+        let px = start_proxy(rt, &topic, timeline);
+        let f = consume_all(&px.proxy.bootstrap_for(0), &topic, total);
+        stop_proxy(rt, px);
+        let _ = std::fs::remove_file(&file);
+        println!(
+            "  round {round}/{rounds}: direct {d:>9.0} msg/s   proxy {v:>9.0} msg/s ({:.3})   \
+             proxy+events.jsonl {f:>9.0} msg/s ({:.3})",
+            v / d,
+            f / d
+        );
+        out.direct.push(d);
+        out.proxy.push(v);
+        out.proxy_file.push(f);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Added latency at a fixed rate.
+
+struct Latency {
+    sorted_us: Vec<u64>,
+    received: u64,
+    sent: u64,
+}
+
+/// One consumer of the latency topic: positions itself (EOF on every partition), says so on
+/// `ready`, then returns receive − send (µs) for each stamped record until `total` or the
+/// deadline.
+fn latency_consumer(
+    bootstrap: String,
+    topic: String,
+    start: Instant,
+    total: u64,
+    secs: u64,
+    ready: std::sync::mpsc::Sender<()>,
+) -> Vec<u64> {
+    let c = consumer(&bootstrap, &unique("lat-g"), &topic);
+    let mut eofs = std::collections::HashSet::new();
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while eofs.len() < PARTITIONS as usize {
+        if Instant::now() > ready_by {
+            fail("latency: a consumer got no assignment within 30 s");
+        }
+        if let Some(Err(KafkaError::PartitionEOF(p))) = c.poll(Duration::from_millis(100)) {
+            eofs.insert(p);
+        }
+    }
+    let _ = ready.send(());
+    let mut lat = Vec::with_capacity(total as usize);
+    let deadline = Instant::now() + Duration::from_secs(secs + 60);
+    while (lat.len() as u64) < total && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            let now = start.elapsed().as_nanos() as u64;
+            let sent = m
+                .payload()
+                .and_then(|p| std::str::from_utf8(&p[..20.min(p.len())]).ok())
+                .and_then(|s| s.parse::<u64>().ok());
+            if let Some(sent) = sent {
+                lat.push(now.saturating_sub(sent) / 1000);
+            }
+        }
+    }
+    lat
+}
+
+/// Produces `rate` msg/s for `secs` s, each payload stamped with ns since a shared `start`,
+/// to one fresh topic read at the same time by two consumers in their own groups: one direct,
+/// one through the proxy. Both see the same records at the same moments under the same
+/// machine load, so the difference is the proxy's (a shared 2-core machine makes sequential
+/// runs incomparable); the price is that the proxy's CPU also slows the direct consumer a
+/// little, which understates the added latency.
+fn latency(rt: &Runtime, rate: u64, secs: u64) -> (Latency, Latency) {
+    let topic = unique("lat");
+    create_topic(rt, &topic);
+    // A warmed-up producer (metadata known, connection open, one record per partition acked),
+    // so its start-up does not land in the first records' latency. linger 0: each record is
+    // sent at once (the producer's cost is common to both consumers anyway).
+    let p = producer("0");
+    for part in 0..PARTITIONS {
+        let record = BaseRecord::<str, [u8]>::to(&topic)
+            .partition(part)
+            .payload(b"warm-up".as_slice());
+        p.send(record)
+            .unwrap_or_else(|(e, _)| fail(&format!("warm-up: {e}")));
+    }
+    p.flush(Duration::from_secs(10))
+        .unwrap_or_else(|e| fail(&format!("warm-up flush: {e}")));
+    let px = start_proxy(rt, &topic, Timeline::in_memory());
+    let start = Instant::now();
+    let total = rate * secs;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let consumers: Vec<_> = [KAFKA.to_string(), px.proxy.bootstrap_for(0)]
+        .into_iter()
+        .map(|bootstrap| {
+            let (topic, ready) = (topic.clone(), ready_tx.clone());
+            std::thread::spawn(move || latency_consumer(bootstrap, topic, start, total, secs, ready))
+        })
+        .collect();
+    for _ in 0..2 {
+        ready_rx
+            .recv_timeout(Duration::from_secs(40))
+            .unwrap_or_else(|_| fail("latency: the consumers did not get ready"));
+    }
+    let interval_ns = 1_000_000_000 / rate;
+    let t0 = Instant::now();
+    for i in 0..total {
+        let due = t0 + Duration::from_nanos(interval_ns * i);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        let ns = start.elapsed().as_nanos() as u64;
+        let mut payload = format!("{ns:020}").into_bytes();
+        payload.resize(PAYLOAD, b'x');
+        send(&p, &topic, &format!("{topic}-{i}"), &payload);
+    }
+    let _ = p.flush(Duration::from_secs(30));
+    let mut out = consumers.into_iter().map(|h| {
+        let mut lat = h.join().unwrap_or_default();
+        lat.sort_unstable();
+        Latency {
+            received: lat.len() as u64,
+            sorted_us: lat,
+            sent: total,
+        }
+    });
+    let (direct, proxied) = (out.next().unwrap(), out.next().unwrap());
+    stop_proxy(rt, px);
+    (direct, proxied)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Trigger latency through the real harness.
+
+struct Triggers {
+    latencies_us: Vec<u64>,
+    planned: usize,
+    verdict: String,
+}
+
+fn trigger_run(phase: &str, faults: u64, every: u64) -> Triggers {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("tempdir: {e}")));
+    let plan = dir.path().join("plan.yaml");
+    let out = dir.path().join("out");
+    let last = faults * every;
+    let mut yaml = format!(
+        "name: bench-trigger-{phase}\n\
+         description: Trigger latency of {phase}-commit pauses (benchmark).\n\
+         broker:\n  kind: kafka\n  bootstrap: {KAFKA}\n  topic: bench-trig-{{run}}\n  \
+         partitions: 3\n  group: bench-trig-{{run}}\n\
+         workload:\n  messages: {}\n  payload: '{{\"order_id\":\"{{id}}\"}}'\n\
+         consumer:\n  command: [target/release/examples/kafka_consumer, --mode, \
+         commit-after-effect, --session-timeout-ms, \"2000\"]\n  via_proxy: true\n\
+         effects:\n  sink: http\n  id: json:/order_id\n\
+         faults:\n",
+        last + 50
+    );
+    for k in 1..=faults {
+        yaml.push_str(&format!(
+            "  - pause: consumer\n    for: 1ms\n    when: {{ {phase}: commit, nth: {} }}\n",
+            k * every
+        ));
+    }
+    yaml.push_str("expect: at-least-once\nlimits: { settle: 1s, deadline: 90s }\n");
+    std::fs::write(&plan, &yaml).unwrap_or_else(|e| fail(&format!("write plan: {e}")));
+    let status = Command::new(repo().join("target/release/exactly"))
+        .current_dir(repo())
+        .arg("run")
+        .arg(&plan)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| fail(&format!("exactly run: {e}")));
+    let report = read_report(&out.join("report.json")).unwrap_or_else(|e| {
+        fail(&format!(
+            "{phase}-commit run (exit {:?}) left no usable report.json: {e}\nplan:\n{yaml}",
+            status.code()
+        ))
+    });
+    let mut latencies_us: Vec<u64> = report["faults"]
+        .as_array()
+        .map(|fs| {
+            fs.iter()
+                .filter(|f| f["applied"] == serde_json::Value::Bool(true))
+                .filter_map(|f| f["trigger_latency_us"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default();
+    latencies_us.sort_unstable();
+    Triggers {
+        latencies_us,
+        planned: faults as usize,
+        verdict: report["verdict"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("exit {:?}", status.code())),
+    }
+}
+
+fn read_report(path: &Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn main() {
+    // `cargo bench` passes `--bench`; there is one bench and one table, so arguments are ignored.
+    require_kafka();
+    require_binaries();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let began = Instant::now();
+    // BENCH_PARTS picks parts (default all three: "123").
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "123".into());
+    let load = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "exactly proxy bench: {} cores, Kafka {KAFKA}, load average {} (other work on the \
+         machine skews every figure)",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load()
+    );
+
+    let tp = parts.contains('1').then(|| {
+        println!("1. consumer throughput, direct vs through the proxy (alternating rounds)");
+        throughput(&rt)
+    });
+
+    let rate = env_num("BENCH_RATE", 5_000).max(1);
+    let secs = env_num("BENCH_SECONDS", 10).max(1);
+    let lat = parts.contains('2').then(|| {
+        println!(
+            "2. latency per record at {rate} msg/s for {secs} s, one producer, a direct and a \
+             proxied consumer reading side by side (fetch.wait.max.ms=5 on both)"
+        );
+        let show = |name: &str, l: &Latency| {
+            println!(
+                "  {name}: {}/{} received, p50 {} us, p99 {} us, max {} us",
+                l.received,
+                l.sent,
+                pct(&l.sorted_us, 50.0),
+                pct(&l.sorted_us, 99.0),
+                l.sorted_us.last().copied().unwrap_or(0)
+            )
+        };
+        let (direct, proxied) = latency(&rt, rate, secs);
+        show("direct", &direct);
+        show("proxy ", &proxied);
+        (direct, proxied)
+    });
+
+    let trig = parts.contains('3').then(|| {
+        println!("3. trigger latency in real `exactly run`s (30 pause faults each; baseline = the goal)");
+        let mut out = vec![];
+        for phase in ["after", "before"] {
+            let t = trigger_run(phase, 30, 5);
+            println!(
+                "  {phase}: commit: {}/{} applied, verdict {}",
+                t.latencies_us.len(),
+                t.planned,
+                t.verdict
+            );
+            out.push((phase, t));
+        }
+        out
+    });
+
+    // The table.
+    let ok = |b: bool| if b { "PASS" } else { "BELOW GOAL" };
+    println!();
+    println!("{:<38}{:>10}{:>10}{:>13}   goal", "metric", "direct", "proxy", "ratio/added");
+    if let Some(tp) = &tp {
+        let d = median(&tp.direct);
+        let p = median(&tp.proxy);
+        let f = median(&tp.proxy_file);
+        println!(
+            "{:<38}{d:>10.0}{p:>10.0}{:>13.3}   >= 0.95  {}",
+            format!("throughput (msg/s, median of {})", tp.direct.len()),
+            p / d,
+            ok(p / d >= 0.95)
+        );
+        println!(
+            "{:<38}{d:>10.0}{f:>10.0}{:>13.3}   (info: as in a real run)",
+            "  same, timeline in events.jsonl",
+            f / d
+        );
+    }
+    if let Some((direct, proxied)) = &lat {
+        let (d50, d99) = (pct(&direct.sorted_us, 50.0), pct(&direct.sorted_us, 99.0));
+        let (p50, p99) = (pct(&proxied.sorted_us, 50.0), pct(&proxied.sorted_us, 99.0));
+        let added50 = p50 as i64 - d50 as i64;
+        let added99 = p99 as i64 - d99 as i64;
+        println!(
+            "{:<38}{d50:>10}{p50:>10}{:>13}",
+            format!("latency p50 (us) @{rate}/s"),
+            format!("{added50:+}")
+        );
+        println!(
+            "{:<38}{d99:>10}{p99:>10}{:>13}   < +1000  {}",
+            format!("latency p99 (us) @{rate}/s"),
+            format!("{added99:+}"),
+            ok(added99 < 1000)
+        );
+    }
+    for (phase, t) in trig.iter().flatten() {
+        let (t50, t99) = (pct(&t.latencies_us, 50.0), pct(&t.latencies_us, 99.0));
+        let verdict = if t.latencies_us.is_empty() {
+            "NO DATA".to_string()
+        } else if t.latencies_us.len() < t.planned {
+            format!("{} (only {} fired)", ok(t99 < 200), t.latencies_us.len())
+        } else {
+            ok(t99 < 200).to_string()
+        };
+        println!(
+            "{:<38}{:>10}{:>10}{:>13}   p99 < 200 {verdict}",
+            format!("trigger p50/p99 (us) {phase}: commit"),
+            "-",
+            format!("{t50}/{t99}"),
+            format!("n={}", t.latencies_us.len()),
+        );
+    }
+    if trig.is_some() {
+        println!("(trigger latency has no direct run: its baseline is the goal)");
+    }
+    println!(
+        "total {:.0} s; load average now {}",
+        began.elapsed().as_secs_f64(),
+        load()
+    );
+}
