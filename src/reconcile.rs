@@ -80,6 +80,21 @@ pub struct Reconciliation {
     /// Offsets the broker accepted a commit for before their effect was observed (the
     /// at-most-once window), whether or not a crash hit it.
     pub commits_ahead: crate::attribution::CommitWindow,
+    /// How AMQP consumers asked to be served (no-ack mode, prefetch), as the proxy saw it.
+    pub consumer_settings: Vec<ConsumerSetting>,
+}
+
+/// One AMQP consumer's `basic.consume` / `basic.qos`, as seen by the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsumerSetting {
+    /// Instance.
+    pub instance: u32,
+    /// Incarnation.
+    pub incarnation: u32,
+    /// Consumes in no-ack mode.
+    pub no_ack: bool,
+    /// Prefetch asked for, if any.
+    pub prefetch: Option<u16>,
 }
 
 /// The run verdict (DESIGN §6).
@@ -614,6 +629,7 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
     let mut counts = Counts::default();
     let mut rejected_samples = Vec::new();
     let mut run_started_twice = false;
+    let mut consumer_settings: Vec<ConsumerSetting> = Vec::new();
     // AMQP: what the queue still held at the end (pending), and whether that list is whole.
     let mut remainder: Option<(std::collections::HashSet<&str>, bool)> = None;
 
@@ -727,6 +743,17 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
             Event::QueueRemainder { ids, complete } => {
                 remainder = Some((ids.iter().map(String::as_str).collect(), *complete));
             }
+            Event::ConsumerSettings {
+                instance,
+                incarnation,
+                no_ack,
+                prefetch,
+            } => consumer_settings.push(ConsumerSetting {
+                instance: *instance,
+                incarnation: *incarnation,
+                no_ack: *no_ack,
+                prefetch: *prefetch,
+            }),
             Event::Warning { message } => warnings.push(message.clone()),
             Event::RunEnded { reason } => end = Some((*reason, st.t_us)),
             // Effects are counted in pass 2, once the whole ledger is known. Event kinds that
@@ -1089,6 +1116,7 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
         failed_samples,
         rejected_samples,
         commits_ahead: crate::attribution::commits_ahead(events),
+        consumer_settings,
     }
 }
 

@@ -25,6 +25,7 @@ pub fn render(rec: &Reconciliation) -> String {
     let mut md = String::new();
     title(&mut md, rec);
     summary(&mut md, rec);
+    consumer_settings(&mut md, rec);
     impact(&mut md, rec);
     timeline(&mut md, rec);
     anomalies(&mut md, rec);
@@ -73,6 +74,30 @@ fn summary(md: &mut String, rec: &Reconciliation) {
             "> **The harness failed (infrastructure error, exit 4).** Read the warnings before \
              drawing any conclusion about the consumer.\n"
         );
+    }
+}
+
+/// How the consumers asked to be served, when the proxy saw it (AMQP): no-ack mode is a
+/// finding in itself.
+fn consumer_settings(md: &mut String, rec: &Reconciliation) {
+    let Some(first) = rec.consumer_settings.first() else {
+        return;
+    };
+    let no_ack = rec.consumer_settings.iter().filter(|c| c.no_ack).count();
+    if no_ack > 0 {
+        let _ = writeln!(
+            md,
+            "**This consumer runs in no-ack mode** ({no_ack} of {} consumers seen): the broker forgets each message as soon as it sends it, so whatever the consumer holds when it dies is lost.\n",
+            rec.consumer_settings.len()
+        );
+    }
+    match first.prefetch {
+        Some(p) => {
+            let _ = writeln!(md, "Prefetch asked for by the consumer (basic.qos): {p}.\n");
+        }
+        None => {
+            let _ = writeln!(md, "The consumer set no prefetch (basic.qos).\n");
+        }
     }
 }
 
@@ -628,6 +653,20 @@ mod tests {
         assert_eq!(code("a`b"), "`` a`b ``");
         assert_eq!(cell("x|y\nz"), "x\\|y z");
         assert_eq!(text("<script>"), "&lt;script&gt;");
+    }
+
+    #[test]
+    fn no_ack_consumer_is_called_out() {
+        let mut tl = duplicated_run();
+        tl.push(Event::ConsumerSettings {
+            instance: 0,
+            incarnation: 1,
+            no_ack: true,
+            prefetch: Some(50),
+        });
+        let md = render(&reconcile(&tl.events));
+        assert!(md.contains("**This consumer runs in no-ack mode**"), "{md}");
+        assert!(md.contains("basic.qos): 50"), "{md}");
     }
 
     #[test]
