@@ -129,6 +129,8 @@ pub async fn run(
     stop.cancel();
     // The broker handle goes before the embedded cluster it may talk to (declared earlier).
     drop(broker);
+    // Everything recorded is in events.jsonl before anyone reads it back.
+    timeline.flush();
     Ok(RunOutcome {
         events: dir.join("events.jsonl"),
         dir,

@@ -2,9 +2,10 @@
 //! since the run started, written to `events.jsonl` as they happen and handed to subscribers
 //! (the nemesis, the progress display).
 //!
-//! Invariants: sequence numbers, timestamps and file order agree (stamping, writing and
-//! publishing happen under one lock); each event is written with one `write` of a whole line,
-//! so a harness killed at any moment leaves a file whose every complete line parses.
+//! Invariants: sequence numbers, timestamps and file order agree (stamping, queueing for the
+//! writer and publishing happen under one lock); the writer thread writes whole lines in
+//! batches, so a harness killed at any moment leaves a file whose every complete line parses,
+//! missing at most the batch being written.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -415,18 +416,36 @@ pub struct Timeline {
 }
 
 struct Inner {
-    file: Option<File>,
+    /// The writer thread's queue; `None` in memory, or after a write failed.
+    writer: Option<std::sync::mpsc::Sender<ToWriter>>,
     next_seq: u64,
     subscribers: Vec<mpsc::UnboundedSender<Arc<Stamped>>>,
 }
 
+/// What the writer thread is asked to do.
+enum ToWriter {
+    /// Append this event.
+    Event(Arc<Stamped>),
+    /// Say when everything sent before has been written.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// Most events serialized into one `write`.
+const WRITE_BATCH: usize = 1024;
+
 impl Timeline {
-    /// A timeline that writes to `path` (created or truncated).
+    /// A timeline that writes to `path` (created or truncated). A thread of its own serializes
+    /// and writes the events in order, in batches of whatever is queued (one `write` per batch),
+    /// so recording never waits for the disk; see [`Timeline::flush`].
     pub fn create(path: &Path) -> std::io::Result<Timeline> {
         let file = File::create(path)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("exactly-timeline".into())
+            .spawn(move || write_events(file, rx))?;
         Ok(Timeline {
             inner: Arc::new(Mutex::new(Inner {
-                file: Some(file),
+                writer: Some(tx),
                 next_seq: 0,
                 subscribers: Vec::new(),
             })),
@@ -438,7 +457,7 @@ impl Timeline {
     pub fn in_memory() -> Timeline {
         Timeline {
             inner: Arc::new(Mutex::new(Inner {
-                file: None,
+                writer: None,
                 next_seq: 0,
                 subscribers: Vec::new(),
             })),
@@ -463,7 +482,7 @@ impl Timeline {
         rx
     }
 
-    /// Stamps, writes and publishes one event; returns it stamped.
+    /// Stamps, queues for writing and publishes one event; returns it stamped.
     pub fn record(&self, event: Event) -> Arc<Stamped> {
         let mut inner = self.lock();
         let stamped = Arc::new(Stamped {
@@ -472,16 +491,9 @@ impl Timeline {
             event,
         });
         inner.next_seq += 1;
-        if let Some(file) = inner.file.as_mut() {
-            let mut line = serde_json::to_vec(&*stamped).expect("events always serialize");
-            line.push(b'\n');
-            // One write per line: a crash leaves whole lines. A failed write is reported once
-            // on stderr and the file is dropped rather than half-written further.
-            if let Err(e) = file.write_all(&line) {
-                eprintln!(
-                    "exactly: cannot write events.jsonl ({e}); the timeline file is incomplete"
-                );
-                inner.file = None;
+        if let Some(writer) = &inner.writer {
+            if writer.send(ToWriter::Event(stamped.clone())).is_err() {
+                inner.writer = None;
             }
         }
         inner
@@ -490,9 +502,61 @@ impl Timeline {
         stamped
     }
 
+    /// Waits (at most 10 s) until every event recorded so far is in the file. The run calls it
+    /// before the file is read back and judged.
+    pub fn flush(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sent = self
+            .lock()
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.send(ToWriter::Flush(tx)).is_ok());
+        if sent {
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A poisoned lock only means a subscriber panicked mid-send; the data is still whole.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The writer thread: whole lines only, one `write` per batch, so a harness killed at any
+/// moment leaves a file whose every complete line parses (at most the last batch is missing).
+/// A failed write is reported once on stderr and writing stops rather than leave a torn file.
+fn write_events(mut file: File, rx: std::sync::mpsc::Receiver<ToWriter>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut acks = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(msg) = next.take() {
+            match msg {
+                ToWriter::Event(e) => {
+                    if serde_json::to_writer(&mut buf, &*e).is_ok() {
+                        buf.push(b'\n');
+                    }
+                }
+                ToWriter::Flush(ack) => acks.push(ack),
+            }
+            taken += 1;
+            if taken < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !buf.is_empty() {
+            if let Err(e) = file.write_all(&buf) {
+                eprintln!(
+                    "exactly: cannot write events.jsonl ({e}); the timeline file is incomplete"
+                );
+                return;
+            }
+            buf.clear();
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
     }
 }
 
@@ -532,6 +596,7 @@ mod tests {
                 message: format!("w{i}"),
             });
         }
+        timeline.flush();
         let events = read_events(&path).unwrap();
         assert_eq!(events.len(), 3);
         assert!(events
@@ -562,6 +627,7 @@ mod tests {
         timeline.record(Event::Warning {
             message: "ok".into(),
         });
+        timeline.flush();
         drop(timeline);
         let mut f = std::fs::OpenOptions::new()
             .append(true)
