@@ -1,6 +1,6 @@
 //! Attribution: what the timeline says about *why*, beyond the per-ID outcome. For now, the
-//! at-most-once window: commits the broker accepted for offsets whose effect had not been
-//! observed yet. Every such offset is a message a crash at that moment would lose, so a
+//! at-most-once window: commits the broker accepted (Kafka) or acks it received (AMQP) for
+//! messages whose effect had not been observed yet. Every such offset is a message a crash at that moment would lose, so a
 //! commit-before-effect consumer shows up here even when no crash hit the window; and a lost
 //! ID found here comes with the commit that passed it.
 //!
@@ -10,7 +10,9 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::timeline::{CommitPhase, CommittedOffset, Event, ProduceStatus, Stamped};
+use crate::timeline::{
+    AckPhase, AckVerb, CommitPhase, CommittedOffset, Event, ProduceStatus, Stamped,
+};
 
 /// Most findings kept with their details (the count is always exact).
 pub const SAMPLE_CAP: usize = 1000;
@@ -20,11 +22,11 @@ pub const SAMPLE_CAP: usize = 1000;
 pub struct CommitAhead {
     /// The message ID at that offset.
     pub id: String,
-    /// Partition.
-    pub partition: i32,
-    /// Offset.
-    pub offset: i64,
-    /// When the broker accepted the commit that covered it (µs).
+    /// Partition (Kafka).
+    pub partition: Option<i32>,
+    /// Offset (Kafka) or delivery tag (AMQP).
+    pub offset: Option<i64>,
+    /// When the broker accepted the commit (or received the ack) that covered it (µs).
     pub commit_t_us: u64,
     /// Instance that committed.
     pub instance: u32,
@@ -87,6 +89,39 @@ pub fn commits_ahead(events: &[Stamped]) -> CommitWindow {
     let mut covered: HashMap<i32, i64> = HashMap::new();
     let mut last_request: HashMap<(u32, u32), &[CommittedOffset]> = HashMap::new();
     for st in events {
+        // AMQP: an ack written to the broker's socket removes its messages from the queue.
+        if let Event::Ack {
+            instance,
+            incarnation,
+            delivery_tag,
+            verb: AckVerb::Ack,
+            ids,
+            phase: AckPhase::Forwarded,
+            ..
+        } = &st.event
+        {
+            for id in ids {
+                let effect_t_us = first_effect.get(id.as_str()).copied();
+                if effect_t_us.is_some_and(|t| t <= st.t_us) || window.by_id.contains_key(id) {
+                    continue;
+                }
+                let finding = CommitAhead {
+                    id: id.clone(),
+                    partition: None,
+                    offset: Some(*delivery_tag as i64),
+                    commit_t_us: st.t_us,
+                    instance: *instance,
+                    incarnation: *incarnation,
+                    effect_t_us,
+                };
+                window.count += 1;
+                if window.samples.len() < SAMPLE_CAP {
+                    window.samples.push(finding.clone());
+                }
+                window.by_id.insert(finding.id.clone(), finding);
+            }
+            continue;
+        }
         let Event::Commit {
             instance,
             incarnation,
@@ -128,8 +163,8 @@ pub fn commits_ahead(events: &[Stamped]) -> CommitWindow {
                 }
                 let finding = CommitAhead {
                     id: (*id).to_owned(),
-                    partition: c.partition,
-                    offset,
+                    partition: Some(c.partition),
+                    offset: Some(offset),
                     commit_t_us: st.t_us,
                     instance: *instance,
                     incarnation: *incarnation,
@@ -237,7 +272,10 @@ mod tests {
         let w = commits_ahead(&events);
         assert_eq!(w.count, 1);
         let b = w.for_id("b").unwrap();
-        assert_eq!((b.offset, b.commit_t_us, b.effect_t_us), (1, 6, Some(7)));
+        assert_eq!(
+            (b.offset, b.commit_t_us, b.effect_t_us),
+            (Some(1), 6, Some(7))
+        );
         assert!(w.for_id("a").is_none());
     }
 

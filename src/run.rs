@@ -18,9 +18,11 @@ use crate::broker::{self, Broker, Endpoint, Snapshot};
 use crate::consumer::contract::Contract;
 use crate::consumer::{Roster, Supervisor, SupervisorConfig};
 use crate::error::{Error, InfraError};
+use crate::nemesis::action::NetworkControl;
 use crate::nemesis::gate::Gate;
 use crate::nemesis::{Nemesis, NemesisStatus};
 use crate::plan::{Plan, Semantics, SinkKind};
+use crate::proxy::amqp::AmqpProxy;
 use crate::proxy::kafka::KafkaProxy;
 use crate::sink::extract::Extractor;
 use crate::sink::http::HttpSink;
@@ -221,12 +223,13 @@ async fn drive(
     // every connection is attributed by the port it came in on.
     let instances = plan.consumer.instances.get() as u32;
     let roster = Roster::new(instances);
-    let proxy = if plan.via_proxy() && endpoint.kind == "kafka" {
-        let incarnation_of = {
-            let roster = roster.clone();
-            Arc::new(move |instance: u32| roster.incarnation(instance))
-        };
-        Some(
+    let incarnation_of = {
+        let roster = roster.clone();
+        Arc::new(move |instance: u32| roster.incarnation(instance))
+    };
+    let proxy = match (plan.via_proxy(), endpoint.kind) {
+        (false, _) => None,
+        (true, "kafka") => Some(Proxy::Kafka(
             KafkaProxy::start(
                 &endpoint.address,
                 &endpoint.source,
@@ -237,9 +240,18 @@ async fn drive(
                 stop.clone(),
             )
             .await?,
-        )
-    } else {
-        None
+        )),
+        (true, _) => Some(Proxy::Amqp(
+            AmqpProxy::start(
+                &endpoint.address,
+                instances,
+                timeline.clone(),
+                gate.clone(),
+                incarnation_of,
+                stop.clone(),
+            )
+            .await?,
+        )),
     };
 
     // Consumer and nemesis (the nemesis subscribes first, so it sees the first start).
@@ -252,9 +264,9 @@ async fn drive(
             run: run.clone(),
             broker: endpoint.kind.into(),
             bootstrap: match (&proxy, kafka) {
-                (Some(p), _) => p.bootstrap_for(instance),
+                (_, false) => String::new(),
+                (Some(p), true) => p.address_for(instance),
                 (None, true) => endpoint.address.clone(),
-                (None, false) => String::new(),
             },
             topic: if kafka {
                 endpoint.source.clone()
@@ -262,10 +274,10 @@ async fn drive(
                 String::new()
             },
             group: endpoint.group.clone(),
-            amqp_url: if kafka {
-                String::new()
-            } else {
-                endpoint.address.clone()
+            amqp_url: match (&proxy, kafka) {
+                (_, true) => String::new(),
+                (Some(p), false) => p.address_for(instance),
+                (None, false) => endpoint.address.clone(),
             },
             queue: if kafka {
                 String::new()
@@ -306,9 +318,7 @@ async fn drive(
         timeline.clone(),
         supervisor.clone(),
         gate,
-        proxy
-            .clone()
-            .map(|p| Arc::new(p) as Arc<dyn crate::nemesis::action::NetworkControl>),
+        proxy.clone().map(Proxy::network),
         stop.clone(),
     );
     let nemesis_task = tokio::spawn(nemesis.run(nemesis_events, nemesis_stop.clone()));
@@ -337,7 +347,7 @@ async fn drive(
         // A proxy that could not apply a fault, or a consumer that slipped past it, makes the
         // evidence incomplete: an infrastructure error, never a pass (design §12).
         // (The proxy has put the problem on the timeline already.)
-        if let Some(problem) = proxy.as_ref().and_then(KafkaProxy::failure) {
+        if let Some(problem) = proxy.as_ref().and_then(Proxy::failure) {
             proxy_failed = Some(problem);
             break EndReason::InfrastructureError;
         }
@@ -442,6 +452,44 @@ async fn drive(
     match failure {
         Some(f) => Err(InfraError::new(f.to_string()).into()),
         None => Ok(()),
+    }
+}
+
+/// The run's proxy, whichever the broker.
+#[derive(Clone)]
+enum Proxy {
+    Kafka(KafkaProxy),
+    Amqp(AmqpProxy),
+}
+
+impl Proxy {
+    /// What the consumer instance connects to: a bootstrap address or an AMQP URL.
+    fn address_for(&self, instance: u32) -> String {
+        match self {
+            Proxy::Kafka(p) => p.bootstrap_for(instance),
+            Proxy::Amqp(p) => p.url_for(instance),
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        match self {
+            Proxy::Kafka(p) => p.failure(),
+            Proxy::Amqp(p) => p.failure(),
+        }
+    }
+
+    fn network(self) -> Arc<dyn NetworkControl> {
+        match self {
+            Proxy::Kafka(p) => Arc::new(p),
+            Proxy::Amqp(p) => Arc::new(p),
+        }
+    }
+
+    async fn join(self) {
+        match self {
+            Proxy::Kafka(p) => p.join().await,
+            Proxy::Amqp(p) => p.join().await,
+        }
     }
 }
 

@@ -43,7 +43,7 @@ fn kill_after_the_third_accepted_commit_loses_what_it_covered_every_time() {
             "{why}"
         );
         let md = std::fs::read_to_string(dir.path().join("run/report.md")).unwrap();
-        assert!(md.contains("## Commits ahead of effects"), "{md}");
+        assert!(md.contains("## Commits and acks ahead of effects"), "{md}");
     }
 }
 

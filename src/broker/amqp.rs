@@ -269,8 +269,12 @@ impl AmqpBroker {
                 .with_message_id(ShortString::from(message.id.as_str()))
                 .with_delivery_mode(2)
                 .with_headers(headers);
-            let published = channel
-                .basic_publish(
+            // Every wait has a deadline: a publish that cannot even be handed to the channel
+            // within OP_TIMEOUT ends the workload (indeterminate: it may have left).
+            let published = within(
+                OP_TIMEOUT,
+                "publish a message",
+                channel.basic_publish(
                     exchange.as_str().into(),
                     key.as_str().into(),
                     BasicPublishOptions {
@@ -279,8 +283,9 @@ impl AmqpBroker {
                     },
                     message.payload.as_bytes(),
                     properties,
-                )
-                .await;
+                ),
+            )
+            .await;
             match published {
                 Ok(confirm) => in_flight.push(settle(message.id, tag, confirm, timeline)),
                 Err(e) => {

@@ -136,7 +136,7 @@ pub struct ConsumerSpec {
     /// Extra environment variables (placeholders are replaced).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Route the consumer through exactly's protocol-aware proxy (default: true for Kafka).
+    /// Route the consumer through exactly's protocol-aware proxy (default: true).
     #[serde(default)]
     pub via_proxy: Option<bool>,
     /// Working directory of the consumer (default: where `exactly` was started).
@@ -345,9 +345,7 @@ pub enum Semantics {
 impl Plan {
     /// True when the consumer talks to the broker through exactly's proxy.
     pub fn via_proxy(&self) -> bool {
-        self.consumer
-            .via_proxy
-            .unwrap_or(self.broker.kind == BrokerKind::Kafka)
+        self.consumer.via_proxy.unwrap_or(true)
     }
 }
 

@@ -65,12 +65,6 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
             "the command is empty: write the program and its arguments, e.g. [./my-consumer, --flag]".into(),
         );
     }
-    if plan.consumer.via_proxy == Some(true) && plan.broker.kind == BrokerKind::Amqp {
-        problem(
-            "consumer.via_proxy".into(),
-            "the AMQP proxy is not in this version of exactly yet: remove `via_proxy` or set it to false".into(),
-        );
-    }
     match Extractor::parse(&plan.effects.id) {
         Err(e) => problem("effects.id".into(), e),
         Ok(rule) if rule.needs_headers() && plan.effects.sink != SinkKind::Http => problem(
@@ -96,6 +90,7 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
             sink: plan.effects.sink,
             instances,
             proxy: plan.via_proxy(),
+            kind: plan.broker.kind,
         };
         for (path, message) in fault_problems(fault, &ctx) {
             problem(format!("faults[{i}]{path}"), message);
@@ -108,8 +103,10 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
 struct Context {
     sink: SinkKind,
     instances: u64,
-    /// The consumer goes through the proxy (Kafka plans by default).
+    /// The consumer goes through the proxy (on by default).
     proxy: bool,
+    /// Kafka or AMQP.
+    kind: BrokerKind,
 }
 
 const NEEDS_PROXY: &str = "needs the consumer to go through the proxy (`consumer.via_proxy`, on by default for Kafka plans)";
@@ -240,18 +237,28 @@ fn when_problems(when: &When, ctx: &Context) -> Vec<(String, String)> {
             .to_owned();
         let proxied = matches!(
             event,
-            EventKind::Commit | EventKind::Deliver | EventKind::Rebalance
+            EventKind::Commit | EventKind::Deliver | EventKind::Rebalance | EventKind::Ack
         );
+        let wrong_broker = match (event, ctx.kind) {
+            (EventKind::Commit | EventKind::Rebalance, BrokerKind::Amqp) => {
+                Some("an AMQP plan counts `ack`s, not commits or rebalances")
+            }
+            (EventKind::Ack, BrokerKind::Kafka) => {
+                Some("a Kafka plan counts `commit`s; `ack` is AMQP")
+            }
+            _ => None,
+        };
         let supported = match form {
-            "after" => event != EventKind::Ack,
-            "before" => event == EventKind::Commit,
+            "after" => wrong_broker.is_none(),
+            "before" => {
+                matches!(event, EventKind::Commit | EventKind::Ack) && wrong_broker.is_none()
+            }
             _ => event == EventKind::Effect,
         };
         if !supported {
             let fix = match form {
-                "before" => "`before:` holds a protocol request: use `before: commit`",
                 "during" => "`during:` holds the sink's answer: use `during: effect`",
-                _ => "`ack` needs the AMQP proxy, which this version of exactly does not have yet",
+                _ => wrong_broker.unwrap_or("`before:` holds a protocol request: use `before: commit` (Kafka) or `before: ack` (AMQP)"),
             };
             out.push((
                 format!(".{form}"),

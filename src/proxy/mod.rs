@@ -3,7 +3,7 @@
 //! A proxy gives every consumer instance its own loopback listeners, so a connection is
 //! attributed to its instance by the port it came in on. Each accepted connection gets one
 //! upstream connection, and two *pumps* move whole frames (never loose bytes) between them: the
-//! protocol module (`kafka.rs`, later an AMQP one) supplies the [`Framing`] that cuts frames and
+//! protocol module (`kafka.rs`, `amqp.rs`) supplies the [`Framing`] that cuts frames and
 //! the [`FrameHandler`]s that turn frames into timeline events, rewrite the few that must change,
 //! and hold or drop frames for the nemesis. This module owns what every protocol shares: the
 //! frame reader (a partial frame means "not yet"; a clean close differs from a close
@@ -14,6 +14,7 @@
 //! every task races its work against the run's stop token; a partition or latency heals by
 //! itself after its length and at once when the run stops (the pumps end).
 
+pub mod amqp;
 pub mod kafka;
 
 use std::collections::HashMap;
@@ -135,6 +136,11 @@ pub enum Handled {
 pub trait FrameHandler: Send {
     /// Handles one whole frame; may wait (a hold), and records the events it implies.
     fn on_frame(&mut self, frame: Bytes) -> impl Future<Output = Handled> + Send;
+
+    /// Called once the bytes of the last [`Handled::Forward`] were written to the other
+    /// side's socket (for events that must say "it reached the broker"). Not called when the
+    /// write failed or the connection ended first. Default: nothing.
+    fn on_written(&mut self) {}
 }
 
 /// Why one direction of a connection stopped.
@@ -174,6 +180,7 @@ pub async fn pump<F: Framing + ?Sized, H: FrameHandler>(
                 if let Err(e) = to.write_all(&bytes).await {
                     return PumpEnd::Io(e);
                 }
+                handler.on_written();
             }
             Handled::Drop => {}
             Handled::Close(reason) => return PumpEnd::Malformed(reason),

@@ -302,7 +302,7 @@ fn anomaly(md: &mut String, rec: &Reconciliation, a: &Anomaly) {
     if let Some(c) = rec.commits_ahead.for_id(&a.id) {
         let _ = writeln!(
             md,
-            "- {}: the broker accepted a commit past it from consumer[{}] incarnation {}, before any effect of it",
+            "- {}: the broker accepted a commit or ack covering it from consumer[{}] incarnation {}, before any effect of it",
             secs(c.commit_t_us),
             c.instance,
             c.incarnation
@@ -321,32 +321,30 @@ fn commit_window(md: &mut String, rec: &Reconciliation) {
     if w.count == 0 {
         return;
     }
+    let _ = writeln!(md, "## Commits and acks ahead of effects\n");
     let _ = writeln!(
         md,
-        "## Commits ahead of effects
-"
-    );
-    let _ = writeln!(
-        md,
-        "The broker accepted commits covering {} offset{} before the effect of the message there was observed. \
-A crash in that window loses the message (at-most-once), whether or not this run's faults hit it. \
-Commit after the effect, or make the effect and the offset commit one transaction.\n",
+        "The broker accepted commits or acks covering {} message{} before their effect was \
+         observed. A crash in that window loses the message (at-most-once), whether or not this \
+         run's faults hit it. Commit or ack after the effect, or make the effect and the \
+         progress one transaction.\n",
         w.count,
         if w.count == 1 { "" } else { "s" }
     );
     let _ = writeln!(
         md,
-        "| message | partition/offset | committed at | by | effect at |"
+        "| message | partition/offset or tag | accepted at | by | effect at |"
     );
     let _ = writeln!(md, "| --- | ---: | ---: | --- | ---: |");
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     for c in w.samples.iter().take(10) {
         let effect = c.effect_t_us.map(secs).unwrap_or_else(|| "never".into());
         let _ = writeln!(
             md,
             "| {} | {}/{} | {} | consumer[{}] incarnation {} | {effect} |",
             code(&c.id),
-            c.partition,
-            c.offset,
+            dash(c.partition.map(|p| p.to_string())),
+            dash(c.offset.map(|o| o.to_string())),
             secs(c.commit_t_us),
             c.instance,
             c.incarnation

@@ -1,0 +1,87 @@
+//! Faults at the exact AMQP acknowledgement boundaries, through the AMQP-aware proxy, on the
+//! real RabbitMQ.
+
+mod common;
+
+use common::*;
+use exactly::timeline::{read_events, AckPhase, Event};
+
+#[test]
+fn kill_after_the_fifth_ack_reached_the_broker_loses_what_it_covered() {
+    require_rabbitmq();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_copy("amqp-kill-after-ack.yaml", dir.path(), |t| t);
+    let (out, report) = run_plan(&plan, &dir.path().join("run"), &[]);
+    let why = explain(&out, &report);
+    assert_eq!(report["verdict"], "LOST", "{why}");
+    assert_eq!(out.status.code(), Some(1), "{why}");
+    // The lost ID is named with the ack that covered it before its effect.
+    let lost: Vec<_> = report["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["outcome"] == "lost")
+        .collect();
+    assert!(!lost.is_empty(), "{why}");
+    assert!(
+        lost.iter()
+            .all(|a| a["committed_before_effect"].is_object()),
+        "{why}"
+    );
+}
+
+#[test]
+fn kill_before_the_fifth_ack_reaches_the_broker_redelivers_and_duplicates() {
+    require_rabbitmq();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_copy("amqp-kill-before-ack.yaml", dir.path(), |t| t);
+    let (out, report) = run_plan(&plan, &dir.path().join("run"), &[]);
+    let why = explain(&out, &report);
+    assert_eq!(report["verdict"], "DUPLICATED", "{why}");
+    assert_eq!(report["counts"]["lost"], 0, "{why}");
+    assert_eq!(out.status.code(), Some(0), "{why}");
+    let events = read_events(&dir.path().join("run/events.jsonl")).unwrap();
+    let dropped: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Ack {
+                phase: AckPhase::Dropped,
+                ids,
+                ..
+            } => Some(ids.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(
+        !dropped.is_empty(),
+        "the held ack never reached the broker: {why}"
+    );
+    // The message whose ack was dropped came back marked redelivered.
+    assert!(
+        events.iter().any(|e| matches!(&e.event,
+            Event::Delivered { id, redelivered: true, .. } if dropped.contains(id))),
+        "{why}"
+    );
+}
+
+#[test]
+fn idempotent_consumer_under_both_ack_boundaries_is_exact() {
+    require_rabbitmq();
+    for plan in ["amqp-kill-after-ack.yaml", "amqp-kill-before-ack.yaml"] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = plan_copy(plan, dir.path(), |t| {
+            t.replace("--mode, ack-after-effect", "--mode, idempotent")
+                .replace("--mode, ack-before-effect", "--mode, idempotent")
+                .replace(
+                    "  id: json:/order_id",
+                    "  id: json:/order_id\n  idempotency_key: header:Idempotency-Key",
+                )
+                .replace("expect: at-least-once", "expect: exactly-once")
+        });
+        let (out, report) = run_plan(&p, &dir.path().join("run"), &[]);
+        let why = explain(&out, &report);
+        assert_eq!(report["verdict"], "EXACT", "{plan}: {why}");
+        assert_eq!(out.status.code(), Some(0), "{plan}: {why}");
+    }
+}
