@@ -28,6 +28,14 @@
 //! SIGTERM or SIGINT stops it cleanly between messages: cancel the consumer, close the channel
 //! (unacked messages go back to the queue) and the connection.
 
+#[path = "shared/effects.rs"]
+mod effects;
+
+use effects::{env, Effects, Sink};
+
+/// Name used in log lines.
+const PROGRAM: &str = "amqp_consumer";
+
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -36,13 +44,6 @@ use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, B
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
 use tokio::signal::unix::{signal, SignalKind};
-
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Sink {
-    Http,
-    File,
-    Stdout,
-}
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Mode {
@@ -88,14 +89,7 @@ fn parse_args() -> Result<Args, String> {
                     other => return Err(format!("unknown mode {other}")),
                 }
             }
-            "--sink" => {
-                args.sink = match value()?.as_str() {
-                    "http" => Sink::Http,
-                    "file" => Sink::File,
-                    "stdout" => Sink::Stdout,
-                    other => return Err(format!("unknown sink {other}")),
-                }
-            }
+            "--sink" => args.sink = value()?.parse()?,
             "--work-ms" => {
                 args.work =
                     Duration::from_millis(value()?.parse().map_err(|e| format!("--work-ms: {e}"))?)
@@ -117,13 +111,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        eprintln!("amqp_consumer: {name} is not set (run me under `exactly run`)");
-        std::process::exit(2)
-    })
-}
-
 fn main() {
     let args = parse_args().unwrap_or_else(|e| {
         eprintln!("amqp_consumer: {e}");
@@ -142,9 +129,9 @@ fn main() {
 async fn consume(args: Args) -> i32 {
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let effects = std::sync::Arc::new(Effects::open(args.sink));
-    let url = env("EXACTLY_AMQP_URL");
-    let queue = env("EXACTLY_QUEUE");
+    let effects = std::sync::Arc::new(Effects::open(PROGRAM, args.sink));
+    let url = env(PROGRAM, "EXACTLY_AMQP_URL");
+    let queue = env(PROGRAM, "EXACTLY_QUEUE");
 
     let connection = match connect(&url).await {
         Ok(c) => c,
@@ -225,7 +212,8 @@ async fn consume(args: Args) -> i32 {
         tokio::time::sleep(args.work).await;
         let key = (args.mode == Mode::Idempotent).then_some(id);
         let fx = effects.clone();
-        let _ = tokio::task::spawn_blocking(move || fx.apply(&payload, key.as_deref())).await;
+        let _ =
+            tokio::task::spawn_blocking(move || fx.apply(PROGRAM, &payload, key.as_deref())).await;
         if matches!(args.mode, Mode::AckAfterEffect | Mode::Idempotent) {
             if ack_now {
                 ack(&delivery, args.multiple_ack > 1).await;
@@ -293,65 +281,5 @@ fn message_id(delivery: &Delivery) -> String {
         Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
         Some(AMQPValue::ShortString(s)) => s.as_str().to_owned(),
         _ => String::from_utf8_lossy(&delivery.data).into_owned(),
-    }
-}
-
-/// Where this consumer's side effects go.
-enum Effects {
-    Http { agent: ureq::Agent, url: String },
-    File(std::fs::File),
-    Stdout,
-}
-
-impl Effects {
-    fn open(sink: Sink) -> Effects {
-        match sink {
-            Sink::Http => Effects::Http {
-                agent: ureq::Agent::config_builder()
-                    .timeout_global(Some(Duration::from_secs(30)))
-                    .build()
-                    .into(),
-                url: env("EXACTLY_EFFECT_URL"),
-            },
-            Sink::File => Effects::File(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(env("EXACTLY_EFFECT_FILE"))
-                    .expect("the effect file can be opened"),
-            ),
-            Sink::Stdout => Effects::Stdout,
-        }
-    }
-
-    /// Applies one effect; an HTTP failure is retried a few times, as a real client would.
-    fn apply(&self, payload: &str, idempotency_key: Option<&str>) {
-        use std::io::Write;
-        match self {
-            Effects::Http { agent, url } => {
-                for attempt in 1..=3 {
-                    let mut req = agent.post(url).header("Content-Type", "application/json");
-                    if let Some(key) = idempotency_key {
-                        req = req.header("Idempotency-Key", key);
-                    }
-                    match req.send(payload) {
-                        Ok(_) => return,
-                        Err(e) => {
-                            eprintln!("amqp_consumer: effect attempt {attempt} failed: {e}");
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                    }
-                }
-            }
-            Effects::File(file) => {
-                let mut file = file;
-                writeln!(file, "{payload}").expect("the effect file is writable");
-            }
-            Effects::Stdout => {
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "effect {payload}").expect("stdout is writable");
-                out.flush().expect("stdout is writable");
-            }
-        }
     }
 }

@@ -18,6 +18,14 @@
 //! `--session-timeout-ms N` sets the group session timeout; `--config key=value` passes any
 //! other librdkafka setting.
 
+#[path = "shared/effects.rs"]
+mod effects;
+
+use effects::{env, Effects, Sink};
+
+/// Name used in log lines.
+const PROGRAM: &str = "kafka_consumer";
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,13 +35,6 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Sink {
-    Http,
-    File,
-    Stdout,
-}
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Mode {
@@ -73,14 +74,7 @@ fn parse_args() -> Result<Args, String> {
                     other => return Err(format!("unknown mode {other}")),
                 }
             }
-            "--sink" => {
-                args.sink = match value()?.as_str() {
-                    "http" => Sink::Http,
-                    "file" => Sink::File,
-                    "stdout" => Sink::Stdout,
-                    other => return Err(format!("unknown sink {other}")),
-                }
-            }
+            "--sink" => args.sink = value()?.parse()?,
             "--work-ms" => {
                 args.work =
                     Duration::from_millis(value()?.parse().map_err(|e| format!("--work-ms: {e}"))?)
@@ -118,13 +112,6 @@ impl ClientContext for StderrLog {
 
 impl ConsumerContext for StderrLog {}
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        eprintln!("kafka_consumer: {name} is not set (run me under `exactly run`)");
-        std::process::exit(2)
-    })
-}
-
 fn main() {
     let args = parse_args().unwrap_or_else(|e| {
         eprintln!("kafka_consumer: {e}");
@@ -135,13 +122,13 @@ fn main() {
         .expect("SIGTERM handler");
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone()).expect("SIGINT handler");
 
-    let effects = Effects::open(args.sink);
-    let topic = env("EXACTLY_TOPIC");
+    let effects = Effects::open(PROGRAM, args.sink);
+    let topic = env(PROGRAM, "EXACTLY_TOPIC");
     let auto = args.mode == Mode::AutoCommit;
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", env("EXACTLY_KAFKA_BOOTSTRAP"))
-        .set("group.id", env("EXACTLY_GROUP"))
+        .set("bootstrap.servers", env(PROGRAM, "EXACTLY_KAFKA_BOOTSTRAP"))
+        .set("group.id", env(PROGRAM, "EXACTLY_GROUP"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", if auto { "true" } else { "false" })
         .set("auto.commit.interval.ms", "100")
@@ -205,6 +192,7 @@ fn main() {
         }
         std::thread::sleep(args.work);
         effects.apply(
+            PROGRAM,
             &payload,
             (args.mode == Mode::Idempotent).then_some(id.as_str()),
         );
@@ -218,65 +206,5 @@ fn main() {
 fn commit(consumer: &BaseConsumer<StderrLog>, msg: &rdkafka::message::BorrowedMessage<'_>) {
     if let Err(e) = consumer.commit_message(msg, CommitMode::Sync) {
         eprintln!("kafka_consumer: commit failed: {e}");
-    }
-}
-
-/// Where this consumer's side effects go.
-enum Effects {
-    Http { agent: ureq::Agent, url: String },
-    File(std::fs::File),
-    Stdout,
-}
-
-impl Effects {
-    fn open(sink: Sink) -> Effects {
-        match sink {
-            Sink::Http => Effects::Http {
-                agent: ureq::Agent::config_builder()
-                    .timeout_global(Some(Duration::from_secs(30)))
-                    .build()
-                    .into(),
-                url: env("EXACTLY_EFFECT_URL"),
-            },
-            Sink::File => Effects::File(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(env("EXACTLY_EFFECT_FILE"))
-                    .expect("the effect file can be opened"),
-            ),
-            Sink::Stdout => Effects::Stdout,
-        }
-    }
-
-    /// Applies one effect; an HTTP failure is retried a few times, as a real client would.
-    fn apply(&self, payload: &str, idempotency_key: Option<&str>) {
-        use std::io::Write;
-        match self {
-            Effects::Http { agent, url } => {
-                for attempt in 1..=3 {
-                    let mut req = agent.post(url).header("Content-Type", "application/json");
-                    if let Some(key) = idempotency_key {
-                        req = req.header("Idempotency-Key", key);
-                    }
-                    match req.send(payload) {
-                        Ok(_) => return,
-                        Err(e) => {
-                            eprintln!("kafka_consumer: effect attempt {attempt} failed: {e}");
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                    }
-                }
-            }
-            Effects::File(file) => {
-                let mut file = file;
-                writeln!(file, "{payload}").expect("the effect file is writable");
-            }
-            Effects::Stdout => {
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "effect {payload}").expect("stdout is writable");
-                out.flush().expect("stdout is writable");
-            }
-        }
     }
 }

@@ -49,6 +49,15 @@ pub struct CommitWindow {
 }
 
 impl CommitWindow {
+    /// Counts one finding, keeping it as a sample while there is room.
+    fn add(&mut self, finding: CommitAhead) {
+        self.count += 1;
+        if self.samples.len() < SAMPLE_CAP {
+            self.samples.push(finding.clone());
+        }
+        self.by_id.insert(finding.id.clone(), finding);
+    }
+
     /// The commit that passed `id` before its effect, if any.
     pub fn for_id(&self, id: &str) -> Option<&CommitAhead> {
         self.by_id.get(id)
@@ -114,11 +123,7 @@ pub fn commits_ahead(events: &[Stamped]) -> CommitWindow {
                     incarnation: *incarnation,
                     effect_t_us,
                 };
-                window.count += 1;
-                if window.samples.len() < SAMPLE_CAP {
-                    window.samples.push(finding.clone());
-                }
-                window.by_id.insert(finding.id.clone(), finding);
+                window.add(finding);
             }
             continue;
         }
@@ -170,11 +175,7 @@ pub fn commits_ahead(events: &[Stamped]) -> CommitWindow {
                     incarnation: *incarnation,
                     effect_t_us,
                 };
-                window.count += 1;
-                if window.samples.len() < SAMPLE_CAP {
-                    window.samples.push(finding.clone());
-                }
-                window.by_id.insert(finding.id.clone(), finding);
+                window.add(finding);
             }
             if c.offset > from {
                 covered.insert(c.partition, c.offset);
