@@ -9,13 +9,19 @@
 //! 3. Trigger latency (event seen by the proxy → signal sent), from real `exactly run`s of the
 //!    example consumer with ~30 `pause` faults on `after: commit` and `before: commit`; the
 //!    baseline here is the goal (p99 < 200 µs), not a direct run.
+//! 4. AMQP delivery throughput, direct vs through an in-process [`AmqpProxy`]: a fresh queue
+//!    of small messages per side, a lapin consumer with prefetch 500 and a multiple ack every
+//!    100, rounds alternating (needs RabbitMQ on 127.0.0.1:5672, guest/guest).
+//! 5. AMQP trigger latency from a real `exactly run` of the example AMQP consumer with 20
+//!    `pause` faults on `after: ack`.
 //!
 //! Needs the real Kafka on 127.0.0.1:9092 (`scripts/brokers start`) and the release binaries
 //! (`scripts/bench` builds them and runs this). Every loop is bounded in count and time; all
 //! traffic stays on 127.0.0.1. Knobs (environment): BENCH_MESSAGES (throughput topic size,
 //! default 1,000,000: fewer are consumed directly in well under 0.5 s, too short to time),
 //! BENCH_ROUNDS (rounds per side, 3), BENCH_RATE (msg/s, 5000) and BENCH_SECONDS (10) for the
-//! latency part, BENCH_PARTS (which parts, "123"), BENCH_DEBUG (per-consume timings).
+//! latency part, BENCH_PARTS (which parts, "12345"), BENCH_AMQP_MESSAGES (AMQP queue size per
+//! round, 50,000), BENCH_DEBUG (per-consume timings).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,8 +29,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use exactly::nemesis::gate::Gate;
+use exactly::proxy::amqp::AmqpProxy;
 use exactly::proxy::kafka::KafkaProxy;
 use exactly::timeline::Timeline;
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -36,6 +50,7 @@ use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
 const KAFKA: &str = "127.0.0.1:9092";
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const PARTITIONS: i32 = 3;
 /// Payload size of every message (the first 20 bytes carry the send stamp in part 2).
 const PAYLOAD: usize = 100;
@@ -77,6 +92,7 @@ fn require_binaries() {
     for bin in [
         "target/release/exactly",
         "target/release/examples/kafka_consumer",
+        "target/release/examples/amqp_consumer",
     ] {
         if !repo().join(bin).is_file() {
             fail(&format!(
@@ -512,6 +528,260 @@ fn trigger_run(phase: &str, faults: u64, every: u64) -> Triggers {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// 4. AMQP delivery throughput, direct vs through an in-process [`AmqpProxy`].
+
+fn require_rabbitmq() {
+    let addr = "127.0.0.1:5672".parse().unwrap();
+    if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+        fail("RabbitMQ is not reachable on 127.0.0.1:5672: start it with `scripts/brokers start`");
+    }
+}
+
+async fn amqp_connect(url: &str) -> Connection {
+    Connection::connect(url, ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| fail(&format!("amqp connect {url}: {e}")))
+}
+
+/// A fresh queue holding `total` small messages (ID in `message_id` and the `exactly-id`
+/// header, as the harness publishes them); returns when RabbitMQ counts them all.
+async fn amqp_fill(queue: &str, total: u64) {
+    let conn = amqp_connect(AMQP).await;
+    let ch = conn
+        .create_channel()
+        .await
+        .unwrap_or_else(|e| fail(&format!("amqp channel: {e}")));
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap_or_else(|e| fail(&format!("declare {queue}: {e}")));
+    let pad = vec![b'x'; PAYLOAD];
+    for i in 0..total {
+        let id = format!("{queue}-{i}");
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "exactly-id".into(),
+            AMQPValue::LongString(LongString::from(id.as_bytes())),
+        );
+        let props = BasicProperties::default()
+            .with_message_id(ShortString::from(id.as_str()))
+            .with_headers(headers);
+        ch.basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            &pad,
+            props,
+        )
+        .await
+        .unwrap_or_else(|e| fail(&format!("publish: {e}")));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| fail(&format!("passive declare {queue}: {e}")));
+        if u64::from(q.message_count()) >= total {
+            break;
+        }
+        if Instant::now() > deadline {
+            fail(&format!(
+                "amqp: only {}/{total} messages in {queue} after 60 s",
+                q.message_count()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+async fn amqp_delete(queue: &str) {
+    let conn = amqp_connect(AMQP).await;
+    if let Ok(ch) = conn.create_channel().await {
+        let _ = ch
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+/// Consumes the whole queue with prefetch 500, a multiple ack every 100 deliveries; msg/s
+/// from the first delivery to the last.
+async fn amqp_consume_all(url: &str, queue: &str, total: u64) -> f64 {
+    let conn = amqp_connect(url).await;
+    let ch = conn
+        .create_channel()
+        .await
+        .unwrap_or_else(|e| fail(&format!("amqp channel: {e}")));
+    ch.basic_qos(500, BasicQosOptions { global: false })
+        .await
+        .unwrap_or_else(|e| fail(&format!("basic.qos: {e}")));
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| fail(&format!("basic.consume: {e}")));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut count = 0u64;
+    let mut first: Option<Instant> = None;
+    let mut last = Instant::now();
+    while count < total {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let d = match tokio::time::timeout(left, consumer.next()).await {
+            Ok(Some(Ok(d))) => d,
+            Ok(Some(Err(e))) => fail(&format!("amqp consumer via {url}: {e}")),
+            Ok(None) => fail(&format!("amqp consumer via {url}: ended")),
+            Err(_) => fail(&format!(
+                "amqp throughput: only {count}/{total} deliveries within 90 s via {url}"
+            )),
+        };
+        if first.is_none() {
+            first = Some(Instant::now());
+        }
+        std::hint::black_box(&d.data);
+        count += 1;
+        last = Instant::now();
+        if count.is_multiple_of(100) || count == total {
+            d.acker
+                .ack(BasicAckOptions { multiple: true })
+                .await
+                .unwrap_or_else(|e| fail(&format!("ack: {e}")));
+        }
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    let secs = (last - first.unwrap()).as_secs_f64().max(1e-6);
+    (count - 1) as f64 / secs
+}
+
+struct AmqpThroughput {
+    direct: Vec<f64>,
+    proxy: Vec<f64>,
+}
+
+fn amqp_throughput(rt: &Runtime) -> AmqpThroughput {
+    let total = env_num("BENCH_AMQP_MESSAGES", 50_000).max(2);
+    let rounds = env_num("BENCH_ROUNDS", 3).max(1);
+    let mut out = AmqpThroughput {
+        direct: vec![],
+        proxy: vec![],
+    };
+    for round in 1..=rounds {
+        let q = unique("amqp-d");
+        let t0 = Instant::now();
+        rt.block_on(amqp_fill(&q, total));
+        let filled = t0.elapsed().as_secs_f64();
+        let d = rt.block_on(amqp_consume_all(AMQP, &q, total));
+        rt.block_on(amqp_delete(&q));
+
+        let q = unique("amqp-p");
+        rt.block_on(amqp_fill(&q, total));
+        let stop = CancellationToken::new();
+        let proxy = rt
+            .block_on(AmqpProxy::start(
+                AMQP,
+                1,
+                Timeline::in_memory(),
+                Gate::open(),
+                Arc::new(|_| 1),
+                stop.clone(),
+            ))
+            .unwrap_or_else(|e| fail(&format!("amqp proxy: {e}")));
+        let v = rt.block_on(amqp_consume_all(&proxy.url_for(0), &q, total));
+        if let Some(f) = proxy.failure() {
+            eprintln!("bench: WARNING: the amqp proxy reported a failure: {f}");
+        }
+        stop.cancel();
+        rt.block_on(proxy.join());
+        rt.block_on(amqp_delete(&q));
+        println!(
+            "  round {round}/{rounds}: (filled {total} in {filled:.1} s) direct {d:>8.0} msg/s   \
+             proxy {v:>8.0} msg/s ({:.3})",
+            v / d
+        );
+        out.direct.push(d);
+        out.proxy.push(v);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. AMQP trigger latency through the real harness.
+
+fn amqp_trigger_run(faults: u64, every: u64) -> Triggers {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("tempdir: {e}")));
+    let plan = dir.path().join("plan.yaml");
+    let out = dir.path().join("out");
+    let mut yaml = format!(
+        "name: bench-trigger-amqp-ack\n\
+         description: Trigger latency of after-ack pauses on RabbitMQ (benchmark).\n\
+         broker:\n  kind: amqp\n  url: {AMQP}\n  queue: bench-trig-{{run}}\n  prefetch: 10\n\
+         workload:\n  messages: {}\n  payload: '{{\"order_id\":\"{{id}}\"}}'\n\
+         consumer:\n  command: [target/release/examples/amqp_consumer, --mode, \
+         ack-after-effect]\n\
+         effects:\n  sink: http\n  id: json:/order_id\n\
+         faults:\n",
+        faults * every + 50
+    );
+    for k in 1..=faults {
+        yaml.push_str(&format!(
+            "  - pause: consumer\n    for: 1ms\n    when: {{ after: ack, nth: {} }}\n",
+            k * every
+        ));
+    }
+    yaml.push_str("expect: at-least-once\nlimits: { settle: 1s, deadline: 60s }\n");
+    std::fs::write(&plan, &yaml).unwrap_or_else(|e| fail(&format!("write plan: {e}")));
+    let status = Command::new(repo().join("target/release/exactly"))
+        .current_dir(repo())
+        .arg("run")
+        .arg(&plan)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| fail(&format!("exactly run: {e}")));
+    let report = read_report(&out.join("report.json")).unwrap_or_else(|e| {
+        fail(&format!(
+            "amqp after-ack run (exit {:?}) left no usable report.json: {e}\nplan:\n{yaml}",
+            status.code()
+        ))
+    });
+    let mut latencies_us: Vec<u64> = report["faults"]
+        .as_array()
+        .map(|fs| {
+            fs.iter()
+                .filter(|f| f["applied"] == serde_json::Value::Bool(true))
+                .filter_map(|f| f["trigger_latency_us"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default();
+    latencies_us.sort_unstable();
+    Triggers {
+        latencies_us,
+        planned: faults as usize,
+        verdict: report["verdict"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("exit {:?}", status.code())),
+    }
+}
+
 fn read_report(path: &Path) -> Result<serde_json::Value, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     serde_json::from_str(&text).map_err(|e| e.to_string())
@@ -528,8 +798,11 @@ fn main() {
         .build()
         .unwrap();
     let began = Instant::now();
-    // BENCH_PARTS picks parts (default all three: "123").
-    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "123".into());
+    // BENCH_PARTS picks parts (default all five: "12345"; 4 and 5 are AMQP).
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "12345".into());
+    if parts.contains('4') || parts.contains('5') {
+        require_rabbitmq();
+    }
     let load = || {
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
@@ -589,6 +862,26 @@ fn main() {
             out.push((phase, t));
         }
         out
+    });
+
+    let amqp_tp = parts.contains('4').then(|| {
+        println!(
+            "4. AMQP delivery throughput, direct vs through the proxy (prefetch 500, multiple \
+             ack every 100, alternating rounds)"
+        );
+        amqp_throughput(&rt)
+    });
+
+    let amqp_trig = parts.contains('5').then(|| {
+        println!("5. AMQP trigger latency in a real `exactly run` (20 pause faults after: ack)");
+        let t = amqp_trigger_run(20, 5);
+        println!(
+            "  after: ack: {}/{} applied, verdict {}",
+            t.latencies_us.len(),
+            t.planned,
+            t.verdict
+        );
+        t
     });
 
     // The table.
@@ -653,7 +946,39 @@ fn main() {
             format!("n={}", t.latencies_us.len()),
         );
     }
-    if trig.is_some() {
+    if let Some(tp) = &amqp_tp {
+        let r: Vec<f64> = tp
+            .proxy
+            .iter()
+            .zip(&tp.direct)
+            .map(|(p, d)| p / d)
+            .collect();
+        let rp = median(&r);
+        let (d, p) = (median(&tp.direct), median(&tp.proxy));
+        println!(
+            "{:<38}{d:>10.0}{p:>10.0}{rp:>13.3}   >= 0.95  {}",
+            format!("AMQP throughput (msg/s, median of {})", tp.direct.len()),
+            ok(rp >= 0.95)
+        );
+    }
+    if let Some(t) = &amqp_trig {
+        let (t50, t99) = (pct(&t.latencies_us, 50.0), pct(&t.latencies_us, 99.0));
+        let verdict = if t.latencies_us.is_empty() {
+            "NO DATA".to_string()
+        } else if t.latencies_us.len() < t.planned {
+            format!("{} (only {} fired)", ok(t99 < 200), t.latencies_us.len())
+        } else {
+            ok(t99 < 200).to_string()
+        };
+        println!(
+            "{:<38}{:>10}{:>10}{:>13}   p99 < 200 {verdict}",
+            "AMQP trigger p50/p99 (us) after: ack",
+            "-",
+            format!("{t50}/{t99}"),
+            format!("n={}", t.latencies_us.len()),
+        );
+    }
+    if trig.is_some() || amqp_trig.is_some() {
         println!("(trigger latency has no direct run: its baseline is the goal)");
     }
     println!(

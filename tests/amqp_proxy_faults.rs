@@ -85,3 +85,48 @@ fn idempotent_consumer_under_both_ack_boundaries_is_exact() {
         assert_eq!(out.status.code(), Some(0), "{plan}: {why}");
     }
 }
+
+#[test]
+fn partition_longer_than_the_heartbeat_timeout_requeues_and_never_loses() {
+    require_rabbitmq();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_copy("amqp-partition.yaml", dir.path(), |t| t);
+    let (out, report) = run_plan(&plan, &dir.path().join("run"), &[]);
+    let why = explain(&out, &report);
+    // The partition was applied to the consumer's connection.
+    let faults = report["faults"].as_array().cloned().unwrap_or_default();
+    assert!(
+        faults
+            .iter()
+            .any(|f| f["action"] == "partition" && f["applied"] == true),
+        "the partition was not applied: {why}"
+    );
+    assert_eq!(report["counts"]["lost"], 0, "{why}");
+    let verdict = report["verdict"].as_str().unwrap_or_default();
+    assert!(
+        verdict == "DUPLICATED" || verdict == "EXACT",
+        "verdict {verdict}: {why}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{why}");
+    // RabbitMQ closed the silent connection and requeued what it held unacked: after the
+    // partition began, deliveries come back marked redelivered.
+    let events = read_events(&dir.path().join("run/events.jsonl")).unwrap();
+    let cut_at = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::Fault(f) if f.action == "partition" && f.applied => Some(e.t_us),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no applied partition on the timeline: {why}"));
+    assert!(
+        events.iter().any(|e| e.t_us > cut_at
+            && matches!(
+                &e.event,
+                Event::Delivered {
+                    redelivered: true,
+                    ..
+                }
+            )),
+        "no redelivery after the partition: {why}"
+    );
+}
