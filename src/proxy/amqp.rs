@@ -36,8 +36,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    bind_loopback, serve_connection, spawn_accept_loop, ConnEnd, FrameHandler, Framing, Handled,
-    PumpEnd, Registry, Tasks, MAX_FRAME,
+    bind_loopback, connect_upstream, serve_connection, spawn_accept_loop, ConnEnd, FrameHandler,
+    Framing, Handled, PumpEnd, Registry, Tasks, MAX_FRAME,
 };
 use crate::error::InfraError;
 use crate::nemesis::action::NetworkControl;
@@ -58,8 +58,6 @@ const FRAME_MIN_SIZE: usize = 4096;
 const MAX_WARNINGS: u64 = 5;
 /// A hold the nemesis never decides is released after this long, and the run fails.
 const HOLD_CAP: Duration = Duration::from_secs(300);
-/// How long connecting to the broker may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outstanding deliveries remembered per channel; beyond it the oldest are forgotten (a
 /// consumer that never acks must not grow the proxy without bound).
 const MAX_OUTSTANDING: usize = 1_000_000;
@@ -307,7 +305,7 @@ impl AmqpProxy {
         let url = split_url(upstream_url)
             .map_err(|e| InfraError::new(format!("amqp proxy: bad broker url {shown}: {e}")))?;
         // Fail early and clearly if the broker is not there.
-        if let Err(e) = connect(&url.address).await {
+        if let Err(e) = connect_upstream(&url.address).await {
             return Err(InfraError::new(format!(
                 "amqp proxy: cannot reach RabbitMQ at {} ({e}); start it with \
                  `scripts/brokers start` or fix broker.url",
@@ -410,20 +408,10 @@ impl NetworkControl for AmqpProxy {
     }
 }
 
-async fn connect(addr: &str) -> std::io::Result<TcpStream> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("connecting to {addr} timed out"),
-        )),
-    }
-}
-
 /// One accepted connection, from accept to close.
 async fn serve(shared: Arc<Shared>, client: TcpStream, instance: u32) {
     let incarnation = (shared.incarnation_of)(instance);
-    let upstream = match connect(&shared.url.address).await {
+    let upstream = match connect_upstream(&shared.url.address).await {
         Ok(s) => s,
         Err(e) => {
             shared.warn(format!(

@@ -45,8 +45,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    bind_loopback, serve_connection, spawn_accept_loop, ConnEnd, FrameHandler, Framing, Handled,
-    PumpEnd, Registry, Tasks, MAX_FRAME,
+    bind_loopback, connect_upstream, serve_connection, spawn_accept_loop, ConnEnd, FrameHandler,
+    Framing, Handled, PumpEnd, Registry, Tasks, MAX_FRAME,
 };
 use crate::error::InfraError;
 use crate::nemesis::action::NetworkControl;
@@ -59,8 +59,6 @@ use crate::timeline::{CommitPhase, CommittedOffset, Event, RebalanceKind, Timeli
 const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A hold the nemesis never decides is released after this long, and the run fails.
 const HOLD_CAP: Duration = Duration::from_secs(300);
-/// How long connecting to a broker may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests awaiting a response on one connection; more means a broken or hostile client.
 const MAX_IN_FLIGHT: usize = 100_000;
 /// The header carrying the message ID (design §4).
@@ -307,20 +305,10 @@ impl NetworkControl for KafkaProxy {
     }
 }
 
-async fn connect(addr: &str) -> std::io::Result<TcpStream> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("connecting to {addr} timed out"),
-        )),
-    }
-}
-
 async fn connect_any(addrs: &[String]) -> std::io::Result<TcpStream> {
     let mut last = std::io::Error::other("no address");
     for a in addrs {
-        match connect(a).await {
+        match connect_upstream(a).await {
             Ok(s) => return Ok(s),
             Err(e) => last = e,
         }
@@ -455,7 +443,7 @@ async fn serve(shared: Arc<Shared>, client: TcpStream, instance: u32, route: Rou
         Route::Node(node) => {
             let addr = lock(&shared.nodes).get(&node).cloned();
             match addr {
-                Some(a) => connect(&a).await,
+                Some(a) => connect_upstream(&a).await,
                 None => Err(std::io::Error::other(format!("node {node} is unknown"))),
             }
         }

@@ -17,6 +17,20 @@
 pub mod amqp;
 pub mod kafka;
 
+/// How long the proxy waits to open its connection to the real broker.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens the upstream side of a proxied connection, with a deadline.
+pub async fn connect_upstream(addr: &str) -> std::io::Result<tokio::net::TcpStream> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("connecting to {addr} timed out"),
+        )),
+    }
+}
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
