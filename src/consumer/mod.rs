@@ -105,7 +105,6 @@ pub struct Supervisor {
     timeline: Timeline,
     stopping: CancellationToken,
     failure: Arc<Mutex<Option<SupervisorError>>>,
-    instance_count: u32,
 }
 
 impl Supervisor {
@@ -117,7 +116,6 @@ impl Supervisor {
             timeline,
             stopping: CancellationToken::new(),
             failure: Arc::default(),
-            instance_count: config.instances,
         };
         let config = Arc::new(config);
         let mut tasks = JoinSet::new();
@@ -233,22 +231,16 @@ impl Supervisor {
             signal_group(pid, Signal::SIGKILL);
         }
 
-        let base = config
-            .log_dir
-            .join(format!("consumer-{instance}-{incarnation}"));
+        let (stdout_log, stderr_log) = log_paths(&config.log_dir, instance, incarnation);
         let stdout = proc.child.stdout.take().expect("stdout is piped");
         let stderr = proc.child.stderr.take().expect("stderr is piped");
         let observer = config.stdout_observer.clone();
         let out_task = tokio::spawn(copy_lines(
             stdout,
-            base.with_extension("stdout"),
+            stdout_log,
             observer.map(|o| move |line: &str| o(instance, incarnation, line)),
         ));
-        let err_task = tokio::spawn(copy_lines(
-            stderr,
-            base.with_extension("stderr"),
-            None::<fn(&str)>,
-        ));
+        let err_task = tokio::spawn(copy_lines(stderr, stderr_log, None::<fn(&str)>));
 
         let status = proc.wait().await;
         // The group is dead, so the pipes close; the copies finish promptly.
@@ -299,11 +291,6 @@ impl Supervisor {
         out
     }
 
-    /// Number of instances the plan runs.
-    pub fn instance_count(&self) -> u32 {
-        self.instance_count
-    }
-
     /// Sends `signal` to each live targeted process group; returns what it hit.
     pub fn signal(&self, target: Target, signal: Signal) -> Vec<(u32, u32, u32)> {
         self.live(target)
@@ -316,8 +303,8 @@ impl Supervisor {
     /// The instance tasks returned by `start` end once every process has exited.
     pub async fn stop(&self, grace: Duration) {
         self.stopping.cancel();
-        let hit = self.signal(Target::AllInstances, Signal::SIGCONT);
-        let _ = hit;
+        // A paused (SIGSTOPped) consumer cannot act on SIGTERM: wake it first.
+        self.signal(Target::AllInstances, Signal::SIGCONT);
         self.signal(Target::AllInstances, Signal::SIGTERM);
         let deadline = tokio::time::Instant::now() + grace;
         while !self.live(Target::AllInstances).is_empty() && tokio::time::Instant::now() < deadline
@@ -348,7 +335,7 @@ where
     let _ = file.flush().await;
 }
 
-/// The log files of one incarnation (for reports).
+/// The stdout and stderr log files of one incarnation.
 pub fn log_paths(log_dir: &Path, instance: u32, incarnation: u32) -> (PathBuf, PathBuf) {
     let base = log_dir.join(format!("consumer-{instance}-{incarnation}"));
     (base.with_extension("stdout"), base.with_extension("stderr"))
