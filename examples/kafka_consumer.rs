@@ -9,12 +9,22 @@
 //! - `idempotent`: like commit-after-effect, with `Idempotency-Key: <id>` on the effect, so an
 //!   idempotent provider turns the redelivered copy into a no-op (effectively exactly-once);
 //! - `auto-commit`: librdkafka commits the consumed position in the background while the work
-//!   is still in progress (no guarantee either way).
+//!   is still in progress (no guarantee either way);
+//! - `commit-periodic`: work, effect, then mark the message done; the finished work is
+//!   committed in the background every `--commit-every-ms` (1000), and at no other time (not
+//!   on revoke, not on close). Finished-but-uncommitted work is always in flight: when a
+//!   rebalance moves a partition, its new owner repeats it (at-least-once, with duplicates
+//!   under rebalances);
+//! - `commit-on-revoke`: like `commit-periodic`, and it also commits the finished work
+//!   synchronously when partitions are taken away (the revoke callback: eager revoke,
+//!   cooperative incremental revoke, KIP-848 revocation, and the final revoke on close), so a
+//!   rebalance hands over only unfinished work.
 //!
 //! `--sink http|file|stdout` picks where effects go: POST to `EXACTLY_EFFECT_URL` (default),
 //! a line appended to `EXACTLY_EFFECT_FILE`, or a line `effect <payload>` on stdout.
 //!
 //! `--work-ms N` is the processing time between receiving a message and its effect;
+//! `--commit-every-ms N` is the period of the background commits of the periodic modes;
 //! `--session-timeout-ms N` sets the group session timeout; `--config key=value` passes any
 //! other librdkafka setting.
 
@@ -28,12 +38,12 @@ const PROGRAM: &str = "kafka_consumer";
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -42,12 +52,16 @@ enum Mode {
     CommitAfterEffect,
     Idempotent,
     AutoCommit,
+    CommitPeriodic,
+    CommitOnRevoke,
 }
 
 struct Args {
     mode: Mode,
     sink: Sink,
     work: Duration,
+    /// How often `commit-periodic` and `commit-on-revoke` commit the finished work.
+    commit_every: Duration,
     session_timeout_ms: u32,
     /// Extra librdkafka settings, `--config key=value`.
     config: Vec<(String, String)>,
@@ -58,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
         mode: Mode::CommitAfterEffect,
         sink: Sink::Http,
         work: Duration::ZERO,
+        commit_every: Duration::from_secs(1),
         session_timeout_ms: 6000,
         config: Vec::new(),
     };
@@ -71,6 +86,8 @@ fn parse_args() -> Result<Args, String> {
                     "commit-after-effect" => Mode::CommitAfterEffect,
                     "idempotent" => Mode::Idempotent,
                     "auto-commit" => Mode::AutoCommit,
+                    "commit-periodic" => Mode::CommitPeriodic,
+                    "commit-on-revoke" => Mode::CommitOnRevoke,
                     other => return Err(format!("unknown mode {other}")),
                 }
             }
@@ -78,6 +95,13 @@ fn parse_args() -> Result<Args, String> {
             "--work-ms" => {
                 args.work =
                     Duration::from_millis(value()?.parse().map_err(|e| format!("--work-ms: {e}"))?)
+            }
+            "--commit-every-ms" => {
+                args.commit_every = Duration::from_millis(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--commit-every-ms: {e}"))?,
+                )
             }
             "--session-timeout-ms" => {
                 args.session_timeout_ms = value()?
@@ -97,10 +121,13 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// Prints librdkafka's own log lines and errors on stderr (kept by exactly per incarnation).
-struct StderrLog;
+/// Prints librdkafka's own log lines and errors on stderr (kept by exactly per incarnation),
+/// and, in `commit-on-revoke`, commits the finished work before partitions are taken away.
+struct Hooks {
+    commit_on_revoke: bool,
+}
 
-impl ClientContext for StderrLog {
+impl ClientContext for Hooks {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         eprintln!("kafka_consumer: librdkafka {level:?} {fac}: {log_message}");
     }
@@ -110,7 +137,34 @@ impl ClientContext for StderrLog {
     }
 }
 
-impl ConsumerContext for StderrLog {}
+impl ConsumerContext for Hooks {
+    /// Runs inside `poll`, before the revoked partitions are given up: everything marked done
+    /// so far (the stored offsets) is committed while this consumer still owns it.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Hooks>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        let partitions: Vec<i32> = revoked.elements().iter().map(|e| e.partition()).collect();
+        if !self.commit_on_revoke {
+            eprintln!("kafka_consumer: partitions {partitions:?} revoked");
+            return;
+        }
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => eprintln!(
+                "kafka_consumer: partitions {partitions:?} revoked; finished work committed"
+            ),
+            Err(e) if nothing_to_commit(&e) => {
+                eprintln!("kafka_consumer: partitions {partitions:?} revoked; nothing to commit")
+            }
+            Err(e) => eprintln!("kafka_consumer: commit on revoke failed: {e}"),
+        }
+    }
+}
+
+/// librdkafka's answer to a commit with no new stored offset: not a failure.
+fn nothing_to_commit(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
+}
 
 fn main() {
     let args = parse_args().unwrap_or_else(|e| {
@@ -125,6 +179,9 @@ fn main() {
     let effects = Effects::open(PROGRAM, args.sink);
     let topic = env(PROGRAM, "EXACTLY_TOPIC");
     let auto = args.mode == Mode::AutoCommit;
+    // The periodic modes mark a message done (store its offset) after its effect, and commit
+    // what is stored; nothing is stored automatically when it is merely received.
+    let periodic = matches!(args.mode, Mode::CommitPeriodic | Mode::CommitOnRevoke);
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", env(PROGRAM, "EXACTLY_KAFKA_BOOTSTRAP"))
@@ -132,6 +189,10 @@ fn main() {
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", if auto { "true" } else { "false" })
         .set("auto.commit.interval.ms", "100")
+        .set(
+            "enable.auto.offset.store",
+            if periodic { "false" } else { "true" },
+        )
         .set("log_level", "4");
     // The KIP-848 protocol (`--config group.protocol=consumer`) keeps these on the broker.
     let kip848 = args
@@ -149,8 +210,11 @@ fn main() {
     for (k, v) in &args.config {
         config.set(k, v);
     }
-    let consumer: BaseConsumer<StderrLog> = config
-        .create_with_context(StderrLog)
+    let hooks = Hooks {
+        commit_on_revoke: args.mode == Mode::CommitOnRevoke,
+    };
+    let consumer: BaseConsumer<Hooks> = config
+        .create_with_context(hooks)
         .expect("consumer config is valid");
     consumer.subscribe(&[&topic]).expect("subscribe");
     eprintln!(
@@ -161,7 +225,17 @@ fn main() {
         std::env::var("EXACTLY_INCARNATION").unwrap_or_default()
     );
 
+    let mut last_commit = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if periodic && last_commit.elapsed() >= args.commit_every {
+            // In the background: the loop goes on working while the commit travels.
+            match consumer.commit_consumer_state(CommitMode::Async) {
+                Ok(()) => {}
+                Err(e) if nothing_to_commit(&e) => {}
+                Err(e) => eprintln!("kafka_consumer: periodic commit failed: {e}"),
+            }
+            last_commit = Instant::now();
+        }
         let Some(result) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
@@ -199,11 +273,17 @@ fn main() {
         if matches!(args.mode, Mode::CommitAfterEffect | Mode::Idempotent) {
             commit(&consumer, &msg);
         }
+        if periodic {
+            // Done: the next periodic commit (or the revoke callback) covers it.
+            if let Err(e) = consumer.store_offset_from_message(&msg) {
+                eprintln!("kafka_consumer: cannot mark the message done: {e}");
+            }
+        }
     }
     eprintln!("kafka_consumer: stopping");
 }
 
-fn commit(consumer: &BaseConsumer<StderrLog>, msg: &rdkafka::message::BorrowedMessage<'_>) {
+fn commit(consumer: &BaseConsumer<Hooks>, msg: &rdkafka::message::BorrowedMessage<'_>) {
     if let Err(e) = consumer.commit_message(msg, CommitMode::Sync) {
         eprintln!("kafka_consumer: commit failed: {e}");
     }

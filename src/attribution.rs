@@ -220,6 +220,7 @@ mod tests {
         Event::Produced {
             id: id.into(),
             seq: 1,
+            key: None,
             partition: Some(0),
             offset: Some(offset),
             status: ProduceStatus::Acked,
@@ -234,6 +235,7 @@ mod tests {
             incarnation: Some(1),
             outcome: EffectOutcome::Applied,
             sink: "http".into(),
+            attribution: Default::default(),
         }
     }
 

@@ -80,6 +80,10 @@ pub struct Reconciliation {
     /// Offsets the broker accepted a commit for before their effect was observed (the
     /// at-most-once window), whether or not a crash hit it.
     pub commits_ahead: crate::attribution::CommitWindow,
+    /// How each lost or duplicated ID happened, grouped by mechanism and fault.
+    pub mechanisms: crate::mechanism::Mechanisms,
+    /// Messages applied out of their key's produce order (`workload.keys`).
+    pub key_order: crate::ordering::KeyOrder,
     /// How AMQP consumers asked to be served (no-ack mode, prefetch), as the proxy saw it.
     pub consumer_settings: Vec<ConsumerSetting>,
 }
@@ -786,6 +790,7 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
             incarnation,
             outcome,
             sink,
+            ..
         } = &st.event
         else {
             continue;
@@ -1095,6 +1100,7 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
         )
     });
 
+    let mechanisms = crate::mechanism::explain(events, &anomalies);
     Reconciliation {
         run,
         verdict,
@@ -1116,6 +1122,8 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
         failed_samples,
         rejected_samples,
         commits_ahead: crate::attribution::commits_ahead(events),
+        mechanisms,
+        key_order: crate::ordering::check(events),
         consumer_settings,
     }
 }
@@ -1171,6 +1179,7 @@ pub(crate) mod fixtures {
             self.push(Event::Produced {
                 id: id.into(),
                 seq: 1,
+                key: None,
                 partition: Some(partition),
                 offset: Some(offset),
                 status,
@@ -1194,6 +1203,7 @@ pub(crate) mod fixtures {
                 incarnation: Some(incarnation),
                 outcome,
                 sink: "http".into(),
+                attribution: Default::default(),
             })
         }
 
@@ -1224,6 +1234,8 @@ pub(crate) mod fixtures {
                 } else {
                     "no live process".into()
                 },
+                hit: Vec::new(),
+                length_us: None,
             }))
         }
 
@@ -1389,6 +1401,7 @@ mod tests {
             tl.push(Event::Produced {
                 id: (*id).into(),
                 seq: 1,
+                key: None,
                 partition: None,
                 offset: Some(i as i64 + 1),
                 status: ProduceStatus::Acked,
@@ -2072,6 +2085,7 @@ mod props {
             body.push(Event::Produced {
                 id: id.clone(),
                 seq: 1,
+                key: None,
                 partition: Some(m.partition),
                 offset: Some(off),
                 status: m.status,
@@ -2110,6 +2124,7 @@ mod props {
                 events.push(Event::Produced {
                     id: format!("m{i}"),
                     seq: 1,
+                    key: None,
                     partition: Some(m.partition),
                     offset: Some(offsets[i] + 1),
                     status: ProduceStatus::Acked,
@@ -2128,6 +2143,8 @@ mod props {
                 trigger_latency_us: 1,
                 applied: c.fired[f],
                 detail: String::new(),
+                hit: Vec::new(),
+                length_us: None,
             }));
         }
         let committed: BTreeMap<i32, i64> = (0..3)
@@ -2161,6 +2178,7 @@ mod props {
             incarnation: Some(1),
             outcome,
             sink: "http".into(),
+            attribution: Default::default(),
         }
     }
 

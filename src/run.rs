@@ -14,11 +14,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::group_member::{self, GroupProtocol};
 use crate::broker::{self, Broker, Endpoint, Snapshot};
 use crate::consumer::contract::Contract;
 use crate::consumer::{Roster, Supervisor, SupervisorConfig};
 use crate::error::{Error, InfraError};
-use crate::nemesis::action::NetworkControl;
+use crate::nemesis::action::{GroupControl, Levers, NetworkControl};
 use crate::nemesis::gate::Gate;
 use crate::nemesis::{Nemesis, NemesisStatus};
 use crate::plan::{Plan, Semantics, SinkKind};
@@ -194,17 +195,14 @@ async fn drive(
 
     // Workload: first, or alongside the consumer.
     let produce = {
-        let (broker, timeline, run_id) = (broker.clone(), timeline.clone(), run_id.to_owned());
-        let (count, template, rate) = (
-            plan.workload.messages.get(),
-            plan.workload.payload.clone(),
-            plan.workload.rate,
-        );
-        async move {
-            broker
-                .produce(&run_id, count, &template, rate, &timeline)
-                .await
-        }
+        let (broker, timeline) = (broker.clone(), timeline.clone());
+        let messages = crate::workload::MessageFactory {
+            run: run_id.to_owned(),
+            keys: plan.workload.keys.map(|k| k.get()),
+            template: plan.workload.payload.clone(),
+        };
+        let (count, rate) = (plan.workload.messages.get(), plan.workload.rate);
+        async move { broker.produce(&messages, count, rate, &timeline).await }
     };
     let mut produce_task = None;
     if plan.workload.during {
@@ -221,7 +219,8 @@ async fn drive(
 
     // The proxy, when the consumer goes through one: each instance gets its own listeners, so
     // every connection is attributed by the port it came in on.
-    let instances = plan.consumer.instances.get() as u32;
+    let instances =
+        crate::nemesis::instance_capacity(plan.consumer.instances.get() as u32, &plan.faults);
     let roster = Roster::new(instances);
     let incarnation_of = {
         let roster = roster.clone();
@@ -289,6 +288,10 @@ async fn drive(
                 .as_ref()
                 .map(|u| format!("{u}/effect/{instance}/{incarnation}"))
                 .unwrap_or_default(),
+            effect_url_shared: effect_url
+                .as_ref()
+                .map(|u| format!("{u}/effect"))
+                .unwrap_or_default(),
             effect_file: file::effect_file(&effects_dir, instance, incarnation)
                 .display()
                 .to_string(),
@@ -297,12 +300,13 @@ async fn drive(
         })
     };
     let nemesis_events = timeline.subscribe();
-    let (supervisor, mut instance_tasks) = Supervisor::start(
+    let supervisor = Supervisor::start(
         SupervisorConfig {
             command: plan.consumer.command.clone(),
             env: plan.consumer.env.clone().into_iter().collect(),
             cwd: plan.consumer.cwd.as_ref().map(PathBuf::from),
             instances: plan.consumer.instances.get() as u32,
+            capacity: instances,
             restart: plan.consumer.restart.clone(),
             contract,
             log_dir: dir.join("logs"),
@@ -311,16 +315,37 @@ async fn drive(
         },
         timeline.clone(),
     );
+    // The HTTP sink attributes each effect by the consumer process group owning its socket.
+    if let Some(sink) = &http_sink {
+        let supervisor = supervisor.clone();
+        sink.bind_consumers(Arc::new(move || {
+            let live = supervisor.live(crate::plan::Target::AllInstances);
+            live.into_iter()
+                .map(crate::sink::owner::Group::from)
+                .collect()
+        }));
+    }
     let nemesis_stop = CancellationToken::new();
-    let (nemesis, nemesis_status) = Nemesis::new(
-        &plan.faults,
-        seed,
-        timeline.clone(),
-        supervisor.clone(),
-        gate,
-        proxy.clone().map(Proxy::network),
-        stop.clone(),
-    );
+    let member_stop = CancellationToken::new();
+    let members = (endpoint.kind == "kafka").then(|| {
+        Arc::new(TransientMembers {
+            bootstrap: endpoint.address.clone(),
+            config: plan.broker.config.clone(),
+            group: endpoint.group.clone(),
+            topic: endpoint.source.clone(),
+            timeline: timeline.clone(),
+            stop: member_stop.clone(),
+            tasks: Default::default(),
+        })
+    });
+    let levers = Levers {
+        supervisor: supervisor.clone(),
+        network: proxy.clone().map(Proxy::network),
+        group: members.clone().map(|m| m as Arc<dyn GroupControl>),
+        stopping: stop.clone(),
+    };
+    let (nemesis, nemesis_status) =
+        Nemesis::new(&plan.faults, seed, timeline.clone(), levers, gate);
     let nemesis_task = tokio::spawn(nemesis.run(nemesis_events, nemesis_stop.clone()));
 
     // Watch until the run ends.
@@ -335,8 +360,8 @@ async fn drive(
         tokio::select! {
             _ = tokio::time::sleep(PROGRESS_INTERVAL) => {}
             _ = abort.cancelled() => break EndReason::Aborted,
-            joined = instance_tasks.join_next(), if !instances_done => {
-                if joined.is_none() { instances_done = true; }
+            _ = supervisor.instances_ended(), if !instances_done => {
+                instances_done = true;
                 if supervisor.has_failed() { break EndReason::InfrastructureError; }
                 continue;
             }
@@ -423,11 +448,12 @@ async fn drive(
     // Stop everything, in order: no more faults, then the consumers, then the sinks.
     nemesis_stop.cancel();
     let _ = nemesis_task.await;
+    member_stop.cancel();
+    if let Some(m) = &members {
+        m.join().await;
+    }
     supervisor.stop(STOP_GRACE).await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while instance_tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), supervisor.instances_ended()).await;
     crate::consumer::process::kill_all_groups();
     if let Some(t) = produce_task {
         t.abort();
@@ -460,6 +486,74 @@ async fn drive(
 enum Proxy {
     Kafka(KafkaProxy),
     Amqp(AmqpProxy),
+}
+
+/// The `rebalance: group` lever: transient members of the harness's own that join the group
+/// under test straight at the broker (never through the proxy's fault path), hold their share
+/// of partitions, and leave.
+struct TransientMembers {
+    bootstrap: String,
+    config: std::collections::BTreeMap<String, String>,
+    group: String,
+    topic: String,
+    timeline: crate::timeline::Timeline,
+    /// Ends every hold early (the member still leaves cleanly) when the run stops.
+    stop: CancellationToken,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// Longest wait for transient members to leave at the end of a run.
+const MEMBER_LEAVE_DEADLINE: Duration = Duration::from_secs(30);
+
+impl GroupControl for TransientMembers {
+    fn rebalance(&self, hold: Duration, protocol: Option<&GroupProtocol>) -> Option<String> {
+        let protocol = protocol.cloned().unwrap_or_default();
+        let described = match &protocol {
+            GroupProtocol::Classic { assignors } => format!("classic, {}", assignors.join(",")),
+            GroupProtocol::Consumer => "KIP-848 consumer protocol".into(),
+        };
+        let (bootstrap, config, group, topic, timeline, stop) = (
+            self.bootstrap.clone(),
+            self.config.clone(),
+            self.group.clone(),
+            self.topic.clone(),
+            self.timeline.clone(),
+            self.stop.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let held = group_member::hold_group(
+                &bootstrap, &config, &group, &topic, &protocol, hold, &timeline, &stop,
+            )
+            .await;
+            if let Err(e) = held {
+                timeline.record(Event::Warning {
+                    message: format!("the transient group member failed: {e}"),
+                });
+            }
+        });
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
+        Some(format!(
+            "transient member joins group {} for {} ({described})",
+            self.group,
+            humantime::format_duration(hold)
+        ))
+    }
+}
+
+impl TransientMembers {
+    /// Waits (with a deadline) for every member to have left the group.
+    async fn join(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let _ = tokio::time::timeout(MEMBER_LEAVE_DEADLINE, async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        })
+        .await;
+    }
 }
 
 impl Proxy {
@@ -586,11 +680,17 @@ fn update_bar(
 }
 
 fn describe_fault(f: &crate::plan::FaultSpec) -> String {
-    let action = crate::nemesis::action::Action::from_spec(f);
+    use crate::nemesis::action::Action;
+    let action = Action::from_spec(f);
+    let what = match action {
+        Action::Rebalance(hold) => format!("group for {}", humantime::format_duration(hold)),
+        Action::ScaleUp => "+1".into(),
+        Action::ScaleDown(_) => "-1".into(),
+        _ => action.target().to_string(),
+    };
     format!(
-        "{}: {} when {}",
+        "{}: {what} when {}",
         action.name(),
-        action.target(),
         crate::nemesis::trigger::describe(&f.when)
     )
 }

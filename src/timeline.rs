@@ -39,10 +39,14 @@ pub enum Event {
     Produced {
         /// The message ID.
         id: String,
-        /// Key order: the key's sequence number (IDs are keys, so 1 for now). Written as
-        /// `key_seq` so it cannot clash with the timeline's own `seq`.
+        /// Key order: the message's position among the messages of its key (1 when every
+        /// message is its own key). Written as `key_seq` so it cannot clash with the
+        /// timeline's own `seq`.
         #[serde(rename = "key_seq")]
         seq: u64,
+        /// The message key, when it is not the ID itself (`workload.keys`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
         /// Partition the broker stored it in.
         partition: Option<i32>,
         /// Offset in that partition.
@@ -65,6 +69,10 @@ pub enum Event {
         outcome: EffectOutcome,
         /// Which sink saw it.
         sink: String,
+        /// How `instance` and `incarnation` were found (written flat: `attributed_by`, `pid`,
+        /// `attribution_note`); empty in timelines from before it was recorded.
+        #[serde(flatten)]
+        attribution: Attribution,
     },
     /// The sink received something it could not read as an effect.
     EffectRejected {
@@ -160,6 +168,10 @@ pub enum Event {
         /// Broker error, by name (REBALANCE_IN_PROGRESS, FENCED_MEMBER_EPOCH...).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// For a classic `join`: the protocols (assignors) the member offered in its JoinGroup,
+        /// in its order of preference, so the harness's own group member can speak the same.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        protocols: Option<Vec<String>>,
     },
     /// An AMQP consumer acknowledgement seen by the proxy (client basic.ack / nack / reject;
     /// never the broker's publisher confirms), resolved to the IDs it covers.
@@ -208,6 +220,22 @@ pub enum Event {
         ids: Vec<String>,
         /// False when the drain could not finish (the remainder may be incomplete).
         complete: bool,
+    },
+    /// What the harness's own transient group member did (the `rebalance` fault): it joins the
+    /// group under test, holds its share of partitions without consuming or committing, then
+    /// leaves, forcing two rebalances on the consumer.
+    GroupMember {
+        /// Consumer group.
+        group: String,
+        /// What happened.
+        change: MemberChange,
+        /// For `assigned` and `revoked`: the partitions of the topic under test the change gave
+        /// or took.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partitions: Option<Vec<i32>>,
+        /// For `error` (and a `left` that was not clean): what went wrong.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// Something the report should mention that is not a finding about the consumer.
     Warning {
@@ -317,6 +345,22 @@ pub enum RebalanceKind {
     Error,
 }
 
+/// What the harness's transient group member did.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberChange {
+    /// It subscribed: its first JoinGroup (or KIP-848 heartbeat) is on its way.
+    Joined,
+    /// Partitions were assigned to it (and paused at once: it never consumes them).
+    Assigned,
+    /// Partitions were taken from it.
+    Revoked,
+    /// It left the group (LeaveGroup, or a KIP-848 leave heartbeat).
+    Left,
+    /// The client reported an error.
+    Error,
+}
+
 /// Fate of one produce request.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -337,6 +381,55 @@ pub enum EffectOutcome {
     Applied,
     /// An idempotent sink recognised the key and replayed its earlier answer.
     Replayed,
+}
+
+/// How an effect was tied to the process that made it: the evidence behind its `instance` and
+/// `incarnation`, so a report can tell a proven writer from a claimed one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attribution {
+    /// The witness that decided (`None` in timelines written before attribution was recorded).
+    #[serde(
+        rename = "attributed_by",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub by: Option<AttributedBy>,
+    /// The process that owned the connection the effect came in on (socket attribution).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Why the socket did not decide, or what the other witness said when they disagreed.
+    #[serde(
+        rename = "attribution_note",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub note: Option<String>,
+}
+
+impl Attribution {
+    /// Attributed by `by`, with no pid and no note.
+    pub fn by(by: AttributedBy) -> Attribution {
+        Attribution {
+            by: Some(by),
+            ..Attribution::default()
+        }
+    }
+}
+
+/// Which witness attributed an effect to its instance and incarnation.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AttributedBy {
+    /// The HTTP connection's client socket belongs to a process of that incarnation's group.
+    Socket,
+    /// The per-incarnation URL it was posted to (`/effect/I/N`); the socket did not decide.
+    Url,
+    /// The per-incarnation effect file it was appended to.
+    File,
+    /// The stdout of the incarnation that printed it.
+    Stdout,
+    /// Nothing tied it to a consumer process; the note says why.
+    Unknown,
 }
 
 /// Process lifecycle.
@@ -370,6 +463,21 @@ pub struct FaultRecord {
     pub applied: bool,
     /// Which processes it hit, or why it could not be applied.
     pub detail: String,
+    /// The consumer incarnations it hit (signalled, or whose connections it touched).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hit: Vec<ProcessRef>,
+    /// How long a timed fault (pause, partition, latency, rebalance) lasts, in µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length_us: Option<u64>,
+}
+
+/// One consumer incarnation.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProcessRef {
+    /// Instance index, from 0.
+    pub instance: u32,
+    /// Incarnation of that instance, from 1.
+    pub incarnation: u32,
 }
 
 /// Why a run ended.
@@ -426,6 +534,8 @@ struct Inner {
 enum ToWriter {
     /// Append this event.
     Event(Arc<Stamped>),
+    /// Append these events, in order (one [`Timeline::record_many`]).
+    Events(Vec<Arc<Stamped>>),
     /// Say when everything sent before has been written.
     Flush(std::sync::mpsc::Sender<()>),
 }
@@ -502,6 +612,34 @@ impl Timeline {
         stamped
     }
 
+    /// Stamps, queues for writing and publishes several events at once, in order, under one
+    /// lock and with one clock reading (they share `t_us`): what [`Timeline::record`] does for
+    /// each, minus the per-event locking and writer hand-off. For bursts of events that happen
+    /// at one moment (the proxy's `delivered` events of one fetched batch of records).
+    pub fn record_many(&self, events: impl IntoIterator<Item = Event>) {
+        let mut inner = self.lock();
+        let t_us = self.now_us();
+        let mut stamped: Vec<Arc<Stamped>> = Vec::new();
+        for event in events {
+            let s = Arc::new(Stamped {
+                seq: inner.next_seq,
+                t_us,
+                event,
+            });
+            inner.next_seq += 1;
+            inner.subscribers.retain(|tx| tx.send(s.clone()).is_ok());
+            stamped.push(s);
+        }
+        if stamped.is_empty() {
+            return;
+        }
+        if let Some(writer) = &inner.writer {
+            if writer.send(ToWriter::Events(stamped)).is_err() {
+                inner.writer = None;
+            }
+        }
+    }
+
     /// Waits (at most 10 s) until every event recorded so far is in the file. The run calls it
     /// before the file is read back and judged.
     pub fn flush(&self) {
@@ -536,6 +674,13 @@ fn write_events(mut file: File, rx: std::sync::mpsc::Receiver<ToWriter>) {
                 ToWriter::Event(e) => {
                     if serde_json::to_writer(&mut buf, &*e).is_ok() {
                         buf.push(b'\n');
+                    }
+                }
+                ToWriter::Events(events) => {
+                    for e in events {
+                        if serde_json::to_writer(&mut buf, &*e).is_ok() {
+                            buf.push(b'\n');
+                        }
                     }
                 }
                 ToWriter::Flush(ack) => acks.push(ack),
@@ -602,6 +747,29 @@ mod tests {
         assert!(events
             .windows(2)
             .all(|w| w[0].seq < w[1].seq && w[0].t_us <= w[1].t_us));
+    }
+
+    #[test]
+    fn events_recorded_together_keep_their_order_between_single_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let timeline = Timeline::create(&path).unwrap();
+        let mut rx = timeline.subscribe();
+        let warning = |i: u32| Event::Warning {
+            message: format!("w{i}"),
+        };
+        timeline.record(warning(0));
+        timeline.record_many((1..4).map(warning));
+        timeline.record_many(std::iter::empty());
+        timeline.record(warning(4));
+        timeline.flush();
+        let events = read_events(&path).unwrap();
+        let seen: Vec<(u64, Event)> = events.into_iter().map(|e| (e.seq, e.event)).collect();
+        let want: Vec<(u64, Event)> = (0..5).map(|i| (i as u64, warning(i))).collect();
+        assert_eq!(seen, want);
+        for i in 0..5 {
+            assert_eq!(rx.try_recv().unwrap().event, warning(i));
+        }
     }
 
     #[test]

@@ -57,6 +57,7 @@ fn produced_events(
             error,
             partition,
             seq,
+            ..
         } = &stamped.event
         {
             assert_eq!(*partition, None, "AMQP has no partitions");
@@ -92,7 +93,12 @@ async fn produce_counts_and_drain_agree_on_every_message() {
     let mut rx = timeline.subscribe();
     let template = r#"{"order_id":"{id}","n":{seq}}"#;
     broker
-        .produce("r1", 50, template, Rate::Unlimited, &timeline)
+        .produce(
+            &exactly::workload::MessageFactory::new("r1", template),
+            50,
+            Rate::Unlimited,
+            &timeline,
+        )
         .await
         .expect("produce");
 
@@ -150,7 +156,12 @@ async fn prepare_makes_the_queue_fresh_and_checks_a_missing_one() {
     broker.prepare(true).await.expect("prepare fresh");
     let timeline = Timeline::in_memory();
     broker
-        .produce("r2", 7, "{id}", Rate::Unlimited, &timeline)
+        .produce(
+            &exactly::workload::MessageFactory::new("r2", "{id}"),
+            7,
+            Rate::Unlimited,
+            &timeline,
+        )
         .await
         .expect("produce");
     assert_eq!(ready_eventually(&broker, 7).await, 7);
@@ -190,9 +201,8 @@ async fn an_exchange_routes_to_the_bound_queue_and_unroutable_messages_fail() {
     let mut rx = timeline.subscribe();
     bound
         .produce(
-            "r3",
+            &exactly::workload::MessageFactory::new("r3", r#"{"id":"{id}"}"#),
             5,
-            r#"{"id":"{id}"}"#,
             Rate::PerSecond(200.0),
             &timeline,
         )
@@ -220,7 +230,12 @@ async fn an_exchange_routes_to_the_bound_queue_and_unroutable_messages_fail() {
     .expect("connect");
     unbound.prepare(false).await.expect("the queue exists");
     unbound
-        .produce("r4", 3, "{id}", Rate::Unlimited, &timeline)
+        .produce(
+            &exactly::workload::MessageFactory::new("r4", "{id}"),
+            3,
+            Rate::Unlimited,
+            &timeline,
+        )
         .await
         .expect("produce");
     let events = produced_events(&mut rx);
@@ -341,7 +356,12 @@ async fn the_example_consumer_effects_everything_and_stops_cleanly() {
     broker.prepare(true).await.expect("prepare");
     let timeline = Timeline::in_memory();
     broker
-        .produce("r5", 40, "{id}", Rate::Unlimited, &timeline)
+        .produce(
+            &exactly::workload::MessageFactory::new("r5", "{id}"),
+            40,
+            Rate::Unlimited,
+            &timeline,
+        )
         .await
         .expect("produce");
 
@@ -373,7 +393,12 @@ async fn a_killed_consumer_leaves_its_unacked_messages_for_the_drain() {
     broker.prepare(true).await.expect("prepare");
     let timeline = Timeline::in_memory();
     broker
-        .produce("r6", 30, "{id}", Rate::Unlimited, &timeline)
+        .produce(
+            &exactly::workload::MessageFactory::new("r6", "{id}"),
+            30,
+            Rate::Unlimited,
+            &timeline,
+        )
         .await
         .expect("produce");
 
@@ -425,7 +450,12 @@ async fn a_killed_auto_ack_consumer_loses_what_it_held() {
     broker.prepare(true).await.expect("prepare");
     let timeline = Timeline::in_memory();
     broker
-        .produce("r7", 30, "{id}", Rate::Unlimited, &timeline)
+        .produce(
+            &exactly::workload::MessageFactory::new("r7", "{id}"),
+            30,
+            Rate::Unlimited,
+            &timeline,
+        )
         .await
         .expect("produce");
 

@@ -45,7 +45,12 @@ async fn fill_queue(name: &str, n: u64) -> (AmqpBroker, String, BTreeSet<String>
     let ledger = Timeline::in_memory();
     let mut rx = ledger.subscribe();
     broker
-        .produce(&run, n, "{\"id\":\"{id}\"}", Rate::Unlimited, &ledger)
+        .produce(
+            &exactly::workload::MessageFactory::new(&run, "{\"id\":\"{id}\"}"),
+            n,
+            Rate::Unlimited,
+            &ledger,
+        )
         .await
         .expect("produce");
     let mut ids = BTreeSet::new();

@@ -55,7 +55,12 @@ async fn fresh_topic(
     let ledger = Timeline::in_memory();
     let mut rx = ledger.subscribe();
     broker
-        .produce(&run, n, "{\"id\":\"{id}\"}", Rate::Unlimited, &ledger)
+        .produce(
+            &exactly::workload::MessageFactory::new(&run, "{\"id\":\"{id}\"}"),
+            n,
+            Rate::Unlimited,
+            &ledger,
+        )
         .await
         .expect("produce");
     let mut ids = BTreeSet::new();

@@ -26,8 +26,8 @@ use tokio::sync::Mutex;
 
 use crate::error::InfraError;
 use crate::plan::Rate;
-use crate::timeline::{Event, ProduceStatus, Timeline};
-use crate::workload;
+use crate::timeline::{ProduceStatus, Timeline};
+use crate::workload::{self, Message, MessageFactory};
 
 /// How long the broker may take to confirm one publish before it is indeterminate.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -200,9 +200,8 @@ impl AmqpBroker {
     /// recorded as failed and an error is returned.
     pub async fn produce(
         &self,
-        run: &str,
+        messages: &MessageFactory,
         count: u64,
-        template: &str,
         rate: Rate,
         timeline: &Timeline,
     ) -> Result<(), InfraError> {
@@ -232,10 +231,10 @@ impl AmqpBroker {
         let mut tag: u64 = 0;
         let mut lost: Option<String> = None;
         for (sent, seq) in (1..=count).enumerate() {
-            let message = workload::message(run, seq, template);
+            let message = messages.message(seq);
             if let Some(why) = &lost {
-                timeline.record(produced(
-                    message.id,
+                timeline.record(message.produced(
+                    None,
                     None,
                     ProduceStatus::Failed,
                     Some(format!("not sent: {why}")),
@@ -244,14 +243,14 @@ impl AmqpBroker {
             }
             let wait = workload::delay_before(rate, sent as u64, started.elapsed());
             if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+                workload::wait_driving(wait, &mut in_flight).await;
             }
             if !channel.status().connected() {
                 let why =
                     "the publishing channel was closed (by the broker, or the connection dropped)"
                         .to_owned();
-                timeline.record(produced(
-                    message.id,
+                timeline.record(message.produced(
+                    None,
                     None,
                     ProduceStatus::Failed,
                     Some(format!("not sent: {why}")),
@@ -287,12 +286,12 @@ impl AmqpBroker {
             )
             .await;
             match published {
-                Ok(confirm) => in_flight.push(settle(message.id, tag, confirm, timeline)),
+                Ok(confirm) => in_flight.push(settle(message, tag, confirm, timeline)),
                 Err(e) => {
                     // The frame may have left before the error: the broker may hold it.
-                    timeline.record(produced(
-                        message.id,
-                        Some(tag),
+                    timeline.record(message.produced(
+                        None,
+                        Some(tag as i64),
                         ProduceStatus::Indeterminate,
                         Some(format!("publish failed: {e}")),
                     ));
@@ -475,7 +474,7 @@ async fn within<T>(
 }
 
 /// Waits for one publish's confirm and records its fate.
-async fn settle(id: String, tag: u64, confirm: lapin::PublisherConfirm, timeline: &Timeline) {
+async fn settle(message: Message, tag: u64, confirm: lapin::PublisherConfirm, timeline: &Timeline) {
     let (status, error) = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
         Ok(Ok(Confirmation::Ack(None))) => (ProduceStatus::Acked, None),
         // Acked after a basic.return: the broker could route it to no queue and dropped it.
@@ -506,19 +505,7 @@ async fn settle(id: String, tag: u64, confirm: lapin::PublisherConfirm, timeline
             )),
         ),
     };
-    timeline.record(produced(id, Some(tag), status, error));
-}
-
-/// One `produced` event of the AMQP ledger.
-fn produced(id: String, tag: Option<u64>, status: ProduceStatus, error: Option<String>) -> Event {
-    Event::Produced {
-        id,
-        seq: 1,
-        partition: None,
-        offset: tag.map(|t| t as i64),
-        status,
-        error,
-    }
+    timeline.record(message.produced(None, Some(tag as i64), status, error));
 }
 
 /// A message's ID: `message_id`, else the `exactly-id` header, else the payload as text.

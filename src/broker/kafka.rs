@@ -22,8 +22,8 @@ use rdkafka::util::Timeout;
 use super::{Progress, Target};
 use crate::error::InfraError;
 use crate::plan::Rate;
-use crate::timeline::{Event, ProduceStatus, Timeline};
-use crate::workload::{self, Message};
+use crate::timeline::{ProduceStatus, Timeline};
+use crate::workload::{self, Message, MessageFactory};
 
 /// How long the broker may take to answer one produce before it is indeterminate.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -231,9 +231,8 @@ impl KafkaBroker {
     /// Produces the workload, recording one `produced` event per message (the ledger).
     pub async fn produce(
         &self,
-        run: &str,
+        messages: &MessageFactory,
         count: u64,
-        template: &str,
         rate: Rate,
         timeline: &Timeline,
     ) -> Result<(), InfraError> {
@@ -254,9 +253,9 @@ impl KafkaBroker {
         for (sent, seq) in (1..=count).enumerate() {
             let wait = workload::delay_before(rate, sent as u64, started.elapsed());
             if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+                workload::wait_driving(wait, &mut in_flight).await;
             }
-            let message = workload::message(run, seq, template);
+            let message = messages.message(seq);
             in_flight.push(send_one(&producer, &self.topic, message, timeline));
             while in_flight.len() >= MAX_IN_FLIGHT {
                 in_flight.next().await;
@@ -302,21 +301,19 @@ async fn send_one(producer: &FutureProducer, topic: &str, message: Message, time
         value: Some(message.id.as_bytes()),
     });
     let record = FutureRecord::to(topic)
-        .key(message.id.as_str())
+        .key(message.key.as_str())
         .payload(message.payload.as_str())
         .headers(headers);
     let result = producer
         .send(record, Timeout::After(DELIVERY_TIMEOUT))
         .await;
     let event = match result {
-        Ok(d) => Event::Produced {
-            id: message.id,
-            seq: 1,
-            partition: Some(d.partition),
-            offset: Some(d.offset),
-            status: ProduceStatus::Acked,
-            error: None,
-        },
+        Ok(d) => message.produced(
+            Some(d.partition),
+            Some(d.offset),
+            ProduceStatus::Acked,
+            None,
+        ),
         Err((e, _)) => {
             let status = match e {
                 KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => {
@@ -324,14 +321,7 @@ async fn send_one(producer: &FutureProducer, topic: &str, message: Message, time
                 }
                 _ => ProduceStatus::Failed,
             };
-            Event::Produced {
-                id: message.id,
-                seq: 1,
-                partition: None,
-                offset: None,
-                status,
-                error: Some(e.to_string()),
-            }
+            message.produced(None, None, status, Some(e.to_string()))
         }
     };
     timeline.record(event);

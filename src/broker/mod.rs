@@ -3,13 +3,17 @@
 //! through [`connect`] and [`Broker`].
 
 pub mod amqp;
+pub mod group_member;
 pub mod kafka;
+
+pub use group_member::{hold_group, GroupProtocol, HoldOutcome};
 
 use std::collections::BTreeMap;
 
 use crate::error::InfraError;
 use crate::plan::{BrokerKind, BrokerSpec, Rate};
 use crate::timeline::{Event, Timeline};
+use crate::workload::MessageFactory;
 
 /// Where the workload goes and which group consumes it.
 #[derive(Debug, Clone)]
@@ -209,15 +213,14 @@ impl Broker {
     /// Produces the workload and records the ledger.
     pub async fn produce(
         &self,
-        run: &str,
+        messages: &MessageFactory,
         count: u64,
-        template: &str,
         rate: Rate,
         timeline: &Timeline,
     ) -> Result<(), InfraError> {
         match self {
-            Broker::Kafka(k) => k.produce(run, count, template, rate, timeline).await,
-            Broker::Amqp(a) => a.produce(run, count, template, rate, timeline).await,
+            Broker::Kafka(k) => k.produce(messages, count, rate, timeline).await,
+            Broker::Amqp(a) => a.produce(messages, count, rate, timeline).await,
         }
     }
 

@@ -22,6 +22,9 @@ pub struct Contract {
     pub prefetch: String,
     /// Where to POST effects (http sink), specific to this incarnation.
     pub effect_url: String,
+    /// Where any incarnation may POST effects (http sink): the URL names no instance, and the
+    /// sink attributes each effect by the process that owns the connection.
+    pub effect_url_shared: String,
     /// Where to append effect lines (file sink), specific to this incarnation.
     pub effect_file: String,
     /// Instance index, from 0.
@@ -32,7 +35,7 @@ pub struct Contract {
 
 impl Contract {
     /// `(ENV_NAME, placeholder, value)` for every contract variable.
-    fn entries(&self) -> [(&'static str, &'static str, String); 12] {
+    fn entries(&self) -> [(&'static str, &'static str, String); 13] {
         [
             ("EXACTLY_RUN", "{run}", self.run.clone()),
             ("EXACTLY_BROKER", "{broker}", self.broker.clone()),
@@ -50,6 +53,11 @@ impl Contract {
                 "EXACTLY_EFFECT_URL",
                 "{effect_url}",
                 self.effect_url.clone(),
+            ),
+            (
+                "EXACTLY_EFFECT_URL_SHARED",
+                "{effect_url_shared}",
+                self.effect_url_shared.clone(),
             ),
             (
                 "EXACTLY_EFFECT_FILE",
@@ -108,7 +116,21 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert!(names.contains(&"EXACTLY_EFFECT_URL"));
+        assert!(names.contains(&"EXACTLY_EFFECT_URL_SHARED"));
         assert!(names.contains(&"EXACTLY_INCARNATION"));
-        assert_eq!(names.len(), 12);
+        assert_eq!(names.len(), 13);
+    }
+
+    #[test]
+    fn the_shared_effect_url_placeholder_is_not_confused_with_the_per_incarnation_one() {
+        let c = Contract {
+            effect_url: "http://h/effect/0/1".into(),
+            effect_url_shared: "http://h/effect".into(),
+            ..Contract::default()
+        };
+        assert_eq!(
+            c.substitute("{effect_url_shared} {effect_url}"),
+            "http://h/effect http://h/effect/0/1"
+        );
     }
 }

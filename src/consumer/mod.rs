@@ -1,6 +1,7 @@
 //! The supervisor: runs the team's consumer as `instances` side-by-side processes, restarts
 //! each after it dies (as a real supervisor would), keeps each incarnation's stdout/stderr,
-//! and applies the process faults (kill, terminate, pause) to whole process groups.
+//! applies the process faults (kill, terminate, pause) to whole process groups, and scales:
+//! starts one more instance, or retires one gracefully.
 //!
 //! It observes and applies; it never decides when (that is the nemesis). Every lifecycle change
 //! becomes a `process` event on the timeline.
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::{RestartPolicy, Target};
@@ -62,8 +63,11 @@ pub struct SupervisorConfig {
     pub env: Vec<(String, String)>,
     /// Working directory.
     pub cwd: Option<PathBuf>,
-    /// Number of instances.
+    /// Number of instances started at first.
     pub instances: u32,
+    /// Most instances there can ever be (`instances` plus every planned `scale: +1`); the
+    /// proxy's listeners and the roster are sized for it.
+    pub capacity: u32,
     /// Restart policy.
     pub restart: RestartPolicy,
     /// Builds the contract of one incarnation (instance, incarnation).
@@ -96,35 +100,116 @@ pub enum SupervisorError {
 struct InstanceState {
     incarnation: u32,
     pid: Option<u32>,
+    /// Scaled down: never restarted again.
+    retired: bool,
 }
 
 /// Handle to the running supervisor.
 #[derive(Clone)]
 pub struct Supervisor {
     instances: Arc<Mutex<HashMap<u32, InstanceState>>>,
+    config: Arc<SupervisorConfig>,
+    /// Instances started so far (the next `scale: +1` gets this index).
+    started: Arc<AtomicU32>,
+    /// Instance tasks still running (restarting, or waiting on a process).
+    running: Arc<watch::Sender<u32>>,
     timeline: Timeline,
     stopping: CancellationToken,
     failure: Arc<Mutex<Option<SupervisorError>>>,
 }
 
 impl Supervisor {
-    /// Starts every instance; returns the handle and the set of instance tasks, which end once
-    /// `stop` has been called and every process has exited.
-    pub fn start(config: SupervisorConfig, timeline: Timeline) -> (Supervisor, JoinSet<()>) {
+    /// Starts the first `config.instances` instances; each then runs (and restarts) until
+    /// `stop` is called or it runs out of incarnations ([`Supervisor::instances_ended`]).
+    pub fn start(config: SupervisorConfig, timeline: Timeline) -> Supervisor {
+        let first = config.instances;
         let supervisor = Supervisor {
             instances: Arc::default(),
+            config: Arc::new(config),
+            started: Arc::default(),
+            running: Arc::new(watch::Sender::new(0)),
             timeline,
             stopping: CancellationToken::new(),
             failure: Arc::default(),
         };
-        let config = Arc::new(config);
-        let mut tasks = JoinSet::new();
-        for instance in 0..config.instances {
-            let sup = supervisor.clone();
-            let config = config.clone();
-            tasks.spawn(async move { sup.run_instance(instance, &config).await });
+        for _ in 0..first {
+            supervisor.start_next_instance();
         }
-        (supervisor, tasks)
+        supervisor
+    }
+
+    /// Starts one more instance if capacity allows; returns its index.
+    fn start_next_instance(&self) -> Option<u32> {
+        let instance = self
+            .started
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.config.capacity).then_some(n + 1)
+            })
+            .ok()?;
+        self.running.send_modify(|n| *n += 1);
+        let sup = self.clone();
+        tokio::spawn(async move {
+            sup.run_instance(instance).await;
+            sup.running.send_modify(|n| *n -= 1);
+        });
+        Some(instance)
+    }
+
+    /// `scale: +1`: starts one more instance. Returns what it did, or `None` when the
+    /// capacity planned for scale-ups is used up or the run is stopping.
+    pub fn scale_up(&self) -> Option<String> {
+        if self.stopping.is_cancelled() {
+            return None;
+        }
+        let instance = self.start_next_instance()?;
+        Some(format!("started consumer[{instance}]"))
+    }
+
+    /// `scale: -1`: retires the highest-numbered live instance: it is never restarted, gets
+    /// SIGTERM (after SIGCONT, in case it is paused) and SIGKILL after `grace` if still there.
+    /// Returns (instance, incarnation, pid) of the process it stopped, or `None` when no
+    /// instance is live.
+    pub fn scale_down(&self, grace: Duration) -> Option<(u32, u32, u32)> {
+        let (instance, incarnation, pid) = {
+            let mut map = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+            let (&instance, state) = map
+                .iter_mut()
+                .filter(|(_, s)| s.pid.is_some() && !s.retired)
+                .max_by_key(|(i, _)| **i)?;
+            state.retired = true;
+            (instance, state.incarnation, state.pid?)
+        };
+        signal_group(pid, Signal::SIGCONT);
+        signal_group(pid, Signal::SIGTERM);
+        let (sup, stopping) = (self.clone(), self.stopping.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {}
+                _ = stopping.cancelled() => return,
+            }
+            if sup
+                .live(Target::Instance(instance))
+                .contains(&(instance, incarnation, pid))
+            {
+                signal_group(pid, Signal::SIGKILL);
+            }
+        });
+        Some((instance, incarnation, pid))
+    }
+
+    /// Resolves once every instance task has ended (each ran out of incarnations, was
+    /// retired, or the supervisor stopped).
+    pub async fn instances_ended(&self) {
+        let mut rx = self.running.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    fn is_retired(&self, instance: u32) -> bool {
+        self.instances
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&instance)
+            .is_some_and(|s| s.retired)
     }
 
     /// The first error that stopped an instance, if any (taken once).
@@ -143,11 +228,12 @@ impl Supervisor {
             .is_some()
     }
 
-    /// One instance: spawn, wait, restart, until stopped or out of incarnations.
-    async fn run_instance(&self, instance: u32, config: &SupervisorConfig) {
+    /// One instance: spawn, wait, restart, until stopped, retired or out of incarnations.
+    async fn run_instance(&self, instance: u32) {
+        let config = &*self.config;
         let max = config.restart.max_incarnations();
         for incarnation in 1..=max {
-            if self.stopping.is_cancelled() {
+            if self.stopping.is_cancelled() || self.is_retired(instance) {
                 return;
             }
             if let Err(e) = self.run_incarnation(instance, incarnation, config).await {
@@ -158,6 +244,9 @@ impl Supervisor {
             let Some(delay) = config.restart.delay() else {
                 return;
             };
+            if self.is_retired(instance) {
+                return;
+            }
             if incarnation == max {
                 self.timeline.record(Event::Warning {
                     message: format!(
@@ -212,13 +301,7 @@ impl Supervisor {
             }
         })?;
         let pid = proc.pid;
-        self.set_state(
-            instance,
-            InstanceState {
-                incarnation,
-                pid: Some(pid),
-            },
-        );
+        self.set_state(instance, incarnation, Some(pid));
         self.timeline.record(Event::Process {
             instance,
             incarnation,
@@ -249,13 +332,7 @@ impl Supervisor {
             let _ = err_task.await;
         })
         .await;
-        self.set_state(
-            instance,
-            InstanceState {
-                incarnation,
-                pid: None,
-            },
-        );
+        self.set_state(instance, incarnation, None);
         self.timeline.record(Event::Process {
             instance,
             incarnation,
@@ -269,11 +346,11 @@ impl Supervisor {
         Ok(())
     }
 
-    fn set_state(&self, instance: u32, state: InstanceState) {
-        self.instances
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(instance, state);
+    fn set_state(&self, instance: u32, incarnation: u32, pid: Option<u32>) {
+        let mut map = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        let state = map.entry(instance).or_default();
+        state.incarnation = incarnation;
+        state.pid = pid;
     }
 
     /// (instance, incarnation, pid) of every live process the target names.

@@ -16,10 +16,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::Supervisor;
+use crate::broker::group_member::GroupProtocol;
 use crate::plan::FaultSpec;
-use crate::timeline::{Event, FaultRecord, ProcessPhase, Stamped, Timeline};
-use action::{Action, NetworkControl};
+use crate::timeline::{Event, FaultRecord, ProcessPhase, RebalanceKind, Stamped, Timeline};
+use action::{Action, Applied, Levers};
 use gate::{Gate, HoldPoint, Verdict};
 use trigger::{Match, Trigger};
 
@@ -53,32 +53,42 @@ pub fn hold_points(faults: &[FaultSpec]) -> Vec<HoldPoint> {
         .collect()
 }
 
+/// Most instances a run can have: the plan's `instances` plus one for every time a
+/// `scale: +1` fault can fire. The supervisor's roster and the proxy's listeners are sized
+/// for it up front, so a scaled-up instance is attributed like the first ones.
+pub fn instance_capacity(instances: u32, faults: &[FaultSpec]) -> u32 {
+    let scale_ups: usize = faults
+        .iter()
+        .filter(|f| f.scale == Some(1))
+        .map(|f| Trigger::new(&f.when, 0, None).remaining())
+        .sum();
+    instances.saturating_add(scale_ups as u32)
+}
+
 /// The fault injector of one run.
 pub struct Nemesis {
     faults: Vec<ArmedFault>,
     timeline: Timeline,
-    supervisor: Supervisor,
+    levers: Levers,
     gate: Gate,
-    network: Option<Arc<dyn NetworkControl>>,
+    /// How the group under test joined, last seen (for the transient member).
+    protocol: Option<GroupProtocol>,
     status: watch::Sender<NemesisStatus>,
     /// µs since run start when the first incarnation started: time triggers count from here.
     origin_us: Option<u64>,
     fired: usize,
     last_fired_at: Option<Duration>,
-    stopping: CancellationToken,
 }
 
 impl Nemesis {
     /// Arms every fault of the plan. `seed` drives the random triggers (each fault gets its own
-    /// stream derived from it); `network` applies network faults (the proxy), when there is one.
+    /// stream derived from it); `levers` are what the actions act on.
     pub fn new(
         faults: &[FaultSpec],
         seed: u64,
         timeline: Timeline,
-        supervisor: Supervisor,
+        levers: Levers,
         gate: Gate,
-        network: Option<Arc<dyn NetworkControl>>,
-        stopping: CancellationToken,
     ) -> (Nemesis, watch::Receiver<NemesisStatus>) {
         let faults: Vec<ArmedFault> = faults
             .iter()
@@ -105,14 +115,13 @@ impl Nemesis {
         let nemesis = Nemesis {
             faults,
             timeline,
-            supervisor,
+            levers,
             gate,
-            network,
+            protocol: None,
             status,
             origin_us: None,
             fired: 0,
             last_fired_at: None,
-            stopping,
         };
         nemesis.publish();
         (nemesis, rx)
@@ -171,6 +180,23 @@ impl Nemesis {
             self.origin_us.get_or_insert(stamped.t_us);
             self.retry_deferred();
         }
+        if let Event::Rebalance {
+            change: RebalanceKind::Join,
+            protocols,
+            generation,
+            ..
+        } = &stamped.event
+        {
+            match (protocols, generation) {
+                (Some(names), _) => {
+                    self.protocol = Some(GroupProtocol::Classic {
+                        assignors: names.clone(),
+                    })
+                }
+                (None, Some(0)) => self.protocol = Some(GroupProtocol::Consumer),
+                _ => {}
+            }
+        }
         let mut acted = false;
         let mut withhold = false;
         for i in 0..self.faults.len() {
@@ -211,12 +237,9 @@ impl Nemesis {
     /// Applies fault `i`, matched at `matched_at_us`; true if it hit a live process.
     fn fire(&mut self, i: usize, matched_at_us: u64) -> bool {
         let f = &self.faults[i];
-        match f
-            .action
-            .apply(&self.supervisor, self.network.as_deref(), &self.stopping)
-        {
-            Some(detail) => {
-                self.record_applied(i, matched_at_us, detail);
+        match f.action.apply(&self.levers, self.protocol.as_ref()) {
+            Some(applied) => {
+                self.record_applied(i, matched_at_us, applied);
                 true
             }
             None => {
@@ -238,7 +261,7 @@ impl Nemesis {
         self.publish();
     }
 
-    fn record_applied(&mut self, i: usize, matched_at_us: u64, detail: String) {
+    fn record_applied(&mut self, i: usize, matched_at_us: u64, applied: Applied) {
         let fired_at_us = self.timeline.now_us();
         let f = &self.faults[i];
         self.timeline.record(Event::Fault(FaultRecord {
@@ -250,7 +273,9 @@ impl Nemesis {
             fired_at_us,
             trigger_latency_us: fired_at_us.saturating_sub(matched_at_us),
             applied: true,
-            detail,
+            detail: applied.detail,
+            hit: applied.hit,
+            length_us: f.action.length().map(|d| d.as_micros() as u64),
         }));
         self.fired += 1;
         self.last_fired_at = Some(Duration::from_micros(fired_at_us));
@@ -269,6 +294,8 @@ impl Nemesis {
             trigger_latency_us: now.saturating_sub(matched_at_us),
             applied: false,
             detail: why.into(),
+            hit: Vec::new(),
+            length_us: None,
         }));
     }
 

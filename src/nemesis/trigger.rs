@@ -258,6 +258,7 @@ mod tests {
             incarnation: None,
             outcome: EffectOutcome::Applied,
             sink: "http".into(),
+            attribution: Default::default(),
         }
     }
 
@@ -290,6 +291,7 @@ mod tests {
             incarnation: Some(1),
             outcome: EffectOutcome::Applied,
             sink: "http".into(),
+            attribution: Default::default(),
         };
         let mut t = Trigger::new(&when, 0, Some(1));
         let got: Vec<Match> = [by(0), by(1), by(0), by(1)]
@@ -366,6 +368,7 @@ mod tests {
             generation: None,
             assignment: None,
             error: None,
+            protocols: None,
         };
         assert_eq!(t.on_event(&rebalance(RebalanceKind::Join)), Match::No);
         assert_eq!(t.on_event(&rebalance(RebalanceKind::Assign)), Match::Fire);

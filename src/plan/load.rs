@@ -196,4 +196,58 @@ consumer: { command: [c] }\neffects: { sink: http }\nexpect: at-least-once\n";
         assert!(e.starts_with("p.yaml:9:"), "{e}");
         assert!(e.contains("nth"), "{e}");
     }
+
+    #[test]
+    fn rebalance_group_and_scale_steps_parse_and_size_the_instance_capacity() {
+        let src = format!(
+            "{MINIMAL}faults:\n  - rebalance: group\n    for: 3s\n    when: {{ every: 2s, times: 3 }}\n  - scale: +1\n    when: {{ every: 1s, times: 2 }}\n  - scale: -1\n    grace: 1s\n    when: {{ at: 5s }}\n"
+        );
+        let plan = parse_plan(Path::new("p.yaml"), &src).unwrap();
+        assert_eq!(plan.faults[1].scale, Some(1));
+        assert_eq!(plan.faults[2].scale, Some(-1));
+        assert_eq!(crate::nemesis::instance_capacity(1, &plan.faults), 3);
+    }
+
+    #[test]
+    fn rebalance_needs_group_a_length_and_kafka() {
+        let e = error_of(&format!(
+            "{MINIMAL}faults:\n  - rebalance: everyone\n    for: 3s\n    when: {{ at: 1s }}\n"
+        ));
+        assert!(e.starts_with("p.yaml:8:"), "{e}");
+        assert!(e.contains("rebalance: group"), "{e}");
+        let e = error_of(&format!(
+            "{MINIMAL}faults:\n  - rebalance: group\n    when: {{ at: 1s }}\n"
+        ));
+        assert!(e.contains("for: 5s"), "{e}");
+        let amqp = MINIMAL.replace(
+            "kind: kafka",
+            "kind: amqp, url: \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+        );
+        let e = error_of(&format!(
+            "{amqp}faults:\n  - rebalance: group\n    for: 3s\n    when: {{ at: 1s }}\n"
+        ));
+        assert!(e.contains("AMQP queue has no rebalances"), "{e}");
+    }
+
+    #[test]
+    fn scale_is_plus_or_minus_one_and_grace_goes_with_a_stop() {
+        let e = error_of(&format!(
+            "{MINIMAL}faults:\n  - scale: 2\n    when: {{ at: 1s }}\n"
+        ));
+        assert!(e.contains("`+1`"), "{e}");
+        let e = error_of(&format!(
+            "{MINIMAL}faults:\n  - scale: +1\n    grace: 2s\n    when: {{ at: 1s }}\n"
+        ));
+        assert!(e.contains("`grace` goes with"), "{e}");
+    }
+
+    #[test]
+    fn workload_keys_parse() {
+        let plan = parse_plan(
+            Path::new("p.yaml"),
+            &MINIMAL.replace("{ messages: 10 }", "{ messages: 10, keys: 4 }"),
+        )
+        .unwrap();
+        assert_eq!(plan.workload.keys.map(|k| k.get()), Some(4));
+    }
 }

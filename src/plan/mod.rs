@@ -116,9 +116,14 @@ pub struct Workload {
     /// `false`: produce everything before the consumer starts; `true`: produce while it consumes.
     #[serde(default)]
     pub during: bool,
-    /// Payload template; `{id}`, `{seq}` and `{run}` are replaced.
+    /// Payload template; `{id}`, `{seq}`, `{key}` and `{run}` are replaced.
     #[serde(default = "default_payload")]
     pub payload: String,
+    /// Spread the messages round-robin over this many keys, each with its own sequence, so
+    /// effects applied out of order for one key are reported (default: every message is its
+    /// own key, and order is not checked).
+    #[serde(default)]
+    pub keys: Option<Count>,
 }
 
 /// The consumer under test and its supervision.
@@ -257,17 +262,20 @@ pub struct FaultSpec {
     /// Who `latency` applies to (default: every instance).
     #[serde(default)]
     pub target: Option<Target>,
-    /// A transient group member forces a rebalance (not in this version).
+    /// `group`: a transient member (the harness's own consumer) joins the consumer's group,
+    /// holds its share of partitions for `for` without consuming or committing, then leaves:
+    /// two rebalances (Kafka).
     #[serde(default)]
     pub rebalance: Option<String>,
-    /// Start (+1) or stop (-1) an instance (not in this version).
+    /// `+1`: start one more instance; `-1`: stop the highest-numbered live instance
+    /// gracefully (SIGTERM, SIGKILL after `grace`) and do not restart it.
     #[serde(default)]
     pub scale: Option<i32>,
     /// Duration of a pause, partition, latency or rebalance.
     #[serde(default, rename = "for", with = "humantime_serde")]
     #[schemars(with = "Option<String>")]
     pub for_: Option<Duration>,
-    /// For `terminate`: how long to wait after SIGTERM before SIGKILL.
+    /// For `terminate` and `scale: -1`: how long to wait after SIGTERM before SIGKILL.
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<String>")]
     pub grace: Option<Duration>,

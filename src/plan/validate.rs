@@ -130,19 +130,33 @@ fn fault_problems(fault: &FaultSpec, ctx: &Context) -> Vec<(String, String)> {
     match actions.as_slice() {
         [] => out.push((
             String::new(),
-            "a fault needs an action: add `kill: consumer`, `terminate: consumer`, `pause: consumer`, `partition: consumer`, `latency: 200ms` or `sever: consumer`".into(),
+            "a fault needs an action: add `kill: consumer`, `terminate: consumer`, `pause: consumer`, `partition: consumer`, `latency: 200ms`, `sever: consumer`, `rebalance: group` or `scale: +1`".into(),
         )),
         [one] => {
-            if matches!(*one, "rebalance" | "scale") {
+            if *one == "rebalance" {
+                if fault.rebalance.as_deref() != Some("group") {
+                    out.push((
+                        ".rebalance".into(),
+                        "`rebalance` takes `group`: a transient member joins the consumer's group for `for`, then leaves (write `rebalance: group`)".into(),
+                    ));
+                }
+                if ctx.kind != BrokerKind::Kafka {
+                    out.push((
+                        ".rebalance".into(),
+                        "`rebalance: group` needs a Kafka consumer group; an AMQP queue has no rebalances (use `scale: +1` to add a competing consumer)".into(),
+                    ));
+                }
+            }
+            if *one == "scale" && !matches!(fault.scale, Some(1 | -1)) {
                 out.push((
-                    format!(".{one}"),
-                    format!("`{one}` is not supported by this version of exactly yet"),
+                    ".scale".into(),
+                    "`scale` is `+1` (start one more instance) or `-1` (stop one gracefully)".into(),
                 ));
             }
             if matches!(*one, "partition" | "latency" | "sever") && !ctx.proxy {
                 out.push((format!(".{one}"), format!("`{one}` {NEEDS_PROXY}")));
             }
-            if matches!(*one, "pause" | "partition" | "latency") && fault.for_.is_none() {
+            if matches!(*one, "pause" | "partition" | "latency" | "rebalance") && fault.for_.is_none() {
                 out.push((
                     format!(".{one}"),
                     format!("`{one}` needs a length: add `for: 5s`"),
@@ -156,6 +170,13 @@ fn fault_problems(fault: &FaultSpec, ctx: &Context) -> Vec<(String, String)> {
                 several.join(", ")
             ),
         )),
+    }
+    if fault.grace.is_some() && fault.terminate.is_none() && fault.scale != Some(-1) {
+        out.push((
+            ".grace".into(),
+            "`grace` goes with `terminate` or `scale: -1` (the wait between SIGTERM and SIGKILL)"
+                .into(),
+        ));
     }
     if fault.target.is_some() && fault.latency.is_none() {
         out.push((

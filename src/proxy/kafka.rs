@@ -731,6 +731,7 @@ impl Conn {
             generation,
             assignment,
             error,
+            protocols: None,
         });
     }
 
@@ -895,7 +896,18 @@ impl Conn {
                 let r: JoinGroupRequest = decode_request(frame, key, version)?;
                 let group = r.group_id.0.to_string();
                 let member = r.member_id.to_string();
-                self.rebalance(&group, RebalanceKind::Join, &member, None, None, None);
+                // The assignors it offers, so the harness's own group member can speak the same.
+                self.record(Event::Rebalance {
+                    instance: self.instance,
+                    incarnation: self.incarnation,
+                    group: group.clone(),
+                    change: RebalanceKind::Join,
+                    member: member.clone(),
+                    generation: None,
+                    assignment: None,
+                    error: None,
+                    protocols: Some(r.protocols.iter().map(|p| p.name.to_string()).collect()),
+                });
                 Ctx::Group {
                     group,
                     member,

@@ -45,6 +45,10 @@ struct JsonReport<'a> {
     anomalies: Vec<JsonAnomaly<'a>>,
     anomalies_truncated: usize,
     commits_ahead_of_effects: &'a CommitWindow,
+    /// Lost and duplicated IDs grouped by how they happened, with evidence.
+    mechanisms: &'a [crate::mechanism::MechanismGroup],
+    /// Messages applied out of their key's produce order.
+    key_order: &'a crate::ordering::KeyOrder,
     consumer_settings: &'a [crate::reconcile::ConsumerSetting],
     incarnations: &'a [Incarnation],
     progress: Option<&'a ProgressSnapshot>,
@@ -137,12 +141,14 @@ struct JsonAnomaly<'a> {
     committed: Option<i64>,
     /// The accepted commit that passed this offset before its effect, if any.
     committed_before_effect: Option<&'a CommitAhead>,
+    /// How it was lost or duplicated (see `mechanisms`).
+    mechanism: Option<crate::mechanism::Mechanism>,
     applied: usize,
     effects: &'a [EffectSeen],
 }
 
 impl<'a> JsonAnomaly<'a> {
-    fn new(a: &'a Anomaly, window: &'a CommitWindow) -> Self {
+    fn new(a: &'a Anomaly, rec: &'a Reconciliation) -> Self {
         JsonAnomaly {
             id: &a.id,
             outcome: a.outcome,
@@ -151,7 +157,8 @@ impl<'a> JsonAnomaly<'a> {
             offset: a.offset,
             produced_at_us: a.produced_at_us,
             committed: a.committed,
-            committed_before_effect: window.for_id(&a.id),
+            committed_before_effect: rec.commits_ahead.for_id(&a.id),
+            mechanism: rec.mechanisms.of(&a.id),
             applied: a.applied(),
             effects: &a.effects,
         }
@@ -186,7 +193,7 @@ fn capped(rec: &Reconciliation) -> (Vec<JsonAnomaly<'_>>, usize) {
         let mut n = 0;
         for a in rec.anomalies_of(outcome) {
             if n < ANOMALIES_PER_OUTCOME {
-                listed.push(JsonAnomaly::new(a, &rec.commits_ahead));
+                listed.push(JsonAnomaly::new(a, rec));
                 n += 1;
             } else {
                 left_out += 1;
@@ -224,6 +231,8 @@ pub fn render(rec: &Reconciliation) -> std::io::Result<String> {
         anomalies,
         anomalies_truncated,
         commits_ahead_of_effects: &rec.commits_ahead,
+        mechanisms: &rec.mechanisms.groups,
+        key_order: &rec.key_order,
         consumer_settings: &rec.consumer_settings,
         incarnations: &rec.incarnations,
         progress: rec.last_progress.as_ref(),

@@ -28,6 +28,8 @@ pub fn render(rec: &Reconciliation) -> String {
     consumer_settings(&mut md, rec);
     impact(&mut md, rec);
     timeline(&mut md, rec);
+    root_causes(&mut md, rec);
+    key_order(&mut md, rec);
     anomalies(&mut md, rec);
     commit_window(&mut md, rec);
     reasons(&mut md, rec);
@@ -311,7 +313,117 @@ fn anomaly(md: &mut String, rec: &Reconciliation, a: &Anomaly) {
     if a.effects.is_empty() {
         let _ = writeln!(md, "- no effect observed");
     }
+    if let Some(m) = rec.mechanisms.of(&a.id) {
+        let _ = writeln!(md, "- mechanism: {}", code(m.as_str()));
+    }
     let _ = writeln!(md, "- {}\n", nearest_fault(rec, a));
+}
+
+/// Lost and duplicated IDs grouped by how they happened and the fault before, each group with
+/// its evidence and what to do about it.
+fn root_causes(md: &mut String, rec: &Reconciliation) {
+    let groups = &rec.mechanisms.groups;
+    if groups.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "## Root cause\n");
+    for g in groups {
+        let after = match g.fault {
+            Some(f) => {
+                let planned = rec
+                    .run
+                    .as_ref()
+                    .and_then(|r| r.planned_faults.get(f))
+                    .map(|p| format!(" `{}`", p.replace('`', "'")))
+                    .unwrap_or_default();
+                format!(" after fault #{f}{planned}")
+            }
+            None => String::new(),
+        };
+        let _ = writeln!(
+            md,
+            "### {} — {} ID{}{after}\n",
+            text(&g.title),
+            g.count,
+            if g.count == 1 { "" } else { "s" }
+        );
+        let _ = writeln!(
+            md,
+            "Mechanism {}. **Recommendation:** {}\n",
+            code(g.mechanism.as_str()),
+            text(&g.recommendation)
+        );
+        for e in g.samples.iter().take(3) {
+            let _ = writeln!(md, "{}:\n", code(&e.id));
+            for fact in &e.evidence {
+                let _ = writeln!(md, "- {}: {}", secs(fact.t_us), text(&fact.what));
+            }
+            md.push('\n');
+        }
+        if g.count > 3 {
+            let shown: Vec<String> = g.samples.iter().skip(3).map(|e| code(&e.id)).collect();
+            let more = g.count as usize - 3 - shown.len();
+            let _ = writeln!(
+                md,
+                "Also: {}{}\n",
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more (report.json)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+}
+
+/// Messages applied out of their key's produce order.
+fn key_order(md: &mut String, rec: &Reconciliation) {
+    let order = &rec.key_order;
+    if order.count == 0 {
+        if order.keys > 0 {
+            let _ = writeln!(
+                md,
+                "## Per-key order\n\nEvery key's messages ({} keys) were first applied in produce order.\n",
+                order.keys
+            );
+        }
+        return;
+    }
+    let _ = writeln!(md, "## Per-key order: {} reordered\n", order.count);
+    let _ = writeln!(
+        md,
+        "Messages of one key first applied out of produce order ({} keys checked). State built from these effects may be wrong even without loss or duplication. Keep one owner per key at a time (stop work on revoke, fence zombies) and apply in sequence, or make each effect carry its sequence so the receiver can reject stale ones.\n",
+        order.keys
+    );
+    let _ = writeln!(
+        md,
+        "| key | applied first | applied later (produced earlier) | owner change |"
+    );
+    let _ = writeln!(md, "| --- | --- | --- | --- |");
+    let who = |p: Option<crate::timeline::ProcessRef>| {
+        p.map_or_else(
+            || "unknown".to_string(),
+            |p| format!("consumer[{}]#{}", p.instance, p.incarnation),
+        )
+    };
+    for r in order.samples.iter().take(10) {
+        let _ = writeln!(
+            md,
+            "| {} | {} (#{}) at {} by {} | {} (#{}) at {} by {} | {} |",
+            code(&r.key),
+            code(&r.later.id),
+            r.later.key_seq,
+            secs(r.later.t_us),
+            who(r.later.by),
+            code(&r.earlier.id),
+            r.earlier.key_seq,
+            secs(r.earlier.t_us),
+            who(r.earlier.by),
+            if r.ownership_changed { "yes" } else { "no" }
+        );
+    }
+    md.push('\n');
 }
 
 /// Commits accepted before the effects they covered: the at-most-once window, shown even when

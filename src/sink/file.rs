@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::EffectRecorder;
+use crate::timeline::{AttributedBy, Attribution};
 
 /// The effect file of one incarnation.
 pub fn effect_file(dir: &Path, instance: u32, incarnation: u32) -> PathBuf {
@@ -79,7 +80,13 @@ fn scan(dir: &Path, recorder: &EffectRecorder, tails: &mut HashMap<PathBuf, Tail
             match std::str::from_utf8(line) {
                 Ok(text) if text.trim().is_empty() => {}
                 Ok(text) => {
-                    recorder.record(&[], text, Some(instance), Some(incarnation));
+                    recorder.record(
+                        &[],
+                        text,
+                        Some(instance),
+                        Some(incarnation),
+                        Attribution::by(AttributedBy::File),
+                    );
                 }
                 Err(_) => recorder.reject("effect line is not UTF-8".into(), line),
             }

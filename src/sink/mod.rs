@@ -8,12 +8,13 @@
 pub mod extract;
 pub mod file;
 pub mod http;
+pub mod owner;
 pub mod stdout;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use crate::timeline::{EffectOutcome, Event, Stamped, Timeline};
+use crate::timeline::{Attribution, EffectOutcome, Event, Stamped, Timeline};
 use extract::Extractor;
 
 /// Turns raw effects into timeline events: finds the ID, applies idempotency, records.
@@ -43,13 +44,15 @@ impl EffectRecorder {
         }
     }
 
-    /// Records one effect; `None` (and an `effect_rejected` event) when it names no ID.
+    /// Records one effect made by `instance`/`incarnation` (as `attribution` found them);
+    /// `None` (and an `effect_rejected` event) when it names no ID.
     pub fn record(
         &self,
         headers: &[(String, String)],
         body: &str,
         instance: Option<u32>,
         incarnation: Option<u32>,
+        attribution: Attribution,
     ) -> Option<Arc<Stamped>> {
         let Some(id) = self.id.extract(headers, body) else {
             self.timeline.record(Event::EffectRejected {
@@ -83,7 +86,13 @@ impl EffectRecorder {
             incarnation,
             outcome,
             sink: self.sink.into(),
+            attribution,
         }))
+    }
+
+    /// Records a warning about how effects are attributed (it explains the evidence).
+    pub fn warn(&self, message: String) {
+        self.timeline.record(Event::Warning { message });
     }
 
     /// Records input the sink could not read at all.
@@ -92,5 +101,45 @@ impl EffectRecorder {
             reason,
             sample: String::from_utf8_lossy(&sample[..sample.len().min(200)]).into_owned(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::timeline::{AttributedBy, Attribution, EffectOutcome, Event, Stamped};
+
+    #[test]
+    fn effect_attribution_is_written_flat_and_older_lines_still_read() {
+        let event = Stamped {
+            seq: 3,
+            t_us: 10,
+            event: Event::Effect {
+                id: "m-1".into(),
+                instance: Some(1),
+                incarnation: Some(2),
+                outcome: EffectOutcome::Applied,
+                sink: "http".into(),
+                attribution: Attribution {
+                    by: Some(AttributedBy::Socket),
+                    pid: Some(4242),
+                    note: None,
+                },
+            },
+        };
+        let line = serde_json::to_string(&event).unwrap();
+        assert!(
+            line.contains(r#""attributed_by":"socket","pid":4242"#),
+            "{line}"
+        );
+        assert!(!line.contains("attribution_note"), "{line}");
+        assert_eq!(serde_json::from_str::<Stamped>(&line).unwrap(), event);
+
+        let older = r#"{"seq":1,"t_us":5,"kind":"effect","id":"m-2","instance":null,"incarnation":null,"outcome":"applied","sink":"http"}"#;
+        let Event::Effect { attribution, .. } =
+            serde_json::from_str::<Stamped>(older).unwrap().event
+        else {
+            panic!("an effect");
+        };
+        assert_eq!(attribution, Attribution::default());
     }
 }

@@ -6,12 +6,19 @@ use std::sync::Arc;
 
 use super::EffectRecorder;
 use crate::consumer::LineObserver;
+use crate::timeline::{AttributedBy, Attribution};
 
 /// A line observer that records matching lines as effects.
 pub fn observer(recorder: EffectRecorder) -> LineObserver {
     Arc::new(move |instance, incarnation, line| {
         if recorder.id_matches(line) {
-            recorder.record(&[], line, Some(instance), Some(incarnation));
+            recorder.record(
+                &[],
+                line,
+                Some(instance),
+                Some(incarnation),
+                Attribution::by(AttributedBy::Stdout),
+            );
         }
     })
 }
