@@ -84,6 +84,8 @@ pub struct Reconciliation {
     pub mechanisms: crate::mechanism::Mechanisms,
     /// Messages applied out of their key's produce order (`workload.keys`).
     pub key_order: crate::ordering::KeyOrder,
+    /// Partition ownership over time, as the proxy saw the assignments.
+    pub ownership: Vec<crate::mechanism::OwnershipChange>,
     /// How AMQP consumers asked to be served (no-ack mode, prefetch), as the proxy saw it.
     pub consumer_settings: Vec<ConsumerSetting>,
 }
@@ -462,6 +464,9 @@ pub struct EffectSeen {
     pub outcome: EffectOutcome,
     /// Which sink saw it.
     pub sink: String,
+    /// How the instance and incarnation were found (socket owner, URL...).
+    #[serde(flatten)]
+    pub attribution: crate::timeline::Attribution,
 }
 
 /// One consumer process, from its `process` events.
@@ -790,7 +795,7 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
             incarnation,
             outcome,
             sink,
-            ..
+            attribution,
         } = &st.event
         else {
             continue;
@@ -829,6 +834,7 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
                 incarnation: *incarnation,
                 outcome: *outcome,
                 sink: sink.clone(),
+                attribution: attribution.clone(),
             });
         }
     }
@@ -935,11 +941,14 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
                 incarnation,
                 outcome,
                 sink,
+                attribution,
                 ..
-            } => Some((st, instance, incarnation, outcome, sink)),
+            } => Some((st, instance, incarnation, outcome, sink, attribution)),
             _ => None,
         });
-        for ((st, instance, incarnation, outcome, sink), &owner) in effects.zip(&owners) {
+        for ((st, instance, incarnation, outcome, sink, attribution), &owner) in
+            effects.zip(&owners)
+        {
             let Some(a) = ledger.get(owner as usize).and_then(|e| e.anomaly) else {
                 continue;
             };
@@ -950,6 +959,7 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
                 incarnation: *incarnation,
                 outcome: *outcome,
                 sink: sink.clone(),
+                attribution: attribution.clone(),
             });
         }
     }
@@ -1124,6 +1134,7 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
         commits_ahead: crate::attribution::commits_ahead(events),
         mechanisms,
         key_order: crate::ordering::check(events),
+        ownership: crate::mechanism::ownership(events),
         consumer_settings,
     }
 }

@@ -1,8 +1,9 @@
 //! Kafka through rdkafka: the fresh topic, the workload producer that keeps the ledger, and
 //! the progress reader (the group's committed offsets against the end offsets).
 //!
-//! *Architecture invariant:* only this module imports rdkafka. The harness's own clients never
-//! join the consumer group and never commit: the progress reader only fetches offsets.
+//! *Architecture invariant:* only `broker/` imports rdkafka (here and `group_member.rs`). The
+//! harness's own clients never commit: the progress reader only fetches offsets, and the only
+//! one that joins the consumer group is the transient member of `rebalance: group`.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc as std_mpsc;

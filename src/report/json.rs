@@ -49,6 +49,8 @@ struct JsonReport<'a> {
     mechanisms: &'a [crate::mechanism::MechanismGroup],
     /// Messages applied out of their key's produce order.
     key_order: &'a crate::ordering::KeyOrder,
+    /// Partition ownership over time (assignments seen by the proxy).
+    ownership: &'a [crate::mechanism::OwnershipChange],
     consumer_settings: &'a [crate::reconcile::ConsumerSetting],
     incarnations: &'a [Incarnation],
     progress: Option<&'a ProgressSnapshot>,
@@ -233,6 +235,7 @@ pub fn render(rec: &Reconciliation) -> std::io::Result<String> {
         commits_ahead_of_effects: &rec.commits_ahead,
         mechanisms: &rec.mechanisms.groups,
         key_order: &rec.key_order,
+        ownership: &rec.ownership,
         consumer_settings: &rec.consumer_settings,
         incarnations: &rec.incarnations,
         progress: rec.last_progress.as_ref(),

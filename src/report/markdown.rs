@@ -15,7 +15,7 @@ use super::{
     end_reason_str, expectation_line, latency, redact_address, secs, summary_sentence, MOCK_WARNING,
 };
 use crate::reconcile::{Anomaly, Outcome, Reconciliation, Verdict};
-use crate::timeline::{EffectOutcome, FaultRecord};
+use crate::timeline::{AttributedBy, EffectOutcome, FaultRecord};
 
 /// Sample IDs shown per outcome.
 pub const SAMPLES_PER_OUTCOME: usize = 10;
@@ -182,6 +182,32 @@ fn timeline(md: &mut String, rec: &Reconciliation) {
             ));
         }
     }
+    // Ownership changes: the first ones in full, then a count (report.json has them all).
+    const OWNERSHIP_ROWS: usize = 40;
+    for o in rec.ownership.iter().take(OWNERSHIP_ROWS) {
+        let what = match (o.owner, o.released) {
+            (Some(p), _) => format!(
+                "consumer[{}] incarnation {} now owns partitions {:?}",
+                p.instance, p.incarnation, o.partitions
+            ),
+            (None, false) => format!("transient group member given partitions {:?}", o.partitions),
+            (None, true) => format!(
+                "transient group member gave back partitions {:?}",
+                o.partitions
+            ),
+        };
+        rows.push((o.t_us, what));
+    }
+    if rec.ownership.len() > OWNERSHIP_ROWS {
+        let last = rec.ownership.last().map_or(0, |o| o.t_us);
+        rows.push((
+            last,
+            format!(
+                "… {} more ownership changes (report.json `ownership`)",
+                rec.ownership.len() - OWNERSHIP_ROWS
+            ),
+        ));
+    }
     if let Some(p) = &rec.last_progress {
         let committed: Vec<String> = p
             .committed
@@ -299,7 +325,16 @@ fn anomaly(md: &mut String, rec: &Reconciliation, a: &Anomaly) {
             EffectOutcome::Applied => "applied",
             EffectOutcome::Replayed => "replayed (idempotent, no change)",
         };
-        let _ = writeln!(md, "- {}: effect {how} by {who}", secs(e.t_us));
+        let witness = match (e.attribution.by, e.attribution.pid) {
+            (Some(AttributedBy::Socket), Some(pid)) => format!(" (its socket, pid {pid})"),
+            (Some(AttributedBy::Url), _) => " (by the URL it posted to)".to_string(),
+            (Some(AttributedBy::Unknown), _) => format!(
+                " ({})",
+                text(e.attribution.note.as_deref().unwrap_or("no witness"))
+            ),
+            _ => String::new(),
+        };
+        let _ = writeln!(md, "- {}: effect {how} by {who}{witness}", secs(e.t_us));
     }
     if let Some(c) = rec.commits_ahead.for_id(&a.id) {
         let _ = writeln!(
