@@ -964,12 +964,13 @@ impl<'a> Index<'a> {
             .next()
     }
 
-    /// The last applied fault at or before `t`.
+    /// The last applied fault whose trigger matched at or before `t` (a kill's exit can be
+    /// recorded before the fault event that sent the signal).
     fn fault_before(&self, t: u64) -> Option<(u64, &FaultRecord)> {
         self.faults
             .iter()
-            .take_while(|(_, f)| f.fired_at_us <= t)
-            .last()
+            .filter(|(_, f)| f.matched_at_us <= t)
+            .max_by_key(|(_, f)| f.matched_at_us)
             .map(|(seq, f)| (*seq, *f))
     }
 
