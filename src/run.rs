@@ -508,6 +508,13 @@ const MEMBER_LEAVE_DEADLINE: Duration = Duration::from_secs(30);
 impl GroupControl for TransientMembers {
     fn rebalance(&self, hold: Duration, protocol: Option<&GroupProtocol>) -> Option<String> {
         let protocol = protocol.cloned().unwrap_or_default();
+        // A member that cannot speak the group's protocol never joins: not applied (design §12).
+        if let Err(e) = protocol.client_settings() {
+            self.timeline.record(Event::Warning {
+                message: format!("rebalance: group not applied: {e}"),
+            });
+            return None;
+        }
         let described = match &protocol {
             GroupProtocol::Classic { assignors } => format!("classic, {}", assignors.join(",")),
             GroupProtocol::Consumer => "KIP-848 consumer protocol".into(),
