@@ -207,6 +207,39 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prefetch: Option<u16>,
     },
+    /// A consumer's proxied AMQP connection ended before the run did (missed heartbeats after
+    /// a partition, a crash, a `sever`); its unacknowledged messages go back to the queue:
+    /// `unacked` says how many the proxy saw outstanding. During a `partition` the proxy reads
+    /// neither side, so a close that happened then is recorded when it heals.
+    ConnectionClosed {
+        /// Instance.
+        instance: u32,
+        /// Incarnation.
+        incarnation: u32,
+        /// Which side ended it.
+        by: ClosedBy,
+        /// Deliveries on the connection not yet acknowledged when it ended.
+        unacked: u64,
+        /// How it ended, in words.
+        detail: String,
+    },
+    /// A frame the proxy held at a hold point for a trigger (every commit or ack while a
+    /// `before:`/`after:` trigger needs them), and how long: a held frame delays every later
+    /// response on its connection.
+    Held {
+        /// Instance.
+        instance: u32,
+        /// Incarnation.
+        incarnation: u32,
+        /// Where.
+        at: HeldAt,
+        /// The held event's timeline position.
+        event: u64,
+        /// How long it was held (µs).
+        held_us: u64,
+        /// True when it went on; false when it was dropped (the consumer was being stopped).
+        released: bool,
+    },
     /// Messages ready in the AMQP queue (polled during the run).
     QueueDepth {
         /// Ready (not delivered) messages.
@@ -326,6 +359,30 @@ pub enum AckPhase {
     Forwarded,
     /// Held and never forwarded (the consumer died while it was held).
     Dropped,
+}
+
+/// Where a frame was held.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldAt {
+    /// An OffsetCommit request on its way to the broker.
+    CommitRequest,
+    /// The broker's OffsetCommit response on its way to the consumer.
+    CommitResponse,
+    /// An AMQP basic.ack/nack/reject on its way to the broker.
+    AckRequest,
+}
+
+/// Which side ended a proxied connection.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClosedBy {
+    /// The broker closed it or reset it.
+    Broker,
+    /// The consumer closed it (or exited).
+    Consumer,
+    /// A `sever` fault reset it.
+    Severed,
 }
 
 /// Group membership events.
@@ -540,6 +597,9 @@ enum ToWriter {
     Flush(std::sync::mpsc::Sender<()>),
 }
 
+/// Most events [`Timeline::record_many`] stamps under one lock.
+const MANY_CHUNK: usize = 512;
+
 /// Most events serialized into one `write`.
 const WRITE_BATCH: usize = 1024;
 
@@ -612,30 +672,34 @@ impl Timeline {
         stamped
     }
 
-    /// Stamps, queues for writing and publishes several events at once, in order, under one
-    /// lock and with one clock reading (they share `t_us`): what [`Timeline::record`] does for
-    /// each, minus the per-event locking and writer hand-off. For bursts of events that happen
-    /// at one moment (the proxy's `delivered` events of one fetched batch of records).
+    /// Stamps, queues for writing and publishes several events, in order: what
+    /// [`Timeline::record`] does for each, minus most of the locking and writer hand-offs. For
+    /// bursts of events that happen at one moment (the proxy's `delivered` events of one fetched
+    /// batch of records). They are taken in chunks (of 512), each under one lock with
+    /// one clock reading (the chunk shares its `t_us`) and handed to the writer at once; the
+    /// lock is let go between chunks, so a long burst never keeps another source (a commit, a
+    /// fault) waiting for more than one chunk.
     pub fn record_many(&self, events: impl IntoIterator<Item = Event>) {
-        let mut inner = self.lock();
-        let t_us = self.now_us();
-        let mut stamped: Vec<Arc<Stamped>> = Vec::new();
-        for event in events {
-            let s = Arc::new(Stamped {
-                seq: inner.next_seq,
-                t_us,
-                event,
-            });
-            inner.next_seq += 1;
-            inner.subscribers.retain(|tx| tx.send(s.clone()).is_ok());
-            stamped.push(s);
-        }
-        if stamped.is_empty() {
-            return;
-        }
-        if let Some(writer) = &inner.writer {
-            if writer.send(ToWriter::Events(stamped)).is_err() {
-                inner.writer = None;
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let mut chunk: Vec<Arc<Stamped>> =
+                Vec::with_capacity(events.size_hint().0.min(MANY_CHUNK));
+            let mut inner = self.lock();
+            let t_us = self.now_us();
+            for event in events.by_ref().take(MANY_CHUNK) {
+                let s = Arc::new(Stamped {
+                    seq: inner.next_seq,
+                    t_us,
+                    event,
+                });
+                inner.next_seq += 1;
+                inner.subscribers.retain(|tx| tx.send(s.clone()).is_ok());
+                chunk.push(s);
+            }
+            if let Some(writer) = &inner.writer {
+                if writer.send(ToWriter::Events(chunk)).is_err() {
+                    inner.writer = None;
+                }
             }
         }
     }
@@ -670,6 +734,10 @@ fn write_events(mut file: File, rx: std::sync::mpsc::Receiver<ToWriter>) {
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(msg) = next.take() {
+            taken += match &msg {
+                ToWriter::Events(events) => events.len(),
+                _ => 1,
+            };
             match msg {
                 ToWriter::Event(e) => {
                     if serde_json::to_writer(&mut buf, &*e).is_ok() {
@@ -685,7 +753,6 @@ fn write_events(mut file: File, rx: std::sync::mpsc::Receiver<ToWriter>) {
                 }
                 ToWriter::Flush(ack) => acks.push(ack),
             }
-            taken += 1;
             if taken < WRITE_BATCH {
                 next = rx.try_recv().ok();
             }
@@ -758,16 +825,19 @@ mod tests {
         let warning = |i: u32| Event::Warning {
             message: format!("w{i}"),
         };
+        // Beyond one chunk, so the lock is taken more than once.
+        let last = 3 + 2 * MANY_CHUNK as u32;
         timeline.record(warning(0));
-        timeline.record_many((1..4).map(warning));
+        timeline.record_many((1..last).map(warning));
         timeline.record_many(std::iter::empty());
-        timeline.record(warning(4));
+        timeline.record(warning(last));
         timeline.flush();
         let events = read_events(&path).unwrap();
+        assert!(events.windows(2).all(|w| w[0].t_us <= w[1].t_us));
         let seen: Vec<(u64, Event)> = events.into_iter().map(|e| (e.seq, e.event)).collect();
-        let want: Vec<(u64, Event)> = (0..5).map(|i| (i as u64, warning(i))).collect();
+        let want: Vec<(u64, Event)> = (0..=last).map(|i| (i as u64, warning(i))).collect();
         assert_eq!(seen, want);
-        for i in 0..5 {
+        for i in 0..=last {
             assert_eq!(rx.try_recv().unwrap().event, warning(i));
         }
     }

@@ -43,7 +43,7 @@ use crate::error::InfraError;
 use crate::nemesis::action::NetworkControl;
 use crate::nemesis::gate::{Gate, HoldPoint, Verdict};
 use crate::plan::Target;
-use crate::timeline::{AckPhase, AckVerb, Event, Timeline};
+use crate::timeline::{AckPhase, AckVerb, ClosedBy, Event, HeldAt, Timeline};
 
 /// The frame-end octet every AMQP frame carries after its payload.
 const FRAME_END: u8 = 0xCE;
@@ -157,6 +157,12 @@ impl Framing for AmqpFraming {
             ));
         }
         Ok(Some(total))
+    }
+
+    fn frame_len_hint(&self, buf: &[u8]) -> Option<usize> {
+        let header = buf.get(..7).filter(|_| buf[0] != b'A')?;
+        let size = u32::from_be_bytes([header[3], header[4], header[5], header[6]]) as usize;
+        Some((size + FRAME_OVERHEAD).min(self.frame_max()))
     }
 }
 
@@ -440,7 +446,7 @@ async fn serve(shared: Arc<Shared>, client: TcpStream, instance: u32) {
         &guard.view,
     )
     .await;
-    match end {
+    match &end {
         ConnEnd::Client(PumpEnd::Malformed(r)) => shared.warn(format!(
             "amqp proxy: closed a consumer[{instance}] connection: {r}"
         )),
@@ -448,6 +454,29 @@ async fn serve(shared: Arc<Shared>, client: TcpStream, instance: u32) {
             "amqp proxy: closed a consumer[{instance}] connection (broker side): {r}"
         )),
         _ => {}
+    }
+    let (by, detail) = match end {
+        ConnEnd::Stopped => return,
+        ConnEnd::Severed => (ClosedBy::Severed, "reset by a `sever` fault".to_owned()),
+        ConnEnd::Upstream(e) => (ClosedBy::Broker, describe_end(&e)),
+        ConnEnd::Client(e) => (ClosedBy::Consumer, describe_end(&e)),
+    };
+    shared.timeline.record(Event::ConnectionClosed {
+        instance,
+        incarnation,
+        by,
+        unacked: conn.unacked(),
+        detail,
+    });
+}
+
+/// How one side of a connection ended, in words.
+fn describe_end(end: &PumpEnd) -> String {
+    match end {
+        PumpEnd::Closed => "closed".into(),
+        PumpEnd::ClosedMidFrame => "closed in the middle of a frame".into(),
+        PumpEnd::Malformed(r) => format!("closed by the proxy: {r}"),
+        PumpEnd::Io(e) => format!("socket error: {e}"),
     }
 }
 
@@ -506,6 +535,16 @@ struct Conn {
     /// Negotiated heartbeat interval in seconds (0 = none).
     heartbeat: AtomicU32,
     channels: Mutex<HashMap<u16, ChannelState>>,
+}
+
+impl Conn {
+    /// Deliveries not yet acknowledged, over every channel.
+    fn unacked(&self) -> u64 {
+        lock(&self.channels)
+            .values()
+            .map(|c| c.outstanding.len() as u64)
+            .sum()
+    }
 }
 
 /// Splits a whole frame into (type, channel, payload); None for the protocol header or bytes
@@ -948,7 +987,16 @@ impl Conn {
                 }
             }
         };
-        lock(&self.shared.hold_times).push(start.elapsed());
+        let held = start.elapsed();
+        lock(&self.shared.hold_times).push(held);
+        self.shared.timeline.record(Event::Held {
+            instance: self.instance,
+            incarnation: self.incarnation,
+            at: HeldAt::AckRequest,
+            event: seq,
+            held_us: held.as_micros() as u64,
+            released: verdict == Verdict::Answer,
+        });
         verdict
     }
 }
@@ -980,6 +1028,10 @@ impl FrameHandler for Requests {
             self.conn.settle(ack);
         }
         Handled::Forward(frame)
+    }
+
+    fn needs_written(&self) -> bool {
+        self.unwritten.is_some()
     }
 
     fn on_written(&mut self) {

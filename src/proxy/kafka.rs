@@ -11,6 +11,14 @@
 //! to those the crate decodes; Metadata; FindCoordinator; DescribeCluster; Fetch and Produce
 //! when they carry KIP-951 `node_endpoints`).
 //!
+//! Deliveries: a Fetch response is forwarded first and its records are read right after it is
+//! on the client's socket (before the proxy reads anything more from the broker), one
+//! `delivered` event per record handed to the application, recorded a partition at a time
+//! ([`Timeline::record_many`]). Uncompressed v2 batches are walked in place by
+//! [`scan_plain_batch`] (the crate still checks each batch header and CRC); every other batch is
+//! decoded by the crate. This keeps the proxy's cost off the consumer's path (issues 4 and 6);
+//! [`KafkaProxy::set_deliveries_before_forwarding`] restores "events before forwarding".
+//!
 //! Keeping the client on the proxy: every instance has its own loopback listener for the
 //! bootstrap and one per broker node id; a node's listeners are opened as soon as a response
 //! names the node id, before that response is forwarded, so a client can never learn an
@@ -23,6 +31,7 @@
 //! membership) and only on loopback ports handed to the consumer under test.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,7 +48,7 @@ use kafka_protocol::messages::{
     SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Message, StrBytes, VersionRange};
-use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +61,7 @@ use crate::error::InfraError;
 use crate::nemesis::action::NetworkControl;
 use crate::nemesis::gate::{Gate, HoldPoint, Verdict};
 use crate::plan::Target;
-use crate::timeline::{CommitPhase, CommittedOffset, Event, RebalanceKind, Timeline};
+use crate::timeline::{CommitPhase, CommittedOffset, Event, HeldAt, RebalanceKind, Timeline};
 
 /// Kafka's default `request.timeout.ms`: a hold longer than 80% of it gets a warning, since
 /// every later response on that connection waits behind the held frame.
@@ -83,6 +92,15 @@ impl Framing for KafkaFraming {
             ));
         }
         Ok((buf.len() >= 4 + len).then_some(4 + len))
+    }
+
+    fn frame_len_hint(&self, buf: &[u8]) -> Option<usize> {
+        let prefix = buf.get(..4)?;
+        let len = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+        usize::try_from(len)
+            .ok()
+            .filter(|l| *l <= MAX_FRAME)
+            .map(|l| 4 + l)
     }
 }
 
@@ -167,6 +185,8 @@ struct Shared {
     tasks: Tasks,
     failure: Mutex<Option<String>>,
     hold_times: Mutex<Vec<Duration>>,
+    /// Record a Fetch response's deliveries before forwarding it (else right after).
+    deliveries_first: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -239,6 +259,7 @@ impl KafkaProxy {
             tasks: Tasks::default(),
             failure: Mutex::default(),
             hold_times: Mutex::default(),
+            deliveries_first: AtomicBool::new(false),
         });
         for (instance, listener) in listeners.into_iter().enumerate() {
             Shared::spawn_listener(&shared, listener, instance as u32, Route::Bootstrap);
@@ -272,6 +293,17 @@ impl KafkaProxy {
         let mut v: Vec<String> = addrs.into_iter().collect();
         v.sort();
         v
+    }
+
+    /// When to record a Fetch response's `delivered` events. By default (`false`) the response
+    /// is forwarded first and its records read right after it is on the client's socket, before
+    /// the proxy reads anything more from the broker: the client never waits for the proxy to
+    /// read records, and an event means the client has the bytes. `true` records them before
+    /// forwarding (the client waits for every record to be read): for a plan whose faults must
+    /// land before the consumer can see the records (an `after: deliver` trigger), at a cost
+    /// in throughput. Applies to responses handled from now on.
+    pub fn set_deliveries_before_forwarding(&self, first: bool) {
+        self.shared.deliveries_first.store(first, Ordering::Relaxed);
     }
 
     /// How long each finished hold lasted, in order (for the report's boundary figures).
@@ -469,7 +501,10 @@ async fn serve(shared: Arc<Shared>, client: TcpStream, instance: u32, route: Rou
         positions: Mutex::default(),
     });
     let mut requests = Requests(conn.clone());
-    let mut responses = Responses(conn);
+    let mut responses = Responses {
+        conn,
+        unread: Vec::new(),
+    };
     let end = serve_connection(
         client,
         upstream,
@@ -502,7 +537,28 @@ struct Conn {
 }
 
 struct Requests(Arc<Conn>);
-struct Responses(Arc<Conn>);
+
+/// The broker→client direction. A Fetch response is forwarded first and its records read
+/// after (in [`FrameHandler::on_written`]), so the client never waits for the proxy to read
+/// them; see [`KafkaProxy::set_deliveries_before_forwarding`] for the other order.
+struct Responses {
+    conn: Arc<Conn>,
+    /// The records of the response being written, read once it is on the client's socket.
+    unread: Vec<FetchedPartition>,
+}
+
+/// One partition's records in a Fetch response, and what reading their deliveries needs.
+struct FetchedPartition {
+    topic: String,
+    partition: i32,
+    /// A handle on the response's bytes (no copy).
+    records: Bytes,
+    /// The offset the client asked from (records before it are not handed to it).
+    fetch_offset: i64,
+    /// Aborted transactions: (producer id, first offset).
+    aborted: Vec<(i64, i64)>,
+    read_committed: bool,
+}
 
 impl FrameHandler for Requests {
     fn on_frame(&mut self, frame: Bytes) -> impl std::future::Future<Output = Handled> + Send {
@@ -511,8 +567,26 @@ impl FrameHandler for Requests {
 }
 
 impl FrameHandler for Responses {
-    fn on_frame(&mut self, frame: Bytes) -> impl std::future::Future<Output = Handled> + Send {
-        self.0.clone().on_response(frame)
+    async fn on_frame(&mut self, frame: Bytes) -> Handled {
+        let (handled, fetched) = self.conn.on_response_deferred(frame).await;
+        if self.conn.shared.deliveries_first.load(Ordering::Relaxed) {
+            self.conn.record_deliveries(fetched);
+        } else {
+            self.unread = fetched;
+        }
+        handled
+    }
+
+    fn needs_written(&self) -> bool {
+        !self.unread.is_empty()
+    }
+
+    fn on_written(&mut self) {
+        // The client has the bytes; the pump reads nothing more until this returns, so the
+        // events are in the timeline before the connection can end or the proxy report
+        // itself stopped.
+        let fetched = std::mem::take(&mut self.unread);
+        self.conn.record_deliveries(fetched);
     }
 }
 
@@ -640,6 +714,10 @@ pub struct DeliveredRecord {
 /// for a read_committed client. A truncated last batch (the broker cuts at max bytes) is
 /// normal and ends the walk; any other undecodable batch is an error (with the records read
 /// before it).
+///
+/// Uncompressed v2 batches go through [`scan_plain_batch`] (no allocation per record); every
+/// other batch, and any batch that scan refuses, is decoded by the kafka-protocol crate, whose
+/// answer is the reference (see [`scan_plain_batch`] for why both exist).
 pub fn delivered_records(
     records: &Bytes,
     fetch_offset: i64,
@@ -647,11 +725,27 @@ pub fn delivered_records(
     read_committed: bool,
 ) -> (Vec<DeliveredRecord>, Option<String>) {
     let mut out = Vec::new();
+    let err = each_delivered(
+        records,
+        fetch_offset,
+        aborted,
+        read_committed,
+        |id, offset| out.push(DeliveredRecord { id, offset }),
+    );
+    (out, err)
+}
+
+/// [`delivered_records`] without collecting: `deliver(id, offset)` is called for each record
+/// in order; returns the error that stopped the walk, if any.
+fn each_delivered(
+    records: &Bytes,
+    fetch_offset: i64,
+    aborted: &[(i64, i64)],
+    read_committed: bool,
+    mut deliver: impl FnMut(String, i64),
+) -> Option<String> {
+    let mut filter = DeliveryFilter::new(fetch_offset, aborted, read_committed);
     let mut buf = records.clone();
-    // Aborted transactions: (producer id, first offset), ordered by first offset.
-    let mut pending_aborts: Vec<(i64, i64)> = aborted.to_vec();
-    pending_aborts.sort_by_key(|a| a.1);
-    let mut active_aborts: HashSet<i64> = HashSet::new();
     while buf.remaining() > 0 {
         // A batch: base offset (8), length (4), then `length` bytes.
         if buf.remaining() < 12 {
@@ -659,53 +753,214 @@ pub fn delivered_records(
         }
         let len = i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
         if len < 0 {
-            return (
-                out,
-                Some(format!("record batch with negative length {len}")),
-            );
+            return Some(format!("record batch with negative length {len}"));
         }
-        if buf.remaining() < 12 + len as usize {
+        let batch_len = 12 + len as usize;
+        if buf.remaining() < batch_len {
             break; // truncated last batch
+        }
+        if let Some(seen) = scan_plain_batch(&buf.slice(..batch_len)) {
+            for r in seen {
+                filter.visit(r, &mut deliver);
+            }
+            buf.advance(batch_len);
+            continue;
         }
         let set = match RecordBatchDecoder::decode(&mut buf) {
             Ok(s) => s,
-            Err(e) => return (out, Some(format!("record batch: {e}"))),
+            Err(e) => return Some(format!("record batch: {e}")),
         };
-        for r in set.records {
-            if read_committed {
-                while let Some(&(pid, first)) = pending_aborts.first() {
-                    if first > r.offset {
-                        break;
-                    }
-                    active_aborts.insert(pid);
-                    pending_aborts.remove(0);
-                }
-                if r.control {
-                    active_aborts.remove(&r.producer_id);
-                    continue;
-                }
-                if r.transactional && active_aborts.contains(&r.producer_id) {
-                    continue;
-                }
-            }
-            if r.control || r.offset < fetch_offset {
-                continue;
-            }
+        for r in &set.records {
             let id = r
                 .headers
                 .iter()
                 .find(|(k, _)| k.as_str() == ID_HEADER)
-                .and_then(|(_, v)| v.as_ref())
-                .or(r.key.as_ref());
-            if let Some(id) = id {
-                out.push(DeliveredRecord {
-                    id: String::from_utf8_lossy(id).into_owned(),
-                    offset: r.offset,
-                });
-            }
+                .and_then(|(_, v)| v.as_deref())
+                .or(r.key.as_deref());
+            let seen = SeenRecord {
+                offset: r.offset,
+                control: r.control,
+                transactional: r.transactional,
+                producer_id: r.producer_id,
+                id,
+            };
+            filter.visit(seen, &mut deliver);
         }
     }
-    (out, None)
+    None
+}
+
+/// What the delivery walk needs of one record, however its batch was decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenRecord<'a> {
+    /// Its offset.
+    pub offset: i64,
+    /// From a control batch (transaction markers: never handed to the application).
+    pub control: bool,
+    /// From a transactional batch.
+    pub transactional: bool,
+    /// The batch's producer id (matches aborted transactions).
+    pub producer_id: i64,
+    /// The `exactly-id` header's value (the last such header, as the crate's header map keeps
+    /// it), else the key; `None` when neither is there.
+    pub id: Option<&'a [u8]>,
+}
+
+/// Decides which fetched records the client hands to the application (fetch position,
+/// control records, aborted transactions for read_committed), in offset order.
+struct DeliveryFilter {
+    fetch_offset: i64,
+    read_committed: bool,
+    /// Aborted transactions not yet reached: (producer id, first offset), by first offset.
+    pending_aborts: Vec<(i64, i64)>,
+    /// Producers whose aborted transaction is open at the current offset.
+    active_aborts: HashSet<i64>,
+}
+
+impl DeliveryFilter {
+    fn new(fetch_offset: i64, aborted: &[(i64, i64)], read_committed: bool) -> DeliveryFilter {
+        let mut pending_aborts: Vec<(i64, i64)> = aborted.to_vec();
+        pending_aborts.sort_by_key(|a| a.1);
+        DeliveryFilter {
+            fetch_offset,
+            read_committed,
+            pending_aborts,
+            active_aborts: HashSet::new(),
+        }
+    }
+
+    /// Takes the next record in offset order; calls `deliver(id, offset)` if the client hands
+    /// it to the application.
+    fn visit(&mut self, r: SeenRecord<'_>, deliver: &mut impl FnMut(String, i64)) {
+        if self.read_committed {
+            while let Some(&(pid, first)) = self.pending_aborts.first() {
+                if first > r.offset {
+                    break;
+                }
+                self.active_aborts.insert(pid);
+                self.pending_aborts.remove(0);
+            }
+            if r.control {
+                self.active_aborts.remove(&r.producer_id);
+                return;
+            }
+            if r.transactional && self.active_aborts.contains(&r.producer_id) {
+                return;
+            }
+        }
+        if r.control || r.offset < self.fetch_offset {
+            return;
+        }
+        if let Some(id) = r.id {
+            deliver(String::from_utf8_lossy(id).into_owned(), r.offset);
+        }
+    }
+}
+
+/// Offset of the first record in a v2 batch: base offset (8), length (4), leader epoch (4),
+/// magic (1), crc (4), attributes (2), last offset delta (4), first and max timestamps (16),
+/// producer id (8) and epoch (2), base sequence (4), record count (4).
+const V2_RECORDS_AT: usize = 61;
+
+/// The records of one whole uncompressed v2 record batch (`batch` is exactly the batch), read
+/// in place: `None` whenever the batch is anything else (compressed, legacy, malformed), so the
+/// caller decodes it with the kafka-protocol crate instead.
+///
+/// Why a hand-written walk next to the crate: the proxy reads every record of every Fetch
+/// response, and the crate builds a full `Record` per record (a header map, key and value
+/// handles), which was the proxy's largest cost (issues 4 and 6). This walk is deliberately
+/// narrow: the batch header and its CRC are still checked by the crate
+/// (`RecordBatchDecoder::decode_batch_info`); only the per-record layout (varint length,
+/// attributes, timestamp and offset deltas, key, value, headers) is walked here, with the
+/// crate's own acceptance rules (same varint decoding, same negative-length and UTF-8 header
+/// key checks, trailing bytes ignored), and any doubt falls back to the crate. The tests hold
+/// it equal to the crate's decoding on valid, cut and corrupted batches
+/// (`plain_batch_scan_equals_the_crate`).
+pub fn scan_plain_batch(batch: &Bytes) -> Option<Vec<SeenRecord<'_>>> {
+    let infos = RecordBatchDecoder::decode_batch_info(&mut batch.clone()).ok()?;
+    let [info] = infos.as_slice() else {
+        return None;
+    };
+    if info.compression != Compression::None {
+        return None;
+    }
+    let mut b: &[u8] = batch.get(V2_RECORDS_AT..)?;
+    let count = usize::try_from(info.record_count).ok()?;
+    // Each record takes at least its length byte: a count beyond the bytes is malformed.
+    let mut out = Vec::with_capacity(count.min(b.len()));
+    for _ in 0..count {
+        let size = usize::try_from(varint(&mut b)?).ok()?;
+        let mut r = take(&mut b, size)?;
+        take(&mut r, 1)?; // attributes
+        varlong(&mut r)?; // timestamp delta
+        let offset_delta = varint(&mut r)?;
+        let key = nullable(&mut r)?;
+        nullable(&mut r)?; // value
+        let headers = usize::try_from(varint(&mut r)?).ok()?;
+        // None: no `exactly-id` header; Some(v): the last one's value (null or bytes).
+        let mut id_header: Option<Option<&[u8]>> = None;
+        for _ in 0..headers {
+            let key_len = usize::try_from(varint(&mut r)?).ok()?;
+            let name = std::str::from_utf8(take(&mut r, key_len)?).ok()?;
+            let value = nullable(&mut r)?;
+            if name == ID_HEADER {
+                id_header = Some(value);
+            }
+        }
+        out.push(SeenRecord {
+            offset: info.min_offset.wrapping_add(i64::from(offset_delta)),
+            control: info.control,
+            transactional: info.transactional,
+            producer_id: info.producer_id,
+            id: id_header.flatten().or(key),
+        });
+    }
+    Some(out)
+}
+
+/// The first `n` bytes of `b`, advancing it; `None` when fewer are left.
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if b.len() < n {
+        return None;
+    }
+    let (head, rest) = b.split_at(n);
+    *b = rest;
+    Some(head)
+}
+
+/// A zigzag varint, as the crate reads it (at most 5 bytes; bits past 32 dropped).
+fn varint(b: &mut &[u8]) -> Option<i32> {
+    let mut value: u32 = 0;
+    for i in 0..5 {
+        let byte = u32::from(*take(b, 1)?.first()?);
+        value |= (byte & 0x7f) << (i * 7);
+        if byte < 0x80 {
+            break;
+        }
+    }
+    Some(((value >> 1) as i32) ^ -((value & 1) as i32))
+}
+
+/// A zigzag varlong, as the crate reads it (at most 10 bytes).
+fn varlong(b: &mut &[u8]) -> Option<i64> {
+    let mut value: u64 = 0;
+    for i in 0..10 {
+        let byte = u64::from(*take(b, 1)?.first()?);
+        value |= (byte & 0x7f) << (i * 7);
+        if byte < 0x80 {
+            break;
+        }
+    }
+    Some(((value >> 1) as i64) ^ -((value & 1) as i64))
+}
+
+/// A varint length and that many bytes; length -1 is null, below -1 is malformed.
+fn nullable<'a>(b: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
+    match varint(b)? {
+        -1 => Some(None),
+        n if n < -1 => None,
+        n => take(b, n as usize).map(Some),
+    }
 }
 
 impl Conn {
@@ -781,7 +1036,19 @@ impl Conn {
                 }
             }
         };
-        lock(&self.shared.hold_times).push(start.elapsed());
+        let held = start.elapsed();
+        lock(&self.shared.hold_times).push(held);
+        self.record(Event::Held {
+            instance: self.instance,
+            incarnation: self.incarnation,
+            at: match point {
+                HoldPoint::CommitResponse => HeldAt::CommitResponse,
+                _ => HeldAt::CommitRequest,
+            },
+            event: seq,
+            held_us: held.as_micros() as u64,
+            released: verdict == Verdict::Answer,
+        });
         verdict
     }
 
@@ -964,7 +1231,29 @@ impl Conn {
         })
     }
 
+    /// Handles one response and records its deliveries at once (before it is forwarded).
+    #[cfg(test)]
     async fn on_response(self: Arc<Conn>, frame: Bytes) -> Handled {
+        let (handled, fetched) = self.on_response_deferred(frame).await;
+        if matches!(handled, Handled::Forward(_)) {
+            self.record_deliveries(fetched);
+        }
+        handled
+    }
+
+    /// Handles one response; a Fetch response's records to read for `delivered` events come
+    /// back apart, to be read once the response is forwarded (see [`Responses`]).
+    async fn on_response_deferred(&self, frame: Bytes) -> (Handled, Vec<FetchedPartition>) {
+        let mut fetched = Vec::new();
+        let handled = self.response_of(frame, &mut fetched).await;
+        if !matches!(handled, Handled::Forward(_)) {
+            // Never reaches the client: nothing was delivered.
+            fetched.clear();
+        }
+        (handled, fetched)
+    }
+
+    async fn response_of(&self, frame: Bytes, fetched: &mut Vec<FetchedPartition>) -> Handled {
         let Some(b) = frame.get(4..8) else {
             return Handled::Close("response shorter than a correlation id".into());
         };
@@ -977,15 +1266,23 @@ impl Conn {
         let Ok(key) = ApiKey::try_from(p.key) else {
             return Handled::Forward(frame);
         };
-        match self.response(frame, key, p).await {
+        match self.response(frame, key, p, fetched).await {
             Ok(h) => h,
             Err(e) => Handled::Close(e),
         }
     }
 
     /// Handles one decoded-or-forwarded response. `Err` closes the connection (and has been
-    /// recorded as a failure when the run's evidence or faults depend on it).
-    async fn response(&self, frame: Bytes, key: ApiKey, p: Pending) -> Result<Handled, String> {
+    /// recorded as a failure when the run's evidence or faults depend on it). A Fetch
+    /// response's partitions of the topic under test are put in `fetched`, for the caller to
+    /// read its deliveries from.
+    async fn response(
+        &self,
+        frame: Bytes,
+        key: ApiKey,
+        p: Pending,
+        fetched: &mut Vec<FetchedPartition>,
+    ) -> Result<Handled, String> {
         let version = p.version;
         let must_rewrite = |e: String| -> String {
             let msg = format!(
@@ -1124,9 +1421,9 @@ impl Conn {
                         read_committed: true
                     }
                 );
-                // Delivered events before forwarding: the timeline then never shows an
-                // effect before the delivery that caused it.
-                self.deliveries(&body, read_committed);
+                // Only what the records' reading needs is taken now (the fetch positions as
+                // this response answers them); the records are read by the caller.
+                *fetched = self.fetched_partitions(&body, read_committed);
                 if body.node_endpoints.is_empty() {
                     return Ok(Handled::Forward(frame));
                 }
@@ -1323,8 +1620,15 @@ impl Conn {
         }
     }
 
-    /// Records one `delivered` event per record of the topic under test in a Fetch response.
-    fn deliveries(&self, body: &FetchResponse, read_committed: bool) {
+    /// The partitions of the topic under test in a Fetch response that carry records, with
+    /// what reading their deliveries needs. Cheap (no record is read): the records stay
+    /// handles on the response's bytes.
+    fn fetched_partitions(
+        &self,
+        body: &FetchResponse,
+        read_committed: bool,
+    ) -> Vec<FetchedPartition> {
+        let mut out = Vec::new();
         for t in &body.responses {
             let topic = self
                 .shared
@@ -1340,30 +1644,48 @@ impl Conn {
                     .get(&(topic.clone(), p.partition_index))
                     .copied()
                     .unwrap_or(0);
-                let aborted: Vec<(i64, i64)> = p
-                    .aborted_transactions
-                    .iter()
-                    .flatten()
-                    .map(|a| (a.producer_id.0, a.first_offset))
-                    .collect();
-                let (recs, err) =
-                    delivered_records(records, fetch_offset, &aborted, read_committed);
-                for r in recs {
-                    self.record(Event::Delivered {
-                        id: r.id,
-                        instance: self.instance,
-                        incarnation: self.incarnation,
-                        partition: Some(p.partition_index),
-                        offset: Some(r.offset),
-                        redelivered: false,
-                    });
-                }
-                if let Some(e) = err {
-                    self.shared.fail(format!(
-                        "cannot read the records fetched by consumer[{}] from {topic}[{}]: {e}",
-                        self.instance, p.partition_index
-                    ));
-                }
+                out.push(FetchedPartition {
+                    topic: topic.clone(),
+                    partition: p.partition_index,
+                    records: records.clone(),
+                    fetch_offset,
+                    aborted: p
+                        .aborted_transactions
+                        .iter()
+                        .flatten()
+                        .map(|a| (a.producer_id.0, a.first_offset))
+                        .collect(),
+                    read_committed,
+                });
+            }
+        }
+        out
+    }
+
+    /// Records one `delivered` event per record the client will hand to the application, for
+    /// each fetched partition (one batch of events per partition, see
+    /// [`Timeline::record_many`]); a partition whose records cannot be read fails the run.
+    fn record_deliveries(&self, fetched: Vec<FetchedPartition>) {
+        for f in fetched {
+            // (ID, offset) pairs first, then each event built straight into its timeline entry:
+            // a 264-byte event is moved once, not kept in a vector of its own.
+            let (recs, err) =
+                delivered_records(&f.records, f.fetch_offset, &f.aborted, f.read_committed);
+            self.shared
+                .timeline
+                .record_many(recs.into_iter().map(|r| Event::Delivered {
+                    id: r.id,
+                    instance: self.instance,
+                    incarnation: self.incarnation,
+                    partition: Some(f.partition),
+                    offset: Some(r.offset),
+                    redelivered: false,
+                }));
+            if let Some(e) = err {
+                self.shared.fail(format!(
+                    "cannot read the records fetched by consumer[{}] from {}[{}]: {e}",
+                    self.instance, f.topic, f.partition
+                ));
             }
         }
     }
@@ -1537,6 +1859,7 @@ mod tests {
             tasks: Tasks::default(),
             failure: Mutex::default(),
             hold_times: Mutex::default(),
+            deliveries_first: AtomicBool::new(false),
         });
         Arc::new(Conn {
             shared,
@@ -1766,6 +2089,71 @@ mod tests {
         }
     }
 
+    /// A Fetch response's `delivered` events come once it is written (by default), or before
+    /// it is forwarded when the proxy is told to; a response that is not forwarded delivers
+    /// nothing.
+    #[tokio::test]
+    async fn deliveries_are_recorded_after_the_write_or_before_the_forward() {
+        let fetch = || {
+            let (_, _, _, f) = corpus().swap_remove(5);
+            f
+        };
+        let delivered =
+            |rx: &mut tokio::sync::mpsc::UnboundedReceiver<Arc<crate::timeline::Stamped>>| {
+                let mut n = 0;
+                while let Ok(e) = rx.try_recv() {
+                    if let Event::Delivered {
+                        instance: 0,
+                        incarnation: 1,
+                        partition: Some(0),
+                        ..
+                    } = e.event
+                    {
+                        n += 1;
+                    }
+                }
+                n
+            };
+        for first in [false, true] {
+            let conn = test_conn(Gate::open());
+            conn.shared.deliveries_first.store(first, Ordering::Relaxed);
+            let mut rx = conn.shared.timeline.subscribe();
+            let mut responses = Responses {
+                conn: conn.clone(),
+                unread: Vec::new(),
+            };
+            let f = fetch();
+            lock(&conn.inflight).insert(
+                correlation(&f),
+                Pending {
+                    key: ApiKey::Fetch as i16,
+                    version: 12,
+                    ctx: Ctx::Fetch {
+                        read_committed: false,
+                    },
+                },
+            );
+            assert!(matches!(responses.on_frame(f).await, Handled::Forward(_)));
+            if first {
+                assert_eq!(delivered(&mut rx), 5, "recorded before the forward");
+                assert!(!responses.needs_written());
+            } else {
+                assert_eq!(delivered(&mut rx), 0, "nothing before the write");
+                assert!(responses.needs_written());
+                responses.on_written();
+                assert_eq!(delivered(&mut rx), 5, "every record once written");
+                assert!(!responses.needs_written());
+            }
+            // A response with no request behind it closes the connection: nothing delivered.
+            assert!(matches!(
+                responses.on_frame(fetch()).await,
+                Handled::Close(_)
+            ));
+            assert!(!responses.needs_written());
+            assert_eq!(delivered(&mut rx), 0);
+        }
+    }
+
     #[tokio::test]
     async fn valid_frames_pass_and_addresses_are_rewritten() {
         let conn = test_conn(Gate::open());
@@ -1852,6 +2240,247 @@ mod tests {
             }
             let conn = test_conn(Gate::open());
             rt.block_on(feed(&conn, is_request, key, version, &bytes));
+        }
+    }
+
+    /// The reference for [`delivered_records`]: every batch decoded by the crate (what the
+    /// proxy did before the plain-batch scan existed).
+    fn delivered_records_by_the_crate(
+        records: &Bytes,
+        fetch_offset: i64,
+        aborted: &[(i64, i64)],
+        read_committed: bool,
+    ) -> (Vec<DeliveredRecord>, bool) {
+        let mut out = Vec::new();
+        let mut filter = DeliveryFilter::new(fetch_offset, aborted, read_committed);
+        let mut buf = records.clone();
+        while buf.remaining() >= 12 {
+            let len = i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+            if len < 0 {
+                return (out, true);
+            }
+            if buf.remaining() < 12 + len as usize {
+                break;
+            }
+            let Ok(set) = RecordBatchDecoder::decode(&mut buf) else {
+                return (out, true);
+            };
+            for r in &set.records {
+                let id = r
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.as_str() == ID_HEADER)
+                    .and_then(|(_, v)| v.as_deref())
+                    .or(r.key.as_deref());
+                filter.visit(
+                    SeenRecord {
+                        offset: r.offset,
+                        control: r.control,
+                        transactional: r.transactional,
+                        producer_id: r.producer_id,
+                        id,
+                    },
+                    &mut |id, offset| out.push(DeliveredRecord { id, offset }),
+                );
+            }
+        }
+        (out, false)
+    }
+
+    /// One record as the property tests describe it: key, value, headers (name, value).
+    type RecordSpec = (
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Vec<(String, Option<Vec<u8>>)>,
+    );
+
+    fn record_spec() -> impl proptest::strategy::Strategy<Value = RecordSpec> {
+        use proptest::prelude::*;
+        let bytes = || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..12));
+        // Header names: mostly the ID header or a few others, so duplicates happen.
+        let name = prop_oneof![
+            Just(ID_HEADER.to_string()),
+            Just("other".to_string()),
+            "[a-z-]{0,12}",
+        ];
+        (
+            bytes(),
+            bytes(),
+            proptest::collection::vec((name, bytes()), 0..4),
+        )
+    }
+
+    /// One encoded batch of `specs` from `base` (control / transactional as given).
+    fn encode_batch(
+        specs: &[RecordSpec],
+        base: i64,
+        producer_id: i64,
+        transactional: bool,
+        control: bool,
+        compression: Compression,
+    ) -> Bytes {
+        let records: Vec<Record> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, (key, value, headers))| Record {
+                transactional,
+                control,
+                partition_leader_epoch: 0,
+                producer_id,
+                producer_epoch: 0,
+                timestamp_type: TimestampType::Creation,
+                offset: base + i as i64,
+                // offset − sequence constant: the encoder keeps the records in one batch.
+                sequence: i as i32,
+                timestamp: 1_700_000_000_000 + i as i64,
+                key: key.clone().map(Bytes::from),
+                value: value.clone().map(Bytes::from),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone().map(Bytes::from)))
+                    .collect(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    /// Recomputes a v2 batch's CRC after its bytes were changed, so a decoder gets past it.
+    fn fix_crc(batch: &mut [u8]) {
+        if batch.len() >= 21 {
+            let crc = crc32c(&batch[21..]);
+            batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// The plain-batch scan reads exactly what the crate reads: on valid uncompressed
+        /// batches it is used (never falls back) and yields the same records; on batches with
+        /// bytes changed (CRC fixed up so the records are reached, or not) it either agrees with
+        /// the crate or refuses; and the whole walk over several batches (compressed ones,
+        /// a cut last batch, aborted transactions) equals the crate-only walk.
+        #[test]
+        fn plain_batch_scan_equals_the_crate(
+            batches in proptest::collection::vec(
+                (
+                    proptest::collection::vec(record_spec(), 1..6),
+                    0i64..3,
+                    proptest::prelude::any::<bool>(),
+                    proptest::prelude::any::<bool>(),
+                    0usize..5,
+                ),
+                1..4,
+            ),
+            flips in proptest::collection::vec(
+                (proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()),
+                0..3,
+            ),
+            fix in proptest::prelude::any::<bool>(),
+            cut in proptest::prelude::any::<usize>(),
+            fetch_offset in 0i64..20,
+            read_committed in proptest::prelude::any::<bool>(),
+        ) {
+            let codecs = [
+                Compression::None,
+                Compression::None,
+                Compression::None,
+                Compression::Gzip,
+                Compression::Lz4,
+            ];
+            let mut all = BytesMut::new();
+            let mut base = 0i64;
+            for (specs, pid, transactional, control, codec) in &batches {
+                let compression = codecs[*codec];
+                let b = encode_batch(specs, base, *pid, *transactional, *control, compression);
+                // A valid plain batch: the scan must take it, and agree with the crate.
+                if compression == Compression::None {
+                    let scanned = scan_plain_batch(&b);
+                    proptest::prop_assert!(scanned.is_some());
+                    let set = RecordBatchDecoder::decode(&mut b.clone()).unwrap();
+                    let want: Vec<(i64, Option<Vec<u8>>)> = set
+                        .records
+                        .iter()
+                        .map(|r| {
+                            let id = r
+                                .headers
+                                .iter()
+                                .find(|(k, _)| k.as_str() == ID_HEADER)
+                                .and_then(|(_, v)| v.as_deref())
+                                .or(r.key.as_deref());
+                            (r.offset, id.map(<[u8]>::to_vec))
+                        })
+                        .collect();
+                    let got: Vec<(i64, Option<Vec<u8>>)> = scanned
+                        .unwrap()
+                        .iter()
+                        .map(|r| (r.offset, r.id.map(<[u8]>::to_vec)))
+                        .collect();
+                    proptest::prop_assert_eq!(got, want);
+                }
+                // A changed copy: the scan agrees with the crate or refuses.
+                if !flips.is_empty() {
+                    let mut bad = b.to_vec();
+                    for (pos, v) in &flips {
+                        let i = pos % bad.len();
+                        bad[i] = *v;
+                    }
+                    if fix {
+                        fix_crc(&mut bad);
+                    }
+                    let bad = Bytes::from(bad);
+                    if let Some(scanned) = scan_plain_batch(&bad) {
+                        let set = RecordBatchDecoder::decode(&mut bad.clone());
+                        proptest::prop_assert!(set.is_ok(), "scan read what the crate refuses");
+                        let set = set.unwrap();
+                        proptest::prop_assert_eq!(scanned.len(), set.records.len());
+                        for (s, r) in scanned.iter().zip(&set.records) {
+                            let id = r
+                                .headers
+                                .iter()
+                                .find(|(k, _)| k.as_str() == ID_HEADER)
+                                .and_then(|(_, v)| v.as_deref())
+                                .or(r.key.as_deref());
+                            proptest::prop_assert_eq!(s.offset, r.offset);
+                            proptest::prop_assert_eq!(s.id, id);
+                            proptest::prop_assert_eq!(s.control, r.control);
+                            proptest::prop_assert_eq!(s.transactional, r.transactional);
+                            proptest::prop_assert_eq!(s.producer_id, r.producer_id);
+                        }
+                    }
+                }
+                all.extend_from_slice(&b);
+                base += specs.len() as i64 + 1;
+            }
+            // The whole walk, with the last batch possibly cut, against the crate-only walk.
+            let mut all = all.to_vec();
+            if cut % 3 == 0 {
+                all.truncate(all.len() - cut % all.len());
+            }
+            if !flips.is_empty() && cut % 2 == 0 {
+                for (pos, v) in &flips {
+                    let i = pos % all.len();
+                    all[i] = *v;
+                }
+            }
+            let all = Bytes::from(all);
+            let aborted = [(1, 2), (2, 0)];
+            let (got, err) = delivered_records(&all, fetch_offset, &aborted, read_committed);
+            let (want, want_err) =
+                delivered_records_by_the_crate(&all, fetch_offset, &aborted, read_committed);
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert_eq!(err.is_some(), want_err);
         }
     }
 

@@ -7,8 +7,10 @@
 //! the [`FrameHandler`]s that turn frames into timeline events, rewrite the few that must change,
 //! and hold or drop frames for the nemesis. This module owns what every protocol shares: the
 //! frame reader (a partial frame means "not yet"; a clean close differs from a close
-//! mid-frame), the per-instance connection [`Registry`] with the network faults (partition,
-//! latency, sever), and the task accounting that lets the run wait for every proxy task.
+//! mid-frame), the pump (frames that arrive together leave in one write, and nothing waits
+//! behind a held frame), the per-instance connection [`Registry`] with the network faults
+//! (partition, latency, sever), and the task accounting that lets the run wait for every
+//! proxy task.
 //!
 //! Invariants: listeners bind 127.0.0.1 only; bad bytes end one connection, never the proxy;
 //! every task races its work against the run's stop token; a partition or latency heals by
@@ -56,7 +58,21 @@ pub trait Framing: Send + Sync + 'static {
     /// The length in bytes of the first whole frame at the start of `buf`; `Ok(None)` when
     /// more bytes are needed; `Err(reason)` when these bytes can never start a valid frame.
     fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>, String>;
+
+    /// The whole length of the frame starting `buf` when its first bytes already tell it (a
+    /// length prefix), before the frame is whole: the reader then makes room for all of it at
+    /// once instead of growing (and copying) its buffer as a large frame arrives. Only a hint:
+    /// [`Framing::frame_len`] still decides. Default: unknown.
+    fn frame_len_hint(&self, buf: &[u8]) -> Option<usize> {
+        let _ = buf;
+        None
+    }
 }
+
+/// The most room a reader makes at once from a [`Framing::frame_len_hint`]: a larger frame
+/// grows the buffer as it arrives (a hostile prefix must not make the proxy allocate up to
+/// [`MAX_FRAME`] before any byte of it came).
+const MAX_RESERVE: usize = 16 * 1024 * 1024;
 
 /// Why reading the next frame failed.
 #[derive(Debug)]
@@ -90,25 +106,53 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
         framing: &F,
     ) -> Result<Option<Bytes>, ReadError> {
         loop {
-            if let Some(len) = framing.frame_len(&self.buf).map_err(ReadError::Malformed)? {
-                return Ok(Some(self.buf.split_to(len).freeze()));
+            if let Some(frame) = self.buffered_frame(framing)? {
+                return Ok(Some(frame));
             }
-            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
-                self.buf.reserve(64 * 1024);
-            }
-            let n = self
-                .reader
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(ReadError::Io)?;
-            if n == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(ReadError::ClosedMidFrame)
-                };
+            if !self.fill(framing).await? {
+                return Ok(None);
             }
         }
+    }
+
+    /// The next whole frame if it is already buffered (no reading); `Ok(None)` when more
+    /// bytes must be read first.
+    pub fn buffered_frame<F: Framing + ?Sized>(
+        &mut self,
+        framing: &F,
+    ) -> Result<Option<Bytes>, ReadError> {
+        match framing.frame_len(&self.buf).map_err(ReadError::Malformed)? {
+            Some(len) => Ok(Some(self.buf.split_to(len).freeze())),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads what the socket has (waiting for at least one byte): `Ok(true)` when bytes came,
+    /// `Ok(false)` on a clean close between frames.
+    pub async fn fill<F: Framing + ?Sized>(&mut self, framing: &F) -> Result<bool, ReadError> {
+        let spare = self.buf.capacity() - self.buf.len();
+        let wanted = framing
+            .frame_len_hint(&self.buf)
+            .map_or(0, |total| total.saturating_sub(self.buf.len()))
+            .min(MAX_RESERVE);
+        if spare < wanted {
+            self.buf.reserve(wanted);
+        } else if spare < 16 * 1024 {
+            self.buf.reserve(64 * 1024);
+        }
+        let n = self
+            .reader
+            .read_buf(&mut self.buf)
+            .await
+            .map_err(ReadError::Io)?;
+        if n == 0 {
+            return if self.buf.is_empty() {
+                Ok(false)
+            } else {
+                Err(ReadError::ClosedMidFrame)
+            };
+        }
+        Ok(true)
     }
 }
 
@@ -151,9 +195,17 @@ pub trait FrameHandler: Send {
     /// Handles one whole frame; may wait (a hold), and records the events it implies.
     fn on_frame(&mut self, frame: Bytes) -> impl Future<Output = Handled> + Send;
 
+    /// Asked right after a [`Handled::Forward`]: true when the handler must hear (through
+    /// [`FrameHandler::on_written`]) that those bytes were written. The pump then writes them
+    /// at once instead of gathering them with the next frames. Default: false.
+    fn needs_written(&self) -> bool {
+        false
+    }
+
     /// Called once the bytes of the last [`Handled::Forward`] were written to the other
-    /// side's socket (for events that must say "it reached the broker"). Not called when the
-    /// write failed or the connection ended first. Default: nothing.
+    /// side's socket, when [`FrameHandler::needs_written`] asked for it (for events that must
+    /// say "it reached the other side"). Not called when the write failed or the connection
+    /// ended first. Default: nothing.
     fn on_written(&mut self) {}
 }
 
@@ -170,7 +222,19 @@ pub enum PumpEnd {
     Io(io::Error),
 }
 
+/// Frames at most this large are gathered into one write with the frames read with them; a
+/// larger one is written from its own buffer (no copy).
+const GATHER_MAX: usize = 64 * 1024;
+
 /// Moves frames from `from` to `to` through `handler`, obeying the instance's network faults.
+///
+/// Writes are gathered: the frames that arrived together (one read of the socket) are handled
+/// one by one, in order, and their forwarded bytes go out in one write once no whole frame is
+/// left to handle, rather than one write per frame (a delivery of three small AMQP frames was
+/// three system calls). Nothing waits behind the gathering: before any wait (a held frame, a
+/// partition or latency fault, reading the socket) the gathered bytes are written first, and a
+/// handler that needs to know its frame was written ([`FrameHandler::needs_written`]) gets it
+/// written at once.
 pub async fn pump<F: Framing + ?Sized, H: FrameHandler>(
     from: &mut FrameReader<OwnedReadHalf>,
     to: &mut OwnedWriteHalf,
@@ -178,28 +242,102 @@ pub async fn pump<F: Framing + ?Sized, H: FrameHandler>(
     handler: &mut H,
     faults: &FaultView,
 ) -> PumpEnd {
+    let mut out = BytesMut::new();
     loop {
-        let frame = match from.read_frame(framing).await {
+        let frame = match from.buffered_frame(framing) {
             Ok(Some(f)) => f,
-            Ok(None) => return PumpEnd::Closed,
-            Err(ReadError::ClosedMidFrame) => return PumpEnd::ClosedMidFrame,
-            Err(ReadError::Malformed(r)) => return PumpEnd::Malformed(r),
-            Err(ReadError::Io(e)) => return PumpEnd::Io(e),
+            Ok(None) => {
+                // Nothing whole left to handle: out with what is gathered, then read.
+                if let Err(e) = flush(to, &mut out).await {
+                    return PumpEnd::Io(e);
+                }
+                match from.fill(framing).await {
+                    Ok(true) => continue,
+                    Ok(false) => return PumpEnd::Closed,
+                    Err(ReadError::ClosedMidFrame) => return PumpEnd::ClosedMidFrame,
+                    Err(ReadError::Malformed(r)) => return PumpEnd::Malformed(r),
+                    Err(ReadError::Io(e)) => return PumpEnd::Io(e),
+                }
+            }
+            Err(e) => {
+                // The frames before the bad bytes still go through, as they would have one by
+                // one.
+                if let Err(e) = flush(to, &mut out).await {
+                    return PumpEnd::Io(e);
+                }
+                return match e {
+                    ReadError::ClosedMidFrame => PumpEnd::ClosedMidFrame,
+                    ReadError::Malformed(r) => PumpEnd::Malformed(r),
+                    ReadError::Io(e) => PumpEnd::Io(e),
+                };
+            }
         };
         let read_at = Instant::now();
         // Faults before handling: a partitioned connection neither forwards nor reports.
-        faults.pass(read_at).await;
-        match handler.on_frame(frame).await {
+        if let Err(e) = flush_if_waiting(faults.pass(read_at), to, &mut out).await {
+            return PumpEnd::Io(e);
+        }
+        let handled = match flush_if_waiting(handler.on_frame(frame), to, &mut out).await {
+            Ok(h) => h,
+            Err(e) => return PumpEnd::Io(e),
+        };
+        match handled {
             Handled::Forward(bytes) => {
-                if let Err(e) = to.write_all(&bytes).await {
+                let written = if bytes.len() > GATHER_MAX {
+                    match flush(to, &mut out).await {
+                        Ok(()) => to.write_all(&bytes).await,
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    out.extend_from_slice(&bytes);
+                    if handler.needs_written() || out.len() > GATHER_MAX {
+                        flush(to, &mut out).await
+                    } else {
+                        Ok(())
+                    }
+                };
+                if let Err(e) = written {
                     return PumpEnd::Io(e);
                 }
-                handler.on_written();
+                if handler.needs_written() {
+                    // Large frames were written above; a small one was flushed with `out`.
+                    handler.on_written();
+                }
             }
             Handled::Drop => {}
-            Handled::Close(reason) => return PumpEnd::Malformed(reason),
+            Handled::Close(reason) => {
+                if let Err(e) = flush(to, &mut out).await {
+                    return PumpEnd::Io(e);
+                }
+                return PumpEnd::Malformed(reason);
+            }
         }
     }
+}
+
+/// Writes the gathered bytes, if any.
+async fn flush(to: &mut OwnedWriteHalf, out: &mut BytesMut) -> io::Result<()> {
+    if !out.is_empty() {
+        to.write_all(out).await?;
+        out.clear();
+    }
+    Ok(())
+}
+
+/// Runs `work`; if it cannot finish at once (a hold, a fault's wait), writes the gathered
+/// bytes first, so frames handled before never wait behind it.
+async fn flush_if_waiting<T>(
+    work: impl Future<Output = T>,
+    to: &mut OwnedWriteHalf,
+    out: &mut BytesMut,
+) -> io::Result<T> {
+    let mut work = std::pin::pin!(work);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(work.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(v) = first {
+        return Ok(v);
+    }
+    flush(to, out).await?;
+    Ok(work.await)
 }
 
 /// How one proxied connection ended.
@@ -593,6 +731,89 @@ mod tests {
         assert!(guard.view.sever.is_cancelled());
         drop(guard);
         assert_eq!(registry.connections(0), 0);
+    }
+
+    /// Holds frames starting with 0xFF until `release` fires; asks to hear when 0xEE frames
+    /// were written.
+    struct HoldFf {
+        release: Option<tokio::sync::oneshot::Receiver<()>>,
+        written: Arc<Mutex<Vec<u8>>>,
+        last: u8,
+    }
+
+    impl FrameHandler for HoldFf {
+        async fn on_frame(&mut self, frame: Bytes) -> Handled {
+            if frame[1] == 0xff {
+                if let Some(rx) = self.release.take() {
+                    let _ = rx.await;
+                }
+            }
+            self.last = frame[1];
+            Handled::Forward(frame)
+        }
+
+        fn needs_written(&self) -> bool {
+            self.last == 0xee
+        }
+
+        fn on_written(&mut self) {
+            self.written.lock().unwrap().push(self.last);
+        }
+    }
+
+    /// Frames that arrive together go out together, but a held frame never keeps the frames
+    /// before it from being written, and a handler that asks hears that its frame was written.
+    #[tokio::test]
+    async fn gathered_writes_never_wait_behind_a_held_frame() {
+        let listener = bind_loopback().unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (mut sender, accepted) =
+            tokio::join!(async { TcpStream::connect(addr).await.unwrap() }, async {
+                listener.accept().await.unwrap().0
+            });
+        let listener = bind_loopback().unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (out, mut receiver) =
+            tokio::join!(async { TcpStream::connect(addr).await.unwrap() }, async {
+                listener.accept().await.unwrap().0
+            });
+        let (from, _) = accepted.into_split();
+        let (_, mut to) = out.into_split();
+        let (release, rx) = tokio::sync::oneshot::channel();
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let mut handler = HoldFf {
+            release: Some(rx),
+            written: written.clone(),
+            last: 0,
+        };
+        let registry = Registry::new(1, CancellationToken::new());
+        let guard = registry.register(0);
+        let pump = tokio::spawn(async move {
+            let mut from = FrameReader::new(from);
+            pump(&mut from, &mut to, &Len1, &mut handler, &guard.view).await
+        });
+        // Four frames in one write: 1, ff (held), ee, 2.
+        sender
+            .write_all(&[1, 1, 1, 0xff, 1, 0xee, 1, 2])
+            .await
+            .unwrap();
+        let mut got = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(5), receiver.read_exact(&mut got))
+            .await
+            .expect("the frame before the held one is written while it waits")
+            .unwrap();
+        assert_eq!(got, [1, 1]);
+        assert!(written.lock().unwrap().is_empty());
+        release.send(()).unwrap();
+        let mut got = [0u8; 6];
+        tokio::time::timeout(Duration::from_secs(5), receiver.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, [1, 0xff, 1, 0xee, 1, 2]);
+        drop(sender);
+        assert!(matches!(pump.await.unwrap(), PumpEnd::Closed));
+        assert_eq!(*written.lock().unwrap(), [0xee]);
     }
 
     #[tokio::test]
