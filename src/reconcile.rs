@@ -88,6 +88,11 @@ pub struct Reconciliation {
     pub ownership: Vec<crate::mechanism::OwnershipChange>,
     /// How AMQP consumers asked to be served (no-ack mode, prefetch), as the proxy saw it.
     pub consumer_settings: Vec<ConsumerSetting>,
+    /// Proxied consumer connections that ended before the run did (AMQP).
+    pub connections_closed: Vec<ConnectionClosed>,
+    /// Frames the proxy held for triggers, and how long (design §12: a hold delays every later
+    /// response on its connection).
+    pub holds: Holds,
 }
 
 /// One AMQP consumer's `basic.consume` / `basic.qos`, as seen by the proxy.
@@ -639,6 +644,9 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
     let mut rejected_samples = Vec::new();
     let mut run_started_twice = false;
     let mut consumer_settings: Vec<ConsumerSetting> = Vec::new();
+    let mut connections_closed: Vec<ConnectionClosed> = Vec::new();
+    let mut holds = Holds::default();
+    let mut hold_times: Vec<u64> = Vec::new();
     // AMQP: what the queue still held at the end (pending), and whether that list is whole.
     let mut remainder: Option<(std::collections::HashSet<&str>, bool)> = None;
 
@@ -762,6 +770,27 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
                 incarnation: *incarnation,
                 no_ack: *no_ack,
                 prefetch: *prefetch,
+            }),
+            Event::Held {
+                held_us, released, ..
+            } => {
+                hold_times.push(*held_us);
+                holds.count += 1;
+                holds.dropped += u64::from(!released);
+            }
+            Event::ConnectionClosed {
+                instance,
+                incarnation,
+                by,
+                unacked,
+                detail,
+            } => connections_closed.push(ConnectionClosed {
+                t_us: st.t_us,
+                instance: *instance,
+                incarnation: *incarnation,
+                by: *by,
+                unacked: *unacked,
+                detail: detail.clone(),
             }),
             Event::Warning { message } => warnings.push(message.clone()),
             Event::RunEnded { reason } => end = Some((*reason, st.t_us)),
@@ -1136,7 +1165,57 @@ pub fn reconcile(events: &[Stamped]) -> Reconciliation {
         key_order: crate::ordering::check(events),
         ownership: crate::mechanism::ownership(events),
         consumer_settings,
+        connections_closed,
+        holds: holds.with_times(hold_times),
     }
+}
+
+/// The proxy's holds of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Holds {
+    /// Frames held.
+    pub count: u64,
+    /// Of those, dropped (never forwarded: the consumer was being stopped).
+    pub dropped: u64,
+    /// Median hold (µs).
+    pub p50_us: u64,
+    /// 99th percentile hold (µs).
+    pub p99_us: u64,
+    /// Longest hold (µs).
+    pub max_us: u64,
+}
+
+impl Holds {
+    fn with_times(mut self, mut times: Vec<u64>) -> Holds {
+        times.sort_unstable();
+        let at = |q: f64| -> u64 {
+            if times.is_empty() {
+                return 0;
+            }
+            times[((times.len() - 1) as f64 * q).round() as usize]
+        };
+        self.p50_us = at(0.5);
+        self.p99_us = at(0.99);
+        self.max_us = times.last().copied().unwrap_or(0);
+        self
+    }
+}
+
+/// A proxied consumer connection that ended before the run did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionClosed {
+    /// When (µs).
+    pub t_us: u64,
+    /// Instance.
+    pub instance: u32,
+    /// Incarnation.
+    pub incarnation: u32,
+    /// Which side ended it.
+    pub by: crate::timeline::ClosedBy,
+    /// Deliveries not yet acknowledged on it.
+    pub unacked: u64,
+    /// How it ended.
+    pub detail: String,
 }
 
 /// Hand-written timelines for the judge's and the reports' tests.

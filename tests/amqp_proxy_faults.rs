@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use exactly::timeline::{read_events, AckPhase, Event};
+use exactly::timeline::{read_events, AckPhase, ClosedBy, Event};
 
 #[test]
 fn kill_after_the_fifth_ack_reached_the_broker_loses_what_it_covered() {
@@ -128,5 +128,21 @@ fn partition_longer_than_the_heartbeat_timeout_requeues_and_never_loses() {
                 }
             )),
         "no redelivery after the partition: {why}"
+    );
+    // The close itself is on the timeline: the partitioned connection died (the client's or
+    // the broker's heartbeat check gave up first) while it held unacknowledged messages.
+    assert!(
+        events.iter().any(|e| e.t_us > cut_at
+            && matches!(
+                &e.event,
+                Event::ConnectionClosed {
+                    instance: 0,
+                    incarnation: 1,
+                    by: ClosedBy::Broker | ClosedBy::Consumer,
+                    unacked,
+                    ..
+                } if *unacked > 0
+            )),
+        "no close with unacked messages after the partition: {why}"
     );
 }

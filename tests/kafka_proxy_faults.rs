@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use exactly::timeline::{read_events, CommitPhase, Event, RebalanceKind};
+use exactly::timeline::{read_events, CommitPhase, Event, HeldAt, RebalanceKind};
 
 /// Runs a shipped plan, with `edit` applied, three times; returns the reports.
 fn runs(
@@ -66,6 +66,19 @@ fn kill_before_the_third_commit_reaches_the_broker_duplicates_every_time() {
             )),
             "the held commit never reached the broker: {why}"
         );
+        // How long it was held is on the timeline, and that it was dropped.
+        assert!(
+            events.iter().any(|e| matches!(
+                e.event,
+                Event::Held {
+                    at: HeldAt::CommitRequest,
+                    released: false,
+                    ..
+                }
+            )),
+            "the hold is recorded: {why}"
+        );
+        assert!(report["holds"]["count"].as_u64().unwrap_or(0) >= 3, "{why}");
     }
 }
 

@@ -49,6 +49,10 @@ struct JsonReport<'a> {
     mechanisms: &'a [crate::mechanism::MechanismGroup],
     /// Messages applied out of their key's produce order.
     key_order: &'a crate::ordering::KeyOrder,
+    /// Frames held by the proxy for triggers, and how long.
+    holds: &'a crate::reconcile::Holds,
+    /// Proxied consumer connections that ended before the run did (AMQP).
+    connections_closed: &'a [crate::reconcile::ConnectionClosed],
     /// Partition ownership over time (assignments seen by the proxy).
     ownership: &'a [crate::mechanism::OwnershipChange],
     consumer_settings: &'a [crate::reconcile::ConsumerSetting],
@@ -236,6 +240,8 @@ pub fn render(rec: &Reconciliation) -> std::io::Result<String> {
         mechanisms: &rec.mechanisms.groups,
         key_order: &rec.key_order,
         ownership: &rec.ownership,
+        connections_closed: &rec.connections_closed,
+        holds: &rec.holds,
         consumer_settings: &rec.consumer_settings,
         incarnations: &rec.incarnations,
         progress: rec.last_progress.as_ref(),

@@ -182,6 +182,26 @@ fn timeline(md: &mut String, rec: &Reconciliation) {
             ));
         }
     }
+    for c in &rec.connections_closed {
+        let who = format!("consumer[{}] incarnation {}", c.instance, c.incarnation);
+        let what = match c.by {
+            crate::timeline::ClosedBy::Broker => format!(
+                "the broker closed {who}'s connection ({}); its {} unacknowledged message(s) go back to the queue",
+                cell(&c.detail),
+                c.unacked
+            ),
+            crate::timeline::ClosedBy::Severed => format!(
+                "{who}'s connection reset by a `sever` fault; its {} unacknowledged message(s) go back to the queue",
+                c.unacked
+            ),
+            crate::timeline::ClosedBy::Consumer => format!(
+                "{who}'s end of its connection closed ({}); its {} unacknowledged message(s) go back to the queue",
+                cell(&c.detail),
+                c.unacked
+            ),
+        };
+        rows.push((c.t_us, what));
+    }
     // Ownership changes: the first ones in full, then a count (report.json has them all).
     const OWNERSHIP_ROWS: usize = 40;
     for o in rec.ownership.iter().take(OWNERSHIP_ROWS) {
@@ -205,6 +225,20 @@ fn timeline(md: &mut String, rec: &Reconciliation) {
             format!(
                 "… {} more ownership changes (report.json `ownership`)",
                 rec.ownership.len() - OWNERSHIP_ROWS
+            ),
+        ));
+    }
+    if rec.holds.count > 0 {
+        let h = &rec.holds;
+        rows.push((
+            rec.ended_at_us.unwrap_or(0),
+            format!(
+                "the proxy held {} commit or ack frame(s) for triggers: p50 {}, p99 {}, longest {}; {} dropped (their consumer was being stopped)",
+                h.count,
+                latency(h.p50_us),
+                latency(h.p99_us),
+                latency(h.max_us),
+                h.dropped
             ),
         ));
     }
