@@ -46,6 +46,7 @@ async fn fresh_topic(
         topic: format!("{run}-t"),
         group: format!("{run}-g"),
         partitions,
+        replication: 1,
     };
     let extra: BTreeMap<String, String> = [("compression.type".into(), compression.into())].into();
     let broker = KafkaBroker::connect(&target, &extra, Duration::from_secs(10))

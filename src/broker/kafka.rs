@@ -126,6 +126,7 @@ pub struct KafkaBroker {
     topic: String,
     group: String,
     partitions: i32,
+    replication: i32,
     extra: BTreeMap<String, String>,
     progress_reader: BaseConsumer,
 }
@@ -150,6 +151,7 @@ impl KafkaBroker {
             topic: target.topic.clone(),
             group: target.group.clone(),
             partitions: target.partitions,
+            replication: target.replication,
             extra: extra.clone(),
             progress_reader,
         };
@@ -179,7 +181,11 @@ impl KafkaBroker {
         let admin: AdminClient<DefaultClientContext> = base_config(&self.bootstrap, &self.extra)
             .create()
             .map_err(|e| InfraError::new(format!("cannot create a Kafka admin client: {e}")))?;
-        let topic = NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(1));
+        let topic = NewTopic::new(
+            &self.topic,
+            self.partitions,
+            TopicReplication::Fixed(self.replication),
+        );
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = admin
             .create_topics([&topic], &opts)

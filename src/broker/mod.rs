@@ -26,6 +26,8 @@ pub struct Target {
     pub group: String,
     /// Partition count.
     pub partitions: i32,
+    /// Replication factor of a fresh topic.
+    pub replication: i32,
 }
 
 /// The broker's view of how far the consumer got.
@@ -135,6 +137,7 @@ pub async fn connect(spec: &BrokerSpec, run_id: &str) -> Result<Connected, Infra
                 topic: spec.topic.replace("{run}", run_id),
                 group: spec.group.replace("{run}", run_id),
                 partitions: spec.partitions.get() as i32,
+                replication: spec.replication.map_or(1, |r| r.get() as i32),
             };
             let embedded = match spec.bootstrap {
                 Some(_) => None,

@@ -74,6 +74,9 @@ pub struct BrokerSpec {
     /// Partitions of the fresh topic.
     #[serde(default = "default_partitions")]
     pub partitions: Count,
+    /// Replication factor of the fresh topic (default 1; a multi-broker cluster may take 3).
+    #[serde(default)]
+    pub replication: Option<Count>,
     /// Consumer group of the consumer under test; `{run}` is replaced by the run id.
     #[serde(default = "default_group")]
     pub group: String,

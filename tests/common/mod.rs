@@ -93,3 +93,20 @@ pub fn explain(output: &Output, report: &serde_json::Value) -> String {
         report["counts"]
     )
 }
+
+/// The 3-node Kafka cluster of `scripts/brokers start kafka-cluster` (nodes 1..3).
+pub const KAFKA_CLUSTER_PORTS: [u16; 3] = [19092, 19093, 19094];
+
+/// Fails the test with the fix when the 3-node Kafka cluster is not running (every node must
+/// accept connections).
+pub fn require_kafka_cluster() {
+    for port in KAFKA_CLUSTER_PORTS {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+            panic!(
+                "the 3-node Kafka cluster is not reachable on 127.0.0.1:{port}: start it with \
+                 `scripts/brokers start kafka-cluster`"
+            );
+        }
+    }
+}

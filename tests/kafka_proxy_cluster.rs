@@ -1,0 +1,431 @@
+//! The Kafka-aware proxy in front of a real 3-node cluster (`scripts/brokers start
+//! kafka-cluster`: KRaft nodes 1..3 on 127.0.0.1:19092..19094): the deterministic commit-boundary
+//! plans give the same verdicts as on one broker, and the consumer reaches every node only
+//! through the proxy's per-node listeners.
+//!
+//! The plans' topics have 6 partitions replicated on all three nodes (`replication: 3`); Kafka
+//! spreads the leaders over the three, and the test checks that it did. The group's offsets
+//! topic is replicated on all three nodes too (scripts/brokers).
+//!
+//! Evidence that the consumer never left the proxy, gathered while `exactly run` runs: every
+//! consumer process's TCP sockets (from /proc) go to the proxy's loopback listeners or the
+//! sink, never to 19092..19094, and they reach three listeners besides the bootstrap one (the
+//! proxy opens one per node id for each instance). The proxy's `delivered` events cover every
+//! partition, so fetches were answered by each of the three leaders through it. (That the run
+//! completes proves nothing here: the real brokers are reachable, a bypassing client would
+//! work too.)
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use exactly::timeline::{read_events, CommitPhase, Event, RebalanceKind, Stamped};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+const CLUSTER: &str = "127.0.0.1:19092";
+const PARTITIONS: i32 = 6;
+
+/// A shipped single-broker plan pointed at the cluster, with 6 partitions of 3 replicas.
+fn on_cluster(text: String) -> String {
+    let out = text
+        .replace(
+            "bootstrap: 127.0.0.1:9092",
+            &format!("bootstrap: {CLUSTER}"),
+        )
+        .replace(
+            "partitions: 3",
+            &format!("partitions: {PARTITIONS}\n  replication: 3"),
+        );
+    assert!(
+        out.contains(CLUSTER) && out.contains(&format!("partitions: {PARTITIONS}")),
+        "the plan's broker section changed shape: {out}"
+    );
+    out
+}
+
+/// What the consumer processes' sockets showed during a run.
+#[derive(Debug, Default)]
+struct Sockets {
+    /// "pid: local -> remote" for every socket connected straight to a cluster node.
+    direct: BTreeSet<String>,
+    /// Proxy bootstrap ports the consumers were given.
+    bootstrap: BTreeSet<u16>,
+    /// Loopback ports the consumers connected to that are neither the sink nor a broker (the
+    /// proxy's listeners), each checked to be a listening socket of the harness.
+    proxy_ports: BTreeSet<u16>,
+    /// Remote ports that were neither the sink, a broker, nor a listener of the harness.
+    unexplained: BTreeSet<u16>,
+    /// Consumer processes seen.
+    consumers: BTreeSet<u32>,
+}
+
+/// Every process in `pid`'s tree (itself included).
+fn tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                let ppid = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    .and_then(|s| s.parse::<u32>().ok());
+                if ppid == Some(parent) && !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// /proc/net/tcp's "0100007F:2384" (IPv4, or IPv4-mapped IPv6).
+fn proc_addr(s: &str) -> Option<std::net::SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let v4 = match ip.len() {
+        8 => u32::from_str_radix(ip, 16).ok()?,
+        32 if ip[..24] == *"0000000000000000FFFF0000" => u32::from_str_radix(&ip[24..], 16).ok()?,
+        _ => return None,
+    };
+    let port = u16::from_str_radix(port, 16).ok()?;
+    Some((std::net::Ipv4Addr::from(v4.swap_bytes()), port).into())
+}
+
+/// `pid`'s TCP sockets: (local, remote, state) for each, from its fds and its /proc/net tables.
+fn sockets(pid: u32) -> Vec<(std::net::SocketAddr, std::net::SocketAddr, String)> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let inodes: BTreeSet<String> = fds
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let s = l.to_string_lossy().into_owned();
+            Some(s.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let mut out = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 10 || !inodes.contains(cols[9]) {
+                continue;
+            }
+            if let (Some(l), Some(r)) = (proc_addr(cols[1]), proc_addr(cols[2])) {
+                out.push((l, r, cols[3].to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// The port in "http://127.0.0.1:PORT/..." or "127.0.0.1:PORT".
+fn port_of(url: &str) -> Option<u16> {
+    let rest = url.split("//").last()?;
+    let hostport = rest.split('/').next()?;
+    hostport.rsplit_once(':')?.1.parse().ok()
+}
+
+/// One look at the harness's consumer processes (its descendants carrying the contract's
+/// environment).
+fn look(harness: u32, seen: &mut Sockets) {
+    const LISTEN: &str = "0A";
+    let mut remotes: Vec<(
+        u32,
+        std::net::SocketAddr,
+        std::net::SocketAddr,
+        BTreeSet<u16>,
+    )> = Vec::new();
+    for pid in tree(harness).into_iter().skip(1) {
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let env: BTreeMap<String, String> = env
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect();
+        let Some(bootstrap) = env.get("EXACTLY_KAFKA_BOOTSTRAP").and_then(|b| port_of(b)) else {
+            continue;
+        };
+        seen.consumers.insert(pid);
+        seen.bootstrap.insert(bootstrap);
+        let sink: BTreeSet<u16> = ["EXACTLY_EFFECT_URL", "EXACTLY_EFFECT_URL_SHARED"]
+            .iter()
+            .filter_map(|k| env.get(*k).and_then(|u| port_of(u)))
+            .collect();
+        for (local, remote, state) in sockets(pid) {
+            // connected or connecting (a SYN sent to a broker is a bypass too)
+            if state != LISTEN {
+                remotes.push((pid, local, remote, sink.clone()));
+            }
+        }
+    }
+    // read after the consumers' sockets: the proxy opens node listeners as it learns nodes
+    let listening: BTreeSet<u16> = sockets(harness)
+        .into_iter()
+        .filter(|(_, _, st)| st == LISTEN)
+        .map(|(l, _, _)| l.port())
+        .collect();
+    for (pid, local, remote, sink) in remotes {
+        let port = remote.port();
+        if KAFKA_CLUSTER_PORTS.contains(&port) || !remote.ip().is_loopback() {
+            seen.direct.insert(format!("{pid}: {local} -> {remote}"));
+        } else if sink.contains(&port) {
+            // the consumer's effects
+        } else if listening.contains(&port) {
+            seen.proxy_ports.insert(port);
+        } else {
+            seen.unexplained.insert(port);
+        }
+    }
+}
+
+/// `exactly run` on `plan`, watching its consumers' sockets every 20 ms while it runs.
+fn run_watched(plan: &std::path::Path, out: &std::path::Path) -> (std::process::Output, Sockets) {
+    let child = Command::new(exactly_bin())
+        .args([
+            "run",
+            plan.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("exactly runs");
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut seen = Sockets::default();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                look(pid, &mut seen);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        })
+    };
+    let output = child.wait_with_output().expect("exactly finishes");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    (output, watcher.join().unwrap())
+}
+
+/// Partition → leader node of `topic` on the cluster.
+fn leaders(topic: &str) -> BTreeMap<i32, i32> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", CLUSTER)
+        .create()
+        .expect("metadata client");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("cluster metadata");
+    md.topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| (p.id(), p.leader())))
+        .collect()
+}
+
+/// The node coordinating `group`: the leader of its `__consumer_offsets` partition
+/// (Java's `abs(group.hashCode()) % partitions`).
+fn coordinator(group: &str) -> Option<i32> {
+    let offsets = leaders("__consumer_offsets");
+    let h = group
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32));
+    let p = (h & 0x7fff_ffff) % offsets.len().max(1) as i32;
+    offsets.get(&p).copied()
+}
+
+/// Runs `plan` on the cluster and checks, besides what `verdict` checks, that the consumer
+/// reached all three nodes through the proxy and never the nodes themselves.
+fn on_three_nodes(
+    plan: &str,
+    verdict: impl Fn(&std::process::Output, &serde_json::Value, &[Stamped], &str),
+) {
+    on_three_nodes_with(plan, |t| t, verdict)
+}
+
+/// [`on_three_nodes`] with `edit` applied to the plan too.
+fn on_three_nodes_with(
+    plan: &str,
+    edit: impl Fn(String) -> String,
+    verdict: impl Fn(&std::process::Output, &serde_json::Value, &[Stamped], &str),
+) {
+    require_kafka_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan_copy(plan, dir.path(), |t| edit(on_cluster(t)));
+    let run = dir.path().join("run");
+    let (out, sockets) = run_watched(&p, &run);
+    let report = std::fs::read_to_string(run.join("report.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let mut why = explain(&out, &report);
+    let events = read_events(&run.join("events.jsonl")).expect("events.jsonl");
+    let (topic, group) = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::RunStarted(info) => Some((info.topic.clone(), info.group.clone())),
+            _ => None,
+        })
+        .expect("run_started");
+    let leaders = leaders(&topic);
+    let coordinator = coordinator(&group);
+    why = format!(
+        "{why}\nleaders: {leaders:?} coordinator of {group}: {coordinator:?}\nsockets: {sockets:?}"
+    );
+
+    verdict(&out, &report, &events, &why);
+
+    // The consumer never connected to a node itself ...
+    assert!(
+        !sockets.consumers.is_empty(),
+        "no consumer process was seen: {why}"
+    );
+    assert!(
+        sockets.direct.is_empty(),
+        "the consumer bypassed the proxy: {:?}\n{why}",
+        sockets.direct
+    );
+    assert!(sockets.unexplained.is_empty(), "{why}");
+    // ... and reached one proxy listener per node id (one instance: one listener per node),
+    // besides the bootstrap listener.
+    let nodes: BTreeSet<u16> = sockets
+        .proxy_ports
+        .difference(&sockets.bootstrap)
+        .copied()
+        .collect();
+    assert_eq!(
+        nodes.len(),
+        3,
+        "the consumer should reach one proxy listener per node: {nodes:?}\n{why}"
+    );
+    // The topic is spread over the three nodes: a partition led by each.
+    assert_eq!(leaders.len(), PARTITIONS as usize, "{why}");
+    assert_eq!(
+        leaders.values().copied().collect::<BTreeSet<_>>(),
+        [1, 2, 3].into(),
+        "{why}"
+    );
+    // Records of every partition went through the proxy: fetches answered by each leader.
+    let delivered: BTreeSet<i32> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Delivered { partition, .. } => *partition,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, (0..PARTITIONS).collect(), "{why}");
+    // Commits went through the proxy and the coordinator (wherever it is) accepted them.
+    assert!(
+        events.iter().any(|e| matches!(
+            &e.event,
+            Event::Commit {
+                phase: CommitPhase::Response,
+                error: None,
+                ..
+            }
+        )),
+        "{why}"
+    );
+    assert!(coordinator.is_some_and(|c| (1..=3).contains(&c)), "{why}");
+    // Nothing went wrong in the proxy (no unreachable node, no closed connection).
+    let proxy_warnings: Vec<&String> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Warning { message } if message.contains("proxy") => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert!(proxy_warnings.is_empty(), "{proxy_warnings:?}\n{why}");
+}
+
+#[test]
+fn kill_after_the_third_accepted_commit_on_three_nodes_loses_and_never_leaves_the_proxy() {
+    on_three_nodes(
+        "kafka-kill-after-commit.yaml",
+        |out, report, _events, why| {
+            assert_eq!(report["verdict"], "LOST", "{why}");
+            assert_eq!(out.status.code(), Some(1), "{why}");
+            let lost: Vec<_> = report["anomalies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["outcome"] == "lost")
+                .collect();
+            assert!(!lost.is_empty(), "{why}");
+            assert!(
+                lost.iter()
+                    .all(|a| a["committed_before_effect"].is_object()),
+                "{why}"
+            );
+        },
+    );
+}
+
+#[test]
+fn kill_before_the_third_commit_on_three_nodes_duplicates_and_never_leaves_the_proxy() {
+    on_three_nodes(
+        "kafka-kill-before-commit.yaml",
+        |out, report, events, why| {
+            assert_eq!(report["verdict"], "DUPLICATED", "{why}");
+            assert_eq!(report["counts"]["lost"], 0, "{why}");
+            assert_eq!(out.status.code(), Some(0), "{why}");
+            assert!(
+                events.iter().any(|e| matches!(
+                    e.event,
+                    Event::Commit {
+                        phase: CommitPhase::Dropped,
+                        ..
+                    }
+                )),
+                "the held commit never reached the broker: {why}"
+            );
+        },
+    );
+}
+
+#[test]
+fn kill_after_commit_on_three_nodes_with_the_kip_848_group_protocol_loses_through_the_proxy() {
+    on_three_nodes_with(
+        "kafka-kill-after-commit.yaml",
+        |t| {
+            let t = t.replace(
+                "--session-timeout-ms, \"2000\"",
+                "--config, group.protocol=consumer",
+            );
+            assert!(t.contains("group.protocol=consumer"), "{t}");
+            t
+        },
+        |_out, report, events, why| {
+            assert_eq!(report["verdict"], "LOST", "{why}");
+            assert!(
+                events.iter().any(|e| matches!(
+                    e.event,
+                    Event::Rebalance {
+                        change: RebalanceKind::Assign,
+                        ..
+                    }
+                )),
+                "the ConsumerGroupHeartbeat assignment is seen: {why}"
+            );
+        },
+    );
+}
