@@ -378,18 +378,33 @@ async fn consumer_gets_everything_back(name: &str, args: &[&str], expected: Grou
     .await
     .unwrap_or_else(|e| panic!("{name}: {e}: {}", consumer.stop()));
 
-    // The consumer finishes the topic: committed reaches the end on every partition.
+    // The consumer finishes the topic (committed reaches the end on every partition) and owns
+    // every partition again after the member left (it may have finished before that: a
+    // cooperative member can take an already finished partition).
     let client = offsets_client(&group);
     let end = end_offsets(&client, &topic);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        drain(&mut rx, &mut events);
+        // From when the member began to give its partitions back (cooperative: the consumer
+        // may get them before the member's LeaveGroup).
+        let left = member_events(&events)
+            .iter()
+            .find(|m| matches!(m.1, MemberChange::Revoked | MemberChange::Left))
+            .map(|m| m.0);
+        let owns_all_again = left.is_some_and(|l| {
+            consumer_assignments(&events)
+                .iter()
+                .any(|(t, a)| *t > l && a.len() == PARTITIONS as usize)
+        });
         let c = committed(&client, &topic);
-        if c == end {
+        if c == end && owns_all_again {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "{name}: the consumer did not finish in 60s: committed {c:?}, end {end:?}: {}",
+            "{name}: the consumer did not finish and own every partition again in 60s: \
+             committed {c:?}, end {end:?}: {}",
             consumer.stop()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -411,7 +426,7 @@ async fn consumer_gets_everything_back(name: &str, args: &[&str], expected: Grou
         .map(|m| m.0);
     let left = member
         .iter()
-        .rfind(|m| m.1 == MemberChange::Left)
+        .find(|m| matches!(m.1, MemberChange::Revoked | MemberChange::Left))
         .map(|m| m.0);
     let back = left.and_then(|l| {
         assignments
