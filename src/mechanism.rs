@@ -496,6 +496,23 @@ impl<'a> Index<'a> {
                         });
                     }
                 }
+                Event::DeliveredBatch {
+                    instance,
+                    incarnation,
+                    records,
+                    ..
+                } => {
+                    for (_, id) in records {
+                        if let Some(&id) = ids.get(id.as_str()) {
+                            index.deliveries.entry(id).or_default().push(Delivery {
+                                t_us: st.t_us,
+                                seq: st.seq,
+                                to: pref(*instance, *incarnation),
+                                redelivered: false,
+                            });
+                        }
+                    }
+                }
                 Event::ConsumerSettings {
                     instance,
                     incarnation,

@@ -124,6 +124,19 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         redelivered: bool,
     },
+    /// The Kafka proxy saw records of one partition handed to a consumer in one Fetch
+    /// response: one event per partition and response, not per record (a `delivered` event per
+    /// record cost the proxy more than forwarding the bytes).
+    DeliveredBatch {
+        /// Instance they went to.
+        instance: u32,
+        /// Incarnation they went to.
+        incarnation: u32,
+        /// Kafka partition.
+        partition: i32,
+        /// (offset, message ID) of each record, in offset order.
+        records: Vec<(i64, String)>,
+    },
     /// A Kafka OffsetCommit seen by the proxy: the request, the broker's response, or a request
     /// the proxy dropped because the consumer died while it was held.
     Commit {

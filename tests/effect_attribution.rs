@@ -19,7 +19,7 @@ fn plan(dir: &Path, name: &str, command: &str, instances: u32, faults: &str) -> 
     let text = format!(
         "name: {name}
 broker: {{ kind: kafka, bootstrap: 127.0.0.1:9092, topic: 'orders-{{run}}', partitions: 3, group: 'g-{{run}}' }}
-workload: {{ messages: 150, payload: '{{\"order_id\":\"{{id}}\"}}' }}
+workload: {{ messages: 400, payload: '{{\"order_id\":\"{{id}}\"}}' }}
 consumer:
   command: {command}
   env: {{ EXACTLY_EFFECT_URL: '{{effect_url_shared}}' }}
@@ -85,7 +85,7 @@ fn effects_posted_to_the_shared_url_are_attributed_by_socket_to_the_incarnation_
         .iter()
         .filter(|e| matches!(e.event, Event::Effect { .. }))
         .collect();
-    assert!(effects.len() >= 150, "{why}");
+    assert!(effects.len() >= 400, "{why}");
     let mut by_incarnation: HashMap<(u32, u32), usize> = HashMap::new();
     for e in &effects {
         let Event::Effect {

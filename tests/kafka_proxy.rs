@@ -148,9 +148,11 @@ impl Proxy {
 fn delivered_ids(events: &[Arc<Stamped>]) -> BTreeSet<String> {
     events
         .iter()
-        .filter_map(|e| match &e.event {
-            Event::Delivered { id, .. } => Some(id.clone()),
-            _ => None,
+        .flat_map(|e| match &e.event {
+            Event::DeliveredBatch { records, .. } => {
+                records.iter().map(|(_, id)| id.clone()).collect()
+            }
+            _ => Vec::new(),
         })
         .collect()
 }
@@ -505,7 +507,7 @@ async fn partition_silences_a_consumer_and_sever_makes_it_reconnect() {
         .seen
         .iter()
         .filter(|e| e.t_us > quiet_from && e.t_us < quiet_to)
-        .filter(|e| matches!(e.event, Event::Delivered { .. } | Event::Commit { .. }))
+        .filter(|e| matches!(e.event, Event::DeliveredBatch { .. } | Event::Commit { .. }))
         .collect();
     assert!(during.is_empty(), "events during the partition: {during:?}");
     let resumed = p

@@ -328,7 +328,7 @@ fn on_three_nodes_with(
     let delivered: BTreeSet<i32> = events
         .iter()
         .filter_map(|e| match &e.event {
-            Event::Delivered { partition, .. } => *partition,
+            Event::DeliveredBatch { partition, .. } => Some(*partition),
             _ => None,
         })
         .collect();

@@ -106,11 +106,15 @@ impl Trigger {
         else {
             return Match::No;
         };
-        if !counts(*kind, *moment, event) || !belongs_to(*instance, event) {
+        let n = occurrences(*kind, *moment, event);
+        if n == 0 || !belongs_to(*instance, event) {
             return Match::No;
         }
-        *seen += 1;
-        match (*seen == *nth, *moment) {
+        // A batch of deliveries counts each record; the trigger fires on the event that holds
+        // the nth.
+        let reached = *seen < *nth && *seen + n >= *nth;
+        *seen += n;
+        match (reached, *moment) {
             (false, _) => Match::No,
             (true, Moment::After) if *kind != EventKind::Commit => Match::Fire,
             // `after: ack` fires once the ack is on the broker's socket: nothing is held.
@@ -183,6 +187,15 @@ impl Trigger {
     }
 }
 
+/// How many occurrences a trigger on `kind` at `moment` counts in `event` (a batch of Kafka
+/// deliveries counts each record; anything else 0 or 1).
+fn occurrences(kind: EventKind, moment: Moment, event: &Event) -> u64 {
+    if let (EventKind::Deliver, Event::DeliveredBatch { records, .. }) = (kind, event) {
+        return records.len() as u64;
+    }
+    u64::from(counts(kind, moment, event))
+}
+
 /// True when `event` is one a trigger on `kind` at `moment` counts. Commits count at the
 /// request (`before`) or at the broker's successful response (`after`); rebalances count when
 /// an assignment takes effect.
@@ -210,6 +223,7 @@ fn belongs_to(instance: Option<u32>, event: &Event) -> bool {
     let of = match event {
         Event::Effect { instance, .. } => *instance,
         Event::Delivered { instance, .. }
+        | Event::DeliveredBatch { instance, .. }
         | Event::Ack { instance, .. }
         | Event::Commit { instance, .. }
         | Event::Rebalance { instance, .. } => Some(*instance),

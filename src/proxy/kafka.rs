@@ -1662,25 +1662,21 @@ impl Conn {
         out
     }
 
-    /// Records one `delivered` event per record the client will hand to the application, for
-    /// each fetched partition (one batch of events per partition, see
-    /// [`Timeline::record_many`]); a partition whose records cannot be read fails the run.
+    /// Records one `delivered_batch` event per fetched partition, listing the records the
+    /// client will hand to the application; a partition whose records cannot be read fails the
+    /// run.
     fn record_deliveries(&self, fetched: Vec<FetchedPartition>) {
         for f in fetched {
-            // (ID, offset) pairs first, then each event built straight into its timeline entry:
-            // a 264-byte event is moved once, not kept in a vector of its own.
             let (recs, err) =
                 delivered_records(&f.records, f.fetch_offset, &f.aborted, f.read_committed);
-            self.shared
-                .timeline
-                .record_many(recs.into_iter().map(|r| Event::Delivered {
-                    id: r.id,
+            if !recs.is_empty() {
+                self.shared.timeline.record(Event::DeliveredBatch {
                     instance: self.instance,
                     incarnation: self.incarnation,
-                    partition: Some(f.partition),
-                    offset: Some(r.offset),
-                    redelivered: false,
-                }));
+                    partition: f.partition,
+                    records: recs.into_iter().map(|r| (r.offset, r.id)).collect(),
+                });
+            }
             if let Some(e) = err {
                 self.shared.fail(format!(
                     "cannot read the records fetched by consumer[{}] from {}[{}]: {e}",
@@ -2102,14 +2098,14 @@ mod tests {
             |rx: &mut tokio::sync::mpsc::UnboundedReceiver<Arc<crate::timeline::Stamped>>| {
                 let mut n = 0;
                 while let Ok(e) = rx.try_recv() {
-                    if let Event::Delivered {
+                    if let Event::DeliveredBatch {
                         instance: 0,
                         incarnation: 1,
-                        partition: Some(0),
-                        ..
-                    } = e.event
+                        partition: 0,
+                        records,
+                    } = &e.event
                     {
-                        n += 1;
+                        n += records.len();
                     }
                 }
                 n
