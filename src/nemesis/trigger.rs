@@ -293,6 +293,25 @@ mod tests {
     }
 
     #[test]
+    fn after_deliver_counts_each_record_of_a_batch_and_fires_on_the_batch_holding_the_nth() {
+        let when = When {
+            after: Some(EventKind::Deliver),
+            nth: Some(Count::new(5)),
+            ..When::default()
+        };
+        let batch = |n: i64| Event::DeliveredBatch {
+            instance: 0,
+            incarnation: 1,
+            partition: 0,
+            records: (0..n).map(|o| (o, format!("m-{o}"))).collect(),
+        };
+        let mut t = Trigger::new(&when, 0, None);
+        let got: Vec<Match> = [3, 3, 3].map(|n| t.on_event(&batch(n))).to_vec();
+        assert_eq!(got, [Match::No, Match::Fire, Match::No]);
+        assert_eq!(t.remaining(), 0);
+    }
+
+    #[test]
     fn a_trigger_aimed_at_one_instance_counts_only_its_effects() {
         let when = When {
             during: Some(EventKind::Effect),
