@@ -16,18 +16,7 @@ fn kill_after_the_fifth_ack_reached_the_broker_loses_what_it_covered() {
     assert_eq!(report["verdict"], "LOST", "{why}");
     assert_eq!(out.status.code(), Some(1), "{why}");
     // The lost ID is named with the ack that covered it before its effect.
-    let lost: Vec<_> = report["anomalies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["outcome"] == "lost")
-        .collect();
-    assert!(!lost.is_empty(), "{why}");
-    assert!(
-        lost.iter()
-            .all(|a| a["committed_before_effect"].is_object()),
-        "{why}"
-    );
+    assert_losses_name_their_commit(&report, &why);
 }
 
 #[test]

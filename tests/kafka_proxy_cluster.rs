@@ -364,18 +364,7 @@ fn kill_after_the_third_accepted_commit_on_three_nodes_loses_and_never_leaves_th
         |out, report, _events, why| {
             assert_eq!(report["verdict"], "LOST", "{why}");
             assert_eq!(out.status.code(), Some(1), "{why}");
-            let lost: Vec<_> = report["anomalies"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|a| a["outcome"] == "lost")
-                .collect();
-            assert!(!lost.is_empty(), "{why}");
-            assert!(
-                lost.iter()
-                    .all(|a| a["committed_before_effect"].is_object()),
-                "{why}"
-            );
+            assert_losses_name_their_commit(report, why);
         },
     );
 }

@@ -30,18 +30,7 @@ fn kill_after_the_third_accepted_commit_loses_what_it_covered_every_time() {
         assert_eq!(report["verdict"], "LOST", "{why}");
         assert_eq!(out.status.code(), Some(1), "{why}");
         // The lost ID is named with the commit that passed it before its effect.
-        let lost: Vec<_> = report["anomalies"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["outcome"] == "lost")
-            .collect();
-        assert!(!lost.is_empty(), "{why}");
-        assert!(
-            lost.iter()
-                .all(|a| a["committed_before_effect"].is_object()),
-            "{why}"
-        );
+        assert_losses_name_their_commit(&report, &why);
         let md = std::fs::read_to_string(dir.path().join("run/report.md")).unwrap();
         assert!(md.contains("## Commits and acks ahead of effects"), "{md}");
     }

@@ -82,6 +82,23 @@ pub fn run_plan(plan: &Path, out: &Path, extra: &[&str]) -> (Output, serde_json:
     (output, report)
 }
 
+/// Asserts the run lost messages and names every lost ID with the commit or ack the broker
+/// accepted before its effect (report.json `committed_before_effect`).
+pub fn assert_losses_name_their_commit(report: &serde_json::Value, why: &str) {
+    let lost: Vec<_> = report["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["outcome"] == "lost")
+        .collect();
+    assert!(!lost.is_empty(), "{why}");
+    assert!(
+        lost.iter()
+            .all(|a| a["committed_before_effect"].is_object()),
+        "{why}"
+    );
+}
+
 /// A readable account of a run, for assertion messages.
 pub fn explain(output: &Output, report: &serde_json::Value) -> String {
     format!(
