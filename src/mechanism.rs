@@ -777,7 +777,7 @@ impl<'a> Index<'a> {
                     t_us: te,
                     seq: Some(seq),
                     what: format!(
-                        "{} exited ({status}) before {} it",
+                        "{} exited ({status}) before it {} it",
                         name(w1),
                         self.marked_word()
                     ),
