@@ -353,8 +353,6 @@ struct Index<'a> {
     no_ack: HashSet<ProcessRef>,
     /// Group changes: (time, seq, who, what).
     group_changes: Vec<(u64, u64, Option<ProcessRef>, String)>,
-    /// When each writer first applied an effect for each partition (None: AMQP's one queue).
-    first_write: HashMap<(Option<i32>, ProcessRef), u64>,
     /// Assignments seen by the proxy, in time order: (time, member, partitions).
     assignments: Vec<(u64, ProcessRef, Vec<i32>)>,
     /// Anomalous IDs the broker stored at more than one offset.
@@ -370,7 +368,6 @@ impl<'a> Index<'a> {
         });
         let amqp = info.is_some_and(|i| i.broker == "amqp");
         let topic = info.map(|i| i.topic.as_str()).unwrap_or_default();
-        let need_partitions = !amqp && wanted.iter().any(|a| a.outcome == Outcome::Duplicated);
 
         let mut index = Index {
             amqp,
@@ -383,11 +380,9 @@ impl<'a> Index<'a> {
             deliveries: HashMap::new(),
             no_ack: HashSet::new(),
             group_changes: Vec::new(),
-            first_write: HashMap::new(),
             assignments: Vec::new(),
             stored_twice: HashSet::new(),
         };
-        let mut partition_of: HashMap<&str, i32> = HashMap::new();
         let mut offsets_of: HashMap<&str, (i32, i64)> = HashMap::new();
         let mut last_request: HashMap<ProcessRef, &[CommittedOffset]> = HashMap::new();
         for st in events {
@@ -398,22 +393,15 @@ impl<'a> Index<'a> {
                     offset: Some(o),
                     status: ProduceStatus::Acked,
                     ..
-                } => {
-                    if need_partitions {
-                        partition_of.entry(id.as_str()).or_insert(*p);
+                } if ids.contains(id.as_str()) => match offsets_of.get(id.as_str()) {
+                    Some(&first) if first != (*p, *o) => {
+                        index.stored_twice.insert(id.as_str());
                     }
-                    if ids.contains(id.as_str()) {
-                        match offsets_of.get(id.as_str()) {
-                            Some(&first) if first != (*p, *o) => {
-                                index.stored_twice.insert(id.as_str());
-                            }
-                            Some(_) => {}
-                            None => {
-                                offsets_of.insert(id.as_str(), (*p, *o));
-                            }
-                        }
+                    Some(_) => {}
+                    None => {
+                        offsets_of.insert(id.as_str(), (*p, *o));
                     }
-                }
+                },
                 Event::Process {
                     instance,
                     incarnation,
@@ -571,28 +559,6 @@ impl<'a> Index<'a> {
                     };
                     index.group_changes.push((st.t_us, st.seq, None, what));
                 }
-                Event::Effect {
-                    id,
-                    instance: Some(i),
-                    incarnation: Some(n),
-                    outcome: EffectOutcome::Applied,
-                    ..
-                } => {
-                    let partition = if amqp {
-                        None
-                    } else {
-                        match partition_of.get(id.as_str()) {
-                            Some(p) => Some(*p),
-                            None => continue,
-                        }
-                    };
-                    if need_partitions || amqp {
-                        index
-                            .first_write
-                            .entry((partition, pref(*i, *n)))
-                            .or_insert(st.t_us);
-                    }
-                }
                 _ => {}
             }
         }
@@ -675,7 +641,7 @@ impl<'a> Index<'a> {
                 });
                 return (Mechanism::RedeliveredAfterCommit, Some(t2), ev);
             }
-            self.push_no_mark(&mut ev, a, w1, first.t_us, t2);
+            self.push_no_mark(&mut ev, w1, first.t_us, t2);
             self.push_group_changes(&mut ev, first.t_us, t2, &[w1]);
             return (Mechanism::RevokedUncommitted, Some(t2), ev);
         };
@@ -709,26 +675,27 @@ impl<'a> Index<'a> {
                 });
             }
         }
-        let partition = if self.amqp { None } else { a.partition };
-        // The zombie, resumed: the second writer owned this work before the first did, was
-        // paused or cut off, and wrote after the new owner had started.
-        let fw1 = self.first_write.get(&(partition, w1)).copied();
-        let fw2 = self.first_write.get(&(partition, w2)).copied();
+        // The zombie, resumed: the second writer wrote for a partition another member had been
+        // given since (or was paused or cut off while the first writer did the work).
         let stalled_w2 = self.stall_of(w2, t1);
-        let _ = fw2;
-        let moved_away = partition.is_some_and(|p| self.moved_away(w2, p, t2));
-        if moved_away || stalled_w2.is_some() {
+        let taken_over = if self.amqp {
+            None
+        } else {
+            a.partition
+                .and_then(|p| self.taken_over(w2, p, t2).map(|t| (p, t)))
+        };
+        if taken_over.is_some() || stalled_w2.is_some() {
             if let Some((seq, f)) = stalled_w2 {
                 ev.push(fault_evidence(seq, f));
             }
-            if let (false, Some(f1)) = (self.amqp, fw1) {
+            if let Some((p, (t, owner))) = taken_over {
                 ev.push(Evidence {
-                    t_us: f1,
+                    t_us: t,
                     seq: None,
                     what: format!(
-                        "{} (the new owner) starts writing for partition {}",
-                        name(w1),
-                        show_partition(partition)
+                        "{} (the new owner) is assigned partition {p}: {} no longer owns it",
+                        name(owner),
+                        name(w2)
                     ),
                 });
             }
@@ -785,7 +752,7 @@ impl<'a> Index<'a> {
                 if let Some((fseq, f)) = self.fault_before(te) {
                     ev.push(fault_evidence(fseq, f));
                 }
-                self.push_no_mark(&mut ev, a, w1, t1, te);
+                self.push_no_mark(&mut ev, w1, t1, te);
                 let crashed = status.starts_with("signal") && !status.contains("SIGTERM");
                 let mechanism = if crashed {
                     Mechanism::CrashAfterEffect
@@ -795,7 +762,7 @@ impl<'a> Index<'a> {
                 (mechanism, Some(te), ev)
             }
             _ => {
-                self.push_no_mark(&mut ev, a, w1, t1, t2);
+                self.push_no_mark(&mut ev, w1, t1, t2);
                 self.push_group_changes(&mut ev, t1, t2, &[w1, w2]);
                 (Mechanism::RevokedUncommitted, Some(t2), ev)
             }
@@ -916,19 +883,11 @@ impl<'a> Index<'a> {
     }
 
     /// Says that `who` never got a commit (ack) for it accepted between `from` and `to`.
-    fn push_no_mark(
-        &self,
-        ev: &mut Vec<Evidence>,
-        a: &Anomaly,
-        who: ProcessRef,
-        from: u64,
-        to: u64,
-    ) {
+    fn push_no_mark(&self, ev: &mut Vec<Evidence>, who: ProcessRef, from: u64, to: u64) {
         let what = if !self.saw_marks {
             "commits and acks were not observed (the consumer did not go through the proxy)"
                 .to_owned()
         } else {
-            let _ = a;
             format!(
                 "no {} by {} covered it before then",
                 if self.amqp { "ack" } else { "commit" },
@@ -942,19 +901,18 @@ impl<'a> Index<'a> {
         });
     }
 
-    /// True when, at `t`, partition `p` belonged to someone else: after `who`'s last
-    /// assignment that included it, another member was given it, and `who` did not get it back
-    /// before `t` (the proxy's assignment events; false when there are none).
-    fn moved_away(&self, who: ProcessRef, p: i32, t: u64) -> bool {
+    /// When partition `p` belonged to someone else at `t`: after `who`'s last assignment that
+    /// included it, another member was given it (the first such assignment: when and to whom).
+    /// `None` when `who` still owned it, or the proxy saw no assignments.
+    fn taken_over(&self, who: ProcessRef, p: i32, t: u64) -> Option<(u64, ProcessRef)> {
         let before_t = || self.assignments.iter().take_while(|a| a.0 <= t);
-        let Some(owned_at) = before_t()
+        let owned_at = before_t()
             .filter(|a| a.1 == who && a.2.contains(&p))
             .map(|a| a.0)
-            .last()
-        else {
-            return false;
-        };
-        before_t().any(|a| a.0 > owned_at && a.1 != who && a.2.contains(&p))
+            .last()?;
+        before_t()
+            .find(|a| a.0 > owned_at && a.1 != who && a.2.contains(&p))
+            .map(|a| (a.0, a.1))
     }
 
     /// A pause or partition that hit `who` and was still in force at `t` (or ended just
@@ -1061,10 +1019,6 @@ fn pref(instance: u32, incarnation: u32) -> ProcessRef {
 /// `consumer[0]#2`: instance 0, incarnation 2.
 fn name(p: ProcessRef) -> String {
     format!("consumer[{}]#{}", p.instance, p.incarnation)
-}
-
-fn show_partition(p: Option<i32>) -> String {
-    p.map_or_else(|| "-".into(), |p| p.to_string())
 }
 
 fn is_stall(f: &FaultRecord) -> bool {

@@ -71,23 +71,29 @@ impl GroupProtocol {
     ) -> Option<GroupProtocol> {
         events
             .into_iter()
-            .filter_map(|st| match &st.event {
-                Event::Rebalance {
-                    group: g,
-                    change: RebalanceKind::Join,
-                    generation,
-                    protocols,
-                    ..
-                } if g == group => match (protocols, generation) {
-                    (Some(p), _) => Some(GroupProtocol::Classic {
-                        assignors: p.clone(),
-                    }),
-                    (None, Some(0)) => Some(GroupProtocol::Consumer),
-                    _ => None,
-                },
-                _ => None,
-            })
+            .filter(|st| matches!(&st.event, Event::Rebalance { group: g, .. } if g == group))
+            .filter_map(|st| GroupProtocol::of_join(&st.event))
             .last()
+    }
+
+    /// The protocol a join event shows: a classic JoinGroup with the assignors it offered, or
+    /// a KIP-848 heartbeat at epoch 0; `None` for any other event.
+    pub fn of_join(event: &Event) -> Option<GroupProtocol> {
+        match event {
+            Event::Rebalance {
+                change: RebalanceKind::Join,
+                generation,
+                protocols,
+                ..
+            } => match (protocols, generation) {
+                (Some(p), _) => Some(GroupProtocol::Classic {
+                    assignors: p.clone(),
+                }),
+                (None, Some(0)) => Some(GroupProtocol::Consumer),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// The librdkafka settings that make the member speak this protocol. For classic groups:

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::group_member::GroupProtocol;
 use crate::plan::FaultSpec;
-use crate::timeline::{Event, FaultRecord, ProcessPhase, RebalanceKind, Stamped, Timeline};
+use crate::timeline::{Event, FaultRecord, ProcessPhase, Stamped, Timeline};
 use action::{Action, Applied, Levers};
 use gate::{Gate, HoldPoint, Verdict};
 use trigger::{Match, Trigger};
@@ -180,22 +180,8 @@ impl Nemesis {
             self.origin_us.get_or_insert(stamped.t_us);
             self.retry_deferred();
         }
-        if let Event::Rebalance {
-            change: RebalanceKind::Join,
-            protocols,
-            generation,
-            ..
-        } = &stamped.event
-        {
-            match (protocols, generation) {
-                (Some(names), _) => {
-                    self.protocol = Some(GroupProtocol::Classic {
-                        assignors: names.clone(),
-                    })
-                }
-                (None, Some(0)) => self.protocol = Some(GroupProtocol::Consumer),
-                _ => {}
-            }
+        if let Some(protocol) = GroupProtocol::of_join(&stamped.event) {
+            self.protocol = Some(protocol);
         }
         let mut acted = false;
         let mut withhold = false;

@@ -246,7 +246,6 @@ struct Shared {
     tasks: Tasks,
     failure: Mutex<Option<String>>,
     unobserved: AtomicU64,
-    hold_times: Mutex<Vec<Duration>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -340,7 +339,6 @@ impl AmqpProxy {
             tasks: Tasks::default(),
             failure: Mutex::default(),
             unobserved: AtomicU64::new(0),
-            hold_times: Mutex::default(),
         });
         for (instance, listener) in listeners.into_iter().enumerate() {
             let s = shared.clone();
@@ -380,11 +378,6 @@ impl AmqpProxy {
     /// content-header frames that did not decode, deliveries without an ID).
     pub fn unobserved_frames(&self) -> u64 {
         self.shared.unobserved.load(Ordering::Relaxed)
-    }
-
-    /// How long each finished ack hold lasted, in order (for the report's boundary figures).
-    pub fn hold_times(&self) -> Vec<Duration> {
-        lock(&self.shared.hold_times).clone()
     }
 
     /// Live proxied connections of `instance`.
@@ -988,7 +981,6 @@ impl Conn {
             }
         };
         let held = start.elapsed();
-        lock(&self.shared.hold_times).push(held);
         self.shared.timeline.record(Event::Held {
             instance: self.instance,
             incarnation: self.incarnation,
@@ -1080,7 +1072,6 @@ mod tests {
             tasks: Tasks::default(),
             failure: Mutex::default(),
             unobserved: AtomicU64::new(0),
-            hold_times: Mutex::default(),
         });
         (Arc::new(Conn::new(shared, 0, 1)), timeline)
     }

@@ -184,7 +184,6 @@ struct Shared {
     registry: Registry,
     tasks: Tasks,
     failure: Mutex<Option<String>>,
-    hold_times: Mutex<Vec<Duration>>,
     /// Record a Fetch response's deliveries before forwarding it (else right after).
     deliveries_first: AtomicBool,
 }
@@ -258,7 +257,6 @@ impl KafkaProxy {
             stop,
             tasks: Tasks::default(),
             failure: Mutex::default(),
-            hold_times: Mutex::default(),
             deliveries_first: AtomicBool::new(false),
         });
         for (instance, listener) in listeners.into_iter().enumerate() {
@@ -304,11 +302,6 @@ impl KafkaProxy {
     /// in throughput. Applies to responses handled from now on.
     pub fn set_deliveries_before_forwarding(&self, first: bool) {
         self.shared.deliveries_first.store(first, Ordering::Relaxed);
-    }
-
-    /// How long each finished hold lasted, in order (for the report's boundary figures).
-    pub fn hold_times(&self) -> Vec<Duration> {
-        lock(&self.shared.hold_times).clone()
     }
 
     /// Live proxied connections of `instance`.
@@ -1037,7 +1030,6 @@ impl Conn {
             }
         };
         let held = start.elapsed();
-        lock(&self.shared.hold_times).push(held);
         self.record(Event::Held {
             instance: self.instance,
             incarnation: self.incarnation,
@@ -1854,7 +1846,6 @@ mod tests {
             stop,
             tasks: Tasks::default(),
             failure: Mutex::default(),
-            hold_times: Mutex::default(),
             deliveries_first: AtomicBool::new(false),
         });
         Arc::new(Conn {
