@@ -490,8 +490,8 @@ impl<'a> Index<'a> {
                     records,
                     ..
                 } => {
-                    for (_, id) in records {
-                        if let Some(&id) = ids.get(id.as_str()) {
+                    for (_, id) in records.iter() {
+                        if let Some(&id) = ids.get(id) {
                             index.deliveries.entry(id).or_default().push(Delivery {
                                 t_us: st.t_us,
                                 seq: st.seq,

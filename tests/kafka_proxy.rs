@@ -150,7 +150,7 @@ fn delivered_ids(events: &[Arc<Stamped>]) -> BTreeSet<String> {
         .iter()
         .flat_map(|e| match &e.event {
             Event::DeliveredBatch { records, .. } => {
-                records.iter().map(|(_, id)| id.clone()).collect()
+                records.iter().map(|(_, id)| id.to_string()).collect()
             }
             _ => Vec::new(),
         })

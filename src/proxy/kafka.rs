@@ -61,7 +61,9 @@ use crate::error::InfraError;
 use crate::nemesis::action::NetworkControl;
 use crate::nemesis::gate::{Gate, HoldPoint, Verdict};
 use crate::plan::Target;
-use crate::timeline::{CommitPhase, CommittedOffset, Event, HeldAt, RebalanceKind, Timeline};
+use crate::timeline::{
+    CommitPhase, CommittedOffset, DeliveredIds, Event, HeldAt, RebalanceKind, Timeline,
+};
 
 /// Kafka's default `request.timeout.ms`: a hold longer than 80% of it gets a warning, since
 /// every later response on that connection waits behind the held frame.
@@ -693,15 +695,6 @@ pub fn assigned_partitions(assignment: &Bytes, topic: &str) -> Result<Vec<i32>, 
     Ok(parts)
 }
 
-/// One record handed to the consumer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveredRecord {
-    /// The message ID (`exactly-id` header, else the key).
-    pub id: String,
-    /// Its offset.
-    pub offset: i64,
-}
-
 /// The records of one partition's fetched bytes that the client will hand to the
 /// application: data records at or after `fetch_offset`, minus aborted transactional records
 /// for a read_committed client. A truncated last batch (the broker cuts at max bytes) is
@@ -716,52 +709,36 @@ pub fn delivered_records(
     fetch_offset: i64,
     aborted: &[(i64, i64)],
     read_committed: bool,
-) -> (Vec<DeliveredRecord>, Option<String>) {
-    let mut out = Vec::new();
-    let err = each_delivered(
-        records,
-        fetch_offset,
-        aborted,
-        read_committed,
-        |id, offset| out.push(DeliveredRecord { id, offset }),
-    );
-    (out, err)
-}
-
-/// [`delivered_records`] without collecting: `deliver(id, offset)` is called for each record
-/// in order; returns the error that stopped the walk, if any.
-fn each_delivered(
-    records: &Bytes,
-    fetch_offset: i64,
-    aborted: &[(i64, i64)],
-    read_committed: bool,
-    mut deliver: impl FnMut(String, i64),
-) -> Option<String> {
+) -> (DeliveredIds, Option<String>) {
+    let mut out = DeliveredIds::default();
     let mut filter = DeliveryFilter::new(fetch_offset, aborted, read_committed);
-    let mut buf = records.clone();
-    while buf.remaining() > 0 {
+    let mut deliver = |id: &[u8], offset| out.push_bytes(offset, id);
+    // One list for the records of every plain batch, reused from batch to batch.
+    let mut seen = Vec::new();
+    let mut at = 0;
+    let err = loop {
         // A batch: base offset (8), length (4), then `length` bytes.
-        if buf.remaining() < 12 {
-            break;
-        }
-        let len = i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        let Some(head) = records.get(at..at + 12) else {
+            break None; // the end, or a truncated last batch
+        };
+        let len = i32::from_be_bytes([head[8], head[9], head[10], head[11]]);
         if len < 0 {
-            return Some(format!("record batch with negative length {len}"));
+            break Some(format!("record batch with negative length {len}"));
         }
-        let batch_len = 12 + len as usize;
-        if buf.remaining() < batch_len {
-            break; // truncated last batch
-        }
-        if let Some(seen) = scan_plain_batch(&buf.slice(..batch_len)) {
-            for r in seen {
+        let Some(batch) = records.get(at..at + 12 + len as usize) else {
+            break None; // truncated last batch (the broker cuts at max bytes)
+        };
+        let range = at..at + batch.len();
+        at = range.end;
+        if scan_plain_batch(records, range, &mut seen) {
+            for r in seen.drain(..) {
                 filter.visit(r, &mut deliver);
             }
-            buf.advance(batch_len);
             continue;
         }
-        let set = match RecordBatchDecoder::decode(&mut buf) {
+        let set = match RecordBatchDecoder::decode(&mut records.slice_ref(batch)) {
             Ok(s) => s,
-            Err(e) => return Some(format!("record batch: {e}")),
+            Err(e) => break Some(format!("record batch: {e}")),
         };
         for r in &set.records {
             let id = r
@@ -779,8 +756,8 @@ fn each_delivered(
             };
             filter.visit(seen, &mut deliver);
         }
-    }
-    None
+    };
+    (out, err)
 }
 
 /// What the delivery walk needs of one record, however its batch was decoded.
@@ -824,7 +801,7 @@ impl DeliveryFilter {
 
     /// Takes the next record in offset order; calls `deliver(id, offset)` if the client hands
     /// it to the application.
-    fn visit(&mut self, r: SeenRecord<'_>, deliver: &mut impl FnMut(String, i64)) {
+    fn visit(&mut self, r: SeenRecord<'_>, deliver: &mut impl FnMut(&[u8], i64)) {
         if self.read_committed {
             while let Some(&(pid, first)) = self.pending_aborts.first() {
                 if first > r.offset {
@@ -845,7 +822,7 @@ impl DeliveryFilter {
             return;
         }
         if let Some(id) = r.id {
-            deliver(String::from_utf8_lossy(id).into_owned(), r.offset);
+            deliver(id, r.offset);
         }
     }
 }
@@ -855,9 +832,10 @@ impl DeliveryFilter {
 /// producer id (8) and epoch (2), base sequence (4), record count (4).
 const V2_RECORDS_AT: usize = 61;
 
-/// The records of one whole uncompressed v2 record batch (`batch` is exactly the batch), read
-/// in place: `None` whenever the batch is anything else (compressed, legacy, malformed), so the
-/// caller decodes it with the kafka-protocol crate instead.
+/// The records of one whole uncompressed v2 record batch (`records[batch]` is exactly the
+/// batch), read in place into `out` (emptied first): `false` whenever the batch is anything else
+/// (compressed, legacy, malformed), so the caller decodes it with the kafka-protocol crate
+/// instead.
 ///
 /// Why a hand-written walk next to the crate: the proxy reads every record of every Fetch
 /// response, and the crate builds a full `Record` per record (a header map, key and value
@@ -869,8 +847,27 @@ const V2_RECORDS_AT: usize = 61;
 /// key checks, trailing bytes ignored), and any doubt falls back to the crate. The tests hold
 /// it equal to the crate's decoding on valid, cut and corrupted batches
 /// (`plain_batch_scan_equals_the_crate`).
-pub fn scan_plain_batch(batch: &Bytes) -> Option<Vec<SeenRecord<'_>>> {
-    let infos = RecordBatchDecoder::decode_batch_info(&mut batch.clone()).ok()?;
+pub fn scan_plain_batch<'a>(
+    records: &'a Bytes,
+    batch: std::ops::Range<usize>,
+    out: &mut Vec<SeenRecord<'a>>,
+) -> bool {
+    out.clear();
+    let scanned = scan_plain_records(records, batch, out).is_some();
+    if !scanned {
+        out.clear();
+    }
+    scanned
+}
+
+fn scan_plain_records<'a>(
+    records: &'a Bytes,
+    batch: std::ops::Range<usize>,
+    out: &mut Vec<SeenRecord<'a>>,
+) -> Option<()> {
+    // A `Bytes` handle, not a slice: the crate copies what it reads from a slice.
+    let infos = RecordBatchDecoder::decode_batch_info(&mut records.slice(batch.clone())).ok()?;
+    let batch = records.get(batch)?;
     let [info] = infos.as_slice() else {
         return None;
     };
@@ -880,7 +877,7 @@ pub fn scan_plain_batch(batch: &Bytes) -> Option<Vec<SeenRecord<'_>>> {
     let mut b: &[u8] = batch.get(V2_RECORDS_AT..)?;
     let count = usize::try_from(info.record_count).ok()?;
     // Each record takes at least its length byte: a count beyond the bytes is malformed.
-    let mut out = Vec::with_capacity(count.min(b.len()));
+    out.reserve(count.min(b.len()));
     for _ in 0..count {
         let size = usize::try_from(varint(&mut b)?).ok()?;
         let mut r = take(&mut b, size)?;
@@ -908,7 +905,7 @@ pub fn scan_plain_batch(batch: &Bytes) -> Option<Vec<SeenRecord<'_>>> {
             id: id_header.flatten().or(key),
         });
     }
-    Some(out)
+    Some(())
 }
 
 /// The first `n` bytes of `b`, advancing it; `None` when fewer are left.
@@ -1659,14 +1656,14 @@ impl Conn {
     /// run.
     fn record_deliveries(&self, fetched: Vec<FetchedPartition>) {
         for f in fetched {
-            let (recs, err) =
+            let (records, err) =
                 delivered_records(&f.records, f.fetch_offset, &f.aborted, f.read_committed);
-            if !recs.is_empty() {
+            if !records.is_empty() {
                 self.shared.timeline.record(Event::DeliveredBatch {
                     instance: self.instance,
                     incarnation: self.incarnation,
                     partition: f.partition,
-                    records: recs.into_iter().map(|r| (r.offset, r.id)).collect(),
+                    records,
                 });
             }
             if let Some(e) = err {
@@ -1936,8 +1933,8 @@ mod tests {
             let b = batch(c);
             let (recs, err) = delivered_records(&b, 12, &[], false);
             assert_eq!(err, None, "{c:?}");
-            let ids: Vec<_> = recs.iter().map(|r| (r.id.as_str(), r.offset)).collect();
-            assert_eq!(ids, [("id-2", 12), ("id-3", 13), ("id-4", 14)], "{c:?}");
+            let ids: Vec<_> = recs.iter().collect();
+            assert_eq!(ids, [(12, "id-2"), (13, "id-3"), (14, "id-4")], "{c:?}");
             // A truncated last batch is normal (the broker cuts at max bytes).
             let mut two = BytesMut::from(&b[..]);
             two.extend_from_slice(&b[..b.len() / 2]);
@@ -2237,8 +2234,8 @@ mod tests {
         fetch_offset: i64,
         aborted: &[(i64, i64)],
         read_committed: bool,
-    ) -> (Vec<DeliveredRecord>, bool) {
-        let mut out = Vec::new();
+    ) -> (DeliveredIds, bool) {
+        let mut out = DeliveredIds::default();
         let mut filter = DeliveryFilter::new(fetch_offset, aborted, read_committed);
         let mut buf = records.clone();
         while buf.remaining() >= 12 {
@@ -2267,7 +2264,7 @@ mod tests {
                         producer_id: r.producer_id,
                         id,
                     },
-                    &mut |id, offset| out.push(DeliveredRecord { id, offset }),
+                    &mut |id, offset| out.push_bytes(offset, id),
                 );
             }
         }
@@ -2393,8 +2390,8 @@ mod tests {
                 let b = encode_batch(specs, base, *pid, *transactional, *control, compression);
                 // A valid plain batch: the scan must take it, and agree with the crate.
                 if compression == Compression::None {
-                    let scanned = scan_plain_batch(&b);
-                    proptest::prop_assert!(scanned.is_some());
+                    let mut scanned = Vec::new();
+                    proptest::prop_assert!(scan_plain_batch(&b, 0..b.len(), &mut scanned));
                     let set = RecordBatchDecoder::decode(&mut b.clone()).unwrap();
                     let want: Vec<(i64, Option<Vec<u8>>)> = set
                         .records
@@ -2410,7 +2407,6 @@ mod tests {
                         })
                         .collect();
                     let got: Vec<(i64, Option<Vec<u8>>)> = scanned
-                        .unwrap()
                         .iter()
                         .map(|r| (r.offset, r.id.map(<[u8]>::to_vec)))
                         .collect();
@@ -2427,7 +2423,8 @@ mod tests {
                         fix_crc(&mut bad);
                     }
                     let bad = Bytes::from(bad);
-                    if let Some(scanned) = scan_plain_batch(&bad) {
+                    let mut scanned = Vec::new();
+                    if scan_plain_batch(&bad, 0..bad.len(), &mut scanned) {
                         let set = RecordBatchDecoder::decode(&mut bad.clone());
                         proptest::prop_assert!(set.is_ok(), "scan read what the crate refuses");
                         let set = set.unwrap();
