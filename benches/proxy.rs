@@ -5,11 +5,13 @@
 //!    records and recording its `delivered_batch` event (in memory, and written to an events
 //!    file by the timeline's writer thread), against one copy of the same bytes.
 //! 1. Consumer throughput, direct vs through an in-process [`KafkaProxy`]: one topic of small
-//!    messages, consumed whole by the same consumer code with a fresh group each time, three
+//!    messages, consumed whole by the same consumer code with a fresh group each time, four
 //!    times per round: direct, through the proxy with the timeline in memory, and through the
 //!    proxy with the timeline written to an events file as a real run does (the figure that
-//!    matters; a real run also hands every event to the nemesis, which this does not model).
-//!    The three take turns going first from round to round. The table compares each side's
+//!    matters; a real run also hands every event to the nemesis, which this does not model),
+//!    and through the proxy reading no record at all (forwarding and address rewriting only:
+//!    the floor, what the second TCP hop costs whatever the proxy does with the records).
+//!    The four take turns going first from round to round. The table compares each side's
 //!    best run (see `main` for why) and prints the medians of the per-round ratios too. The
 //!    events file is flushed after each proxied consume (outside the timing), so its writing
 //!    never spills into the next side's run. BENCH_DEBUG adds, per consume, the stalls, the
@@ -350,6 +352,9 @@ struct Throughput {
     proxy: Vec<f64>,
     /// Through the proxy with the timeline written to a file, as a real run does.
     proxy_file: Vec<f64>,
+    /// Through the proxy reading no records (forwarding and rewriting only): the floor any
+    /// proxy on this path pays, whatever it does with the records.
+    forward_only: Vec<f64>,
 }
 
 fn throughput(rt: &Runtime) -> Throughput {
@@ -375,13 +380,14 @@ fn throughput(rt: &Runtime) -> Throughput {
         direct: vec![],
         proxy: vec![],
         proxy_file: vec![],
+        forward_only: vec![],
     };
     for round in 1..=rounds {
-        // The three sides take turns going first (direct, proxy, proxy+file; then proxy,
-        // proxy+file, direct; ...), so a drift in the machine's load or the broker's caches
-        // over a round does not always favour the same side.
-        let (mut d, mut v, mut f) = (0.0, 0.0, 0.0);
-        for side in (0..3).map(|i| (i + round - 1) % 3) {
+        // The four sides take turns going first (direct, proxy, proxy+file, forward-only; then
+        // proxy, proxy+file, forward-only, direct; ...), so a drift in the machine's load or
+        // the broker's caches over a round does not always favour the same side.
+        let (mut d, mut v, mut f, mut w) = (0.0, 0.0, 0.0, 0.0);
+        for side in (0..4).map(|i| (i + round - 1) % 4) {
             match side {
                 0 => d = consume_all(KAFKA, &topic, total),
                 1 => {
@@ -389,7 +395,7 @@ fn throughput(rt: &Runtime) -> Throughput {
                     v = consume_all(&px.proxy.bootstrap_for(0), &topic, total);
                     stop_proxy(rt, px);
                 }
-                _ => {
+                2 => {
                     let file = dir.path().join(format!("events-{round}.jsonl"));
                     let timeline = Timeline::create(&file)
                         .unwrap_or_else(|e| fail(&format!("timeline file: {e}")));
@@ -400,16 +406,24 @@ fn throughput(rt: &Runtime) -> Throughput {
                     timeline.flush();
                     let _ = std::fs::remove_file(&file);
                 }
+                _ => {
+                    let px = start_proxy(rt, &topic, Timeline::in_memory());
+                    px.proxy.set_read_deliveries(false);
+                    w = consume_all(&px.proxy.bootstrap_for(0), &topic, total);
+                    stop_proxy(rt, px);
+                }
             }
         }
         println!(
-            "  round {round}/{rounds}: direct {d:>9.0} msg/s   proxy {v:>9.0} msg/s ({:.3})   \
-             proxy+events.jsonl {f:>9.0} msg/s ({:.3})",
+            "  round {round}/{rounds}: direct {d:>9.0} msg/s   proxy {v:>9.0} ({:.3})   \
+             +events.jsonl {f:>9.0} ({:.3})   forwarding only {w:>9.0} ({:.3})",
             v / d,
-            f / d
+            f / d,
+            w / d
         );
         out.direct.push(d);
         out.proxy.push(v);
+        out.forward_only.push(w);
         out.proxy_file.push(f);
     }
     out
@@ -1158,7 +1172,8 @@ fn main() {
         // per-round ratios follow, for the record.
         let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
         let (d, p, f) = (best(&tp.direct), best(&tp.proxy), best(&tp.proxy_file));
-        let (rp, rf) = (p / d, f / d);
+        let w = best(&tp.forward_only);
+        let (rp, rf, rw) = (p / d, f / d, w / d);
         println!(
             "{:<38}{d:>10.0}{p:>10.0}{rp:>13.3}   >= 0.95  {}",
             format!("throughput (msg/s, best of {})", tp.direct.len()),
@@ -1169,6 +1184,10 @@ fn main() {
             "  same, timeline in events.jsonl",
             ok(rf >= 0.90)
         );
+        println!(
+            "{:<38}{d:>10.0}{w:>10.0}{rw:>13.3}   (floor: records not read)",
+            "  same, forwarding only",
+        );
         let spread = |v: &[f64]| -> String {
             let r: Vec<f64> = v.iter().zip(&tp.direct).map(|(p, d)| p / d).collect();
             let (lo, hi) = r
@@ -1177,9 +1196,10 @@ fn main() {
             format!("{:.3} ({lo:.2}-{hi:.2})", median(&r))
         };
         println!(
-            "  (median of per-round ratios: proxy {}, with events.jsonl {})",
+            "  (median of per-round ratios: proxy {}, with events.jsonl {}, forwarding only {})",
             spread(&tp.proxy),
-            spread(&tp.proxy_file)
+            spread(&tp.proxy_file),
+            spread(&tp.forward_only)
         );
     }
     if let Some((direct, proxied, added)) = &lat {

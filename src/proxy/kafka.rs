@@ -188,6 +188,8 @@ struct Shared {
     failure: Mutex<Option<String>>,
     /// Record a Fetch response's deliveries before forwarding it (else right after).
     deliveries_first: AtomicBool,
+    /// Read Fetch responses' records at all (off only in the benchmark's floor measurement).
+    read_deliveries: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -260,6 +262,7 @@ impl KafkaProxy {
             tasks: Tasks::default(),
             failure: Mutex::default(),
             deliveries_first: AtomicBool::new(false),
+            read_deliveries: AtomicBool::new(true),
         });
         for (instance, listener) in listeners.into_iter().enumerate() {
             Shared::spawn_listener(&shared, listener, instance as u32, Route::Bootstrap);
@@ -304,6 +307,14 @@ impl KafkaProxy {
     /// in throughput. Applies to responses handled from now on.
     pub fn set_deliveries_before_forwarding(&self, first: bool) {
         self.shared.deliveries_first.store(first, Ordering::Relaxed);
+    }
+
+    /// Whether Fetch responses' records are read for `delivered_batch` events (default true).
+    /// Off, the proxy still decodes every response and rewrites addresses but records no
+    /// delivery: a run would have no delivery evidence. It exists for the benchmark, to
+    /// measure what forwarding alone costs next to forwarding and reading every record.
+    pub fn set_read_deliveries(&self, read: bool) {
+        self.shared.read_deliveries.store(read, Ordering::Relaxed);
     }
 
     /// Live proxied connections of `instance`.
@@ -564,6 +575,9 @@ impl FrameHandler for Requests {
 impl FrameHandler for Responses {
     async fn on_frame(&mut self, frame: Bytes) -> Handled {
         let (handled, fetched) = self.conn.on_response_deferred(frame).await;
+        if !self.conn.shared.read_deliveries.load(Ordering::Relaxed) {
+            return handled;
+        }
         if self.conn.shared.deliveries_first.load(Ordering::Relaxed) {
             self.conn.record_deliveries(fetched);
         } else {
@@ -1844,6 +1858,7 @@ mod tests {
             tasks: Tasks::default(),
             failure: Mutex::default(),
             deliveries_first: AtomicBool::new(false),
+            read_deliveries: AtomicBool::new(true),
         });
         Arc::new(Conn {
             shared,
@@ -2098,9 +2113,11 @@ mod tests {
                 }
                 n
             };
-        for first in [false, true] {
+        // (before forwarding, reading records): the benchmark's floor turns reading off.
+        for (first, read) in [(false, true), (true, true), (false, false)] {
             let conn = test_conn(Gate::open());
             conn.shared.deliveries_first.store(first, Ordering::Relaxed);
+            conn.shared.read_deliveries.store(read, Ordering::Relaxed);
             let mut rx = conn.shared.timeline.subscribe();
             let mut responses = Responses {
                 conn: conn.clone(),
@@ -2118,6 +2135,11 @@ mod tests {
                 },
             );
             assert!(matches!(responses.on_frame(f).await, Handled::Forward(_)));
+            if !read {
+                assert!(!responses.needs_written());
+                assert_eq!(delivered(&mut rx), 0, "forwarded, never read");
+                continue;
+            }
             if first {
                 assert_eq!(delivered(&mut rx), 5, "recorded before the forward");
                 assert!(!responses.needs_written());
