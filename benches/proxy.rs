@@ -999,18 +999,19 @@ fn per_record() -> PerRecord {
             std::hint::black_box(ids);
         }),
     ));
+    let record_batch = |timeline: &Timeline| {
+        let (records, _) = exactly::proxy::kafka::delivered_records(&bytes, 0, &[], false);
+        timeline.record(exactly::timeline::Event::DeliveredBatch {
+            instance: 0,
+            incarnation: 1,
+            partition: 0,
+            records,
+        });
+    };
     let memory = Timeline::in_memory();
     steps.push((
         "  + delivered_batch event, in memory",
-        time(&mut || {
-            let (records, _) = exactly::proxy::kafka::delivered_records(&bytes, 0, &[], false);
-            memory.record(exactly::timeline::Event::DeliveredBatch {
-                instance: 0,
-                incarnation: 1,
-                partition: 0,
-                records,
-            });
-        }),
+        time(&mut || record_batch(&memory)),
     ));
     let dir = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("tempdir: {e}")));
     let file = Timeline::create(&dir.path().join("events.jsonl"))
@@ -1018,13 +1019,7 @@ fn per_record() -> PerRecord {
     steps.push((
         "  + delivered_batch event, events.jsonl",
         time(&mut || {
-            let (records, _) = exactly::proxy::kafka::delivered_records(&bytes, 0, &[], false);
-            file.record(exactly::timeline::Event::DeliveredBatch {
-                instance: 0,
-                incarnation: 1,
-                partition: 0,
-                records,
-            });
+            record_batch(&file);
             // Inside the timing: the writer thread's work is the point.
             file.flush();
         }),

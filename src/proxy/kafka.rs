@@ -879,16 +879,16 @@ fn scan_plain_records<'a>(
     batch: std::ops::Range<usize>,
     out: &mut Vec<SeenRecord<'a>>,
 ) -> Option<()> {
+    let bytes = records.get(batch.clone())?;
     // A `Bytes` handle, not a slice: the crate copies what it reads from a slice.
-    let infos = RecordBatchDecoder::decode_batch_info(&mut records.slice(batch.clone())).ok()?;
-    let batch = records.get(batch)?;
+    let infos = RecordBatchDecoder::decode_batch_info(&mut records.slice(batch)).ok()?;
     let [info] = infos.as_slice() else {
         return None;
     };
     if info.compression != Compression::None {
         return None;
     }
-    let mut b: &[u8] = batch.get(V2_RECORDS_AT..)?;
+    let mut b: &[u8] = bytes.get(V2_RECORDS_AT..)?;
     let count = usize::try_from(info.record_count).ok()?;
     // Each record takes at least its length byte: a count beyond the bytes is malformed.
     out.reserve(count.min(b.len()));
