@@ -189,39 +189,12 @@ fn warnings(events: &[Arc<Stamped>]) -> Vec<String> {
         .collect()
 }
 
-/// Every process in `pid`'s tree (itself included).
-fn tree(pid: u32) -> Vec<u32> {
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() {
-        let parent = out[i];
-        if let Ok(dir) = std::fs::read_dir("/proc") {
-            for e in dir.flatten() {
-                let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-                    continue;
-                };
-                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-                // Fields after the command's closing parenthesis: state, ppid, ...
-                let ppid = stat
-                    .rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                    .and_then(|s| s.parse::<u32>().ok());
-                if ppid == Some(parent) && !out.contains(&p) {
-                    out.push(p);
-                }
-            }
-        }
-        i += 1;
-    }
-    out
-}
-
 /// Watches `pid`'s process tree for sockets connected straight to a broker, until it exits.
 fn watch_for_bypass(pid: u32, brokers: Vec<String>) -> std::thread::JoinHandle<Vec<String>> {
     std::thread::spawn(move || {
         let mut found = Vec::new();
         while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            for p in tree(pid) {
+            for p in process_tree(pid) {
                 found.extend(direct_connections(p, &brokers));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -362,7 +335,7 @@ async fn rdkafka_through_the_proxy(name: &str, compression: &str, extra: &[&str]
         })
         .await;
     let pid = child.id();
-    let direct: Vec<String> = tree(pid)
+    let direct: Vec<String> = process_tree(pid)
         .into_iter()
         .flat_map(|p2| direct_connections(p2, &p.proxy.broker_addresses()))
         .collect();

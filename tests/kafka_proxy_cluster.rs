@@ -22,6 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use exactly::sink::owner::process_sockets;
 use exactly::timeline::{read_events, CommitPhase, Event, RebalanceKind, Stamped};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -63,73 +64,6 @@ struct Sockets {
     consumers: BTreeSet<u32>,
 }
 
-/// Every process in `pid`'s tree (itself included).
-fn tree(pid: u32) -> Vec<u32> {
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() {
-        let parent = out[i];
-        if let Ok(dir) = std::fs::read_dir("/proc") {
-            for e in dir.flatten() {
-                let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-                    continue;
-                };
-                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-                let ppid = stat
-                    .rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                    .and_then(|s| s.parse::<u32>().ok());
-                if ppid == Some(parent) && !out.contains(&p) {
-                    out.push(p);
-                }
-            }
-        }
-        i += 1;
-    }
-    out
-}
-
-/// /proc/net/tcp's "0100007F:2384" (IPv4, or IPv4-mapped IPv6).
-fn proc_addr(s: &str) -> Option<std::net::SocketAddr> {
-    let (ip, port) = s.split_once(':')?;
-    let v4 = match ip.len() {
-        8 => u32::from_str_radix(ip, 16).ok()?,
-        32 if ip[..24] == *"0000000000000000FFFF0000" => u32::from_str_radix(&ip[24..], 16).ok()?,
-        _ => return None,
-    };
-    let port = u16::from_str_radix(port, 16).ok()?;
-    Some((std::net::Ipv4Addr::from(v4.swap_bytes()), port).into())
-}
-
-/// `pid`'s TCP sockets: (local, remote, state) for each, from its fds and its /proc/net tables.
-fn sockets(pid: u32) -> Vec<(std::net::SocketAddr, std::net::SocketAddr, String)> {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
-    };
-    let inodes: BTreeSet<String> = fds
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter_map(|l| {
-            let s = l.to_string_lossy().into_owned();
-            Some(s.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
-        })
-        .collect();
-    let mut out = Vec::new();
-    for table in ["tcp", "tcp6"] {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() < 10 || !inodes.contains(cols[9]) {
-                continue;
-            }
-            if let (Some(l), Some(r)) = (proc_addr(cols[1]), proc_addr(cols[2])) {
-                out.push((l, r, cols[3].to_string()));
-            }
-        }
-    }
-    out
-}
-
 /// The port in "http://127.0.0.1:PORT/..." or "127.0.0.1:PORT".
 fn port_of(url: &str) -> Option<u16> {
     let rest = url.split("//").last()?;
@@ -140,14 +74,14 @@ fn port_of(url: &str) -> Option<u16> {
 /// One look at the harness's consumer processes (its descendants carrying the contract's
 /// environment).
 fn look(harness: u32, seen: &mut Sockets) {
-    const LISTEN: &str = "0A";
+    const LISTEN: u8 = 0x0A;
     let mut remotes: Vec<(
         u32,
         std::net::SocketAddr,
         std::net::SocketAddr,
         BTreeSet<u16>,
     )> = Vec::new();
-    for pid in tree(harness).into_iter().skip(1) {
+    for pid in process_tree(harness).into_iter().skip(1) {
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
@@ -168,18 +102,18 @@ fn look(harness: u32, seen: &mut Sockets) {
             .iter()
             .filter_map(|k| env.get(*k).and_then(|u| port_of(u)))
             .collect();
-        for (local, remote, state) in sockets(pid) {
+        for row in process_sockets(pid) {
             // connected or connecting (a SYN sent to a broker is a bypass too)
-            if state != LISTEN {
-                remotes.push((pid, local, remote, sink.clone()));
+            if row.state != LISTEN {
+                remotes.push((pid, row.local, row.remote, sink.clone()));
             }
         }
     }
     // read after the consumers' sockets: the proxy opens node listeners as it learns nodes
-    let listening: BTreeSet<u16> = sockets(harness)
+    let listening: BTreeSet<u16> = process_sockets(harness)
         .into_iter()
-        .filter(|(_, _, st)| st == LISTEN)
-        .map(|(l, _, _)| l.port())
+        .filter(|row| row.state == LISTEN)
+        .map(|row| row.local.port())
         .collect();
     for (pid, local, remote, sink) in remotes {
         let port = remote.port();

@@ -1726,9 +1726,8 @@ fn cap_versions(body: &mut ApiVersionsResponse) {
     });
 }
 
-/// Sockets of process `pid` connected to one of `addrs` ("host:port", IPv4 loopback or any
-/// IPv4 address), read from /proc: a consumer socket connected straight to a broker bypassed
-/// the proxy. Returns "local -> remote" descriptions; empty when none (or /proc is absent).
+/// Sockets of process `pid` connected to one of `addrs` ("host:port"), read from /proc: a
+/// consumer socket connected straight to a broker bypassed the proxy. Returns "local -> remote" descriptions; empty when none (or /proc is absent).
 pub fn direct_connections(pid: u32, addrs: &[String]) -> Vec<String> {
     let wanted: HashSet<std::net::SocketAddr> = addrs
         .iter()
@@ -1737,55 +1736,11 @@ pub fn direct_connections(pid: u32, addrs: &[String]) -> Vec<String> {
             a.to_socket_addrs().ok()?.next()
         })
         .collect();
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
-    };
-    let inodes: HashSet<String> = fds
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter_map(|l| {
-            let s = l.to_string_lossy().into_owned();
-            s.strip_prefix("socket:[")?
-                .strip_suffix(']')
-                .map(str::to_string)
-        })
-        .collect();
-    let mut out = Vec::new();
-    for table in ["tcp", "tcp6"] {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() < 10 || !inodes.contains(cols[9]) {
-                continue;
-            }
-            let (Some(local), Some(remote)) = (proc_addr(cols[1]), proc_addr(cols[2])) else {
-                continue;
-            };
-            if wanted.contains(&remote) {
-                out.push(format!("{local} -> {remote}"));
-            }
-        }
-    }
-    out
-}
-
-/// Parses /proc/net/tcp's "0100007F:2384" (IPv4 only; IPv6 entries are skipped).
-fn proc_addr(s: &str) -> Option<std::net::SocketAddr> {
-    let (ip, port) = s.split_once(':')?;
-    if ip.len() != 8 {
-        // An IPv4-mapped IPv6 address ends with the IPv4 address.
-        if ip.len() == 32 && ip[..24] == *"0000000000000000FFFF0000" {
-            let v4 = u32::from_str_radix(&ip[24..], 16).ok()?;
-            let port = u16::from_str_radix(port, 16).ok()?;
-            return Some((std::net::Ipv4Addr::from(v4.swap_bytes()), port).into());
-        }
-        return None;
-    }
-    let v4 = u32::from_str_radix(ip, 16).ok()?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    Some((std::net::Ipv4Addr::from(v4.swap_bytes()), port).into())
+    crate::sink::owner::process_sockets(pid)
+        .into_iter()
+        .filter(|row| wanted.contains(&row.remote))
+        .map(|row| format!("{} -> {}", row.local, row.remote))
+        .collect()
 }
 
 #[cfg(test)]
@@ -1795,6 +1750,18 @@ mod tests {
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
+
+    #[test]
+    fn a_socket_connected_straight_to_a_broker_address_is_found() {
+        let broker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(broker.local_addr().unwrap()).unwrap();
+        let me = std::process::id();
+        let found = direct_connections(me, &[broker.local_addr().unwrap().to_string()]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].ends_with(&format!("-> {}", broker.local_addr().unwrap())));
+        assert!(direct_connections(me, &[other.local_addr().unwrap().to_string()]).is_empty());
+    }
 
     #[test]
     fn error_names_are_kafka_style() {
@@ -2529,13 +2496,5 @@ mod tests {
             }
         }
         !crc
-    }
-
-    #[test]
-    fn proc_addresses_parse() {
-        assert_eq!(
-            proc_addr("0100007F:2384"),
-            Some("127.0.0.1:9092".parse().unwrap())
-        );
     }
 }

@@ -413,6 +413,34 @@ fn holds(proc: &Path, pid: u32, needle: &str) -> bool {
     })
 }
 
+/// The TCP sockets process `pid` holds: its `socket:[INODE]` descriptors matched against the
+/// rows of its network namespace's `/proc/PID/net/tcp` and `tcp6`. Empty when the process is
+/// gone or cannot be inspected. (The proxy uses it to catch a consumer that slipped past it.)
+pub fn process_sockets(pid: u32) -> Vec<TcpRow> {
+    let proc = Path::new("/proc").join(pid.to_string());
+    let Ok(fds) = std::fs::read_dir(proc.join("fd")) else {
+        return Vec::new();
+    };
+    let inodes: std::collections::HashSet<u64> = fds
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?;
+            target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(proc.join("net").join(table)).ok())
+        .flat_map(|text| text.lines().filter_map(parse_row).collect::<Vec<_>>())
+        .filter(|row| inodes.contains(&row.inode))
+        .collect()
+}
+
 /// Every process id in `proc` (thread-group leaders: threads share their fd table).
 fn pids(proc: &Path) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir(proc) else {
@@ -442,6 +470,20 @@ mod tests {
 ";
 
     #[cfg(target_endian = "little")]
+    #[test]
+    fn a_process_finds_its_own_connected_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let rows = process_sockets(std::process::id());
+        assert!(
+            rows.iter().any(|r| r.local == client.local_addr().unwrap()
+                && r.remote == listener.local_addr().unwrap()
+                && r.state == TCP_ESTABLISHED),
+            "{rows:?}"
+        );
+        assert!(process_sockets(u32::MAX).is_empty(), "no such process");
+    }
+
     #[test]
     fn ipv4_rows_give_addresses_state_and_inode() {
         let rows: Vec<TcpRow> = TCP.lines().filter_map(parse_row).collect();
