@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -260,29 +260,6 @@ async fn the_stop_token_ends_the_hold_early_and_the_member_still_leaves_cleanly(
     assert_eq!(kinds.last(), Some(&MemberChange::Left), "{kinds:?}");
 }
 
-/// The example consumer (commit-after-effect, effects on stdout) with `extra` arguments.
-fn example_consumer(bootstrap: &str, topic: &str, group: &str, extra: &[&str]) -> Child {
-    let bin = examples_dir().join("kafka_consumer");
-    assert!(
-        bin.exists(),
-        "{} is missing: build the examples first (cargo build --release --examples)",
-        bin.display()
-    );
-    Command::new(bin)
-        .args(["--mode", "commit-after-effect", "--sink", "stdout"])
-        .args(["--work-ms", "10"])
-        .args(extra)
-        .env("EXACTLY_KAFKA_BOOTSTRAP", bootstrap)
-        .env("EXACTLY_TOPIC", topic)
-        .env("EXACTLY_GROUP", group)
-        .env("EXACTLY_INSTANCE", "0")
-        .env("EXACTLY_INCARNATION", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the example consumer")
-}
-
 /// Kills the consumer when the test ends, even on a failed assertion.
 struct Running(Option<Child>);
 
@@ -339,11 +316,13 @@ async fn consumer_gets_everything_back(name: &str, args: &[&str], expected: Grou
     )
     .await
     .expect("proxy starts");
-    let mut consumer = Running(Some(example_consumer(
+    // Paced at 10 ms of work per message, then the case's own arguments.
+    let args: Vec<&str> = ["--work-ms", "10"].iter().chain(args).copied().collect();
+    let mut consumer = Running(Some(example_kafka_consumer(
         &proxy.bootstrap_for(0),
         &topic,
         &group,
-        args,
+        &args,
     )));
 
     // The consumer joins and gets everything.

@@ -203,27 +203,6 @@ fn watch_for_bypass(pid: u32, brokers: Vec<String>) -> std::thread::JoinHandle<V
     })
 }
 
-fn rdkafka_consumer(bootstrap: &str, topic: &str, group: &str, extra: &[&str]) -> Child {
-    let bin = examples_dir().join("kafka_consumer");
-    assert!(
-        bin.exists(),
-        "{} is missing: build the examples first (cargo build --release --examples)",
-        bin.display()
-    );
-    Command::new(bin)
-        .args(["--mode", "commit-after-effect", "--sink", "stdout"])
-        .args(extra)
-        .env("EXACTLY_KAFKA_BOOTSTRAP", bootstrap)
-        .env("EXACTLY_TOPIC", topic)
-        .env("EXACTLY_GROUP", group)
-        .env("EXACTLY_INSTANCE", "0")
-        .env("EXACTLY_INCARNATION", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the example consumer")
-}
-
 fn stop_child(mut child: Child) -> String {
     let _ = child.kill();
     let out = child.wait_with_output().expect("consumer exits");
@@ -318,7 +297,7 @@ async fn rdkafka_through_the_proxy(name: &str, compression: &str, extra: &[&str]
     let n = 50;
     let (broker, topic, group, ids) = fresh_topic(name, 3, n, compression).await;
     let mut p = Proxy::start(&topic, Gate::open()).await;
-    let child = rdkafka_consumer(&p.proxy.bootstrap_for(0), &topic, &group, extra);
+    let child = example_kafka_consumer(&p.proxy.bootstrap_for(0), &topic, &group, extra);
     let bypass = watch_for_bypass(child.id(), p.proxy.broker_addresses());
     let all = ids.clone();
     let done = p
@@ -383,7 +362,7 @@ async fn a_withheld_commit_never_reaches_the_broker() {
     // The test is the nemesis: answer every commit but the third, which it withholds (and
     // kills the consumer, as a `before: commit` kill would).
     let mut nemesis_events = p.timeline.subscribe();
-    let child = rdkafka_consumer(&p.proxy.bootstrap_for(0), &topic, &group, &[]);
+    let child = example_kafka_consumer(&p.proxy.bootstrap_for(0), &topic, &group, &[]);
     let child_pid = child.id();
     let nemesis = tokio::spawn(async move {
         let mut seen = 0;
@@ -451,7 +430,7 @@ async fn partition_silences_a_consumer_and_sever_makes_it_reconnect() {
     let n = 300;
     let (_broker, topic, group, ids) = fresh_topic("net", 1, n, "none").await;
     let mut p = Proxy::start(&topic, Gate::open()).await;
-    let child = rdkafka_consumer(
+    let child = example_kafka_consumer(
         &p.proxy.bootstrap_for(0),
         &topic,
         &group,

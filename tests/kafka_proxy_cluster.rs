@@ -307,21 +307,7 @@ fn kill_after_the_third_accepted_commit_on_three_nodes_loses_and_never_leaves_th
 fn kill_before_the_third_commit_on_three_nodes_duplicates_and_never_leaves_the_proxy() {
     on_three_nodes(
         "kafka-kill-before-commit.yaml",
-        |out, report, events, why| {
-            assert_eq!(report["verdict"], "DUPLICATED", "{why}");
-            assert_eq!(report["counts"]["lost"], 0, "{why}");
-            assert_eq!(out.status.code(), Some(0), "{why}");
-            assert!(
-                events.iter().any(|e| matches!(
-                    e.event,
-                    Event::Commit {
-                        phase: CommitPhase::Dropped,
-                        ..
-                    }
-                )),
-                "the held commit never reached the broker: {why}"
-            );
-        },
+        assert_duplicated_by_a_dropped_commit,
     );
 }
 

@@ -154,3 +154,56 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
     }
     out
 }
+
+/// The example Kafka consumer (`examples/kafka_consumer.rs`, commit-after-effect, effects on
+/// stdout) as instance 0, incarnation 1 of `group`, with `extra` arguments; its stderr is
+/// piped for the test's failure messages.
+pub fn example_kafka_consumer(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    extra: &[&str],
+) -> std::process::Child {
+    let bin = examples_dir().join("kafka_consumer");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the examples first (cargo build --release --examples)",
+        bin.display()
+    );
+    Command::new(bin)
+        .args(["--mode", "commit-after-effect", "--sink", "stdout"])
+        .args(extra)
+        .env("EXACTLY_KAFKA_BOOTSTRAP", bootstrap)
+        .env("EXACTLY_TOPIC", topic)
+        .env("EXACTLY_GROUP", group)
+        .env("EXACTLY_INSTANCE", "0")
+        .env("EXACTLY_INCARNATION", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the example consumer")
+}
+
+/// The kill-before-commit outcome: DUPLICATED, nothing lost, exit 0, and the held commit was
+/// dropped (the broker never saw it).
+pub fn assert_duplicated_by_a_dropped_commit(
+    out: &Output,
+    report: &serde_json::Value,
+    events: &[exactly::timeline::Stamped],
+    why: &str,
+) {
+    use exactly::timeline::{CommitPhase, Event};
+    assert_eq!(report["verdict"], "DUPLICATED", "{why}");
+    assert_eq!(report["counts"]["lost"], 0, "{why}");
+    assert_eq!(out.status.code(), Some(0), "{why}");
+    assert!(
+        events.iter().any(|e| matches!(
+            e.event,
+            Event::Commit {
+                phase: CommitPhase::Dropped,
+                ..
+            }
+        )),
+        "the held commit never reached the broker: {why}"
+    );
+}
