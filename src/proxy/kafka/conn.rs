@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
 use super::commit::CommitInfo;
 use super::fetch::FetchedPartition;
 use super::group::Membership;
-use super::wire::{decode_request, request_ids};
+use super::wire::{decode_request, request_ids, WireError};
 use super::{lock, HoldPoint, Shared};
 use crate::proxy::{FrameHandler, Handled};
 use crate::timeline::{Event, Stamped};
@@ -200,7 +200,7 @@ impl Conn {
     }
 
     /// Decodes the requests whose responses need context, and records request-side events.
-    fn request_ctx(&self, frame: &Bytes, key: ApiKey, version: i16) -> Result<Ctx, String> {
+    fn request_ctx(&self, frame: &Bytes, key: ApiKey, version: i16) -> Result<Ctx, WireError> {
         Ok(match key {
             ApiKey::OffsetCommit => {
                 let r: OffsetCommitRequest = decode_request(frame, key, version)?;

@@ -14,6 +14,7 @@ use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
 use super::conn::{Conn, Ctx};
 use super::lock;
 use super::records::delivered_records;
+use super::rewrite::RewriteError;
 use super::wire::{decode_response, encode_response};
 use crate::proxy::Handled;
 use crate::timeline::Event;
@@ -66,7 +67,7 @@ impl Conn {
         version: i16,
         ctx: &Ctx,
         fetched: &mut Vec<FetchedPartition>,
-    ) -> Result<Handled, String> {
+    ) -> Result<Handled, RewriteError> {
         let key = ApiKey::Fetch;
         let (header, mut body) = decode_response::<FetchResponse>(&frame, key, version)?;
         let read_committed = matches!(

@@ -249,15 +249,26 @@ impl Conn {
     }
 }
 
+/// Why a classic-protocol SyncGroup assignment could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AssignmentError {
+    /// Fewer than the two bytes of its version.
+    #[error("assignment shorter than its version")]
+    TooShort,
+    /// The kafka-protocol crate could not decode it.
+    #[error("consumer protocol assignment: {0}")]
+    Decode(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// The partitions of `topic` in a classic-protocol SyncGroup assignment
 /// (ConsumerProtocolAssignment, prefixed with its version).
-pub fn assigned_partitions(assignment: &Bytes, topic: &str) -> Result<Vec<i32>, String> {
+pub fn assigned_partitions(assignment: &Bytes, topic: &str) -> Result<Vec<i32>, AssignmentError> {
     if assignment.is_empty() {
         return Ok(Vec::new());
     }
     let mut b = assignment.clone();
     if b.remaining() < 2 {
-        return Err("assignment shorter than its version".into());
+        return Err(AssignmentError::TooShort);
     }
     // Newer versions only add fields: read them with the newest version the crate knows.
     let version = b.get_i16().clamp(
@@ -265,7 +276,7 @@ pub fn assigned_partitions(assignment: &Bytes, topic: &str) -> Result<Vec<i32>, 
         ConsumerProtocolAssignment::VERSIONS.max,
     );
     let a = ConsumerProtocolAssignment::decode(&mut b, version)
-        .map_err(|e| format!("consumer protocol assignment: {e}"))?;
+        .map_err(|e| AssignmentError::Decode(e.into()))?;
     let mut parts: Vec<i32> = a
         .assigned_partitions
         .iter()

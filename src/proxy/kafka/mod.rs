@@ -53,7 +53,7 @@ mod rewrite;
 mod topics;
 mod wire;
 
-pub use group::assigned_partitions;
+pub use group::{assigned_partitions, AssignmentError};
 pub use records::{delivered_records, scan_plain_batch, SeenRecord};
 pub use wire::{decodable_versions, error_name, request_ids, KafkaFraming};
 

@@ -8,6 +8,7 @@
 //! response whose addresses cannot be rewritten is never forwarded: its connection closes and
 //! the run fails (exit 4), so the client cannot bypass the proxy.
 
+use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,9 +21,38 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::conn::Conn;
-use super::wire::{correlation, decodable_versions, decode_response, encode_response};
+use super::wire::{correlation, decodable_versions, decode_response, encode_response, WireError};
 use super::{lock, Route, Shared};
 use crate::proxy::{bind_loopback, Handled};
+
+/// Why a response's addresses or advertised versions could not be rewritten.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RewriteError {
+    /// The response could not be decoded, or its rewrite encoded.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The instance has no listener for a node the response names.
+    #[error(transparent)]
+    Listener(#[from] ListenerError),
+}
+
+/// Why an instance's listener for a node could not be had.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ListenerError {
+    /// The instance is not one the proxy was started for.
+    #[error("no listener for instance {0}")]
+    NoInstance(u32),
+    /// A loopback listener for the node could not be opened.
+    #[error("cannot listen for node {node}: {source}")]
+    Bind {
+        node: i32,
+        #[source]
+        source: io::Error,
+    },
+    /// The new listener's port could not be read.
+    #[error("{0}")]
+    LocalAddr(#[source] io::Error),
+}
 
 impl Conn {
     /// The handled response, or, when it could not be rewritten, a closed connection and a
@@ -31,7 +61,7 @@ impl Conn {
         &self,
         key: ApiKey,
         version: i16,
-        rewritten: Result<Handled, String>,
+        rewritten: Result<Handled, RewriteError>,
     ) -> Handled {
         match rewritten {
             Ok(h) => h,
@@ -53,11 +83,11 @@ impl Conn {
         &self,
         frame: Bytes,
         version: i16,
-    ) -> Result<Handled, String> {
+    ) -> Result<Handled, RewriteError> {
         let key = ApiKey::ApiVersions;
         let ours = decodable_versions(key);
         if version > ours.max {
-            return unsupported_version_answer(&frame).map(Handled::Forward);
+            return Ok(Handled::Forward(unsupported_version_answer(&frame)?));
         }
         // A broker that does not support the request's version answers in v0 with
         // UNSUPPORTED_VERSION (the error code is the first field in every version).
@@ -73,7 +103,11 @@ impl Conn {
     }
 
     /// Metadata: remembers its topic ids, and rewrites every broker's address.
-    pub(super) fn metadata_response(&self, frame: &Bytes, version: i16) -> Result<Handled, String> {
+    pub(super) fn metadata_response(
+        &self,
+        frame: &Bytes,
+        version: i16,
+    ) -> Result<Handled, RewriteError> {
         let key = ApiKey::Metadata;
         let (header, mut body) = decode_response::<MetadataResponse>(frame, key, version)?;
         self.shared.remember_topic_ids(&body);
@@ -91,7 +125,7 @@ impl Conn {
         &self,
         frame: &Bytes,
         version: i16,
-    ) -> Result<Handled, String> {
+    ) -> Result<Handled, RewriteError> {
         let key = ApiKey::FindCoordinator;
         let (header, mut body) = decode_response::<FindCoordinatorResponse>(frame, key, version)?;
         if body.node_id.0 >= 0 && !body.host.is_empty() {
@@ -112,7 +146,7 @@ impl Conn {
         &self,
         frame: &Bytes,
         version: i16,
-    ) -> Result<Handled, String> {
+    ) -> Result<Handled, RewriteError> {
         let key = ApiKey::DescribeCluster;
         let (header, mut body) = decode_response::<DescribeClusterResponse>(frame, key, version)?;
         for b in &mut body.brokers {
@@ -124,7 +158,11 @@ impl Conn {
     }
 
     /// Produce: rewrites its KIP-951 node endpoints if it has any (else forwarded as it came).
-    pub(super) fn produce_response(&self, frame: Bytes, version: i16) -> Result<Handled, String> {
+    pub(super) fn produce_response(
+        &self,
+        frame: Bytes,
+        version: i16,
+    ) -> Result<Handled, RewriteError> {
         let key = ApiKey::Produce;
         let (header, mut body) = decode_response::<ProduceResponse>(&frame, key, version)?;
         if body.node_endpoints.is_empty() {
@@ -145,7 +183,7 @@ impl Conn {
         node: i32,
         host: &mut StrBytes,
         port: &mut i32,
-    ) -> Result<(), String> {
+    ) -> Result<(), ListenerError> {
         self.learn_node(node, host.as_str(), *port);
         *port = self.listener(node)?;
         *host = loopback();
@@ -161,7 +199,7 @@ impl Conn {
         lock(&self.shared.nodes).insert(node, addr);
     }
 
-    fn listener(&self, node: i32) -> Result<i32, String> {
+    fn listener(&self, node: i32) -> Result<i32, ListenerError> {
         self.shared.node_port(node, self.instance).map(|p| p as i32)
     }
 }
@@ -169,31 +207,31 @@ impl Conn {
 impl Shared {
     /// The port of `instance`'s listener for node `node`, opening one listener per instance
     /// for that node first if the node is new.
-    fn node_port(self: &Arc<Shared>, node: i32, instance: u32) -> Result<u16, String> {
+    fn node_port(self: &Arc<Shared>, node: i32, instance: u32) -> Result<u16, ListenerError> {
         let mut ports = lock(&self.node_ports);
         if let Some(p) = ports.get(&node) {
             return p
                 .get(instance as usize)
                 .copied()
-                .ok_or_else(|| format!("no listener for instance {instance}"));
+                .ok_or(ListenerError::NoInstance(instance));
         }
         let mut opened = Vec::new();
         for i in 0..self.bootstrap_ports.len() as u32 {
-            let l = bind_loopback().map_err(|e| format!("cannot listen for node {node}: {e}"))?;
-            let port = l.local_addr().map_err(|e| e.to_string())?.port();
+            let l = bind_loopback().map_err(|source| ListenerError::Bind { node, source })?;
+            let port = l.local_addr().map_err(ListenerError::LocalAddr)?.port();
             Shared::spawn_listener(self, l, i, Route::Node(node));
             opened.push(port);
         }
         let port = opened.get(instance as usize).copied();
         ports.insert(node, opened);
-        port.ok_or_else(|| format!("no listener for instance {instance}"))
+        port.ok_or(ListenerError::NoInstance(instance))
     }
 }
 
 /// The proxy's own answer to an ApiVersions request in a version the crate cannot read: what a
 /// broker that does not support it answers (v0, UNSUPPORTED_VERSION, our range), so the client
 /// retries in a version the proxy can rewrite.
-fn unsupported_version_answer(frame: &Bytes) -> Result<Bytes, String> {
+fn unsupported_version_answer(frame: &Bytes) -> Result<Bytes, WireError> {
     let key = ApiKey::ApiVersions;
     let ours = decodable_versions(key);
     let header = ResponseHeader::default().with_correlation_id(correlation(frame));

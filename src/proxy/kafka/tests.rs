@@ -773,3 +773,29 @@ fn crc32c(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// A typed decode error reads exactly as the crate's error did in the old string form ("Metadata
+/// v12 response: <the crate's reason>"), and keeps the crate's error as its source.
+#[test]
+fn decode_errors_keep_the_crates_words_and_source() {
+    let whole = response(
+        ApiKey::Metadata,
+        12,
+        5,
+        &MetadataResponse::default().with_brokers(vec![
+            kafka_protocol::messages::metadata_response::MetadataResponseBroker::default()
+                .with_host(StrBytes::from_static_str("10.0.0.1")),
+        ]),
+    );
+    let cut = whole.slice(..whole.len() - 3);
+    let err = decode_response::<MetadataResponse>(&cut, ApiKey::Metadata, 12).unwrap_err();
+    let mut body = cut.slice(4..);
+    ResponseHeader::decode(&mut body, ApiKey::Metadata.response_header_version(12)).unwrap();
+    let crate_err = MetadataResponse::decode(&mut body, 12).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("Metadata v12 response: {crate_err}")
+    );
+    let source = std::error::Error::source(&err).expect("the crate's error as source");
+    assert_eq!(source.to_string(), crate_err.to_string());
+}

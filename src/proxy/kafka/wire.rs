@@ -86,16 +86,84 @@ pub fn request_ids(frame: &[u8]) -> Option<(i16, i16, i32)> {
     ))
 }
 
+/// The kafka-protocol crate's error: an `anyhow::Error`, carried as the std error it boxes (its
+/// text is the same).
+pub(super) type CrateError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The part of a frame that failed to decode or encode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Part {
+    RequestHeader,
+    Request,
+    ResponseHeader,
+    Response,
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Part::RequestHeader => "request header",
+            Part::Request => "request",
+            Part::ResponseHeader => "response header",
+            Part::Response => "response",
+        })
+    }
+}
+
+/// Why the proxy could not read or re-encode a Kafka frame (shown as e.g. "Metadata v12
+/// response: ...", with the crate's reason).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum WireError {
+    /// The crate could not decode this part of the frame.
+    #[error("{key:?} v{version} {part}: {source}")]
+    Decode {
+        key: ApiKey,
+        version: i16,
+        part: Part,
+        #[source]
+        source: CrateError,
+    },
+    /// The crate could not encode this part of a rewritten frame.
+    #[error("{key:?} v{version} {part}: {source}")]
+    Encode {
+        key: ApiKey,
+        version: i16,
+        part: Part,
+        #[source]
+        source: CrateError,
+    },
+}
+
+impl WireError {
+    fn decode(key: ApiKey, version: i16, part: Part, e: impl Into<CrateError>) -> WireError {
+        WireError::Decode {
+            key,
+            version,
+            part,
+            source: e.into(),
+        }
+    }
+
+    fn encode(key: ApiKey, version: i16, part: Part, e: impl Into<CrateError>) -> WireError {
+        WireError::Encode {
+            key,
+            version,
+            part,
+            source: e.into(),
+        }
+    }
+}
+
 /// Decodes a request of type `T` (api `key`, `version`) from its whole frame.
 pub(super) fn decode_request<T: Decodable>(
     frame: &Bytes,
     key: ApiKey,
     version: i16,
-) -> Result<T, String> {
+) -> Result<T, WireError> {
     let mut b = frame.slice(4..);
     RequestHeader::decode(&mut b, key.request_header_version(version))
-        .map_err(|e| format!("{key:?} v{version} request header: {e}"))?;
-    T::decode(&mut b, version).map_err(|e| format!("{key:?} v{version} request: {e}"))
+        .map_err(|e| WireError::decode(key, version, Part::RequestHeader, e))?;
+    T::decode(&mut b, version).map_err(|e| WireError::decode(key, version, Part::Request, e))
 }
 
 /// Decodes a response of type `T` (api `key`, `version`) and its header from its whole frame.
@@ -103,12 +171,12 @@ pub(super) fn decode_response<T: Decodable>(
     frame: &Bytes,
     key: ApiKey,
     version: i16,
-) -> Result<(ResponseHeader, T), String> {
+) -> Result<(ResponseHeader, T), WireError> {
     let mut b = frame.slice(4..);
     let header = ResponseHeader::decode(&mut b, key.response_header_version(version))
-        .map_err(|e| format!("{key:?} v{version} response header: {e}"))?;
-    let body =
-        T::decode(&mut b, version).map_err(|e| format!("{key:?} v{version} response: {e}"))?;
+        .map_err(|e| WireError::decode(key, version, Part::ResponseHeader, e))?;
+    let body = T::decode(&mut b, version)
+        .map_err(|e| WireError::decode(key, version, Part::Response, e))?;
     Ok((header, body))
 }
 
@@ -118,14 +186,14 @@ pub(super) fn encode_response<T: Encodable>(
     key: ApiKey,
     version: i16,
     body: &T,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, WireError> {
     let mut out = BytesMut::with_capacity(256);
     out.put_i32(0);
     header
         .encode(&mut out, key.response_header_version(version))
-        .map_err(|e| format!("{key:?} v{version} response header: {e}"))?;
+        .map_err(|e| WireError::encode(key, version, Part::ResponseHeader, e))?;
     body.encode(&mut out, version)
-        .map_err(|e| format!("{key:?} v{version} response: {e}"))?;
+        .map_err(|e| WireError::encode(key, version, Part::Response, e))?;
     let len = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&len.to_be_bytes());
     Ok(out.freeze())
