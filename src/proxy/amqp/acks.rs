@@ -5,7 +5,7 @@
 //! channel opens and closes, `basic.recover-async`).
 //!
 //! Invariants: an ack's `multiple` covers every outstanding tag up to its tag (tag 0: all); an
-//! ack that cannot be decoded while acks are held fails the run rather than pass unheld; every
+//! ack the proxy cannot decode while acks are held passes unheld and fails the run; every
 //! hold ends, by the nemesis's verdict or after [`HOLD_CAP`] (which fails the run), and is
 //! recorded as a `held` event.
 

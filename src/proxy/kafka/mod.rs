@@ -37,9 +37,11 @@
 //! address the proxy does not listen on yet. A response whose addresses cannot be rewritten is
 //! never forwarded: the connection closes and [`KafkaProxy::failure`] says why (exit 4).
 //!
-//! Hostile bytes end one connection, never the proxy: a frame that does not decode is
-//! forwarded unread (a warning) or, when the proxy must rewrite or hold it, closes its
-//! connection (a failure). The vendored kafka-protocol caps every preallocation by the bytes
+//! Bad bytes end one connection at most, never the proxy. A frame the proxy cannot decode is
+//! forwarded unread with a warning, unless the run depends on it: a response whose addresses
+//! must be rewritten closes its connection and fails the run; an OffsetCommit request the gate
+//! must hold, or any OffsetCommit response, is forwarded and fails the run (the evidence or the
+//! fault would be missing). The vendored kafka-protocol caps every preallocation by the bytes
 //! left in the input (vendor/kafka-protocol/VENDORED.md), so no length prefix can make the
 //! allocator abort the process (`flipped_frames_are_handled_or_refused`,
 //! `huge_length_prefixes_are_refused_not_allocated`).

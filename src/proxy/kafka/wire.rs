@@ -3,7 +3,8 @@
 //! with the kafka-protocol crate, the versions the proxy can decode, and error codes by name.
 //!
 //! Pure functions of bytes: no I/O, no state. Invariant: every version the proxy lets a client
-//! use (see [`decodable_versions`]) is one the crate can both decode and re-encode.
+//! use (ApiVersions is capped to [`decodable_versions`]) is one in which the crate can decode,
+//! and re-encode, every message of that API the proxy reads.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
