@@ -1,0 +1,98 @@
+//! One proxied AMQP connection's protocol state ([`Conn`]): per channel, the deliveries not yet
+//! acknowledged, the consumers' no-ack settings and the content header expected next; shared by
+//! the broker→client side (`deliveries.rs`) and the client→broker side (`acks.rs`).
+//!
+//! Invariant: the state is only observed from frames, never used to change one; a channel that
+//! closes or reopens starts afresh.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+
+use super::framing::{method_name, AmqpFraming};
+use super::{lock, Shared};
+
+/// What follows a content-bearing method from the broker on one channel.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Content {
+    /// A message handed to the consumer (`basic.deliver`, `basic.get-ok`).
+    Delivery {
+        tag: u64,
+        redelivered: bool,
+        /// False for a no-ack consumer: the broker forgot it already, no ack will name it.
+        tracked: bool,
+    },
+    /// Content the proxy does not follow (`basic.return`).
+    Other,
+}
+
+/// One channel's consumer-side state.
+#[derive(Debug, Default)]
+pub(super) struct ChannelState {
+    /// Delivery tag → message ID (None when the message had none), not yet acknowledged.
+    pub(super) outstanding: BTreeMap<u64, Option<String>>,
+    /// The content header expected next on this channel belongs to this.
+    pub(super) content: Option<Content>,
+    /// The prefetch count of the last `basic.qos`.
+    pub(super) prefetch: Option<u16>,
+    /// Consumer tag → no-ack.
+    pub(super) no_ack_of: HashMap<String, bool>,
+    /// `basic.consume`s awaiting their `consume-ok` (the broker may name the tag): no-ack.
+    pub(super) consumes: VecDeque<bool>,
+    /// `basic.get`s awaiting `get-ok` / `get-empty`: no-ack.
+    pub(super) gets: VecDeque<bool>,
+    /// Whether the outstanding cap was hit already (one warning).
+    pub(super) capped: bool,
+}
+
+/// One proxied connection's protocol state, shared by its two directions.
+pub(super) struct Conn {
+    pub(super) shared: Arc<Shared>,
+    pub(super) instance: u32,
+    pub(super) incarnation: u32,
+    pub(super) framing: AmqpFraming,
+    /// Negotiated heartbeat interval in seconds (0 = none).
+    pub(super) heartbeat: AtomicU32,
+    pub(super) channels: Mutex<HashMap<u16, ChannelState>>,
+}
+
+impl Conn {
+    /// Deliveries not yet acknowledged, over every channel.
+    pub(super) fn unacked(&self) -> u64 {
+        lock(&self.channels)
+            .values()
+            .map(|c| c.outstanding.len() as u64)
+            .sum()
+    }
+
+    /// The state of a new connection of `instance` in its `incarnation`.
+    pub(super) fn new(shared: Arc<Shared>, instance: u32, incarnation: u32) -> Conn {
+        Conn {
+            shared,
+            instance,
+            incarnation,
+            framing: AmqpFraming::new(),
+            heartbeat: AtomicU32::new(0),
+            channels: Mutex::default(),
+        }
+    }
+
+    /// Counts a frame of `side` ("broker" or "client") the proxy forwarded without being able
+    /// to decode it.
+    pub(super) fn unreadable(
+        &self,
+        side: &str,
+        class: u16,
+        method: u16,
+        channel: u16,
+        e: impl ToString,
+    ) {
+        let e = e.to_string();
+        let e: String = e.chars().take(200).collect();
+        self.shared.unobserved(format!(
+            "consumer[{}] {side} {} on channel {channel} could not be decoded: {e}",
+            self.instance,
+            method_name(class, method)
+        ));
+    }
+}

@@ -1,0 +1,158 @@
+//! Fetch: the offsets the client asks from (per connection, since fetch sessions omit
+//! unchanged partitions), and the deliveries of each Fetch response: one `delivered_batch` event
+//! per partition of the topic under test, listing the records the client hands to its
+//! application.
+//!
+//! Invariants: taking a response's partitions reads no record (the records stay handles on the
+//! response's bytes) so the response is forwarded without waiting for them; records before the
+//! offset the client asked from are never counted as delivered; a partition whose records cannot
+//! be read fails the run (the evidence would be incomplete).
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
+
+use super::conn::{Conn, Ctx};
+use super::lock;
+use super::records::delivered_records;
+use super::rewrite::RewriteError;
+use super::wire::{decode_response, encode_response};
+use crate::proxy::Handled;
+use crate::timeline::Event;
+
+/// One partition's records in a Fetch response, and what reading their deliveries needs.
+pub(super) struct FetchedPartition {
+    topic: String,
+    partition: i32,
+    /// A handle on the response's bytes (no copy).
+    records: Bytes,
+    /// The offset the client asked from (records before it are not handed to it).
+    fetch_offset: i64,
+    /// Aborted transactions: (producer id, first offset).
+    aborted: Vec<(i64, i64)>,
+    read_committed: bool,
+}
+
+impl Conn {
+    /// Remembers the offsets a Fetch request asks from (and forgets the partitions it drops
+    /// from its fetch session); its response needs its isolation level.
+    pub(super) fn fetch_request(&self, r: &FetchRequest) -> Ctx {
+        let mut positions = lock(&self.positions);
+        for t in &r.topics {
+            let topic = self
+                .shared
+                .topic_name(t.topic.0.as_str(), t.topic_id.as_bytes());
+            for p in &t.partitions {
+                positions.insert((topic.clone(), p.partition), p.fetch_offset);
+            }
+        }
+        for t in &r.forgotten_topics_data {
+            let topic = self
+                .shared
+                .topic_name(t.topic.0.as_str(), t.topic_id.as_bytes());
+            for p in &t.partitions {
+                positions.remove(&(topic.clone(), *p));
+            }
+        }
+        Ctx::Fetch {
+            read_committed: r.isolation_level == 1,
+        }
+    }
+
+    /// Takes a Fetch response's partitions of the topic under test into `fetched` (their
+    /// records are read by the caller), and rewrites its KIP-951 node endpoints if it has any
+    /// (else it is forwarded as it came).
+    pub(super) fn fetch_response(
+        &self,
+        frame: Bytes,
+        version: i16,
+        ctx: &Ctx,
+        fetched: &mut Vec<FetchedPartition>,
+    ) -> Result<Handled, RewriteError> {
+        let key = ApiKey::Fetch;
+        let (header, mut body) = decode_response::<FetchResponse>(&frame, key, version)?;
+        let read_committed = matches!(
+            ctx,
+            Ctx::Fetch {
+                read_committed: true
+            }
+        );
+        // Only what the records' reading needs is taken now (the fetch positions as this
+        // response answers them); the records are read by the caller.
+        *fetched = self.fetched_partitions(&body, read_committed);
+        if body.node_endpoints.is_empty() {
+            return Ok(Handled::Forward(frame));
+        }
+        for n in &mut body.node_endpoints {
+            self.redirect(n.node_id.0, &mut n.host, &mut n.port)?;
+        }
+        Ok(Handled::Forward(encode_response(
+            &header, key, version, &body,
+        )?))
+    }
+
+    /// The partitions of the topic under test in a Fetch response that carry records, with
+    /// what reading their deliveries needs. Cheap (no record is read): the records stay
+    /// handles on the response's bytes.
+    fn fetched_partitions(
+        &self,
+        body: &FetchResponse,
+        read_committed: bool,
+    ) -> Vec<FetchedPartition> {
+        let mut out = Vec::new();
+        for t in &body.responses {
+            let topic = self
+                .shared
+                .topic_name(t.topic.0.as_str(), t.topic_id.as_bytes());
+            if topic != self.shared.topic {
+                continue;
+            }
+            for p in &t.partitions {
+                let Some(records) = p.records.as_ref().filter(|r| !r.is_empty()) else {
+                    continue;
+                };
+                let fetch_offset = lock(&self.positions)
+                    .get(&(topic.clone(), p.partition_index))
+                    .copied()
+                    .unwrap_or(0);
+                out.push(FetchedPartition {
+                    topic: topic.clone(),
+                    partition: p.partition_index,
+                    records: records.clone(),
+                    fetch_offset,
+                    aborted: p
+                        .aborted_transactions
+                        .iter()
+                        .flatten()
+                        .map(|a| (a.producer_id.0, a.first_offset))
+                        .collect(),
+                    read_committed,
+                });
+            }
+        }
+        out
+    }
+
+    /// Records one `delivered_batch` event per fetched partition, listing the records the
+    /// client will hand to the application; a partition whose records cannot be read fails the
+    /// run.
+    pub(super) fn record_deliveries(&self, fetched: Vec<FetchedPartition>) {
+        for f in fetched {
+            let (records, err) =
+                delivered_records(&f.records, f.fetch_offset, &f.aborted, f.read_committed);
+            if !records.is_empty() {
+                self.shared.timeline.record(Event::DeliveredBatch {
+                    instance: self.instance,
+                    incarnation: self.incarnation,
+                    partition: f.partition,
+                    records,
+                });
+            }
+            if let Some(e) = err {
+                self.shared.fail(format!(
+                    "cannot read the records fetched by consumer[{}] from {}[{}]: {e}",
+                    self.instance, f.topic, f.partition
+                ));
+            }
+        }
+    }
+}
