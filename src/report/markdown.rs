@@ -135,8 +135,29 @@ fn impact(md: &mut String, rec: &Judgement) {
     );
 }
 
+/// Faults, processes, connections, ownership, holds, progress and the end, in time order.
 fn timeline(md: &mut String, rec: &Judgement) {
     let mut rows: Vec<(u64, String)> = Vec::new();
+    fault_rows(&mut rows, rec);
+    incarnation_rows(&mut rows, rec);
+    connection_rows(&mut rows, rec);
+    ownership_rows(&mut rows, rec);
+    end_rows(&mut rows, rec);
+    // A stable sort: rows of one instant keep the order above.
+    rows.sort_by_key(|(t, _)| *t);
+    let _ = writeln!(md, "## Timeline\n");
+    if rows.is_empty() {
+        let _ = writeln!(md, "No faults, processes or end were recorded.\n");
+        return;
+    }
+    let _ = writeln!(md, "| time | event |\n| ---: | --- |");
+    for (t, what) in rows {
+        let _ = writeln!(md, "| {} | {what} |", secs(t));
+    }
+    md.push('\n');
+}
+
+fn fault_rows(rows: &mut Vec<(u64, String)>, rec: &Judgement) {
     for f in &rec.faults {
         let what = if f.applied {
             format!(
@@ -160,6 +181,9 @@ fn timeline(md: &mut String, rec: &Judgement) {
         };
         rows.push((f.fired_at_us, what));
     }
+}
+
+fn incarnation_rows(rows: &mut Vec<(u64, String)>, rec: &Judgement) {
     for i in &rec.incarnations {
         if let Some(t) = i.started_us {
             rows.push((
@@ -182,6 +206,9 @@ fn timeline(md: &mut String, rec: &Judgement) {
             ));
         }
     }
+}
+
+fn connection_rows(rows: &mut Vec<(u64, String)>, rec: &Judgement) {
     for c in &rec.connections_closed {
         let who = format!("consumer[{}] incarnation {}", c.instance, c.incarnation);
         let what = match c.by {
@@ -202,7 +229,10 @@ fn timeline(md: &mut String, rec: &Judgement) {
         };
         rows.push((c.t_us, what));
     }
-    // Ownership changes: the first ones in full, then a count (report.json has them all).
+}
+
+/// Ownership changes: the first ones in full, then a count (report.json has them all).
+fn ownership_rows(rows: &mut Vec<(u64, String)>, rec: &Judgement) {
     const OWNERSHIP_ROWS: usize = 40;
     for o in rec.ownership.iter().take(OWNERSHIP_ROWS) {
         let what = match (o.owner, o.released) {
@@ -228,6 +258,10 @@ fn timeline(md: &mut String, rec: &Judgement) {
             ),
         ));
     }
+}
+
+/// The proxy's holds, the last progress read and the end of the run.
+fn end_rows(rows: &mut Vec<(u64, String)>, rec: &Judgement) {
     if rec.holds.count > 0 {
         let h = &rec.holds;
         rows.push((
@@ -258,17 +292,6 @@ fn timeline(md: &mut String, rec: &Judgement) {
         (None, Some(t)) => rows.push((t, "last event (the run never ended)".to_string())),
         _ => {}
     }
-    rows.sort_by_key(|(t, _)| *t);
-    let _ = writeln!(md, "## Timeline\n");
-    if rows.is_empty() {
-        let _ = writeln!(md, "No faults, processes or end were recorded.\n");
-        return;
-    }
-    let _ = writeln!(md, "| time | event |\n| ---: | --- |");
-    for (t, what) in rows {
-        let _ = writeln!(md, "| {} | {what} |", secs(t));
-    }
-    md.push('\n');
 }
 
 fn anomalies(md: &mut String, rec: &Judgement) {
