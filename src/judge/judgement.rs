@@ -2,7 +2,7 @@
 //! (verdict, claim, shortfalls), the totals and anomalies, the run facts, and the findings
 //! that explain them (mechanisms, the commit window, key order, ownership).
 //!
-//! Invariant: a `Judgement` is built only by [`crate::judge::analyze`], from the events alone.
+//! Invariant: a `Judgement` is built only by the judge's `analyze`, from the events alone.
 
 use crate::judge::commit_window::CommitWindow;
 use crate::judge::facts::{
