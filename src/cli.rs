@@ -10,7 +10,7 @@ use crate::error::{exit, Error};
 use crate::plan::{self, Semantics};
 use crate::run::{self, RunOptions};
 use crate::timeline::read_events;
-use crate::{reconcile, report};
+use crate::{judge, report};
 
 /// Tells, with evidence, whether a message consumer loses or duplicates work when it crashes.
 #[derive(Debug, Parser)]
@@ -139,7 +139,7 @@ fn dispatch(command: Command) -> Result<i32, Error> {
 /// Reads a run folder's timeline, judges it, writes the reports, prints the verdict.
 fn judge(dir: &Path) -> Result<i32, Error> {
     let events = read_events(&dir.join("events.jsonl")).map_err(Error::Usage)?;
-    let rec = reconcile::reconcile(&events);
+    let rec = judge::analyze(&events);
     report::write_reports(dir, &rec)
         .map_err(|e| Error::Usage(format!("cannot write reports in {}: {e}", dir.display())))?;
     println!("{}", report::verdict_table(&rec));

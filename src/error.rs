@@ -1,5 +1,5 @@
 //! Errors that end a command, each with its documented exit code. Findings about the consumer
-//! are not errors: they are verdicts (see `reconcile`).
+//! are not errors: they are verdicts (see `judge`).
 
 use crate::plan::PlanError;
 

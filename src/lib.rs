@@ -1,19 +1,16 @@
 //! exactly: tells, with evidence, whether a message consumer loses or duplicates work when it
 //! crashes. See ARCHITECTURE.md for the map; data flows one way: sources (workload,
-//! supervisor, sinks) → timeline → {nemesis, events.jsonl} → reconcile → report.
+//! supervisor, sinks) → timeline → {nemesis, events.jsonl} → judge → report.
 #![warn(missing_docs)]
 
-pub mod attribution;
 pub mod broker;
 pub mod cli;
 pub mod consumer;
 pub mod error;
-pub mod mechanism;
+pub mod judge;
 pub mod nemesis;
-pub mod ordering;
 pub mod plan;
 pub mod proxy;
-pub mod reconcile;
 pub mod report;
 pub mod run;
 pub mod sink;

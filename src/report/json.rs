@@ -5,15 +5,15 @@
 //! per outcome ([`ANOMALIES_PER_OUTCOME`]) so huge runs stay readable, and `anomalies_truncated`
 //! says how many were left out; the counts are always exact.
 
-use crate::attribution::{CommitAhead, CommitWindow};
+use crate::judge::commit_window::{CommitAhead, CommitWindow};
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use super::{end_reason_str, redact_address, summary_sentence};
-use crate::reconcile::{
-    Anomaly, Counts, EffectSeen, FailedProduce, Incarnation, InconclusiveReason, Outcome,
-    ProgressSnapshot, Reconciliation, RejectedEffect, UnfiredFault,
+use crate::judge::{
+    Anomaly, Counts, EffectSeen, FailedProduce, Incarnation, InconclusiveReason, Judgement,
+    Outcome, ProgressSnapshot, RejectedEffect, UnfiredFault,
 };
 use crate::timeline::{FaultRecord, ProduceStatus, RunInfo};
 
@@ -46,16 +46,16 @@ struct JsonReport<'a> {
     anomalies_truncated: usize,
     commits_ahead_of_effects: &'a CommitWindow,
     /// Lost and duplicated IDs grouped by how they happened, with evidence.
-    mechanisms: &'a [crate::mechanism::MechanismGroup],
+    mechanisms: &'a [crate::judge::mechanism::MechanismGroup],
     /// Messages applied out of their key's produce order.
-    key_order: &'a crate::ordering::KeyOrder,
+    key_order: &'a crate::judge::key_order::KeyOrder,
     /// Frames held by the proxy for triggers, and how long.
-    holds: &'a crate::reconcile::Holds,
+    holds: &'a crate::judge::Holds,
     /// Proxied consumer connections that ended before the run did (AMQP).
-    connections_closed: &'a [crate::reconcile::ConnectionClosed],
+    connections_closed: &'a [crate::judge::ConnectionClosed],
     /// Partition ownership over time (assignments seen by the proxy).
-    ownership: &'a [crate::mechanism::OwnershipChange],
-    consumer_settings: &'a [crate::reconcile::ConsumerSetting],
+    ownership: &'a [crate::judge::mechanism::OwnershipChange],
+    consumer_settings: &'a [crate::judge::ConsumerSetting],
     incarnations: &'a [Incarnation],
     progress: Option<&'a ProgressSnapshot>,
     failed_produces: &'a [FailedProduce],
@@ -148,13 +148,13 @@ struct JsonAnomaly<'a> {
     /// The accepted commit that passed this offset before its effect, if any.
     committed_before_effect: Option<&'a CommitAhead>,
     /// How it was lost or duplicated (see `mechanisms`).
-    mechanism: Option<crate::mechanism::Mechanism>,
+    mechanism: Option<crate::judge::mechanism::Mechanism>,
     applied: usize,
     effects: &'a [EffectSeen],
 }
 
 impl<'a> JsonAnomaly<'a> {
-    fn new(a: &'a Anomaly, rec: &'a Reconciliation) -> Self {
+    fn new(a: &'a Anomaly, rec: &'a Judgement) -> Self {
         JsonAnomaly {
             id: &a.id,
             outcome: a.outcome,
@@ -171,7 +171,7 @@ impl<'a> JsonAnomaly<'a> {
     }
 }
 
-fn fault<'a>(f: &'a FaultRecord, rec: &'a Reconciliation) -> JsonFault<'a> {
+fn fault<'a>(f: &'a FaultRecord, rec: &'a Judgement) -> JsonFault<'a> {
     JsonFault {
         fault: f.fault,
         planned: rec
@@ -192,7 +192,7 @@ fn fault<'a>(f: &'a FaultRecord, rec: &'a Reconciliation) -> JsonFault<'a> {
 
 /// The anomalies to list, at most [`ANOMALIES_PER_OUTCOME`] per outcome in report order, and
 /// how many were left out.
-fn capped(rec: &Reconciliation) -> (Vec<JsonAnomaly<'_>>, usize) {
+fn capped(rec: &Judgement) -> (Vec<JsonAnomaly<'_>>, usize) {
     let mut listed = Vec::new();
     let mut left_out = 0;
     for outcome in Outcome::ANOMALIES {
@@ -210,7 +210,7 @@ fn capped(rec: &Reconciliation) -> (Vec<JsonAnomaly<'_>>, usize) {
 }
 
 /// Renders `report.json` (pretty-printed, newline-terminated).
-pub fn render(rec: &Reconciliation) -> std::io::Result<String> {
+pub fn render(rec: &Judgement) -> std::io::Result<String> {
     let (anomalies, anomalies_truncated) = capped(rec);
     let report = JsonReport {
         schema_version: SCHEMA_VERSION,
@@ -259,17 +259,17 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::reconcile::fixtures::{duplicated_run, Tl};
-    use crate::reconcile::reconcile;
+    use crate::judge::analyze;
+    use crate::judge::fixtures::{duplicated_run, Tl};
     use crate::timeline::EndReason;
 
-    fn parse(rec: &Reconciliation) -> Value {
+    fn parse(rec: &Judgement) -> Value {
         serde_json::from_str(&render(rec).expect("renders")).expect("report.json parses")
     }
 
     #[test]
     fn report_json_parses_and_has_the_required_keys() {
-        let v = parse(&reconcile(&duplicated_run().events));
+        let v = parse(&analyze(&duplicated_run().events));
         for key in [
             "schema_version",
             "verdict",
@@ -309,7 +309,7 @@ mod tests {
 
     #[test]
     fn anomalies_carry_their_effects() {
-        let v = parse(&reconcile(&duplicated_run().events));
+        let v = parse(&analyze(&duplicated_run().events));
         let a = &v["anomalies"][0];
         assert_eq!(a["id"], "m-1");
         assert_eq!(a["outcome"], "duplicated");
@@ -323,7 +323,7 @@ mod tests {
 
     #[test]
     fn faults_say_when_and_whether_they_were_applied() {
-        let v = parse(&reconcile(&duplicated_run().events));
+        let v = parse(&analyze(&duplicated_run().events));
         let f = &v["faults"][0];
         assert_eq!(f["fault"], 0);
         assert_eq!(f["action"], "kill");
@@ -340,7 +340,7 @@ mod tests {
             .produced("a", 0, 0)
             .effect("a", 1)
             .end(EndReason::Settled);
-        let v = parse(&reconcile(&tl.events));
+        let v = parse(&analyze(&tl.events));
         assert_eq!(v["verdict"], "INCONCLUSIVE");
         assert_eq!(v["expectation_met"], Value::Null);
         assert_eq!(v["exit_code"], 3);
@@ -362,7 +362,7 @@ mod tests {
         }
         tl.produced("dup", 1, 0).effect("dup", 1).effect("dup", 2);
         tl.progress(&[(0, 300), (1, 1)]).end(EndReason::Settled);
-        let v = parse(&reconcile(&tl.events));
+        let v = parse(&analyze(&tl.events));
         let listed = v["anomalies"].as_array().map(Vec::len);
         assert_eq!(listed, Some(ANOMALIES_PER_OUTCOME + 1));
         assert_eq!(v["anomalies_truncated"], 300 - ANOMALIES_PER_OUTCOME);
@@ -381,14 +381,14 @@ mod tests {
         if let crate::timeline::Event::RunStarted(info) = &mut events[0].event {
             info.broker_address = "amqp://guest:hunter2@127.0.0.1:5672/%2f".into();
         }
-        let text = render(&reconcile(&events)).expect("renders");
+        let text = render(&analyze(&events)).expect("renders");
         assert!(!text.contains("hunter2"));
         assert!(text.contains("guest:***@"));
     }
 
     #[test]
     fn an_empty_timeline_still_renders() {
-        let v = parse(&reconcile(&[]));
+        let v = parse(&analyze(&[]));
         assert_eq!(v["verdict"], "INCONCLUSIVE");
         assert_eq!(v["run"], Value::Null);
         assert_eq!(v["expect"], "none");

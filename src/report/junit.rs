@@ -10,14 +10,14 @@ use std::time::Duration;
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
 use super::{summary_sentence, verdict_table};
-use crate::reconcile::{Reconciliation, Verdict};
+use crate::judge::{Judgement, Verdict};
 use crate::timeline::EndReason;
 
 /// The suite (and report) name.
 pub const SUITE: &str = "exactly";
 
 /// The failure message: "expected at-least-once, observed LOST: 3 lost".
-pub fn failure_message(rec: &Reconciliation) -> String {
+pub fn failure_message(rec: &Judgement) -> String {
     let k = &rec.counts;
     let observed = match rec.verdict {
         Verdict::Lost => format!("{} lost", k.lost),
@@ -39,7 +39,7 @@ pub fn failure_message(rec: &Reconciliation) -> String {
 }
 
 /// Renders `junit.xml`.
-pub fn render(rec: &Reconciliation) -> std::io::Result<String> {
+pub fn render(rec: &Judgement) -> std::io::Result<String> {
     let plan = rec.run.as_ref().map_or("unknown-plan", |r| r.plan.as_str());
     let status = if rec.end_reason == Some(EndReason::InfrastructureError) {
         let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
@@ -95,7 +95,7 @@ pub fn render(rec: &Reconciliation) -> std::io::Result<String> {
 }
 
 /// The failure's text body: the summary sentence and every reason or caveat.
-fn details(rec: &Reconciliation) -> String {
+fn details(rec: &Judgement) -> String {
     let mut lines = vec![summary_sentence(rec)];
     let reasons = if rec.verdict == Verdict::Inconclusive {
         &rec.inconclusive_reasons
@@ -114,11 +114,11 @@ mod tests {
     use quick_junit::Report;
 
     use super::*;
-    use crate::reconcile::fixtures::{duplicated_run, Tl};
-    use crate::reconcile::reconcile;
+    use crate::judge::analyze;
+    use crate::judge::fixtures::{duplicated_run, Tl};
     use crate::timeline::EndReason;
 
-    fn lost_run(expect: &str) -> Reconciliation {
+    fn lost_run(expect: &str) -> Judgement {
         let mut tl = Tl::new();
         tl.start(&["kill: consumer"], 4, expect)
             .produced("a", 0, 0)
@@ -129,12 +129,12 @@ mod tests {
             .fault(0, true)
             .progress(&[(0, 4)])
             .end(EndReason::Settled);
-        reconcile(&tl.events)
+        analyze(&tl.events)
     }
 
     #[test]
     fn met_expectation_is_a_passing_case() {
-        let xml = render(&reconcile(&duplicated_run().events)).expect("renders");
+        let xml = render(&analyze(&duplicated_run().events)).expect("renders");
         assert!(
             xml.contains(r#"<testsuite name="exactly" tests="1""#),
             "{xml}"
@@ -179,7 +179,7 @@ mod tests {
             .effect("a", 1)
             .progress(&[(0, 1)])
             .end(EndReason::Settled);
-        let xml = render(&reconcile(&tl.events)).expect("renders");
+        let xml = render(&analyze(&tl.events)).expect("renders");
         assert!(xml.contains(r#"type="inconclusive""#), "{xml}");
         assert!(
             xml.contains("observed INCONCLUSIVE: no fault was planned"),
@@ -194,7 +194,7 @@ mod tests {
         let mut tl = duplicated_run();
         tl.events.pop();
         tl.end(EndReason::InfrastructureError);
-        let xml = render(&reconcile(&tl.events)).expect("renders");
+        let xml = render(&analyze(&tl.events)).expect("renders");
         assert!(xml.contains("<error"), "{xml}");
         assert!(xml.contains(r#"type="infrastructure_error""#), "{xml}");
         assert!(!xml.contains("<failure"), "{xml}");

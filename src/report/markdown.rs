@@ -5,7 +5,7 @@
 //! end, chronological), Anomalies (samples per outcome with a per-ID timeline and the nearest
 //! fault), Why inconclusive or Caveats, Warnings, Failed produces, How to reproduce.
 //!
-//! Invariants: every number comes from the reconciliation; text from the timeline (IDs,
+//! Invariants: every number comes from the judgement; text from the timeline (IDs,
 //! details, warnings) is escaped so it cannot break the table or code layout. Writing to a
 //! `String` cannot fail, so the `let _ = writeln!(..)` throughout discard an always-`Ok`.
 
@@ -14,14 +14,14 @@ use std::fmt::Write as _;
 use super::{
     end_reason_str, expectation_line, latency, redact_address, secs, summary_sentence, MOCK_WARNING,
 };
-use crate::reconcile::{Anomaly, Outcome, Reconciliation, Verdict};
+use crate::judge::{Anomaly, Judgement, Outcome, Verdict};
 use crate::timeline::{AttributedBy, EffectOutcome, FaultRecord};
 
 /// Sample IDs shown per outcome.
 pub const SAMPLES_PER_OUTCOME: usize = 10;
 
 /// Renders `report.md`.
-pub fn render(rec: &Reconciliation) -> String {
+pub fn render(rec: &Judgement) -> String {
     let mut md = String::new();
     title(&mut md, rec);
     summary(&mut md, rec);
@@ -38,7 +38,7 @@ pub fn render(rec: &Reconciliation) -> String {
     md
 }
 
-fn title(md: &mut String, rec: &Reconciliation) {
+fn title(md: &mut String, rec: &Judgement) {
     match &rec.run {
         Some(r) => {
             let _ = writeln!(md, "# {}: run {}\n", text(&r.plan), code(&r.run));
@@ -62,7 +62,7 @@ fn title(md: &mut String, rec: &Reconciliation) {
     }
 }
 
-fn summary(md: &mut String, rec: &Reconciliation) {
+fn summary(md: &mut String, rec: &Judgement) {
     let _ = writeln!(md, "## Summary\n");
     let _ = writeln!(md, "Verdict: **{}**\n", rec.verdict);
     let _ = writeln!(md, "Expectation: {}\n", expectation_line(rec));
@@ -81,7 +81,7 @@ fn summary(md: &mut String, rec: &Reconciliation) {
 
 /// How the consumers asked to be served, when the proxy saw it (AMQP): no-ack mode is a
 /// finding in itself.
-fn consumer_settings(md: &mut String, rec: &Reconciliation) {
+fn consumer_settings(md: &mut String, rec: &Judgement) {
     let Some(first) = rec.consumer_settings.first() else {
         return;
     };
@@ -103,7 +103,7 @@ fn consumer_settings(md: &mut String, rec: &Reconciliation) {
     }
 }
 
-fn impact(md: &mut String, rec: &Reconciliation) {
+fn impact(md: &mut String, rec: &Judgement) {
     let k = &rec.counts;
     let _ = writeln!(md, "## Impact\n");
     let _ = writeln!(md, "| | messages |\n| --- | ---: |");
@@ -135,8 +135,29 @@ fn impact(md: &mut String, rec: &Reconciliation) {
     );
 }
 
-fn timeline(md: &mut String, rec: &Reconciliation) {
+/// Faults, processes, connections, ownership, holds, progress and the end, in time order.
+fn timeline(md: &mut String, rec: &Judgement) {
     let mut rows: Vec<(u64, String)> = Vec::new();
+    fault_rows(&mut rows, rec);
+    incarnation_rows(&mut rows, rec);
+    connection_rows(&mut rows, rec);
+    ownership_rows(&mut rows, rec);
+    end_rows(&mut rows, rec);
+    // A stable sort: rows of one instant keep the order above.
+    rows.sort_by_key(|(t, _)| *t);
+    let _ = writeln!(md, "## Timeline\n");
+    if rows.is_empty() {
+        let _ = writeln!(md, "No faults, processes or end were recorded.\n");
+        return;
+    }
+    let _ = writeln!(md, "| time | event |\n| ---: | --- |");
+    for (t, what) in rows {
+        let _ = writeln!(md, "| {} | {what} |", secs(t));
+    }
+    md.push('\n');
+}
+
+fn fault_rows(rows: &mut Vec<(u64, String)>, rec: &Judgement) {
     for f in &rec.faults {
         let what = if f.applied {
             format!(
@@ -160,6 +181,9 @@ fn timeline(md: &mut String, rec: &Reconciliation) {
         };
         rows.push((f.fired_at_us, what));
     }
+}
+
+fn incarnation_rows(rows: &mut Vec<(u64, String)>, rec: &Judgement) {
     for i in &rec.incarnations {
         if let Some(t) = i.started_us {
             rows.push((
@@ -182,6 +206,9 @@ fn timeline(md: &mut String, rec: &Reconciliation) {
             ));
         }
     }
+}
+
+fn connection_rows(rows: &mut Vec<(u64, String)>, rec: &Judgement) {
     for c in &rec.connections_closed {
         let who = format!("consumer[{}] incarnation {}", c.instance, c.incarnation);
         let what = match c.by {
@@ -202,7 +229,10 @@ fn timeline(md: &mut String, rec: &Reconciliation) {
         };
         rows.push((c.t_us, what));
     }
-    // Ownership changes: the first ones in full, then a count (report.json has them all).
+}
+
+/// Ownership changes: the first ones in full, then a count (report.json has them all).
+fn ownership_rows(rows: &mut Vec<(u64, String)>, rec: &Judgement) {
     const OWNERSHIP_ROWS: usize = 40;
     for o in rec.ownership.iter().take(OWNERSHIP_ROWS) {
         let what = match (o.owner, o.released) {
@@ -228,6 +258,10 @@ fn timeline(md: &mut String, rec: &Reconciliation) {
             ),
         ));
     }
+}
+
+/// The proxy's holds, the last progress read and the end of the run.
+fn end_rows(rows: &mut Vec<(u64, String)>, rec: &Judgement) {
     if rec.holds.count > 0 {
         let h = &rec.holds;
         rows.push((
@@ -258,20 +292,9 @@ fn timeline(md: &mut String, rec: &Reconciliation) {
         (None, Some(t)) => rows.push((t, "last event (the run never ended)".to_string())),
         _ => {}
     }
-    rows.sort_by_key(|(t, _)| *t);
-    let _ = writeln!(md, "## Timeline\n");
-    if rows.is_empty() {
-        let _ = writeln!(md, "No faults, processes or end were recorded.\n");
-        return;
-    }
-    let _ = writeln!(md, "| time | event |\n| ---: | --- |");
-    for (t, what) in rows {
-        let _ = writeln!(md, "| {} | {what} |", secs(t));
-    }
-    md.push('\n');
 }
 
-fn anomalies(md: &mut String, rec: &Reconciliation) {
+fn anomalies(md: &mut String, rec: &Judgement) {
     if rec.anomalies.is_empty() {
         return;
     }
@@ -334,7 +357,7 @@ fn explain(outcome: Outcome, amqp: bool) -> &'static str {
     }
 }
 
-fn anomaly(md: &mut String, rec: &Reconciliation, a: &Anomaly) {
+fn anomaly(md: &mut String, rec: &Judgement, a: &Anomaly) {
     let _ = writeln!(md, "#### {}\n", code(&a.id));
     if let Some(t) = a.produced_at_us {
         let place = match (a.partition, a.offset) {
@@ -390,7 +413,7 @@ fn anomaly(md: &mut String, rec: &Reconciliation, a: &Anomaly) {
 
 /// Lost and duplicated IDs grouped by how they happened and the fault before, each group with
 /// its evidence and what to do about it.
-fn root_causes(md: &mut String, rec: &Reconciliation) {
+fn root_causes(md: &mut String, rec: &Judgement) {
     let groups = &rec.mechanisms.groups;
     if groups.is_empty() {
         return;
@@ -447,7 +470,7 @@ fn root_causes(md: &mut String, rec: &Reconciliation) {
 }
 
 /// Messages applied out of their key's produce order.
-fn key_order(md: &mut String, rec: &Reconciliation) {
+fn key_order(md: &mut String, rec: &Judgement) {
     let order = &rec.key_order;
     if order.count == 0 {
         if order.keys > 0 {
@@ -497,7 +520,7 @@ fn key_order(md: &mut String, rec: &Reconciliation) {
 
 /// Commits accepted before the effects they covered: the at-most-once window, shown even when
 /// no crash landed in it.
-fn commit_window(md: &mut String, rec: &Reconciliation) {
+fn commit_window(md: &mut String, rec: &Judgement) {
     let w = &rec.commits_ahead;
     if w.count == 0 {
         return;
@@ -540,7 +563,7 @@ fn commit_window(md: &mut String, rec: &Reconciliation) {
 /// The fault that most plausibly explains the anomaly: for a duplicate, the last fault before
 /// its second application; for an ID without effect, the first fault after it was produced;
 /// for a phantom, the last fault before its first effect.
-fn nearest_fault(rec: &Reconciliation, a: &Anomaly) -> String {
+fn nearest_fault(rec: &Judgement, a: &Anomaly) -> String {
     let fired = || rec.faults.iter().filter(|f| f.applied);
     let before = |t: u64| {
         fired()
@@ -581,7 +604,7 @@ fn nearest_fault(rec: &Reconciliation, a: &Anomaly) -> String {
     }
 }
 
-fn reasons(md: &mut String, rec: &Reconciliation) {
+fn reasons(md: &mut String, rec: &Judgement) {
     let (title, list) = if rec.verdict == Verdict::Inconclusive {
         ("Why inconclusive", &rec.inconclusive_reasons)
     } else {
@@ -604,7 +627,7 @@ fn reasons(md: &mut String, rec: &Reconciliation) {
     md.push('\n');
 }
 
-fn warnings(md: &mut String, rec: &Reconciliation) {
+fn warnings(md: &mut String, rec: &Judgement) {
     if !rec.warnings.is_empty() {
         let _ = writeln!(md, "## Warnings\n");
         for w in &rec.warnings {
@@ -633,7 +656,7 @@ fn warnings(md: &mut String, rec: &Reconciliation) {
     }
 }
 
-fn reproduce(md: &mut String, rec: &Reconciliation) {
+fn reproduce(md: &mut String, rec: &Judgement) {
     let Some(r) = &rec.run else {
         return;
     };
@@ -671,13 +694,13 @@ fn cell(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::fixtures::{duplicated_run, Tl};
-    use crate::reconcile::reconcile;
+    use crate::judge::analyze;
+    use crate::judge::fixtures::{duplicated_run, Tl};
     use crate::timeline::{EndReason, Event};
 
     #[test]
     fn duplicated_report_tells_the_incident() {
-        let md = render(&reconcile(&duplicated_run().events));
+        let md = render(&analyze(&duplicated_run().events));
         assert!(
             md.starts_with("# kafka-commit-after-effect: run `r-20240101-0001`"),
             "{md}"
@@ -695,7 +718,7 @@ mod tests {
 
     #[test]
     fn timeline_is_chronological_with_faults_and_incarnations() {
-        let md = render(&reconcile(&duplicated_run().events));
+        let md = render(&analyze(&duplicated_run().events));
         let section = md
             .split("## Timeline")
             .nth(1)
@@ -720,7 +743,7 @@ mod tests {
 
     #[test]
     fn anomaly_sample_has_a_per_id_timeline_and_its_fault() {
-        let md = render(&reconcile(&duplicated_run().events));
+        let md = render(&analyze(&duplicated_run().events));
         let section = md.split("#### `m-1`").nth(1).expect("m-1 sample");
         assert!(
             section.contains("produced to partition 0, offset 1"),
@@ -750,7 +773,7 @@ mod tests {
             .fault(0, true)
             .progress(&[(0, 2)])
             .end(EndReason::Settled);
-        let md = render(&reconcile(&tl.events));
+        let md = render(&analyze(&tl.events));
         assert!(md.contains("Verdict: **LOST**"), "{md}");
         assert!(md.contains("### Lost (1)"), "{md}");
         assert!(md.contains("#### `b`"), "{md}");
@@ -772,7 +795,7 @@ mod tests {
             tl.produced(&format!("p{i}"), 0, i);
         }
         tl.progress(&[(0, 15)]).end(EndReason::Settled);
-        let md = render(&reconcile(&tl.events));
+        let md = render(&analyze(&tl.events));
         assert!(md.contains("### Lost (15, showing 10)"), "{md}");
         assert_eq!(md.matches("#### `p").count(), 10);
     }
@@ -786,7 +809,7 @@ mod tests {
             .fault(0, false)
             .progress(&[(0, 1)])
             .end(EndReason::Settled);
-        let md = render(&reconcile(&tl.events));
+        let md = render(&analyze(&tl.events));
         assert!(md.contains("Verdict: **INCONCLUSIVE**"), "{md}");
         assert!(md.contains("## Why inconclusive"), "{md}");
         assert!(
@@ -803,7 +826,7 @@ mod tests {
         if let Event::RunStarted(info) = &mut events[0].event {
             info.mock_broker = true;
         }
-        let md = render(&reconcile(&events));
+        let md = render(&analyze(&events));
         assert!(
             md.contains(
                 "> **Warning: embedded mock cluster: a demo, not evidence about a real broker.**"
@@ -816,7 +839,7 @@ mod tests {
     fn reproduce_section_has_the_command_and_seed() {
         let mut tl = duplicated_run();
         tl.warning("hold of 900ms nears request.timeout.ms");
-        let md = render(&reconcile(&tl.events));
+        let md = render(&analyze(&tl.events));
         assert!(
             md.contains("## Warnings\n\n- hold of 900ms nears request.timeout.ms"),
             "{md}"
@@ -843,14 +866,14 @@ mod tests {
             no_ack: true,
             prefetch: Some(50),
         });
-        let md = render(&reconcile(&tl.events));
+        let md = render(&analyze(&tl.events));
         assert!(md.contains("**This consumer runs in no-ack mode**"), "{md}");
         assert!(md.contains("basic.qos): 50"), "{md}");
     }
 
     #[test]
     fn empty_timeline_renders_without_panicking() {
-        let md = render(&reconcile(&[]));
+        let md = render(&analyze(&[]));
         assert!(md.contains("unknown run"));
         assert!(md.contains("INCONCLUSIVE"));
     }

@@ -1,8 +1,8 @@
-//! The run's reports, rendered from a [`Reconciliation`]: `report.json` (versioned, for
+//! The run's reports, rendered from a [`Judgement`]: `report.json` (versioned, for
 //! machines), `report.md` (incident style, for people), `junit.xml` (for CI gates) and the
 //! verdict table printed on the terminal.
 //!
-//! Invariants: rendering is a pure function of the reconciliation (no clock, no environment),
+//! Invariants: rendering is a pure function of the judgement (no clock, no environment),
 //! so `exactly report DIR` re-renders the same bytes from `events.jsonl`; only this module knows
 //! output formats; a run that is INCONCLUSIVE never renders as a pass anywhere; credentials in a
 //! broker address never reach a report.
@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::reconcile::{Reconciliation, Verdict};
+use crate::judge::{Judgement, Verdict};
 use crate::timeline::{EndReason, FaultRecord};
 
 pub mod json;
@@ -21,7 +21,7 @@ pub mod markdown;
 pub const MOCK_WARNING: &str = "embedded mock cluster: a demo, not evidence about a real broker";
 
 /// Writes `report.json`, `report.md` and `junit.xml` into `dir` (created if missing).
-pub fn write_reports(dir: &Path, rec: &Reconciliation) -> std::io::Result<()> {
+pub fn write_reports(dir: &Path, rec: &Judgement) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("report.json"), json::render(rec)?)?;
     std::fs::write(dir.join("report.md"), markdown::render(rec))?;
@@ -31,7 +31,7 @@ pub fn write_reports(dir: &Path, rec: &Reconciliation) -> std::io::Result<()> {
 
 /// A small aligned table for the terminal: verdict, expectation, counts, faults, and why the
 /// run is inconclusive when it is.
-pub fn verdict_table(rec: &Reconciliation) -> String {
+pub fn verdict_table(rec: &Judgement) -> String {
     let k = &rec.counts;
     let mut rows: Vec<(&str, String)> = vec![
         ("verdict", rec.verdict.to_string()),
@@ -85,7 +85,7 @@ pub fn verdict_table(rec: &Reconciliation) -> String {
 }
 
 /// `at-least-once: met`, `exactly-once: VIOLATED`, `at-most-once: not judged (inconclusive)`.
-pub(crate) fn expectation_line(rec: &Reconciliation) -> String {
+pub(crate) fn expectation_line(rec: &Judgement) -> String {
     let judged = match (rec.expectation, rec.expectation_met) {
         (_, Some(true)) => "met",
         (_, Some(false)) => "VIOLATED",
@@ -144,7 +144,7 @@ pub(crate) fn redact_address(address: &str) -> String {
 
 /// One plain sentence of what happened, such as "12 of 200 messages were processed twice after
 /// the consumer was killed."
-pub(crate) fn summary_sentence(rec: &Reconciliation) -> String {
+pub(crate) fn summary_sentence(rec: &Judgement) -> String {
     let k = &rec.counts;
     let n = k.produced + k.indeterminate;
     let context = fault_context(&rec.faults);
@@ -236,13 +236,13 @@ fn fault_context(faults: &[FaultRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::fixtures::{duplicated_run, Tl};
-    use crate::reconcile::reconcile;
+    use crate::judge::analyze;
+    use crate::judge::fixtures::{duplicated_run, Tl};
     use crate::timeline::{EndReason, Event};
 
     #[test]
     fn table_shows_verdict_expectation_counts_and_faults() {
-        let rec = reconcile(&duplicated_run().events);
+        let rec = analyze(&duplicated_run().events);
         let t = verdict_table(&rec);
         assert!(t.contains("verdict      DUPLICATED"), "{t}");
         assert!(t.contains("at-least-once: met"), "{t}");
@@ -258,7 +258,7 @@ mod tests {
             .produced("a", 0, 0)
             .effect("a", 1)
             .end(EndReason::Settled);
-        let t = verdict_table(&reconcile(&tl.events));
+        let t = verdict_table(&analyze(&tl.events));
         assert!(t.contains("INCONCLUSIVE"), "{t}");
         assert!(t.contains("not judged (inconclusive)"), "{t}");
         assert!(
@@ -273,13 +273,13 @@ mod tests {
         if let Event::RunStarted(info) = &mut events[0].event {
             info.mock_broker = true;
         }
-        let t = verdict_table(&reconcile(&events));
+        let t = verdict_table(&analyze(&events));
         assert!(t.contains(MOCK_WARNING), "{t}");
     }
 
     #[test]
     fn summary_names_the_fault_and_how_often_work_repeated() {
-        let rec = reconcile(&duplicated_run().events);
+        let rec = analyze(&duplicated_run().events);
         assert_eq!(
             summary_sentence(&rec),
             "1 of 4 messages was processed twice after the consumer was killed."
@@ -308,7 +308,7 @@ mod tests {
     fn write_reports_writes_the_three_files() {
         let dir = tempfile::tempdir().expect("a temp dir");
         let out = dir.path().join("run-1");
-        write_reports(&out, &reconcile(&duplicated_run().events)).expect("reports written");
+        write_reports(&out, &analyze(&duplicated_run().events)).expect("reports written");
         for f in ["report.json", "report.md", "junit.xml"] {
             let text = std::fs::read_to_string(out.join(f)).expect(f);
             assert!(text.contains("DUPLICATED"), "{f}: {text}");

@@ -13,10 +13,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::judge::model::KEY_ORDER_SAMPLES;
 use crate::timeline::{EffectOutcome, Event, ProcessRef, ProduceStatus, Stamped};
-
-/// Most reorderings kept with their details (the count is always exact).
-pub const SAMPLE_CAP: usize = 20;
 
 /// One message's first effect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -51,12 +49,34 @@ pub struct KeyOrder {
     pub keys: u64,
     /// Messages applied before a message produced earlier for the same key.
     pub count: u64,
-    /// The first [`SAMPLE_CAP`] of them.
+    /// The first [`KEY_ORDER_SAMPLES`] of them.
     pub samples: Vec<Reordering>,
 }
 
+/// A message's first applied effect: when, and by whom.
+type FirstEffect = (u64, Option<ProcessRef>);
+
 /// Checks every key's first effects against its produce order.
 pub fn check(events: &[Stamped]) -> KeyOrder {
+    let by_key = produce_order(events);
+    if by_key.is_empty() {
+        return KeyOrder::default();
+    }
+    let first = first_effects(events);
+    let mut out = KeyOrder {
+        keys: by_key.len() as u64,
+        ..KeyOrder::default()
+    };
+    let mut keys: Vec<_> = by_key.into_iter().collect();
+    keys.sort_by(|a, b| a.0.cmp(b.0));
+    for (key, messages) in keys {
+        check_key(key, messages, &first, &mut out);
+    }
+    out
+}
+
+/// Every key's acknowledged messages: (key sequence, ID).
+fn produce_order(events: &[Stamped]) -> HashMap<&str, Vec<(u64, &str)>> {
     let mut by_key: HashMap<&str, Vec<(u64, &str)>> = HashMap::new();
     for st in events {
         if let Event::Produced {
@@ -73,10 +93,12 @@ pub fn check(events: &[Stamped]) -> KeyOrder {
                 .push((*seq, id.as_str()));
         }
     }
-    if by_key.is_empty() {
-        return KeyOrder::default();
-    }
-    let mut first: HashMap<&str, (u64, Option<ProcessRef>)> = HashMap::new();
+    by_key
+}
+
+/// Each ID's first applied effect.
+fn first_effects(events: &[Stamped]) -> HashMap<&str, FirstEffect> {
+    let mut first: HashMap<&str, FirstEffect> = HashMap::new();
     for st in events {
         if let Event::Effect {
             id,
@@ -95,81 +117,64 @@ pub fn check(events: &[Stamped]) -> KeyOrder {
             first.entry(id.as_str()).or_insert((st.t_us, by));
         }
     }
+    first
+}
 
-    let mut out = KeyOrder {
-        keys: by_key.len() as u64,
-        ..KeyOrder::default()
-    };
-    let mut keys: Vec<_> = by_key.into_iter().collect();
-    keys.sort_by(|a, b| a.0.cmp(b.0));
-    for (key, mut messages) in keys {
-        messages.sort_unstable();
-        messages.dedup_by_key(|m| m.1);
-        // The latest first-effect so far among the key's earlier messages.
-        let mut latest: Option<KeyedEffect> = None;
-        for (key_seq, id) in messages {
-            let Some(&(t_us, by)) = first.get(id) else {
-                continue;
-            };
-            let here = KeyedEffect {
-                id: id.to_owned(),
-                key_seq,
-                t_us,
-                by,
-            };
-            match &latest {
-                Some(prev) if prev.t_us > t_us => {
-                    out.count += 1;
-                    if out.samples.len() < SAMPLE_CAP {
-                        out.samples.push(Reordering {
-                            key: key.to_owned(),
-                            ownership_changed: prev.by != here.by,
-                            earlier: prev.clone(),
-                            later: here,
-                        });
-                    }
+/// Checks one key's messages, in produce order, against their first effects.
+fn check_key(
+    key: &str,
+    mut messages: Vec<(u64, &str)>,
+    first: &HashMap<&str, FirstEffect>,
+    out: &mut KeyOrder,
+) {
+    messages.sort_unstable();
+    messages.dedup_by_key(|m| m.1);
+    // The latest first-effect so far among the key's earlier messages.
+    let mut latest: Option<KeyedEffect> = None;
+    for (key_seq, id) in messages {
+        let Some(&(t_us, by)) = first.get(id) else {
+            continue;
+        };
+        let here = KeyedEffect {
+            id: id.to_owned(),
+            key_seq,
+            t_us,
+            by,
+        };
+        match &latest {
+            Some(prev) if prev.t_us > t_us => {
+                out.count += 1;
+                if out.samples.len() < KEY_ORDER_SAMPLES {
+                    out.samples.push(Reordering {
+                        key: key.to_owned(),
+                        ownership_changed: prev.by != here.by,
+                        earlier: prev.clone(),
+                        later: here,
+                    });
                 }
-                _ => latest = Some(here),
             }
+            _ => latest = Some(here),
         }
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::Stamped;
+    use crate::judge::fixtures::{at, effect_event, produced_event};
 
     fn produced(seq: u64, id: &str, key: &str, key_seq: u64) -> Stamped {
-        Stamped {
-            seq,
-            t_us: seq,
-            event: Event::Produced {
-                id: id.into(),
-                seq: key_seq,
-                key: Some(key.into()),
-                partition: Some(0),
-                offset: Some(seq as i64),
-                status: ProduceStatus::Acked,
-                error: None,
-            },
+        let mut event = produced_event(id, Some(0), Some(seq as i64), ProduceStatus::Acked);
+        if let Event::Produced { seq: s, key: k, .. } = &mut event {
+            *s = key_seq;
+            *k = Some(key.into());
         }
+        at(seq, seq, event)
     }
 
     fn effect(seq: u64, id: &str, instance: u32) -> Stamped {
-        Stamped {
-            seq,
-            t_us: seq * 1000,
-            event: Event::Effect {
-                id: id.into(),
-                instance: Some(instance),
-                incarnation: Some(1),
-                outcome: EffectOutcome::Applied,
-                sink: "http".into(),
-                attribution: Default::default(),
-            },
-        }
+        let event = effect_event(id, Some(instance), Some(1), EffectOutcome::Applied);
+        at(seq, seq * 1000, event)
     }
 
     fn workload() -> Vec<Stamped> {
@@ -218,19 +223,8 @@ mod tests {
 
     #[test]
     fn without_keys_there_is_nothing_to_check() {
-        let events = vec![Stamped {
-            seq: 0,
-            t_us: 0,
-            event: Event::Produced {
-                id: "x".into(),
-                seq: 1,
-                key: None,
-                partition: Some(0),
-                offset: Some(0),
-                status: ProduceStatus::Acked,
-                error: None,
-            },
-        }];
+        let x = produced_event("x", Some(0), Some(0), ProduceStatus::Acked);
+        let events = vec![at(0, 0, x)];
         assert_eq!(check(&events), KeyOrder::default());
     }
 }

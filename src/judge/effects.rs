@@ -1,0 +1,140 @@
+//! The effect passes: pass 2 counts every effect against its ledger ID (or keeps it on a
+//! phantom: an ID the workload never produced), pass 3 lists the effects of the anomalous
+//! ledger IDs once classification has named them.
+//!
+//! Invariants: only `applied` effects change an outcome (a `replayed` effect is counted and
+//! listed, never a duplicate nor a proof of processing); pass 3 does not hash again (pass 2
+//! remembers each effect's ledger index) and is skipped when no anomaly has an effect.
+
+use crate::judge::ledger::{IdMap, Ledger, Place};
+use crate::judge::model::{Anomaly, Counts, EffectSeen, Outcome};
+use crate::timeline::{Attribution, EffectOutcome, Event, Stamped};
+
+/// The ledger index of an effect whose ID is not in the ledger (a phantom).
+const NOT_IN_LEDGER: u32 = u32::MAX;
+
+/// What pass 2 found besides the counts.
+pub(crate) struct EffectTally {
+    /// Phantom IDs, by first effect, each with all its effects.
+    pub(crate) phantoms: Vec<Anomaly>,
+    /// The ledger index of each effect event in timeline order ([`NOT_IN_LEDGER`] for a
+    /// phantom).
+    owners: Vec<u32>,
+}
+
+/// One `effect` event's fields.
+struct EffectEvent<'a> {
+    st: &'a Stamped,
+    id: &'a str,
+    instance: Option<u32>,
+    incarnation: Option<u32>,
+    outcome: EffectOutcome,
+    sink: &'a str,
+    attribution: &'a Attribution,
+}
+
+impl EffectEvent<'_> {
+    fn seen(&self) -> EffectSeen {
+        EffectSeen {
+            seq: self.st.seq,
+            t_us: self.st.t_us,
+            instance: self.instance,
+            incarnation: self.incarnation,
+            outcome: self.outcome,
+            sink: self.sink.to_owned(),
+            attribution: self.attribution.clone(),
+        }
+    }
+}
+
+/// The effect events of the timeline, in order.
+fn effect_events(events: &[Stamped]) -> impl Iterator<Item = EffectEvent<'_>> {
+    events.iter().filter_map(|st| match &st.event {
+        Event::Effect {
+            id,
+            instance,
+            incarnation,
+            outcome,
+            sink,
+            attribution,
+        } => Some(EffectEvent {
+            st,
+            id,
+            instance: *instance,
+            incarnation: *incarnation,
+            outcome: *outcome,
+            sink,
+            attribution,
+        }),
+        _ => None,
+    })
+}
+
+/// Pass 2: counts effects per ID; phantoms keep their effects right away.
+pub(crate) fn count(events: &[Stamped], ledger: &mut Ledger, counts: &mut Counts) -> EffectTally {
+    let mut phantom_index: IdMap<usize> = IdMap::default();
+    let mut tally = EffectTally {
+        phantoms: Vec::new(),
+        owners: Vec::new(),
+    };
+    for e in effect_events(events) {
+        let applied = match e.outcome {
+            EffectOutcome::Applied => {
+                counts.effects_applied += 1;
+                true
+            }
+            EffectOutcome::Replayed => {
+                counts.effects_replayed += 1;
+                false
+            }
+        };
+        match ledger.place(e.id) {
+            Place::Entry(i) => {
+                // Ledger indices fit u32: a run of 4 billion messages is far beyond any plan.
+                tally.owners.push(u32::try_from(i).unwrap_or(NOT_IN_LEDGER));
+                ledger.count_effect(i, applied);
+            }
+            Place::Phantom => {
+                tally.owners.push(NOT_IN_LEDGER);
+                let phantoms = &mut tally.phantoms;
+                let p = *phantom_index.entry(e.id).or_insert_with(|| {
+                    phantoms.push(phantom(e.id));
+                    phantoms.len() - 1
+                });
+                phantoms[p].effects.push(e.seen());
+            }
+        }
+    }
+    tally
+}
+
+fn phantom(id: &str) -> Anomaly {
+    Anomaly {
+        id: id.to_owned(),
+        outcome: Outcome::Phantom,
+        produce_status: None,
+        partition: None,
+        offset: None,
+        produced_at_us: None,
+        committed: None,
+        effects: Vec::new(),
+    }
+}
+
+/// Pass 3: the effects of anomalous ledger IDs, skipped when none of them has any.
+pub(crate) fn attach(
+    events: &[Stamped],
+    ledger: &Ledger,
+    tally: &EffectTally,
+    anomalies: &mut [Anomaly],
+) {
+    if !ledger.anomalies_have_effects() {
+        return;
+    }
+    for (e, &owner) in effect_events(events).zip(&tally.owners) {
+        let Some(a) = ledger.anomaly_of(owner as usize) else {
+            continue;
+        };
+        anomalies[a].effects.push(e.seen());
+    }
+}

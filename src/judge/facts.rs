@@ -1,0 +1,388 @@
+//! The run facts: everything pass 1 reads from the timeline besides the ledger and the effects
+//! — what the run announced, its faults, the consumer processes, the broker's last progress
+//! (or the queue's remainder), how the run ended, the sink's rejections, the proxy's view of
+//! consumer settings, closed connections and holds, and the `warning` events.
+//!
+//! Invariant: facts are read in one pass in timeline order, one event at a time; the latest
+//! `progress` event by sequence number is the one that decides lost versus pending.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::judge::model::{UnfiredFault, FAILED_SAMPLES};
+use crate::timeline::{EndReason, Event, FaultRecord, ProcessPhase, RunInfo, Stamped};
+
+/// One consumer process, from its `process` events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Incarnation {
+    /// Instance index.
+    pub instance: u32,
+    /// Incarnation of that instance, from 1.
+    pub incarnation: u32,
+    /// OS process id.
+    pub pid: u32,
+    /// When it started (µs), if seen.
+    pub started_us: Option<u64>,
+    /// When it exited (µs), if seen.
+    pub exited_us: Option<u64>,
+    /// Exit status (`exit 0`, `signal SIGKILL`), if it exited.
+    pub status: Option<String>,
+}
+
+/// The broker's progress as last read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProgressSnapshot {
+    /// When it was read (µs).
+    pub t_us: u64,
+    /// Committed offset per partition.
+    pub committed: BTreeMap<i32, i64>,
+    /// End offset per partition.
+    pub end: BTreeMap<i32, i64>,
+}
+
+/// Something the sink could not read as an effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectedEffect {
+    /// When (µs).
+    pub t_us: u64,
+    /// Why.
+    pub reason: String,
+    /// The start of what was received.
+    pub sample: String,
+}
+
+/// One AMQP consumer's `basic.consume` / `basic.qos`, as seen by the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsumerSetting {
+    /// Instance.
+    pub instance: u32,
+    /// Incarnation.
+    pub incarnation: u32,
+    /// Consumes in no-ack mode.
+    pub no_ack: bool,
+    /// Prefetch asked for, if any.
+    pub prefetch: Option<u16>,
+}
+
+/// The proxy's holds of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Holds {
+    /// Frames held.
+    pub count: u64,
+    /// Of those, dropped (never forwarded: the consumer was being stopped).
+    pub dropped: u64,
+    /// Median hold (µs).
+    pub p50_us: u64,
+    /// 99th percentile hold (µs).
+    pub p99_us: u64,
+    /// Longest hold (µs).
+    pub max_us: u64,
+}
+
+impl Holds {
+    /// The holds' count and drops, with the percentiles of `times` (µs).
+    fn with_times(mut self, mut times: Vec<u64>) -> Holds {
+        times.sort_unstable();
+        let at = |q: f64| -> u64 {
+            if times.is_empty() {
+                return 0;
+            }
+            times[((times.len() - 1) as f64 * q).round() as usize]
+        };
+        self.p50_us = at(0.5);
+        self.p99_us = at(0.99);
+        self.max_us = times.last().copied().unwrap_or(0);
+        self
+    }
+}
+
+/// A proxied consumer connection that ended before the run did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionClosed {
+    /// When (µs).
+    pub t_us: u64,
+    /// Instance.
+    pub instance: u32,
+    /// Incarnation.
+    pub incarnation: u32,
+    /// Which side ended it.
+    pub by: crate::timeline::ClosedBy,
+    /// Deliveries not yet acknowledged on it.
+    pub unacked: u64,
+    /// How it ended.
+    pub detail: String,
+}
+
+/// AMQP: the IDs the queue still held when the consumers stopped, and whether that list is
+/// whole.
+pub(crate) struct Remainder<'a> {
+    /// The IDs left in the queue.
+    pub(crate) ids: HashSet<&'a str>,
+    /// False when the drain could not read the whole queue.
+    pub(crate) complete: bool,
+}
+
+/// Reads the run facts during pass 1, one event at a time.
+#[derive(Default)]
+pub(crate) struct FactsReader<'a> {
+    run: Option<RunInfo>,
+    run_started_twice: bool,
+    faults: Vec<FaultRecord>,
+    incarnations: HashMap<(u32, u32), Incarnation>,
+    last_progress: Option<&'a Stamped>,
+    remainder: Option<Remainder<'a>>,
+    end: Option<(EndReason, u64)>,
+    last_t_us: Option<u64>,
+    rejected: u64,
+    rejected_samples: Vec<RejectedEffect>,
+    consumer_settings: Vec<ConsumerSetting>,
+    connections_closed: Vec<ConnectionClosed>,
+    holds: Holds,
+    hold_times: Vec<u64>,
+    warnings: Vec<String>,
+}
+
+impl<'a> FactsReader<'a> {
+    /// Takes in one event (every event, for the time of the last one).
+    pub(crate) fn observe(&mut self, st: &'a Stamped) {
+        self.last_t_us = Some(self.last_t_us.map_or(st.t_us, |t| t.max(st.t_us)));
+        match &st.event {
+            Event::RunStarted(info) => {
+                if self.run.is_none() {
+                    self.run = Some(info.clone());
+                } else {
+                    self.run_started_twice = true;
+                }
+            }
+            Event::EffectRejected { reason, sample } => {
+                self.rejected += 1;
+                if self.rejected_samples.len() < FAILED_SAMPLES {
+                    self.rejected_samples.push(RejectedEffect {
+                        t_us: st.t_us,
+                        reason: reason.clone(),
+                        sample: sample.clone(),
+                    });
+                }
+            }
+            Event::Process {
+                instance,
+                incarnation,
+                pid,
+                phase,
+                status,
+            } => self.process(st.t_us, (*instance, *incarnation), *pid, *phase, status),
+            Event::Fault(rec) => self.faults.push(rec.clone()),
+            // The latest progress by sequence number decides lost versus pending.
+            Event::Progress { .. } if self.last_progress.is_none_or(|p| st.seq >= p.seq) => {
+                self.last_progress = Some(st);
+            }
+            Event::QueueRemainder { ids, complete } => {
+                self.remainder = Some(Remainder {
+                    ids: ids.iter().map(String::as_str).collect(),
+                    complete: *complete,
+                });
+            }
+            Event::Warning { message } => self.warnings.push(message.clone()),
+            Event::RunEnded { reason } => self.end = Some((*reason, st.t_us)),
+            _ => self.observe_proxy(st),
+        }
+    }
+
+    /// What the proxy saw: consumer settings, holds and closed connections. Produced and
+    /// effect events are the ledger's; the kinds only attribution and mechanisms read
+    /// (deliveries, commits, rebalances) fall through here as well, so adding one to the
+    /// timeline does not touch the facts.
+    fn observe_proxy(&mut self, st: &'a Stamped) {
+        match &st.event {
+            Event::ConsumerSettings {
+                instance,
+                incarnation,
+                no_ack,
+                prefetch,
+            } => self.consumer_settings.push(ConsumerSetting {
+                instance: *instance,
+                incarnation: *incarnation,
+                no_ack: *no_ack,
+                prefetch: *prefetch,
+            }),
+            Event::Held {
+                held_us, released, ..
+            } => {
+                self.hold_times.push(*held_us);
+                self.holds.count += 1;
+                self.holds.dropped += u64::from(!released);
+            }
+            Event::ConnectionClosed {
+                instance,
+                incarnation,
+                by,
+                unacked,
+                detail,
+            } => self.connections_closed.push(ConnectionClosed {
+                t_us: st.t_us,
+                instance: *instance,
+                incarnation: *incarnation,
+                by: *by,
+                unacked: *unacked,
+                detail: detail.clone(),
+            }),
+            _ => {}
+        }
+    }
+
+    fn process(
+        &mut self,
+        t_us: u64,
+        (instance, incarnation): (u32, u32),
+        pid: u32,
+        phase: ProcessPhase,
+        status: &Option<String>,
+    ) {
+        let inc = self
+            .incarnations
+            .entry((instance, incarnation))
+            .or_insert_with(|| Incarnation {
+                instance,
+                incarnation,
+                pid,
+                started_us: None,
+                exited_us: None,
+                status: None,
+            });
+        match phase {
+            ProcessPhase::Started => {
+                inc.pid = pid;
+                inc.started_us = Some(t_us);
+            }
+            ProcessPhase::Exited => {
+                inc.exited_us = Some(t_us);
+                inc.status = status.clone();
+            }
+        }
+    }
+
+    /// The facts of the whole run, once every event was observed.
+    pub(crate) fn finish(self) -> RunFacts<'a> {
+        let progress = self.last_progress.and_then(|st| match &st.event {
+            Event::Progress { committed, end } => Some(ProgressSnapshot {
+                t_us: st.t_us,
+                committed: committed.clone(),
+                end: end.clone(),
+            }),
+            _ => None,
+        });
+        let mut incarnations: Vec<Incarnation> = self.incarnations.into_values().collect();
+        incarnations.sort_by_key(|i| {
+            (
+                i.started_us.or(i.exited_us).unwrap_or(u64::MAX),
+                i.instance,
+                i.incarnation,
+            )
+        });
+        let mut facts = RunFacts {
+            faults_planned: self.run.as_ref().map_or(0, |r| r.planned_faults.len()),
+            faults_fired: Vec::new(),
+            faults_unfired: Vec::new(),
+            run: self.run,
+            faults: self.faults,
+            incarnations,
+            progress,
+            remainder: self.remainder,
+            end: self.end,
+            ended_at_us: self.end.map(|(_, t)| t).or(self.last_t_us),
+            rejected: self.rejected,
+            rejected_samples: self.rejected_samples,
+            consumer_settings: self.consumer_settings,
+            connections_closed: self.connections_closed,
+            holds: self.holds.with_times(self.hold_times),
+            warnings: self.warnings,
+        };
+        facts.tally_faults();
+        if self.run_started_twice {
+            facts
+                .warnings
+                .push("the timeline has more than one run_started event; the first is used".into());
+        }
+        facts
+    }
+}
+
+/// What the timeline says about the run besides the ledger and the effects.
+pub(crate) struct RunFacts<'a> {
+    /// The first `run_started`.
+    pub(crate) run: Option<RunInfo>,
+    /// Every `fault` event, in timeline order.
+    pub(crate) faults: Vec<FaultRecord>,
+    /// Number of planned faults.
+    pub(crate) faults_planned: usize,
+    /// Plan indices of the faults applied at least once, ascending.
+    pub(crate) faults_fired: Vec<usize>,
+    /// Planned faults never applied.
+    pub(crate) faults_unfired: Vec<UnfiredFault>,
+    /// Consumer processes, ordered by start time.
+    pub(crate) incarnations: Vec<Incarnation>,
+    /// The broker's last progress (Kafka).
+    pub(crate) progress: Option<ProgressSnapshot>,
+    /// The queue's remainder (AMQP).
+    pub(crate) remainder: Option<Remainder<'a>>,
+    /// Why and when the run ended.
+    pub(crate) end: Option<(EndReason, u64)>,
+    /// When the run ended, or the last event's time when it never did.
+    pub(crate) ended_at_us: Option<u64>,
+    /// `effect_rejected` events.
+    pub(crate) rejected: u64,
+    /// The first of them.
+    pub(crate) rejected_samples: Vec<RejectedEffect>,
+    /// AMQP consumer settings seen by the proxy.
+    pub(crate) consumer_settings: Vec<ConsumerSetting>,
+    /// Consumer connections that ended before the run did.
+    pub(crate) connections_closed: Vec<ConnectionClosed>,
+    /// The proxy's holds.
+    pub(crate) holds: Holds,
+    /// `warning` events in order, then the facts' own observations.
+    pub(crate) warnings: Vec<String>,
+}
+
+impl RunFacts<'_> {
+    /// Fired means applied (DESIGN §12), never merely matched.
+    fn tally_faults(&mut self) {
+        let mut fired: Vec<usize> = self
+            .faults
+            .iter()
+            .filter(|f| f.applied)
+            .map(|f| f.fault)
+            .collect();
+        fired.sort_unstable();
+        fired.dedup();
+        self.faults_unfired = self
+            .run
+            .as_ref()
+            .map(|r| {
+                r.planned_faults
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| fired.binary_search(i).is_err())
+                    .map(|(i, plan)| UnfiredFault {
+                        fault: i,
+                        plan: plan.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let planned = self.faults_planned;
+        if let Some(bad) = fired.iter().find(|&&i| i >= planned) {
+            if self.run.is_some() {
+                self.warnings.push(format!(
+                    "a fault event names fault #{bad}, which the plan does not have ({planned} planned)"
+                ));
+            }
+        }
+        self.faults_fired = fired;
+    }
+
+    /// Why the run ended, when it did.
+    pub(crate) fn end_reason(&self) -> Option<EndReason> {
+        self.end.map(|(r, _)| r)
+    }
+}

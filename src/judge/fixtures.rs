@@ -1,0 +1,229 @@
+//! Test support shared by the judge's and the reports' tests: hand-written timelines ([`Tl`]),
+//! the run information they start with, one DUPLICATED run, and the event constructors every
+//! test builds its timelines from (one copy each).
+
+use std::collections::BTreeMap;
+
+use crate::timeline::{
+    CommitPhase, CommittedOffset, EffectOutcome, EndReason, Event, FaultRecord, ProcessPhase,
+    ProduceStatus, RunInfo, Stamped,
+};
+
+/// An event at `seq` and `t_us`.
+pub(crate) fn at(seq: u64, t_us: u64, event: Event) -> Stamped {
+    Stamped { seq, t_us, event }
+}
+
+/// A `produced` record of `id` (key-less, no error).
+pub(crate) fn produced_event(
+    id: &str,
+    partition: Option<i32>,
+    offset: Option<i64>,
+    status: ProduceStatus,
+) -> Event {
+    Event::Produced {
+        id: id.into(),
+        seq: 1,
+        key: None,
+        partition,
+        offset,
+        status,
+        error: None,
+    }
+}
+
+/// An effect of `id` seen by the http sink from `instance`/`incarnation`.
+pub(crate) fn effect_event(
+    id: &str,
+    instance: Option<u32>,
+    incarnation: Option<u32>,
+    outcome: EffectOutcome,
+) -> Event {
+    Event::Effect {
+        id: id.into(),
+        instance,
+        incarnation,
+        outcome,
+        sink: "http".into(),
+        attribution: Default::default(),
+    }
+}
+
+/// A commit of `offsets` by `instance`/`incarnation` in `group` (member `m`, generation 1).
+pub(crate) fn commit_event(
+    group: &str,
+    (instance, incarnation): (u32, u32),
+    offsets: Vec<CommittedOffset>,
+    phase: CommitPhase,
+) -> Event {
+    Event::Commit {
+        instance,
+        incarnation,
+        group: group.into(),
+        member: "m".into(),
+        generation: 1,
+        offsets,
+        phase,
+        error: None,
+    }
+}
+
+/// `topic`'s `partition` committed up to `offset` (the next to read).
+pub(crate) fn committed(topic: &str, partition: i32, offset: i64) -> CommittedOffset {
+    CommittedOffset {
+        topic: topic.into(),
+        partition,
+        offset,
+    }
+}
+
+/// Builds a timeline event by event; each event is 1 ms after the previous one.
+#[derive(Default)]
+pub(crate) struct Tl {
+    pub(crate) events: Vec<Stamped>,
+    t_us: u64,
+}
+
+impl Tl {
+    pub(crate) fn new() -> Tl {
+        Tl::default()
+    }
+
+    pub(crate) fn push(&mut self, event: Event) -> &mut Tl {
+        self.t_us += 1_000;
+        let seq = self.events.len() as u64;
+        self.events.push(at(seq, self.t_us, event));
+        self
+    }
+
+    pub(crate) fn start(&mut self, faults: &[&str], messages: u64, expect: &str) -> &mut Tl {
+        self.push(Event::RunStarted(info(faults, messages, expect)))
+    }
+
+    pub(crate) fn produced(&mut self, id: &str, partition: i32, offset: i64) -> &mut Tl {
+        self.produced_as(id, partition, offset, ProduceStatus::Acked)
+    }
+
+    pub(crate) fn produced_as(
+        &mut self,
+        id: &str,
+        partition: i32,
+        offset: i64,
+        status: ProduceStatus,
+    ) -> &mut Tl {
+        let mut event = produced_event(id, Some(partition), Some(offset), status);
+        if let Event::Produced { error, .. } = &mut event {
+            *error =
+                (status != ProduceStatus::Acked).then(|| "Local: Message timed out".to_string());
+        }
+        self.push(event)
+    }
+
+    pub(crate) fn effect(&mut self, id: &str, incarnation: u32) -> &mut Tl {
+        self.effect_as(id, incarnation, EffectOutcome::Applied)
+    }
+
+    pub(crate) fn effect_as(
+        &mut self,
+        id: &str,
+        incarnation: u32,
+        outcome: EffectOutcome,
+    ) -> &mut Tl {
+        self.push(effect_event(id, Some(0), Some(incarnation), outcome))
+    }
+
+    pub(crate) fn process(&mut self, incarnation: u32, phase: ProcessPhase) -> &mut Tl {
+        let status = (phase == ProcessPhase::Exited).then(|| "signal SIGKILL".to_string());
+        self.push(Event::Process {
+            instance: 0,
+            incarnation,
+            pid: 4000 + incarnation,
+            phase,
+            status,
+        })
+    }
+
+    pub(crate) fn fault(&mut self, fault: usize, applied: bool) -> &mut Tl {
+        let t = self.t_us + 1_000;
+        self.push(Event::Fault(FaultRecord {
+            fault,
+            action: "kill".into(),
+            target: "consumer".into(),
+            trigger: "after: effect, nth: 2".into(),
+            matched_at_us: t - 150,
+            fired_at_us: t,
+            trigger_latency_us: 150,
+            applied,
+            detail: if applied {
+                "SIGKILL to pgid 4001".into()
+            } else {
+                "no live process".into()
+            },
+            hit: Vec::new(),
+            length_us: None,
+        }))
+    }
+
+    pub(crate) fn progress(&mut self, committed: &[(i32, i64)]) -> &mut Tl {
+        let committed: BTreeMap<i32, i64> = committed.iter().copied().collect();
+        self.push(Event::Progress {
+            end: committed.clone(),
+            committed,
+        })
+    }
+
+    pub(crate) fn warning(&mut self, message: &str) -> &mut Tl {
+        self.push(Event::Warning {
+            message: message.into(),
+        })
+    }
+
+    pub(crate) fn end(&mut self, reason: EndReason) -> &mut Tl {
+        self.push(Event::RunEnded { reason })
+    }
+}
+
+pub(crate) fn info(faults: &[&str], messages: u64, expect: &str) -> RunInfo {
+    RunInfo {
+        run: "r-20240101-0001".into(),
+        plan: "kafka-commit-after-effect".into(),
+        description: Some("Kill after the effect, before the commit.".into()),
+        broker: "kafka".into(),
+        mock_broker: false,
+        broker_address: "127.0.0.1:9092".into(),
+        topic: "orders-r1".into(),
+        group: "billing-r1".into(),
+        expect: expect.into(),
+        seed: 42,
+        planned_faults: faults.iter().map(|f| f.to_string()).collect(),
+        messages,
+        reproduce: "exactly run plans/kafka-commit-after-effect.yaml --seed 42".into(),
+    }
+}
+
+/// A DUPLICATED run: 4 messages on one partition, the consumer killed after the effect of
+/// m-1 and before its commit, so m-1 is applied twice; all committed at the end.
+pub(crate) fn duplicated_run() -> Tl {
+    let mut tl = Tl::new();
+    tl.start(
+        &["kill: consumer when {after: effect, nth: 2}"],
+        4,
+        "at-least-once",
+    )
+    .produced("m-0", 0, 0)
+    .produced("m-1", 0, 1)
+    .produced("m-2", 0, 2)
+    .produced("m-3", 0, 3)
+    .process(1, ProcessPhase::Started)
+    .effect("m-0", 1)
+    .effect("m-1", 1)
+    .fault(0, true)
+    .process(1, ProcessPhase::Exited)
+    .process(2, ProcessPhase::Started)
+    .effect("m-1", 2)
+    .effect("m-2", 2)
+    .effect("m-3", 2)
+    .progress(&[(0, 4)])
+    .end(EndReason::Settled);
+    tl
+}

@@ -1,0 +1,464 @@
+//! The index the mechanism rules look up, built in one pass over the events: how each
+//! incarnation exited, the applied faults, the commits the broker accepted or refused, the
+//! acks and deliveries of the anomalous IDs, no-ack consumers, group changes and assignments,
+//! and the IDs the broker stored twice; with the questions the rules ask of it (who marked a
+//! message done and when, who owned a partition, which fault stalled whom).
+//!
+//! Invariant: only what the timeline recorded is indexed; per-ID lists are kept for the
+//! anomalous IDs only.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::judge::model::{Anomaly, ExitStatus};
+use crate::timeline::{
+    AckPhase, AckVerb, CommitPhase, CommittedOffset, Event, FaultRecord, MemberChange,
+    ProcessPhase, ProcessRef, ProduceStatus, RebalanceKind, Stamped,
+};
+
+/// A consumer incarnation's reference.
+pub(crate) fn pref(instance: u32, incarnation: u32) -> ProcessRef {
+    ProcessRef {
+        instance,
+        incarnation,
+    }
+}
+
+/// How one incarnation ended.
+#[derive(Debug, Clone)]
+pub(crate) struct Exit {
+    /// When (µs).
+    pub(crate) t_us: u64,
+    /// The `process` event's position.
+    pub(crate) seq: u64,
+    /// The status, read.
+    pub(crate) status: ExitStatus,
+    /// The status as recorded (`signal SIGKILL`), for the evidence.
+    pub(crate) text: String,
+}
+
+/// One delivery of an anomalous ID, seen by the proxy.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Delivery {
+    pub(crate) t_us: u64,
+    pub(crate) seq: u64,
+    pub(crate) to: ProcessRef,
+    pub(crate) redelivered: bool,
+}
+
+/// A commit the broker accepted: (time, seq, partition, next offset).
+type Accepted = (u64, u64, i32, i64);
+
+/// What the rules look up, built in one pass over the events.
+pub(crate) struct Index<'a> {
+    /// The broker is RabbitMQ (acks and queues) rather than Kafka (commits and partitions).
+    pub(crate) amqp: bool,
+    /// How each incarnation exited (the last `process` exit event of each).
+    exits: HashMap<ProcessRef, Exit>,
+    /// Applied faults, in time order, with the event's seq.
+    faults: Vec<(u64, &'a FaultRecord)>,
+    /// Accepted commits of the topic under test, per committer.
+    commits: HashMap<ProcessRef, Vec<Accepted>>,
+    /// Commit responses with errors (a fenced zombie's late commit), per committer.
+    pub(crate) failed_commits: HashMap<ProcessRef, Vec<(u64, u64, String)>>,
+    /// Whether the proxy saw any commit or ack at all.
+    pub(crate) saw_marks: bool,
+    /// Forwarded acks (AMQP) of the anomalous IDs: (time, seq, by).
+    acks: HashMap<&'a str, Vec<(u64, u64, ProcessRef)>>,
+    /// Deliveries of the anomalous IDs.
+    deliveries: HashMap<&'a str, Vec<Delivery>>,
+    /// Incarnations consuming in no-ack mode.
+    pub(crate) no_ack: HashSet<ProcessRef>,
+    /// Group changes: (time, seq, who, what).
+    pub(crate) group_changes: Vec<(u64, u64, Option<ProcessRef>, String)>,
+    /// Assignments seen by the proxy, in time order: (time, member, partitions).
+    assignments: Vec<(u64, ProcessRef, Vec<i32>)>,
+    /// Anomalous IDs the broker stored at more than one offset.
+    stored_twice: HashSet<&'a str>,
+}
+
+/// The index while it is built, with the scratch state of the pass.
+struct Builder<'a> {
+    index: Index<'a>,
+    /// The anomalous IDs.
+    ids: HashSet<&'a str>,
+    /// The topic under test.
+    topic: &'a str,
+    /// The first acknowledged partition and offset of each anomalous ID.
+    offsets_of: HashMap<&'a str, (i32, i64)>,
+    /// Each committer's last commit request (a response may not repeat its offsets).
+    last_request: HashMap<ProcessRef, &'a [CommittedOffset]>,
+}
+
+impl<'a> Index<'a> {
+    /// Indexes `events` for the anomalies in `wanted`.
+    pub(crate) fn build(events: &'a [Stamped], wanted: &[&'a Anomaly]) -> Index<'a> {
+        let info = events.iter().find_map(|st| match &st.event {
+            Event::RunStarted(info) => Some(info),
+            _ => None,
+        });
+        let mut builder = Builder {
+            index: Index {
+                amqp: info.is_some_and(|i| i.broker == "amqp"),
+                exits: HashMap::new(),
+                faults: Vec::new(),
+                commits: HashMap::new(),
+                failed_commits: HashMap::new(),
+                saw_marks: false,
+                acks: HashMap::new(),
+                deliveries: HashMap::new(),
+                no_ack: HashSet::new(),
+                group_changes: Vec::new(),
+                assignments: Vec::new(),
+                stored_twice: HashSet::new(),
+            },
+            ids: wanted.iter().map(|a| a.id.as_str()).collect(),
+            topic: info.map(|i| i.topic.as_str()).unwrap_or_default(),
+            offsets_of: HashMap::new(),
+            last_request: HashMap::new(),
+        };
+        for st in events {
+            builder.observe(st);
+        }
+        builder.index
+    }
+}
+
+impl<'a> Builder<'a> {
+    fn observe(&mut self, st: &'a Stamped) {
+        match &st.event {
+            Event::Produced {
+                id,
+                partition: Some(p),
+                offset: Some(o),
+                status: ProduceStatus::Acked,
+                ..
+            } => self.produced(id, (*p, *o)),
+            Event::Process {
+                instance,
+                incarnation,
+                phase: ProcessPhase::Exited,
+                status,
+                ..
+            } => {
+                let text = status.clone().unwrap_or_default();
+                let exit = Exit {
+                    t_us: st.t_us,
+                    seq: st.seq,
+                    status: ExitStatus::parse(&text),
+                    text,
+                };
+                self.index.exits.insert(pref(*instance, *incarnation), exit);
+            }
+            Event::Fault(f) if f.applied => self.index.faults.push((st.seq, f)),
+            Event::Commit {
+                instance,
+                incarnation,
+                offsets,
+                phase,
+                error,
+                ..
+            } => self.commit(st, pref(*instance, *incarnation), offsets, *phase, error),
+            Event::Ack {
+                instance,
+                incarnation,
+                verb: AckVerb::Ack,
+                ids: covered,
+                phase: AckPhase::Forwarded,
+                ..
+            } => self.ack(st, pref(*instance, *incarnation), covered),
+            Event::ConsumerSettings {
+                instance,
+                incarnation,
+                no_ack: true,
+                ..
+            } => {
+                self.index.no_ack.insert(pref(*instance, *incarnation));
+            }
+            _ => self.observe_group(st),
+        }
+    }
+
+    /// Deliveries and group changes.
+    fn observe_group(&mut self, st: &'a Stamped) {
+        match &st.event {
+            Event::Delivered {
+                id,
+                instance,
+                incarnation,
+                redelivered,
+                ..
+            } => self.delivered(st, id, pref(*instance, *incarnation), *redelivered),
+            Event::DeliveredBatch {
+                instance,
+                incarnation,
+                records,
+                ..
+            } => {
+                for (_, id) in records.iter() {
+                    self.delivered(st, id, pref(*instance, *incarnation), false);
+                }
+            }
+            Event::Rebalance {
+                instance,
+                incarnation,
+                change,
+                assignment,
+                error,
+                ..
+            } => {
+                let who = pref(*instance, *incarnation);
+                self.rebalance(st, who, *change, assignment.as_ref(), error.as_deref());
+            }
+            Event::GroupMember {
+                change,
+                partitions,
+                error,
+                ..
+            } => {
+                let what = match (error, partitions) {
+                    (Some(e), _) => format!("transient member: error {e}"),
+                    (None, Some(parts)) => {
+                        format!(
+                            "transient member {}: partitions {parts:?}",
+                            member_word(*change)
+                        )
+                    }
+                    (None, None) => format!("transient member {}", member_word(*change)),
+                };
+                self.index.group_changes.push((st.t_us, st.seq, None, what));
+            }
+            _ => {}
+        }
+    }
+
+    /// An acknowledged produce of an anomalous ID: a second offset means it was stored twice.
+    fn produced(&mut self, id: &'a str, at: (i32, i64)) {
+        if !self.ids.contains(id) {
+            return;
+        }
+        match self.offsets_of.get(id) {
+            Some(&first) if first != at => {
+                self.index.stored_twice.insert(id);
+            }
+            Some(_) => {}
+            None => {
+                self.offsets_of.insert(id, at);
+            }
+        }
+    }
+
+    fn commit(
+        &mut self,
+        st: &Stamped,
+        who: ProcessRef,
+        offsets: &'a [CommittedOffset],
+        phase: CommitPhase,
+        error: &Option<String>,
+    ) {
+        self.index.saw_marks = true;
+        match (phase, error) {
+            (CommitPhase::Request, _) => {
+                self.last_request.insert(who, offsets);
+            }
+            (CommitPhase::Response, Some(e)) => self
+                .index
+                .failed_commits
+                .entry(who)
+                .or_default()
+                .push((st.t_us, st.seq, e.clone())),
+            (CommitPhase::Response, None) => {
+                // A response carries its offsets, or they are those of the request it answers.
+                let offsets = if offsets.is_empty() {
+                    self.last_request.get(&who).copied().unwrap_or_default()
+                } else {
+                    offsets
+                };
+                let list = self.index.commits.entry(who).or_default();
+                for c in offsets.iter().filter(|c| c.topic == self.topic) {
+                    list.push((st.t_us, st.seq, c.partition, c.offset));
+                }
+            }
+            (CommitPhase::Dropped, _) => {}
+        }
+    }
+
+    fn ack(&mut self, st: &Stamped, by: ProcessRef, covered: &[String]) {
+        self.index.saw_marks = true;
+        for id in covered {
+            if let Some(&id) = self.ids.get(id.as_str()) {
+                let acks = self.index.acks.entry(id).or_default();
+                acks.push((st.t_us, st.seq, by));
+            }
+        }
+    }
+
+    fn delivered(&mut self, st: &Stamped, id: &str, to: ProcessRef, redelivered: bool) {
+        if let Some(&id) = self.ids.get(id) {
+            self.index.deliveries.entry(id).or_default().push(Delivery {
+                t_us: st.t_us,
+                seq: st.seq,
+                to,
+                redelivered,
+            });
+        }
+    }
+
+    fn rebalance(
+        &mut self,
+        st: &Stamped,
+        who: ProcessRef,
+        change: RebalanceKind,
+        assignment: Option<&Vec<i32>>,
+        error: Option<&str>,
+    ) {
+        if let (RebalanceKind::Assign, Some(parts)) = (change, assignment) {
+            self.index.assignments.push((st.t_us, who, parts.clone()));
+        }
+        let what = match (change, assignment, error) {
+            (RebalanceKind::Assign, Some(parts), _) => format!("assigned partitions {parts:?}"),
+            (_, _, Some(e)) => format!("group error {e}"),
+            (RebalanceKind::Join, _, _) => "joins the group (rebalance)".into(),
+            (RebalanceKind::Leave, _, _) => "leaves the group".into(),
+            (RebalanceKind::Sync, _, _) => "synced with the group".into(),
+            (RebalanceKind::Assign | RebalanceKind::Error, _, None) => return,
+        };
+        self.index
+            .group_changes
+            .push((st.t_us, st.seq, Some(who), what));
+    }
+}
+
+fn member_word(change: MemberChange) -> &'static str {
+    match change {
+        MemberChange::Joined => "joins the group",
+        MemberChange::Assigned => "assigned",
+        MemberChange::Revoked => "revoked",
+        MemberChange::Left => "leaves the group",
+        MemberChange::Error => "error",
+    }
+}
+
+/// A fault that stalls a member without ending it.
+fn is_stall(f: &FaultRecord) -> bool {
+    matches!(f.action.as_str(), "pause" | "partition")
+}
+
+impl Index<'_> {
+    /// How `who` exited, if it did.
+    pub(crate) fn exit_of(&self, who: ProcessRef) -> Option<&Exit> {
+        self.exits.get(&who)
+    }
+
+    /// The proxy's deliveries of `id` (an anomalous ID), in timeline order.
+    pub(crate) fn deliveries_of(&self, id: &str) -> impl Iterator<Item = &Delivery> + '_ {
+        self.deliveries.get(id).into_iter().flatten()
+    }
+
+    /// Whether the broker acknowledged `id` at two different offsets.
+    pub(crate) fn stored_twice(&self, id: &str) -> bool {
+        self.stored_twice.contains(id)
+    }
+
+    /// "committed" or "acked".
+    pub(crate) fn marked_word(&self) -> &'static str {
+        if self.amqp {
+            "acked"
+        } else {
+            "committed"
+        }
+    }
+
+    /// The first accepted commit (ack) covering the anomaly's message: (time, seq, by).
+    pub(crate) fn first_mark(&self, a: &Anomaly) -> Option<(u64, u64, ProcessRef)> {
+        if self.amqp {
+            return self
+                .acks
+                .get(a.id.as_str())
+                .and_then(|v| v.iter().min_by_key(|x| x.0))
+                .copied();
+        }
+        let (p, o) = (a.partition?, a.offset?);
+        self.commits
+            .iter()
+            .flat_map(|(who, list)| list.iter().map(move |c| (c, *who)))
+            .filter(|(c, _)| c.2 == p && c.3 > o)
+            .map(|(c, who)| (c.0, c.1, who))
+            .min_by_key(|x| x.0)
+    }
+
+    /// When `who` had a commit (ack) covering the message accepted before `until`.
+    pub(crate) fn marked_done(
+        &self,
+        a: &Anomaly,
+        who: ProcessRef,
+        until: u64,
+    ) -> Option<(u64, u64)> {
+        if self.amqp {
+            return self
+                .acks
+                .get(a.id.as_str())?
+                .iter()
+                .find(|x| x.2 == who && x.0 < until)
+                .map(|x| (x.0, x.1));
+        }
+        let (p, o) = (a.partition?, a.offset?);
+        self.commits
+            .get(&who)?
+            .iter()
+            .find(|c| c.2 == p && c.3 > o && c.0 < until)
+            .map(|c| (c.0, c.1))
+    }
+
+    /// When partition `p` belonged to someone else at `t`: after `who`'s last assignment that
+    /// included it, another member was given it (the first such assignment: when and to whom).
+    /// `None` when `who` still owned it, or the proxy saw no assignments.
+    pub(crate) fn taken_over(&self, who: ProcessRef, p: i32, t: u64) -> Option<(u64, ProcessRef)> {
+        let before_t = || self.assignments.iter().take_while(|a| a.0 <= t);
+        let owned_at = before_t()
+            .filter(|a| a.1 == who && a.2.contains(&p))
+            .map(|a| a.0)
+            .last()?;
+        before_t()
+            .find(|a| a.0 > owned_at && a.1 != who && a.2.contains(&p))
+            .map(|a| (a.0, a.1))
+    }
+
+    /// A pause or partition that hit `who` and was still in force at `t` (or ended just
+    /// before it): the member was stalled while its work moved.
+    pub(crate) fn stall_of(&self, who: ProcessRef, t: u64) -> Option<(u64, &FaultRecord)> {
+        self.faults
+            .iter()
+            .rev()
+            .filter(|(_, f)| is_stall(f) && f.hit.contains(&who))
+            .find(|(_, f)| {
+                let end = f.fired_at_us + f.length_us.unwrap_or(0);
+                f.fired_at_us <= t && t <= end
+            })
+            .map(|(seq, f)| (*seq, *f))
+    }
+
+    /// A pause or partition that hit `who` between `from` and `to`.
+    pub(crate) fn stall_between(
+        &self,
+        who: ProcessRef,
+        from: u64,
+        to: u64,
+    ) -> Option<(u64, &FaultRecord)> {
+        self.faults
+            .iter()
+            .filter(|(_, f)| is_stall(f) && f.hit.contains(&who))
+            .filter(|(_, f)| f.fired_at_us >= from && f.fired_at_us <= to)
+            .map(|(seq, f)| (*seq, *f))
+            .next()
+    }
+
+    /// The last applied fault whose trigger matched at or before `t` (a kill's exit can be
+    /// recorded before the fault event that sent the signal).
+    pub(crate) fn fault_before(&self, t: u64) -> Option<(u64, &FaultRecord)> {
+        self.faults
+            .iter()
+            .filter(|(_, f)| f.matched_at_us <= t)
+            .max_by_key(|(_, f)| f.matched_at_us)
+            .map(|(seq, f)| (*seq, *f))
+    }
+}

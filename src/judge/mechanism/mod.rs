@@ -1,0 +1,155 @@
+//! Mechanisms: for every lost or duplicated ID, *how* it happened, named from the timeline with
+//! the events that prove it (design §7), grouped by mechanism and by the fault that preceded
+//! it, each group with a short recommendation; and partition ownership over time.
+//!
+//! The rules read only what the timeline recorded: who applied each effect (instance and
+//! incarnation), which commits or acks the broker accepted, which processes died and how,
+//! which faults hit whom, and which partitions each member owned. When the evidence is not
+//! there (the consumer did not go through the proxy, an effect could not be attributed), the
+//! ID is `unexplained` and the report says what was missing; a mechanism is never guessed.
+//!
+//! Layout: `kind` (the closed set of mechanisms), `index` (what the rules look up, built in one
+//! pass), `evidence` (the facts and the evidence the rules share), `duplicated` and `lost` (the
+//! rules), `ownership` (assignments over time); this file groups the explanations.
+//!
+//! Pure: events and the judge's anomalies in, explanations out.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::judge::model::{Anomaly, Outcome, MECHANISM_SAMPLES_PER_GROUP};
+use crate::timeline::Stamped;
+
+mod duplicated;
+mod evidence;
+mod index;
+mod kind;
+mod lost;
+mod ownership;
+#[cfg(test)]
+mod tests;
+
+pub use evidence::Evidence;
+pub use kind::Mechanism;
+pub use ownership::{ownership, OwnershipChange};
+
+use index::Index;
+
+/// Why one ID was lost or duplicated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    /// The message ID.
+    pub id: String,
+    /// Lost or duplicated.
+    pub outcome: Outcome,
+    /// How.
+    pub mechanism: Mechanism,
+    /// The plan's fault that preceded the decisive moment, by index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<usize>,
+    /// The facts, in time order.
+    pub evidence: Vec<Evidence>,
+}
+
+/// Every ID of one mechanism after one fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MechanismGroup {
+    /// How.
+    pub mechanism: Mechanism,
+    /// The fault that preceded them (index in the plan), or none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<usize>,
+    /// The heading.
+    pub title: String,
+    /// What to do about it.
+    pub recommendation: String,
+    /// How many IDs.
+    pub count: u64,
+    /// The first [`MECHANISM_SAMPLES_PER_GROUP`] of them, with evidence.
+    pub samples: Vec<Explanation>,
+}
+
+/// The mechanisms of one run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Mechanisms {
+    /// Groups, most IDs first.
+    pub groups: Vec<MechanismGroup>,
+    /// Mechanism of every lost or duplicated ID (not serialized: report.json puts it on the
+    /// anomaly).
+    #[serde(skip)]
+    of_id: HashMap<String, Mechanism>,
+}
+
+impl Mechanisms {
+    /// The mechanism named for `id`, if it was lost or duplicated.
+    pub fn of(&self, id: &str) -> Option<Mechanism> {
+        self.of_id.get(id).copied()
+    }
+}
+
+/// Names the mechanism of every lost or duplicated anomaly.
+pub fn explain(events: &[Stamped], anomalies: &[Anomaly]) -> Mechanisms {
+    let wanted: Vec<&Anomaly> = anomalies
+        .iter()
+        .filter(|a| matches!(a.outcome, Outcome::Lost | Outcome::Duplicated))
+        .collect();
+    if wanted.is_empty() {
+        return Mechanisms::default();
+    }
+    let index = Index::build(events, &wanted);
+    let mut explanations: Vec<Explanation> =
+        wanted.iter().map(|a| explain_one(&index, a)).collect();
+    explanations.sort_by_key(|e| (e.mechanism, e.fault, e.evidence.first().map(|x| x.t_us)));
+
+    let mut out = Mechanisms::default();
+    let mut slots: HashMap<(Mechanism, Option<usize>), usize> = HashMap::new();
+    for e in explanations {
+        out.of_id.insert(e.id.clone(), e.mechanism);
+        let slot = *slots.entry((e.mechanism, e.fault)).or_insert_with(|| {
+            out.groups.push(MechanismGroup {
+                mechanism: e.mechanism,
+                fault: e.fault,
+                title: e.mechanism.title(index.amqp).to_owned(),
+                recommendation: e.mechanism.recommendation(index.amqp).to_owned(),
+                count: 0,
+                samples: Vec::new(),
+            });
+            out.groups.len() - 1
+        });
+        let group = &mut out.groups[slot];
+        group.count += 1;
+        if group.samples.len() < MECHANISM_SAMPLES_PER_GROUP {
+            group.samples.push(e);
+        }
+    }
+    out.groups
+        .sort_by(|a, b| b.count.cmp(&a.count).then(a.mechanism.cmp(&b.mechanism)));
+    out
+}
+
+/// Explains one lost or duplicated anomaly.
+fn explain_one(index: &Index, a: &Anomaly) -> Explanation {
+    let found = match a.outcome {
+        Outcome::Duplicated => index.duplicated(a),
+        // Only lost and duplicated anomalies are explained.
+        Outcome::Lost
+        | Outcome::Pending
+        | Outcome::Unconfirmed
+        | Outcome::Phantom
+        | Outcome::Exact => index.lost(a),
+    };
+    let mut evidence = found.evidence;
+    evidence.sort_by_key(|e| (e.t_us, e.seq));
+    evidence.dedup();
+    Explanation {
+        id: a.id.clone(),
+        outcome: a.outcome,
+        mechanism: found.mechanism,
+        fault: found
+            .decisive_at
+            .and_then(|t| index.fault_before(t))
+            .map(|(_, f)| f.fault),
+        evidence,
+    }
+}

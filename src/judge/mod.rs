@@ -1,0 +1,186 @@
+//! The judge: the run's timeline in, per-ID outcomes and one verdict out, with the findings that
+//! explain them. [`analyze`] is the one entry point; `cli` and `report` use nothing else to
+//! judge.
+//!
+//! [`analyze`] is a pure function of the events (no I/O, no clock), so `exactly report DIR`
+//! reaches the same verdict from `events.jsonl` as the live run did. It composes, in order:
+//! pass 1 over every event (the ledger in `ledger`, the run facts in `facts`), pass 2 (the
+//! effects counted per ID, `effects`), the classification (`ledger`), pass 3 (the effects of the
+//! anomalies, `effects`), the ruling (`verdict`: shortfalls, precedence, claim), and the
+//! findings (`mechanism`, `commit_window`, `key_order`).
+//!
+//! Invariants:
+//! - Identity is the message ID, never the offset. Several `produced` records for one ID (a
+//!   producer retry) are one message; the first acknowledged record gives its partition and
+//!   offset.
+//! - Only `applied` effects count. A `replayed` effect (an idempotent sink answering a repeated
+//!   key) changed nothing in the world: it neither makes a duplicate nor saves a message from
+//!   being lost.
+//! - An acknowledged ID is LOST only when the broker proves it was consumed: its offset is below
+//!   the committed offset of its partition in the *last* `progress` event. Without that proof a
+//!   zero-effect ID is PENDING, which can make the run INCONCLUSIVE but never EXACT.
+//! - Indeterminate produces (no answer in time) are never lost nor pending (they may never have
+//!   been stored) but are checked for duplicates. Failed produces are counted and reported only.
+//! - Precedence (DESIGN §6): a proven loss or duplicate is the verdict whatever else happened;
+//!   otherwise any shortfall of evidence makes the run INCONCLUSIVE; only then EXACT.
+//! - Work is linear in the number of events: one hash lookup per event, no per-ID scans.
+//! - No module of the judge imports one that imports it: `model` is the leaf, `analyze` (here)
+//!   the root, and nothing below imports this file.
+
+use crate::timeline::{Event, Stamped};
+
+pub mod commit_window;
+mod effects;
+mod facts;
+mod judgement;
+pub mod key_order;
+mod ledger;
+pub mod mechanism;
+pub mod model;
+mod verdict;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod props;
+#[cfg(test)]
+mod tests;
+
+pub use facts::{
+    ConnectionClosed, ConsumerSetting, Holds, Incarnation, ProgressSnapshot, RejectedEffect,
+};
+pub use judgement::Judgement;
+pub use ledger::FailedProduce;
+pub use model::{
+    Anomaly, Counts, EffectSeen, ExitStatus, Expectation, InconclusiveReason, Outcome,
+    UnfiredFault, Verdict,
+};
+
+use facts::{FactsReader, RunFacts};
+use ledger::{Ledger, Produce};
+use model::plural;
+use verdict::LedgerEvidence;
+
+/// Judges a run from its timeline. Pure: the same events always give the same result, in any
+/// file order of produced and effect events (effects may be observed before the produce
+/// acknowledgement arrives).
+pub fn analyze(events: &[Stamped]) -> Judgement {
+    let mut counts = Counts::default();
+    let (mut ledger, facts) = read_ledger_and_facts(events, &mut counts);
+    let tally = effects::count(events, &mut ledger, &mut counts);
+    let classified = ledger.classify(&facts, &mut counts);
+    let mut anomalies = classified.anomalies;
+    effects::attach(events, &ledger, &tally, &mut anomalies);
+    counts.phantom = tally.phantoms.len() as u64;
+    anomalies.extend(tally.phantoms);
+    counts.rejected = facts.rejected;
+    if let Some(r) = &facts.run {
+        counts.expected = r.messages;
+    }
+    let evidence = LedgerEvidence {
+        recorded: ledger.len() as u64,
+        acked_without_effect: classified.acked_without_effect,
+    };
+    let ruling = verdict::rule(&facts, &counts, &evidence);
+    let mut warnings = facts.warnings;
+    warnings.extend(observations(&counts));
+    warnings.extend(ruling.unknown_expectation);
+    Judgement {
+        run: facts.run,
+        verdict: ruling.verdict,
+        expectation: ruling.expectation,
+        expectation_met: ruling.expectation_met,
+        counts,
+        inconclusive_reasons: ruling.inconclusive_reasons,
+        caveats: ruling.caveats,
+        mechanisms: mechanism::explain(events, &anomalies),
+        anomalies,
+        faults: facts.faults,
+        faults_planned: facts.faults_planned,
+        faults_fired: facts.faults_fired,
+        faults_unfired: facts.faults_unfired,
+        incarnations: facts.incarnations,
+        warnings,
+        end_reason: facts.end.map(|(r, _)| r),
+        ended_at_us: facts.ended_at_us,
+        last_progress: facts.progress,
+        failed_samples: classified.failed_samples,
+        rejected_samples: facts.rejected_samples,
+        commits_ahead: commit_window::commits_ahead(events),
+        key_order: key_order::check(events),
+        ownership: mechanism::ownership(events),
+        consumer_settings: facts.consumer_settings,
+        connections_closed: facts.connections_closed,
+        holds: facts.holds,
+    }
+}
+
+/// Pass 1: the ledger from the `produced` events, the run facts from every event.
+fn read_ledger_and_facts<'a>(
+    events: &'a [Stamped],
+    counts: &mut Counts,
+) -> (Ledger<'a>, RunFacts<'a>) {
+    let produce_records = events
+        .iter()
+        .filter(|st| matches!(st.event, Event::Produced { .. }))
+        .count();
+    let mut ledger = Ledger::with_capacity(produce_records);
+    let mut facts = FactsReader::default();
+    for st in events {
+        facts.observe(st);
+        if let Event::Produced {
+            id,
+            partition,
+            offset,
+            status,
+            error,
+            ..
+        } = &st.event
+        {
+            let produce = Produce {
+                id,
+                status: *status,
+                partition: *partition,
+                offset: *offset,
+                t_us: st.t_us,
+                error: error.as_deref(),
+            };
+            ledger.record(produce, counts);
+        }
+    }
+    (ledger, facts.finish())
+}
+
+/// The judge's own observations on the counts, as warnings.
+fn observations(counts: &Counts) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if counts.multi_offset > 0 {
+        warnings.push(format!(
+            "{} message{} stored at more than one offset by producer retries (judged by ID, once each)",
+            counts.multi_offset,
+            if counts.multi_offset == 1 { " was" } else { "s were" }
+        ));
+    }
+    if counts.failed_effected > 0 {
+        warnings.push(format!(
+            "{} message{} whose produce failed nevertheless had effects (the broker may have stored them); not judged",
+            counts.failed_effected,
+            plural(counts.failed_effected)
+        ));
+    }
+    if counts.phantom > 0 {
+        warnings.push(format!(
+            "effects named {} ID{} that the workload never produced (check the effect id extractor)",
+            counts.phantom,
+            plural(counts.phantom)
+        ));
+    }
+    if counts.rejected > 0 {
+        warnings.push(format!(
+            "the sink rejected {} request{} it could not read as an effect",
+            counts.rejected,
+            plural(counts.rejected)
+        ));
+    }
+    warnings
+}

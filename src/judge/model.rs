@@ -1,0 +1,477 @@
+//! The judge's leaf types: what one message's fate is ([`Outcome`]), what a run's verdict is
+//! ([`Verdict`]) and what was claimed ([`Expectation`]), the totals ([`Counts`]), why a run is
+//! inconclusive, the anomalies with their effects, how a consumer process ended
+//! ([`ExitStatus`]), and how many samples each finding keeps.
+//!
+//! Invariant: this module imports nothing from the rest of the judge; every other judge module
+//! may import it.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::timeline::{EffectOutcome, ProduceStatus};
+
+/// How many failed produces and rejected effects are kept as samples (the counts stay exact).
+pub const FAILED_SAMPLES: usize = 100;
+
+/// How many commits ahead of their effect are kept with their details (the count is exact).
+pub const COMMIT_WINDOW_SAMPLES: usize = 1000;
+
+/// How many per-key reorderings are kept with their details (the count is exact).
+pub const KEY_ORDER_SAMPLES: usize = 20;
+
+/// How many explanations, with their evidence, each mechanism group keeps (the count is exact).
+pub const MECHANISM_SAMPLES_PER_GROUP: usize = 10;
+
+/// The run verdict (DESIGN §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Verdict {
+    /// Every message was processed exactly once and the evidence is complete.
+    #[serde(rename = "EXACT")]
+    Exact,
+    /// Some message was processed more than once; none was proven lost.
+    #[serde(rename = "DUPLICATED")]
+    Duplicated,
+    /// Some message was consumed without being processed; none was processed twice.
+    #[serde(rename = "LOST")]
+    Lost,
+    /// Both a loss and a duplicate were proven.
+    #[serde(rename = "LOST+DUPLICATED")]
+    LostAndDuplicated,
+    /// Nothing was proven wrong, but the evidence is not enough to say EXACT.
+    #[serde(rename = "INCONCLUSIVE")]
+    Inconclusive,
+}
+
+impl Verdict {
+    /// The verdict as printed: `EXACT`, `LOST+DUPLICATED`...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Exact => "EXACT",
+            Verdict::Duplicated => "DUPLICATED",
+            Verdict::Lost => "LOST",
+            Verdict::LostAndDuplicated => "LOST+DUPLICATED",
+            Verdict::Inconclusive => "INCONCLUSIVE",
+        }
+    }
+
+    /// True when a loss was proven.
+    pub fn has_loss(self) -> bool {
+        matches!(self, Verdict::Lost | Verdict::LostAndDuplicated)
+    }
+
+    /// True when a duplicate was proven.
+    pub fn has_duplicate(self) -> bool {
+        matches!(self, Verdict::Duplicated | Verdict::LostAndDuplicated)
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The delivery semantics a team claims for its consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expectation {
+    /// Never twice; losing is allowed.
+    AtMostOnce,
+    /// Never lost; twice is allowed.
+    AtLeastOnce,
+    /// Neither lost nor twice.
+    ExactlyOnce,
+}
+
+impl Expectation {
+    /// Parses `at-most-once`, `at-least-once` or `exactly-once`.
+    pub fn parse(s: &str) -> Option<Expectation> {
+        match s.trim() {
+            "at-most-once" => Some(Expectation::AtMostOnce),
+            "at-least-once" => Some(Expectation::AtLeastOnce),
+            "exactly-once" => Some(Expectation::ExactlyOnce),
+            _ => None,
+        }
+    }
+
+    /// The claim as written in a plan.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expectation::AtMostOnce => "at-most-once",
+            Expectation::AtLeastOnce => "at-least-once",
+            Expectation::ExactlyOnce => "exactly-once",
+        }
+    }
+
+    /// Whether `verdict` meets the claim; `None` for INCONCLUSIVE, which never passes.
+    pub fn met_by(self, verdict: Verdict) -> Option<bool> {
+        if verdict == Verdict::Inconclusive {
+            return None;
+        }
+        Some(match self {
+            Expectation::AtMostOnce => !verdict.has_duplicate(),
+            Expectation::AtLeastOnce => !verdict.has_loss(),
+            Expectation::ExactlyOnce => !verdict.has_loss() && !verdict.has_duplicate(),
+        })
+    }
+}
+
+impl fmt::Display for Expectation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The fate of one message ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Acknowledged, no applied effect, and the broker committed past it.
+    Lost,
+    /// More than one applied effect.
+    Duplicated,
+    /// Acknowledged, no applied effect, and the broker has not committed past it (or cannot say).
+    Pending,
+    /// Indeterminate produce with no applied effect: it may never have been stored, so it is
+    /// neither lost nor pending.
+    Unconfirmed,
+    /// Effects for an ID the workload never produced.
+    Phantom,
+    /// Exactly one applied effect.
+    Exact,
+}
+
+impl Outcome {
+    /// Lower-case name, as in the reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Lost => "lost",
+            Outcome::Duplicated => "duplicated",
+            Outcome::Pending => "pending",
+            Outcome::Unconfirmed => "unconfirmed",
+            Outcome::Phantom => "phantom",
+            Outcome::Exact => "exact",
+        }
+    }
+
+    /// The anomaly outcomes in report order.
+    pub const ANOMALIES: [Outcome; 5] = [
+        Outcome::Lost,
+        Outcome::Duplicated,
+        Outcome::Pending,
+        Outcome::Unconfirmed,
+        Outcome::Phantom,
+    ];
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Totals of one run. IDs are counted once whatever the number of produce records.
+///
+/// Invariant: `exact + duplicated + lost + pending + unconfirmed == produced + indeterminate`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Messages the workload was to produce (`RunInfo::messages`; 0 when unknown).
+    pub expected: u64,
+    /// `produced` events, retries included.
+    pub produce_records: u64,
+    /// IDs the broker acknowledged (the ledger checked for loss).
+    pub produced: u64,
+    /// IDs whose every produce failed (not produced: not judged).
+    pub failed: u64,
+    /// IDs with no acknowledgement but at least one indeterminate produce.
+    pub indeterminate: u64,
+    /// Acknowledged IDs stored at more than one partition/offset by producer retries.
+    pub multi_offset: u64,
+    /// Judged IDs (acknowledged or indeterminate) with at least one applied effect.
+    pub effected: u64,
+    /// Applied effects, all IDs (phantom and failed included).
+    pub effects_applied: u64,
+    /// Replayed effects, all IDs.
+    pub effects_replayed: u64,
+    /// IDs with exactly one applied effect.
+    pub exact: u64,
+    /// IDs with more than one applied effect.
+    pub duplicated: u64,
+    /// Acknowledged IDs consumed without an applied effect.
+    pub lost: u64,
+    /// Acknowledged IDs not (provably) consumed and without an applied effect.
+    pub pending: u64,
+    /// Indeterminate IDs without an applied effect.
+    pub unconfirmed: u64,
+    /// Distinct effect IDs that were never produced.
+    pub phantom: u64,
+    /// Failed IDs that nevertheless had effects (not judged; reported as a warning).
+    pub failed_effected: u64,
+    /// Effects the sink could not read (`effect_rejected`).
+    pub rejected: u64,
+}
+
+/// Why a run without proven anomalies cannot be called EXACT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum InconclusiveReason {
+    /// The timeline has no `run_started` event: the plan's claims are unknown.
+    NoRunInfo,
+    /// The plan has no fault, so nothing was tested beyond the happy path.
+    NoFaultPlanned,
+    /// Some planned faults were never applied.
+    FaultsNotFired {
+        /// Which ones.
+        faults: Vec<UnfiredFault>,
+    },
+    /// Acknowledged messages were neither effected nor consumed when the run ended.
+    Pending {
+        /// How many.
+        count: u64,
+    },
+    /// Fewer produce records than the plan's message count.
+    LedgerIncomplete {
+        /// Distinct IDs with a produce record.
+        recorded: u64,
+        /// `RunInfo::messages`.
+        expected: u64,
+    },
+    /// The timeline has no `run_ended` event (the harness stopped mid-run).
+    RunNotEnded,
+    /// No `progress` event, yet some acknowledged IDs have no applied effect: lost and pending
+    /// cannot be told apart.
+    NoProgress {
+        /// Acknowledged IDs without an applied effect.
+        without_effect: u64,
+    },
+    /// The run was interrupted.
+    Aborted,
+    /// The harness failed.
+    InfrastructureError,
+    /// No message was seen processed at all.
+    NothingObserved,
+}
+
+impl InconclusiveReason {
+    /// Stable machine name (`faults_not_fired`...), as in `report.json`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            InconclusiveReason::NoRunInfo => "no_run_info",
+            InconclusiveReason::NoFaultPlanned => "no_fault_planned",
+            InconclusiveReason::FaultsNotFired { .. } => "faults_not_fired",
+            InconclusiveReason::Pending { .. } => "pending",
+            InconclusiveReason::LedgerIncomplete { .. } => "ledger_incomplete",
+            InconclusiveReason::RunNotEnded => "run_not_ended",
+            InconclusiveReason::NoProgress { .. } => "no_progress",
+            InconclusiveReason::Aborted => "aborted",
+            InconclusiveReason::InfrastructureError => "infrastructure_error",
+            InconclusiveReason::NothingObserved => "nothing_observed",
+        }
+    }
+}
+
+impl fmt::Display for InconclusiveReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InconclusiveReason::NoRunInfo => {
+                f.write_str("the timeline has no run_started event, so the plan is unknown")
+            }
+            InconclusiveReason::NoFaultPlanned => f.write_str(
+                "no fault was planned: a clean run without crashes proves nothing about delivery semantics",
+            ),
+            InconclusiveReason::FaultsNotFired { faults } => {
+                let list: Vec<String> = faults
+                    .iter()
+                    .map(|u| format!("#{} {}", u.fault, u.plan))
+                    .collect();
+                let n = faults.len();
+                write!(
+                    f,
+                    "{n} planned fault{} never fired: {}",
+                    if n == 1 { "" } else { "s" },
+                    list.join("; ")
+                )
+            }
+            InconclusiveReason::Pending { count } => write!(
+                f,
+                "{count} message{} still pending at the end (not processed, not committed past)",
+                plural(*count)
+            ),
+            InconclusiveReason::LedgerIncomplete { recorded, expected } => write!(
+                f,
+                "the ledger is incomplete: {recorded} of {expected} messages have a produce record"
+            ),
+            InconclusiveReason::RunNotEnded => f.write_str(
+                "the run never ended (no run_ended event: the harness stopped mid-run)",
+            ),
+            InconclusiveReason::NoProgress { without_effect } => write!(
+                f,
+                "no progress was read from the broker, so {without_effect} message{} without an effect cannot be told lost from pending",
+                plural(*without_effect)
+            ),
+            InconclusiveReason::Aborted => f.write_str("the run was aborted (interrupted)"),
+            InconclusiveReason::InfrastructureError => {
+                f.write_str("the run ended on an infrastructure error of the harness")
+            }
+            InconclusiveReason::NothingObserved => {
+                f.write_str("no message was observed being processed")
+            }
+        }
+    }
+}
+
+/// `""` for one, `"s"` otherwise.
+pub(crate) fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// A planned fault that never fired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnfiredFault {
+    /// Index in the plan.
+    pub fault: usize,
+    /// The plan's line for it (`RunInfo::planned_faults`).
+    pub plan: String,
+}
+
+/// One ID whose outcome is not EXACT, with the evidence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Anomaly {
+    /// The message ID.
+    pub id: String,
+    /// What happened to it.
+    pub outcome: Outcome,
+    /// The kept produce record's status; `None` for a phantom.
+    pub produce_status: Option<ProduceStatus>,
+    /// Partition of the kept produce record.
+    pub partition: Option<i32>,
+    /// Offset of the kept produce record.
+    pub offset: Option<i64>,
+    /// When the kept produce record was written (µs since start).
+    pub produced_at_us: Option<u64>,
+    /// Committed offset of its partition in the last progress event, when known.
+    pub committed: Option<i64>,
+    /// Every effect seen for it, in timeline order.
+    pub effects: Vec<EffectSeen>,
+}
+
+impl Anomaly {
+    /// Number of applied effects.
+    pub fn applied(&self) -> usize {
+        self.effects
+            .iter()
+            .filter(|e| e.outcome == EffectOutcome::Applied)
+            .count()
+    }
+}
+
+/// One observed effect of an anomalous ID.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EffectSeen {
+    /// Timeline position.
+    pub seq: u64,
+    /// When (µs since start).
+    pub t_us: u64,
+    /// Instance that made it, when known.
+    pub instance: Option<u32>,
+    /// Incarnation that made it, when known.
+    pub incarnation: Option<u32>,
+    /// Applied or replayed.
+    pub outcome: EffectOutcome,
+    /// Which sink saw it.
+    pub sink: String,
+    /// How the instance and incarnation were found (socket owner, URL...).
+    #[serde(flatten)]
+    pub attribution: crate::timeline::Attribution,
+}
+
+/// How a consumer process ended, read from a `process` event's status (`exit 0`,
+/// `signal SIGKILL`, `signal 9`, `unknown`); events.jsonl keeps the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Exited(i32),
+    /// SIGTERM ended it: it was asked to stop, a graceful end.
+    Terminated,
+    /// Any other signal ended it (named, or by number when it has no name): a crash.
+    Signalled(String),
+    /// No status, or one this reading does not know.
+    Unknown,
+}
+
+impl ExitStatus {
+    /// Reads the status text of a `process` event.
+    pub fn parse(text: &str) -> ExitStatus {
+        if let Some(code) = text.strip_prefix("exit ") {
+            return code.parse().map_or(ExitStatus::Unknown, ExitStatus::Exited);
+        }
+        match text.strip_prefix("signal ") {
+            Some("SIGTERM") => ExitStatus::Terminated,
+            Some(signal) => ExitStatus::Signalled(signal.to_owned()),
+            None => ExitStatus::Unknown,
+        }
+    }
+
+    /// True when a signal other than SIGTERM ended the process: it died without a chance to
+    /// finish (a kill, a crash).
+    pub fn is_crash(&self) -> bool {
+        match self {
+            ExitStatus::Signalled(_) => true,
+            ExitStatus::Exited(_) | ExitStatus::Terminated | ExitStatus::Unknown => false,
+        }
+    }
+
+    /// True when the process exited with code 0.
+    pub fn is_success(&self) -> bool {
+        match self {
+            ExitStatus::Exited(code) => *code == 0,
+            ExitStatus::Terminated | ExitStatus::Signalled(_) | ExitStatus::Unknown => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_read_as_the_supervisor_writes_them() {
+        assert_eq!(ExitStatus::parse("exit 0"), ExitStatus::Exited(0));
+        assert_eq!(ExitStatus::parse("exit 143"), ExitStatus::Exited(143));
+        assert_eq!(ExitStatus::parse("signal SIGTERM"), ExitStatus::Terminated);
+        assert_eq!(
+            ExitStatus::parse("signal SIGKILL"),
+            ExitStatus::Signalled("SIGKILL".into())
+        );
+        assert_eq!(
+            ExitStatus::parse("signal 64"),
+            ExitStatus::Signalled("64".into())
+        );
+        assert_eq!(ExitStatus::parse("unknown"), ExitStatus::Unknown);
+        assert_eq!(ExitStatus::parse(""), ExitStatus::Unknown);
+    }
+
+    #[test]
+    fn a_signal_other_than_sigterm_is_a_crash_and_only_exit_0_a_success() {
+        for crash in ["signal SIGKILL", "signal SIGSEGV", "signal 64"] {
+            assert!(ExitStatus::parse(crash).is_crash(), "{crash}");
+            assert!(!ExitStatus::parse(crash).is_success(), "{crash}");
+        }
+        for not_crash in ["exit 0", "exit 1", "signal SIGTERM", "unknown", ""] {
+            assert!(!ExitStatus::parse(not_crash).is_crash(), "{not_crash}");
+        }
+        assert!(ExitStatus::parse("exit 0").is_success());
+        for not_success in ["exit 1", "signal SIGTERM", "signal SIGKILL", "unknown", ""] {
+            assert!(
+                !ExitStatus::parse(not_success).is_success(),
+                "{not_success}"
+            );
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Property tests: the judge against a naive oracle over random ledgers.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::judge::fixtures::{at, effect_event, info, produced_event};
+use crate::timeline::{EffectOutcome, EndReason, Event, FaultRecord, ProduceStatus, Stamped};
+
+/// One generated message: status, partition, applied and replayed effect counts, and an
+/// optional retry record.
+#[derive(Debug, Clone)]
+struct Msg {
+    status: ProduceStatus,
+    partition: i32,
+    applied: u32,
+    replayed: u32,
+    retry: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    msgs: Vec<Msg>,
+    /// Committed offset per partition, as a fraction numerator of the partition's length.
+    commit: [u8; 3],
+    progress: bool,
+    planned: usize,
+    fired: Vec<bool>,
+    end: Option<EndReason>,
+    expect: &'static str,
+    phantoms: u32,
+    /// Planned message count minus produced IDs (0 = complete ledger).
+    missing: u64,
+}
+
+fn status() -> impl Strategy<Value = ProduceStatus> {
+    prop_oneof![
+        6 => Just(ProduceStatus::Acked),
+        1 => Just(ProduceStatus::Indeterminate),
+        1 => Just(ProduceStatus::Failed),
+    ]
+}
+
+fn msg() -> impl Strategy<Value = Msg> {
+    (
+        status(),
+        0..3i32,
+        prop_oneof![2 => Just(0u32), 6 => Just(1u32), 2 => 2..4u32],
+        0..2u32,
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(|(status, partition, applied, replayed, retry)| Msg {
+            status,
+            partition,
+            applied,
+            replayed,
+            retry,
+        })
+}
+
+fn end_reason() -> impl Strategy<Value = Option<EndReason>> {
+    prop_oneof![
+        6 => Just(Some(EndReason::Settled)),
+        2 => Just(Some(EndReason::Deadline)),
+        1 => Just(Some(EndReason::Aborted)),
+        1 => Just(Some(EndReason::InfrastructureError)),
+        1 => Just(None),
+    ]
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        prop::collection::vec(msg(), 0..25),
+        prop::array::uniform3(0u8..=4),
+        prop::bool::weighted(0.85),
+        0..3usize,
+        prop::collection::vec(prop::bool::weighted(0.8), 3),
+        end_reason(),
+        prop::sample::select(vec!["at-most-once", "at-least-once", "exactly-once"]),
+        prop_oneof![6 => Just(0u32), 1 => 1..3u32],
+        prop_oneof![8 => Just(0u64), 1 => 1..3u64],
+    )
+        .prop_map(
+            |(msgs, commit, progress, planned, fired, end, expect, phantoms, missing)| Case {
+                msgs,
+                commit,
+                progress,
+                planned,
+                fired,
+                end,
+                expect,
+                phantoms,
+                missing,
+            },
+        )
+}
+
+/// The timeline of a case, with produced and effect events in a shuffled order (effects may
+/// precede their produce ack), framed by start, faults, progress and end. Also returns each
+/// message's partition offset.
+fn build(c: &Case, shuffle: &[usize]) -> (Vec<Stamped>, Vec<i64>, BTreeMap<i32, i64>) {
+    let mut body: Vec<Event> = Vec::new();
+    let mut next = [0i64; 3];
+    let mut offsets = Vec::new();
+    for (i, m) in c.msgs.iter().enumerate() {
+        let id = format!("m{i}");
+        let off = next[m.partition as usize];
+        next[m.partition as usize] += if m.retry { 2 } else { 1 };
+        offsets.push(off);
+        body.push(produced_event(&id, Some(m.partition), Some(off), m.status));
+        for _ in 0..m.applied {
+            body.push(effect(&id, EffectOutcome::Applied));
+        }
+        for _ in 0..m.replayed {
+            body.push(effect(&id, EffectOutcome::Replayed));
+        }
+    }
+    for p in 0..c.phantoms {
+        body.push(effect(&format!("ghost{p}"), EffectOutcome::Applied));
+    }
+    // Shuffle the body with the generated permutation keys.
+    let mut keyed: Vec<(usize, Event)> = body
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| (shuffle.get(i).copied().unwrap_or(i), e))
+        .collect();
+    keyed.sort_by_key(|(k, _)| *k);
+    let mut events: Vec<Event> = Vec::new();
+    let planned: Vec<String> = (0..c.planned).map(|i| format!("fault {i}")).collect();
+    let planned_refs: Vec<&str> = planned.iter().map(String::as_str).collect();
+    let produced = c.msgs.len() as u64;
+    events.push(Event::RunStarted(info(
+        &planned_refs,
+        produced + c.missing,
+        c.expect,
+    )));
+    events.extend(keyed.into_iter().map(|(_, e)| e));
+    // Retries: a second acked record for the same ID at the next offset.
+    for (i, m) in c.msgs.iter().enumerate() {
+        if m.retry && m.status == ProduceStatus::Acked {
+            events.push(produced_event(
+                &format!("m{i}"),
+                Some(m.partition),
+                Some(offsets[i] + 1),
+                ProduceStatus::Acked,
+            ));
+        }
+    }
+    for f in 0..c.planned {
+        events.push(Event::Fault(FaultRecord {
+            fault: f,
+            action: "kill".into(),
+            target: "consumer".into(),
+            trigger: "at: 1s".into(),
+            matched_at_us: 1,
+            fired_at_us: 2,
+            trigger_latency_us: 1,
+            applied: c.fired[f],
+            detail: String::new(),
+            hit: Vec::new(),
+            length_us: None,
+        }));
+    }
+    let committed: BTreeMap<i32, i64> = (0..3)
+        .map(|p| (p as i32, next[p] * c.commit[p] as i64 / 4))
+        .collect();
+    if c.progress {
+        events.push(Event::Progress {
+            committed: committed.clone(),
+            end: committed.clone(),
+        });
+    }
+    if let Some(reason) = c.end {
+        events.push(Event::RunEnded { reason });
+    }
+    let stamped = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| at(i as u64, i as u64 * 10, event))
+        .collect();
+    (stamped, offsets, committed)
+}
+
+fn effect(id: &str, outcome: EffectOutcome) -> Event {
+    effect_event(id, Some(0), Some(1), outcome)
+}
+
+fn with_shuffle() -> impl Strategy<Value = (Case, Vec<usize>)> {
+    case().prop_flat_map(|c| {
+        let n: usize = c
+            .msgs
+            .iter()
+            .map(|m| 1 + (m.applied + m.replayed) as usize)
+            .sum::<usize>()
+            + c.phantoms as usize;
+        (Just(c), Just((0..n).collect::<Vec<_>>()).prop_shuffle())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn classification_matches_a_naive_oracle((c, shuffle) in with_shuffle()) {
+        let (events, offsets, committed) = build(&c, &shuffle);
+        let rec = analyze(&events);
+
+        // Oracle, message by message.
+        let judged = |m: &Msg| m.status != ProduceStatus::Failed;
+        let lost_ids = c.msgs.iter().zip(&offsets).filter(|(m, off)| {
+            m.status == ProduceStatus::Acked
+                && m.applied == 0
+                && c.progress
+                && **off < committed[&m.partition]
+        }).count() as u64;
+        let dup_ids = c.msgs.iter().filter(|m| judged(m) && m.applied >= 2).count() as u64;
+        let exact_ids = c.msgs.iter().filter(|m| judged(m) && m.applied == 1).count() as u64;
+        let acked = c.msgs.iter().filter(|m| m.status == ProduceStatus::Acked).count() as u64;
+        let indet = c.msgs.iter()
+            .filter(|m| m.status == ProduceStatus::Indeterminate).count() as u64;
+
+        prop_assert_eq!(rec.counts.lost, lost_ids);
+        prop_assert_eq!(rec.counts.duplicated, dup_ids);
+        prop_assert_eq!(rec.counts.exact, exact_ids);
+        prop_assert_eq!(rec.counts.produced, acked);
+        prop_assert_eq!(rec.counts.indeterminate, indet);
+        prop_assert_eq!(rec.counts.phantom, c.phantoms as u64);
+        let k = &rec.counts;
+        prop_assert_eq!(
+            k.exact + k.duplicated + k.lost + k.pending + k.unconfirmed,
+            k.produced + k.indeterminate
+        );
+        prop_assert_eq!(k.effected, k.exact + k.duplicated);
+        prop_assert_eq!(
+            rec.anomalies.len() as u64,
+            k.duplicated + k.lost + k.pending + k.unconfirmed + k.phantom
+        );
+
+        // Verdict: loss iff some acked ID with no applied effect is committed past;
+        // duplicate iff some judged ID has two applied effects.
+        prop_assert_eq!(rec.verdict.has_loss(), lost_ids > 0);
+        prop_assert_eq!(rec.verdict.has_duplicate(), dup_ids > 0);
+        let short = c.planned == 0
+            || (0..c.planned).any(|f| !c.fired[f])
+            || k.pending > 0
+            || c.missing > 0
+            || !matches!(c.end, Some(EndReason::Settled | EndReason::Deadline))
+            || exact_ids + dup_ids == 0;
+        if lost_ids == 0 && dup_ids == 0 {
+            prop_assert_eq!(rec.verdict == Verdict::Inconclusive, short);
+        }
+        prop_assert_eq!(
+            rec.verdict == Verdict::Inconclusive,
+            !rec.inconclusive_reasons.is_empty()
+        );
+
+        // Exit code agrees with verdict and expectation.
+        let x = Expectation::parse(c.expect).unwrap();
+        let code = rec.exit_code();
+        if c.end == Some(EndReason::InfrastructureError) {
+            prop_assert_eq!(code, 4);
+        } else if rec.verdict == Verdict::Inconclusive {
+            prop_assert_eq!(code, 3);
+            prop_assert_eq!(rec.expectation_met, None);
+        } else {
+            let violated = match x {
+                Expectation::AtMostOnce => dup_ids > 0,
+                Expectation::AtLeastOnce => lost_ids > 0,
+                Expectation::ExactlyOnce => dup_ids > 0 || lost_ids > 0,
+            };
+            prop_assert_eq!(rec.expectation_met, Some(!violated));
+            prop_assert_eq!(code, if violated { 1 } else { 0 });
+        }
+    }
+
+    #[test]
+    fn order_of_produced_and_effect_events_does_not_change_the_judgement(
+        (c, shuffle) in with_shuffle()
+    ) {
+        let identity: Vec<usize> = (0..shuffle.len()).collect();
+        let a = analyze(&build(&c, &identity).0);
+        let b = analyze(&build(&c, &shuffle).0);
+        prop_assert_eq!(a.verdict, b.verdict);
+        prop_assert_eq!(&a.counts, &b.counts);
+        let ids = |r: &Judgement| {
+            let mut v: Vec<(String, Outcome)> =
+                r.anomalies.iter().map(|x| (x.id.clone(), x.outcome)).collect();
+            v.sort();
+            v
+        };
+        prop_assert_eq!(ids(&a), ids(&b));
+    }
+}

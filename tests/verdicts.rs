@@ -1,0 +1,383 @@
+//! The shipped plans, run against the real brokers (and the embedded mock): each consumer's
+//! semantics show up as the verdict, exit code and evidence its plan promises, over Kafka and
+//! over AMQP 0-9-1, through the same supervisor, sinks, triggers and judge.
+//!
+//! One table, one row per plan run (a shipped plan, maybe edited, maybe with extra arguments):
+//! the broker it needs, the verdict and exit code it must give, and what else its report must
+//! show. Each row is its own test; [`check`] runs it and asserts it.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::*;
+use exactly::timeline::{read_events, Event};
+use serde_json::Value;
+
+/// What a row needs running before its plan can run.
+#[derive(Clone, Copy)]
+enum Needs {
+    /// Kafka on 127.0.0.1:9092.
+    Kafka,
+    /// RabbitMQ on 127.0.0.1:5672.
+    RabbitMq,
+    /// Nothing: the embedded mock cluster, or a broker that is meant to be unreachable.
+    Nothing,
+}
+
+/// One plan run and what it must show.
+struct Row {
+    /// The shipped plan (in `plans/`).
+    plan: &'static str,
+    /// The broker it needs.
+    needs: Needs,
+    /// An edit of the plan's text (the identity for most rows).
+    edit: fn(String) -> String,
+    /// Extra arguments to `exactly run`.
+    args: &'static [&'static str],
+    /// The verdict report.json must give; `None` when the run must leave no judgement.
+    verdict: Option<&'static str>,
+    /// The exit code.
+    exit: i32,
+    /// Why that exit code, for the assertion message.
+    exit_why: &'static str,
+    /// What else the run must show.
+    also: fn(&Ran),
+}
+
+/// A row that changes nothing, needs nothing and checks nothing beyond its verdict and exit.
+const ROW: Row = Row {
+    plan: "",
+    needs: Needs::Nothing,
+    edit: unchanged,
+    args: &[],
+    verdict: None,
+    exit: 0,
+    exit_why: "",
+    also: nothing_else,
+};
+
+fn unchanged(text: String) -> String {
+    text
+}
+
+fn nothing_else(_: &Ran) {}
+
+/// A finished row: the output, report.json, the run folder, an account for assertion
+/// messages, and how long the run took.
+struct Ran {
+    out: Output,
+    report: Value,
+    dir: PathBuf,
+    why: String,
+    took: Duration,
+}
+
+impl Ran {
+    /// The anomalies of one outcome in report.json.
+    fn anomalies(&self, outcome: &str) -> Vec<&Value> {
+        self.report["anomalies"]
+            .as_array()
+            .map(|a| a.iter().filter(|x| x["outcome"] == outcome).collect())
+            .unwrap_or_default()
+    }
+
+    /// What the harness printed on stderr.
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+}
+
+/// Runs `row`'s plan and asserts its verdict, exit code and the rest.
+fn check(row: Row) {
+    match row.needs {
+        Needs::Kafka => require_kafka(),
+        Needs::RabbitMq => require_rabbitmq(),
+        Needs::Nothing => {}
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = plan_copy(row.plan, tmp.path(), row.edit);
+    let dir = tmp.path().join("run");
+    let started = Instant::now();
+    let (out, report) = run_plan(&plan, &dir, row.args);
+    let ran = Ran {
+        why: explain(&out, &report),
+        took: started.elapsed(),
+        out,
+        report,
+        dir,
+    };
+    let why = &ran.why;
+    if let Some(verdict) = row.verdict {
+        assert_eq!(ran.report["verdict"], verdict, "{why}");
+    }
+    if row.exit_why.is_empty() {
+        assert_eq!(ran.out.status.code(), Some(row.exit), "{why}");
+    } else {
+        assert_eq!(
+            ran.out.status.code(),
+            Some(row.exit),
+            "{}: {why}",
+            row.exit_why
+        );
+    }
+    (row.also)(&ran);
+}
+
+/// One test per row.
+macro_rules! verdicts {
+    ($($name:ident: $row:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                check($row);
+            }
+        )*
+    };
+}
+
+verdicts! {
+    // Kafka.
+    commit_before_effect_killed_in_its_work_window_loses_messages: Row {
+        plan: "kafka-commit-before-effect.yaml",
+        needs: Needs::Kafka,
+        verdict: Some("LOST"),
+        exit: 1,
+        exit_why: "at-least-once is violated",
+        also: |r| {
+            let why = &r.why;
+            assert!(r.report["counts"]["lost"].as_u64().unwrap() > 0, "{why}");
+            // Every lost ID comes with its evidence: the partition and offset the broker
+            // acknowledged.
+            let lost = r.anomalies("lost").into_iter().next();
+            assert!(lost.is_some_and(|a| a["offset"].is_i64()), "{why}");
+        },
+        ..ROW
+    };
+    commit_after_effect_killed_during_its_effect_duplicates_but_loses_nothing: Row {
+        plan: "kafka-commit-after-effect.yaml",
+        needs: Needs::Kafka,
+        verdict: Some("DUPLICATED"),
+        exit: 0,
+        exit_why: "at-least-once allows duplicates",
+        also: |r| {
+            let why = &r.why;
+            assert_eq!(r.report["counts"]["lost"], 0, "{why}");
+            // The duplicated IDs were effected by two incarnations.
+            let dup = r.anomalies("duplicated");
+            let dup = dup.first().expect("a duplicated anomaly");
+            assert!(dup["effects"].as_array().unwrap().len() >= 2, "{why}");
+        },
+        ..ROW
+    };
+    commit_after_effect_claimed_exactly_once_fails_the_gate: Row {
+        plan: "kafka-commit-after-effect.yaml",
+        needs: Needs::Kafka,
+        args: &["--expect", "exactly-once"],
+        verdict: Some("DUPLICATED"),
+        exit: 1,
+        also: |r| {
+            assert_eq!(r.report["expectation_met"], false, "{}", r.why);
+            let junit = std::fs::read_to_string(r.dir.join("junit.xml")).unwrap();
+            assert!(
+                junit.contains("<failure"),
+                "junit marks the violation: {junit}"
+            );
+        },
+        ..ROW
+    };
+    kafka_idempotent_consumer_under_the_same_kills_is_exact: Row {
+        plan: "kafka-idempotent.yaml",
+        needs: Needs::Kafka,
+        verdict: Some("EXACT"),
+        exit: 0,
+        also: |r| {
+            let why = &r.why;
+            // The kills really landed, and the redeliveries were replays.
+            let fired = r.report["faults"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|f| f["applied"] == true)
+                .count();
+            assert_eq!(fired, 2, "{why}");
+            assert!(
+                r.report["counts"]["effects_replayed"].as_u64().unwrap() > 0,
+                "{why}"
+            );
+        },
+        ..ROW
+    };
+    run_without_faults_is_inconclusive: Row {
+        plan: "kafka-no-fault.yaml",
+        needs: Needs::Kafka,
+        verdict: Some("INCONCLUSIVE"),
+        exit: 3,
+        ..ROW
+    };
+    demo_plan_runs_on_the_embedded_mock_cluster_and_says_so: Row {
+        plan: "demo.yaml",
+        needs: Needs::Nothing,
+        verdict: Some("DUPLICATED"),
+        exit: 0,
+        also: |r| {
+            let why = &r.why;
+            assert_eq!(r.report["mock_broker"], true, "{why}");
+            assert!(r.stderr().contains("MOCK"), "{why}");
+            let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
+            assert!(
+                md.to_lowercase().contains("mock"),
+                "the report says it ran on a mock"
+            );
+        },
+        ..ROW
+    };
+    a_planned_fault_that_never_fires_makes_a_clean_run_inconclusive: Row {
+        plan: "kafka-no-fault.yaml",
+        needs: Needs::Kafka,
+        edit: |t| {
+            t.replace(
+                "expect: at-least-once",
+                "faults:\n  - kill: consumer\n    when: { after: effect, nth: 100000 }\nexpect: at-least-once",
+            )
+        },
+        verdict: Some("INCONCLUSIVE"),
+        exit: 3,
+        also: |r| {
+            let reasons = r.report["inconclusive_reasons"].to_string();
+            assert!(
+                reasons.contains("never fired"),
+                "the report says why: {reasons}"
+            );
+        },
+        ..ROW
+    };
+
+    // RabbitMQ.
+    auto_ack_consumer_killed_loses_what_it_was_sent: Row {
+        plan: "amqp-auto-ack.yaml",
+        needs: Needs::RabbitMq,
+        verdict: Some("LOST"),
+        exit: 1,
+        also: |r| {
+            // The kill came after 40 effects; the broker had pushed far more than that already.
+            assert!(r.report["counts"]["lost"].as_u64().unwrap() > 50, "{}", r.why);
+        },
+        ..ROW
+    };
+    ack_before_effect_killed_in_its_work_window_loses_messages: Row {
+        plan: "amqp-ack-before-effect.yaml",
+        needs: Needs::RabbitMq,
+        verdict: Some("LOST"),
+        exit: 1,
+        ..ROW
+    };
+    ack_after_effect_killed_during_its_effect_is_redelivered_and_duplicated: Row {
+        plan: "amqp-ack-after-effect.yaml",
+        needs: Needs::RabbitMq,
+        verdict: Some("DUPLICATED"),
+        exit: 0,
+        also: |r| {
+            let why = &r.why;
+            assert_eq!(r.report["counts"]["lost"], 0, "{why}");
+            // The report shows the redelivered copy: the same ID applied by two incarnations.
+            let dup = r.anomalies("duplicated");
+            assert!(!dup.is_empty(), "{why}");
+            let incarnations: HashSet<_> = dup[0]["effects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["incarnation"].clone())
+                .collect();
+            assert!(incarnations.len() >= 2, "{why}");
+        },
+        ..ROW
+    };
+    amqp_idempotent_consumer_under_the_same_kills_is_exact: Row {
+        plan: "amqp-idempotent.yaml",
+        needs: Needs::RabbitMq,
+        verdict: Some("EXACT"),
+        exit: 0,
+        also: |r| {
+            assert!(
+                r.report["counts"]["effects_replayed"].as_u64().unwrap() > 0,
+                "{}",
+                r.why
+            );
+        },
+        ..ROW
+    };
+    amqp_run_without_faults_is_inconclusive: Row {
+        plan: "amqp-no-fault.yaml",
+        needs: Needs::RabbitMq,
+        verdict: Some("INCONCLUSIVE"),
+        exit: 3,
+        also: |r| assert_eq!(r.report["counts"]["effected"], 100, "{}", r.why),
+        ..ROW
+    };
+    the_surviving_instance_picks_up_the_killed_instances_requeued_messages: Row {
+        plan: "amqp-ack-after-effect.yaml",
+        needs: Needs::RabbitMq,
+        // Two instances; consumer[0] dies (for good) while its 20th effect is in flight.
+        edit: |t| {
+            t.replace("restart: { after: 300ms }", "instances: 2\n  restart: never").replace(
+                "  - kill: consumer\n    when: { during: effect, nth: 30 }\n  - kill: consumer\n    when: { during: effect, nth: 120 }",
+                "  - kill: consumer[0]\n    when: { during: effect, nth: 20 }",
+            )
+        },
+        verdict: Some("DUPLICATED"),
+        exit: 0,
+        also: |r| {
+            let why = &r.why;
+            assert_eq!(r.report["counts"]["lost"], 0, "{why}");
+            assert_eq!(
+                r.report["counts"]["pending"], 0,
+                "consumer[1] finished the work: {why}"
+            );
+            // The requeued message was applied first by instance 0, then again by instance 1.
+            let dup = r.anomalies("duplicated");
+            let instances: Vec<_> = dup[0]["effects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["instance"].clone())
+                .collect();
+            assert_eq!(instances, [0, 1], "{why}");
+            let events = read_events(&r.dir.join("events.jsonl")).unwrap();
+            assert!(!events.iter().any(|e| matches!(
+                e.event,
+                Event::Process {
+                    instance: 0,
+                    incarnation: 2,
+                    ..
+                }
+            )));
+        },
+        ..ROW
+    };
+    unreachable_rabbitmq_is_an_infrastructure_error_within_the_connect_deadline: Row {
+        plan: "amqp-no-fault.yaml",
+        needs: Needs::Nothing,
+        edit: |t| {
+            t.replace(
+                "127.0.0.1:5672/%2f",
+                "127.0.0.1:1/%2f\n  connect_timeout: 2s",
+            )
+        },
+        verdict: None,
+        exit: 4,
+        also: |r| {
+            let err = r.stderr();
+            assert!(err.contains("cannot reach RabbitMQ"), "{err}");
+            assert!(
+                !err.contains("guest:guest"),
+                "the password is not printed: {err}"
+            );
+            assert!(r.took < Duration::from_secs(20));
+        },
+        ..ROW
+    };
+}
