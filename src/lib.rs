@@ -12,6 +12,7 @@ pub mod mechanism;
 pub mod nemesis;
 pub mod ordering;
 pub mod plan;
+pub mod procfs;
 pub mod proxy;
 pub mod reconcile;
 pub mod report;
