@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::group_member::{self, GroupProtocol};
 use crate::broker::{self, Broker, Endpoint, Snapshot};
 use crate::consumer::contract::Contract;
-use crate::consumer::{Roster, Supervisor, SupervisorConfig};
+use crate::consumer::{LineObserver, Roster, Supervisor, SupervisorConfig};
 use crate::error::{Error, InfraError};
 use crate::nemesis::action::{GroupControl, Levers, NetworkControl};
 use crate::nemesis::gate::Gate;
@@ -188,7 +188,7 @@ async fn drive(
         }
         SinkKind::Stdout => {
             let recorder = EffectRecorder::new(timeline.clone(), id_rule, key_rule, "stdout");
-            stdout_observer = Some(stdout::observer(recorder));
+            stdout_observer = Some(Arc::new(stdout::observer(recorder)) as LineObserver);
         }
     }
     let effect_url = http_sink.as_ref().map(|s| format!("http://{}", s.addr));
