@@ -22,7 +22,7 @@ use crate::error::{Error, InfraError};
 use crate::nemesis::action::{GroupControl, Levers, NetworkControl};
 use crate::nemesis::gate::Gate;
 use crate::nemesis::{Nemesis, NemesisStatus};
-use crate::plan::{Plan, Semantics, SinkKind};
+use crate::plan::{BrokerKind, Plan, Semantics, SinkKind};
 use crate::proxy::amqp::AmqpProxy;
 use crate::proxy::kafka::KafkaProxy;
 use crate::sink::extract::Extractor;
@@ -103,7 +103,7 @@ pub async fn run(
         run: run_id.clone(),
         plan: plan.name.clone(),
         description: plan.description.clone(),
-        broker: endpoint.kind.into(),
+        broker: endpoint.broker_name().into(),
         mock_broker: endpoint.mock,
         broker_address: endpoint.address.clone(),
         topic: endpoint.source.clone(),
@@ -134,10 +134,15 @@ pub async fn run(
     drop(broker);
     // Everything recorded is in events.jsonl before anyone reads it back.
     timeline.flush();
+    // A hole in the timeline outranks every other failure: the evidence cannot be judged.
+    let failure = match timeline.write_failure() {
+        Some(e) => Some(e.into()),
+        None => outcome.err(),
+    };
     Ok(RunOutcome {
         events: dir.join("events.jsonl"),
         dir,
-        failure: outcome.err(),
+        failure,
     })
 }
 
@@ -228,7 +233,7 @@ async fn drive(
     };
     let proxy = match (plan.via_proxy(), endpoint.kind) {
         (false, _) => None,
-        (true, "kafka") => Some(Proxy::Kafka(
+        (true, BrokerKind::Kafka) => Some(Proxy::Kafka(
             KafkaProxy::start(
                 &endpoint.address,
                 &endpoint.source,
@@ -240,7 +245,7 @@ async fn drive(
             )
             .await?,
         )),
-        (true, _) => Some(Proxy::Amqp(
+        (true, BrokerKind::Amqp) => Some(Proxy::Amqp(
             AmqpProxy::start(
                 &endpoint.address,
                 instances,
@@ -257,11 +262,11 @@ async fn drive(
     let contract = {
         let (run, endpoint, effects_dir) =
             (run_id.to_owned(), endpoint.clone(), effects_dir.clone());
-        let kafka = endpoint.kind == "kafka";
+        let kafka = endpoint.kind == BrokerKind::Kafka;
         let proxy = proxy.clone();
         Arc::new(move |instance: u32, incarnation: u32| Contract {
             run: run.clone(),
-            broker: endpoint.kind.into(),
+            broker: endpoint.broker_name().into(),
             bootstrap: match (&proxy, kafka) {
                 (_, false) => String::new(),
                 (Some(p), true) => p.address_for(instance),
@@ -327,7 +332,7 @@ async fn drive(
     }
     let nemesis_stop = CancellationToken::new();
     let member_stop = CancellationToken::new();
-    let members = (endpoint.kind == "kafka").then(|| {
+    let members = (endpoint.kind == BrokerKind::Kafka).then(|| {
         Arc::new(TransientMembers {
             bootstrap: endpoint.address.clone(),
             config: plan.broker.config.clone(),
@@ -353,7 +358,7 @@ async fn drive(
     let deadline = started + plan.limits.deadline;
     let mut quiet_since: Option<Instant> = None;
     let mut last_snapshot: Option<Snapshot> = None;
-    let mut progress_error: Option<String> = None;
+    let mut progress_error = None;
     let mut instances_done = false;
     let mut proxy_failed: Option<String> = None;
     let reason = loop {
@@ -476,7 +481,7 @@ async fn drive(
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
     match failure {
-        Some(f) => Err(InfraError::new(f.to_string()).into()),
+        Some(f) => Err(f.into()),
         None => Ok(()),
     }
 }
