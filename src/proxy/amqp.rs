@@ -36,8 +36,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    bind_loopback, connect_upstream, serve_connection, spawn_accept_loop, ConnEnd, FrameHandler,
-    Framing, Handled, PumpEnd, Registry, Tasks, MAX_FRAME,
+    bind_loopback, connect_upstream, serve_connection, spawn_accept_loop, ConnEnd, FrameError,
+    FrameHandler, Framing, Handled, PumpEnd, Registry, Tasks, MAX_FRAME,
 };
 use crate::error::InfraError;
 use crate::nemesis::action::NetworkControl;
@@ -125,14 +125,17 @@ impl AmqpFraming {
 }
 
 impl Framing for AmqpFraming {
-    fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>, String> {
+    fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
         let Some(&first) = buf.first() else {
             return Ok(None);
         };
         if first == b'A' {
             let n = buf.len().min(4);
             if buf[..n] != b"AMQP"[..n] {
-                return Err("bytes starting with 'A' that are not an AMQP protocol header".into());
+                return Err(FrameError::NotProtocolHeader {
+                    protocol: "AMQP",
+                    first: 'A',
+                });
             }
             return Ok((buf.len() >= 8).then_some(8));
         }
@@ -143,18 +146,21 @@ impl Framing for AmqpFraming {
         let total = size + FRAME_OVERHEAD;
         let max = self.frame_max();
         if total > max {
-            return Err(format!(
-                "frame of {total} bytes (type {first}) exceeds the frame max of {max} bytes"
-            ));
+            return Err(FrameError::OverFrameMax {
+                len: total,
+                frame_type: first,
+                max,
+            });
         }
         if buf.len() < total {
             return Ok(None);
         }
         if buf[total - 1] != FRAME_END {
-            return Err(format!(
-                "frame (type {first}, {size} bytes) does not end with 0xCE: the stream is out \
-                 of step"
-            ));
+            return Err(FrameError::Unterminated {
+                frame_type: first,
+                size,
+                end: FRAME_END,
+            });
         }
         Ok(Some(total))
     }

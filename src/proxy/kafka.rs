@@ -54,8 +54,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    bind_loopback, connect_upstream, serve_connection, spawn_accept_loop, ConnEnd, FrameHandler,
-    Framing, Handled, PumpEnd, Registry, Tasks, MAX_FRAME,
+    bind_loopback, connect_upstream, serve_connection, spawn_accept_loop, ConnEnd, FrameError,
+    FrameHandler, Framing, Handled, PumpEnd, Registry, Tasks, MAX_FRAME,
 };
 use crate::error::InfraError;
 use crate::nemesis::action::NetworkControl;
@@ -79,19 +79,17 @@ const ID_HEADER: &str = "exactly-id";
 pub struct KafkaFraming;
 
 impl Framing for KafkaFraming {
-    fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>, String> {
+    fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
         let Some(prefix) = buf.get(..4) else {
             return Ok(None);
         };
         let len = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
         if len < 0 {
-            return Err(format!("negative frame length {len}"));
+            return Err(FrameError::NegativeLength(len));
         }
         let len = len as usize;
         if len > MAX_FRAME {
-            return Err(format!(
-                "frame of {len} bytes exceeds the {MAX_FRAME}-byte cap"
-            ));
+            return Err(FrameError::OverCap(len));
         }
         Ok((buf.len() >= 4 + len).then_some(4 + len))
     }

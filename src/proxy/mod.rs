@@ -53,11 +53,55 @@ use crate::plan::Target;
 /// length prefix must not make the proxy allocate gigabytes).
 pub const MAX_FRAME: usize = 100 * 1024 * 1024;
 
+/// Why bytes can never start a valid frame: the connection is closed (never the proxy).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// A length prefix below zero.
+    #[error("negative frame length {0}")]
+    NegativeLength(i32),
+    /// A length over the proxy's cap, [`MAX_FRAME`].
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte cap")]
+    OverCap(usize),
+    /// A frame larger than the connection negotiated (AMQP's frame max).
+    #[error("frame of {len} bytes (type {frame_type}) exceeds the frame max of {max} bytes")]
+    OverFrameMax {
+        /// The whole frame's length.
+        len: usize,
+        /// The frame's type byte.
+        frame_type: u8,
+        /// The negotiated largest frame.
+        max: usize,
+    },
+    /// A frame that does not end with its protocol's end byte: the stream is out of step.
+    #[error(
+        "frame (type {frame_type}, {size} bytes) does not end with 0x{end:02X}: the stream is out of step"
+    )]
+    Unterminated {
+        /// The frame's type byte.
+        frame_type: u8,
+        /// Its payload size.
+        size: usize,
+        /// The end byte it lacks.
+        end: u8,
+    },
+    /// Bytes in the place of the protocol header that are not it.
+    #[error("bytes starting with '{first}' that are not an {protocol} protocol header")]
+    NotProtocolHeader {
+        /// The protocol.
+        protocol: &'static str,
+        /// The byte they start with.
+        first: char,
+    },
+    /// The framing answered a length outside the bytes it was given (a bug in it).
+    #[error("framing returned a bad length {0}")]
+    BadLength(usize),
+}
+
 /// Cuts whole frames out of a byte stream. Pure: looks at bytes, never reads.
 pub trait Framing: Send + Sync + 'static {
     /// The length in bytes of the first whole frame at the start of `buf`; `Ok(None)` when
-    /// more bytes are needed; `Err(reason)` when these bytes can never start a valid frame.
-    fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>, String>;
+    /// more bytes are needed; `Err` when these bytes can never start a valid frame.
+    fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>, FrameError>;
 
     /// The whole length of the frame starting `buf` when its first bytes already tell it (a
     /// length prefix), before the frame is whole: the reader then makes room for all of it at
@@ -80,7 +124,7 @@ pub enum ReadError {
     /// The peer closed the connection in the middle of a frame.
     ClosedMidFrame,
     /// The bytes cannot be a frame (bad length, too large...).
-    Malformed(String),
+    Malformed(FrameError),
     /// The socket failed.
     Io(io::Error),
 }
@@ -162,14 +206,14 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
 pub fn split_frames<F: Framing + ?Sized>(
     framing: &F,
     input: &[u8],
-) -> (Vec<Bytes>, Result<usize, String>) {
+) -> (Vec<Bytes>, Result<usize, FrameError>) {
     let mut buf = Bytes::copy_from_slice(input);
     let mut frames = Vec::new();
     loop {
         match framing.frame_len(&buf) {
             Ok(Some(len)) => {
                 if len == 0 || len > buf.len() {
-                    return (frames, Err(format!("framing returned a bad length {len}")));
+                    return (frames, Err(FrameError::BadLength(len)));
                 }
                 frames.push(buf.split_to(len));
             }
@@ -255,7 +299,7 @@ pub async fn pump<F: Framing + ?Sized, H: FrameHandler>(
                     Ok(true) => continue,
                     Ok(false) => return PumpEnd::Closed,
                     Err(ReadError::ClosedMidFrame) => return PumpEnd::ClosedMidFrame,
-                    Err(ReadError::Malformed(r)) => return PumpEnd::Malformed(r),
+                    Err(ReadError::Malformed(r)) => return PumpEnd::Malformed(r.to_string()),
                     Err(ReadError::Io(e)) => return PumpEnd::Io(e),
                 }
             }
@@ -267,7 +311,7 @@ pub async fn pump<F: Framing + ?Sized, H: FrameHandler>(
                 }
                 return match e {
                     ReadError::ClosedMidFrame => PumpEnd::ClosedMidFrame,
-                    ReadError::Malformed(r) => PumpEnd::Malformed(r),
+                    ReadError::Malformed(r) => PumpEnd::Malformed(r.to_string()),
                     ReadError::Io(e) => PumpEnd::Io(e),
                 };
             }
@@ -690,13 +734,58 @@ mod tests {
 
     struct Len1;
     impl Framing for Len1 {
-        fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>, String> {
+        fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
             match buf.first() {
                 None => Ok(None),
-                Some(0) => Err("zero length".into()),
+                Some(0) => Err(FrameError::BadLength(0)),
                 Some(&n) if buf.len() > n as usize => Ok(Some(n as usize + 1)),
                 Some(_) => Ok(None),
             }
+        }
+    }
+
+    #[test]
+    fn frame_errors_say_what_the_bytes_were() {
+        let cases = [
+            (
+                FrameError::NegativeLength(-1),
+                "negative frame length -1".to_owned(),
+            ),
+            (
+                FrameError::OverCap(5),
+                format!("frame of 5 bytes exceeds the {MAX_FRAME}-byte cap"),
+            ),
+            (
+                FrameError::OverFrameMax {
+                    len: 9,
+                    frame_type: 3,
+                    max: 8,
+                },
+                "frame of 9 bytes (type 3) exceeds the frame max of 8 bytes".to_owned(),
+            ),
+            (
+                FrameError::Unterminated {
+                    frame_type: 1,
+                    size: 4,
+                    end: 0xCE,
+                },
+                "frame (type 1, 4 bytes) does not end with 0xCE: the stream is out of step"
+                    .to_owned(),
+            ),
+            (
+                FrameError::NotProtocolHeader {
+                    protocol: "AMQP",
+                    first: 'A',
+                },
+                "bytes starting with 'A' that are not an AMQP protocol header".to_owned(),
+            ),
+            (
+                FrameError::BadLength(0),
+                "framing returned a bad length 0".to_owned(),
+            ),
+        ];
+        for (error, shown) in cases {
+            assert_eq!(error.to_string(), shown);
         }
     }
 
