@@ -2,7 +2,7 @@
 //! bound to the roster so the HTTP sink attributes effects by the live consumer process
 //! groups; stops it at the end of the run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,7 +97,7 @@ impl Sinks {
     }
 
     /// The folder the incarnations' effect files go to (`sink: file`).
-    pub(super) fn effects_dir(&self) -> &PathBuf {
+    pub(super) fn effects_dir(&self) -> &Path {
         &self.effects_dir
     }
 

@@ -133,7 +133,7 @@ fn transient_members(
 /// topic or queue, and where its effects go.
 fn contract_for(ctx: &RunContext<'_>, sinks: &Sinks, proxy: Option<&Proxy>) -> ContractFor {
     let (run, endpoint) = (ctx.run_id.to_owned(), ctx.endpoint.clone());
-    let (effect_url, effects_dir) = (sinks.effect_url(), sinks.effects_dir().clone());
+    let (effect_url, effects_dir) = (sinks.effect_url(), sinks.effects_dir().to_owned());
     let proxy = proxy.cloned();
     Arc::new(move |instance: u32, incarnation: u32| {
         let address = match &proxy {

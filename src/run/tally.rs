@@ -13,7 +13,7 @@ use crate::timeline::{Event, ProduceStatus, Stamped, Timeline};
 #[derive(Debug, Clone, Default)]
 pub(super) struct Tally {
     /// IDs the broker acknowledged.
-    pub(super) acked: usize,
+    acked: usize,
     /// IDs with at least one effect.
     pub(super) effected: usize,
     /// Every acknowledged ID has an effect.
