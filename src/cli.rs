@@ -1,4 +1,5 @@
-//! The command line: parse, dispatch, print the one error, return the documented exit code.
+//! The command line: parse, dispatch, print the one error, return the documented exit code
+//! (the mapping from errors to codes is `error`'s; from verdicts, the judge's).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{exit, Error};
 use crate::plan::{self, Semantics};
-use crate::run::{self, RunOptions};
+use crate::run::{self, RunOptions, RunOutcome};
 use crate::timeline::read_events;
 use crate::{judge, report};
 
@@ -61,11 +62,7 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::MET
-            };
+            return exit::command_line(e.use_stderr());
         }
     };
     match dispatch(cli.command) {
@@ -116,7 +113,7 @@ fn dispatch(command: Command) -> Result<i32, Error> {
                 .worker_threads(4)
                 .enable_all()
                 .build()
-                .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
+                .map_err(Error::Runtime)?;
             let outcome = runtime.block_on(async {
                 let abort = CancellationToken::new();
                 tokio::spawn(watch_signals(abort.clone()));
@@ -125,23 +122,31 @@ fn dispatch(command: Command) -> Result<i32, Error> {
             // The runtime is dropped here: no task survives into the judging.
             drop(runtime);
             crate::consumer::process::kill_all_groups();
-            let outcome = outcome?;
+            conclude(outcome?)
+        }
+    }
+}
+
+/// Judges a finished run and writes its reports; the failure that ended it, if any, is still
+/// the headline. A run whose timeline file could not be written is not judged at all.
+fn conclude(outcome: RunOutcome) -> Result<i32, Error> {
+    match outcome.failure {
+        Some(e @ Error::EventsUnwritable(_)) => Err(e),
+        failure => {
             let code = judge(&outcome.dir)?;
-            match outcome.failure {
-                // The reports are written; the error is still the headline.
-                Some(e) => Err(e),
-                None => Ok(code),
-            }
+            failure.map_or(Ok(code), Err)
         }
     }
 }
 
 /// Reads a run folder's timeline, judges it, writes the reports, prints the verdict.
 fn judge(dir: &Path) -> Result<i32, Error> {
-    let events = read_events(&dir.join("events.jsonl")).map_err(Error::Usage)?;
+    let events = read_events(&dir.join("events.jsonl"))?;
     let rec = judge::analyze(&events);
-    report::write_reports(dir, &rec)
-        .map_err(|e| Error::Usage(format!("cannot write reports in {}: {e}", dir.display())))?;
+    report::write_reports(dir, &rec).map_err(|source| Error::Reports {
+        dir: dir.to_owned(),
+        source,
+    })?;
     println!("{}", report::verdict_table(&rec));
     println!("report: {}", dir.join("report.md").display());
     Ok(rec.exit_code())
@@ -178,4 +183,75 @@ fn install_panic_cleanup() {
         crate::consumer::process::kill_all_groups();
         default(info);
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::exit;
+    use crate::timeline::EventsWriteError;
+    use std::sync::Arc;
+
+    /// A run folder holding an (empty) timeline.
+    fn run_folder() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("events.jsonl"), "").unwrap();
+        dir
+    }
+
+    #[test]
+    fn reports_that_cannot_be_written_are_an_infrastructure_failure() {
+        let dir = run_folder();
+        // A folder where the report file goes: the write fails, whoever runs the test.
+        std::fs::create_dir(dir.path().join("report.json")).unwrap();
+        let e = judge(dir.path()).expect_err("the report cannot be written");
+        assert!(matches!(e, Error::Reports { .. }), "{e:?}");
+        assert_eq!(e.exit_code(), exit::INFRASTRUCTURE);
+        let shown = e.to_string();
+        assert!(shown.contains(&dir.path().display().to_string()), "{shown}");
+    }
+
+    #[test]
+    fn a_folder_without_a_timeline_is_a_usage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = judge(dir.path()).expect_err("no events.jsonl");
+        assert_eq!(e.exit_code(), exit::USAGE);
+    }
+
+    #[test]
+    fn a_run_whose_timeline_could_not_be_written_is_not_judged_and_exits_4() {
+        let dir = run_folder();
+        let events = dir.path().join("events.jsonl");
+        let outcome = RunOutcome {
+            dir: dir.path().to_owned(),
+            events: events.clone(),
+            failure: Some(Error::EventsUnwritable(EventsWriteError {
+                path: events.clone(),
+                source: Arc::new(std::io::Error::from_raw_os_error(28)),
+            })),
+        };
+        let e = conclude(outcome).expect_err("the run failed");
+        assert_eq!(e.exit_code(), exit::INFRASTRUCTURE);
+        assert!(e.to_string().contains(&events.display().to_string()), "{e}");
+        assert!(
+            !dir.path().join("report.md").exists(),
+            "no verdict from a timeline with a hole"
+        );
+    }
+
+    #[test]
+    fn a_run_that_failed_otherwise_is_judged_and_the_failure_is_the_headline() {
+        let dir = run_folder();
+        let outcome = RunOutcome {
+            dir: dir.path().to_owned(),
+            events: dir.path().join("events.jsonl"),
+            failure: Some(crate::error::InfraError::new("the proxy failed: x").into()),
+        };
+        let e = conclude(outcome).expect_err("the run failed");
+        assert_eq!(e.exit_code(), exit::INFRASTRUCTURE);
+        assert!(
+            dir.path().join("report.md").exists(),
+            "reports still written"
+        );
+    }
 }

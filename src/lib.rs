@@ -10,6 +10,7 @@ pub mod error;
 pub mod judge;
 pub mod nemesis;
 pub mod plan;
+pub mod procfs;
 pub mod proxy;
 pub mod report;
 pub mod run;

@@ -5,13 +5,15 @@
 //! Invariants: sequence numbers, timestamps and file order agree (stamping, queueing for the
 //! writer and publishing happen under one lock); the writer thread writes whole lines in
 //! batches, so a harness killed at any moment leaves a file whose every complete line parses,
-//! missing at most the batch being written.
+//! missing at most the batch being written. A write that fails stops the writer and is kept
+//! ([`Timeline::write_failure`]): the run watches for it and ends, since evidence with a hole
+//! in it must not be judged.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -700,6 +702,48 @@ mod partition_map {
 pub struct Timeline {
     inner: Arc<Mutex<Inner>>,
     start: Instant,
+    /// Set once by the writer thread when a write failed (it writes nothing more after).
+    write_failure: Arc<OnceLock<EventsWriteError>>,
+}
+
+/// The timeline file could not be written: the events recorded from then on are missing from
+/// it, so the run must end and not be judged.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "cannot write {}: {source} (the timeline is incomplete: the run was stopped and not judged)",
+    path.display()
+)]
+pub struct EventsWriteError {
+    /// The timeline file.
+    pub path: PathBuf,
+    /// What the write returned.
+    #[source]
+    pub source: Arc<std::io::Error>,
+}
+
+/// `events.jsonl` could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadEventsError {
+    /// The file could not be opened or read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the read returned.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line other than a torn last one is not an event.
+    #[error("{}:{line}: {source}", path.display())]
+    BadLine {
+        /// The file.
+        path: PathBuf,
+        /// Its line number, from 1.
+        line: usize,
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 struct Inner {
@@ -730,11 +774,24 @@ impl Timeline {
     /// and writes the events in order, in batches of whatever is queued (one `write` per batch),
     /// so recording never waits for the disk; see [`Timeline::flush`].
     pub fn create(path: &Path) -> std::io::Result<Timeline> {
-        let file = File::create(path)?;
+        Timeline::writing_to(File::create(path)?, path)
+    }
+
+    /// A timeline whose writer thread writes to `out`; `path` names it in a write failure.
+    fn writing_to(out: impl Write + Send + 'static, path: &Path) -> std::io::Result<Timeline> {
         let (tx, rx) = std::sync::mpsc::channel();
+        let write_failure: Arc<OnceLock<EventsWriteError>> = Arc::default();
+        let (failure, path) = (write_failure.clone(), path.to_owned());
         std::thread::Builder::new()
             .name("exactly-timeline".into())
-            .spawn(move || write_events(file, rx))?;
+            .spawn(move || {
+                write_events(out, rx, |e| {
+                    let _ = failure.set(EventsWriteError {
+                        path,
+                        source: Arc::new(e),
+                    });
+                })
+            })?;
         Ok(Timeline {
             inner: Arc::new(Mutex::new(Inner {
                 writer: Some(tx),
@@ -742,6 +799,7 @@ impl Timeline {
                 subscribers: Vec::new(),
             })),
             start: Instant::now(),
+            write_failure,
         })
     }
 
@@ -754,7 +812,14 @@ impl Timeline {
                 subscribers: Vec::new(),
             })),
             start: Instant::now(),
+            write_failure: Arc::default(),
         }
+    }
+
+    /// The failed write that stopped the timeline file, if one did. Events recorded since are
+    /// still published to subscribers but missing from the file.
+    pub fn write_failure(&self) -> Option<EventsWriteError> {
+        self.write_failure.get().cloned()
     }
 
     /// Time since the run started.
@@ -848,8 +913,13 @@ impl Timeline {
 
 /// The writer thread: whole lines only, one `write` per batch, so a harness killed at any
 /// moment leaves a file whose every complete line parses (at most the last batch is missing).
-/// A failed write is reported once on stderr and writing stops rather than leave a torn file.
-fn write_events(mut file: File, rx: std::sync::mpsc::Receiver<ToWriter>) {
+/// A failed write stops it (rather than leave a torn file) and goes to `failed`, before the
+/// flushes waiting on that batch are let go (so a flush that returns sees the failure).
+fn write_events(
+    mut out: impl Write,
+    rx: std::sync::mpsc::Receiver<ToWriter>,
+    failed: impl FnOnce(std::io::Error),
+) {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut acks = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -874,10 +944,8 @@ fn write_events(mut file: File, rx: std::sync::mpsc::Receiver<ToWriter>) {
             }
         }
         if !buf.is_empty() {
-            if let Err(e) = file.write_all(&buf) {
-                eprintln!(
-                    "exactly: cannot write events.jsonl ({e}); the timeline file is incomplete"
-                );
+            if let Err(e) = out.write_all(&buf) {
+                failed(e);
                 return;
             }
             buf.clear();
@@ -936,12 +1004,16 @@ fn write_line(buf: &mut Vec<u8>, e: &Stamped) {
 
 /// Reads `events.jsonl`; a torn last line (harness killed mid-write) is ignored, any other
 /// bad line is an error naming its line number.
-pub fn read_events(path: &Path) -> Result<Vec<Stamped>, String> {
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn read_events(path: &Path) -> Result<Vec<Stamped>, ReadEventsError> {
+    let io = |source| ReadEventsError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
     let lines: Vec<String> = BufReader::new(file)
         .lines()
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(io)?;
     let mut events = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
         if line.trim().is_empty() {
@@ -950,7 +1022,13 @@ pub fn read_events(path: &Path) -> Result<Vec<Stamped>, String> {
         match serde_json::from_str(line) {
             Ok(e) => events.push(e),
             Err(_) if i + 1 == lines.len() => break,
-            Err(e) => return Err(format!("{}:{}: {e}", path.display(), i + 1)),
+            Err(source) => {
+                return Err(ReadEventsError::BadLine {
+                    path: path.to_owned(),
+                    line: i + 1,
+                    source,
+                })
+            }
         }
     }
     Ok(events)
@@ -1046,6 +1124,80 @@ mod tests {
         for i in 0..=last {
             assert_eq!(rx.try_recv().unwrap().event, warning(i));
         }
+    }
+
+    /// A writer that takes `room` bytes, then fails as a full disk would.
+    struct FillsUp {
+        room: usize,
+    }
+
+    impl Write for FillsUp {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_is_reported_with_the_file_and_later_events_still_reach_subscribers() {
+        let path = Path::new("/runs/r1/events.jsonl");
+        let timeline = Timeline::writing_to(FillsUp { room: 10 }, path).unwrap();
+        let mut rx = timeline.subscribe();
+        assert!(timeline.write_failure().is_none(), "nothing written yet");
+        let warning = |i: u32| Event::Warning {
+            message: format!("w{i}"),
+        };
+        timeline.record(warning(0));
+        timeline.flush();
+        let failure = timeline.write_failure().expect("the write failed");
+        assert_eq!(failure.path, path);
+        let message = failure.to_string();
+        assert!(message.contains("/runs/r1/events.jsonl"), "{message}");
+        assert!(message.contains("os error 28"), "{message}");
+        // The writer is gone; recording goes on for the subscribers (the run is ending).
+        timeline.record(warning(1));
+        timeline.flush();
+        assert_eq!(rx.try_recv().unwrap().event, warning(0));
+        assert_eq!(rx.try_recv().unwrap().event, warning(1));
+    }
+
+    #[test]
+    fn a_timeline_that_writes_has_no_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let timeline = Timeline::create(&dir.path().join("events.jsonl")).unwrap();
+        timeline.record(Event::Warning {
+            message: "ok".into(),
+        });
+        timeline.flush();
+        assert!(timeline.write_failure().is_none());
+    }
+
+    #[test]
+    fn read_errors_name_the_file_and_the_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let missing = read_events(&path).unwrap_err();
+        assert!(matches!(missing, ReadEventsError::Io { .. }), "{missing:?}");
+        assert!(missing.to_string().starts_with(&path.display().to_string()));
+        std::fs::write(
+            &path,
+            "not json\n{\"seq\":0,\"t_us\":1,\"kind\":\"warning\",\"message\":\"m\"}\n",
+        )
+        .unwrap();
+        let bad = read_events(&path).unwrap_err();
+        assert!(
+            bad.to_string()
+                .starts_with(&format!("{}:1: ", path.display())),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::*;
 use exactly::broker::kafka::KafkaBroker;
-use exactly::broker::Target as BrokerTarget;
+use exactly::broker::KafkaTarget as BrokerTarget;
 use exactly::nemesis::action::NetworkControl;
 use exactly::nemesis::gate::{Gate, HoldPoint, Verdict};
 use exactly::plan::{Rate, Target};

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use exactly::sink::owner::process_sockets;
+use exactly::procfs::process_sockets;
 use exactly::timeline::{read_events, CommitPhase, Event, RebalanceKind, Stamped};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -40,6 +40,74 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The header that carries the message ID (as in the Kafka workload).
 const ID_HEADER: &str = "exactly-id";
 
+/// One operation on RabbitMQ did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpOpError {
+    /// The broker or the client library refused it.
+    #[error("{0}")]
+    Refused(#[source] lapin::Error),
+    /// No answer came within the operation's deadline.
+    #[error("{what}: no answer within {}", humantime::format_duration(*limit))]
+    NoAnswer {
+        /// The operation.
+        what: &'static str,
+        /// Its deadline.
+        limit: Duration,
+    },
+}
+
+/// The end-of-run drain could not tell what the queue still holds.
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    /// The queue could not be inspected.
+    #[error(transparent)]
+    Queue(#[from] AmqpOpError),
+    /// A consumer is still attached, so its unacknowledged messages are not back yet.
+    #[error(
+        "queue {queue} still has {consumers} consumer(s) after {}: its unacknowledged messages are not back, so pending cannot be told from lost",
+        humantime::format_duration(DRAIN_TIMEOUT)
+    )]
+    ConsumersLeft {
+        /// The queue.
+        queue: String,
+        /// Consumers still attached.
+        consumers: u32,
+    },
+    /// The drain ran out of time.
+    #[error(
+        "the drain of queue {queue} did not finish within {} ({taken} messages taken)",
+        humantime::format_duration(DRAIN_TIMEOUT)
+    )]
+    OutOfTime {
+        /// The queue.
+        queue: String,
+        /// Messages already taken (acked, gone from the queue).
+        taken: usize,
+    },
+    /// A `basic.get` failed.
+    #[error("cannot drain queue {queue} ({source}; {taken} messages taken)")]
+    Get {
+        /// The queue.
+        queue: String,
+        /// Messages already taken.
+        taken: usize,
+        /// What the get returned.
+        #[source]
+        source: AmqpOpError,
+    },
+    /// Acknowledging a drained message failed.
+    #[error("cannot ack a drained message of queue {queue} ({source}; {taken} messages taken)")]
+    Ack {
+        /// The queue.
+        queue: String,
+        /// Messages already taken.
+        taken: usize,
+        /// What the ack returned.
+        #[source]
+        source: lapin::Error,
+    },
+}
+
 /// The harness's connection to one RabbitMQ broker (one vhost), for one queue.
 pub struct AmqpBroker {
     /// The URL with its password replaced by `***`, for messages.
@@ -133,7 +201,7 @@ impl AmqpBroker {
                 ))),
             };
         }
-        let fail = |what: &str, e: String| {
+        let fail = |what: &str, e: AmqpOpError| {
             InfraError::new(format!(
                 "cannot {what} on RabbitMQ at {} ({e})",
                 self.shown_url
@@ -317,7 +385,7 @@ impl AmqpBroker {
 
     /// Messages ready in the queue right now (a passive `queue.declare`; unacknowledged
     /// messages are not counted). Cheap enough to call every 250 ms.
-    pub async fn ready_count(&self) -> Result<u64, String> {
+    pub async fn ready_count(&self) -> Result<u64, AmqpOpError> {
         self.passive_declare()
             .await
             .map(|(ready, _)| u64::from(ready))
@@ -333,7 +401,7 @@ impl AmqpBroker {
     /// messages may not be back yet (and a live consumer would race the drain). Bounded by
     /// 10 s in all; on a timeout or an error it returns the error, naming how many IDs it had
     /// taken (those are acked and gone from the queue).
-    pub async fn drain_remaining(&self) -> Result<Vec<String>, String> {
+    pub async fn drain_remaining(&self) -> Result<Vec<String>, DrainError> {
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         loop {
             let (_, consumers) = self.passive_declare().await?;
@@ -341,11 +409,10 @@ impl AmqpBroker {
                 break;
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "queue {} still has {consumers} consumer(s) after {}: its unacknowledged messages are not back, so pending cannot be told from lost",
-                    self.queue,
-                    humantime::format_duration(DRAIN_TIMEOUT)
-                ));
+                return Err(DrainError::ConsumersLeft {
+                    queue: self.queue.clone(),
+                    consumers,
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -354,12 +421,10 @@ impl AmqpBroker {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!(
-                    "the drain of queue {} did not finish within {} ({} messages taken)",
-                    self.queue,
-                    humantime::format_duration(DRAIN_TIMEOUT),
-                    ids.len()
-                ));
+                return Err(DrainError::OutOfTime {
+                    queue: self.queue.clone(),
+                    taken: ids.len(),
+                });
             }
             let got = within(
                 left.min(OP_TIMEOUT),
@@ -370,12 +435,10 @@ impl AmqpBroker {
                 ),
             )
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot drain queue {} ({e}; {} messages taken)",
-                    self.queue,
-                    ids.len()
-                )
+            .map_err(|source| DrainError::Get {
+                queue: self.queue.clone(),
+                taken: ids.len(),
+                source,
             })?;
             let Some(message) = got else {
                 return Ok(ids);
@@ -386,12 +449,10 @@ impl AmqpBroker {
                 .acker
                 .ack(BasicAckOptions::default())
                 .await
-                .map_err(|e| {
-                    format!(
-                        "cannot ack a drained message of queue {} ({e}; {} messages taken)",
-                        self.queue,
-                        ids.len()
-                    )
+                .map_err(|source| DrainError::Ack {
+                    queue: self.queue.clone(),
+                    taken: ids.len(),
+                    source,
                 })?;
         }
     }
@@ -422,7 +483,7 @@ impl AmqpBroker {
     }
 
     /// The control channel, reopened when the broker closed it.
-    async fn control_channel(&self) -> Result<Channel, String> {
+    async fn control_channel(&self) -> Result<Channel, AmqpOpError> {
         let mut slot = self.control.lock().await;
         if let Some(channel) = slot.as_ref() {
             if channel.status().connected() {
@@ -441,7 +502,7 @@ impl AmqpBroker {
 
     /// Passive `queue.declare`: the ready messages and the consumers, or why the queue is not
     /// there.
-    async fn passive_declare(&self) -> Result<(u32, u32), String> {
+    async fn passive_declare(&self) -> Result<(u32, u32), AmqpOpError> {
         let channel = self.control_channel().await?;
         let options = QueueDeclareOptions {
             passive: true,
@@ -457,19 +518,16 @@ impl AmqpBroker {
     }
 }
 
-/// Waits for the broker's answer for an operation, at most `limit`; errors as text.
+/// Waits for the broker's answer for an operation `what`, at most `limit`.
 async fn within<T>(
     limit: Duration,
-    what: &str,
+    what: &'static str,
     op: impl std::future::Future<Output = lapin::Result<T>>,
-) -> Result<T, String> {
+) -> Result<T, AmqpOpError> {
     match tokio::time::timeout(limit, op).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
-            "{what}: no answer within {}",
-            humantime::format_duration(limit)
-        )),
+        Ok(Err(e)) => Err(AmqpOpError::Refused(e)),
+        Err(_) => Err(AmqpOpError::NoAnswer { what, limit }),
     }
 }
 

@@ -37,6 +37,54 @@ const EAGER: [&str; 2] = ["range", "roundrobin"];
 /// The cooperative assignor librdkafka speaks.
 const COOPERATIVE: &str = "cooperative-sticky";
 
+/// The group's members offer no assignor the harness's member can speak, so it cannot join.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the group's members offer the assignors {offered:?}; the harness's member (librdkafka) speaks only range, roundrobin and cooperative-sticky"
+)]
+pub struct UnsupportedAssignors {
+    /// The assignors the consumer under test offered.
+    pub offered: Vec<String>,
+}
+
+/// Why a hold of the group failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupMemberError {
+    /// The group's protocol is one the member cannot speak.
+    #[error(transparent)]
+    Unsupported(#[from] UnsupportedAssignors),
+    /// librdkafka refused the member's settings.
+    #[error("bad settings for the group member: {0}")]
+    Settings(#[source] KafkaError),
+    /// The member could not subscribe to the topic.
+    #[error("the group member cannot subscribe to {topic}: {source}")]
+    Subscribe {
+        /// The topic.
+        topic: String,
+        /// What librdkafka returned.
+        #[source]
+        source: KafkaError,
+    },
+    /// The member's thread could not be started.
+    #[error("cannot start the group member's thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The member's thread ended without saying how the hold went.
+    #[error("the group member's thread ended without an answer")]
+    NoAnswer,
+    /// The member did not finish within its overall deadline.
+    #[error("the group member did not finish within {}", humantime::format_duration(*limit))]
+    Deadline {
+        /// The overall deadline.
+        limit: Duration,
+    },
+    /// The member was given no partitions (not even none) before its deadline; it still left.
+    #[error(
+        "the group member got no assignment within {}",
+        humantime::format_duration(ASSIGN_DEADLINE)
+    )]
+    NoAssignment,
+}
+
 /// How the group under test runs, so the member speaks the same protocol: a classic member
 /// must offer an assignor every member supports (the broker refuses a join otherwise), and a
 /// KIP-848 group is joined through ConsumerGroupHeartbeat.
@@ -100,7 +148,7 @@ impl GroupProtocol {
     /// the assignors the consumer offered that librdkafka knows, of the same kind (eager or
     /// cooperative, which librdkafka cannot mix) as the first of them, so the group keeps the
     /// assignor it would pick without the member.
-    pub fn client_settings(&self) -> Result<Vec<(&'static str, String)>, String> {
+    pub fn client_settings(&self) -> Result<Vec<(&'static str, String)>, UnsupportedAssignors> {
         match self {
             GroupProtocol::Consumer => Ok(vec![("group.protocol", "consumer".to_owned())]),
             GroupProtocol::Classic { assignors } => {
@@ -113,9 +161,9 @@ impl GroupProtocol {
                         .filter(|a| EAGER.contains(a) || *a == COOPERATIVE)
                         .collect();
                     let Some(first) = known.first() else {
-                        return Err(format!(
-                            "the group's members offer the assignors {assignors:?}; the harness's member (librdkafka) speaks only range, roundrobin and cooperative-sticky"
-                        ));
+                        return Err(UnsupportedAssignors {
+                            offered: assignors.clone(),
+                        });
                     };
                     let cooperative = *first == COOPERATIVE;
                     known
@@ -176,7 +224,7 @@ pub async fn hold_group(
     hold: Duration,
     timeline: &Timeline,
     stop: &CancellationToken,
-) -> Result<HoldOutcome, String> {
+) -> Result<HoldOutcome, GroupMemberError> {
     let mut config = ClientConfig::new();
     for (k, v) in client_config {
         config.set(k, v);
@@ -206,15 +254,12 @@ pub async fn hold_group(
         .spawn(move || {
             let _ = tx.send(run(config, member, &topic, hold, &stop));
         })
-        .map_err(|e| format!("cannot start the group member's thread: {e}"))?;
+        .map_err(GroupMemberError::Thread)?;
     let limit = ASSIGN_DEADLINE + hold * 2 + LEAVE_DEADLINE + Duration::from_secs(5);
     match tokio::time::timeout(limit, rx).await {
         Ok(Ok(outcome)) => outcome,
-        Ok(Err(_)) => Err("the group member's thread ended without an answer".to_owned()),
-        Err(_) => Err(format!(
-            "the group member did not finish within {}",
-            humantime::format_duration(limit)
-        )),
+        Ok(Err(_)) => Err(GroupMemberError::NoAnswer),
+        Err(_) => Err(GroupMemberError::Deadline { limit }),
     }
 }
 
@@ -324,14 +369,17 @@ fn run(
     topic: &str,
     hold: Duration,
     stop: &CancellationToken,
-) -> Result<HoldOutcome, String> {
+) -> Result<HoldOutcome, GroupMemberError> {
     let consumer: BaseConsumer<Member> = config
         .create_with_context(member)
-        .map_err(|e| format!("bad settings for the group member: {e}"))?;
+        .map_err(GroupMemberError::Settings)?;
     let started = Instant::now();
     consumer
         .subscribe(&[topic])
-        .map_err(|e| format!("the group member cannot subscribe to {topic}: {e}"))?;
+        .map_err(|source| GroupMemberError::Subscribe {
+            topic: topic.to_owned(),
+            source,
+        })?;
     consumer.context().record(MemberChange::Joined, None, None);
 
     let mut dropped = 0u64;
@@ -350,10 +398,7 @@ fn run(
             Some(t) if t.elapsed() >= hold => break Some(t),
             Some(_) => {}
             None if started.elapsed() >= ASSIGN_DEADLINE => {
-                failure = Some(format!(
-                    "the group member got no assignment within {}",
-                    humantime::format_duration(ASSIGN_DEADLINE)
-                ));
+                failure = Some(GroupMemberError::NoAssignment);
                 break None;
             }
             None => {}

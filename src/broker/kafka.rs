@@ -20,11 +20,34 @@ use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
 
-use super::{Progress, Target};
+use super::{KafkaTarget, Progress};
 use crate::error::InfraError;
 use crate::plan::Rate;
 use crate::timeline::{ProduceStatus, Timeline};
 use crate::workload::{self, Message, MessageFactory};
+
+/// The broker's view of progress could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgressError {
+    /// The group's committed offsets.
+    #[error("cannot read committed offsets of group {group}: {source}")]
+    Committed {
+        /// The consumer group.
+        group: String,
+        /// What librdkafka returned.
+        #[source]
+        source: KafkaError,
+    },
+    /// A partition's end offset.
+    #[error("cannot read end offsets of {topic}: {source}")]
+    EndOffsets {
+        /// The topic.
+        topic: String,
+        /// What librdkafka returned.
+        #[source]
+        source: KafkaError,
+    },
+}
 
 /// How long the broker may take to answer one produce before it is indeterminate.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -134,7 +157,7 @@ pub struct KafkaBroker {
 impl KafkaBroker {
     /// Connects (retrying until `connect_timeout`) and checks the cluster answers.
     pub async fn connect(
-        target: &Target,
+        target: &KafkaTarget,
         extra: &BTreeMap<String, String>,
         connect_timeout: Duration,
     ) -> Result<KafkaBroker, InfraError> {
@@ -274,7 +297,7 @@ impl KafkaBroker {
     }
 
     /// Reads the group's committed offsets and the end offsets of every partition.
-    pub fn progress(&self) -> Result<Progress, String> {
+    pub fn progress(&self) -> Result<Progress, ProgressError> {
         let timeout = Duration::from_secs(5);
         let mut tpl = TopicPartitionList::new();
         for p in 0..self.partitions {
@@ -283,7 +306,10 @@ impl KafkaBroker {
         let committed = self
             .progress_reader
             .committed_offsets(tpl, timeout)
-            .map_err(|e| format!("cannot read committed offsets of group {}: {e}", self.group))?;
+            .map_err(|source| ProgressError::Committed {
+                group: self.group.clone(),
+                source,
+            })?;
         let mut progress = Progress::default();
         for el in committed.elements() {
             if let Offset::Offset(o) = el.offset() {
@@ -294,7 +320,10 @@ impl KafkaBroker {
             let (_, high) = self
                 .progress_reader
                 .fetch_watermarks(&self.topic, p, timeout)
-                .map_err(|e| format!("cannot read end offsets of {}: {e}", self.topic))?;
+                .map_err(|source| ProgressError::EndOffsets {
+                    topic: self.topic.clone(),
+                    source,
+                })?;
             progress.end.insert(p, high);
         }
         Ok(progress)

@@ -15,9 +15,10 @@ use crate::plan::{BrokerKind, BrokerSpec, Rate};
 use crate::timeline::{Event, Timeline};
 use crate::workload::MessageFactory;
 
-/// Where the workload goes and which group consumes it.
+/// The Kafka cluster, topic and consumer group of one run: where the workload goes and which
+/// group consumes it.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct KafkaTarget {
     /// Bootstrap servers (Kafka).
     pub address: String,
     /// Topic name, `{run}` already replaced.
@@ -99,11 +100,22 @@ impl Snapshot {
     }
 }
 
+/// The broker's view of progress could not be read (the run goes on: a warning).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Kafka's committed or end offsets.
+    #[error(transparent)]
+    Kafka(#[from] kafka::ProgressError),
+    /// The AMQP queue's depth.
+    #[error(transparent)]
+    Amqp(#[from] amqp::AmqpOpError),
+}
+
 /// What the consumer is told about the broker (the contract's broker variables).
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    /// `kafka` or `amqp`.
-    pub kind: &'static str,
+    /// Which broker.
+    pub kind: BrokerKind,
     /// Kafka bootstrap servers, or the AMQP URL.
     pub address: String,
     /// Kafka topic, or AMQP queue (`{run}` replaced).
@@ -114,6 +126,17 @@ pub struct Endpoint {
     pub prefetch: Option<u64>,
     /// True when the broker is the embedded mock cluster.
     pub mock: bool,
+}
+
+impl Endpoint {
+    /// The broker's name as the consumer is told it (`EXACTLY_BROKER`) and the timeline
+    /// records it: `kafka` or `amqp`.
+    pub fn broker_name(&self) -> &'static str {
+        match self.kind {
+            BrokerKind::Kafka => "kafka",
+            BrokerKind::Amqp => "amqp",
+        }
+    }
 }
 
 /// A broker ready for a run: its topic or queue exists, and the embedded cluster (if any) is
@@ -132,7 +155,7 @@ pub struct Connected {
 pub async fn connect(spec: &BrokerSpec, run_id: &str) -> Result<Connected, InfraError> {
     match spec.kind {
         BrokerKind::Kafka => {
-            let mut target = Target {
+            let mut target = KafkaTarget {
                 address: spec.bootstrap.clone().unwrap_or_default(),
                 topic: spec.topic.replace("{run}", run_id),
                 group: spec.group.replace("{run}", run_id),
@@ -155,7 +178,7 @@ pub async fn connect(spec: &BrokerSpec, run_id: &str) -> Result<Connected, Infra
             Ok(Connected {
                 broker,
                 endpoint: Endpoint {
-                    kind: "kafka",
+                    kind: BrokerKind::Kafka,
                     address: target.address,
                     source: target.topic,
                     group: target.group,
@@ -182,7 +205,7 @@ pub async fn connect(spec: &BrokerSpec, run_id: &str) -> Result<Connected, Infra
             Ok(Connected {
                 broker,
                 endpoint: Endpoint {
-                    kind: "amqp",
+                    kind: BrokerKind::Amqp,
                     address: url,
                     source: queue,
                     group: String::new(),
@@ -228,12 +251,14 @@ impl Broker {
     }
 
     /// Reads the broker's view of progress.
-    pub async fn snapshot(&self) -> Result<Snapshot, String> {
-        match self {
+    pub async fn snapshot(&self) -> Result<Snapshot, SnapshotError> {
+        Ok(match self {
             // librdkafka's offset calls block: keep them off the other tasks' threads.
-            Broker::Kafka(k) => tokio::task::block_in_place(|| k.progress()).map(Snapshot::Offsets),
-            Broker::Amqp(a) => a.ready_count().await.map(|ready| Snapshot::Queue { ready }),
-        }
+            Broker::Kafka(k) => Snapshot::Offsets(tokio::task::block_in_place(|| k.progress())?),
+            Broker::Amqp(a) => Snapshot::Queue {
+                ready: a.ready_count().await?,
+            },
+        })
     }
 
     /// Records what only the end of a run can tell, once the consumers are stopped.

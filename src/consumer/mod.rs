@@ -25,29 +25,57 @@ use crate::timeline::{Event, ProcessPhase, Timeline};
 use contract::Contract;
 use process::{describe_status, signal_group, ConsumerProcess};
 
-/// The current incarnation of every instance, readable by anyone (the proxy attributes each new
-/// connection with it). Set by the supervisor just before an incarnation is spawned.
+/// Who runs, readable by anyone without going through the supervisor: the current incarnation
+/// of every instance (the proxy attributes each new connection with it; set just before an
+/// incarnation is spawned) and the live process groups (the HTTP sink attributes each effect
+/// by the group owning its socket; a group is listed from its spawn until it has exited).
+/// Made before the supervisor, so what reads it can start first.
 #[derive(Clone)]
-pub struct Roster(Arc<Vec<AtomicU32>>);
+pub struct Roster(Arc<RosterInner>);
+
+struct RosterInner {
+    incarnations: Vec<AtomicU32>,
+    /// Per instance: (incarnation, process group id) of its live process group.
+    live: Mutex<Vec<Option<(u32, u32)>>>,
+}
 
 impl Roster {
     /// A roster of `instances` instances, none started yet (incarnation 0).
     pub fn new(instances: u32) -> Roster {
-        Roster(Arc::new(
-            (0..instances).map(|_| AtomicU32::new(0)).collect(),
-        ))
+        Roster(Arc::new(RosterInner {
+            incarnations: (0..instances).map(|_| AtomicU32::new(0)).collect(),
+            live: Mutex::new(vec![None; instances as usize]),
+        }))
     }
 
     /// The current incarnation of `instance` (0 before its first start).
     pub fn incarnation(&self, instance: u32) -> u32 {
         self.0
+            .incarnations
             .get(instance as usize)
             .map_or(0, |n| n.load(Ordering::Acquire))
     }
 
+    /// (instance, incarnation, process group id) of every live consumer process group, in
+    /// instance order.
+    pub fn live_groups(&self) -> Vec<(u32, u32, u32)> {
+        let live = self.0.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.iter()
+            .enumerate()
+            .filter_map(|(i, g)| g.map(|(incarnation, pgid)| (i as u32, incarnation, pgid)))
+            .collect()
+    }
+
     fn set(&self, instance: u32, incarnation: u32) {
-        if let Some(n) = self.0.get(instance as usize) {
+        if let Some(n) = self.0.incarnations.get(instance as usize) {
             n.store(incarnation, Ordering::Release);
+        }
+    }
+
+    fn set_live(&self, instance: u32, incarnation: u32, pgid: Option<u32>) {
+        let mut live = self.0.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = live.get_mut(instance as usize) {
+            *slot = pgid.map(|pgid| (incarnation, pgid));
         }
     }
 }
@@ -351,6 +379,8 @@ impl Supervisor {
         let state = map.entry(instance).or_default();
         state.incarnation = incarnation;
         state.pid = pid;
+        // Under the same lock, so the roster never shows what the supervisor does not.
+        self.config.roster.set_live(instance, incarnation, pid);
     }
 
     /// (instance, incarnation, pid) of every live process the target names.
@@ -416,4 +446,26 @@ where
 pub fn log_paths(log_dir: &Path, instance: u32, incarnation: u32) -> (PathBuf, PathBuf) {
     let base = log_dir.join(format!("consumer-{instance}-{incarnation}"));
     (base.with_extension("stdout"), base.with_extension("stderr"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_roster_lists_a_group_from_its_spawn_until_its_exit() {
+        let roster = Roster::new(3);
+        assert_eq!(roster.incarnation(1), 0);
+        assert!(roster.live_groups().is_empty());
+        roster.set(1, 2);
+        assert_eq!(roster.incarnation(1), 2);
+        assert!(roster.live_groups().is_empty(), "spawning, not live yet");
+        roster.set_live(1, 2, Some(4242));
+        roster.set_live(0, 1, Some(4000));
+        assert_eq!(roster.live_groups(), [(0, 1, 4000), (1, 2, 4242)]);
+        roster.set_live(1, 2, None);
+        assert_eq!(roster.live_groups(), [(0, 1, 4000)]);
+        roster.set_live(7, 1, Some(1));
+        assert_eq!(roster.incarnation(7), 0, "beyond the capacity: ignored");
+    }
 }

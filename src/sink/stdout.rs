@@ -1,16 +1,17 @@
 //! The stdout sink: the consumer prints its effects; the supervisor hands each stdout line here
 //! and lines the ID rule matches become effects attributed to that incarnation. Lines that do
 //! not match are ordinary log lines, not rejections.
-
-use std::sync::Arc;
+//!
+//! It knows nothing of the supervisor: it is a plain `(instance, incarnation, line)` callback,
+//! which the run hands to the supervisor as its stdout observer.
 
 use super::EffectRecorder;
-use crate::consumer::LineObserver;
 use crate::timeline::{AttributedBy, Attribution};
 
-/// A line observer that records matching lines as effects.
-pub fn observer(recorder: EffectRecorder) -> LineObserver {
-    Arc::new(move |instance, incarnation, line| {
+/// A line observer, called with (instance, incarnation, line) for every stdout line, that
+/// records matching lines as effects.
+pub fn observer(recorder: EffectRecorder) -> impl Fn(u32, u32, &str) + Send + Sync + 'static {
+    move |instance, incarnation, line| {
         if recorder.id_matches(line) {
             recorder.record(
                 &[],
@@ -20,7 +21,7 @@ pub fn observer(recorder: EffectRecorder) -> LineObserver {
                 Attribution::by(AttributedBy::Stdout),
             );
         }
-    })
+    }
 }
 
 impl EffectRecorder {

@@ -370,7 +370,7 @@ pub fn direct_connections(pid: u32, addrs: &[String]) -> Vec<String> {
             a.to_socket_addrs().ok()?.next()
         })
         .collect();
-    crate::sink::owner::process_sockets(pid)
+    crate::procfs::process_sockets(pid)
         .into_iter()
         .filter(|row| wanted.contains(&row.remote))
         .map(|row| format!("{} -> {}", row.local, row.remote))

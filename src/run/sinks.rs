@@ -1,0 +1,124 @@
+//! The sinks phase: starts the plan's effect sink (HTTP, file or stdout) before the consumer,
+//! bound to the roster so the HTTP sink attributes effects by the live consumer process
+//! groups; stops it at the end of the run.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::RunContext;
+use crate::consumer::{LineObserver, Roster};
+use crate::error::{Error, InfraError};
+use crate::nemesis::gate::Gate;
+use crate::plan::SinkKind;
+use crate::sink::extract::Extractor;
+use crate::sink::http::HttpSink;
+use crate::sink::owner::Group;
+use crate::sink::{file, stdout, EffectRecorder};
+
+/// Longest wait for the file sink's last read once the run stops.
+const FILE_TAIL_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The run's effect sink, whichever the plan chose.
+pub(super) struct Sinks {
+    /// The HTTP sink, for `sink: http`.
+    http: Option<HttpSink>,
+    /// The file sink's tailing task, for `sink: file`.
+    file_task: Option<JoinHandle<()>>,
+    /// The stdout sink's line observer (handed to the supervisor), for `sink: stdout`.
+    stdout_observer: Option<LineObserver>,
+    /// Where incarnations write their effect files.
+    effects_dir: PathBuf,
+    /// Stops the sinks (after the consumers, so their last effects are seen).
+    stop: CancellationToken,
+}
+
+impl Sinks {
+    /// Starts the plan's sink; its effects go to the timeline.
+    pub(super) async fn start(
+        ctx: &RunContext<'_>,
+        gate: &Gate,
+        roster: &Roster,
+    ) -> Result<Sinks, Error> {
+        let plan = ctx.plan;
+        let id_rule = Extractor::parse(&plan.effects.id).map_err(Error::Usage)?;
+        let key_rule = match &plan.effects.idempotency_key {
+            Some(k) => Some(Extractor::parse(k).map_err(Error::Usage)?),
+            None => None,
+        };
+        let recorder = |sink: &'static str| {
+            EffectRecorder::new(
+                ctx.timeline.clone(),
+                id_rule.clone(),
+                key_rule.clone(),
+                sink,
+            )
+        };
+        let mut sinks = Sinks {
+            http: None,
+            file_task: None,
+            stdout_observer: None,
+            effects_dir: ctx.dir.join("effects"),
+            stop: CancellationToken::new(),
+        };
+        match plan.effects.sink {
+            SinkKind::Http => {
+                let sink = HttpSink::start(recorder("http"), gate.clone(), sinks.stop.clone())
+                    .await
+                    .map_err(|e| InfraError::new(format!("cannot start the HTTP sink: {e}")))?;
+                // Each effect is attributed by the consumer process group owning its socket.
+                let roster = roster.clone();
+                sink.bind_consumers(Arc::new(move || {
+                    roster.live_groups().into_iter().map(Group::from).collect()
+                }));
+                sinks.http = Some(sink);
+            }
+            SinkKind::File => {
+                sinks.file_task = Some(tokio::spawn(file::tail(
+                    sinks.effects_dir.clone(),
+                    recorder("file"),
+                    sinks.stop.clone(),
+                )));
+            }
+            SinkKind::Stdout => {
+                let observer: LineObserver = Arc::new(stdout::observer(recorder("stdout")));
+                sinks.stdout_observer = Some(observer);
+            }
+        }
+        Ok(sinks)
+    }
+
+    /// The HTTP sink's base URL (`http://127.0.0.1:PORT`), for `sink: http`.
+    pub(super) fn effect_url(&self) -> Option<String> {
+        self.http.as_ref().map(|s| format!("http://{}", s.addr))
+    }
+
+    /// The folder the incarnations' effect files go to (`sink: file`).
+    pub(super) fn effects_dir(&self) -> &Path {
+        &self.effects_dir
+    }
+
+    /// The stdout sink's line observer, for the supervisor (`sink: stdout`).
+    pub(super) fn stdout_observer(&self) -> Option<LineObserver> {
+        self.stdout_observer.clone()
+    }
+
+    /// Stops the sinks and waits for the HTTP sink to finish serving. The file sink's last
+    /// read is awaited apart ([`Sinks::finish_file_tail`]).
+    pub(super) async fn stop_serving(&mut self) {
+        self.stop.cancel();
+        if let Some(sink) = self.http.take() {
+            sink.join().await;
+        }
+    }
+
+    /// Waits (bounded) for the file sink to read what the incarnations wrote last.
+    pub(super) async fn finish_file_tail(self) {
+        if let Some(t) = self.file_task {
+            let _ = tokio::time::timeout(FILE_TAIL_DEADLINE, t).await;
+        }
+    }
+}

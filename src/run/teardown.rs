@@ -1,0 +1,70 @@
+//! The teardown phase: records how the run ended, then stops everything in order (no more
+//! faults, the consumers, the sinks, the proxy), and says which failure, if any, ended it.
+//!
+//! The final progress is read before the consumers stop (a shutdown commit is not the run's),
+//! and the AMQP queue's remainder after (with the consumers gone, what the broker still holds
+//! is pending, not lost); neither after an infrastructure error, whose broker may be the
+//! failure.
+
+use tokio::task::JoinHandle;
+
+use super::end::Ending;
+use super::proxy::Proxy;
+use super::sinks::Sinks;
+use super::supervision::Supervision;
+use super::RunContext;
+use crate::error::{Error, InfraError};
+use crate::timeline::{EndReason, Event};
+
+/// Ends the run the way `ending` says and stops every task it started; `Err` names the
+/// infrastructure failure that ended it.
+pub(super) async fn stop_all(
+    ctx: &RunContext<'_>,
+    ending: Ending,
+    mut sinks: Sinks,
+    proxy: Option<Proxy>,
+    supervision: Supervision,
+    workload: Option<JoinHandle<Result<(), InfraError>>>,
+) -> Result<(), Error> {
+    let (timeline, broker) = (ctx.timeline, ctx.broker);
+    let reason = ending.reason();
+    if reason != EndReason::InfrastructureError {
+        match broker.snapshot().await {
+            Ok(snapshot) => {
+                timeline.record(snapshot.event());
+            }
+            Err(e) => {
+                timeline.record(Event::Warning {
+                    message: format!("cannot read the final progress: {e}"),
+                });
+            }
+        }
+    }
+    let consumer_failure = supervision.supervisor.take_failure();
+    if let Some(f) = &consumer_failure {
+        timeline.record(Event::Warning {
+            message: f.to_string(),
+        });
+    }
+    timeline.record(Event::RunEnded { reason });
+
+    supervision.stop().await;
+    if let Some(t) = workload {
+        t.abort();
+    }
+    if reason != EndReason::InfrastructureError {
+        broker.finish(timeline).await;
+    }
+    sinks.stop_serving().await;
+    if let Some(p) = proxy {
+        p.join().await;
+    }
+    if let Ending::ProxyFailed(problem) = ending {
+        return Err(InfraError::new(format!("the proxy failed: {problem}")).into());
+    }
+    sinks.finish_file_tail().await;
+    match consumer_failure {
+        Some(f) => Err(f.into()),
+        None => Ok(()),
+    }
+}

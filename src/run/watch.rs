@@ -1,0 +1,123 @@
+//! The watch phase: wakes every 250 ms (or on an interrupt, or when every consumer instance
+//! ended), checks the run's health, reads the broker's progress onto the timeline, draws the
+//! progress bar, and asks [`EndWatch`] whether the run is over. It decides nothing itself.
+
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::end::{EndWatch, Ending, Health, Seen, Step, Wake};
+use super::proxy::Proxy;
+use super::supervision::Supervision;
+use super::tally::Tally;
+use super::RunContext;
+use crate::broker::Snapshot;
+use crate::error::InfraError;
+use crate::nemesis::NemesisStatus;
+use crate::timeline::Event;
+
+/// How often the broker's progress is read.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Watches the run until it ends; returns how. The last progress read's failure, if it still
+/// stands, is recorded as a warning.
+pub(super) async fn until_end(
+    ctx: &RunContext<'_>,
+    started: Instant,
+    tally: &watch::Receiver<Tally>,
+    supervision: &Supervision,
+    proxy: Option<&Proxy>,
+    workload: Option<&JoinHandle<Result<(), InfraError>>>,
+) -> Ending {
+    let limits = &ctx.plan.limits;
+    let supervisor = &supervision.supervisor;
+    let bar = progress_bar(ctx.opts.progress_bar, ctx.plan.workload.messages.get());
+    let mut end = EndWatch::new(started + limits.deadline, limits.settle);
+    let mut last_snapshot: Option<Snapshot> = None;
+    let mut progress_error = None;
+    let ending = loop {
+        let wake = tokio::select! {
+            _ = tokio::time::sleep(PROGRESS_INTERVAL) => Wake::Tick,
+            _ = ctx.abort.cancelled() => Wake::StopRequested,
+            _ = supervisor.instances_ended(), if !end.instances_done() => Wake::InstancesEnded,
+        };
+        let health = Health {
+            consumer_failed: supervisor.has_failed(),
+            proxy_failure: proxy.and_then(Proxy::failure),
+            events_unwritable: ctx.timeline.write_failure().is_some(),
+        };
+        match end.on_wake(wake, &health) {
+            Step::End(ending) => break ending,
+            Step::Wait => continue,
+            Step::ReadProgress => {}
+        }
+        let produced = workload.is_none_or(|t| t.is_finished());
+        match ctx.broker.snapshot().await {
+            Ok(snapshot) => {
+                if last_snapshot.as_ref() != Some(&snapshot) {
+                    ctx.timeline.record(snapshot.event());
+                    last_snapshot = Some(snapshot);
+                }
+                progress_error = None;
+            }
+            Err(e) => progress_error = Some(e),
+        }
+        let status = supervision.nemesis_status.borrow().clone();
+        let counts = tally.borrow().clone();
+        update_bar(&bar, &counts, &status, last_snapshot.as_ref());
+        let seen = Seen {
+            now: Instant::now(),
+            produced,
+            all_effected: counts.all_effected(),
+            last_effect_at: counts.last_effect_at,
+            nothing_left: last_snapshot.as_ref().is_some_and(Snapshot::nothing_left),
+            faults_pending: status.scheduled_pending,
+            since_last_fault: status
+                .last_fired_at
+                .map(|at| ctx.timeline.elapsed().saturating_sub(at)),
+        };
+        if let Some(ending) = end.on_progress(&seen) {
+            break ending;
+        }
+    };
+    bar.finish_and_clear();
+    if let Some(e) = progress_error {
+        ctx.timeline.record(Event::Warning {
+            message: format!("the last progress read failed: {e}"),
+        });
+    }
+    ending
+}
+
+fn progress_bar(enabled: bool, len: u64) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} effected  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+fn update_bar(
+    bar: &ProgressBar,
+    counts: &Tally,
+    status: &NemesisStatus,
+    snapshot: Option<&Snapshot>,
+) {
+    bar.set_position(counts.effected as u64);
+    let lag = snapshot
+        .map(|p| p.lag().to_string())
+        .unwrap_or_else(|| "?".into());
+    bar.set_message(format!(
+        "faults {}/{} | lag {lag}",
+        status.fired, status.planned
+    ));
+}

@@ -1,0 +1,46 @@
+//! Failures around a run that are the harness's, not the consumer's: they exit 4
+//! (infrastructure) and say what failed. These need no broker: the embedded mock cluster, or
+//! no run at all.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{exactly, explain, plan_copy, run_plan};
+
+#[test]
+fn a_timeline_file_that_cannot_be_written_ends_the_run_with_exit_4_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_copy("demo.yaml", dir.path(), |t| t);
+    let out = dir.path().join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    // Every write to /dev/full fails with ENOSPC, as on a full disk.
+    std::os::unix::fs::symlink("/dev/full", out.join("events.jsonl")).unwrap();
+    let started = Instant::now();
+    let (output, report) = run_plan(&plan, &out, &[]);
+    let why = explain(&output, &report);
+    assert_eq!(output.status.code(), Some(4), "{why}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot write"), "{why}");
+    assert!(stderr.contains("events.jsonl"), "{why}");
+    assert!(
+        !out.join("report.json").exists(),
+        "a timeline with a hole is not judged: {why}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the run ends when the write fails, not at its 90 s deadline: {why}"
+    );
+}
+
+#[test]
+fn reports_that_cannot_be_written_exit_4() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("events.jsonl"), "").unwrap();
+    // A folder where report.json goes: the write fails whoever runs the test (root included).
+    std::fs::create_dir(dir.path().join("report.json")).unwrap();
+    let output = exactly(&["report", dir.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("cannot write reports in"), "{stderr}");
+}
