@@ -8,6 +8,7 @@ pub mod broker;
 pub mod cli;
 pub mod consumer;
 pub mod error;
+pub mod gate;
 pub mod mechanism;
 pub mod nemesis;
 pub mod ordering;

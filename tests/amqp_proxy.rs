@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::*;
 use exactly::broker::amqp::AmqpBroker;
-use exactly::nemesis::gate::{Gate, HoldPoint, Verdict};
+use exactly::gate::{Gate, HoldDecision, HoldPoint};
 use exactly::plan::Rate;
 use exactly::proxy::amqp::AmqpProxy;
 use exactly::timeline::{AckPhase, AckVerb, Event, ProduceStatus, Stamped, Timeline};
@@ -390,10 +390,10 @@ async fn a_withheld_ack_is_dropped_and_its_message_redelivered() {
             decided += 1;
             if decided == 3 {
                 kill(child.take().unwrap());
-                gate.decide(HoldPoint::AckRequest, e.seq, Verdict::Withhold);
+                gate.decide(HoldPoint::AckRequest, e.seq, HoldDecision::Withhold);
                 withheld = Some((e.seq, ids.clone()));
             } else {
-                gate.decide(HoldPoint::AckRequest, e.seq, Verdict::Answer);
+                gate.decide(HoldPoint::AckRequest, e.seq, HoldDecision::Answer);
             }
         }
     }
@@ -430,7 +430,7 @@ async fn a_withheld_ack_is_dropped_and_its_message_redelivered() {
             ..
         } = &e.event
         {
-            gate.decide(HoldPoint::AckRequest, e.seq, Verdict::Answer);
+            gate.decide(HoldPoint::AckRequest, e.seq, HoldDecision::Answer);
         }
         redelivered |= matches!(
             &e.event,

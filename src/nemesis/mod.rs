@@ -7,7 +7,6 @@
 //! the first in plan order acts; the others record that they were pre-empted.
 
 pub mod action;
-pub mod gate;
 pub mod trigger;
 
 use std::sync::Arc;
@@ -17,10 +16,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::group_member::GroupProtocol;
+use crate::gate::{Gate, HoldDecision, HoldPoint};
 use crate::plan::FaultSpec;
 use crate::timeline::{Event, FaultRecord, ProcessPhase, Stamped, Timeline};
 use action::{Action, Applied, Levers};
-use gate::{Gate, HoldPoint, Verdict};
 use trigger::{Match, Trigger};
 
 /// What the run loop needs to know to decide when the run may end.
@@ -208,12 +207,12 @@ impl Nemesis {
                 && (f.trigger.is_during() || f.action.stops_consumer());
         }
         if let Some(point) = HoldPoint::of(&stamped.event) {
-            let verdict = if withhold {
-                Verdict::Withhold
+            let decision = if withhold {
+                HoldDecision::Withhold
             } else {
-                Verdict::Answer
+                HoldDecision::Answer
             };
-            self.gate.decide(point, stamped.seq, verdict);
+            self.gate.decide(point, stamped.seq, decision);
         }
         if acted {
             self.publish();

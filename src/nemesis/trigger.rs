@@ -8,7 +8,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::nemesis::gate::HoldPoint;
+use crate::gate::HoldPoint;
 use crate::plan::{EventKind, When};
 use crate::timeline::{AckPhase, CommitPhase, Event, RebalanceKind};
 

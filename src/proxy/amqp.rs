@@ -40,8 +40,8 @@ use super::{
     Framing, Handled, PumpEnd, Registry, Tasks, MAX_FRAME,
 };
 use crate::error::InfraError;
+use crate::gate::{Gate, HoldDecision, HoldPoint};
 use crate::nemesis::action::NetworkControl;
-use crate::nemesis::gate::{Gate, HoldPoint, Verdict};
 use crate::plan::Target;
 use crate::timeline::{AckPhase, AckVerb, ClosedBy, Event, HeldAt, Timeline};
 
@@ -950,7 +950,7 @@ impl Conn {
 
     /// Waits for the nemesis's verdict on ack event `seq`, measuring the hold and warning when
     /// it nears the heartbeat timeout.
-    async fn hold(&self, seq: u64) -> Verdict {
+    async fn hold(&self, seq: u64) -> HoldDecision {
         let start = Instant::now();
         let heartbeat = self.heartbeat.load(Ordering::Relaxed);
         let warn_after = Duration::from_secs(u64::from(heartbeat.max(1)));
@@ -976,7 +976,7 @@ impl Conn {
                         self.instance,
                         HOLD_CAP.as_secs()
                     ));
-                    break Verdict::Answer;
+                    break HoldDecision::Answer;
                 }
             }
         };
@@ -987,7 +987,7 @@ impl Conn {
             at: HeldAt::AckRequest,
             event: seq,
             held_us: held.as_micros() as u64,
-            released: verdict == Verdict::Answer,
+            released: verdict == HoldDecision::Answer,
         });
         verdict
     }
@@ -1009,7 +1009,7 @@ impl FrameHandler for Requests {
         let seq = self.conn.ack_event(&ack, AckPhase::Request);
         self.unwritten = Some(ack);
         if self.conn.shared.gate.holds(HoldPoint::AckRequest)
-            && self.conn.hold(seq).await == Verdict::Withhold
+            && self.conn.hold(seq).await == HoldDecision::Withhold
         {
             if let Some(ack) = self.unwritten.take() {
                 self.conn.ack_event(&ack, AckPhase::Dropped);
@@ -1370,9 +1370,9 @@ mod tests {
                 {
                     n += 1;
                     let v = if n == 1 {
-                        Verdict::Withhold
+                        HoldDecision::Withhold
                     } else {
-                        Verdict::Answer
+                        HoldDecision::Answer
                     };
                     g.decide(HoldPoint::AckRequest, e.seq, v);
                     if n == 2 {

@@ -58,8 +58,8 @@ use super::{
     Framing, Handled, PumpEnd, Registry, Tasks, MAX_FRAME,
 };
 use crate::error::InfraError;
+use crate::gate::{Gate, HoldDecision, HoldPoint};
 use crate::nemesis::action::NetworkControl;
-use crate::nemesis::gate::{Gate, HoldPoint, Verdict};
 use crate::plan::Target;
 use crate::timeline::{
     CommitPhase, CommittedOffset, DeliveredIds, Event, HeldAt, RebalanceKind, Timeline,
@@ -1010,7 +1010,7 @@ impl Conn {
 
     /// Waits for the nemesis's verdict on event `seq`, measuring the hold and warning when it
     /// nears the client's request timeout.
-    async fn hold(&self, point: HoldPoint, seq: u64) -> Verdict {
+    async fn hold(&self, point: HoldPoint, seq: u64) -> HoldDecision {
         let start = Instant::now();
         let warn_after = CLIENT_REQUEST_TIMEOUT.mul_f64(0.8);
         let wait = self.shared.gate.wait(point, seq);
@@ -1036,7 +1036,7 @@ impl Conn {
                         self.instance,
                         HOLD_CAP.as_secs()
                     ));
-                    break Verdict::Answer;
+                    break HoldDecision::Answer;
                 }
             }
         };
@@ -1050,7 +1050,7 @@ impl Conn {
             },
             event: seq,
             held_us: held.as_micros() as u64,
-            released: verdict == Verdict::Answer,
+            released: verdict == HoldDecision::Answer,
         });
         verdict
     }
@@ -1104,7 +1104,7 @@ impl Conn {
         if let Some(info) = commit {
             let seq = self.commit_event(&info, CommitPhase::Request, None);
             if self.shared.gate.holds(HoldPoint::CommitRequest)
-                && self.hold(HoldPoint::CommitRequest, seq).await == Verdict::Withhold
+                && self.hold(HoldPoint::CommitRequest, seq).await == HoldDecision::Withhold
             {
                 lock(&self.inflight).remove(&corr);
                 self.commit_event(&info, CommitPhase::Dropped, None);
@@ -1478,7 +1478,7 @@ impl Conn {
                     );
                 }
                 if self.shared.gate.holds(HoldPoint::CommitResponse)
-                    && self.hold(HoldPoint::CommitResponse, seq).await == Verdict::Withhold
+                    && self.hold(HoldPoint::CommitResponse, seq).await == HoldDecision::Withhold
                 {
                     return Ok(Handled::Drop);
                 }
