@@ -538,8 +538,8 @@ async fn a_python_pika_client_consumes_through_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_pauses_and_sever_resets_the_consumers_connection() {
-    use exactly::nemesis::action::NetworkControl;
     use exactly::plan::Target;
+    use exactly::proxy::control::NetworkControl;
     let (_broker, queue, ids) = fresh_queue("network", 30).await;
     let mut proxy = Proxy::start(Gate::open()).await;
     let mut child = consumer(

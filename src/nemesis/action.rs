@@ -14,20 +14,8 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::group_member::GroupProtocol;
 use crate::consumer::Supervisor;
 use crate::plan::{FaultSpec, Target};
+use crate::proxy::control::NetworkControl;
 use crate::timeline::ProcessRef;
-
-/// Network faults on a consumer's broker connections, applied by a protocol-aware proxy.
-/// Each returns a description of what it hit, or `None` when the target has no connection
-/// through the proxy (not applied). Timed faults heal themselves after `length`, and at once
-/// when the run stops.
-pub trait NetworkControl: Send + Sync {
-    /// Stop forwarding both ways on the target's connections for `length`; sockets stay open.
-    fn partition(&self, target: Target, length: Duration) -> Option<String>;
-    /// Delay every frame on the target's connections by `delay`, for `length`.
-    fn latency(&self, target: Target, delay: Duration, length: Duration) -> Option<String>;
-    /// Close the target's connections with a TCP reset.
-    fn sever(&self, target: Target) -> Option<String>;
-}
 
 /// Forces rebalances of the group under test with a transient member of the harness's own.
 pub trait GroupControl: Send + Sync {

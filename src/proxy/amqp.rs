@@ -41,8 +41,8 @@ use super::{
 };
 use crate::error::InfraError;
 use crate::gate::{Gate, HoldDecision, HoldPoint};
-use crate::nemesis::action::NetworkControl;
 use crate::plan::Target;
+use crate::proxy::control::NetworkControl;
 use crate::timeline::{AckPhase, AckVerb, ClosedBy, Event, HeldAt, Timeline};
 
 /// The frame-end octet every AMQP frame carries after its payload.

@@ -59,8 +59,8 @@ use super::{
 };
 use crate::error::InfraError;
 use crate::gate::{Gate, HoldDecision, HoldPoint};
-use crate::nemesis::action::NetworkControl;
 use crate::plan::Target;
+use crate::proxy::control::NetworkControl;
 use crate::timeline::{
     CommitPhase, CommittedOffset, DeliveredIds, Event, HeldAt, RebalanceKind, Timeline,
 };

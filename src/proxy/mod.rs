@@ -17,6 +17,7 @@
 //! itself after its length and at once when the run stops (the pumps end).
 
 pub mod amqp;
+pub mod control;
 pub mod kafka;
 
 /// How long the proxy waits to open its connection to the real broker.
