@@ -26,7 +26,6 @@ use crate::plan::{Plan, Semantics, SinkKind};
 use crate::proxy::amqp::AmqpProxy;
 use crate::proxy::control::NetworkControl;
 use crate::proxy::kafka::KafkaProxy;
-use crate::sink::extract::Extractor;
 use crate::sink::http::HttpSink;
 use crate::sink::{file, stdout, EffectRecorder};
 use crate::timeline::{EndReason, Event, ProduceStatus, RunInfo, Stamped, Timeline};
@@ -111,7 +110,7 @@ pub async fn run(
         group: endpoint.group.clone(),
         expect: expect.as_str().into(),
         seed,
-        planned_faults: plan.faults.iter().map(describe_fault).collect(),
+        planned_faults: plan.loaded.faults.iter().map(|f| f.to_string()).collect(),
         messages: plan.workload.messages.get(),
         reproduce,
     }));
@@ -160,12 +159,9 @@ async fn drive(
     let tally = Tally::start(timeline);
 
     // Sinks.
-    let id_rule = Extractor::parse(&plan.effects.id).map_err(Error::Usage)?;
-    let key_rule = match &plan.effects.idempotency_key {
-        Some(k) => Some(Extractor::parse(k).map_err(Error::Usage)?),
-        None => None,
-    };
-    let gate = Gate::holding(crate::nemesis::hold_points(&plan.faults));
+    let id_rule = plan.loaded.effect_id.clone();
+    let key_rule = plan.loaded.idempotency_key.clone();
+    let gate = Gate::holding(crate::nemesis::hold_points(&plan.loaded.faults));
     let sink_stop = CancellationToken::new();
     let effects_dir = dir.join("effects");
     let mut http_sink = None;
@@ -220,8 +216,7 @@ async fn drive(
 
     // The proxy, when the consumer goes through one: each instance gets its own listeners, so
     // every connection is attributed by the port it came in on.
-    let instances =
-        crate::nemesis::instance_capacity(plan.consumer.instances.get() as u32, &plan.faults);
+    let instances = plan.instance_capacity();
     let roster = Roster::new(instances);
     let incarnation_of = {
         let roster = roster.clone();
@@ -346,7 +341,7 @@ async fn drive(
         stopping: stop.clone(),
     };
     let (nemesis, nemesis_status) =
-        Nemesis::new(&plan.faults, seed, timeline.clone(), levers, gate);
+        Nemesis::new(&plan.loaded.faults, seed, timeline.clone(), levers, gate);
     let nemesis_task = tokio::spawn(nemesis.run(nemesis_events, nemesis_stop.clone()));
 
     // Watch until the run ends.
@@ -685,22 +680,6 @@ fn update_bar(
         "faults {}/{} | lag {lag}",
         status.fired, status.planned
     ));
-}
-
-fn describe_fault(f: &crate::plan::FaultSpec) -> String {
-    use crate::nemesis::action::Action;
-    let action = Action::from_spec(f);
-    let what = match action {
-        Action::Rebalance(hold) => format!("group for {}", humantime::format_duration(hold)),
-        Action::ScaleUp => "+1".into(),
-        Action::ScaleDown(_) => "-1".into(),
-        _ => action.target().to_string(),
-    };
-    format!(
-        "{}: {what} when {}",
-        action.name(),
-        crate::nemesis::trigger::describe(&f.when)
-    )
 }
 
 fn reproduce_command(opts: &RunOptions, seed: u64) -> String {

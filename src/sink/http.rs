@@ -298,7 +298,7 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::extract::Extractor;
+    use crate::plan::Extractor;
     use crate::timeline::{EffectOutcome, Event, Timeline};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
