@@ -100,7 +100,7 @@ impl Gate {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             match slots.remove(&seq) {
                 Some(Slot::Decided(v)) => return v,
-                _ => {
+                Some(Slot::Waiting(_)) | None => {
                     let (tx, rx) = oneshot::channel();
                     slots.insert(seq, Slot::Waiting(tx));
                     rx
@@ -121,7 +121,7 @@ impl Gate {
             Some(Slot::Waiting(tx)) => {
                 let _ = tx.send(decision);
             }
-            _ => {
+            Some(Slot::Decided(_)) | None => {
                 slots.insert(seq, Slot::Decided(decision));
             }
         }

@@ -95,11 +95,14 @@ impl TriggerState {
         // the nth.
         let reached = *seen < *nth && *seen + n >= *nth;
         *seen += n;
-        match (reached, *moment) {
-            (false, _) => Match::No,
-            (true, Moment::After) if *kind != EventKind::Commit => Match::Fire,
-            // `after: ack` fires once the ack is on the broker's socket: nothing is held.
-            (true, _) => Match::FireWhileHeld,
+        if !reached {
+            return Match::No;
+        }
+        // The event waits at its hold point when the trigger has one (`after: ack` fires once
+        // the ack is on the broker's socket: nothing is held).
+        match held_at(*kind, *moment) {
+            Some(_) => Match::FireWhileHeld,
+            None => Match::Fire,
         }
     }
 
@@ -193,12 +196,12 @@ fn counts(kind: EventKind, moment: Moment, event: &Event) -> bool {
         (EventKind::Deliver, Event::Delivered { .. }) => true,
         (EventKind::Commit, Event::Commit { phase, error, .. }) => match moment {
             Moment::Before => *phase == CommitPhase::Request,
-            _ => *phase == CommitPhase::Response && error.is_none(),
+            Moment::After | Moment::During => *phase == CommitPhase::Response && error.is_none(),
         },
         (EventKind::Rebalance, Event::Rebalance { change, .. }) => *change == RebalanceKind::Assign,
         (EventKind::Ack, Event::Ack { phase, .. }) => match moment {
             Moment::Before => *phase == AckPhase::Request,
-            _ => *phase == AckPhase::Forwarded,
+            Moment::After | Moment::During => *phase == AckPhase::Forwarded,
         },
         _ => false,
     }
