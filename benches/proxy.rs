@@ -44,7 +44,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use exactly::nemesis::gate::Gate;
+use exactly::gate::Gate;
 use exactly::proxy::amqp::AmqpProxy;
 use exactly::proxy::kafka::KafkaProxy;
 use exactly::timeline::Timeline;

@@ -7,6 +7,7 @@ pub mod broker;
 pub mod cli;
 pub mod consumer;
 pub mod error;
+pub mod gate;
 pub mod judge;
 pub mod nemesis;
 pub mod plan;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::*;
 use exactly::broker::amqp::AmqpBroker;
-use exactly::nemesis::gate::{Gate, HoldPoint, Verdict};
+use exactly::gate::{Gate, HoldDecision, HoldPoint};
 use exactly::plan::Rate;
 use exactly::proxy::amqp::AmqpProxy;
 use exactly::timeline::{AckPhase, AckVerb, Event, ProduceStatus, Stamped, Timeline};
@@ -390,10 +390,10 @@ async fn a_withheld_ack_is_dropped_and_its_message_redelivered() {
             decided += 1;
             if decided == 3 {
                 kill(child.take().unwrap());
-                gate.decide(HoldPoint::AckRequest, e.seq, Verdict::Withhold);
+                gate.decide(HoldPoint::AckRequest, e.seq, HoldDecision::Withhold);
                 withheld = Some((e.seq, ids.clone()));
             } else {
-                gate.decide(HoldPoint::AckRequest, e.seq, Verdict::Answer);
+                gate.decide(HoldPoint::AckRequest, e.seq, HoldDecision::Answer);
             }
         }
     }
@@ -430,7 +430,7 @@ async fn a_withheld_ack_is_dropped_and_its_message_redelivered() {
             ..
         } = &e.event
         {
-            gate.decide(HoldPoint::AckRequest, e.seq, Verdict::Answer);
+            gate.decide(HoldPoint::AckRequest, e.seq, HoldDecision::Answer);
         }
         redelivered |= matches!(
             &e.event,
@@ -538,8 +538,8 @@ async fn a_python_pika_client_consumes_through_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_pauses_and_sever_resets_the_consumers_connection() {
-    use exactly::nemesis::action::NetworkControl;
     use exactly::plan::Target;
+    use exactly::proxy::control::NetworkControl;
     let (_broker, queue, ids) = fresh_queue("network", 30).await;
     let mut proxy = Proxy::start(Gate::open()).await;
     let mut child = consumer(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use exactly::broker::{hold_group, GroupProtocol, HoldOutcome};
-use exactly::nemesis::gate::Gate;
+use exactly::gate::Gate;
 use exactly::proxy::kafka::KafkaProxy;
 use exactly::timeline::{Event, MemberChange, RebalanceKind, Stamped, Timeline};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

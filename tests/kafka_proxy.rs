@@ -18,9 +18,9 @@ use std::time::Duration;
 use common::*;
 use exactly::broker::kafka::KafkaBroker;
 use exactly::broker::KafkaTarget as BrokerTarget;
-use exactly::nemesis::action::NetworkControl;
-use exactly::nemesis::gate::{Gate, HoldPoint, Verdict};
+use exactly::gate::{Gate, HoldDecision, HoldPoint};
 use exactly::plan::{Rate, Target};
+use exactly::proxy::control::NetworkControl;
 use exactly::proxy::kafka::{direct_connections, KafkaProxy};
 use exactly::timeline::{CommitPhase, Event, RebalanceKind, Stamped, Timeline};
 use tokio_util::sync::CancellationToken;
@@ -379,11 +379,11 @@ async fn a_withheld_commit_never_reaches_the_broker() {
                     let _ = Command::new("kill")
                         .args(["-9", &child_pid.to_string()])
                         .status();
-                    gate.decide(HoldPoint::CommitRequest, e.seq, Verdict::Withhold);
+                    gate.decide(HoldPoint::CommitRequest, e.seq, HoldDecision::Withhold);
                     withheld = Some((e.seq, offsets.clone()));
                     break;
                 }
-                gate.decide(HoldPoint::CommitRequest, e.seq, Verdict::Answer);
+                gate.decide(HoldPoint::CommitRequest, e.seq, HoldDecision::Answer);
             }
         }
         withheld

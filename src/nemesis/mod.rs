@@ -7,7 +7,6 @@
 //! the first in plan order acts; the others record that they were pre-empted.
 
 pub mod action;
-pub mod gate;
 pub mod trigger;
 
 use std::sync::Arc;
@@ -17,11 +16,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::group_member::GroupProtocol;
-use crate::plan::FaultSpec;
+use crate::gate::{Gate, HoldDecision, HoldPoint};
+use crate::plan::{Fault, FaultAction, Target};
 use crate::timeline::{Event, FaultRecord, ProcessPhase, Stamped, Timeline};
-use action::{Action, Applied, Levers};
-use gate::{Gate, HoldPoint, Verdict};
-use trigger::{Match, Trigger};
+use action::{Applied, Levers};
+use trigger::{Match, TriggerState};
 
 /// What the run loop needs to know to decide when the run may end.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -38,31 +37,20 @@ pub struct NemesisStatus {
 
 struct ArmedFault {
     index: usize,
-    action: Action,
-    trigger: Trigger,
+    action: FaultAction,
+    trigger: TriggerState,
+    /// The plan's trigger in words, for the `fault` events.
     description: String,
     /// Times (µs) at which the trigger matched while no target was alive.
     deferred: Vec<u64>,
 }
 
 /// The hold points a plan's triggers need the sink and the proxies to hold.
-pub fn hold_points(faults: &[FaultSpec]) -> Vec<HoldPoint> {
+pub fn hold_points(faults: &[Fault]) -> Vec<HoldPoint> {
     faults
         .iter()
-        .filter_map(|f| Trigger::new(&f.when, 0, None).hold_point())
+        .filter_map(|f| trigger::hold_point(&f.when))
         .collect()
-}
-
-/// Most instances a run can have: the plan's `instances` plus one for every time a
-/// `scale: +1` fault can fire. The supervisor's roster and the proxy's listeners are sized
-/// for it up front, so a scaled-up instance is attributed like the first ones.
-pub fn instance_capacity(instances: u32, faults: &[FaultSpec]) -> u32 {
-    let scale_ups: usize = faults
-        .iter()
-        .filter(|f| f.scale == Some(1))
-        .map(|f| Trigger::new(&f.when, 0, None).remaining())
-        .sum();
-    instances.saturating_add(scale_ups as u32)
 }
 
 /// The fault injector of one run.
@@ -84,7 +72,7 @@ impl Nemesis {
     /// Arms every fault of the plan. `seed` drives the random triggers (each fault gets its own
     /// stream derived from it); `levers` are what the actions act on.
     pub fn new(
-        faults: &[FaultSpec],
+        faults: &[Fault],
         seed: u64,
         timeline: Timeline,
         levers: Levers,
@@ -94,16 +82,15 @@ impl Nemesis {
             .iter()
             .enumerate()
             .map(|(index, f)| {
-                let action = Action::from_spec(f);
-                let instance = match action.target() {
-                    crate::plan::Target::Instance(i) => Some(i),
-                    crate::plan::Target::AllInstances => None,
+                let instance = match f.action.target() {
+                    Target::Instance(i) => Some(i),
+                    Target::AllInstances => None,
                 };
                 ArmedFault {
                     index,
-                    action,
-                    trigger: Trigger::new(&f.when, seed.wrapping_add(index as u64), instance),
-                    description: trigger::describe(&f.when),
+                    action: f.action,
+                    trigger: TriggerState::new(&f.when, seed.wrapping_add(index as u64), instance),
+                    description: f.when.to_string(),
                     deferred: Vec::new(),
                 }
             })
@@ -208,12 +195,12 @@ impl Nemesis {
                 && (f.trigger.is_during() || f.action.stops_consumer());
         }
         if let Some(point) = HoldPoint::of(&stamped.event) {
-            let verdict = if withhold {
-                Verdict::Withhold
+            let decision = if withhold {
+                HoldDecision::Withhold
             } else {
-                Verdict::Answer
+                HoldDecision::Answer
             };
-            self.gate.decide(point, stamped.seq, verdict);
+            self.gate.decide(point, stamped.seq, decision);
         }
         if acted {
             self.publish();
@@ -223,7 +210,7 @@ impl Nemesis {
     /// Applies fault `i`, matched at `matched_at_us`; true if it hit a live process.
     fn fire(&mut self, i: usize, matched_at_us: u64) -> bool {
         let f = &self.faults[i];
-        match f.action.apply(&self.levers, self.protocol.as_ref()) {
+        match action::apply(&f.action, &self.levers, self.protocol.as_ref()) {
             Some(applied) => {
                 self.record_applied(i, matched_at_us, applied);
                 true

@@ -1,15 +1,15 @@
-//! Triggers: pure, seeded state machines that say *when* a fault fires. They see timeline
-//! events and the clock; they never touch a process. Time is measured from the moment the first
-//! consumer incarnation started (the `origin`), so that producing the workload first does not
-//! eat into `at:` times.
+//! Triggers: pure, seeded state machines that say *when* a fault fires. Each is armed from a
+//! plan's [`Trigger`]; it sees timeline events and the clock and never touches a process. Time
+//! is measured from the moment the first consumer incarnation started (the `origin`), so that
+//! producing the workload first does not eat into `at:` times.
 
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::nemesis::gate::HoldPoint;
-use crate::plan::{EventKind, When};
+use crate::gate::HoldPoint;
+use crate::plan::{EventKind, Moment, Trigger};
 use crate::timeline::{AckPhase, CommitPhase, Event, RebalanceKind};
 
 /// What a trigger decided about one event.
@@ -24,20 +24,9 @@ pub enum Match {
     FireWhileHeld,
 }
 
-/// Where a counting trigger stands relative to its event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Moment {
-    /// `after:` the event happened (for commits: the broker accepted it).
-    After,
-    /// `before:` the request is held on its way to the broker.
-    Before,
-    /// `during:` the sink holds its answer.
-    During,
-}
-
 /// A trigger's state.
 #[derive(Debug, Clone)]
-pub enum Trigger {
+pub enum TriggerState {
     /// Fire at these offsets from the origin, in order (`at`, `every`, `random`).
     Schedule {
         /// Remaining fire times, ascending.
@@ -58,45 +47,37 @@ pub enum Trigger {
     },
 }
 
-impl Trigger {
-    /// Builds a trigger from a validated `when`; `seed` drives `random`. With `instance`, a
-    /// counting trigger counts only that instance's events (a fault aimed at `consumer[i]`
-    /// fires on `consumer[i]`'s Nth effect, never holds another instance's).
-    pub fn new(when: &When, seed: u64, instance: Option<u32>) -> Trigger {
-        if let Some(at) = when.at {
-            return Trigger::Schedule { times: vec![at] };
-        }
-        if let (Some(every), Some(times)) = (when.every, when.times) {
-            return Trigger::Schedule {
-                times: (1..=times.get() as u32).map(|k| every * k).collect(),
-            };
-        }
-        if let (Some(n), Some(within)) = (when.random, when.within) {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let mut times: Vec<Duration> = (0..n.get())
-                .map(|_| Duration::from_micros(rng.random_range(0..=within.as_micros() as u64)))
-                .collect();
-            times.sort();
-            return Trigger::Schedule { times };
-        }
-        let (kind, moment) = match (when.after, when.before, when.during) {
-            (Some(k), _, _) => (k, Moment::After),
-            (None, Some(k), _) => (k, Moment::Before),
-            // Validation guarantees one of the three for a counting trigger.
-            (None, None, k) => (k.unwrap_or(EventKind::Effect), Moment::During),
-        };
-        Trigger::Count {
-            kind,
-            nth: when.nth.map_or(1, |n| n.get()),
-            seen: 0,
-            moment,
-            instance,
+impl TriggerState {
+    /// Arms a plan's trigger; `seed` drives `random`. With `instance`, a counting trigger counts
+    /// only that instance's events (a fault aimed at `consumer[i]` fires on `consumer[i]`'s Nth
+    /// effect, never holds another instance's).
+    pub fn new(trigger: &Trigger, seed: u64, instance: Option<u32>) -> TriggerState {
+        match *trigger {
+            Trigger::At(at) => TriggerState::Schedule { times: vec![at] },
+            Trigger::Every { period, times } => TriggerState::Schedule {
+                times: (1..=times.get() as u32).map(|k| period * k).collect(),
+            },
+            Trigger::Random { count, within } => {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let mut times: Vec<Duration> = (0..count.get())
+                    .map(|_| Duration::from_micros(rng.random_range(0..=within.as_micros() as u64)))
+                    .collect();
+                times.sort();
+                TriggerState::Schedule { times }
+            }
+            Trigger::Count { moment, event, nth } => TriggerState::Count {
+                kind: event,
+                nth: nth.get(),
+                seen: 0,
+                moment,
+                instance,
+            },
         }
     }
 
     /// Feeds one event; says whether the trigger fires on it.
     pub fn on_event(&mut self, event: &Event) -> Match {
-        let Trigger::Count {
+        let TriggerState::Count {
             kind,
             nth,
             seen,
@@ -114,76 +95,85 @@ impl Trigger {
         // the nth.
         let reached = *seen < *nth && *seen + n >= *nth;
         *seen += n;
-        match (reached, *moment) {
-            (false, _) => Match::No,
-            (true, Moment::After) if *kind != EventKind::Commit => Match::Fire,
-            // `after: ack` fires once the ack is on the broker's socket: nothing is held.
-            (true, _) => Match::FireWhileHeld,
+        if !reached {
+            return Match::No;
+        }
+        // The event waits at its hold point when the trigger has one (`after: ack` fires once
+        // the ack is on the broker's socket: nothing is held).
+        match held_at(*kind, *moment) {
+            Some(_) => Match::FireWhileHeld,
+            None => Match::Fire,
         }
     }
 
     /// True for `during:` triggers (the held event is never let go).
     pub fn is_during(&self) -> bool {
-        matches!(
-            self,
-            Trigger::Count {
-                moment: Moment::During,
-                ..
-            }
-        )
+        match self {
+            TriggerState::Count { moment, .. } => *moment == Moment::During,
+            TriggerState::Schedule { .. } => false,
+        }
     }
 
     /// The hold point this trigger needs the sources to hold, if any.
     pub fn hold_point(&self) -> Option<HoldPoint> {
-        match self {
-            Trigger::Count {
-                kind: EventKind::Effect,
-                moment: Moment::During,
-                ..
-            } => Some(HoldPoint::Effect),
-            Trigger::Count {
-                kind: EventKind::Commit,
-                moment: Moment::Before,
-                ..
-            } => Some(HoldPoint::CommitRequest),
-            Trigger::Count {
-                kind: EventKind::Commit,
-                moment: Moment::After,
-                ..
-            } => Some(HoldPoint::CommitResponse),
-            Trigger::Count {
-                kind: EventKind::Ack,
-                moment: Moment::Before,
-                ..
-            } => Some(HoldPoint::AckRequest),
-            _ => None,
+        match *self {
+            TriggerState::Count { kind, moment, .. } => held_at(kind, moment),
+            TriggerState::Schedule { .. } => None,
         }
     }
 
     /// The next scheduled fire time, if any remains.
     pub fn next_due(&self) -> Option<Duration> {
         match self {
-            Trigger::Schedule { times } => times.first().copied(),
-            Trigger::Count { .. } => None,
+            TriggerState::Schedule { times } => times.first().copied(),
+            TriggerState::Count { .. } => None,
         }
     }
 
     /// Takes the scheduled fire time if it is due at `now` (since the origin).
     pub fn take_due(&mut self, now: Duration) -> Option<Duration> {
         match self {
-            Trigger::Schedule { times } if times.first().is_some_and(|t| *t <= now) => {
-                Some(times.remove(0))
-            }
-            _ => None,
+            TriggerState::Schedule { times } => match times.first() {
+                Some(first) if *first <= now => Some(times.remove(0)),
+                Some(_) | None => None,
+            },
+            TriggerState::Count { .. } => None,
         }
     }
 
     /// How many more times this trigger can fire.
     pub fn remaining(&self) -> usize {
         match self {
-            Trigger::Schedule { times } => times.len(),
-            Trigger::Count { nth, seen, .. } => usize::from(seen < nth),
+            TriggerState::Schedule { times } => times.len(),
+            TriggerState::Count { nth, seen, .. } => usize::from(seen < nth),
         }
+    }
+}
+
+/// The hold point a plan's trigger needs the sources to hold, if any.
+pub fn hold_point(trigger: &Trigger) -> Option<HoldPoint> {
+    match *trigger {
+        Trigger::Count { moment, event, .. } => held_at(event, moment),
+        Trigger::At(_) | Trigger::Every { .. } | Trigger::Random { .. } => None,
+    }
+}
+
+/// Where an event counted at `moment` is held: the HTTP sink's answer during an effect, a
+/// commit request before it reaches the broker, the broker's commit response after it accepted
+/// one, an AMQP ack before it reaches the broker. Nothing else is held.
+fn held_at(event: EventKind, moment: Moment) -> Option<HoldPoint> {
+    match (event, moment) {
+        (EventKind::Effect, Moment::During) => Some(HoldPoint::Effect),
+        (EventKind::Commit, Moment::Before) => Some(HoldPoint::CommitRequest),
+        (EventKind::Commit, Moment::After) => Some(HoldPoint::CommitResponse),
+        (EventKind::Ack, Moment::Before) => Some(HoldPoint::AckRequest),
+        (EventKind::Effect, Moment::After | Moment::Before)
+        | (EventKind::Commit | EventKind::Ack, Moment::During)
+        | (EventKind::Ack, Moment::After)
+        | (
+            EventKind::Deliver | EventKind::Rebalance | EventKind::Produced,
+            Moment::After | Moment::Before | Moment::During,
+        ) => None,
     }
 }
 
@@ -206,12 +196,12 @@ fn counts(kind: EventKind, moment: Moment, event: &Event) -> bool {
         (EventKind::Deliver, Event::Delivered { .. }) => true,
         (EventKind::Commit, Event::Commit { phase, error, .. }) => match moment {
             Moment::Before => *phase == CommitPhase::Request,
-            _ => *phase == CommitPhase::Response && error.is_none(),
+            Moment::After | Moment::During => *phase == CommitPhase::Response && error.is_none(),
         },
         (EventKind::Rebalance, Event::Rebalance { change, .. }) => *change == RebalanceKind::Assign,
         (EventKind::Ack, Event::Ack { phase, .. }) => match moment {
             Moment::Before => *phase == AckPhase::Request,
-            _ => *phase == AckPhase::Forwarded,
+            Moment::After | Moment::During => *phase == AckPhase::Forwarded,
         },
         _ => false,
     }
@@ -230,33 +220,6 @@ fn belongs_to(instance: Option<u32>, event: &Event) -> bool {
         _ => return true,
     };
     of == Some(wanted)
-}
-
-/// The trigger as a user would write it, for reports.
-pub fn describe(when: &When) -> String {
-    let d = |d: Duration| humantime::format_duration(d).to_string();
-    let name = |k: EventKind| {
-        serde_json::to_value(k)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
-    };
-    let nth = when.nth.map_or(1, |n| n.get());
-    if let Some(at) = when.at {
-        format!("at: {}", d(at))
-    } else if let Some(k) = when.after {
-        format!("after: {}, nth: {nth}", name(k))
-    } else if let Some(k) = when.before {
-        format!("before: {}, nth: {nth}", name(k))
-    } else if let Some(k) = when.during {
-        format!("during: {}, nth: {nth}", name(k))
-    } else if let (Some(e), Some(t)) = (when.every, when.times) {
-        format!("every: {}, times: {}", d(e), t.get())
-    } else if let (Some(r), Some(w)) = (when.random, when.within) {
-        format!("random: {}, within: {}", r.get(), d(w))
-    } else {
-        "never".into()
-    }
 }
 
 #[cfg(test)]
@@ -278,12 +241,12 @@ mod tests {
 
     #[test]
     fn after_effect_fires_once_on_the_nth() {
-        let when = When {
-            after: Some(EventKind::Effect),
-            nth: Some(Count::new(3)),
-            ..When::default()
+        let when = Trigger::Count {
+            moment: Moment::After,
+            event: EventKind::Effect,
+            nth: Count::new(3),
         };
-        let mut t = Trigger::new(&when, 0, None);
+        let mut t = TriggerState::new(&when, 0, None);
         let got: Vec<Match> = (0..5).map(|_| t.on_event(&effect())).collect();
         assert_eq!(
             got,
@@ -294,10 +257,10 @@ mod tests {
 
     #[test]
     fn after_deliver_counts_each_record_of_a_batch_and_fires_on_the_batch_holding_the_nth() {
-        let when = When {
-            after: Some(EventKind::Deliver),
-            nth: Some(Count::new(5)),
-            ..When::default()
+        let when = Trigger::Count {
+            moment: Moment::After,
+            event: EventKind::Deliver,
+            nth: Count::new(5),
         };
         let batch = |n: i64| Event::DeliveredBatch {
             instance: 0,
@@ -305,7 +268,7 @@ mod tests {
             partition: 0,
             records: (0..n).map(|o| (o, format!("m-{o}"))).collect(),
         };
-        let mut t = Trigger::new(&when, 0, None);
+        let mut t = TriggerState::new(&when, 0, None);
         let got: Vec<Match> = [3, 3, 3].map(|n| t.on_event(&batch(n))).to_vec();
         assert_eq!(got, [Match::No, Match::Fire, Match::No]);
         assert_eq!(t.remaining(), 0);
@@ -313,10 +276,10 @@ mod tests {
 
     #[test]
     fn a_trigger_aimed_at_one_instance_counts_only_its_effects() {
-        let when = When {
-            during: Some(EventKind::Effect),
-            nth: Some(Count::new(2)),
-            ..When::default()
+        let when = Trigger::Count {
+            moment: Moment::During,
+            event: EventKind::Effect,
+            nth: Count::new(2),
         };
         let by = |i: u32| Event::Effect {
             id: "x".into(),
@@ -326,7 +289,7 @@ mod tests {
             sink: "http".into(),
             attribution: Default::default(),
         };
-        let mut t = Trigger::new(&when, 0, Some(1));
+        let mut t = TriggerState::new(&when, 0, Some(1));
         let got: Vec<Match> = [by(0), by(1), by(0), by(1)]
             .iter()
             .map(|e| t.on_event(e))
@@ -349,12 +312,12 @@ mod tests {
 
     #[test]
     fn before_commit_counts_requests_and_holds_them() {
-        let when = When {
-            before: Some(EventKind::Commit),
-            nth: Some(Count::new(2)),
-            ..When::default()
+        let when = Trigger::Count {
+            moment: Moment::Before,
+            event: EventKind::Commit,
+            nth: Count::new(2),
         };
-        let mut t = Trigger::new(&when, 0, None);
+        let mut t = TriggerState::new(&when, 0, None);
         assert_eq!(t.hold_point(), Some(HoldPoint::CommitRequest));
         let events = [
             commit(CommitPhase::Request, None),
@@ -367,12 +330,12 @@ mod tests {
 
     #[test]
     fn after_commit_counts_only_accepted_responses() {
-        let when = When {
-            after: Some(EventKind::Commit),
-            nth: Some(Count::new(2)),
-            ..When::default()
+        let when = Trigger::Count {
+            moment: Moment::After,
+            event: EventKind::Commit,
+            nth: Count::new(2),
         };
-        let mut t = Trigger::new(&when, 0, None);
+        let mut t = TriggerState::new(&when, 0, None);
         assert_eq!(t.hold_point(), Some(HoldPoint::CommitResponse));
         let events = [
             commit(CommitPhase::Response, None),
@@ -386,12 +349,12 @@ mod tests {
 
     #[test]
     fn after_rebalance_counts_assignments() {
-        let when = When {
-            after: Some(EventKind::Rebalance),
-            nth: Some(Count::new(1)),
-            ..When::default()
+        let when = Trigger::Count {
+            moment: Moment::After,
+            event: EventKind::Rebalance,
+            nth: Count::new(1),
         };
-        let mut t = Trigger::new(&when, 0, None);
+        let mut t = TriggerState::new(&when, 0, None);
         let rebalance = |change| Event::Rebalance {
             instance: 0,
             incarnation: 1,
@@ -410,25 +373,24 @@ mod tests {
 
     #[test]
     fn during_effect_withholds_the_answer() {
-        let when = When {
-            during: Some(EventKind::Effect),
-            nth: Some(Count::new(1)),
-            ..When::default()
+        let when = Trigger::Count {
+            moment: Moment::During,
+            event: EventKind::Effect,
+            nth: Count::new(1),
         };
         assert_eq!(
-            Trigger::new(&when, 0, None).on_event(&effect()),
+            TriggerState::new(&when, 0, None).on_event(&effect()),
             Match::FireWhileHeld
         );
     }
 
     #[test]
     fn every_fires_times_times_one_period_apart() {
-        let when = When {
-            every: Some(Duration::from_secs(2)),
-            times: Some(Count::new(3)),
-            ..When::default()
+        let when = Trigger::Every {
+            period: Duration::from_secs(2),
+            times: Count::new(3),
         };
-        let mut t = Trigger::new(&when, 0, None);
+        let mut t = TriggerState::new(&when, 0, None);
         assert_eq!(t.take_due(Duration::from_secs(1)), None);
         assert_eq!(
             t.take_due(Duration::from_secs(5)),
@@ -443,16 +405,15 @@ mod tests {
 
     #[test]
     fn random_is_reproducible_from_the_seed_and_stays_within() {
-        let when = When {
-            random: Some(Count::new(4)),
-            within: Some(Duration::from_secs(10)),
-            ..When::default()
+        let when = Trigger::Random {
+            count: Count::new(4),
+            within: Duration::from_secs(10),
         };
-        let a = Trigger::new(&when, 42, None);
-        let b = Trigger::new(&when, 42, None);
-        let c = Trigger::new(&when, 43, None);
-        let times = |t: &Trigger| match t {
-            Trigger::Schedule { times } => times.clone(),
+        let a = TriggerState::new(&when, 42, None);
+        let b = TriggerState::new(&when, 42, None);
+        let c = TriggerState::new(&when, 43, None);
+        let times = |t: &TriggerState| match t {
+            TriggerState::Schedule { times } => times.clone(),
             _ => unreachable!(),
         };
         assert_eq!(times(&a), times(&b));

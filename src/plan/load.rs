@@ -49,7 +49,7 @@ impl fmt::Display for PlanError {
 
 impl std::error::Error for PlanError {}
 
-/// Reads, parses and validates the plan at `path`.
+/// Reads, parses and validates the plan at `path` (see [`parse_plan`]).
 pub fn load_plan(path: &Path) -> Result<Plan, PlanError> {
     let source = std::fs::read_to_string(path).map_err(|e| PlanError {
         file: path.to_owned(),
@@ -60,7 +60,7 @@ pub fn load_plan(path: &Path) -> Result<Plan, PlanError> {
     parse_plan(path, &source)
 }
 
-/// Parses and validates plan text; `file` is only used in messages.
+/// Parses and validates plan text, and fills [`Plan::loaded`]; `file` is only used in messages.
 pub fn parse_plan(file: &Path, source: &str) -> Result<Plan, PlanError> {
     let at = |position: Option<Position>, message: String| PlanError {
         file: file.to_owned(),
@@ -68,18 +68,17 @@ pub fn parse_plan(file: &Path, source: &str) -> Result<Plan, PlanError> {
         source_line: position.and_then(|p| source.lines().nth(p.line - 1).map(str::to_owned)),
         message,
     };
-    let plan: Plan = serde_yaml::from_str(source).map_err(|e| {
+    let mut plan: Plan = serde_yaml::from_str(source).map_err(|e| {
         let position = e.location().map(|l| Position {
             line: l.line(),
             col: l.column(),
         });
         at(position, explain_serde_error(&e.to_string()))
     })?;
-    let problems = validate(&plan);
-    if let Some(Problem { path, message }) = problems.into_iter().next() {
+    plan.loaded = validate(&plan).map_err(|Problem { path, message }| {
         let position = SpanMap::build(source).find(&path);
-        return Err(at(position, format!("{path}: {message}")));
-    }
+        at(position, format!("{path}: {message}"))
+    })?;
     Ok(plan)
 }
 
@@ -205,7 +204,7 @@ consumer: { command: [c] }\neffects: { sink: http }\nexpect: at-least-once\n";
         let plan = parse_plan(Path::new("p.yaml"), &src).unwrap();
         assert_eq!(plan.faults[1].scale, Some(1));
         assert_eq!(plan.faults[2].scale, Some(-1));
-        assert_eq!(crate::nemesis::instance_capacity(1, &plan.faults), 3);
+        assert_eq!(plan.instance_capacity(), 3);
     }
 
     #[test]

@@ -3,8 +3,17 @@
 //!
 //! Every struct here is flat (no tagged enums) on purpose: serde buffers tagged enums before
 //! deserializing them, which loses the line and column of an error. Flat structs keep them, and
-//! rules that span several fields are checked in [`validate`] with positions from [`span`].
+//! rules that span several fields are checked in [`validate`] (the fault rules in
+//! [`fault_rules`]) with positions from [`span`].
+//!
+//! The flat structs are only the written form. Loading turns what later stages act on into
+//! typed values, once, and keeps them in [`Plan::loaded`]: each fault as one [`Fault`] (a
+//! [`FaultAction`] and its [`Trigger`]) and the effect ID rules as [`Extractor`]s. Nothing
+//! downstream reads the written `faults`, `effects.id` or `effects.idempotency_key` again.
 
+mod effect_id;
+mod fault;
+mod fault_rules;
 mod load;
 mod span;
 mod validate;
@@ -16,6 +25,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use effect_id::Extractor;
+pub use fault::{Fault, FaultAction, Moment, ScaleStep, Trigger, DEFAULT_GRACE};
 pub use load::{load_plan, parse_plan, PlanError};
 pub use values::{Count, Rate, Target};
 
@@ -47,6 +58,32 @@ pub struct Plan {
     /// Seed for every random choice (random triggers); `--seed` overrides it.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// What loading made of the rules above (not part of the YAML): filled by [`load_plan`]
+    /// and [`parse_plan`] once the plan is valid.
+    #[serde(skip)]
+    pub loaded: Loaded,
+}
+
+/// The parts of a plan that later stages act on, checked and typed once when it is loaded.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// One per entry of `faults`, in plan order (the index is the fault's number in events).
+    pub faults: Vec<Fault>,
+    /// `effects.id`, parsed.
+    pub effect_id: Extractor,
+    /// `effects.idempotency_key`, parsed.
+    pub idempotency_key: Option<Extractor>,
+}
+
+/// What a plan that was never loaded holds: no faults and the default ID rule (`json:/id`).
+impl Default for Loaded {
+    fn default() -> Self {
+        Loaded {
+            faults: Vec::new(),
+            effect_id: Extractor::JsonPointer("/id".into()),
+            idempotency_key: None,
+        }
+    }
 }
 
 /// Which kind of broker a plan targets.
@@ -341,6 +378,28 @@ pub enum EventKind {
     Produced,
 }
 
+impl EventKind {
+    /// The plan's word for the event (`effect`, `commit`...), as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Effect => "effect",
+            EventKind::Commit => "commit",
+            EventKind::Ack => "ack",
+            EventKind::Deliver => "deliver",
+            EventKind::Rebalance => "rebalance",
+            EventKind::Produced => "produced",
+        }
+    }
+
+    /// True for events only the protocol-aware proxy sees (the trigger needs the proxy).
+    pub fn seen_by_proxy(self) -> bool {
+        match self {
+            EventKind::Commit | EventKind::Ack | EventKind::Deliver | EventKind::Rebalance => true,
+            EventKind::Effect | EventKind::Produced => false,
+        }
+    }
+}
+
 /// Delivery semantics a consumer can claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -357,6 +416,19 @@ impl Plan {
     /// True when the consumer talks to the broker through exactly's proxy.
     pub fn via_proxy(&self) -> bool {
         self.consumer.via_proxy.unwrap_or(true)
+    }
+
+    /// Most instances a run can have: `instances` plus one for every time a `scale: +1` fault
+    /// can fire. The supervisor's roster and the proxy's listeners are sized for it up front,
+    /// so a scaled-up instance is attributed like the first ones.
+    pub fn instance_capacity(&self) -> u32 {
+        let scale_ups: u64 = self
+            .loaded
+            .faults
+            .iter()
+            .map(|f| u64::from(f.action.instances_added()) * f.when.firings())
+            .sum();
+        (self.consumer.instances.get() as u32).saturating_add(scale_ups as u32)
     }
 }
 
@@ -452,4 +524,17 @@ fn yes() -> bool {
 /// The plan's JSON Schema, for editors.
 pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(Plan)).expect("a schema always serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_kind_words_are_what_serde_reads_and_writes() {
+        use EventKind::*;
+        for kind in [Effect, Commit, Ack, Deliver, Rebalance, Produced] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+    }
 }

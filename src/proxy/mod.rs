@@ -23,6 +23,7 @@
 //! itself after its length and at once when the run stops (the pumps end).
 
 pub mod amqp;
+pub mod control;
 mod faults;
 mod frames;
 pub mod kafka;

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{self, Broker, Endpoint};
 use crate::consumer::Roster;
 use crate::error::{Error, InfraError};
-use crate::nemesis::gate::Gate;
+use crate::gate::Gate;
 use crate::plan::{Plan, Semantics};
 use crate::timeline::{EndReason, Event, RunInfo, Timeline};
 use sinks::Sinks;
@@ -128,7 +128,7 @@ pub async fn run(
         group: endpoint.group.clone(),
         expect: expect.as_str().into(),
         seed,
-        planned_faults: plan.faults.iter().map(describe_fault).collect(),
+        planned_faults: plan.loaded.faults.iter().map(|f| f.to_string()).collect(),
         messages: plan.workload.messages.get(),
         reproduce,
     }));
@@ -169,13 +169,10 @@ pub async fn run(
 async fn drive(ctx: &RunContext<'_>) -> Result<(), Error> {
     let started = Instant::now();
     let tally = Tally::follow(ctx.timeline);
-    let gate = Gate::holding(crate::nemesis::hold_points(&ctx.plan.faults));
+    let gate = Gate::holding(crate::nemesis::hold_points(&ctx.plan.loaded.faults));
     // Sized up front for every planned scale-up, so a scaled-up instance is attributed like
     // the first ones; the sink and the proxy read it, the supervisor writes it.
-    let capacity = crate::nemesis::instance_capacity(
-        ctx.plan.consumer.instances.get() as u32,
-        &ctx.plan.faults,
-    );
+    let capacity = ctx.plan.instance_capacity();
     let roster = Roster::new(capacity);
     let sinks = Sinks::start(ctx, &gate, &roster).await?;
     let workload = match produce_workload(ctx).await? {
@@ -230,22 +227,6 @@ async fn produce_workload(ctx: &RunContext<'_>) -> Result<Workload, Error> {
             Ok(Workload::Aborted)
         }
     }
-}
-
-fn describe_fault(f: &crate::plan::FaultSpec) -> String {
-    use crate::nemesis::action::Action;
-    let action = Action::from_spec(f);
-    let what = match action {
-        Action::Rebalance(hold) => format!("group for {}", humantime::format_duration(hold)),
-        Action::ScaleUp => "+1".into(),
-        Action::ScaleDown(_) => "-1".into(),
-        _ => action.target().to_string(),
-    };
-    format!(
-        "{}: {what} when {}",
-        action.name(),
-        crate::nemesis::trigger::describe(&f.when)
-    )
 }
 
 fn reproduce_command(opts: &RunOptions, seed: u64) -> String {

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use super::RunContext;
 use crate::consumer::Roster;
 use crate::error::Error;
-use crate::nemesis::action::NetworkControl;
-use crate::nemesis::gate::Gate;
+use crate::gate::Gate;
 use crate::plan::BrokerKind;
 use crate::proxy::amqp::AmqpProxy;
+use crate::proxy::control::NetworkControl;
 use crate::proxy::kafka::KafkaProxy;
 
 /// The run's proxy, whichever the broker.

@@ -12,9 +12,8 @@ use tokio_util::sync::CancellationToken;
 use super::RunContext;
 use crate::consumer::{LineObserver, Roster};
 use crate::error::{Error, InfraError};
-use crate::nemesis::gate::Gate;
+use crate::gate::Gate;
 use crate::plan::SinkKind;
-use crate::sink::extract::Extractor;
 use crate::sink::http::HttpSink;
 use crate::sink::owner::Group;
 use crate::sink::{file, stdout, EffectRecorder};
@@ -44,11 +43,8 @@ impl Sinks {
         roster: &Roster,
     ) -> Result<Sinks, Error> {
         let plan = ctx.plan;
-        let id_rule = Extractor::parse(&plan.effects.id).map_err(Error::Usage)?;
-        let key_rule = match &plan.effects.idempotency_key {
-            Some(k) => Some(Extractor::parse(k).map_err(Error::Usage)?),
-            None => None,
-        };
+        let id_rule = plan.loaded.effect_id.clone();
+        let key_rule = plan.loaded.idempotency_key.clone();
         let recorder = |sink: &'static str| {
             EffectRecorder::new(
                 ctx.timeline.clone(),

@@ -17,8 +17,8 @@ use super::sinks::Sinks;
 use super::RunContext;
 use crate::consumer::contract::Contract;
 use crate::consumer::{Roster, Supervisor, SupervisorConfig};
+use crate::gate::Gate;
 use crate::nemesis::action::{GroupControl, Levers};
-use crate::nemesis::gate::Gate;
 use crate::nemesis::{Nemesis, NemesisStatus};
 use crate::plan::BrokerKind;
 use crate::sink::file;
@@ -79,8 +79,13 @@ impl Supervision {
             group: members.clone().map(|m| m as Arc<dyn GroupControl>),
             stopping: ctx.stop.clone(),
         };
-        let (nemesis, nemesis_status) =
-            Nemesis::new(&plan.faults, ctx.seed, ctx.timeline.clone(), levers, gate);
+        let (nemesis, nemesis_status) = Nemesis::new(
+            &plan.loaded.faults,
+            ctx.seed,
+            ctx.timeline.clone(),
+            levers,
+            gate,
+        );
         let nemesis_stop = CancellationToken::new();
         let nemesis_task = tokio::spawn(nemesis.run(nemesis_events, nemesis_stop.clone()));
         Supervision {

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::owner::{LiveGroups, Owner, SocketOwners, Unknown};
 use super::EffectRecorder;
-use crate::nemesis::gate::{Gate, HoldPoint, Verdict};
+use crate::gate::{Gate, HoldDecision, HoldPoint};
 use crate::timeline::{AttributedBy, Attribution};
 
 /// How long a socket-owner lookup may take before the effect is recorded without it.
@@ -286,8 +286,8 @@ async fn handle(
         );
     };
     match shared.gate.wait(HoldPoint::Effect, event.seq).await {
-        Verdict::Answer => (StatusCode::OK, "ok\n"),
-        Verdict::Withhold => {
+        HoldDecision::Answer => (StatusCode::OK, "ok\n"),
+        HoldDecision::Withhold => {
             // A fault fired while this effect was in flight: never answer it.
             shared.stop.cancelled().await;
             (StatusCode::SERVICE_UNAVAILABLE, "run ended\n")
@@ -298,7 +298,7 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::extract::Extractor;
+    use crate::plan::Extractor;
     use crate::timeline::{EffectOutcome, Event, Timeline};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

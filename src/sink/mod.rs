@@ -5,7 +5,6 @@
 //! Idempotent-provider behaviour (a repeated key is replayed, not applied) is shared here so
 //! every sink behaves the same.
 
-pub mod extract;
 pub mod file;
 pub mod http;
 pub mod owner;
@@ -14,8 +13,8 @@ pub mod stdout;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use crate::plan::Extractor;
 use crate::timeline::{Attribution, EffectOutcome, Event, Stamped, Timeline};
-use extract::Extractor;
 
 /// Turns raw effects into timeline events: finds the ID, applies idempotency, records.
 #[derive(Clone)]
@@ -28,7 +27,7 @@ pub struct EffectRecorder {
 }
 
 impl EffectRecorder {
-    /// A recorder for `sink` with the plan's ID and idempotency-key rules.
+    /// A recorder for `sink` with the plan's ID and idempotency-key rules, parsed at load.
     pub fn new(
         timeline: Timeline,
         id: Extractor,

@@ -22,7 +22,7 @@ use super::framing::{
     BASIC_QOS, BASIC_RECOVER_ASYNC, BASIC_REJECT, CHANNEL, CHANNEL_CLOSE, CHANNEL_CLOSE_OK,
     CHANNEL_OPEN, CONNECTION, CONNECTION_TUNE_OK,
 };
-use super::{lock, HoldPoint, Verdict};
+use super::{lock, HoldDecision, HoldPoint};
 use crate::timeline::{AckPhase, AckVerb, Event, HeldAt};
 
 /// A hold the nemesis never decides is released after this long, and the run fails.
@@ -203,7 +203,7 @@ impl Conn {
 
     /// Waits for the nemesis's verdict on ack event `seq`, measuring the hold and warning when
     /// it nears the heartbeat timeout.
-    pub(super) async fn hold(&self, seq: u64) -> Verdict {
+    pub(super) async fn hold(&self, seq: u64) -> HoldDecision {
         let start = Instant::now();
         let heartbeat = self.heartbeat.load(Ordering::Relaxed);
         let warn_after = Duration::from_secs(u64::from(heartbeat.max(1)));
@@ -229,7 +229,7 @@ impl Conn {
                         self.instance,
                         HOLD_CAP.as_secs()
                     ));
-                    break Verdict::Answer;
+                    break HoldDecision::Answer;
                 }
             }
         };
@@ -240,7 +240,7 @@ impl Conn {
             at: HeldAt::AckRequest,
             event: seq,
             held_us: held.as_micros() as u64,
-            released: verdict == Verdict::Answer,
+            released: verdict == HoldDecision::Answer,
         });
         verdict
     }

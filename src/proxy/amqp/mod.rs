@@ -50,9 +50,9 @@ use super::{
     Handled, PumpEnd, Registry, Tasks,
 };
 use crate::error::InfraError;
-use crate::nemesis::action::NetworkControl;
-use crate::nemesis::gate::{Gate, HoldPoint, Verdict};
+use crate::gate::{Gate, HoldDecision, HoldPoint};
 use crate::plan::Target;
+use crate::proxy::control::NetworkControl;
 use crate::timeline::{AckPhase, ClosedBy, Event, Timeline};
 use acks::AckRecord;
 use conn::Conn;
@@ -319,7 +319,7 @@ impl FrameHandler for Requests {
         let seq = self.conn.ack_event(&ack, AckPhase::Request);
         self.unwritten = Some(ack);
         if self.conn.shared.gate.holds(HoldPoint::AckRequest)
-            && self.conn.hold(seq).await == Verdict::Withhold
+            && self.conn.hold(seq).await == HoldDecision::Withhold
         {
             if let Some(ack) = self.unwritten.take() {
                 self.conn.ack_event(&ack, AckPhase::Dropped);

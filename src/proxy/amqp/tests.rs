@@ -331,9 +331,9 @@ async fn a_withheld_ack_is_dropped_and_an_answered_one_forwarded() {
             {
                 n += 1;
                 let v = if n == 1 {
-                    Verdict::Withhold
+                    HoldDecision::Withhold
                 } else {
-                    Verdict::Answer
+                    HoldDecision::Answer
                 };
                 g.decide(HoldPoint::AckRequest, e.seq, v);
                 if n == 2 {

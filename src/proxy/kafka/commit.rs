@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::conn::{Conn, Ctx};
 use super::wire::{decode_response, error_name, is_group_error};
-use super::{lock, HoldPoint, Verdict};
+use super::{lock, HoldDecision, HoldPoint};
 use crate::proxy::Handled;
 use crate::timeline::{CommitPhase, CommittedOffset, Event, HeldAt, RebalanceKind};
 
@@ -94,7 +94,7 @@ impl Conn {
     ) -> Handled {
         let seq = self.commit_event(info, CommitPhase::Request, None);
         if self.shared.gate.holds(HoldPoint::CommitRequest)
-            && self.hold(CommitHold::Request, seq).await == Verdict::Withhold
+            && self.hold(CommitHold::Request, seq).await == HoldDecision::Withhold
         {
             lock(&self.inflight).remove(&corr);
             self.commit_event(info, CommitPhase::Dropped, None);
@@ -139,7 +139,7 @@ impl Conn {
             );
         }
         if self.shared.gate.holds(HoldPoint::CommitResponse)
-            && self.hold(CommitHold::Response, seq).await == Verdict::Withhold
+            && self.hold(CommitHold::Response, seq).await == HoldDecision::Withhold
         {
             return Handled::Drop;
         }
@@ -162,7 +162,7 @@ impl Conn {
 
     /// Waits for the nemesis's verdict on event `seq`, measuring the hold and warning when it
     /// nears the client's request timeout.
-    async fn hold(&self, side: CommitHold, seq: u64) -> Verdict {
+    async fn hold(&self, side: CommitHold, seq: u64) -> HoldDecision {
         let point = side.point();
         let start = Instant::now();
         let warn_after = CLIENT_REQUEST_TIMEOUT.mul_f64(0.8);
@@ -189,7 +189,7 @@ impl Conn {
                         self.instance,
                         HOLD_CAP.as_secs()
                     ));
-                    break Verdict::Answer;
+                    break HoldDecision::Answer;
                 }
             }
         };
@@ -200,7 +200,7 @@ impl Conn {
             at: side.held_at(),
             event: seq,
             held_us: held.as_micros() as u64,
-            released: verdict == Verdict::Answer,
+            released: verdict == HoldDecision::Answer,
         });
         verdict
     }

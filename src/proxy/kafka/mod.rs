@@ -72,9 +72,9 @@ use super::{
     Registry, Tasks,
 };
 use crate::error::InfraError;
-use crate::nemesis::action::NetworkControl;
-use crate::nemesis::gate::{Gate, HoldPoint, Verdict};
+use crate::gate::{Gate, HoldDecision, HoldPoint};
 use crate::plan::Target;
+use crate::proxy::control::NetworkControl;
 use crate::timeline::{Event, Timeline};
 use conn::{Conn, Requests, Responses};
 

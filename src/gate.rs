@@ -1,11 +1,13 @@
 //! The gate: lets the nemesis decide whether a source lets a held event go on. Sources that can
 //! hold an event in flight (the HTTP sink holding its answer to an effect, the proxy holding an
-//! OffsetCommit request or its response) record the event, then wait for the verdict on that
-//! event's sequence number; the nemesis gives one verdict per event at the hold points the plan
-//! uses. Either side may arrive first. Points the plan does not use are never held.
+//! OffsetCommit request or its response, or an AMQP ack) record the event, then wait for the
+//! [`HoldDecision`] on that event's sequence number; the nemesis gives one decision per event at
+//! the hold points the plan uses. Either side may arrive first. Points the plan does not use are
+//! never held.
 //!
 //! This is the one place where data flows back from the nemesis to a source, and it carries a
-//! yes/no only.
+//! yes/no only. It is a leaf: it knows timeline events and nothing of the nemesis, the sinks or
+//! the proxies, so both sides import it without importing each other.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -14,9 +16,9 @@ use tokio::sync::oneshot;
 
 use crate::timeline::{AckPhase, CommitPhase, Event};
 
-/// The nemesis's word on one held event.
+/// What the nemesis tells the side holding an event: let it go on, or never.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum HoldDecision {
     /// Let it go on: answer the consumer, forward the frame.
     Answer,
     /// Never let it go on: a fault fired while it was held (the consumer is being killed).
@@ -59,8 +61,8 @@ impl HoldPoint {
 }
 
 enum Slot {
-    Waiting(oneshot::Sender<Verdict>),
-    Decided(Verdict),
+    Waiting(oneshot::Sender<HoldDecision>),
+    Decided(HoldDecision),
 }
 
 /// Shared between the sources that hold and the nemesis.
@@ -84,21 +86,21 @@ impl Gate {
         Gate::default()
     }
 
-    /// True when events at `point` wait for a verdict.
+    /// True when events at `point` wait for a decision.
     pub fn holds(&self, point: HoldPoint) -> bool {
         self.points.contains(&point)
     }
 
-    /// The source's side: waits for the verdict on event `seq` held at `point`.
-    pub async fn wait(&self, point: HoldPoint, seq: u64) -> Verdict {
+    /// The source's side: waits for the decision on event `seq` held at `point`.
+    pub async fn wait(&self, point: HoldPoint, seq: u64) -> HoldDecision {
         if !self.holds(point) {
-            return Verdict::Answer;
+            return HoldDecision::Answer;
         }
         let rx = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             match slots.remove(&seq) {
                 Some(Slot::Decided(v)) => return v,
-                _ => {
+                Some(Slot::Waiting(_)) | None => {
                     let (tx, rx) = oneshot::channel();
                     slots.insert(seq, Slot::Waiting(tx));
                     rx
@@ -106,21 +108,21 @@ impl Gate {
             }
         };
         // A dropped sender means the nemesis is gone (end of run): let it go on.
-        rx.await.unwrap_or(Verdict::Answer)
+        rx.await.unwrap_or(HoldDecision::Answer)
     }
 
     /// The nemesis's side: decides event `seq` held at `point` (ignored if not held there).
-    pub fn decide(&self, point: HoldPoint, seq: u64, verdict: Verdict) {
+    pub fn decide(&self, point: HoldPoint, seq: u64, decision: HoldDecision) {
         if !self.holds(point) {
             return;
         }
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         match slots.remove(&seq) {
             Some(Slot::Waiting(tx)) => {
-                let _ = tx.send(verdict);
+                let _ = tx.send(decision);
             }
-            _ => {
-                slots.insert(seq, Slot::Decided(verdict));
+            Some(Slot::Decided(_)) | None => {
+                slots.insert(seq, Slot::Decided(decision));
             }
         }
     }
@@ -130,7 +132,7 @@ impl Gate {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         for (_, slot) in slots.drain() {
             if let Slot::Waiting(tx) = slot {
-                let _ = tx.send(Verdict::Answer);
+                let _ = tx.send(HoldDecision::Answer);
             }
         }
     }
@@ -143,23 +145,26 @@ mod tests {
     #[tokio::test]
     async fn verdict_reaches_the_source_whichever_side_comes_first() {
         let gate = Gate::holding([HoldPoint::Effect]);
-        gate.decide(HoldPoint::Effect, 1, Verdict::Withhold);
-        assert_eq!(gate.wait(HoldPoint::Effect, 1).await, Verdict::Withhold);
+        gate.decide(HoldPoint::Effect, 1, HoldDecision::Withhold);
+        assert_eq!(
+            gate.wait(HoldPoint::Effect, 1).await,
+            HoldDecision::Withhold
+        );
 
         let g = gate.clone();
         let waiter = tokio::spawn(async move { g.wait(HoldPoint::Effect, 2).await });
         tokio::task::yield_now().await;
-        gate.decide(HoldPoint::Effect, 2, Verdict::Answer);
-        assert_eq!(waiter.await.unwrap(), Verdict::Answer);
+        gate.decide(HoldPoint::Effect, 2, HoldDecision::Answer);
+        assert_eq!(waiter.await.unwrap(), HoldDecision::Answer);
     }
 
     #[tokio::test]
     async fn points_the_plan_does_not_use_are_never_held() {
         let gate = Gate::holding([HoldPoint::CommitRequest]);
-        assert_eq!(gate.wait(HoldPoint::Effect, 7).await, Verdict::Answer);
+        assert_eq!(gate.wait(HoldPoint::Effect, 7).await, HoldDecision::Answer);
         assert_eq!(
             Gate::open().wait(HoldPoint::CommitResponse, 8).await,
-            Verdict::Answer
+            HoldDecision::Answer
         );
     }
 }

@@ -1,5 +1,7 @@
-//! How an effect names its message: `json:/pointer`, `regex:(...)`, `header:Name` or `body`.
-//! The same syntax serves the optional idempotency key.
+//! The effect ID rule: how an effect names its message (`json:/pointer`, `regex:(...)`,
+//! `header:Name` or `body`). The same syntax serves the optional idempotency key. A plan's rules
+//! are parsed once, when the plan is loaded (see [`super::Loaded`]); the sinks receive the parsed
+//! rule and only apply it.
 
 use regex::Regex;
 

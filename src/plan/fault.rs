@@ -1,0 +1,376 @@
+//! A plan's fault as loaded: one [`FaultAction`] (what it does) and one [`Trigger`] (when),
+//! built from the written [`super::FaultSpec`] while its rules are checked (`fault_rules.rs`).
+//!
+//! Invariant: a `Fault` is always whole and valid; nothing downstream re-reads the written form.
+//! Everything that depends on the kind of fault (the rules, the description below, the hold
+//! points, the instance capacity, the nemesis's action) is an exhaustive `match` on these enums,
+//! so a new kind of fault does not compile until every one of those places handles it.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::{Count, EventKind, Target};
+
+/// Default wait between SIGTERM and SIGKILL (`terminate`, `scale: -1`) when `grace` is absent.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+/// One fault of a loaded plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// What the fault does.
+    pub action: FaultAction,
+    /// When it fires.
+    pub when: Trigger,
+}
+
+/// What a fault does, with every parameter resolved (defaults applied at load).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FaultAction {
+    /// SIGKILL the target's process groups.
+    Kill {
+        /// Who is killed.
+        target: Target,
+    },
+    /// SIGTERM, then SIGKILL after `grace`.
+    Terminate {
+        /// Who is stopped.
+        target: Target,
+        /// Wait between SIGTERM and SIGKILL.
+        grace: Duration,
+    },
+    /// SIGSTOP, then SIGCONT after `length`.
+    Pause {
+        /// Who is paused.
+        target: Target,
+        /// How long.
+        length: Duration,
+    },
+    /// The proxy forwards nothing on the target's connections for `length`.
+    Partition {
+        /// Whose connections.
+        target: Target,
+        /// How long.
+        length: Duration,
+    },
+    /// The proxy delays the target's frames by `delay`, for `length`.
+    Latency {
+        /// Whose connections (`target:`, default every instance).
+        target: Target,
+        /// The delay per frame.
+        delay: Duration,
+        /// How long.
+        length: Duration,
+    },
+    /// The proxy resets the target's connections.
+    Sever {
+        /// Whose connections.
+        target: Target,
+    },
+    /// A transient member joins the consumer's group, holds its share for `hold`, then leaves.
+    Rebalance {
+        /// How long the member stays.
+        hold: Duration,
+    },
+    /// One more instance, or one fewer.
+    Scale(ScaleStep),
+}
+
+/// The step of a `scale` fault.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ScaleStep {
+    /// `+1`: start one more instance.
+    Up,
+    /// `-1`: retire the highest-numbered live instance: SIGTERM, SIGKILL after `grace`.
+    Down {
+        /// Wait between SIGTERM and SIGKILL.
+        grace: Duration,
+    },
+}
+
+/// When a fault fires.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Trigger {
+    /// Once, this long after the consumer first started.
+    At(Duration),
+    /// On the `nth` event of a kind, after it, before it (held) or during it (held).
+    Count {
+        /// After, before or during the event.
+        moment: Moment,
+        /// Which events count.
+        event: EventKind,
+        /// Which occurrence fires (1 = the first).
+        nth: Count,
+    },
+    /// `times` times, one `period` apart, the first after one period.
+    Every {
+        /// The period.
+        period: Duration,
+        /// How many times.
+        times: Count,
+    },
+    /// `count` times at seeded random moments within `within` of the first start.
+    Random {
+        /// How many times.
+        count: Count,
+        /// The window.
+        within: Duration,
+    },
+}
+
+/// Where a counting trigger stands relative to its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// `after:` the event happened (for commits: the broker accepted it).
+    After,
+    /// `before:` the request is held on its way to the broker.
+    Before,
+    /// `during:` the sink holds its answer.
+    During,
+}
+
+impl FaultAction {
+    /// The plan's word for the action (`kill`, `terminate`... `scale`), as recorded in events.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FaultAction::Kill { .. } => "kill",
+            FaultAction::Terminate { .. } => "terminate",
+            FaultAction::Pause { .. } => "pause",
+            FaultAction::Partition { .. } => "partition",
+            FaultAction::Latency { .. } => "latency",
+            FaultAction::Sever { .. } => "sever",
+            FaultAction::Rebalance { .. } => "rebalance",
+            FaultAction::Scale(_) => "scale",
+        }
+    }
+
+    /// Whom the action hits; a rebalance or a scale acts on the consumer as a whole.
+    pub fn target(&self) -> Target {
+        match *self {
+            FaultAction::Kill { target }
+            | FaultAction::Terminate { target, .. }
+            | FaultAction::Pause { target, .. }
+            | FaultAction::Partition { target, .. }
+            | FaultAction::Latency { target, .. }
+            | FaultAction::Sever { target } => target,
+            FaultAction::Rebalance { .. } | FaultAction::Scale(_) => Target::AllInstances,
+        }
+    }
+
+    /// How long a timed action lasts.
+    pub fn length(&self) -> Option<Duration> {
+        match *self {
+            FaultAction::Pause { length, .. }
+            | FaultAction::Partition { length, .. }
+            | FaultAction::Latency { length, .. } => Some(length),
+            FaultAction::Rebalance { hold } => Some(hold),
+            FaultAction::Kill { .. }
+            | FaultAction::Terminate { .. }
+            | FaultAction::Sever { .. }
+            | FaultAction::Scale(_) => None,
+        }
+    }
+
+    /// True for actions that end the consumer process (a held event then never goes on).
+    pub fn stops_consumer(&self) -> bool {
+        match self {
+            FaultAction::Kill { .. } | FaultAction::Terminate { .. } => true,
+            FaultAction::Pause { .. }
+            | FaultAction::Partition { .. }
+            | FaultAction::Latency { .. }
+            | FaultAction::Sever { .. }
+            | FaultAction::Rebalance { .. }
+            | FaultAction::Scale(_) => false,
+        }
+    }
+
+    /// Instances one firing adds to the run (`scale: +1`), for sizing the roster up front.
+    pub fn instances_added(&self) -> u32 {
+        match self {
+            FaultAction::Scale(ScaleStep::Up) => 1,
+            FaultAction::Kill { .. }
+            | FaultAction::Terminate { .. }
+            | FaultAction::Pause { .. }
+            | FaultAction::Partition { .. }
+            | FaultAction::Latency { .. }
+            | FaultAction::Sever { .. }
+            | FaultAction::Rebalance { .. }
+            | FaultAction::Scale(ScaleStep::Down { .. }) => 0,
+        }
+    }
+}
+
+impl Trigger {
+    /// The most times the trigger fires in a run.
+    pub fn firings(&self) -> u64 {
+        match self {
+            Trigger::At(_) | Trigger::Count { .. } => 1,
+            Trigger::Every { times, .. } => times.get(),
+            Trigger::Random { count, .. } => count.get(),
+        }
+    }
+}
+
+impl Moment {
+    /// The plan's key: `after`, `before` or `during`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Moment::After => "after",
+            Moment::Before => "before",
+            Moment::During => "during",
+        }
+    }
+}
+
+/// The fault as a user would write it, for reports: `kill: consumer when after: effect, nth: 3`.
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.action.name();
+        match self.action {
+            FaultAction::Kill { target }
+            | FaultAction::Terminate { target, .. }
+            | FaultAction::Pause { target, .. }
+            | FaultAction::Partition { target, .. }
+            | FaultAction::Latency { target, .. }
+            | FaultAction::Sever { target } => write!(f, "{name}: {target}")?,
+            FaultAction::Rebalance { hold } => write!(f, "{name}: group for {}", duration(hold))?,
+            FaultAction::Scale(ScaleStep::Up) => write!(f, "{name}: +1")?,
+            FaultAction::Scale(ScaleStep::Down { .. }) => write!(f, "{name}: -1")?,
+        }
+        write!(f, " when {}", self.when)
+    }
+}
+
+/// The trigger as a user would write it: `at: 2s`, `after: effect, nth: 3`...
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Trigger::At(at) => write!(f, "at: {}", duration(at)),
+            Trigger::Count { moment, event, nth } => {
+                write!(
+                    f,
+                    "{}: {}, nth: {}",
+                    moment.as_str(),
+                    event.as_str(),
+                    nth.get()
+                )
+            }
+            Trigger::Every { period, times } => {
+                write!(f, "every: {}, times: {}", duration(period), times.get())
+            }
+            Trigger::Random { count, within } => {
+                write!(f, "random: {}, within: {}", count.get(), duration(within))
+            }
+        }
+    }
+}
+
+fn duration(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(action: FaultAction, when: Trigger) -> String {
+        Fault { action, when }.to_string()
+    }
+
+    #[test]
+    fn each_fault_is_described_as_the_plan_writes_it() {
+        let s = Duration::from_secs;
+        let nth = |event, moment| Trigger::Count {
+            moment,
+            event,
+            nth: Count::new(3),
+        };
+        let cases = [
+            (
+                FaultAction::Kill {
+                    target: Target::AllInstances,
+                },
+                nth(EventKind::Effect, Moment::After),
+                "kill: consumer when after: effect, nth: 3",
+            ),
+            (
+                FaultAction::Terminate {
+                    target: Target::Instance(1),
+                    grace: s(3),
+                },
+                Trigger::At(Duration::from_millis(1500)),
+                "terminate: consumer[1] when at: 1s 500ms",
+            ),
+            (
+                FaultAction::Pause {
+                    target: Target::AllInstances,
+                    length: s(1),
+                },
+                nth(EventKind::Commit, Moment::Before),
+                "pause: consumer when before: commit, nth: 3",
+            ),
+            (
+                FaultAction::Partition {
+                    target: Target::Instance(0),
+                    length: s(2),
+                },
+                nth(EventKind::Rebalance, Moment::After),
+                "partition: consumer[0] when after: rebalance, nth: 3",
+            ),
+            (
+                FaultAction::Latency {
+                    target: Target::AllInstances,
+                    delay: Duration::from_millis(200),
+                    length: s(2),
+                },
+                nth(EventKind::Effect, Moment::During),
+                "latency: consumer when during: effect, nth: 3",
+            ),
+            (
+                FaultAction::Sever {
+                    target: Target::AllInstances,
+                },
+                nth(EventKind::Ack, Moment::Before),
+                "sever: consumer when before: ack, nth: 3",
+            ),
+            (
+                FaultAction::Rebalance { hold: s(3) },
+                Trigger::Every {
+                    period: s(2),
+                    times: Count::new(3),
+                },
+                "rebalance: group for 3s when every: 2s, times: 3",
+            ),
+            (
+                FaultAction::Scale(ScaleStep::Up),
+                Trigger::Random {
+                    count: Count::new(2),
+                    within: s(10),
+                },
+                "scale: +1 when random: 2, within: 10s",
+            ),
+            (
+                FaultAction::Scale(ScaleStep::Down { grace: s(1) }),
+                nth(EventKind::Produced, Moment::After),
+                "scale: -1 when after: produced, nth: 3",
+            ),
+        ];
+        for (action, when, expect) in cases {
+            assert_eq!(fault(action, when), expect);
+        }
+    }
+
+    #[test]
+    fn only_a_scale_up_adds_instances_and_a_schedule_fires_its_count() {
+        assert_eq!(FaultAction::Scale(ScaleStep::Up).instances_added(), 1);
+        let down = FaultAction::Scale(ScaleStep::Down {
+            grace: DEFAULT_GRACE,
+        });
+        assert_eq!(down.instances_added(), 0);
+        let every = Trigger::Every {
+            period: Duration::from_secs(1),
+            times: Count::new(4),
+        };
+        assert_eq!(every.firings(), 4);
+        assert_eq!(Trigger::At(Duration::ZERO).firings(), 1);
+    }
+}

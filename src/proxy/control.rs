@@ -1,0 +1,20 @@
+//! The proxies' fault lever: the network faults a protocol-aware proxy applies to one consumer
+//! instance's broker connections. The nemesis decides when; a proxy implements this trait and
+//! does it. It lives with the proxies so that they need nothing from the nemesis.
+
+use std::time::Duration;
+
+use crate::plan::Target;
+
+/// Network faults on a consumer's broker connections, applied by a protocol-aware proxy.
+/// Each returns a description of what it hit, or `None` when the target has no connection
+/// through the proxy (not applied). Timed faults heal themselves after `length`, and at once
+/// when the run stops.
+pub trait NetworkControl: Send + Sync {
+    /// Stop forwarding both ways on the target's connections for `length`; sockets stay open.
+    fn partition(&self, target: Target, length: Duration) -> Option<String>;
+    /// Delay every frame on the target's connections by `delay`, for `length`.
+    fn latency(&self, target: Target, delay: Duration, length: Duration) -> Option<String>;
+    /// Close the target's connections with a TCP reset.
+    fn sever(&self, target: Target) -> Option<String>;
+}
