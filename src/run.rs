@@ -113,6 +113,7 @@ pub async fn run(
         planned_faults: plan.faults.iter().map(describe_fault).collect(),
         messages: plan.workload.messages.get(),
         reproduce,
+        effects_id: Some(plan.effects.id.clone()),
     }));
 
     let stop = CancellationToken::new();
