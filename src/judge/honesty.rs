@@ -55,7 +55,10 @@ fn every_effect_rejected_makes_the_run_inconclusive_not_lost() {
     let text = rec.inconclusive_reasons[0].to_string();
     assert!(text.contains("rejected 2 effects"), "{text}");
     assert!(text.contains("`json:/order_id`"), "names the rule: {text}");
-    assert!(text.contains(r#"{\"id\":\"a\"}"#), "shows a body: {text}");
+    assert!(
+        text.contains(r#"body: `{"id":"a"}`"#),
+        "shows a body: {text}"
+    );
     assert!(text.contains("2 messages"), "{text}");
     assert!(
         rec.mechanisms.groups.is_empty(),
@@ -305,7 +308,7 @@ fn a_run_with_no_effect_at_all_is_inconclusive_not_lost() {
     let text = rec.inconclusive_reasons[0].to_string();
     assert!(text.contains("no effect named any of them"), "{text}");
     assert!(
-        text.contains("logs/consumer-"),
+        text.contains("logs/ directory: consumer-0-1.stderr"),
         "says where the logs are: {text}"
     );
     assert_eq!(rec.exit_code(), 3);

@@ -390,8 +390,8 @@ impl fmt::Display for InconclusiveReason {
                 "no produced message was observed being processed: no effect named any of them, \
                  so the sink may not be seeing the consumer's work (check the effect URL or \
                  file, the `effects.id` rule, and the consumer's own output in the run \
-                 folder's logs/consumer-<instance>-<incarnation>.stderr); no message is called \
-                 lost on this evidence",
+                 folder's logs/ directory: consumer-0-1.stderr is instance 0's first \
+                 incarnation); no message is called lost on this evidence",
             ),
             InconclusiveReason::EffectsUnread {
                 rejected,
@@ -401,10 +401,22 @@ impl fmt::Display for InconclusiveReason {
                 sample,
             } => effects_unread(f, *rejected, *unconfirmed_loss, (rule, reason, sample)),
             InconclusiveReason::NotCountedDone { count, broker } => {
+                let one = *count == 1;
                 let (never, what) = if broker == "amqp" {
-                    ("never acknowledged", "still in the queue once the consumers stopped")
+                    (
+                        "never acknowledged",
+                        "still in the queue once the consumers stopped",
+                    )
+                } else if one {
+                    (
+                        "never committed",
+                        "no commit passed its offset by the last progress read",
+                    )
                 } else {
-                    ("never committed", "no commit passed their offsets by the last progress read")
+                    (
+                        "never committed",
+                        "no commit passed their offsets by the last progress read",
+                    )
                 };
                 write!(
                     f,
@@ -412,7 +424,7 @@ impl fmt::Display for InconclusiveReason {
                      what was observed stands, but any restart would process {} again, so the \
                      promise is unknown",
                     plural(*count),
-                    if *count == 1 { "it" } else { "them" }
+                    if one { "it" } else { "them" }
                 )
             }
         }
@@ -448,7 +460,8 @@ fn effects_unread(
         write!(f, " ({reason})")?;
     }
     if let Some(sample) = sample {
-        write!(f, "; first rejected body: {sample:?}")?;
+        let sample = sample.replace('`', "'").replace(['\n', '\r'], " ");
+        write!(f, "; first rejected body: `{sample}`")?;
     }
     if unconfirmed_loss > 0 {
         write!(
