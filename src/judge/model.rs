@@ -421,8 +421,7 @@ impl fmt::Display for InconclusiveReason {
                 write!(
                     f,
                     "the broker never counted {count} processed message{} done ({never}: {what}): \
-                     what was observed stands, but any restart would process {} again, so the \
-                     promise is unknown",
+                     what was observed stands, but any restart would process {} again",
                     plural(*count),
                     if one { "it" } else { "them" }
                 )
