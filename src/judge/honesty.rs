@@ -304,7 +304,10 @@ fn a_run_with_no_effect_at_all_is_inconclusive_not_lost() {
     let rec = analyze(&tl.events);
     assert_eq!(rec.verdict, Verdict::Inconclusive);
     assert_eq!((rec.counts.lost, rec.counts.unconfirmed_loss), (0, 2));
-    assert_eq!(codes(&rec.inconclusive_reasons), vec!["nothing_observed"]);
+    assert_eq!(
+        rec.inconclusive_reasons,
+        vec![InconclusiveReason::NothingObserved { blind: true }]
+    );
     let text = rec.inconclusive_reasons[0].to_string();
     assert!(text.contains("no effect named any of them"), "{text}");
     assert!(
@@ -388,4 +391,21 @@ fn group_and_roster_faults_need_no_incarnation_hit() {
         assert_eq!(rec.faults_fired, vec![0], "{action}");
         assert_eq!(rec.verdict, Verdict::Exact, "{action}");
     }
+}
+
+#[test]
+fn replays_alone_show_the_sink_sees_the_consumer_so_a_loss_stands() {
+    // The only effect is a replay: the sink does see the consumer's work, so a message
+    // committed past without an applied effect is lost; the caveat does not claim blindness.
+    let mut tl = run_of(&["a"], "at-least-once");
+    tl.effect_as("a", 1, crate::timeline::EffectOutcome::Replayed)
+        .progress(&[(0, 1)])
+        .end(EndReason::Settled);
+    let rec = analyze(&tl.events);
+    assert_eq!(rec.verdict, Verdict::Lost);
+    assert_eq!(
+        rec.caveats,
+        vec![InconclusiveReason::NothingObserved { blind: false }]
+    );
+    assert!(rec.caveats[0].to_string().contains("only replays"));
 }

@@ -90,6 +90,7 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
     let evidence = LedgerEvidence {
         recorded: ledger.len() as u64,
         acked_without_effect: classified.acked_without_effect,
+        effects_on_ledger: tally.on_ledger,
     };
     let ruling = verdict::rule(&facts, &counts, &evidence);
     let mut warnings = facts.warnings;

@@ -289,8 +289,12 @@ pub enum InconclusiveReason {
     Aborted,
     /// The harness failed.
     InfrastructureError,
-    /// No message was seen processed at all.
-    NothingObserved,
+    /// No message was seen processed at all (no applied effect on a produced ID).
+    NothingObserved {
+        /// True when no effect, applied or replayed, named any produced ID: the sink may not
+        /// see the consumer's work at all, so no loss can be proven either.
+        blind: bool,
+    },
     /// The sink rejected effects it could not read: an ID without an effect may have had one
     /// among them (not provably lost), and a rejected effect may have been a second one.
     EffectsUnread {
@@ -330,7 +334,7 @@ impl InconclusiveReason {
             InconclusiveReason::NoProgress { .. } => "no_progress",
             InconclusiveReason::Aborted => "aborted",
             InconclusiveReason::InfrastructureError => "infrastructure_error",
-            InconclusiveReason::NothingObserved => "nothing_observed",
+            InconclusiveReason::NothingObserved { .. } => "nothing_observed",
             InconclusiveReason::EffectsUnread { .. } => "effects_unread",
             InconclusiveReason::NotCountedDone { .. } => "not_counted_done",
         }
@@ -386,12 +390,16 @@ impl fmt::Display for InconclusiveReason {
             InconclusiveReason::InfrastructureError => {
                 f.write_str("the run ended on an infrastructure error of the harness")
             }
-            InconclusiveReason::NothingObserved => f.write_str(
+            InconclusiveReason::NothingObserved { blind: true } => f.write_str(
                 "no produced message was observed being processed: no effect named any of them, \
                  so the sink may not be seeing the consumer's work (check the effect URL or \
                  file, the `effects.id` rule, and the consumer's own output in the run \
                  folder's logs/ directory: consumer-0-1.stderr is instance 0's first \
                  incarnation); no message is called lost on this evidence",
+            ),
+            InconclusiveReason::NothingObserved { blind: false } => f.write_str(
+                "no produced message was observed being processed: no applied effect named any \
+                 of them (only replays of an idempotency key)",
             ),
             InconclusiveReason::EffectsUnread {
                 rejected,

@@ -39,6 +39,8 @@ pub(crate) struct LedgerEvidence {
     pub(crate) recorded: u64,
     /// Acknowledged IDs without an applied effect.
     pub(crate) acked_without_effect: u64,
+    /// Effects (applied or replayed) that named a produced ID.
+    pub(crate) effects_on_ledger: u64,
 }
 
 /// Rules on a run from its facts and its counts.
@@ -157,7 +159,9 @@ fn shortfalls(
         });
     }
     if counts.exact + counts.duplicated == 0 {
-        reasons.push(InconclusiveReason::NothingObserved);
+        reasons.push(InconclusiveReason::NothingObserved {
+            blind: ledger.effects_on_ledger == 0,
+        });
     }
     reasons
 }
@@ -204,7 +208,7 @@ fn blinds(reason: &InconclusiveReason, verdict: Verdict) -> Blind {
         | InconclusiveReason::RunNotEnded
         | InconclusiveReason::Aborted
         | InconclusiveReason::InfrastructureError
-        | InconclusiveReason::NothingObserved
+        | InconclusiveReason::NothingObserved { .. }
         | InconclusiveReason::EffectsUnread { .. } => Blind::Both,
         InconclusiveReason::NotCountedDone { .. } if verdict == Verdict::Exact => Blind::Both,
         InconclusiveReason::NotCountedDone { .. } => Blind::Duplicate,
