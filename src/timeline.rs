@@ -327,6 +327,10 @@ pub struct RunInfo {
     pub messages: u64,
     /// The command line that reproduces the run.
     pub reproduce: String,
+    /// The plan's `effects.id` rule (`json:/order_id`...), so a report can name it when the
+    /// sink could not read effects; absent in timelines written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effects_id: Option<String>,
 }
 
 /// One partition's committed offset.

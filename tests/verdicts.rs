@@ -256,6 +256,101 @@ verdicts! {
         ..ROW
     };
 
+    // Honesty (issues 12 and 13): a blind oracle never proves a loss, a promise the broker
+    // never counted done is never met.
+    a_wrong_effect_id_rule_is_inconclusive_never_lost: Row {
+        plan: "kafka-commit-after-effect.yaml",
+        needs: Needs::Kafka,
+        // The default payload ({"id":"…"}) read with `id: json:/order_id`: every effect the
+        // consumer posts is rejected. 30 messages keep the consumer's retries short.
+        edit: |t| {
+            t.replace("  payload: '{\"order_id\":\"{id}\",\"amount\":42}'\n", "")
+                .replace("messages: 200", "messages: 30")
+        },
+        verdict: Some("INCONCLUSIVE"),
+        exit: 3,
+        exit_why: "an oracle that could read no effect proves nothing lost",
+        also: |r| {
+            let why = &r.why;
+            assert_eq!(r.report["counts"]["lost"], 0, "{why}");
+            assert_eq!(r.report["counts"]["unconfirmed_loss"], 30, "{why}");
+            assert!(r.report["counts"]["rejected"].as_u64().unwrap() >= 30, "{why}");
+            assert!(r.anomalies("lost").is_empty(), "{why}");
+            assert_eq!(r.report["expectation_state"], "unknown", "{why}");
+            let reasons = r.report["inconclusive_reasons"].to_string();
+            assert!(reasons.contains("effects_unread"), "{reasons}");
+            let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
+            assert!(md.contains("`json:/order_id`"), "the report names the rule: {md}");
+            assert!(md.contains("## Rejected effects"), "{md}");
+            assert!(md.contains(r#"{"id":""#), "the report shows a rejected body: {md}");
+        },
+        ..ROW
+    };
+    an_id_rule_that_reads_only_some_effects_calls_no_unread_message_lost: Row {
+        plan: "kafka-commit-after-effect.yaml",
+        needs: Needs::Kafka,
+        // Only IDs ending in an even digit are read: the others' effects are rejected.
+        edit: |t| {
+            t.replace(
+                "  id: json:/order_id",
+                "  id: 'regex:\"order_id\":\"([^\"]*[02468])\"'",
+            )
+            .replace("messages: 200", "messages: 60")
+        },
+        verdict: None,
+        exit: 3,
+        exit_why: "with effects unread, neither EXACT nor a met claim can be proven",
+        also: |r| {
+            let why = &r.why;
+            let verdict = r.report["verdict"].as_str().unwrap_or_default();
+            assert!(
+                verdict == "INCONCLUSIVE" || verdict == "DUPLICATED",
+                "{verdict}: {why}"
+            );
+            assert_eq!(r.report["counts"]["lost"], 0, "{why}");
+            assert!(r.report["counts"]["unconfirmed_loss"].as_u64().unwrap() > 0, "{why}");
+            assert!(r.report["counts"]["exact"].as_u64().unwrap() > 0, "{why}");
+            assert_eq!(r.report["expectation_state"], "unknown", "{why}");
+        },
+        ..ROW
+    };
+    a_consumer_that_never_commits_is_exact_but_its_promise_unknown: Row {
+        plan: "kafka-commit-after-effect.yaml",
+        needs: Needs::Kafka,
+        // tests/consumers/never_commits.rs; a pause (not a kill: a restart would redo
+        // everything) so that a fault is exercised.
+        edit: |t| {
+            t.replace(
+                "kafka_consumer, --mode, commit-after-effect, --work-ms, \"5\", --session-timeout-ms, \"2000\"",
+                "never_commits, --work-ms, \"5\"",
+            )
+            .replace(
+                "  - kill: consumer\n    when: { during: effect, nth: 30 }\n  - kill: consumer\n    when: { during: effect, nth: 120 }",
+                "  - pause: consumer\n    for: 300ms\n    when: { after: effect, nth: 30 }",
+            )
+        },
+        verdict: Some("EXACT"),
+        exit: 3,
+        exit_why: "the broker never counted the work done",
+        also: |r| {
+            let why = &r.why;
+            assert_eq!(r.report["counts"]["exact"], 200, "{why}");
+            assert_eq!(r.report["counts"]["not_counted_done"], 200, "{why}");
+            assert_eq!(r.report["expectation_state"], "unknown", "{why}");
+            assert_eq!(r.report["expectation_met"], serde_json::Value::Null, "{why}");
+            assert_eq!(r.report["caveats"][0]["code"], "not_counted_done", "{why}");
+            let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
+            let caveats = md.split("## Caveats").nth(1).unwrap_or_default();
+            assert!(
+                caveats.contains("the broker never counted 200 processed messages done"),
+                "{md}"
+            );
+            let junit = std::fs::read_to_string(r.dir.join("junit.xml")).unwrap();
+            assert!(junit.contains(r#"type="unknown""#), "{junit}");
+        },
+        ..ROW
+    };
+
     // RabbitMQ.
     auto_ack_consumer_killed_loses_what_it_was_sent: Row {
         plan: "amqp-auto-ack.yaml",

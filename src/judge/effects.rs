@@ -17,6 +17,9 @@ const NOT_IN_LEDGER: u32 = u32::MAX;
 pub(crate) struct EffectTally {
     /// Phantom IDs, by first effect, each with all its effects.
     pub(crate) phantoms: Vec<Anomaly>,
+    /// Effects (applied or replayed) that named an ID of the ledger: 0 means the sink saw
+    /// nothing of the produced messages, so it cannot prove any of them lost.
+    pub(crate) on_ledger: u64,
     /// The ledger index of each effect event in timeline order ([`NOT_IN_LEDGER`] for a
     /// phantom).
     owners: Vec<u32>,
@@ -75,6 +78,7 @@ pub(crate) fn count(events: &[Stamped], ledger: &mut Ledger, counts: &mut Counts
     let mut phantom_index: IdMap<usize> = IdMap::default();
     let mut tally = EffectTally {
         phantoms: Vec::new(),
+        on_ledger: 0,
         owners: Vec::new(),
     };
     for e in effect_events(events) {
@@ -92,6 +96,7 @@ pub(crate) fn count(events: &[Stamped], ledger: &mut Ledger, counts: &mut Counts
             Place::Entry(i) => {
                 // Ledger indices fit u32: a run of 4 billion messages is far beyond any plan.
                 tally.owners.push(u32::try_from(i).unwrap_or(NOT_IN_LEDGER));
+                tally.on_ledger += 1;
                 ledger.count_effect(i, applied);
             }
             Place::Phantom => {

@@ -284,6 +284,7 @@ impl<'a> FactsReader<'a> {
             faults_planned: self.run.as_ref().map_or(0, |r| r.planned_faults.len()),
             faults_fired: Vec::new(),
             faults_unfired: Vec::new(),
+            faults_hit_nothing: Vec::new(),
             run: self.run,
             faults: self.faults,
             incarnations,
@@ -320,6 +321,8 @@ pub(crate) struct RunFacts<'a> {
     pub(crate) faults_fired: Vec<usize>,
     /// Planned faults never applied.
     pub(crate) faults_unfired: Vec<UnfiredFault>,
+    /// Planned faults applied only when they hit nothing (see [`hit_nothing`]).
+    pub(crate) faults_hit_nothing: Vec<UnfiredFault>,
     /// Consumer processes, ordered by start time.
     pub(crate) incarnations: Vec<Incarnation>,
     /// The broker's last progress (Kafka).
@@ -345,33 +348,44 @@ pub(crate) struct RunFacts<'a> {
 }
 
 impl RunFacts<'_> {
-    /// Fired means applied (DESIGN §12), never merely matched.
+    /// Fired means applied (DESIGN §12), never merely matched, and exercised: an application
+    /// that hit nothing (see [`hit_nothing`]) does not count either. A planned fault never
+    /// applied is unfired; one applied only when it hit nothing is listed apart.
     fn tally_faults(&mut self) {
-        let mut fired: Vec<usize> = self
-            .faults
-            .iter()
-            .filter(|f| f.applied)
-            .map(|f| f.fault)
-            .collect();
-        fired.sort_unstable();
-        fired.dedup();
-        self.faults_unfired = self
+        let indices = |keep: &dyn Fn(&FaultRecord) -> bool| -> Vec<usize> {
+            let mut v: Vec<usize> = self
+                .faults
+                .iter()
+                .filter(|f| keep(f))
+                .map(|f| f.fault)
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let fired = indices(&|f| f.applied && !hit_nothing(f));
+        let applied = indices(&|f| f.applied);
+        let planned_faults = self
             .run
             .as_ref()
-            .map(|r| {
-                r.planned_faults
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| fired.binary_search(i).is_err())
-                    .map(|(i, plan)| UnfiredFault {
-                        fault: i,
-                        plan: plan.clone(),
-                    })
-                    .collect()
-            })
+            .map(|r| r.planned_faults.as_slice())
             .unwrap_or_default();
+        let listed = |applied_ones: bool| -> Vec<UnfiredFault> {
+            planned_faults
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| fired.binary_search(i).is_err())
+                .filter(|(i, _)| applied.binary_search(i).is_ok() == applied_ones)
+                .map(|(i, plan)| UnfiredFault {
+                    fault: i,
+                    plan: plan.clone(),
+                })
+                .collect()
+        };
+        self.faults_unfired = listed(false);
+        self.faults_hit_nothing = listed(true);
         let planned = self.faults_planned;
-        if let Some(bad) = fired.iter().find(|&&i| i >= planned) {
+        if let Some(bad) = applied.iter().find(|&&i| i >= planned) {
             if self.run.is_some() {
                 self.warnings.push(format!(
                     "a fault event names fault #{bad}, which the plan does not have ({planned} planned)"
@@ -385,4 +399,16 @@ impl RunFacts<'_> {
     pub(crate) fn end_reason(&self) -> Option<EndReason> {
         self.end.map(|(r, _)| r)
     }
+}
+
+/// True when a fault was applied yet hit nothing: an action aimed at consumer processes or
+/// their connections (`kill`, `terminate`, `pause`, `partition`, `latency`, `sever`) whose
+/// record names no incarnation it touched. Such a fault was not exercised (DESIGN §12).
+/// `rebalance` and `scale` act on the group or the roster and name no incarnation by design.
+pub fn hit_nothing(f: &FaultRecord) -> bool {
+    let aims_at_consumers = matches!(
+        f.action.as_str(),
+        "kill" | "terminate" | "pause" | "partition" | "latency" | "sever"
+    );
+    f.applied && aims_at_consumers && f.hit.is_empty()
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::timeline::{
     CommitPhase, CommittedOffset, EffectOutcome, EndReason, Event, FaultRecord, ProcessPhase,
-    ProduceStatus, RunInfo, Stamped,
+    ProcessRef, ProduceStatus, RunInfo, Stamped,
 };
 
 /// An event at `seq` and `t_us`.
@@ -82,6 +82,8 @@ pub(crate) fn committed(topic: &str, partition: i32, offset: i64) -> CommittedOf
 pub(crate) struct Tl {
     pub(crate) events: Vec<Stamped>,
     t_us: u64,
+    /// The incarnation of consumer[0] last started (what an applied fault hits; 1 before any).
+    live: Option<u32>,
 }
 
 impl Tl {
@@ -133,6 +135,9 @@ impl Tl {
     }
 
     pub(crate) fn process(&mut self, incarnation: u32, phase: ProcessPhase) -> &mut Tl {
+        if phase == ProcessPhase::Started {
+            self.live = Some(incarnation);
+        }
         let status = (phase == ProcessPhase::Exited).then(|| "signal SIGKILL".to_string());
         self.push(Event::Process {
             instance: 0,
@@ -143,8 +148,17 @@ impl Tl {
         })
     }
 
+    /// A `kill` of consumer[0]; applied, it hits the incarnation last started.
     pub(crate) fn fault(&mut self, fault: usize, applied: bool) -> &mut Tl {
         let t = self.t_us + 1_000;
+        let hit = if applied {
+            vec![ProcessRef {
+                instance: 0,
+                incarnation: self.live.unwrap_or(1),
+            }]
+        } else {
+            Vec::new()
+        };
         self.push(Event::Fault(FaultRecord {
             fault,
             action: "kill".into(),
@@ -159,7 +173,7 @@ impl Tl {
             } else {
                 "no live process".into()
             },
-            hit: Vec::new(),
+            hit,
             length_us: None,
         }))
     }
@@ -198,6 +212,7 @@ pub(crate) fn info(faults: &[&str], messages: u64, expect: &str) -> RunInfo {
         planned_faults: faults.iter().map(|f| f.to_string()).collect(),
         messages,
         reproduce: "exactly run plans/kafka-commit-after-effect.yaml --seed 42".into(),
+        effects_id: Some("json:/order_id".into()),
     }
 }
 

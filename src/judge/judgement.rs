@@ -12,7 +12,8 @@ use crate::judge::key_order::KeyOrder;
 use crate::judge::ledger::FailedProduce;
 use crate::judge::mechanism::{Mechanisms, OwnershipChange};
 use crate::judge::model::{
-    Anomaly, Counts, Expectation, InconclusiveReason, Outcome, UnfiredFault, Verdict,
+    Anomaly, Counts, Expectation, ExpectationState, InconclusiveReason, Outcome, UnfiredFault,
+    Verdict,
 };
 use crate::judge::verdict;
 use crate::timeline::{EndReason, FaultRecord, RunInfo};
@@ -26,19 +27,26 @@ pub struct Judgement {
     pub verdict: Verdict,
     /// The claimed semantics, parsed from `RunInfo::expect`; `None` when absent or unknown.
     pub expectation: Option<Expectation>,
-    /// Whether the observed behaviour meets the claim; `None` when INCONCLUSIVE or when there is
-    /// no known claim to judge.
+    /// Whether the observed behaviour meets the claim; `None` when unknown
+    /// ([`Judgement::expectation_state`]).
     pub expectation_met: Option<bool>,
+    /// Whether the claim held, as far as the evidence shows: met only when the evidence
+    /// covers what it forbids.
+    pub expectation_state: ExpectationState,
+    /// When the claim is unknown: the shortfalls that hide what it forbids (the inconclusive
+    /// reasons when the verdict is INCONCLUSIVE; empty when there is no known claim).
+    pub expectation_unknown: Vec<InconclusiveReason>,
     /// Totals.
     pub counts: Counts,
     /// Why the evidence is not enough to say EXACT. Non-empty exactly when the verdict is
     /// INCONCLUSIVE.
     pub inconclusive_reasons: Vec<InconclusiveReason>,
     /// The same shortfalls of evidence when the verdict is a proven loss or duplicate (they do
-    /// not weaken a proof but the report should still say them).
+    /// not weaken a proof but the report should still say them), and whatever the verdict the
+    /// limits of any promise ([`InconclusiveReason::NotCountedDone`]).
     pub caveats: Vec<InconclusiveReason>,
-    /// Every ID whose outcome is not EXACT, ordered lost, duplicated, pending, unconfirmed,
-    /// phantom; within one outcome in ledger order (phantoms by first effect).
+    /// Every ID whose outcome is not EXACT, ordered lost, duplicated, unconfirmed loss,
+    /// pending, unconfirmed, phantom; within one outcome in ledger order (phantoms by first effect).
     pub anomalies: Vec<Anomaly>,
     /// Every `fault` event, in timeline order (applied or not).
     pub faults: Vec<FaultRecord>,
@@ -48,6 +56,9 @@ pub struct Judgement {
     pub faults_fired: Vec<usize>,
     /// Planned faults that were never applied.
     pub faults_unfired: Vec<UnfiredFault>,
+    /// Planned faults applied only when they hit nothing (not exercised; see
+    /// [`hit_nothing`](crate::judge::hit_nothing)).
+    pub faults_hit_nothing: Vec<UnfiredFault>,
     /// Consumer processes, ordered by start time.
     pub incarnations: Vec<Incarnation>,
     /// `warning` events in order, then the judge's own observations.
@@ -82,10 +93,10 @@ pub struct Judgement {
 
 impl Judgement {
     /// The process exit code (DESIGN §6): 4 when the run ended on an infrastructure error,
-    /// else 3 when inconclusive (or when there is no known expectation to judge), 0 when the
-    /// expectation is met, 1 when it is violated.
+    /// else 3 when inconclusive or when the claim is unknown, 0 when the expectation is met,
+    /// 1 when it is violated.
     pub fn exit_code(&self) -> i32 {
-        verdict::exit_code(self.end_reason, self.verdict, self.expectation_met)
+        verdict::exit_code(self.end_reason, self.verdict, self.expectation_state)
     }
 
     /// True when the run was against the embedded mock cluster (a demo, not evidence).

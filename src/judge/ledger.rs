@@ -102,8 +102,9 @@ struct Entry<'a> {
 }
 
 impl Entry<'_> {
-    /// Whether the broker proves the ID was consumed. Kafka: the group committed past its
-    /// offset. AMQP: the queue no longer holds it (and the list of what it holds is whole).
+    /// Whether the broker proves the ID was consumed (counts it done). Kafka: the group
+    /// committed past its offset. AMQP: the queue no longer holds it (and the list of what it
+    /// holds is whole). Without either word from the broker, or without a known offset: no.
     fn consumed(&self, facts: &RunFacts) -> bool {
         match (
             &facts.remainder,
@@ -241,8 +242,16 @@ impl<'a> Ledger<'a> {
     }
 
     /// Classifies every entry in ledger order, counting outcomes, and lists the anomalies in
-    /// report order (a stable sort keeps ledger order within an outcome).
-    pub(crate) fn classify(&mut self, facts: &RunFacts, counts: &mut Counts) -> Classified {
+    /// report order (a stable sort keeps ledger order within an outcome). With `oracle_blind`
+    /// (the sink rejected effects, or saw none for any produced ID) an ID the broker counts
+    /// done without an effect is an unconfirmed loss, never lost. Effected IDs the broker does
+    /// not count done are counted in `not_counted_done`.
+    pub(crate) fn classify(
+        &mut self,
+        facts: &RunFacts,
+        oracle_blind: bool,
+        counts: &mut Counts,
+    ) -> Classified {
         let mut failed_samples = Vec::new();
         let mut anomaly_refs: Vec<(Outcome, usize)> = Vec::new();
         let mut acked_without_effect = 0u64;
@@ -255,12 +264,10 @@ impl<'a> Ledger<'a> {
                 ProduceStatus::Acked => {
                     counts.produced += 1;
                     acked_without_effect += u64::from(e.applied == 0);
-                    e.by_effects(|| {
-                        if e.consumed(facts) {
-                            Outcome::Lost
-                        } else {
-                            Outcome::Pending
-                        }
+                    e.by_effects(|| match (e.consumed(facts), oracle_blind) {
+                        (true, false) => Outcome::Lost,
+                        (true, true) => Outcome::UnconfirmedLoss,
+                        (false, _) => Outcome::Pending,
                     })
                 }
                 ProduceStatus::Indeterminate => {
@@ -270,6 +277,7 @@ impl<'a> Ledger<'a> {
             };
             if e.applied > 0 {
                 counts.effected += 1;
+                counts.not_counted_done += u64::from(!e.consumed(facts));
             }
             count_outcome(outcome, counts);
             if outcome != Outcome::Exact {
@@ -349,6 +357,7 @@ fn count_outcome(outcome: Outcome, counts: &mut Counts) {
         Outcome::Exact => counts.exact += 1,
         Outcome::Duplicated => counts.duplicated += 1,
         Outcome::Lost => counts.lost += 1,
+        Outcome::UnconfirmedLoss => counts.unconfirmed_loss += 1,
         Outcome::Pending => counts.pending += 1,
         Outcome::Unconfirmed => counts.unconfirmed += 1,
         Outcome::Phantom => unreachable!("ledger IDs are never phantom"),

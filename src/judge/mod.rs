@@ -19,6 +19,10 @@
 //! - An acknowledged ID is LOST only when the broker proves it was consumed: its offset is below
 //!   the committed offset of its partition in the *last* `progress` event. Without that proof a
 //!   zero-effect ID is PENDING, which can make the run INCONCLUSIVE but never EXACT.
+//! - ...and only when the oracle could see its effect: with effects the sink rejected, or no
+//!   effect naming any produced ID at all, such an ID is an UNCONFIRMED LOSS, never lost.
+//! - A claim is met only when the evidence covers what it forbids (`verdict`); otherwise it is
+//!   unknown (exit 3), even when the verdict stands.
 //! - Indeterminate produces (no answer in time) are never lost nor pending (they may never have
 //!   been stored) but are checked for duplicates. Failed produces are counted and reported only.
 //! - Precedence (DESIGN §6): a proven loss or duplicate is the verdict whatever else happened;
@@ -42,18 +46,21 @@ mod verdict;
 #[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
+mod honesty;
+#[cfg(test)]
 mod props;
 #[cfg(test)]
 mod tests;
 
 pub use facts::{
-    ConnectionClosed, ConsumerSetting, Holds, Incarnation, ProgressSnapshot, RejectedEffect,
+    hit_nothing, ConnectionClosed, ConsumerSetting, Holds, Incarnation, ProgressSnapshot,
+    RejectedEffect,
 };
 pub use judgement::Judgement;
 pub use ledger::FailedProduce;
 pub use model::{
-    Anomaly, Counts, EffectSeen, ExitStatus, Expectation, InconclusiveReason, Outcome,
-    UnfiredFault, Verdict,
+    Anomaly, Counts, EffectSeen, ExitStatus, Expectation, ExpectationState, InconclusiveReason,
+    Outcome, UnfiredFault, Verdict,
 };
 
 use facts::{FactsReader, RunFacts};
@@ -68,7 +75,10 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
     let mut counts = Counts::default();
     let (mut ledger, facts) = read_ledger_and_facts(events, &mut counts);
     let tally = effects::count(events, &mut ledger, &mut counts);
-    let classified = ledger.classify(&facts, &mut counts);
+    // The oracle is blind to loss when the sink rejected effects (an ID's effect may be among
+    // them) or saw none of the produced messages at all (DESIGN §12).
+    let oracle_blind = facts.rejected > 0 || tally.on_ledger == 0;
+    let classified = ledger.classify(&facts, oracle_blind, &mut counts);
     let mut anomalies = classified.anomalies;
     effects::attach(events, &ledger, &tally, &mut anomalies);
     counts.phantom = tally.phantoms.len() as u64;
@@ -80,6 +90,7 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
     let evidence = LedgerEvidence {
         recorded: ledger.len() as u64,
         acked_without_effect: classified.acked_without_effect,
+        effects_on_ledger: tally.on_ledger,
     };
     let ruling = verdict::rule(&facts, &counts, &evidence);
     let mut warnings = facts.warnings;
@@ -89,7 +100,9 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
         run: facts.run,
         verdict: ruling.verdict,
         expectation: ruling.expectation,
-        expectation_met: ruling.expectation_met,
+        expectation_met: ruling.expectation_state.as_met(),
+        expectation_state: ruling.expectation_state,
+        expectation_unknown: ruling.expectation_unknown,
         counts,
         inconclusive_reasons: ruling.inconclusive_reasons,
         caveats: ruling.caveats,
@@ -99,6 +112,7 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
         faults_planned: facts.faults_planned,
         faults_fired: facts.faults_fired,
         faults_unfired: facts.faults_unfired,
+        faults_hit_nothing: facts.faults_hit_nothing,
         incarnations: facts.incarnations,
         warnings,
         end_reason: facts.end.map(|(r, _)| r),

@@ -105,7 +105,24 @@ impl Expectation {
         }
     }
 
-    /// Whether `verdict` meets the claim; `None` for INCONCLUSIVE, which never passes.
+    /// True when the claim forbids losing a message (at-least-once, exactly-once).
+    pub fn forbids_loss(self) -> bool {
+        match self {
+            Expectation::AtMostOnce => false,
+            Expectation::AtLeastOnce | Expectation::ExactlyOnce => true,
+        }
+    }
+
+    /// True when the claim forbids processing a message twice (at-most-once, exactly-once).
+    pub fn forbids_duplicate(self) -> bool {
+        match self {
+            Expectation::AtLeastOnce => false,
+            Expectation::AtMostOnce | Expectation::ExactlyOnce => true,
+        }
+    }
+
+    /// Whether `verdict` alone meets the claim; `None` for INCONCLUSIVE, which never passes.
+    /// The ruling also asks whether the evidence covers what the claim forbids.
     pub fn met_by(self, verdict: Verdict) -> Option<bool> {
         if verdict == Verdict::Inconclusive {
             return None;
@@ -132,6 +149,10 @@ pub enum Outcome {
     Lost,
     /// More than one applied effect.
     Duplicated,
+    /// Acknowledged, no applied effect, and the broker counts it done, but the oracle was
+    /// blind: the sink rejected effects it could not read (this one's may be among them), or
+    /// no produced message had any effect at all. Neither lost nor exact: unproven.
+    UnconfirmedLoss,
     /// Acknowledged, no applied effect, and the broker has not committed past it (or cannot say).
     Pending,
     /// Indeterminate produce with no applied effect: it may never have been stored, so it is
@@ -149,6 +170,7 @@ impl Outcome {
         match self {
             Outcome::Lost => "lost",
             Outcome::Duplicated => "duplicated",
+            Outcome::UnconfirmedLoss => "unconfirmed_loss",
             Outcome::Pending => "pending",
             Outcome::Unconfirmed => "unconfirmed",
             Outcome::Phantom => "phantom",
@@ -157,9 +179,10 @@ impl Outcome {
     }
 
     /// The anomaly outcomes in report order.
-    pub const ANOMALIES: [Outcome; 5] = [
+    pub const ANOMALIES: [Outcome; 6] = [
         Outcome::Lost,
         Outcome::Duplicated,
+        Outcome::UnconfirmedLoss,
         Outcome::Pending,
         Outcome::Unconfirmed,
         Outcome::Phantom,
@@ -174,7 +197,8 @@ impl fmt::Display for Outcome {
 
 /// Totals of one run. IDs are counted once whatever the number of produce records.
 ///
-/// Invariant: `exact + duplicated + lost + pending + unconfirmed == produced + indeterminate`.
+/// Invariant: `exact + duplicated + lost + unconfirmed_loss + pending + unconfirmed ==
+/// produced + indeterminate`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
     /// Messages the workload was to produce (`RunInfo::messages`; 0 when unknown).
@@ -201,6 +225,9 @@ pub struct Counts {
     pub duplicated: u64,
     /// Acknowledged IDs consumed without an applied effect.
     pub lost: u64,
+    /// Acknowledged IDs the broker counts done, without an applied effect, while the oracle
+    /// was blind (effects rejected by the sink, or no effect at all): not provably lost.
+    pub unconfirmed_loss: u64,
     /// Acknowledged IDs not (provably) consumed and without an applied effect.
     pub pending: u64,
     /// Indeterminate IDs without an applied effect.
@@ -211,9 +238,15 @@ pub struct Counts {
     pub failed_effected: u64,
     /// Effects the sink could not read (`effect_rejected`).
     pub rejected: u64,
+    /// Judged IDs with an applied effect that the broker never counted done (Kafka: no commit
+    /// passed their offset by the last progress read; RabbitMQ: still in the queue once the
+    /// consumers stopped, or the remainder could not be read whole).
+    pub not_counted_done: u64,
 }
 
-/// Why a run without proven anomalies cannot be called EXACT.
+/// A shortfall of the evidence: why a run without proven anomalies cannot be called EXACT
+/// (every variant but [`InconclusiveReason::NotCountedDone`]), or why a claim the verdict
+/// seems to meet is unknown (see `verdict::blinds`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "code", rename_all = "snake_case")]
 pub enum InconclusiveReason {
@@ -223,6 +256,12 @@ pub enum InconclusiveReason {
     NoFaultPlanned,
     /// Some planned faults were never applied.
     FaultsNotFired {
+        /// Which ones.
+        faults: Vec<UnfiredFault>,
+    },
+    /// Some planned faults were applied only when they could hit nothing (no live consumer
+    /// process, no connection to cut): they were not exercised.
+    FaultsHitNothing {
         /// Which ones.
         faults: Vec<UnfiredFault>,
     },
@@ -250,8 +289,35 @@ pub enum InconclusiveReason {
     Aborted,
     /// The harness failed.
     InfrastructureError,
-    /// No message was seen processed at all.
-    NothingObserved,
+    /// No message was seen processed at all (no applied effect on a produced ID).
+    NothingObserved {
+        /// True when no effect, applied or replayed, named any produced ID: the sink may not
+        /// see the consumer's work at all, so no loss can be proven either.
+        blind: bool,
+    },
+    /// The sink rejected effects it could not read: an ID without an effect may have had one
+    /// among them (not provably lost), and a rejected effect may have been a second one.
+    EffectsUnread {
+        /// `effect_rejected` events.
+        rejected: u64,
+        /// IDs the broker counts done with no readable effect (reported `unconfirmed_loss`).
+        unconfirmed_loss: u64,
+        /// The plan's `effects.id` rule, when the timeline has it.
+        rule: Option<String>,
+        /// Why the sink rejected the first one.
+        reason: Option<String>,
+        /// The start of the first rejected body.
+        sample: Option<String>,
+    },
+    /// Applied effects the broker never counted done (no commit passed them, or never acked):
+    /// what was observed stands, but any restart would redo them, so no promise is proven.
+    /// Never makes a run INCONCLUSIVE by itself.
+    NotCountedDone {
+        /// How many effected IDs.
+        count: u64,
+        /// `kafka` or `amqp` (`RunInfo::broker`), for the wording.
+        broker: String,
+    },
 }
 
 impl InconclusiveReason {
@@ -261,13 +327,16 @@ impl InconclusiveReason {
             InconclusiveReason::NoRunInfo => "no_run_info",
             InconclusiveReason::NoFaultPlanned => "no_fault_planned",
             InconclusiveReason::FaultsNotFired { .. } => "faults_not_fired",
+            InconclusiveReason::FaultsHitNothing { .. } => "faults_hit_nothing",
             InconclusiveReason::Pending { .. } => "pending",
             InconclusiveReason::LedgerIncomplete { .. } => "ledger_incomplete",
             InconclusiveReason::RunNotEnded => "run_not_ended",
             InconclusiveReason::NoProgress { .. } => "no_progress",
             InconclusiveReason::Aborted => "aborted",
             InconclusiveReason::InfrastructureError => "infrastructure_error",
-            InconclusiveReason::NothingObserved => "nothing_observed",
+            InconclusiveReason::NothingObserved { .. } => "nothing_observed",
+            InconclusiveReason::EffectsUnread { .. } => "effects_unread",
+            InconclusiveReason::NotCountedDone { .. } => "not_counted_done",
         }
     }
 }
@@ -282,16 +351,22 @@ impl fmt::Display for InconclusiveReason {
                 "no fault was planned: a clean run without crashes proves nothing about delivery semantics",
             ),
             InconclusiveReason::FaultsNotFired { faults } => {
-                let list: Vec<String> = faults
-                    .iter()
-                    .map(|u| format!("#{} {}", u.fault, u.plan))
-                    .collect();
                 let n = faults.len();
                 write!(
                     f,
                     "{n} planned fault{} never fired: {}",
                     if n == 1 { "" } else { "s" },
-                    list.join("; ")
+                    fault_list(faults)
+                )
+            }
+            InconclusiveReason::FaultsHitNothing { faults } => {
+                let n = faults.len();
+                write!(
+                    f,
+                    "{n} planned fault{} fired but hit nothing (no live consumer process or connection to act on), so {} not exercised: {}",
+                    if n == 1 { "" } else { "s" },
+                    if n == 1 { "it was" } else { "they were" },
+                    fault_list(faults)
                 )
             }
             InconclusiveReason::Pending { count } => write!(
@@ -315,9 +390,128 @@ impl fmt::Display for InconclusiveReason {
             InconclusiveReason::InfrastructureError => {
                 f.write_str("the run ended on an infrastructure error of the harness")
             }
-            InconclusiveReason::NothingObserved => {
-                f.write_str("no message was observed being processed")
+            InconclusiveReason::NothingObserved { blind: true } => f.write_str(
+                "no produced message was observed being processed: no effect named any of them, \
+                 so the sink may not be seeing the consumer's work (check the effect URL or \
+                 file, the `effects.id` rule, and the consumer's own output in the run \
+                 folder's logs/ directory: consumer-0-1.stderr is instance 0's first \
+                 incarnation); no message is called lost on this evidence",
+            ),
+            InconclusiveReason::NothingObserved { blind: false } => f.write_str(
+                "no produced message was observed being processed: no applied effect named any \
+                 of them (only replays of an idempotency key)",
+            ),
+            InconclusiveReason::EffectsUnread {
+                rejected,
+                unconfirmed_loss,
+                rule,
+                reason,
+                sample,
+            } => effects_unread(f, *rejected, *unconfirmed_loss, (rule, reason, sample)),
+            InconclusiveReason::NotCountedDone { count, broker } => {
+                let one = *count == 1;
+                let (never, what) = if broker == "amqp" {
+                    (
+                        "never acknowledged",
+                        "still in the queue once the consumers stopped",
+                    )
+                } else if one {
+                    (
+                        "never committed",
+                        "no commit passed its offset by the last progress read",
+                    )
+                } else {
+                    (
+                        "never committed",
+                        "no commit passed their offsets by the last progress read",
+                    )
+                };
+                write!(
+                    f,
+                    "the broker never counted {count} processed message{} done ({never}: {what}): \
+                     what was observed stands, but any restart would process {} again",
+                    plural(*count),
+                    if one { "it" } else { "them" }
+                )
             }
+        }
+    }
+}
+
+/// `#0 kill: consumer; #2 pause: ...`
+fn fault_list(faults: &[UnfiredFault]) -> String {
+    let list: Vec<String> = faults
+        .iter()
+        .map(|u| format!("#{} {}", u.fault, u.plan))
+        .collect();
+    list.join("; ")
+}
+
+/// The text of [`InconclusiveReason::EffectsUnread`]: the rule, the sink's reason, a sample.
+fn effects_unread(
+    f: &mut fmt::Formatter<'_>,
+    rejected: u64,
+    unconfirmed_loss: u64,
+    (rule, reason, sample): (&Option<String>, &Option<String>, &Option<String>),
+) -> fmt::Result {
+    write!(
+        f,
+        "the sink rejected {rejected} effect{} it could not read",
+        plural(rejected)
+    )?;
+    match rule {
+        Some(rule) => write!(f, " with the `effects.id` rule `{rule}`")?,
+        None => f.write_str(" with the plan's `effects.id` rule")?,
+    }
+    if let Some(reason) = reason {
+        write!(f, " ({reason})")?;
+    }
+    if let Some(sample) = sample {
+        let sample = sample.replace('`', "'").replace(['\n', '\r'], " ");
+        write!(f, "; first rejected body: `{sample}`")?;
+    }
+    if unconfirmed_loss > 0 {
+        write!(
+            f,
+            "; so {unconfirmed_loss} message{} the broker counts done without a readable effect {} not called lost (unconfirmed loss: {} effect may be among the rejected)",
+            plural(unconfirmed_loss),
+            if unconfirmed_loss == 1 { "is" } else { "are" },
+            if unconfirmed_loss == 1 { "its" } else { "their" }
+        )?;
+    }
+    f.write_str("; a rejected effect may also hide a second application")
+}
+
+/// Whether the claimed semantics held, as far as the evidence shows (DESIGN §12: a claim the
+/// evidence cannot cover is unknown, never met).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectationState {
+    /// The evidence covers everything the claim forbids, and none of it happened.
+    Met,
+    /// A proven loss or duplicate breaks the claim.
+    Violated,
+    /// Nothing proven breaks the claim, but the evidence does not cover what it forbids (or
+    /// the verdict is INCONCLUSIVE, or there is no known claim).
+    Unknown,
+}
+
+impl ExpectationState {
+    /// `met`, `violated` or `unknown`, as in `report.json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpectationState::Met => "met",
+            ExpectationState::Violated => "violated",
+            ExpectationState::Unknown => "unknown",
+        }
+    }
+
+    /// `Some(true)` when met, `Some(false)` when violated, `None` when unknown.
+    pub fn as_met(self) -> Option<bool> {
+        match self {
+            ExpectationState::Met => Some(true),
+            ExpectationState::Violated => Some(false),
+            ExpectationState::Unknown => None,
         }
     }
 }

@@ -6,7 +6,9 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::judge::fixtures::{at, effect_event, info, produced_event};
-use crate::timeline::{EffectOutcome, EndReason, Event, FaultRecord, ProduceStatus, Stamped};
+use crate::timeline::{
+    EffectOutcome, EndReason, Event, FaultRecord, ProcessRef, ProduceStatus, Stamped,
+};
 
 /// One generated message: status, partition, applied and replayed effect counts, and an
 /// optional retry record.
@@ -27,11 +29,15 @@ struct Case {
     progress: bool,
     planned: usize,
     fired: Vec<bool>,
+    /// For a fired fault: whether it hit an incarnation (else it fired but hit nothing).
+    hits: Vec<bool>,
     end: Option<EndReason>,
     expect: &'static str,
     phantoms: u32,
     /// Planned message count minus produced IDs (0 = complete ledger).
     missing: u64,
+    /// `effect_rejected` events (effects the sink could not read).
+    rejected: u32,
 }
 
 fn status() -> impl Strategy<Value = ProduceStatus> {
@@ -80,18 +86,27 @@ fn case() -> impl Strategy<Value = Case> {
         prop::sample::select(vec!["at-most-once", "at-least-once", "exactly-once"]),
         prop_oneof![6 => Just(0u32), 1 => 1..3u32],
         prop_oneof![8 => Just(0u64), 1 => 1..3u64],
+        (
+            prop::collection::vec(prop::bool::weighted(0.9), 3),
+            prop_oneof![6 => Just(0u32), 1 => 1..3u32],
+        ),
     )
         .prop_map(
-            |(msgs, commit, progress, planned, fired, end, expect, phantoms, missing)| Case {
-                msgs,
-                commit,
-                progress,
-                planned,
-                fired,
-                end,
-                expect,
-                phantoms,
-                missing,
+            |(msgs, commit, progress, planned, fired, end, expect, phantoms, missing, more)| {
+                let (hits, rejected) = more;
+                Case {
+                    msgs,
+                    commit,
+                    progress,
+                    planned,
+                    fired,
+                    hits,
+                    end,
+                    expect,
+                    phantoms,
+                    missing,
+                    rejected,
+                }
             },
         )
 }
@@ -118,6 +133,12 @@ fn build(c: &Case, shuffle: &[usize]) -> (Vec<Stamped>, Vec<i64>, BTreeMap<i32, 
     }
     for p in 0..c.phantoms {
         body.push(effect(&format!("ghost{p}"), EffectOutcome::Applied));
+    }
+    for r in 0..c.rejected {
+        body.push(Event::EffectRejected {
+            reason: "no message ID found by the `effects.id` rule".into(),
+            sample: format!("{{\"nope\":{r}}}"),
+        });
     }
     // Shuffle the body with the generated permutation keys.
     let mut keyed: Vec<(usize, Event)> = body
@@ -158,7 +179,14 @@ fn build(c: &Case, shuffle: &[usize]) -> (Vec<Stamped>, Vec<i64>, BTreeMap<i32, 
             trigger_latency_us: 1,
             applied: c.fired[f],
             detail: String::new(),
-            hit: Vec::new(),
+            hit: if c.fired[f] && c.hits[f] {
+                vec![ProcessRef {
+                    instance: 0,
+                    incarnation: 1,
+                }]
+            } else {
+                Vec::new()
+            },
             length_us: None,
         }));
     }
@@ -193,9 +221,74 @@ fn with_shuffle() -> impl Strategy<Value = (Case, Vec<usize>)> {
             .iter()
             .map(|m| 1 + (m.applied + m.replayed) as usize)
             .sum::<usize>()
-            + c.phantoms as usize;
+            + c.phantoms as usize
+            + c.rejected as usize;
         (Just(c), Just((0..n).collect::<Vec<_>>()).prop_shuffle())
     })
+}
+
+/// What a naive reading of a case says, message by message.
+struct Oracle {
+    lost: u64,
+    unconfirmed_loss: u64,
+    dup: u64,
+    exact: u64,
+    not_counted_done: u64,
+    acked: u64,
+    indet: u64,
+}
+
+fn oracle(c: &Case, offsets: &[i64], committed: &BTreeMap<i32, i64>) -> Oracle {
+    let judged = |m: &Msg| m.status != ProduceStatus::Failed;
+    let done = |m: &Msg, off: i64| c.progress && off < committed[&m.partition];
+    // Blind: effects went unread, or no effect named any produced ID.
+    let blind = c.rejected > 0 || c.msgs.iter().all(|m| m.applied + m.replayed == 0);
+    let consumed_without_effect = c
+        .msgs
+        .iter()
+        .zip(offsets)
+        .filter(|(m, off)| m.status == ProduceStatus::Acked && m.applied == 0 && done(m, **off))
+        .count() as u64;
+    let count = |f: &dyn Fn(&Msg) -> bool| c.msgs.iter().filter(|m| f(m)).count() as u64;
+    Oracle {
+        lost: if blind { 0 } else { consumed_without_effect },
+        unconfirmed_loss: if blind { consumed_without_effect } else { 0 },
+        dup: count(&|m| judged(m) && m.applied >= 2),
+        exact: count(&|m| judged(m) && m.applied == 1),
+        not_counted_done: c
+            .msgs
+            .iter()
+            .zip(offsets)
+            .filter(|(m, off)| judged(m) && m.applied > 0 && !done(m, **off))
+            .count() as u64,
+        acked: count(&|m| m.status == ProduceStatus::Acked),
+        indet: count(&|m| m.status == ProduceStatus::Indeterminate),
+    }
+}
+
+impl Oracle {
+    /// The claim's state when the verdict is not INCONCLUSIVE: violated by a proof, unknown
+    /// when something it forbids could have happened unseen, else met.
+    fn claim(&self, c: &Case, x: Expectation, pending: u64, verdict: Verdict) -> ExpectationState {
+        let violated =
+            (x.forbids_loss() && self.lost > 0) || (x.forbids_duplicate() && self.dup > 0);
+        if violated {
+            return ExpectationState::Violated;
+        }
+        let interrupted = !matches!(c.end, Some(EndReason::Settled | EndReason::Deadline));
+        let both = interrupted
+            || c.rejected > 0
+            || self.exact + self.dup == 0
+            || (verdict == Verdict::Exact && self.not_counted_done > 0);
+        let loss = pending > 0 || self.unconfirmed_loss > 0 || c.missing > 0;
+        let duplicate = self.not_counted_done > 0;
+        let hidden = both || (x.forbids_loss() && loss) || (x.forbids_duplicate() && duplicate);
+        if hidden {
+            ExpectationState::Unknown
+        } else {
+            ExpectationState::Met
+        }
+    }
 }
 
 proptest! {
@@ -205,49 +298,39 @@ proptest! {
     fn classification_matches_a_naive_oracle((c, shuffle) in with_shuffle()) {
         let (events, offsets, committed) = build(&c, &shuffle);
         let rec = analyze(&events);
+        let o = oracle(&c, &offsets, &committed);
 
-        // Oracle, message by message.
-        let judged = |m: &Msg| m.status != ProduceStatus::Failed;
-        let lost_ids = c.msgs.iter().zip(&offsets).filter(|(m, off)| {
-            m.status == ProduceStatus::Acked
-                && m.applied == 0
-                && c.progress
-                && **off < committed[&m.partition]
-        }).count() as u64;
-        let dup_ids = c.msgs.iter().filter(|m| judged(m) && m.applied >= 2).count() as u64;
-        let exact_ids = c.msgs.iter().filter(|m| judged(m) && m.applied == 1).count() as u64;
-        let acked = c.msgs.iter().filter(|m| m.status == ProduceStatus::Acked).count() as u64;
-        let indet = c.msgs.iter()
-            .filter(|m| m.status == ProduceStatus::Indeterminate).count() as u64;
-
-        prop_assert_eq!(rec.counts.lost, lost_ids);
-        prop_assert_eq!(rec.counts.duplicated, dup_ids);
-        prop_assert_eq!(rec.counts.exact, exact_ids);
-        prop_assert_eq!(rec.counts.produced, acked);
-        prop_assert_eq!(rec.counts.indeterminate, indet);
+        prop_assert_eq!(rec.counts.lost, o.lost);
+        prop_assert_eq!(rec.counts.unconfirmed_loss, o.unconfirmed_loss);
+        prop_assert_eq!(rec.counts.duplicated, o.dup);
+        prop_assert_eq!(rec.counts.exact, o.exact);
+        prop_assert_eq!(rec.counts.not_counted_done, o.not_counted_done);
+        prop_assert_eq!(rec.counts.produced, o.acked);
+        prop_assert_eq!(rec.counts.indeterminate, o.indet);
         prop_assert_eq!(rec.counts.phantom, c.phantoms as u64);
         let k = &rec.counts;
         prop_assert_eq!(
-            k.exact + k.duplicated + k.lost + k.pending + k.unconfirmed,
+            k.exact + k.duplicated + k.lost + k.unconfirmed_loss + k.pending + k.unconfirmed,
             k.produced + k.indeterminate
         );
         prop_assert_eq!(k.effected, k.exact + k.duplicated);
         prop_assert_eq!(
             rec.anomalies.len() as u64,
-            k.duplicated + k.lost + k.pending + k.unconfirmed + k.phantom
+            k.duplicated + k.lost + k.unconfirmed_loss + k.pending + k.unconfirmed + k.phantom
         );
 
-        // Verdict: loss iff some acked ID with no applied effect is committed past;
-        // duplicate iff some judged ID has two applied effects.
-        prop_assert_eq!(rec.verdict.has_loss(), lost_ids > 0);
-        prop_assert_eq!(rec.verdict.has_duplicate(), dup_ids > 0);
+        // Verdict: loss iff some acked ID with no applied effect is committed past while the
+        // oracle could see; duplicate iff some judged ID has two applied effects.
+        prop_assert_eq!(rec.verdict.has_loss(), o.lost > 0);
+        prop_assert_eq!(rec.verdict.has_duplicate(), o.dup > 0);
         let short = c.planned == 0
-            || (0..c.planned).any(|f| !c.fired[f])
+            || (0..c.planned).any(|f| !(c.fired[f] && c.hits[f]))
+            || c.rejected > 0
             || k.pending > 0
             || c.missing > 0
             || !matches!(c.end, Some(EndReason::Settled | EndReason::Deadline))
-            || exact_ids + dup_ids == 0;
-        if lost_ids == 0 && dup_ids == 0 {
+            || o.exact + o.dup == 0;
+        if o.lost == 0 && o.dup == 0 {
             prop_assert_eq!(rec.verdict == Verdict::Inconclusive, short);
         }
         prop_assert_eq!(
@@ -255,7 +338,7 @@ proptest! {
             !rec.inconclusive_reasons.is_empty()
         );
 
-        // Exit code agrees with verdict and expectation.
+        // Exit code agrees with verdict, expectation and what the evidence covers.
         let x = Expectation::parse(c.expect).unwrap();
         let code = rec.exit_code();
         if c.end == Some(EndReason::InfrastructureError) {
@@ -264,13 +347,19 @@ proptest! {
             prop_assert_eq!(code, 3);
             prop_assert_eq!(rec.expectation_met, None);
         } else {
-            let violated = match x {
-                Expectation::AtMostOnce => dup_ids > 0,
-                Expectation::AtLeastOnce => lost_ids > 0,
-                Expectation::ExactlyOnce => dup_ids > 0 || lost_ids > 0,
+            let state = o.claim(&c, x, k.pending, rec.verdict);
+            prop_assert_eq!(rec.expectation_state, state);
+            prop_assert_eq!(rec.expectation_met, state.as_met());
+            let want = match state {
+                ExpectationState::Met => 0,
+                ExpectationState::Violated => 1,
+                ExpectationState::Unknown => 3,
             };
-            prop_assert_eq!(rec.expectation_met, Some(!violated));
-            prop_assert_eq!(code, if violated { 1 } else { 0 });
+            prop_assert_eq!(code, want);
+        }
+        // An interrupted run never passes.
+        if c.end != Some(EndReason::Settled) && c.end != Some(EndReason::Deadline) {
+            prop_assert_ne!(code, 0);
         }
     }
 

@@ -132,14 +132,17 @@ fn amqp_incomplete_remainder_proves_no_loss() {
 
 #[test]
 fn only_the_last_progress_event_decides_loss() {
-    let mut tl = clean(&["a"], "at-least-once");
-    tl.progress(&[(0, 1)])
+    // "w" has an effect: the sink saw the consumer's work, so a loss can be proven.
+    let mut tl = clean(&["a", "w"], "at-least-once");
+    tl.effect("w", 1)
+        .progress(&[(0, 1)])
         .progress(&[(0, 0)])
         .end(EndReason::Deadline);
     assert_eq!(analyze(&tl.events).counts.pending, 1);
 
-    let mut tl = clean(&["a"], "at-least-once");
-    tl.progress(&[(0, 0)])
+    let mut tl = clean(&["a", "w"], "at-least-once");
+    tl.effect("w", 1)
+        .progress(&[(0, 0)])
         .progress(&[(0, 1)])
         .end(EndReason::Deadline);
     assert_eq!(analyze(&tl.events).counts.lost, 1);
@@ -339,6 +342,9 @@ fn the_first_acked_record_gives_the_offset() {
         .produced_as("a", 0, 0, ProduceStatus::Indeterminate)
         .produced("a", 1, 5)
         .produced("a", 2, 9)
+        // A witness with an effect: the sink saw the consumer's work.
+        .produced("w", 0, 1)
+        .effect("w", 1)
         .fault(0, true)
         // Partition 1 committed past 5: lost by the first acked record; partition 2
         // would have said pending.
@@ -522,14 +528,14 @@ fn infrastructure_error_exits_4_even_with_a_proven_anomaly() {
     assert_eq!(rec.verdict, Verdict::Inconclusive);
     assert_eq!(rec.exit_code(), 4);
 
-    let mut tl = clean(&["a"], "at-least-once");
-    tl.progress(&[(0, 1)]).end(EndReason::InfrastructureError);
+    // "w" has an effect, so the sink saw the consumer's work and "a" is proven lost.
+    let mut tl = clean(&["a", "w"], "at-least-once");
+    tl.effect("w", 1)
+        .progress(&[(0, 2)])
+        .end(EndReason::InfrastructureError);
     let rec = analyze(&tl.events);
     assert_eq!(rec.verdict, Verdict::Lost);
-    assert_eq!(
-        codes(&rec.caveats),
-        vec!["infrastructure_error", "nothing_observed"]
-    );
+    assert_eq!(codes(&rec.caveats), vec!["infrastructure_error"]);
     assert_eq!(rec.exit_code(), 4);
 }
 

@@ -1,12 +1,17 @@
 //! The verdict and its precedence (DESIGN §6): a proven loss or duplicate is the verdict
 //! whatever else happened; otherwise any shortfall of evidence makes the run INCONCLUSIVE; only
-//! then EXACT. The claimed semantics is judged against the verdict, and the exit code follows.
+//! then EXACT. The claimed semantics is then judged against the verdict *and* the evidence
+//! (DESIGN §12): a claim is met only when the evidence covers what it forbids, and the exit
+//! code follows.
 //!
 //! Invariants: INCONCLUSIVE never meets an expectation (a checker that cannot tell yields
-//! "unknown", never a pass); the shortfalls are kept as caveats when a proof stands.
+//! "unknown", never a pass); a proven violation stands whatever the evidence missed; a claim
+//! whose forbidden outcome the evidence could not see (pending or unconfirmed IDs, unread
+//! effects, an interrupted run, work the broker never counted done under EXACT) is unknown;
+//! the shortfalls are kept as caveats when a proof stands.
 
 use crate::judge::facts::RunFacts;
-use crate::judge::model::{Counts, Expectation, InconclusiveReason, Verdict};
+use crate::judge::model::{Counts, Expectation, ExpectationState, InconclusiveReason, Verdict};
 use crate::timeline::EndReason;
 
 /// The judge's ruling on a run: the verdict, the claim and why the evidence falls short.
@@ -15,11 +20,14 @@ pub(crate) struct Ruling {
     pub(crate) verdict: Verdict,
     /// The claimed semantics, when known.
     pub(crate) expectation: Option<Expectation>,
-    /// Whether the verdict meets it (`None` when INCONCLUSIVE or unknown).
-    pub(crate) expectation_met: Option<bool>,
+    /// Whether the claim held, as far as the evidence shows.
+    pub(crate) expectation_state: ExpectationState,
+    /// When the claim is unknown: the shortfalls that hide what it forbids.
+    pub(crate) expectation_unknown: Vec<InconclusiveReason>,
     /// The shortfalls, when they make the run INCONCLUSIVE.
     pub(crate) inconclusive_reasons: Vec<InconclusiveReason>,
-    /// The shortfalls, when a proven anomaly stands anyway.
+    /// The shortfalls, when a proven anomaly stands anyway, and the limits of any promise
+    /// (work the broker never counted done) whatever the verdict.
     pub(crate) caveats: Vec<InconclusiveReason>,
     /// Set when the plan's claim is not one the judge knows.
     pub(crate) unknown_expectation: Option<String>,
@@ -31,17 +39,28 @@ pub(crate) struct LedgerEvidence {
     pub(crate) recorded: u64,
     /// Acknowledged IDs without an applied effect.
     pub(crate) acked_without_effect: u64,
+    /// Effects (applied or replayed) that named a produced ID.
+    pub(crate) effects_on_ledger: u64,
 }
 
 /// Rules on a run from its facts and its counts.
 pub(crate) fn rule(facts: &RunFacts, counts: &Counts, ledger: &LedgerEvidence) -> Ruling {
     let reasons = shortfalls(facts, counts, ledger);
     let verdict = verdict(counts, &reasons);
-    let (inconclusive_reasons, caveats) = if verdict == Verdict::Inconclusive {
+    let (inconclusive_reasons, mut caveats) = if verdict == Verdict::Inconclusive {
         (reasons, Vec::new())
     } else {
         (Vec::new(), reasons)
     };
+    if counts.not_counted_done > 0 {
+        caveats.push(InconclusiveReason::NotCountedDone {
+            count: counts.not_counted_done,
+            broker: facts
+                .run
+                .as_ref()
+                .map_or_else(|| "kafka".to_owned(), |r| r.broker.clone()),
+        });
+    }
     let expectation = facts
         .run
         .as_ref()
@@ -53,10 +72,13 @@ pub(crate) fn rule(facts: &RunFacts, counts: &Counts, ledger: &LedgerEvidence) -
         )),
         _ => None,
     };
+    let (expectation_state, expectation_unknown) =
+        claim(expectation, verdict, &inconclusive_reasons, &caveats);
     Ruling {
         verdict,
         expectation,
-        expectation_met: expectation.and_then(|x| x.met_by(verdict)),
+        expectation_state,
+        expectation_unknown,
         inconclusive_reasons,
         caveats,
         unknown_expectation,
@@ -64,6 +86,8 @@ pub(crate) fn rule(facts: &RunFacts, counts: &Counts, ledger: &LedgerEvidence) -
 }
 
 /// The precedence: a proof of loss or duplicate first, then any shortfall, then EXACT.
+/// [`InconclusiveReason::NotCountedDone`] is never among `reasons`: it limits the promise,
+/// not the verdict.
 fn verdict(counts: &Counts, reasons: &[InconclusiveReason]) -> Verdict {
     match (counts.lost > 0, counts.duplicated > 0) {
         (true, true) => Verdict::LostAndDuplicated,
@@ -89,6 +113,21 @@ fn shortfalls(
     if !facts.faults_unfired.is_empty() {
         reasons.push(InconclusiveReason::FaultsNotFired {
             faults: facts.faults_unfired.clone(),
+        });
+    }
+    if !facts.faults_hit_nothing.is_empty() {
+        reasons.push(InconclusiveReason::FaultsHitNothing {
+            faults: facts.faults_hit_nothing.clone(),
+        });
+    }
+    if facts.rejected > 0 {
+        let first = facts.rejected_samples.first();
+        reasons.push(InconclusiveReason::EffectsUnread {
+            rejected: facts.rejected,
+            unconfirmed_loss: counts.unconfirmed_loss,
+            rule: facts.run.as_ref().and_then(|r| r.effects_id.clone()),
+            reason: first.map(|s| s.reason.clone()),
+            sample: first.map(|s| s.sample.clone()),
         });
     }
     if counts.pending > 0 {
@@ -120,18 +159,99 @@ fn shortfalls(
         });
     }
     if counts.exact + counts.duplicated == 0 {
-        reasons.push(InconclusiveReason::NothingObserved);
+        reasons.push(InconclusiveReason::NothingObserved {
+            blind: ledger.effects_on_ledger == 0,
+        });
     }
     reasons
 }
 
+/// Which side of a claim a shortfall hides: whether a loss, a duplicate, both or neither
+/// could have happened unseen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blind {
+    /// It says nothing about what happened to the messages (fault coverage).
+    Neither,
+    /// A loss could have gone unseen.
+    Loss,
+    /// A duplicate could have gone unseen (or will happen on any restart).
+    Duplicate,
+    /// Either could.
+    Both,
+}
+
+impl Blind {
+    /// True when what it hides is something `x` forbids.
+    fn hides_from(self, x: Expectation) -> bool {
+        match self {
+            Blind::Neither => false,
+            Blind::Loss => x.forbids_loss(),
+            Blind::Duplicate => x.forbids_duplicate(),
+            Blind::Both => true,
+        }
+    }
+}
+
+/// What `reason` hides, under `verdict`. Work the broker never counted done will be redone on
+/// any restart (a duplicate to come); under EXACT it also means the run never reached the
+/// state the promise is about, so it hides both sides (issue 13: EXACT needs the work counted
+/// done).
+fn blinds(reason: &InconclusiveReason, verdict: Verdict) -> Blind {
+    match reason {
+        InconclusiveReason::NoFaultPlanned
+        | InconclusiveReason::FaultsNotFired { .. }
+        | InconclusiveReason::FaultsHitNothing { .. } => Blind::Neither,
+        InconclusiveReason::Pending { .. }
+        | InconclusiveReason::NoProgress { .. }
+        | InconclusiveReason::LedgerIncomplete { .. } => Blind::Loss,
+        InconclusiveReason::NoRunInfo
+        | InconclusiveReason::RunNotEnded
+        | InconclusiveReason::Aborted
+        | InconclusiveReason::InfrastructureError
+        | InconclusiveReason::NothingObserved { .. }
+        | InconclusiveReason::EffectsUnread { .. } => Blind::Both,
+        InconclusiveReason::NotCountedDone { .. } if verdict == Verdict::Exact => Blind::Both,
+        InconclusiveReason::NotCountedDone { .. } => Blind::Duplicate,
+    }
+}
+
+/// The claim's state, and when unknown the shortfalls behind it: unknown when INCONCLUSIVE
+/// (all its reasons) or without a known claim; violated by a proof whatever else; met only
+/// when no caveat hides what the claim forbids.
+fn claim(
+    expectation: Option<Expectation>,
+    verdict: Verdict,
+    inconclusive_reasons: &[InconclusiveReason],
+    caveats: &[InconclusiveReason],
+) -> (ExpectationState, Vec<InconclusiveReason>) {
+    if verdict == Verdict::Inconclusive {
+        return (ExpectationState::Unknown, inconclusive_reasons.to_vec());
+    }
+    let Some(x) = expectation else {
+        return (ExpectationState::Unknown, Vec::new());
+    };
+    if x.met_by(verdict) == Some(false) {
+        return (ExpectationState::Violated, Vec::new());
+    }
+    let hidden: Vec<InconclusiveReason> = caveats
+        .iter()
+        .filter(|r| blinds(r, verdict).hides_from(x))
+        .cloned()
+        .collect();
+    if hidden.is_empty() {
+        (ExpectationState::Met, hidden)
+    } else {
+        (ExpectationState::Unknown, hidden)
+    }
+}
+
 /// The process exit code (DESIGN §6): 4 when the run ended on an infrastructure error, else 3
-/// when inconclusive (or when there is no known expectation to judge), 0 when the expectation
-/// is met, 1 when it is violated.
+/// when inconclusive or when the claim is unknown (no known claim, or evidence that does not
+/// cover it), 0 when the expectation is met, 1 when it is violated.
 pub(crate) fn exit_code(
     end_reason: Option<EndReason>,
     verdict: Verdict,
-    expectation_met: Option<bool>,
+    state: ExpectationState,
 ) -> i32 {
     if end_reason == Some(EndReason::InfrastructureError) {
         return 4;
@@ -139,9 +259,9 @@ pub(crate) fn exit_code(
     if verdict == Verdict::Inconclusive {
         return 3;
     }
-    match expectation_met {
-        Some(true) => 0,
-        Some(false) => 1,
-        None => 3,
+    match state {
+        ExpectationState::Met => 0,
+        ExpectationState::Violated => 1,
+        ExpectationState::Unknown => 3,
     }
 }

@@ -15,12 +15,12 @@ use crate::judge::{
     Anomaly, Counts, EffectSeen, FailedProduce, Incarnation, InconclusiveReason, Judgement,
     Outcome, ProgressSnapshot, RejectedEffect, UnfiredFault,
 };
-use crate::timeline::{FaultRecord, ProduceStatus, RunInfo};
+use crate::timeline::{FaultRecord, ProcessRef, ProduceStatus, RunInfo};
 
 /// The version of the `report.json` layout.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// At most this many anomalies of each outcome are listed (5 outcomes: 1000 in all).
+/// At most this many anomalies of each outcome are listed (6 outcomes: 1200 in all).
 pub const ANOMALIES_PER_OUTCOME: usize = 200;
 
 #[derive(Serialize)]
@@ -29,6 +29,11 @@ struct JsonReport<'a> {
     verdict: &'static str,
     expect: &'a str,
     expectation_met: Option<bool>,
+    /// `met`, `violated` or `unknown` (met only when the evidence covers what the claim
+    /// forbids).
+    expectation_state: &'static str,
+    /// When unknown: the shortfalls that hide what the claim forbids.
+    expectation_unknown_because: Vec<JsonReason>,
     exit_code: i32,
     summary: String,
     mock_broker: bool,
@@ -39,6 +44,8 @@ struct JsonReport<'a> {
     faults_planned: usize,
     faults_fired: &'a [usize],
     faults_unfired: &'a [UnfiredFault],
+    /// Planned faults applied only when they hit nothing (not exercised).
+    faults_hit_nothing: &'a [UnfiredFault],
     faults: Vec<JsonFault<'a>>,
     inconclusive_reasons: Vec<JsonReason>,
     caveats: Vec<JsonReason>,
@@ -76,6 +83,8 @@ struct JsonRun<'a> {
     messages: u64,
     planned_faults: &'a [String],
     reproduce: &'a str,
+    /// The plan's `effects.id` rule, when the timeline has it.
+    effects_id: Option<&'a str>,
 }
 
 impl<'a> JsonRun<'a> {
@@ -92,6 +101,7 @@ impl<'a> JsonRun<'a> {
             messages: r.messages,
             planned_faults: &r.planned_faults,
             reproduce: &r.reproduce,
+            effects_id: r.effects_id.as_deref(),
         }
     }
 }
@@ -108,6 +118,10 @@ struct JsonFault<'a> {
     fired_at_us: u64,
     trigger_latency_us: u64,
     applied: bool,
+    /// Applied to at least one consumer incarnation (or an action that needs none).
+    exercised: bool,
+    /// The incarnations it hit.
+    hit: &'a [ProcessRef],
     detail: &'a str,
 }
 
@@ -186,6 +200,8 @@ fn fault<'a>(f: &'a FaultRecord, rec: &'a Judgement) -> JsonFault<'a> {
         fired_at_us: f.fired_at_us,
         trigger_latency_us: f.trigger_latency_us,
         applied: f.applied,
+        exercised: f.applied && !crate::judge::hit_nothing(f),
+        hit: &f.hit,
         detail: &f.detail,
     }
 }
@@ -217,6 +233,12 @@ pub fn render(rec: &Judgement) -> std::io::Result<String> {
         verdict: rec.verdict.as_str(),
         expect: rec.expect_str(),
         expectation_met: rec.expectation_met,
+        expectation_state: rec.expectation_state.as_str(),
+        expectation_unknown_because: rec
+            .expectation_unknown
+            .iter()
+            .map(JsonReason::new)
+            .collect(),
         exit_code: rec.exit_code(),
         summary: summary_sentence(rec),
         mock_broker: rec.mock_broker(),
@@ -227,6 +249,7 @@ pub fn render(rec: &Judgement) -> std::io::Result<String> {
         faults_planned: rec.faults_planned,
         faults_fired: &rec.faults_fired,
         faults_unfired: &rec.faults_unfired,
+        faults_hit_nothing: &rec.faults_hit_nothing,
         faults: rec.faults.iter().map(|f| fault(f, rec)).collect(),
         inconclusive_reasons: rec
             .inconclusive_reasons
@@ -350,6 +373,78 @@ mod tests {
         assert!(r["message"]
             .as_str()
             .is_some_and(|m| m.contains("never fired")));
+    }
+
+    #[test]
+    fn an_unknown_claim_keeps_expectation_met_null_and_says_why() {
+        // A duplicate proven, the run aborted: at-least-once is unknown, not met.
+        let mut tl = duplicated_run();
+        tl.events.pop();
+        tl.end(EndReason::Aborted);
+        let v = parse(&analyze(&tl.events));
+        assert_eq!(v["verdict"], "DUPLICATED");
+        assert_eq!(v["expectation_met"], Value::Null);
+        assert_eq!(v["expectation_state"], "unknown");
+        assert_eq!(v["expectation_unknown_because"][0]["code"], "aborted");
+        assert_eq!(v["caveats"][0]["code"], "aborted");
+        assert_eq!(v["exit_code"], 3);
+
+        let v = parse(&analyze(&duplicated_run().events));
+        assert_eq!(v["expectation_state"], "met");
+        assert_eq!(v["expectation_unknown_because"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn rejected_effects_and_unconfirmed_losses_are_in_the_json() {
+        let mut tl = Tl::new();
+        tl.start(&["kill: consumer"], 1, "at-least-once")
+            .produced("a", 0, 0)
+            .fault(0, true)
+            .push(crate::timeline::Event::EffectRejected {
+                reason: "no message ID found by the `effects.id` rule".into(),
+                sample: r#"{"id":"a"}"#.into(),
+            });
+        tl.progress(&[(0, 1)]).end(EndReason::Settled);
+        let v = parse(&analyze(&tl.events));
+        assert_eq!(v["counts"]["unconfirmed_loss"], 1);
+        assert_eq!(v["counts"]["lost"], 0);
+        assert_eq!(v["anomalies"][0]["outcome"], "unconfirmed_loss");
+        let r = &v["inconclusive_reasons"][0];
+        assert_eq!(r["code"], "effects_unread");
+        assert_eq!(r["rule"], "json:/order_id");
+        assert_eq!(r["sample"], r#"{"id":"a"}"#);
+        assert_eq!(v["rejected_effects"][0]["sample"], r#"{"id":"a"}"#);
+        assert_eq!(v["run"]["effects_id"], "json:/order_id");
+    }
+
+    #[test]
+    fn work_never_counted_done_and_faults_that_hit_nothing_are_in_the_json() {
+        let mut tl = Tl::new();
+        tl.start(&["kill: consumer", "kill: consumer"], 1, "at-least-once")
+            .produced("a", 0, 0)
+            .fault(0, true)
+            .fault(1, true);
+        if let Some(crate::timeline::Event::Fault(f)) = tl.events.last_mut().map(|e| &mut e.event) {
+            f.hit.clear();
+        }
+        tl.effect("a", 1)
+            .progress(&[(0, 0)])
+            .end(EndReason::Settled);
+        let v = parse(&analyze(&tl.events));
+        assert_eq!(v["counts"]["not_counted_done"], 1);
+        assert_eq!(v["faults"][0]["exercised"], true);
+        assert_eq!(v["faults"][0]["hit"][0]["incarnation"], 1);
+        assert_eq!(v["faults"][1]["exercised"], false);
+        assert_eq!(v["faults_hit_nothing"][0]["fault"], 1);
+        let codes: Vec<&str> = v["inconclusive_reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["code"].as_str())
+            .collect();
+        assert_eq!(codes, ["faults_hit_nothing"]);
+        assert_eq!(v["caveats"][0]["code"], "not_counted_done");
+        assert_eq!(v["caveats"][0]["count"], 1);
     }
 
     #[test]

@@ -2,15 +2,16 @@
 //!
 //! One suite named `exactly` with one case named after the plan. The case passes only when
 //! the expectation is met. A violated expectation is a `failure`; an INCONCLUSIVE run is also a
-//! `failure` (a gate must not pass on missing evidence), with the reasons; an infrastructure
-//! error is an `error`, since it says nothing about the consumer.
+//! `failure` (a gate must not pass on missing evidence), with the reasons, and so is a claim
+//! the evidence does not cover (`unknown`, with what hid it); an infrastructure error is an
+//! `error`, since it says nothing about the consumer.
 
 use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
 use super::{summary_sentence, verdict_table};
-use crate::judge::{Judgement, Verdict};
+use crate::judge::{ExpectationState, Judgement, Verdict};
 use crate::timeline::EndReason;
 
 /// The suite (and report) name.
@@ -31,11 +32,21 @@ pub fn failure_message(rec: &Judgement) -> String {
             .collect::<Vec<_>>()
             .join("; "),
     };
-    format!(
+    let mut message = format!(
         "expected {}, observed {}: {observed}",
         rec.expect_str(),
         rec.verdict
-    )
+    );
+    if rec.verdict != Verdict::Inconclusive && !rec.expectation_unknown.is_empty() {
+        let hidden: Vec<String> = rec
+            .expectation_unknown
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        message.push_str("; the claim is unknown, not met: ");
+        message.push_str(&hidden.join("; "));
+    }
+    message
 }
 
 /// Renders `junit.xml`.
@@ -53,12 +64,11 @@ pub fn render(rec: &Judgement) -> std::io::Result<String> {
     } else if rec.expectation_met == Some(true) {
         TestCaseStatus::success()
     } else {
-        let kind = if rec.verdict == Verdict::Inconclusive {
-            "inconclusive"
-        } else if rec.expectation_met.is_none() {
-            "not_judged"
-        } else {
-            "violated"
+        let kind = match (rec.verdict, rec.expectation, rec.expectation_state) {
+            (Verdict::Inconclusive, ..) => "inconclusive",
+            (_, None, _) => "not_judged",
+            (_, Some(_), ExpectationState::Unknown) => "unknown",
+            (_, Some(_), ExpectationState::Violated | ExpectationState::Met) => "violated",
         };
         let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
         s.set_type(kind)
@@ -184,6 +194,25 @@ mod tests {
         assert!(
             xml.contains("observed INCONCLUSIVE: no fault was planned"),
             "{xml}"
+        );
+        let parsed = Report::deserialize_from_str(&xml).expect("valid junit");
+        assert_eq!(parsed.failures, 1);
+    }
+
+    #[test]
+    fn an_unknown_claim_fails_the_gate_with_what_hid_it() {
+        let mut tl = duplicated_run();
+        tl.events.pop();
+        tl.end(EndReason::Aborted);
+        let rec = analyze(&tl.events);
+        let xml = render(&rec).expect("renders");
+        assert!(xml.contains(r#"type="unknown""#), "{xml}");
+        assert!(
+            failure_message(&rec).starts_with(
+                "expected at-least-once, observed DUPLICATED: 1 duplicated; the claim is unknown, not met: the run was aborted"
+            ),
+            "{}",
+            failure_message(&rec)
         );
         let parsed = Report::deserialize_from_str(&xml).expect("valid junit");
         assert_eq!(parsed.failures, 1);

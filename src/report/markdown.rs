@@ -3,7 +3,8 @@
 //! Sections, in order: title, Summary (verdict, expectation, one plain sentence), the
 //! mock-broker warning when it applies, Impact (counts), Timeline (faults, incarnations, run
 //! end, chronological), Anomalies (samples per outcome with a per-ID timeline and the nearest
-//! fault), Why inconclusive or Caveats, Warnings, Failed produces, How to reproduce.
+//! fault), Why inconclusive, Caveats (and why the claim is unknown), Rejected effects,
+//! Warnings, Failed produces, How to reproduce.
 //!
 //! Invariants: every number comes from the judgement; text from the timeline (IDs,
 //! details, warnings) is escaped so it cannot break the table or code layout. Writing to a
@@ -33,6 +34,7 @@ pub fn render(rec: &Judgement) -> String {
     anomalies(&mut md, rec);
     commit_window(&mut md, rec);
     reasons(&mut md, rec);
+    rejected(&mut md, rec);
     warnings(&mut md, rec);
     reproduce(&mut md, rec);
     md
@@ -107,7 +109,7 @@ fn impact(md: &mut String, rec: &Judgement) {
     let k = &rec.counts;
     let _ = writeln!(md, "## Impact\n");
     let _ = writeln!(md, "| | messages |\n| --- | ---: |");
-    let rows: [(&str, u64); 15] = [
+    let rows: [(&str, u64); 17] = [
         ("planned", k.expected),
         ("produced (acknowledged)", k.produced),
         ("produce failed (not judged)", k.failed),
@@ -116,6 +118,10 @@ fn impact(md: &mut String, rec: &Judgement) {
         ("exact", k.exact),
         ("**duplicated**", k.duplicated),
         ("**lost**", k.lost),
+        (
+            "unconfirmed loss (counted done, no readable effect)",
+            k.unconfirmed_loss,
+        ),
         ("pending", k.pending),
         ("unconfirmed (indeterminate, no effect)", k.unconfirmed),
         ("phantom IDs", k.phantom),
@@ -123,13 +129,21 @@ fn impact(md: &mut String, rec: &Judgement) {
         ("effects replayed (idempotent)", k.effects_replayed),
         ("rejected by the sink", k.rejected),
         ("stored at two offsets (producer retry)", k.multi_offset),
+        (
+            "effected, never counted done by the broker",
+            k.not_counted_done,
+        ),
     ];
     for (label, n) in rows {
         let _ = writeln!(md, "| {label} | {n} |");
     }
+    let hit_nothing = match rec.faults_hit_nothing.len() {
+        0 => String::new(),
+        n => format!(" ({n} more fired but hit nothing)"),
+    };
     let _ = writeln!(
         md,
-        "\nFaults fired: {} of {} planned.\n",
+        "\nFaults fired: {} of {} planned{hit_nothing}.\n",
         rec.faults_fired.len(),
         rec.faults_planned
     );
@@ -159,7 +173,16 @@ fn timeline(md: &mut String, rec: &Judgement) {
 
 fn fault_rows(rows: &mut Vec<(u64, String)>, rec: &Judgement) {
     for f in &rec.faults {
-        let what = if f.applied {
+        let what = if crate::judge::hit_nothing(f) {
+            format!(
+                "fault #{} {} {} fired but **hit nothing** (trigger `{}`; no consumer incarnation touched, not exercised): {}",
+                f.fault,
+                cell(&f.action),
+                cell(&f.target),
+                cell(&f.trigger),
+                cell(&f.detail)
+            )
+        } else if f.applied {
             format!(
                 "fault #{} **{} {}** fired (trigger `{}`, latency {}): {}",
                 f.fault,
@@ -327,6 +350,7 @@ fn heading(outcome: Outcome) -> &'static str {
     match outcome {
         Outcome::Lost => "Lost",
         Outcome::Duplicated => "Duplicated",
+        Outcome::UnconfirmedLoss => "Unconfirmed loss",
         Outcome::Pending => "Pending",
         Outcome::Unconfirmed => "Unconfirmed",
         Outcome::Phantom => "Phantom",
@@ -343,6 +367,9 @@ fn explain(outcome: Outcome, amqp: bool) -> &'static str {
             "Confirmed by the broker, gone from the queue once the consumers stopped, and never applied."
         }
         (Outcome::Duplicated, _) => "Applied more than once.",
+        (Outcome::UnconfirmedLoss, _) => {
+            "The broker counts it done and no effect was read for it, but the oracle was blind (the sink rejected effects it could not read, or saw no effect of any produced message): not proven lost."
+        }
         (Outcome::Pending, false) => {
             "Acknowledged, not applied, and not committed past when the run ended: no proof either way."
         }
@@ -564,7 +591,11 @@ fn commit_window(md: &mut String, rec: &Judgement) {
 /// its second application; for an ID without effect, the first fault after it was produced;
 /// for a phantom, the last fault before its first effect.
 fn nearest_fault(rec: &Judgement, a: &Anomaly) -> String {
-    let fired = || rec.faults.iter().filter(|f| f.applied);
+    let fired = || {
+        rec.faults
+            .iter()
+            .filter(|f| f.applied && !crate::judge::hit_nothing(f))
+    };
     let before = |t: u64| {
         fired()
             .filter(|f| f.fired_at_us <= t)
@@ -604,25 +635,75 @@ fn nearest_fault(rec: &Judgement, a: &Anomaly) -> String {
     }
 }
 
+/// Why the run is inconclusive, then the caveats (shortfalls beside a proven anomaly, limits of
+/// the promise), then what hides the claim when it is unknown.
 fn reasons(md: &mut String, rec: &Judgement) {
-    let (title, list) = if rec.verdict == Verdict::Inconclusive {
-        ("Why inconclusive", &rec.inconclusive_reasons)
-    } else {
-        ("Caveats", &rec.caveats)
-    };
-    if list.is_empty() {
-        return;
+    if !rec.inconclusive_reasons.is_empty() {
+        let _ = writeln!(md, "## Why inconclusive\n");
+        for r in &rec.inconclusive_reasons {
+            let _ = writeln!(md, "- {}", text(&r.to_string()));
+        }
+        md.push('\n');
     }
-    let _ = writeln!(md, "## {title}\n");
-    if rec.verdict != Verdict::Inconclusive {
+    if !rec.caveats.is_empty() {
+        let _ = writeln!(md, "## Caveats\n");
+        let intro = match rec.verdict {
+            Verdict::Exact => "The verdict stands for what was observed, but:",
+            Verdict::Inconclusive => "Besides:",
+            Verdict::Lost | Verdict::Duplicated | Verdict::LostAndDuplicated => {
+                "These do not weaken the finding above (a proven anomaly stands on its own), but \
+                 the run did not see or test everything it planned:"
+            }
+        };
+        let _ = writeln!(md, "{intro}\n");
+        for r in &rec.caveats {
+            let _ = writeln!(md, "- {}", text(&r.to_string()));
+        }
+        md.push('\n');
+    }
+    if rec.verdict != Verdict::Inconclusive && !rec.expectation_unknown.is_empty() {
+        let codes: Vec<String> = rec
+            .expectation_unknown
+            .iter()
+            .map(|r| code(r.code()))
+            .collect();
         let _ = writeln!(
             md,
-            "These do not weaken the finding above (a proven anomaly stands on its own), but \
-             the run did not test everything it planned:\n"
+            "The claim `{}` is therefore **unknown** (exit 3), not met: the evidence does not \
+             cover what it forbids ({}).\n",
+            text(rec.expect_str()),
+            codes.join(", ")
         );
     }
-    for r in list {
-        let _ = writeln!(md, "- {}", text(&r.to_string()));
+}
+
+/// Effects the sink could not read: the count, the rule, and the first bodies.
+fn rejected(md: &mut String, rec: &Judgement) {
+    if rec.counts.rejected == 0 {
+        return;
+    }
+    let rule = rec
+        .run
+        .as_ref()
+        .and_then(|r| r.effects_id.as_deref())
+        .map_or_else(
+            || "the plan's `effects.id` rule".to_string(),
+            |r| format!("the `effects.id` rule {}", code(r)),
+        );
+    let _ = writeln!(
+        md,
+        "## Rejected effects\n\nThe sink could not read {} effect{} with {rule}; no message is called lost while effects went unread.\n",
+        rec.counts.rejected,
+        if rec.counts.rejected == 1 { "" } else { "s" }
+    );
+    for r in rec.rejected_samples.iter().take(3) {
+        let _ = writeln!(
+            md,
+            "- {}: {}: {}",
+            secs(r.t_us),
+            text(&r.reason),
+            code(&r.sample)
+        );
     }
     md.push('\n');
 }
@@ -794,7 +875,9 @@ mod tests {
         for i in 0..15 {
             tl.produced(&format!("p{i}"), 0, i);
         }
-        tl.progress(&[(0, 15)]).end(EndReason::Settled);
+        // A witness with an effect: the sink saw the consumer's work, so losses are proven.
+        tl.produced("w", 1, 0).effect("w", 1);
+        tl.progress(&[(0, 15), (1, 1)]).end(EndReason::Settled);
         let md = render(&analyze(&tl.events));
         assert!(md.contains("### Lost (15, showing 10)"), "{md}");
         assert_eq!(md.matches("#### `p").count(), 10);
@@ -818,6 +901,99 @@ mod tests {
         );
         assert!(md.contains("matched but was **not applied**"), "{md}");
         assert!(md.contains("not judged (inconclusive)"), "{md}");
+    }
+
+    /// Every effect rejected by the sink (the default payload read with `json:/order_id`).
+    fn blind_run() -> Judgement {
+        let mut tl = Tl::new();
+        tl.start(&["kill: consumer"], 2, "at-least-once")
+            .produced("a", 0, 0)
+            .produced("b", 0, 1)
+            .fault(0, true);
+        for id in ["a", "b"] {
+            tl.push(Event::EffectRejected {
+                reason: "no message ID found by the `effects.id` rule".into(),
+                sample: format!(r#"{{"id":"{id}"}}"#),
+            });
+        }
+        tl.progress(&[(0, 2)]).end(EndReason::Settled);
+        analyze(&tl.events)
+    }
+
+    #[test]
+    fn rejected_effects_are_shown_with_the_rule_and_a_body() {
+        let md = render(&blind_run());
+        assert!(md.contains("Verdict: **INCONCLUSIVE**"), "{md}");
+        assert!(md.contains("### Unconfirmed loss (2)"), "{md}");
+        assert!(
+            md.contains("| unconfirmed loss (counted done, no readable effect) | 2 |"),
+            "{md}"
+        );
+        assert!(!md.contains("### Lost"), "{md}");
+        let why = md
+            .split("## Why inconclusive")
+            .nth(1)
+            .expect("a why section");
+        assert!(why.contains("the sink rejected 2 effects"), "{why}");
+        assert!(why.contains("`json:/order_id`"), "{why}");
+        let section = md.split("## Rejected effects").nth(1).expect("a section");
+        assert!(
+            section.contains("the `effects.id` rule `json:/order_id`"),
+            "{section}"
+        );
+        assert!(section.contains(r#"`{"id":"a"}`"#), "{section}");
+    }
+
+    #[test]
+    fn exact_with_work_never_counted_done_has_caveats_and_an_unknown_claim() {
+        let mut tl = Tl::new();
+        tl.start(&["kill: consumer"], 1, "exactly-once")
+            .produced("a", 0, 0)
+            .fault(0, true)
+            .effect("a", 1)
+            .progress(&[(0, 0)])
+            .end(EndReason::Settled);
+        let md = render(&analyze(&tl.events));
+        assert!(md.contains("Verdict: **EXACT**"), "{md}");
+        assert!(
+            md.contains("Expectation: exactly-once: UNKNOWN, not met (the evidence does not cover it: not_counted_done)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("but the broker never counted 1 of them done"),
+            "{md}"
+        );
+        let caveats = md.split("## Caveats").nth(1).expect("caveats");
+        assert!(
+            caveats.contains("The verdict stands for what was observed"),
+            "{caveats}"
+        );
+        assert!(caveats.contains("never committed"), "{caveats}");
+        assert!(
+            caveats.contains("is therefore **unknown** (exit 3)"),
+            "{caveats}"
+        );
+    }
+
+    #[test]
+    fn a_fault_that_hit_nothing_says_so_on_the_timeline() {
+        let mut tl = Tl::new();
+        tl.start(&["kill: consumer"], 1, "at-least-once")
+            .produced("a", 0, 0)
+            .fault(0, true);
+        if let Some(Event::Fault(f)) = tl.events.last_mut().map(|e| &mut e.event) {
+            f.hit.clear();
+        }
+        tl.effect("a", 1)
+            .progress(&[(0, 1)])
+            .end(EndReason::Settled);
+        let md = render(&analyze(&tl.events));
+        assert!(md.contains("fired but **hit nothing**"), "{md}");
+        assert!(
+            md.contains("Faults fired: 0 of 1 planned (1 more fired but hit nothing)."),
+            "{md}"
+        );
+        assert!(md.contains("1 planned fault fired but hit nothing"), "{md}");
     }
 
     #[test]

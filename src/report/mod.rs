@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::judge::{Judgement, Verdict};
+use crate::judge::{ExpectationState, Judgement, Verdict};
 use crate::timeline::{EndReason, FaultRecord};
 
 pub mod json;
@@ -49,11 +49,30 @@ pub fn verdict_table(rec: &Judgement) -> String {
         ("lost", k.lost.to_string()),
         ("pending", k.pending.to_string()),
         ("phantom", k.phantom.to_string()),
-        (
-            "faults",
-            format!("{} of {} fired", rec.faults_fired.len(), rec.faults_planned),
-        ),
     ];
+    // Shown only when they apply: the blind oracle's counts.
+    if k.unconfirmed_loss > 0 || k.rejected > 0 {
+        rows.push((
+            "unconfirmed",
+            format!(
+                "{} counted done without a readable effect ({} effects rejected by the sink)",
+                k.unconfirmed_loss, k.rejected
+            ),
+        ));
+    }
+    if k.not_counted_done > 0 {
+        rows.push((
+            "not done",
+            format!(
+                "{} effected, never counted done by the broker",
+                k.not_counted_done
+            ),
+        ));
+    }
+    rows.extend([(
+        "faults",
+        format!("{} of {} fired", rec.faults_fired.len(), rec.faults_planned),
+    )]);
     if let Some(reason) = rec.end_reason {
         rows.push(("ended", end_reason_str(reason).to_string()));
     } else {
@@ -65,14 +84,13 @@ pub fn verdict_table(rec: &Judgement) -> String {
         // Writing to a String cannot fail.
         let _ = writeln!(out, "  {key:<width$}  {value}");
     }
-    let why = if rec.verdict == Verdict::Inconclusive {
-        Some(("inconclusive because", &rec.inconclusive_reasons))
-    } else if !rec.caveats.is_empty() {
-        Some(("caveats", &rec.caveats))
-    } else {
-        None
-    };
-    if let Some((title, reasons)) = why {
+    for (title, reasons) in [
+        ("inconclusive because", &rec.inconclusive_reasons),
+        ("caveats", &rec.caveats),
+    ] {
+        if reasons.is_empty() {
+            continue;
+        }
         let _ = writeln!(out, "  {title}:");
         for r in reasons {
             let _ = writeln!(out, "    - {r}");
@@ -84,14 +102,26 @@ pub fn verdict_table(rec: &Judgement) -> String {
     out
 }
 
-/// `at-least-once: met`, `exactly-once: VIOLATED`, `at-most-once: not judged (inconclusive)`.
+/// `at-least-once: met`, `exactly-once: VIOLATED`, `at-most-once: not judged (inconclusive)`,
+/// `at-least-once: UNKNOWN, not met (the evidence does not cover it: pending, aborted)`.
 pub(crate) fn expectation_line(rec: &Judgement) -> String {
-    let judged = match (rec.expectation, rec.expectation_met) {
-        (_, Some(true)) => "met",
-        (_, Some(false)) => "VIOLATED",
-        (None, None) if rec.run.is_some() => "not judged (unknown expectation)",
-        (None, None) => "not judged (no run information)",
-        (Some(_), None) => "not judged (inconclusive)",
+    let judged = match (rec.expectation, rec.expectation_state) {
+        (_, ExpectationState::Met) => "met".to_string(),
+        (_, ExpectationState::Violated) => "VIOLATED".to_string(),
+        (None, ExpectationState::Unknown) if rec.run.is_some() => {
+            "not judged (unknown expectation)".to_string()
+        }
+        (None, ExpectationState::Unknown) => "not judged (no run information)".to_string(),
+        (Some(_), ExpectationState::Unknown) if rec.verdict == Verdict::Inconclusive => {
+            "not judged (inconclusive)".to_string()
+        }
+        (Some(_), ExpectationState::Unknown) => {
+            let codes: Vec<&str> = rec.expectation_unknown.iter().map(|r| r.code()).collect();
+            format!(
+                "UNKNOWN, not met (the evidence does not cover it: {})",
+                codes.join(", ")
+            )
+        }
     };
     format!("{}: {judged}", rec.expect_str())
 }
@@ -171,12 +201,15 @@ pub(crate) fn summary_sentence(rec: &Judgement) -> String {
             k.lost,
             were(k.lost)
         ),
-        Verdict::Exact if k.exact == n => {
-            format!("All {n} messages were processed exactly once {context}.")
-        }
+        Verdict::Exact if k.exact == n => format!(
+            "All {n} messages were processed exactly once {context}{}.",
+            not_done(k.not_counted_done)
+        ),
         Verdict::Exact => format!(
-            "{} of {n} messages were processed exactly once {context}; the other {} had an indeterminate produce and were never seen, which is allowed.",
-            k.exact, k.unconfirmed
+            "{} of {n} messages were processed exactly once {context}; the other {} had an indeterminate produce and were never seen, which is allowed{}.",
+            k.exact,
+            k.unconfirmed,
+            not_done(k.not_counted_done)
         ),
         Verdict::Inconclusive => {
             let reasons: Vec<String> =
@@ -189,10 +222,24 @@ pub(crate) fn summary_sentence(rec: &Judgement) -> String {
     }
 }
 
+/// "; but the broker never counted 3 of them done", or nothing.
+fn not_done(count: u64) -> String {
+    match count {
+        0 => String::new(),
+        n => format!(
+            "; but the broker never counted {n} of them done, so a restart would process {} again",
+            if n == 1 { "it" } else { "them" }
+        ),
+    }
+}
+
 /// "after the consumer was killed (3 times)", or "with no fault fired".
 fn fault_context(faults: &[FaultRecord]) -> String {
     let mut groups: Vec<(&str, &str, usize)> = Vec::new();
-    for f in faults.iter().filter(|f| f.applied) {
+    for f in faults
+        .iter()
+        .filter(|f| f.applied && !crate::judge::hit_nothing(f))
+    {
         match groups
             .iter_mut()
             .find(|(a, t, _)| *a == f.action && *t == f.target)
@@ -263,6 +310,33 @@ mod tests {
         assert!(t.contains("not judged (inconclusive)"), "{t}");
         assert!(
             t.contains("inconclusive because:\n    - no fault was planned"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn table_says_when_a_claim_is_unknown_and_shows_the_blind_counts() {
+        let mut tl = Tl::new();
+        tl.start(&["kill: consumer"], 1, "exactly-once")
+            .produced("a", 0, 0)
+            .fault(0, true)
+            .effect("a", 1)
+            .progress(&[(0, 0)])
+            .end(EndReason::Settled);
+        let t = verdict_table(&analyze(&tl.events));
+        assert!(t.contains("verdict      EXACT"), "{t}");
+        assert!(
+            t.contains(
+                "exactly-once: UNKNOWN, not met (the evidence does not cover it: not_counted_done)"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("not done     1 effected, never counted done"),
+            "{t}"
+        );
+        assert!(
+            t.contains("caveats:\n    - the broker never counted 1"),
             "{t}"
         );
     }

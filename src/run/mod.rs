@@ -131,6 +131,7 @@ pub async fn run(
         planned_faults: plan.loaded.faults.iter().map(|f| f.to_string()).collect(),
         messages: plan.workload.messages.get(),
         reproduce,
+        effects_id: Some(plan.effects.id.clone()),
     }));
 
     let stop = CancellationToken::new();

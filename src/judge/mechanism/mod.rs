@@ -134,6 +134,7 @@ fn explain_one(index: &Index, a: &Anomaly) -> Explanation {
         Outcome::Duplicated => index.duplicated(a),
         // Only lost and duplicated anomalies are explained.
         Outcome::Lost
+        | Outcome::UnconfirmedLoss
         | Outcome::Pending
         | Outcome::Unconfirmed
         | Outcome::Phantom
