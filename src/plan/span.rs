@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-/// A 1-based line and column in the plan file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A 1-based line and column in the plan file; ordered as they are read (line, then column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
     /// Line, from 1.
     pub line: usize,
@@ -109,6 +109,17 @@ impl MarkedEventReceiver for Walker {
                 let path = self.next_value_path().unwrap_or_default();
                 self.positions.insert(path.clone(), pos);
                 self.stack.push(Frame::Sequence { path, index: 0 });
+            }
+            // An alias stands for a whole value (or key): it takes its place in the walk, so
+            // the keys after it keep their paths.
+            Event::Alias(_) => {
+                if self.expecting_key() {
+                    if let Some(Frame::Mapping { key, .. }) = self.stack.last_mut() {
+                        *key = Some("*".to_owned());
+                    }
+                } else if let Some(path) = self.next_value_path() {
+                    self.positions.insert(path, pos);
+                }
             }
             Event::MappingEnd | Event::SequenceEnd => {
                 self.stack.pop();
