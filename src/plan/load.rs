@@ -6,7 +6,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::span::{Position, SpanMap};
+use super::span::{LineBreaks, Position, SpanMap};
 use super::validate::{validate, Problem};
 use super::Plan;
 
@@ -89,12 +89,9 @@ pub fn load_plan(path: &Path) -> Result<Plan, PlanError> {
 
 /// Parses and validates plan text, and fills [`Plan::loaded`]; `file` is only used in messages.
 pub fn parse_plan(file: &Path, source: &str) -> Result<Plan, PlanError> {
-    let at = |position: Option<Position>, message: String| PlanProblem {
-        // A position outside the text (never expected) is shown without its line, not trusted.
-        source_line: position.and_then(|p| {
-            let index = p.line.checked_sub(1)?;
-            source.lines().nth(index).map(str::to_owned)
-        }),
+    // Each parser's positions are shown with the line it means, counted with its own breaks.
+    let at = |breaks: LineBreaks, position: Option<Position>, message: String| PlanProblem {
+        source_line: position.and_then(|p| breaks.line(source, p.line).map(str::to_owned)),
         position,
         message,
     };
@@ -103,13 +100,17 @@ pub fn parse_plan(file: &Path, source: &str) -> Result<Plan, PlanError> {
             line: l.line(),
             col: l.column(),
         });
-        PlanError::single(file, at(position, explain_serde_error(&e.to_string())))
+        let message = explain_serde_error(&e.to_string());
+        PlanError::single(file, at(LineBreaks::Serde, position, message))
     })?;
     plan.loaded = validate(&plan).map_err(|problems| {
         let spans = SpanMap::build(source);
         let mut problems: Vec<PlanProblem> = problems
             .into_iter()
-            .map(|Problem { path, message }| at(spans.find(&path), format!("{path}: {message}")))
+            .map(|Problem { path, message }| {
+                let message = format!("{path}: {message}");
+                at(LineBreaks::SpanMap, spans.find(&path), message)
+            })
             .collect();
         // Stable: problems at one position keep the order the rules found them in.
         problems.sort_by_key(|p| (p.position.is_none(), p.position));
@@ -377,6 +378,12 @@ limits: { settle: 5s, deadline: 5s }
                 "at most 256",
             ),
             ("limits: { deadline: 100years }\n", 7, "at most 7 days"),
+            // What tests/plan_fuzz.rs finds with these bounds switched off: arming the trigger
+            // asks for 64 GiB (the process aborts), `period * k` overflows, the deadline
+            // added to the clock overflows.
+            ("faults:\n  - kill: consumer\n    when: { every: 1ms, times: 9223372036854775807 }\n", 9, "at most 10000 times"),
+            ("faults:\n  - kill: consumer\n    when: { every: 18446744073709551615s, times: 3 }\n", 9, "at most 7 days"),
+            ("limits: { settle: 2s, deadline: 18446744073709551615s }\n", 7, "at most 7 days"),
         ];
         for (extra, line, text) in cases {
             let e = error_of(&format!("{MINIMAL}{extra}"));
@@ -408,6 +415,26 @@ limits: { settle: 5s, deadline: 5s }
         )
         .unwrap();
         assert_eq!(plan.consumer.restart.max_incarnations(), u32::MAX);
+    }
+
+    #[test]
+    fn the_line_shown_is_the_one_the_position_names_whatever_the_line_breaks() {
+        // Found by tests/plan_fuzz.rs: serde counts U+2028 as a line break and `str::lines`
+        // does not, so the line shown under the message was another one (or none).
+        let e = parse_plan(Path::new("p.yaml"), "name: t # a\u{2028}broker: 5\n").unwrap_err();
+        let p = &e.problems[0];
+        assert_eq!(p.position.map(|p| p.line), Some(2), "{e}");
+        assert_eq!(p.source_line.as_deref(), Some("broker: 5"), "{e}");
+        // Lone `\r` breaks lines for both parsers.
+        let src = MINIMAL
+            .replace('\n', "\r")
+            .replace("messages: 10", "messages: 0");
+        let e = parse_plan(Path::new("p.yaml"), &src).unwrap_err();
+        assert_eq!(
+            e.problems[0].source_line.as_deref(),
+            Some("workload: { messages: 0 }"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -16,6 +16,39 @@ pub struct Position {
     pub col: usize,
 }
 
+/// The line-break rules of a parser, which number lines differently: serde's (libyaml, YAML
+/// 1.1) also breaks lines at NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR; the span map's
+/// (yaml-rust2, YAML 1.2) at `\r`, `\n` and `\r\n` only. Rust's `str::lines` is neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineBreaks {
+    /// serde_yaml's parser: `\r`, `\n`, `\r\n`, U+0085, U+2028, U+2029.
+    Serde,
+    /// The span map's parser: `\r`, `\n`, `\r\n`.
+    SpanMap,
+}
+
+impl LineBreaks {
+    /// Line `line` (from 1) of `source` as this parser numbers lines, without its break.
+    pub fn line(self, source: &str, line: usize) -> Option<&str> {
+        let is_break = |c: char| match self {
+            LineBreaks::Serde => matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}'),
+            LineBreaks::SpanMap => matches!(c, '\n' | '\r'),
+        };
+        let mut rest = source;
+        for _ in 1..line {
+            let at = rest.find(is_break)?;
+            let after = &rest[at..];
+            let skip = if after.starts_with("\r\n") {
+                2
+            } else {
+                after.chars().next().map_or(0, char::len_utf8)
+            };
+            rest = &after[skip..];
+        }
+        Some(rest.find(is_break).map_or(rest, |end| &rest[..end]))
+    }
+}
+
 /// Path → position of the value at that path.
 #[derive(Debug, Default)]
 pub struct SpanMap {
@@ -142,5 +175,19 @@ mod tests {
         assert_eq!(map.find("faults[0].when.nth").map(|p| p.line), Some(4));
         // An unknown path falls back to its nearest known ancestor.
         assert_eq!(map.find("faults[0].when.missing").map(|p| p.line), Some(4));
+    }
+
+    #[test]
+    fn each_parser_numbers_lines_with_its_own_breaks() {
+        // Found by tests/plan_fuzz.rs: a U+2028 in a comment moved serde's line numbers past
+        // what `str::lines` counts, and the line shown under the message was another one.
+        let src = "a: 1 # x\u{2028}y\nb: 2\rc: 3\r\nd: 4";
+        assert_eq!(LineBreaks::Serde.line(src, 2), Some("y"));
+        assert_eq!(LineBreaks::Serde.line(src, 5), Some("d: 4"));
+        assert_eq!(LineBreaks::SpanMap.line(src, 1), Some("a: 1 # x\u{2028}y"));
+        assert_eq!(LineBreaks::SpanMap.line(src, 3), Some("c: 3"));
+        assert_eq!(LineBreaks::SpanMap.line(src, 4), Some("d: 4"));
+        assert_eq!(LineBreaks::SpanMap.line(src, 5), None);
+        assert_eq!(LineBreaks::Serde.line("a\n", 2), Some(""));
     }
 }
