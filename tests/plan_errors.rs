@@ -1,5 +1,6 @@
-//! A user's mistakes get one clear message naming the file, line and column, and exit 2 (plan)
-//! or 4 (environment) — never a panic or a hang.
+//! A user's mistakes get clear messages naming the file, line and column (every problem of a
+//! plan at once, in file order), and exit 2 (plan) or 4 (environment) — never a panic or a
+//! hang.
 
 mod common;
 
@@ -91,6 +92,52 @@ fn a_rule_across_fields_is_located_too() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("plan.yaml:8:"), "{err}");
     assert!(err.contains("nth"), "{err}");
+}
+
+/// GOOD with three mistakes on lines 2, 5 and 8: an AMQP field on a Kafka broker, an ID rule
+/// that is no rule, and a fault action with a parameter it does not take.
+fn three_mistakes() -> String {
+    GOOD.replace(
+        "bootstrap: 127.0.0.1:9092 }",
+        "bootstrap: 127.0.0.1:9092, prefetch: 10 }",
+    )
+    .replace("id: json:/order_id", "id: xml:/order_id")
+    .replace("    when: {", "    grace: 2s\n    when: {")
+}
+
+#[test]
+fn validate_reports_every_problem_at_once_each_located_in_file_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write(dir.path(), &three_mistakes());
+    let out = exactly(&["validate", plan.to_str().unwrap()]);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let located: Vec<usize> = ["plan.yaml:2:", "plan.yaml:5:", "plan.yaml:8:"]
+        .iter()
+        .map(|at| err.find(at).unwrap_or_else(|| panic!("{at} in {err}")))
+        .collect();
+    assert!(located.is_sorted(), "in file order: {err}");
+    assert!(err.contains("`prefetch` is for amqp brokers"), "{err}");
+    assert!(err.contains("json:/field"), "{err}");
+    assert!(err.contains("`grace` goes with `terminate`"), "{err}");
+    assert!(err.contains("plan.yaml: 3 problems"), "{err}");
+}
+
+#[test]
+fn run_refuses_a_plan_with_the_same_list_as_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write(dir.path(), &three_mistakes());
+    let validated = stderr_of(&exactly(&["validate", plan.to_str().unwrap()]));
+    let run_dir = dir.path().join("run");
+    let out = exactly(&[
+        "run",
+        plan.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert_eq!(stderr_of(&out), validated);
+    assert!(!run_dir.exists(), "nothing was started");
 }
 
 #[test]

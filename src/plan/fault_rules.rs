@@ -1,11 +1,12 @@
 //! The rules of one written fault, applied while turning it into a typed [`Fault`]: a fault
-//! either becomes one [`FaultAction`] with its [`Trigger`], or names the first rule it breaks
-//! and what to write instead.
+//! either becomes one [`FaultAction`] with its [`Trigger`], or names every rule it breaks and
+//! what to write instead.
 //!
 //! The rules are checked in a fixed order (the action and what it needs, `grace`, `target`, the
-//! instance it names, then the trigger), and only the first broken one is reported, so a plan
-//! with several mistakes always gets the same message. Each kind of action and each trigger form
-//! is one arm of an exhaustive `match`.
+//! instance it names, then the trigger) and every broken one is kept, so a plan with several
+//! mistakes gets them all at once, always the same list. A rule that cannot be checked because
+//! an earlier one broke (the parameters of an action when the fault names two) is skipped, not
+//! guessed at. Each kind of action and each trigger form is one arm of an exhaustive `match`.
 
 use std::time::Duration;
 
@@ -13,6 +14,11 @@ use super::{
     BrokerKind, Count, EventKind, Fault, FaultAction, FaultSpec, Moment, ScaleStep, SinkKind,
     Target, Trigger, When, DEFAULT_GRACE,
 };
+
+/// Most times one `every` or `random` trigger may fire: the nemesis lays out every fire time
+/// when it arms the trigger, so the count is bounded by what a run can hold, far beyond any
+/// test's need.
+pub(super) const MOST_FIRINGS: u64 = 10_000;
 
 /// What the fault rules need to know about the rest of the plan.
 pub(super) struct Context {
@@ -43,28 +49,61 @@ fn broken(path: impl Into<String>, message: impl Into<String>) -> Broken {
     }
 }
 
+/// The broken rules found so far in one fault.
+#[derive(Debug, Default)]
+struct Findings(Vec<Broken>);
+
+impl Findings {
+    /// The value of a rule that held; a broken rule is kept and gives `None`.
+    fn keep<T>(&mut self, checked: Result<T, Broken>) -> Option<T> {
+        checked.map_err(|b| self.0.push(b)).ok()
+    }
+
+    /// Keeps every broken rule of `checks`; `Some` when all of them held.
+    fn all<const N: usize>(&mut self, checks: [Result<(), Broken>; N]) -> Option<()> {
+        let before = self.0.len();
+        for check in checks {
+            self.keep(check);
+        }
+        (self.0.len() == before).then_some(())
+    }
+}
+
 const NEEDS_PROXY: &str = "needs the consumer to go through the proxy (`consumer.via_proxy`, on by default for Kafka plans)";
 
-/// The typed fault, or the first rule the written one breaks.
-pub(super) fn fault(spec: &FaultSpec, ctx: &Context) -> Result<Fault, Broken> {
-    let action = action(spec, ctx)?;
-    parameters_fit(spec, &action)?;
-    if let Target::Instance(i) = action.target() {
-        if u64::from(i) >= ctx.instances {
-            return Err(broken(
-                "",
-                format!(
-                    "`consumer[{i}]` does not exist: the plan runs {} instance(s), numbered from 0",
-                    ctx.instances
-                ),
-            ));
-        }
+/// The typed fault, or every rule the written one breaks (never an empty list).
+pub(super) fn fault(spec: &FaultSpec, ctx: &Context) -> Result<Fault, Vec<Broken>> {
+    let mut found = Findings::default();
+    let action = action(spec, ctx, &mut found);
+    if let Some(action) = &action {
+        parameters_fit(spec, action, &mut found);
+        found.keep(instance_exists(action.target(), ctx));
     }
-    let when = trigger(&spec.when, ctx).map_err(|b| Broken {
+    let mut in_when = Findings::default();
+    let when = trigger(&spec.when, ctx, &mut in_when);
+    found.0.extend(in_when.0.into_iter().map(|b| Broken {
         path: format!(".when{}", b.path),
         message: b.message,
-    })?;
-    Ok(Fault { action, when })
+    }));
+    match (action, when) {
+        (Some(action), Some(when)) if found.0.is_empty() => Ok(Fault { action, when }),
+        // Every `None` above was kept as a broken rule, so the list is never empty.
+        _ => Err(found.0),
+    }
+}
+
+/// The instance a target names exists in the plan.
+fn instance_exists(target: Target, ctx: &Context) -> Result<(), Broken> {
+    match target {
+        Target::Instance(i) if u64::from(i) >= ctx.instances => Err(broken(
+            "",
+            format!(
+                "`consumer[{i}]` does not exist: the plan runs {} instance(s), numbered from 0",
+                ctx.instances
+            ),
+        )),
+        Target::Instance(_) | Target::AllInstances => Ok(()),
+    }
 }
 
 /// An action field of a written fault, with its value as written.
@@ -112,23 +151,28 @@ fn written_actions(spec: &FaultSpec) -> Vec<Written<'_>> {
     .collect()
 }
 
-/// The one action of a fault, with what it needs (a length, the proxy, a Kafka group).
-fn action(spec: &FaultSpec, ctx: &Context) -> Result<FaultAction, Broken> {
+/// The one action of a fault, with what it needs (a length, the proxy, a Kafka group); every
+/// need it lacks is kept in `found`.
+fn action(spec: &FaultSpec, ctx: &Context, found: &mut Findings) -> Option<FaultAction> {
     let written = match written_actions(spec).as_slice() {
-        [] => return Err(broken(
-            "",
-            "a fault needs an action: add `kill: consumer`, `terminate: consumer`, `pause: consumer`, `partition: consumer`, `latency: 200ms`, `sever: consumer`, `rebalance: group` or `scale: +1`",
-        )),
+        [] => {
+            found.0.push(broken(
+                "",
+                "a fault needs an action: add `kill: consumer`, `terminate: consumer`, `pause: consumer`, `partition: consumer`, `latency: 200ms`, `sever: consumer`, `rebalance: group` or `scale: +1`",
+            ));
+            return None;
+        }
         [one] => *one,
         several => {
             let names: Vec<&str> = several.iter().map(|w| w.name()).collect();
-            return Err(broken(
+            found.0.push(broken(
                 format!(".{}", names[1]),
                 format!(
                     "one action per fault (found {}): split it into several faults",
                     names.join(", ")
                 ),
             ));
+            return None;
         }
     };
     let name = written.name();
@@ -151,60 +195,76 @@ fn action(spec: &FaultSpec, ctx: &Context) -> Result<FaultAction, Broken> {
         }
     };
     let grace = spec.grace.unwrap_or(DEFAULT_GRACE);
-    Ok(match written {
+    Some(match written {
         Written::Kill(target) => FaultAction::Kill { target },
         Written::Terminate(target) => FaultAction::Terminate { target, grace },
         Written::Pause(target) => FaultAction::Pause {
             target,
-            length: length()?,
+            length: found.keep(length())?,
         },
         Written::Partition(target) => {
-            proxied()?;
+            let (through_proxy, length) = (found.keep(proxied()), found.keep(length()));
+            through_proxy?;
             FaultAction::Partition {
                 target,
-                length: length()?,
+                length: length?,
             }
         }
         Written::Latency(delay) => {
-            proxied()?;
+            let (through_proxy, length) = (found.keep(proxied()), found.keep(length()));
+            through_proxy?;
             FaultAction::Latency {
                 target: spec.target.unwrap_or(Target::AllInstances),
                 delay,
-                length: length()?,
+                length: length?,
             }
         }
         Written::Sever(target) => {
-            proxied()?;
+            found.keep(proxied())?;
             FaultAction::Sever { target }
         }
         Written::Rebalance(what) => {
-            if what != "group" {
-                return Err(broken(
-                    ".rebalance",
-                    "`rebalance` takes `group`: a transient member joins the consumer's group for `for`, then leaves (write `rebalance: group`)",
-                ));
-            }
-            if ctx.kind != BrokerKind::Kafka {
-                return Err(broken(
-                    ".rebalance",
-                    "`rebalance: group` needs a Kafka consumer group; an AMQP queue has no rebalances (use `scale: +1` to add a competing consumer)",
-                ));
-            }
-            FaultAction::Rebalance { hold: length()? }
+            let fits = found.all([rebalance_group(what), rebalance_broker(ctx.kind)]);
+            let hold = found.keep(length());
+            fits?;
+            FaultAction::Rebalance { hold: hold? }
         }
         Written::Scale(1) => FaultAction::Scale(ScaleStep::Up),
         Written::Scale(-1) => FaultAction::Scale(ScaleStep::Down { grace }),
         Written::Scale(_) => {
-            return Err(broken(
+            found.0.push(broken(
                 ".scale",
                 "`scale` is `+1` (start one more instance) or `-1` (stop one gracefully)",
-            ))
+            ));
+            return None;
         }
     })
 }
 
+/// `rebalance` names `group`, the one thing it can do.
+fn rebalance_group(what: &str) -> Result<(), Broken> {
+    if what == "group" {
+        return Ok(());
+    }
+    Err(broken(
+        ".rebalance",
+        "`rebalance` takes `group`: a transient member joins the consumer's group for `for`, then leaves (write `rebalance: group`)",
+    ))
+}
+
+/// A rebalance needs a Kafka consumer group.
+fn rebalance_broker(kind: BrokerKind) -> Result<(), Broken> {
+    match kind {
+        BrokerKind::Kafka => Ok(()),
+        BrokerKind::Amqp => Err(broken(
+            ".rebalance",
+            "`rebalance: group` needs a Kafka consumer group; an AMQP queue has no rebalances (use `scale: +1` to add a competing consumer)",
+        )),
+    }
+}
+
 /// `grace` and `target` only where the action uses them.
-fn parameters_fit(spec: &FaultSpec, action: &FaultAction) -> Result<(), Broken> {
+fn parameters_fit(spec: &FaultSpec, action: &FaultAction, found: &mut Findings) {
     let (takes_grace, takes_target) = match action {
         FaultAction::Terminate { .. } | FaultAction::Scale(ScaleStep::Down { .. }) => (true, false),
         FaultAction::Latency { .. } => (false, true),
@@ -216,18 +276,17 @@ fn parameters_fit(spec: &FaultSpec, action: &FaultAction) -> Result<(), Broken> 
         | FaultAction::Scale(ScaleStep::Up) => (false, false),
     };
     if spec.grace.is_some() && !takes_grace {
-        return Err(broken(
+        found.0.push(broken(
             ".grace",
             "`grace` goes with `terminate` or `scale: -1` (the wait between SIGTERM and SIGKILL)",
         ));
     }
     if spec.target.is_some() && !takes_target {
-        return Err(broken(
+        found.0.push(broken(
             ".target",
             "`target` goes with `latency`; other actions name their target themselves",
         ));
     }
-    Ok(())
 }
 
 /// A trigger form of a written `when`, with its value as written.
@@ -268,19 +327,26 @@ fn written_forms(when: &When) -> Vec<Form> {
 const TRIGGER_FIX: &str = "write one of `at: 2s`, `after: effect, nth: 3`, `during: effect, nth: 3`, `every: 2s, times: 3` or `random: 2, within: 10s`";
 
 /// The one trigger form of a `when` and the fields that go with it; paths relative to `when`.
-fn trigger(when: &When, ctx: &Context) -> Result<Trigger, Broken> {
+/// Every broken rule is kept in `found`.
+fn trigger(when: &When, ctx: &Context, found: &mut Findings) -> Option<Trigger> {
     let form = match written_forms(when).as_slice() {
-        [] => return Err(broken("", format!("the trigger is empty: {TRIGGER_FIX}"))),
+        [] => {
+            found
+                .0
+                .push(broken("", format!("the trigger is empty: {TRIGGER_FIX}")));
+            return None;
+        }
         [one] => *one,
         several => {
             let names: Vec<&str> = several.iter().map(|f| f.name()).collect();
-            return Err(broken(
+            found.0.push(broken(
                 format!(".{}", names[1]),
                 format!(
                     "one trigger form per fault (found {}): {TRIGGER_FIX}",
                     names.join(", ")
                 ),
             ));
+            return None;
         }
     };
     let no_nth = || match when.nth {
@@ -306,45 +372,81 @@ fn trigger(when: &When, ctx: &Context) -> Result<Trigger, Broken> {
     let no_within = || when.within.map_or(Ok(()), |_| Err(random_and_within()));
     match form {
         Form::At(at) => {
-            no_nth()?;
-            no_times()?;
-            no_within()?;
-            Ok(Trigger::At(at))
+            found.all([no_nth(), no_times(), no_within()])?;
+            Some(Trigger::At(at))
         }
         Form::Counted(moment, event) => {
-            let nth = counted(when, moment, event, ctx)?;
-            no_times()?;
-            no_within()?;
-            Ok(Trigger::Count { moment, event, nth })
+            let nth = counted(when, moment, event, ctx, found);
+            found.all([no_times(), no_within()])?;
+            Some(Trigger::Count {
+                moment,
+                event,
+                nth: nth?,
+            })
         }
         Form::Every(period) => {
-            no_nth()?;
-            let times = when.times.ok_or_else(every_and_times)?;
-            no_within()?;
-            if period.is_zero() {
-                return Err(broken(".every", "`every` must be longer than 0s"));
-            }
-            Ok(Trigger::Every { period, times })
+            let times = found.keep(when.times.ok_or_else(every_and_times));
+            let positive = if period.is_zero() {
+                Err(broken(".every", "`every` must be longer than 0s"))
+            } else {
+                Ok(())
+            };
+            let times_bounded = times.map_or(Ok(()), |t| at_most_firings(".times", t));
+            found.all([no_nth(), no_within(), positive, times_bounded])?;
+            Some(Trigger::Every {
+                period,
+                times: times?,
+            })
         }
         Form::Random(count) => {
-            no_nth()?;
-            no_times()?;
-            let within = when.within.ok_or_else(random_and_within)?;
-            Ok(Trigger::Random { count, within })
+            let within = found.keep(when.within.ok_or_else(random_and_within));
+            found.all([no_nth(), no_times(), at_most_firings(".random", count)])?;
+            Some(Trigger::Random {
+                count,
+                within: within?,
+            })
         }
     }
 }
 
-/// The rules of `after:`, `before:` and `during:` on `event`; returns `nth`.
-fn counted(when: &When, moment: Moment, event: EventKind, ctx: &Context) -> Result<Count, Broken> {
+/// A scheduled trigger fires at most [`MOST_FIRINGS`] times.
+fn at_most_firings(path: &str, count: Count) -> Result<(), Broken> {
+    if count.get() <= MOST_FIRINGS {
+        return Ok(());
+    }
+    Err(broken(
+        path,
+        format!(
+            "a trigger fires at most {MOST_FIRINGS} times (got {}): write a smaller count",
+            count.get()
+        ),
+    ))
+}
+
+/// The rules of `after:`, `before:` and `during:` on `event`; gives `nth`. A missing `nth` and
+/// an event the moment cannot count are both kept.
+fn counted(
+    when: &When,
+    moment: Moment,
+    event: EventKind,
+    ctx: &Context,
+    found: &mut Findings,
+) -> Option<Count> {
+    let form = moment.as_str();
+    let nth = found.keep(when.nth.ok_or_else(|| {
+        broken(
+            format!(".{form}"),
+            format!("`{form}: ...` needs `nth`: which occurrence fires it (1 = the first)"),
+        )
+    }));
+    found.keep(countable(moment, event, ctx))?;
+    nth
+}
+
+/// `moment` can count `event` on this broker, sink and proxy setting.
+fn countable(moment: Moment, event: EventKind, ctx: &Context) -> Result<(), Broken> {
     let (form, name) = (moment.as_str(), event.as_str());
     let path = format!(".{form}");
-    let Some(nth) = when.nth else {
-        return Err(broken(
-            path,
-            format!("`{form}: ...` needs `nth`: which occurrence fires it (1 = the first)"),
-        ));
-    };
     let wrong_broker = wrong_broker(event, ctx.kind);
     let is_request = match event {
         EventKind::Commit | EventKind::Ack => true,
@@ -378,7 +480,7 @@ fn counted(when: &When, moment: Moment, event: EventKind, ctx: &Context) -> Resu
             "`during: effect` holds the sink's answer, which only the `http` sink has: use `after: effect`",
         ));
     }
-    Ok(nth)
+    Ok(())
 }
 
 /// Why `event` cannot be counted on this broker, if it cannot.

@@ -1,18 +1,27 @@
-//! Reading a plan file: parse, then validate, turning every problem into one [`PlanError`]
-//! that names the file, line and column, says what is wrong and what to write instead.
+//! Reading a plan file: parse, then validate, turning every problem into a located message
+//! (`file:line:col: message` with the fix). serde stops at the first problem it meets while
+//! parsing, so a plan that does not parse gets that one; every rule checked afterwards is
+//! checked in full, and all its problems come at once, in the order of their position.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::span::{Position, SpanMap};
+use super::span::{LineBreaks, Position, SpanMap};
 use super::validate::{validate, Problem};
 use super::Plan;
 
-/// A plan the user must fix (exit code 2).
+/// A plan the user must fix (exit code 2): every problem found, in file order.
 #[derive(Debug)]
 pub struct PlanError {
     /// The plan file.
     pub file: PathBuf,
+    /// What is wrong, located, sorted by position (those without one last); never empty.
+    pub problems: Vec<PlanProblem>,
+}
+
+/// One problem in a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanProblem {
     /// Where the problem is, when known.
     pub position: Option<Position>,
     /// What is wrong, and how to fix it.
@@ -21,27 +30,41 @@ pub struct PlanError {
     pub source_line: Option<String>,
 }
 
+impl PlanError {
+    /// A problem with the file as a whole (it cannot be read, it does not parse...).
+    fn single(file: &Path, problem: PlanProblem) -> PlanError {
+        PlanError {
+            file: file.to_owned(),
+            problems: vec![problem],
+        }
+    }
+}
+
+/// Each problem as `file:line:col: message` (or `file: message` without a position) with its
+/// source line and a caret; several problems end with their count.
 impl fmt::Display for PlanError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.position {
-            Some(p) => write!(
-                f,
-                "{}:{}:{}: {}",
-                self.file.display(),
-                p.line,
-                p.col,
-                self.message
-            )?,
-            None => write!(f, "{}: {}", self.file.display(), self.message)?,
+        let file = self.file.display();
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match problem.position {
+                Some(p) => write!(f, "{file}:{}:{}: {}", p.line, p.col, problem.message)?,
+                None => write!(f, "{file}: {}", problem.message)?,
+            }
+            if let (Some(p), Some(line)) = (problem.position, &problem.source_line) {
+                write!(
+                    f,
+                    "\n  {:>4} | {line}\n       | {:>width$}^",
+                    p.line,
+                    "",
+                    width = p.col.saturating_sub(1)
+                )?;
+            }
         }
-        if let (Some(p), Some(line)) = (self.position, &self.source_line) {
-            write!(
-                f,
-                "\n  {:>4} | {line}\n       | {:>width$}^",
-                p.line,
-                "",
-                width = p.col - 1
-            )?;
+        if self.problems.len() > 1 {
+            write!(f, "\n{file}: {} problems", self.problems.len())?;
         }
         Ok(())
     }
@@ -51,21 +74,25 @@ impl std::error::Error for PlanError {}
 
 /// Reads, parses and validates the plan at `path` (see [`parse_plan`]).
 pub fn load_plan(path: &Path) -> Result<Plan, PlanError> {
-    let source = std::fs::read_to_string(path).map_err(|e| PlanError {
-        file: path.to_owned(),
-        position: None,
-        message: format!("cannot read the plan ({e}); check the path"),
-        source_line: None,
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        PlanError::single(
+            path,
+            PlanProblem {
+                position: None,
+                message: format!("cannot read the plan ({e}); check the path"),
+                source_line: None,
+            },
+        )
     })?;
     parse_plan(path, &source)
 }
 
 /// Parses and validates plan text, and fills [`Plan::loaded`]; `file` is only used in messages.
 pub fn parse_plan(file: &Path, source: &str) -> Result<Plan, PlanError> {
-    let at = |position: Option<Position>, message: String| PlanError {
-        file: file.to_owned(),
+    // Each parser's positions are shown with the line it means, counted with its own breaks.
+    let at = |breaks: LineBreaks, position: Option<Position>, message: String| PlanProblem {
+        source_line: position.and_then(|p| breaks.line(source, p.line).map(str::to_owned)),
         position,
-        source_line: position.and_then(|p| source.lines().nth(p.line - 1).map(str::to_owned)),
         message,
     };
     let mut plan: Plan = serde_yaml::from_str(source).map_err(|e| {
@@ -73,11 +100,24 @@ pub fn parse_plan(file: &Path, source: &str) -> Result<Plan, PlanError> {
             line: l.line(),
             col: l.column(),
         });
-        at(position, explain_serde_error(&e.to_string()))
+        let message = explain_serde_error(&e.to_string());
+        PlanError::single(file, at(LineBreaks::Serde, position, message))
     })?;
-    plan.loaded = validate(&plan).map_err(|Problem { path, message }| {
-        let position = SpanMap::build(source).find(&path);
-        at(position, format!("{path}: {message}"))
+    plan.loaded = validate(&plan).map_err(|problems| {
+        let spans = SpanMap::build(source);
+        let mut problems: Vec<PlanProblem> = problems
+            .into_iter()
+            .map(|Problem { path, message }| {
+                let message = format!("{path}: {message}");
+                at(LineBreaks::SpanMap, spans.find(&path), message)
+            })
+            .collect();
+        // Stable: problems at one position keep the order the rules found them in.
+        problems.sort_by_key(|p| (p.position.is_none(), p.position));
+        PlanError {
+            file: file.to_owned(),
+            problems,
+        }
     })?;
     Ok(plan)
 }
@@ -238,6 +278,163 @@ consumer: { command: [c] }\neffects: { sink: http }\nexpect: at-least-once\n";
             "{MINIMAL}faults:\n  - scale: +1\n    grace: 2s\n    when: {{ at: 1s }}\n"
         ));
         assert!(e.contains("`grace` goes with"), "{e}");
+    }
+
+    /// The `file:line` of every problem, in the order shown.
+    fn lines_of(e: &PlanError) -> Vec<usize> {
+        e.problems
+            .iter()
+            .map(|p| p.position.unwrap().line)
+            .collect()
+    }
+
+    #[test]
+    fn every_problem_of_a_plan_is_reported_at_once_in_file_order() {
+        let src = "name: t
+broker: { kind: kafka, queue: q }
+workload: { messages: 10 }
+consumer: { command: [c] }
+effects: { sink: http, id: xml:/id }
+expect: at-least-once
+faults:
+  - kill: consumer
+    when: { after: effect }
+limits: { settle: 5s, deadline: 5s }
+";
+        let e = parse_plan(Path::new("p.yaml"), src).unwrap_err();
+        assert_eq!(lines_of(&e), [2, 5, 9, 10], "{e}");
+        let shown = e.to_string();
+        for (line, text) in [
+            (2, "`queue` is for amqp"),
+            (5, "json:/field"),
+            (9, "nth"),
+            (10, "deadline"),
+        ] {
+            assert!(shown.contains(&format!("p.yaml:{line}:")), "{shown}");
+            assert!(shown.contains(text), "{shown}");
+        }
+        assert!(shown.ends_with("p.yaml: 4 problems"), "{shown}");
+    }
+
+    #[test]
+    fn every_broken_rule_of_one_fault_is_reported() {
+        let e = parse_plan(
+            Path::new("p.yaml"),
+            &format!(
+                "{MINIMAL}faults:\n  - kill: consumer[3]\n    grace: 1s\n    target: consumer\n    when: {{ at: 1s, nth: 2, times: 3 }}\n"
+            ),
+        )
+        .unwrap_err();
+        let shown = e.to_string();
+        for text in [
+            "`consumer[3]` does not exist",
+            "`grace` goes with",
+            "`target` goes with",
+            "`nth` counts events",
+            "`every` and `times`",
+        ] {
+            assert!(shown.contains(text), "{text} in {shown}");
+        }
+        assert_eq!(lines_of(&e), [8, 9, 10, 11, 11], "{shown}");
+    }
+
+    #[test]
+    fn a_partition_without_the_proxy_or_a_length_gets_both_fixes() {
+        let no_proxy = MINIMAL.replace("{ command: [c] }", "{ command: [c], via_proxy: false }");
+        let e = error_of(&format!(
+            "{no_proxy}faults:\n  - partition: consumer\n    when: {{ before: deliver }}\n"
+        ));
+        for text in [
+            "via_proxy",
+            "for: 5s",
+            "needs `nth`",
+            "`before: deliver` is not supported",
+        ] {
+            assert!(e.contains(text), "{text} in {e}");
+        }
+    }
+
+    #[test]
+    fn values_a_run_cannot_hold_are_rejected_at_their_line() {
+        let cases = [
+            (
+                "faults:\n  - kill: consumer\n    when: { every: 1s, times: 100000 }\n",
+                9,
+                "at most 10000 times",
+            ),
+            (
+                "faults:\n  - kill: consumer\n    when: { random: 20000, within: 10s }\n",
+                9,
+                "at most 10000 times",
+            ),
+            (
+                "faults:\n  - kill: consumer\n    when: { at: 30000000000s }\n",
+                9,
+                "at most 7 days",
+            ),
+            (
+                "faults:\n  - scale: +1\n    when: { every: 1s, times: 300 }\n",
+                8,
+                "at most 256",
+            ),
+            ("limits: { deadline: 100years }\n", 7, "at most 7 days"),
+            // What tests/plan_fuzz.rs finds with these bounds switched off: arming the trigger
+            // asks for 64 GiB (the process aborts), `period * k` overflows, the deadline
+            // added to the clock overflows.
+            ("faults:\n  - kill: consumer\n    when: { every: 1ms, times: 9223372036854775807 }\n", 9, "at most 10000 times"),
+            ("faults:\n  - kill: consumer\n    when: { every: 18446744073709551615s, times: 3 }\n", 9, "at most 7 days"),
+            ("limits: { settle: 2s, deadline: 18446744073709551615s }\n", 7, "at most 7 days"),
+        ];
+        for (extra, line, text) in cases {
+            let e = error_of(&format!("{MINIMAL}{extra}"));
+            assert!(e.starts_with(&format!("p.yaml:{line}:")), "{e}");
+            assert!(e.contains(text), "{e}");
+        }
+        let e = error_of(&MINIMAL.replace("{ command: [c] }", "{ command: [c], instances: 1000 }"));
+        assert!(
+            e.starts_with("p.yaml:4:") && e.contains("at most 256"),
+            "{e}"
+        );
+        let e = error_of(&MINIMAL.replace("kind: kafka", "kind: kafka, partitions: 4294967297"));
+        assert!(
+            e.starts_with("p.yaml:2:") && e.contains("partitions"),
+            "{e}"
+        );
+        let amqp = MINIMAL.replace("kind: kafka", "kind: amqp, url: amqp://h, prefetch: 65536");
+        assert!(error_of(&amqp).contains("65535"));
+    }
+
+    #[test]
+    fn incarnations_beyond_u32_saturate_instead_of_wrapping_to_zero() {
+        let plan = parse_plan(
+            Path::new("p.yaml"),
+            &MINIMAL.replace(
+                "{ command: [c] }",
+                "{ command: [c], restart: { after: 1s, max: 4294967296 } }",
+            ),
+        )
+        .unwrap();
+        assert_eq!(plan.consumer.restart.max_incarnations(), u32::MAX);
+    }
+
+    #[test]
+    fn the_line_shown_is_the_one_the_position_names_whatever_the_line_breaks() {
+        // Found by tests/plan_fuzz.rs: serde counts U+2028 as a line break and `str::lines`
+        // does not, so the line shown under the message was another one (or none).
+        let e = parse_plan(Path::new("p.yaml"), "name: t # a\u{2028}broker: 5\n").unwrap_err();
+        let p = &e.problems[0];
+        assert_eq!(p.position.map(|p| p.line), Some(2), "{e}");
+        assert_eq!(p.source_line.as_deref(), Some("broker: 5"), "{e}");
+        // Lone `\r` breaks lines for both parsers.
+        let src = MINIMAL
+            .replace('\n', "\r")
+            .replace("messages: 10", "messages: 0");
+        let e = parse_plan(Path::new("p.yaml"), &src).unwrap_err();
+        assert_eq!(
+            e.problems[0].source_line.as_deref(),
+            Some("workload: { messages: 0 }"),
+            "{e}"
+        );
     }
 
     #[test]

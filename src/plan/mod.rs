@@ -4,7 +4,7 @@
 //! Every struct here is flat (no tagged enums) on purpose: serde buffers tagged enums before
 //! deserializing them, which loses the line and column of an error. Flat structs keep them, and
 //! rules that span several fields are checked in [`validate`] (the fault rules in
-//! [`fault_rules`]) with positions from [`span`].
+//! [`fault_rules`]), every problem kept and located with positions from [`span`].
 //!
 //! The flat structs are only the written form. Loading turns what later stages act on into
 //! typed values, once, and keeps them in [`Plan::loaded`]: each fault as one [`Fault`] (a
@@ -27,7 +27,9 @@ use serde::{Deserialize, Serialize};
 
 pub use effect_id::Extractor;
 pub use fault::{Fault, FaultAction, Moment, ScaleStep, Trigger, DEFAULT_GRACE};
-pub use load::{load_plan, parse_plan, PlanError};
+pub use load::{load_plan, parse_plan, PlanError, PlanProblem};
+pub use span::Position;
+pub use validate::{LONGEST, MOST_INSTANCES, MOST_PARTITIONS};
 pub use values::{Count, Rate, Target};
 
 /// A whole plan, as written by the user (defaults filled in by serde).
@@ -242,7 +244,8 @@ impl RestartPolicy {
     pub fn max_incarnations(&self) -> u32 {
         match self {
             RestartPolicy::Never(_) => 1,
-            RestartPolicy::After(a) => a.max.get() as u32,
+            // More than u32::MAX incarnations is "never give up": saturate, never wrap to 0.
+            RestartPolicy::After(a) => u32::try_from(a.max.get()).unwrap_or(u32::MAX),
         }
     }
 }
@@ -422,13 +425,18 @@ impl Plan {
     /// can fire. The supervisor's roster and the proxy's listeners are sized for it up front,
     /// so a scaled-up instance is attributed like the first ones.
     pub fn instance_capacity(&self) -> u32 {
-        let scale_ups: u64 = self
+        // Saturating: loading bounds the sum (`MOST_INSTANCES`); a plan built in code that
+        // skipped loading still gets a number, never an overflow.
+        let reach = self
             .loaded
             .faults
             .iter()
-            .map(|f| u64::from(f.action.instances_added()) * f.when.firings())
-            .sum();
-        (self.consumer.instances.get() as u32).saturating_add(scale_ups as u32)
+            .fold(self.consumer.instances.get(), |n, f| {
+                n.saturating_add(
+                    u64::from(f.action.instances_added()).saturating_mul(f.when.firings()),
+                )
+            });
+        u32::try_from(reach).unwrap_or(u32::MAX)
     }
 }
 

@@ -7,13 +7,46 @@ use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-/// A 1-based line and column in the plan file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A 1-based line and column in the plan file; ordered as they are read (line, then column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
     /// Line, from 1.
     pub line: usize,
     /// Column, from 1.
     pub col: usize,
+}
+
+/// The line-break rules of a parser, which number lines differently: serde's (libyaml, YAML
+/// 1.1) also breaks lines at NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR; the span map's
+/// (yaml-rust2, YAML 1.2) at `\r`, `\n` and `\r\n` only. Rust's `str::lines` is neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineBreaks {
+    /// serde_yaml's parser: `\r`, `\n`, `\r\n`, U+0085, U+2028, U+2029.
+    Serde,
+    /// The span map's parser: `\r`, `\n`, `\r\n`.
+    SpanMap,
+}
+
+impl LineBreaks {
+    /// Line `line` (from 1) of `source` as this parser numbers lines, without its break.
+    pub fn line(self, source: &str, line: usize) -> Option<&str> {
+        let is_break = |c: char| match self {
+            LineBreaks::Serde => matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}'),
+            LineBreaks::SpanMap => matches!(c, '\n' | '\r'),
+        };
+        let mut rest = source;
+        for _ in 1..line {
+            let at = rest.find(is_break)?;
+            let after = &rest[at..];
+            let skip = if after.starts_with("\r\n") {
+                2
+            } else {
+                after.chars().next().map_or(0, char::len_utf8)
+            };
+            rest = &after[skip..];
+        }
+        Some(rest.find(is_break).map_or(rest, |end| &rest[..end]))
+    }
 }
 
 /// Path → position of the value at that path.
@@ -110,6 +143,17 @@ impl MarkedEventReceiver for Walker {
                 self.positions.insert(path.clone(), pos);
                 self.stack.push(Frame::Sequence { path, index: 0 });
             }
+            // An alias stands for a whole value (or key): it takes its place in the walk, so
+            // the keys after it keep their paths.
+            Event::Alias(_) => {
+                if self.expecting_key() {
+                    if let Some(Frame::Mapping { key, .. }) = self.stack.last_mut() {
+                        *key = Some("*".to_owned());
+                    }
+                } else if let Some(path) = self.next_value_path() {
+                    self.positions.insert(path, pos);
+                }
+            }
             Event::MappingEnd | Event::SequenceEnd => {
                 self.stack.pop();
             }
@@ -131,5 +175,19 @@ mod tests {
         assert_eq!(map.find("faults[0].when.nth").map(|p| p.line), Some(4));
         // An unknown path falls back to its nearest known ancestor.
         assert_eq!(map.find("faults[0].when.missing").map(|p| p.line), Some(4));
+    }
+
+    #[test]
+    fn each_parser_numbers_lines_with_its_own_breaks() {
+        // Found by tests/plan_fuzz.rs: a U+2028 in a comment moved serde's line numbers past
+        // what `str::lines` counts, and the line shown under the message was another one.
+        let src = "a: 1 # x\u{2028}y\nb: 2\rc: 3\r\nd: 4";
+        assert_eq!(LineBreaks::Serde.line(src, 2), Some("y"));
+        assert_eq!(LineBreaks::Serde.line(src, 5), Some("d: 4"));
+        assert_eq!(LineBreaks::SpanMap.line(src, 1), Some("a: 1 # x\u{2028}y"));
+        assert_eq!(LineBreaks::SpanMap.line(src, 3), Some("c: 3"));
+        assert_eq!(LineBreaks::SpanMap.line(src, 4), Some("d: 4"));
+        assert_eq!(LineBreaks::SpanMap.line(src, 5), None);
+        assert_eq!(LineBreaks::Serde.line("a\n", 2), Some(""));
     }
 }

@@ -1,10 +1,17 @@
-//! Rules that span several fields of a plan. Each problem names the path of the field to fix
-//! (located afterwards through the span map) and says what to write instead. A valid plan
-//! yields its [`Loaded`] parts: the typed faults (built by [`super::fault_rules`]) and the
-//! parsed effect ID rules.
+//! Rules that span several fields of a plan, and the bounds a run can hold. Each problem names
+//! the path of the field to fix (located afterwards through the span map) and says what to
+//! write instead. Every rule is checked and every problem kept, so a plan with several mistakes
+//! gets them all at once. A valid plan yields its [`Loaded`] parts: the typed faults (built by
+//! [`super::fault_rules`]) and the parsed effect ID rules.
+//!
+//! The bounds are not taste: each keeps a value inside what the run does with it (a duration
+//! added to the clock, a fire time laid out per firing, a listener per instance, a 16-bit
+//! AMQP prefetch), so a plan that loads never overflows, truncates or exhausts the harness.
+
+use std::time::Duration;
 
 use super::fault_rules::{self, Context};
-use super::{BrokerKind, Extractor, Loaded, Plan, SinkKind};
+use super::{BrokerKind, Extractor, Fault, Loaded, Plan, RestartPolicy, SinkKind};
 
 /// One thing wrong with a plan.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,41 +22,85 @@ pub struct Problem {
     pub message: String,
 }
 
-impl Problem {
-    fn at(path: &str, message: impl Into<String>) -> Problem {
-        Problem {
+/// Longest duration a plan may write (a run's deadline, a fault's time or length...): far
+/// beyond any test, and far from the clock arithmetic's overflow.
+pub const LONGEST: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Most consumer instances a run may have at once, counting every `scale: +1` firing: each has
+/// its own proxy listener and sink URL, sized up front.
+pub const MOST_INSTANCES: u64 = 256;
+
+/// Most partitions of the fresh test topic.
+pub const MOST_PARTITIONS: u64 = 10_000;
+
+/// The problems found so far, in the order the rules run.
+#[derive(Debug, Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
             path: path.into(),
             message: message.into(),
-        }
+        });
     }
 }
 
-/// The plan's typed parts, or the first problem in plan order (the plan-wide rules first, then
-/// each fault's first broken rule).
-pub fn validate(plan: &Plan) -> Result<Loaded, Problem> {
-    let mut problems = Vec::new();
-    let mut problem = |path: String, message: String| problems.push(Problem { path, message });
+/// The plan's typed parts, or every problem found (plan-wide rules first, then each fault's
+/// broken rules, then the bounds); never an empty list.
+pub fn validate(plan: &Plan) -> Result<Loaded, Vec<Problem>> {
+    let mut problems = Problems::default();
+    broker_rules(plan, &mut problems);
+    if plan.consumer.command.is_empty() || plan.consumer.command[0].trim().is_empty() {
+        problems.add(
+            "consumer.command",
+            "the command is empty: write the program and its arguments, e.g. [./my-consumer, --flag]",
+        );
+    }
+    let (effect_id, idempotency_key) = effect_rules(plan, &mut problems);
+    if plan.limits.deadline <= plan.limits.settle {
+        problems.add(
+            "limits.deadline",
+            "the deadline must be longer than `settle`",
+        );
+    }
+    let faults = fault_rules(plan, &mut problems);
+    durations_bounded(plan, &mut problems);
+    counts_bounded(plan, faults.as_deref(), &mut problems);
+    match (effect_id, idempotency_key, faults) {
+        (Some(effect_id), Some(idempotency_key), Some(faults)) if problems.0.is_empty() => {
+            Ok(Loaded {
+                faults,
+                effect_id,
+                idempotency_key,
+            })
+        }
+        // Every `None` above was kept as a problem, so the list is never empty.
+        _ => Err(problems.0),
+    }
+}
 
+/// Which broker fields go with which kind of broker.
+fn broker_rules(plan: &Plan, problems: &mut Problems) {
     let b = &plan.broker;
     match b.kind {
         BrokerKind::Amqp => {
             if b.url.is_none() {
-                problem(
-                    "broker".into(),
-                    "an amqp broker needs `url`, e.g. url: amqp://guest:guest@127.0.0.1:5672/%2f"
-                        .into(),
+                problems.add(
+                    "broker",
+                    "an amqp broker needs `url`, e.g. url: amqp://guest:guest@127.0.0.1:5672/%2f",
                 );
             }
             if b.bootstrap.is_some() {
-                problem(
-                    "broker.bootstrap".into(),
-                    "`bootstrap` is for Kafka; an amqp broker takes `url`".into(),
+                problems.add(
+                    "broker.bootstrap",
+                    "`bootstrap` is for Kafka; an amqp broker takes `url`",
                 );
             }
             if b.routing_key.is_some() && b.exchange.is_none() {
-                problem(
-                    "broker.routing_key".into(),
-                    "`routing_key` needs an `exchange` to route through".into(),
+                problems.add(
+                    "broker.routing_key",
+                    "`routing_key` needs an `exchange` to route through",
                 );
             }
         }
@@ -63,7 +114,7 @@ pub fn validate(plan: &Plan) -> Result<Loaded, Problem> {
             ];
             for (field, present) in amqp_only {
                 if present {
-                    problem(
+                    problems.add(
                         format!("broker.{field}"),
                         format!("`{field}` is for amqp brokers; a Kafka plan takes bootstrap, topic, partitions and group"),
                     );
@@ -71,57 +122,145 @@ pub fn validate(plan: &Plan) -> Result<Loaded, Problem> {
             }
         }
     }
-    if plan.consumer.command.is_empty() || plan.consumer.command[0].trim().is_empty() {
-        problem(
-            "consumer.command".into(),
-            "the command is empty: write the program and its arguments, e.g. [./my-consumer, --flag]".into(),
-        );
-    }
+}
+
+/// `effects.id` and `effects.idempotency_key`, parsed; `None` where a problem was kept.
+#[allow(clippy::type_complexity)]
+fn effect_rules(
+    plan: &Plan,
+    problems: &mut Problems,
+) -> (Option<Extractor>, Option<Option<Extractor>>) {
     let effect_id = match Extractor::parse(&plan.effects.id) {
-        Err(e) => Err(Problem::at("effects.id", e)),
-        Ok(rule) if rule.needs_headers() && plan.effects.sink != SinkKind::Http => Err(Problem::at(
-            "effects.id",
-            "file and stdout effects are lines without headers: use `json:/field`, `regex:...` or `body`",
-        )),
+        Err(e) => Err(e),
+        Ok(rule) if rule.needs_headers() && plan.effects.sink != SinkKind::Http => Err(
+            "file and stdout effects are lines without headers: use `json:/field`, `regex:...` or `body`"
+                .to_owned(),
+        ),
         Ok(rule) => Ok(rule),
     };
-    if let Err(p) = &effect_id {
-        problem(p.path.clone(), p.message.clone());
-    }
+    let effect_id = effect_id.map_err(|e| problems.add("effects.id", e)).ok();
     let idempotency_key = match plan.effects.idempotency_key.as_deref() {
         Some(key) => Extractor::parse(key)
             .map(Some)
-            .map_err(|e| Problem::at("effects.idempotency_key", e)),
-        None => Ok(None),
+            .map_err(|e| problems.add("effects.idempotency_key", e))
+            .ok(),
+        None => Some(None),
     };
-    if let Err(p) = &idempotency_key {
-        problem(p.path.clone(), p.message.clone());
-    }
-    if plan.limits.deadline <= plan.limits.settle {
-        problem(
-            "limits.deadline".into(),
-            "the deadline must be longer than `settle`".into(),
-        );
-    }
+    (effect_id, idempotency_key)
+}
+
+/// Each fault typed, or every broken rule of every fault kept (`None`).
+fn fault_rules(plan: &Plan, problems: &mut Problems) -> Option<Vec<Fault>> {
     let ctx = Context {
         sink: plan.effects.sink,
         instances: plan.consumer.instances.get(),
         proxy: plan.via_proxy(),
         kind: plan.broker.kind,
     };
-    let mut faults = Vec::with_capacity(plan.faults.len());
+    let mut faults = Some(Vec::with_capacity(plan.faults.len()));
     for (i, spec) in plan.faults.iter().enumerate() {
         match fault_rules::fault(spec, &ctx) {
-            Ok(fault) => faults.push(fault),
-            Err(broken) => problem(format!("faults[{i}]{}", broken.path), broken.message),
+            Ok(fault) => {
+                if let Some(typed) = &mut faults {
+                    typed.push(fault);
+                }
+            }
+            Err(broken) => {
+                faults = None;
+                for b in broken {
+                    problems.add(format!("faults[{i}]{}", b.path), b.message);
+                }
+            }
         }
     }
-    if let Some(first) = problems.into_iter().next() {
-        return Err(first);
+    faults
+}
+
+/// Every duration the plan writes, with its path.
+fn durations(plan: &Plan) -> Vec<(String, Duration)> {
+    let mut all = vec![
+        (
+            "broker.connect_timeout".to_owned(),
+            Some(plan.broker.connect_timeout),
+        ),
+        ("limits.settle".to_owned(), Some(plan.limits.settle)),
+        ("limits.deadline".to_owned(), Some(plan.limits.deadline)),
+    ];
+    if let RestartPolicy::After(restart) = &plan.consumer.restart {
+        all.push(("consumer.restart.after".to_owned(), Some(restart.after)));
     }
-    Ok(Loaded {
-        faults,
-        effect_id: effect_id?,
-        idempotency_key: idempotency_key?,
-    })
+    for (i, f) in plan.faults.iter().enumerate() {
+        let at = |field: &str| format!("faults[{i}].{field}");
+        all.extend([
+            (at("latency"), f.latency),
+            (at("for"), f.for_),
+            (at("grace"), f.grace),
+            (at("when.at"), f.when.at),
+            (at("when.every"), f.when.every),
+            (at("when.within"), f.when.within),
+        ]);
+    }
+    all.into_iter()
+        .filter_map(|(path, d)| Some((path, d?)))
+        .collect()
+}
+
+/// No duration longer than [`LONGEST`].
+fn durations_bounded(plan: &Plan, problems: &mut Problems) {
+    for (path, d) in durations(plan) {
+        if d > LONGEST {
+            problems.add(
+                path,
+                format!(
+                    "`{}` is longer than any run: a plan's durations are at most 7 days",
+                    humantime::format_duration(d)
+                ),
+            );
+        }
+    }
+}
+
+/// Partitions, replication, prefetch and the instances a run may reach stay within what the
+/// broker's protocol and the harness can hold. `faults` is `None` when a fault is broken (the
+/// scale-ups are then not counted).
+fn counts_bounded(plan: &Plan, faults: Option<&[Fault]>, problems: &mut Problems) {
+    let b = &plan.broker;
+    if b.partitions.get() > MOST_PARTITIONS {
+        problems.add(
+            "broker.partitions",
+            format!("at most {MOST_PARTITIONS} partitions: a test topic needs a handful"),
+        );
+    }
+    if b.replication.is_some_and(|r| r.get() > i16::MAX as u64) {
+        problems.add(
+            "broker.replication",
+            "Kafka's replication factor is at most 32767, and at most the number of brokers",
+        );
+    }
+    if b.prefetch.is_some_and(|p| p.get() > u64::from(u16::MAX)) {
+        problems.add(
+            "broker.prefetch",
+            "AMQP's prefetch count (basic.qos) is at most 65535",
+        );
+    }
+    let instances = plan.consumer.instances.get();
+    if instances > MOST_INSTANCES {
+        problems.add(
+            "consumer.instances",
+            format!("at most {MOST_INSTANCES} instances: each one is a process, a proxy listener and a sink URL"),
+        );
+        return;
+    }
+    let mut reach = instances;
+    for (i, f) in faults.unwrap_or_default().iter().enumerate() {
+        let added = u64::from(f.action.instances_added()).saturating_mul(f.when.firings());
+        reach = reach.saturating_add(added);
+        if added > 0 && reach > MOST_INSTANCES {
+            problems.add(
+                format!("faults[{i}]"),
+                format!("the run could reach {reach} instances with this scale-up: at most {MOST_INSTANCES} (each one is a process, a proxy listener and a sink URL); fire it fewer times"),
+            );
+            return;
+        }
+    }
 }

@@ -60,6 +60,11 @@ impl FromStr for Rate {
             .strip_suffix("/s")
             .ok_or_else(|| format!("bad rate `{s}`: {fix}"))?;
         match number.trim().parse::<f64>() {
+            // The pace waits 1/n s between messages: slower than one message per `LONGEST`
+            // never sends a second one in any run, and 1/n overflows a Duration near 0.
+            Ok(n) if n.is_finite() && n > 0.0 && 1.0 / n > super::LONGEST.as_secs_f64() => Err(
+                format!("bad rate `{s}`: slower than one message per 7 days; {fix}"),
+            ),
             Ok(n) if n > 0.0 && n.is_finite() => Ok(Rate::PerSecond(n)),
             _ => Err(format!("bad rate `{s}`: {fix}")),
         }
@@ -143,6 +148,18 @@ mod tests {
         assert_eq!("unlimited".parse::<Rate>(), Ok(Rate::Unlimited));
         assert!("500".parse::<Rate>().is_err());
         assert!("0/s".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn a_rate_too_slow_for_any_run_is_rejected_before_its_pace_overflows() {
+        // Found by tests/plan_fuzz.rs: `5e-324/s` loaded, and pacing the second message
+        // panicked converting 1/rate seconds to a Duration.
+        for slow in ["5e-324/s", "1e-300/s", "0.000001/s"] {
+            let e = slow.parse::<Rate>().unwrap_err();
+            assert!(e.contains("one message per 7 days"), "{e}");
+        }
+        assert_eq!("0.00001/s".parse::<Rate>(), Ok(Rate::PerSecond(0.00001)));
+        assert_eq!("1e308/s".parse::<Rate>(), Ok(Rate::PerSecond(1e308)));
     }
 
     #[test]
