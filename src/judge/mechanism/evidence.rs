@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+pub(crate) use crate::judge::mechanism::index::name;
 use crate::judge::mechanism::index::{pref, Index};
 use crate::judge::mechanism::kind::Mechanism;
 use crate::judge::model::EffectSeen;
@@ -23,35 +24,41 @@ pub struct Evidence {
     pub what: String,
 }
 
-/// What a rule found for one ID: how it happened, the decisive moment (the fault before it is
-/// the one named), and the facts that show it.
+/// What a rule found for one ID: how it happened, the fault it blames (one whose trigger
+/// matched before the evidence it is blamed for, and that reached the processes concerned),
+/// and the facts that show it.
 pub(crate) struct Finding {
     /// How.
     pub(crate) mechanism: Mechanism,
-    /// The decisive moment (µs), when there is one.
-    pub(crate) decisive_at: Option<u64>,
+    /// The plan's fault blamed, by index; none when no fault preceded the evidence.
+    pub(crate) fault: Option<usize>,
     /// The facts, in the order the rule found them.
     pub(crate) evidence: Vec<Evidence>,
 }
 
 impl Finding {
-    /// A finding of `mechanism`, decided at `decisive_at`, shown by `evidence`.
-    pub(crate) fn new(
+    /// A finding of `mechanism` that blames no fault, shown by `evidence`.
+    pub(crate) fn new(mechanism: Mechanism, evidence: Vec<Evidence>) -> Finding {
+        Finding {
+            mechanism,
+            fault: None,
+            evidence,
+        }
+    }
+
+    /// A finding of `mechanism` that blames `fault` (its timeline seq and record, when one
+    /// was found), shown by `evidence`.
+    pub(crate) fn blaming(
         mechanism: Mechanism,
-        decisive_at: Option<u64>,
+        fault: Option<(u64, &FaultRecord)>,
         evidence: Vec<Evidence>,
     ) -> Finding {
         Finding {
             mechanism,
-            decisive_at,
+            fault: fault.map(|(_, f)| f.fault),
             evidence,
         }
     }
-}
-
-/// `consumer[0]#2`: instance 0, incarnation 2.
-pub(crate) fn name(p: ProcessRef) -> String {
-    format!("consumer[{}]#{}", p.instance, p.incarnation)
 }
 
 /// The fault, what it did and whom it hit.

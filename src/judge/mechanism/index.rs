@@ -1,17 +1,21 @@
 //! The index the mechanism rules look up, built in one pass over the events: how each
 //! incarnation exited, the applied faults, the commits the broker accepted or refused, the
-//! acks and deliveries of the anomalous IDs, no-ack consumers, group changes and assignments,
-//! and the IDs the broker stored twice; with the questions the rules ask of it (who marked a
-//! message done and when, who owned a partition, which fault stalled whom).
+//! acks, nacks, rejects and deliveries of the anomalous IDs, no-ack consumers, closed
+//! connections, group changes and assignments, the IDs the broker stored twice, and when and
+//! how the run ended; with the questions the rules ask of it (who marked a message done and
+//! when, who owned a partition, which fault hit whom before what, whether an exit was the
+//! harness's own stop).
 //!
-//! Invariant: only what the timeline recorded is indexed; per-ID lists are kept for the
-//! anomalous IDs only.
+//! Invariants: only what the timeline recorded is indexed; per-ID lists are kept for the
+//! anomalous IDs only. An exit after `run_ended` that no kill or terminate fault caused is the
+//! harness stopping the consumer, never a crash. A fault is named only when its trigger matched
+//! before the evidence it is named for, and it hit the processes concerned (or the group).
 
 use std::collections::{HashMap, HashSet};
 
 use crate::judge::model::{Anomaly, ExitStatus};
 use crate::timeline::{
-    AckPhase, AckVerb, CommitPhase, CommittedOffset, Event, FaultRecord, MemberChange,
+    AckPhase, AckVerb, CommitPhase, CommittedOffset, EndReason, Event, FaultRecord, MemberChange,
     ProcessPhase, ProcessRef, ProduceStatus, RebalanceKind, Stamped,
 };
 
@@ -21,6 +25,11 @@ pub(crate) fn pref(instance: u32, incarnation: u32) -> ProcessRef {
         instance,
         incarnation,
     }
+}
+
+/// `consumer[0]#2`: instance 0, incarnation 2.
+pub(crate) fn name(p: ProcessRef) -> String {
+    format!("consumer[{}]#{}", p.instance, p.incarnation)
 }
 
 /// How one incarnation ended.
@@ -48,6 +57,21 @@ pub(crate) struct Delivery {
 /// A commit the broker accepted: (time, seq, partition, next offset).
 type Accepted = (u64, u64, i32, i64);
 
+/// A message an AMQP consumer handed back: a `basic.nack` or `basic.reject` the proxy
+/// forwarded to the broker.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Returned {
+    pub(crate) t_us: u64,
+    pub(crate) seq: u64,
+    pub(crate) by: ProcessRef,
+    pub(crate) verb: AckVerb,
+    /// True: back to the queue (a redelivery follows); false: dropped (or dead-lettered).
+    pub(crate) requeue: bool,
+}
+
+/// A consumer connection that ended before the run did: (time, seq, unacked, how).
+type Closed = (u64, u64, u64, String);
+
 /// What the rules look up, built in one pass over the events.
 pub(crate) struct Index<'a> {
     /// The broker is RabbitMQ (acks and queues) rather than Kafka (commits and partitions).
@@ -64,14 +88,27 @@ pub(crate) struct Index<'a> {
     pub(crate) saw_marks: bool,
     /// Forwarded acks (AMQP) of the anomalous IDs: (time, seq, by).
     acks: HashMap<&'a str, Vec<(u64, u64, ProcessRef)>>,
+    /// Nacks and rejects of the anomalous IDs, forwarded to the broker.
+    returns: HashMap<&'a str, Vec<Returned>>,
     /// Deliveries of the anomalous IDs.
     deliveries: HashMap<&'a str, Vec<Delivery>>,
+    /// Consumer connections that ended before the run did, per incarnation.
+    closed: HashMap<ProcessRef, Vec<Closed>>,
+    /// When the run ended (`run_ended`), and whether it settled (the work was done and the
+    /// effects quiet) rather than being cut off (deadline, abort, harness failure).
+    pub(crate) end: Option<(u64, bool)>,
     /// Incarnations consuming in no-ack mode.
     pub(crate) no_ack: HashSet<ProcessRef>,
     /// Group changes: (time, seq, who, what).
     pub(crate) group_changes: Vec<(u64, u64, Option<ProcessRef>, String)>,
     /// Assignments seen by the proxy, in time order: (time, member, partitions).
     assignments: Vec<(u64, ProcessRef, Vec<i32>)>,
+    /// Partitions the harness's transient member was given, in time order: (time, seq,
+    /// partitions).
+    member_assignments: Vec<(u64, u64, Vec<i32>)>,
+    /// Consumers joining (again) or leaving the group, in time order: (time, seq, who); a
+    /// join after the first gives back what it owned (the eager protocol, a KIP-848 rejoin).
+    rejoins: Vec<(u64, u64, ProcessRef)>,
     /// Anomalous IDs the broker stored at more than one offset.
     stored_twice: HashSet<&'a str>,
 }
@@ -105,10 +142,15 @@ impl<'a> Index<'a> {
                 failed_commits: HashMap::new(),
                 saw_marks: false,
                 acks: HashMap::new(),
+                returns: HashMap::new(),
                 deliveries: HashMap::new(),
+                closed: HashMap::new(),
+                end: None,
                 no_ack: HashSet::new(),
                 group_changes: Vec::new(),
                 assignments: Vec::new(),
+                member_assignments: Vec::new(),
+                rejoins: Vec::new(),
                 stored_twice: HashSet::new(),
             },
             ids: wanted.iter().map(|a| a.id.as_str()).collect(),
@@ -161,11 +203,12 @@ impl<'a> Builder<'a> {
             Event::Ack {
                 instance,
                 incarnation,
-                verb: AckVerb::Ack,
+                verb,
+                requeue,
                 ids: covered,
                 phase: AckPhase::Forwarded,
                 ..
-            } => self.ack(st, pref(*instance, *incarnation), covered),
+            } => self.ack(st, pref(*instance, *incarnation), *verb, *requeue, covered),
             Event::ConsumerSettings {
                 instance,
                 incarnation,
@@ -209,12 +252,30 @@ impl<'a> Builder<'a> {
                 let who = pref(*instance, *incarnation);
                 self.rebalance(st, who, *change, assignment.as_ref(), error.as_deref());
             }
+            Event::ConnectionClosed {
+                instance,
+                incarnation,
+                unacked,
+                detail,
+                ..
+            } => {
+                let closed = (st.t_us, st.seq, *unacked, detail.clone());
+                let who = pref(*instance, *incarnation);
+                self.index.closed.entry(who).or_default().push(closed);
+            }
+            Event::RunEnded { reason } if self.index.end.is_none() => {
+                self.index.end = Some((st.t_us, *reason == EndReason::Settled));
+            }
             Event::GroupMember {
                 change,
                 partitions,
                 error,
                 ..
             } => {
+                if let (MemberChange::Assigned, Some(parts)) = (change, partitions) {
+                    let given = (st.t_us, st.seq, parts.clone());
+                    self.index.member_assignments.push(given);
+                }
                 let what = match (error, partitions) {
                     (Some(e), _) => format!("transient member: error {e}"),
                     (None, Some(parts)) => {
@@ -282,12 +343,34 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn ack(&mut self, st: &Stamped, by: ProcessRef, covered: &[String]) {
+    /// A forwarded ack marks the IDs it covers done; a nack or reject hands them back.
+    fn ack(
+        &mut self,
+        st: &Stamped,
+        by: ProcessRef,
+        verb: AckVerb,
+        requeue: bool,
+        covered: &[String],
+    ) {
         self.index.saw_marks = true;
         for id in covered {
-            if let Some(&id) = self.ids.get(id.as_str()) {
-                let acks = self.index.acks.entry(id).or_default();
-                acks.push((st.t_us, st.seq, by));
+            let Some(&id) = self.ids.get(id.as_str()) else {
+                continue;
+            };
+            match verb {
+                AckVerb::Ack => {
+                    let acks = self.index.acks.entry(id).or_default();
+                    acks.push((st.t_us, st.seq, by));
+                }
+                AckVerb::Nack | AckVerb::Reject => {
+                    self.index.returns.entry(id).or_default().push(Returned {
+                        t_us: st.t_us,
+                        seq: st.seq,
+                        by,
+                        verb,
+                        requeue,
+                    });
+                }
             }
         }
     }
@@ -311,8 +394,14 @@ impl<'a> Builder<'a> {
         assignment: Option<&Vec<i32>>,
         error: Option<&str>,
     ) {
-        if let (RebalanceKind::Assign, Some(parts)) = (change, assignment) {
-            self.index.assignments.push((st.t_us, who, parts.clone()));
+        match (change, assignment) {
+            (RebalanceKind::Assign, Some(parts)) => {
+                self.index.assignments.push((st.t_us, who, parts.clone()));
+            }
+            (RebalanceKind::Join | RebalanceKind::Leave, _) => {
+                self.index.rejoins.push((st.t_us, st.seq, who));
+            }
+            _ => {}
         }
         let what = match (change, assignment, error) {
             (RebalanceKind::Assign, Some(parts), _) => format!("assigned partitions {parts:?}"),
@@ -452,13 +541,138 @@ impl Index<'_> {
             .next()
     }
 
-    /// The last applied fault whose trigger matched at or before `t` (a kill's exit can be
-    /// recorded before the fault event that sent the signal).
-    pub(crate) fn fault_before(&self, t: u64) -> Option<(u64, &FaultRecord)> {
+    /// The last applied fault whose trigger matched in `[from, until]` and that hit one of
+    /// `who` (or, with `group`, was aimed at the group: a transient member, a scale-up).
+    /// `matched_at` decides, not `fired_at`: a kill's exit can be recorded before the fault
+    /// event that sent the signal.
+    pub(crate) fn fault_on(
+        &self,
+        who: &[ProcessRef],
+        (from, until): (u64, u64),
+        group: bool,
+    ) -> Option<(u64, &FaultRecord)> {
         self.faults
             .iter()
-            .filter(|(_, f)| f.matched_at_us <= t)
+            .filter(|(_, f)| f.matched_at_us >= from && f.matched_at_us <= until)
+            .filter(|(_, f)| who.iter().any(|w| reached(f, *w)) || (group && is_group_level(f)))
             .max_by_key(|(_, f)| f.matched_at_us)
             .map(|(seq, f)| (*seq, *f))
     }
+
+    /// The last applied fault whose trigger matched in `[from, until]`, whomever it hit.
+    pub(crate) fn fault_between(&self, from: u64, until: u64) -> Option<(u64, &FaultRecord)> {
+        self.faults
+            .iter()
+            .filter(|(_, f)| f.matched_at_us >= from && f.matched_at_us <= until)
+            .max_by_key(|(_, f)| f.matched_at_us)
+            .map(|(seq, f)| (*seq, *f))
+    }
+
+    /// Whether `exit` was the harness stopping `who` at the end of the run: it came at or
+    /// after `run_ended`, and no kill or terminate fault named `who` among those it hit.
+    pub(crate) fn stopped_by_harness(&self, who: ProcessRef, exit: &Exit) -> bool {
+        let Some((end, _)) = self.end else {
+            return false;
+        };
+        exit.t_us >= end
+            && !self.faults.iter().any(|(_, f)| {
+                matches!(f.action.as_str(), "kill" | "terminate") && f.hit.contains(&who)
+            })
+    }
+
+    /// Whether `who` was still running when the run ended: no exit, or the harness's own stop.
+    pub(crate) fn alive_at_end(&self, who: ProcessRef) -> bool {
+        self.end.is_some()
+            && self
+                .exit_of(who)
+                .is_none_or(|exit| self.stopped_by_harness(who, exit))
+    }
+
+    /// The nacks and rejects of `id` (an anomalous ID) forwarded to the broker, in order.
+    pub(crate) fn returns_of(&self, id: &str) -> impl Iterator<Item = &Returned> + '_ {
+        self.returns.get(id).into_iter().flatten()
+    }
+
+    /// The connections of `who` that ended between `from` and `to`.
+    pub(crate) fn closed_between(
+        &self,
+        who: ProcessRef,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = &Closed> + '_ {
+        self.closed
+            .get(&who)
+            .into_iter()
+            .flatten()
+            .filter(move |c| c.0 >= from && c.0 <= to)
+    }
+
+    /// The first ownership change of the anomaly's message away from `who` between `from` and
+    /// `to`, as evidence: Kafka, another consumer or the transient member was given its
+    /// partition, `who` was given a set without it, or `who` left or joined the group again;
+    /// AMQP, the message was delivered to another consumer. `None` when the timeline shows
+    /// none.
+    pub(crate) fn moved_away(
+        &self,
+        a: &Anomaly,
+        who: ProcessRef,
+        (from, to): (u64, u64),
+    ) -> Option<(u64, Option<u64>, String)> {
+        let inside = |t: u64| t > from && t <= to;
+        if self.amqp {
+            return self
+                .deliveries_of(&a.id)
+                .find(|d| inside(d.t_us) && d.to != who)
+                .map(|d| (d.t_us, Some(d.seq), format!("delivered to {}", name(d.to))));
+        }
+        let p = a.partition?;
+        let assigned = self
+            .assignments
+            .iter()
+            .filter(|x| inside(x.0))
+            .find(|x| (x.1 == who) != x.2.contains(&p))
+            .map(|x| {
+                let what = if x.1 == who {
+                    format!("{} is assigned {:?}, without partition {p}", name(who), x.2)
+                } else {
+                    format!("{} is assigned partition {p}", name(x.1))
+                };
+                (x.0, None, what)
+            });
+        let member = self
+            .member_assignments
+            .iter()
+            .find(|x| inside(x.0) && x.2.contains(&p))
+            .map(|x| {
+                let what = format!("the transient group member is given partition {p}");
+                (x.0, Some(x.1), what)
+            });
+        let rejoin = self
+            .rejoins
+            .iter()
+            .find(|x| inside(x.0) && x.2 == who)
+            .map(|x| {
+                let what = format!(
+                    "{} leaves or rejoins the group: its partitions are revoked",
+                    name(who)
+                );
+                (x.0, Some(x.1), what)
+            });
+        [assigned, member, rejoin]
+            .into_iter()
+            .flatten()
+            .min_by_key(|x| x.0)
+    }
+}
+
+/// Whether fault `f` reached `who`: it names `who` among the incarnations it hit, or it is a
+/// process fault with no list of whom it hit (a timeline from before faults recorded it).
+fn reached(f: &FaultRecord, who: ProcessRef) -> bool {
+    f.hit.contains(&who) || (f.hit.is_empty() && !is_group_level(f))
+}
+
+/// A fault aimed at the group rather than at processes: a transient member's rebalance, a
+/// scale-up (a scale-down names the incarnation it retired).
+fn is_group_level(f: &FaultRecord) -> bool {
+    f.hit.is_empty() && matches!(f.action.as_str(), "rebalance" | "scale")
 }

@@ -25,7 +25,11 @@ pub enum Mechanism {
     /// A paused or cut-off member lost its partitions (messages) and kept working: it wrote
     /// after the new owner had started, or the new owner redid its uncommitted work.
     Zombie,
-    /// The same process applied the effect more than once.
+    /// The same process was handed the message again, with no change of ownership in
+    /// between (it requeued it itself with a nack or reject, sought back, recovered, or its
+    /// connection was reset), and applied it again.
+    RedeliveredSameProcess,
+    /// The same process applied the effect more than once from one delivery.
     ConsumerRetry,
     /// The broker stored the message twice (a producer retry): two offsets, one ID.
     ProducerDuplicate,
@@ -35,6 +39,16 @@ pub enum Mechanism {
     /// A live consumer committed past the message without applying it (a filter or an error
     /// path that skips work).
     Skipped,
+    /// The consumer rejected the message without requeue (AMQP `basic.nack` / `basic.reject`
+    /// with `requeue=false`) and never applied it.
+    DroppedByConsumer,
+    /// Committed past by a consumer that was never handed it (Kafka: no Fetch response
+    /// carried its offset to the committer): an offset reset to the end, or a seek ahead.
+    NeverDelivered,
+    /// Committed (acked) before its effect by a consumer still running when the run ended
+    /// before it settled: work cut off by the end of the run, or skipped; the evidence cannot
+    /// tell which.
+    UnfinishedAtEnd,
     /// The timeline lacks what naming the mechanism needs (see the evidence).
     Unexplained,
 }
@@ -48,10 +62,14 @@ impl Mechanism {
             Mechanism::NoAckDelivery => "no_ack_delivery",
             Mechanism::RevokedUncommitted => "revoked_uncommitted",
             Mechanism::Zombie => "zombie",
+            Mechanism::RedeliveredSameProcess => "redelivered_same_process",
             Mechanism::ConsumerRetry => "consumer_retry",
             Mechanism::ProducerDuplicate => "producer_duplicate",
             Mechanism::RedeliveredAfterCommit => "redelivered_after_commit",
             Mechanism::Skipped => "skipped",
+            Mechanism::DroppedByConsumer => "dropped_by_consumer",
+            Mechanism::NeverDelivered => "never_delivered",
+            Mechanism::UnfinishedAtEnd => "unfinished_at_end",
             Mechanism::Unexplained => "unexplained",
         }
     }
@@ -83,6 +101,12 @@ impl Mechanism {
             (Mechanism::Zombie, _) => {
                 "Zombie: a paused or cut-off member kept working after its work moved"
             }
+            (Mechanism::RedeliveredSameProcess, false) => {
+                "Handed again to the same process without a rebalance (a seek back), applied again"
+            }
+            (Mechanism::RedeliveredSameProcess, true) => {
+                "Handed again to the same process (its own requeue, a recover or a reconnect), applied again"
+            }
             (Mechanism::ConsumerRetry, _) => "Consumer-side retry: one process applied it twice",
             (Mechanism::ProducerDuplicate, _) => {
                 "Stored twice by the broker (a producer retry), applied once per copy"
@@ -95,6 +119,18 @@ impl Mechanism {
             }
             (Mechanism::Skipped, false) => "Committed past by a live consumer, never applied",
             (Mechanism::Skipped, true) => "Acked by a live consumer, never applied",
+            (Mechanism::DroppedByConsumer, _) => {
+                "Rejected by the consumer without requeue, never applied"
+            }
+            (Mechanism::NeverDelivered, _) => {
+                "Committed past by a consumer that never received it (offset reset or seek ahead)"
+            }
+            (Mechanism::UnfinishedAtEnd, false) => {
+                "Committed before its effect; the run ended with the consumer still running (never applied)"
+            }
+            (Mechanism::UnfinishedAtEnd, true) => {
+                "Acked before its effect; the run ended with the consumer still running (never applied)"
+            }
             (Mechanism::Unexplained, _) => "Not enough evidence to name the mechanism",
         }
     }
@@ -126,6 +162,12 @@ impl Mechanism {
             (Mechanism::Zombie, true) => {
                 "Stop work when the connection or channel closes (its unacked messages were requeued), and make effects idempotent."
             }
+            (Mechanism::RedeliveredSameProcess, false) => {
+                "The consumer moved its position back over finished work (a seek, a reset to the committed offset): commit finished work before seeking, and make the effect idempotent."
+            }
+            (Mechanism::RedeliveredSameProcess, true) => {
+                "Do not requeue (nack or reject with requeue, recover) a message whose effect is already done: ack it, or make the effect idempotent so the redelivery is harmless."
+            }
             (Mechanism::ConsumerRetry, _) => {
                 "The consumer retried an effect within one process: send the same idempotency key on every retry, or check the first attempt's outcome before retrying."
             }
@@ -137,6 +179,15 @@ impl Mechanism {
             }
             (Mechanism::Skipped, _) => {
                 "The consumer marked work done that it never did: check filters, error handlers and early returns that commit (ack) without the effect."
+            }
+            (Mechanism::DroppedByConsumer, _) => {
+                "The consumer threw the message away (nack or reject with requeue=false): requeue it, or route it to a dead-letter queue that something processes, unless dropping it is intended."
+            }
+            (Mechanism::NeverDelivered, _) => {
+                "The consumer jumped over messages it never read: use auto.offset.reset=earliest for a group that must not miss work, and do not seek past uncommitted offsets."
+            }
+            (Mechanism::UnfinishedAtEnd, _) => {
+                "Mark work done only after its effect: a stop (a deploy, or the end of this run) loses whatever was marked done and not yet applied. If the run's deadline cut the work short, raise `limits.deadline`."
             }
             (Mechanism::Unexplained, _) => {
                 "Route the consumer through the proxy (`consumer.via_proxy: true`) and use the http sink so commits, deliveries and effect owners are on the timeline."

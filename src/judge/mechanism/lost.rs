@@ -1,52 +1,102 @@
-//! How a message came to be lost: who marked it done before any effect (an accepted commit or
-//! ack, or a no-ack delivery), and whether that process then died (a crash in the at-most-once
-//! window) or lived on (it skipped the work).
+//! How a message came to be lost: the consumer threw it away (a nack or reject without
+//! requeue), or something marked it done before any effect (an accepted commit or ack, or a
+//! no-ack delivery) and then: the marker was never handed it (an offset reset or a seek
+//! ahead), it died (a crash in the at-most-once window), it was still working when the run was
+//! cut off, or it lived on (it skipped the work).
 //!
-//! Invariant: without a commit, ack or no-ack delivery on the timeline the loss is
-//! `unexplained`, and the evidence says what was missing.
+//! Invariants: without a commit, ack, nack, reject or no-ack delivery on the timeline the loss
+//! is `unexplained`, and the evidence says what was missing. The harness's own stop after
+//! `run_ended` is never a crash. Only the crash rules blame a fault: the last one that hit the
+//! process that died, before it died.
 
 use crate::judge::mechanism::evidence::{
     delivery_evidence, fault_evidence, name, Evidence, Finding,
 };
-use crate::judge::mechanism::index::Index;
+use crate::judge::mechanism::index::{Exit, Index};
 use crate::judge::mechanism::kind::Mechanism;
 use crate::judge::model::Anomaly;
-use crate::timeline::ProcessRef;
+use crate::timeline::{AckVerb, ProcessRef};
+
+/// Who marked the message done, and how.
+#[derive(Clone, Copy)]
+struct Mark {
+    /// When (µs).
+    t_us: u64,
+    /// The event's position.
+    seq: u64,
+    /// The consumer incarnation.
+    who: ProcessRef,
+    /// True: a no-ack delivery; false: an accepted commit or ack.
+    no_ack: bool,
+}
 
 impl Index<'_> {
-    /// The mechanism, decisive moment and evidence of a loss.
+    /// The mechanism, blamed fault and evidence of a loss.
     pub(crate) fn lost(&self, a: &Anomaly) -> Finding {
         let mut ev: Vec<Evidence> = self
             .deliveries_of(&a.id)
             .map(|d| delivery_evidence(d.t_us, d.seq, d.to, ""))
             .collect();
-        // Who marked it done: the first accepted commit (ack) covering it, or a no-ack
-        // delivery.
-        let no_ack = self
-            .deliveries_of(&a.id)
-            .find(|d| self.no_ack.contains(&d.to))
-            .map(|d| (d.t_us, d.seq, d.to));
-        let (mechanism_if_crash, (tm, seq, who)) = match (self.first_mark(a), no_ack) {
-            (Some(m), _) => (Mechanism::CrashAfterCommit, m),
-            (None, Some(d)) => (Mechanism::NoAckDelivery, d),
-            (None, None) => {
-                ev.push(self.unmarked(a));
-                return Finding::new(Mechanism::Unexplained, None, ev);
-            }
+        if let Some(r) = self.returns_of(&a.id).find(|r| !r.requeue) {
+            ev.push(Evidence {
+                t_us: r.t_us,
+                seq: Some(r.seq),
+                what: format!(
+                    "{} {} it without requeue, before any effect: the broker dropped it",
+                    name(r.by),
+                    match r.verb {
+                        AckVerb::Nack => "nacked",
+                        AckVerb::Reject | AckVerb::Ack => "rejected",
+                    }
+                ),
+            });
+            return Finding::new(Mechanism::DroppedByConsumer, ev);
+        }
+        let Some(mark) = self.mark_of(a) else {
+            ev.push(self.unmarked(a));
+            return Finding::new(Mechanism::Unexplained, ev);
         };
         ev.push(Evidence {
-            t_us: tm,
-            seq: Some(seq),
-            what: if mechanism_if_crash == Mechanism::NoAckDelivery {
+            t_us: mark.t_us,
+            seq: Some(mark.seq),
+            what: if mark.no_ack {
                 format!(
                     "{} consumes in no-ack mode: the broker forgot it on delivery",
-                    name(who)
+                    name(mark.who)
                 )
             } else {
-                format!("{} {} it before any effect", name(who), self.marked_word())
+                format!(
+                    "{} {} it before any effect",
+                    name(mark.who),
+                    self.marked_word()
+                )
             },
         });
-        self.died_after_marking(who, tm, mechanism_if_crash, ev)
+        if !self.amqp && !mark.no_ack && !self.deliveries_of(&a.id).any(|d| d.to == mark.who) {
+            return self.never_delivered(a, mark.who, ev);
+        }
+        self.after_marking(mark, ev)
+    }
+
+    /// Who marked the message done first: an accepted commit (ack) covering it, else a no-ack
+    /// delivery.
+    fn mark_of(&self, a: &Anomaly) -> Option<Mark> {
+        if let Some((t_us, seq, who)) = self.first_mark(a) {
+            return Some(Mark {
+                t_us,
+                seq,
+                who,
+                no_ack: false,
+            });
+        }
+        self.deliveries_of(&a.id)
+            .find(|d| self.no_ack.contains(&d.to))
+            .map(|d| Mark {
+                t_us: d.t_us,
+                seq: d.seq,
+                who: d.to,
+                no_ack: true,
+            })
     }
 
     /// Why nothing on the timeline marked the message done.
@@ -66,28 +116,100 @@ impl Index<'_> {
         }
     }
 
-    /// `who` marked the message done at `tm`: if it then ended other than by a clean exit, the
-    /// crash is the mechanism; if it lived on, it skipped the work.
-    fn died_after_marking(
-        &self,
-        who: ProcessRef,
-        tm: u64,
-        mechanism_if_crash: Mechanism,
-        mut ev: Vec<Evidence>,
-    ) -> Finding {
-        match self.exit_of(who) {
-            Some(exit) if exit.t_us >= tm && !exit.status.is_success() => {
+    /// Kafka: `who` committed past the message without any Fetch response carrying it to
+    /// `who`: its position jumped over it (an offset reset to the end, a seek ahead).
+    fn never_delivered(&self, a: &Anomaly, who: ProcessRef, mut ev: Vec<Evidence>) -> Finding {
+        let at = match (a.partition, a.offset) {
+            (Some(p), Some(o)) => format!("offset {o} of partition {p}"),
+            _ => "it".to_owned(),
+        };
+        let others = self.deliveries_of(&a.id).count();
+        ev.push(Evidence {
+            t_us: a.produced_at_us.unwrap_or(0),
+            seq: None,
+            what: if others == 0 {
+                format!("no Fetch response through the proxy carried {at} to any consumer")
+            } else {
+                format!(
+                    "no Fetch response through the proxy carried {at} to {} (it went only to \
+                     other incarnations)",
+                    name(who)
+                )
+            },
+        });
+        Finding::new(Mechanism::NeverDelivered, ev)
+    }
+
+    /// The marker then died (a crash), was still working when the run was cut off, or lived on
+    /// (it skipped the work).
+    fn after_marking(&self, mark: Mark, mut ev: Vec<Evidence>) -> Finding {
+        let who = mark.who;
+        let exit = self.exit_of(who).filter(|exit| exit.t_us >= mark.t_us);
+        if let Some(exit) = exit.filter(|e| !e.status.is_success()) {
+            if !self.stopped_by_harness(who, exit) {
                 ev.push(Evidence {
                     t_us: exit.t_us,
                     seq: Some(exit.seq),
                     what: format!("{} exited ({}) before the effect", name(who), exit.text),
                 });
-                if let Some((fseq, f)) = self.fault_before(exit.t_us) {
+                let fault = self.fault_on(&[who], (0, exit.t_us), false);
+                if let Some((fseq, f)) = fault {
                     ev.push(fault_evidence(fseq, f));
                 }
-                Finding::new(mechanism_if_crash, Some(exit.t_us), ev)
+                let mechanism = if mark.no_ack {
+                    Mechanism::NoAckDelivery
+                } else {
+                    Mechanism::CrashAfterCommit
+                };
+                return Finding::blaming(mechanism, fault, ev);
             }
-            _ => Finding::new(Mechanism::Skipped, Some(tm), ev),
+        }
+        ev.push(self.lived_on(who, exit));
+        match self.end {
+            Some((_, false)) if self.alive_at_end(who) => {
+                Finding::new(Mechanism::UnfinishedAtEnd, ev)
+            }
+            _ => Finding::new(Mechanism::Skipped, ev),
+        }
+    }
+
+    /// How `who` lived on after marking the message done: to a clean exit, to the end of the
+    /// run (settled or cut off), or to the harness's stop after it.
+    fn lived_on(&self, who: ProcessRef, exit: Option<&Exit>) -> Evidence {
+        let ended = match self.end {
+            Some((_, true)) => {
+                "the run ended settled (the work done, no effect for the settle time)"
+            }
+            Some((_, false)) => {
+                "the run was cut off (deadline, abort or harness failure) while it still ran"
+            }
+            None => "the timeline has no run_ended event",
+        };
+        match exit {
+            Some(exit) if self.stopped_by_harness(who, exit) => Evidence {
+                t_us: exit.t_us,
+                seq: Some(exit.seq),
+                what: format!(
+                    "{} lived on without applying it; {ended}, then the harness stopped it ({}), \
+                     which is not a crash",
+                    name(who),
+                    exit.text
+                ),
+            },
+            Some(exit) => Evidence {
+                t_us: exit.t_us,
+                seq: Some(exit.seq),
+                what: format!(
+                    "{} lived on without applying it and exited ({})",
+                    name(who),
+                    exit.text
+                ),
+            },
+            None => Evidence {
+                t_us: self.end.map_or(0, |(t, _)| t),
+                seq: None,
+                what: format!("{} lived on without applying it; {ended}", name(who)),
+            },
         }
     }
 }

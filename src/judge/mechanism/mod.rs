@@ -1,12 +1,17 @@
 //! Mechanisms: for every lost or duplicated ID, *how* it happened, named from the timeline with
-//! the events that prove it (design §7), grouped by mechanism and by the fault that preceded
-//! it, each group with a short recommendation; and partition ownership over time.
+//! the events that prove it (design §7), grouped by mechanism and by the fault blamed for it,
+//! each group with a short recommendation; and partition ownership over time.
 //!
 //! The rules read only what the timeline recorded: who applied each effect (instance and
 //! incarnation), which commits or acks the broker accepted, which processes died and how,
 //! which faults hit whom, and which partitions each member owned. When the evidence is not
 //! there (the consumer did not go through the proxy, an effect could not be attributed), the
 //! ID is `unexplained` and the report says what was missing; a mechanism is never guessed.
+//! A mechanism is named only from its events: a crash from an exit during the run (the
+//! harness's own stop after `run_ended` is not one), a revocation from an ownership change, a
+//! same-process redelivery, a drop or a never-delivered offset from the nack, reject, delivery
+//! or commit that shows it. A fault is blamed only when its trigger matched before the evidence
+//! it is blamed for and it reached the processes concerned (or the group).
 //!
 //! Layout: `kind` (the closed set of mechanisms), `index` (what the rules look up, built in one
 //! pass), `evidence` (the facts and the evidence the rules share), `duplicated` and `lost` (the
@@ -45,7 +50,8 @@ pub struct Explanation {
     pub outcome: Outcome,
     /// How.
     pub mechanism: Mechanism,
-    /// The plan's fault that preceded the decisive moment, by index.
+    /// The plan's fault blamed, by index: one whose trigger matched before the evidence and
+    /// that reached the processes concerned; none for the consumer's own doing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<usize>,
     /// The facts, in time order.
@@ -57,7 +63,7 @@ pub struct Explanation {
 pub struct MechanismGroup {
     /// How.
     pub mechanism: Mechanism,
-    /// The fault that preceded them (index in the plan), or none.
+    /// The fault blamed for them (index in the plan), or none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<usize>,
     /// The heading.
@@ -147,10 +153,7 @@ fn explain_one(index: &Index, a: &Anomaly) -> Explanation {
         id: a.id.clone(),
         outcome: a.outcome,
         mechanism: found.mechanism,
-        fault: found
-            .decisive_at
-            .and_then(|t| index.fault_before(t))
-            .map(|(_, f)| f.fault),
+        fault: found.fault,
         evidence,
     }
 }

@@ -126,6 +126,21 @@ impl Run {
         self
     }
 
+    fn joined(&mut self, i: u32, n: u32) -> &mut Run {
+        self.tl.push(Event::Rebalance {
+            instance: i,
+            incarnation: n,
+            group: "billing-r1".into(),
+            change: RebalanceKind::Join,
+            member: "m".into(),
+            generation: None,
+            assignment: None,
+            error: None,
+            protocols: Some(vec!["range".into()]),
+        });
+        self
+    }
+
     fn assigned(&mut self, i: u32, n: u32, partitions: &[i32]) -> &mut Run {
         self.tl.push(Event::Rebalance {
             instance: i,
@@ -144,6 +159,57 @@ impl Run {
     fn end(&mut self, committed: i64) -> Mechanisms {
         self.tl.progress(&[(0, committed)]).end(EndReason::Settled);
         analyze(&self.tl.events).mechanisms
+    }
+
+    /// The broker's last progress, then `run_ended` for `reason`; events may follow (the
+    /// harness stopping the consumers) before [`Run::judge`].
+    fn ended(&mut self, committed: i64, reason: EndReason) -> &mut Run {
+        self.tl.progress(&[(0, committed)]).end(reason);
+        self
+    }
+
+    /// AMQP: the queue's remainder (empty), then `run_ended`, settled.
+    fn drained(&mut self) -> &mut Run {
+        self.tl
+            .push(Event::QueueRemainder {
+                ids: vec![],
+                complete: true,
+            })
+            .end(EndReason::Settled);
+        self
+    }
+
+    fn judge(&self) -> Mechanisms {
+        analyze(&self.tl.events).mechanisms
+    }
+
+    /// An AMQP ack, nack or reject of `id` by `i`/`n`, forwarded to the broker.
+    fn settled(&mut self, id: &str, i: u32, n: u32, verb: AckVerb, requeue: bool) -> &mut Run {
+        self.tl.push(Event::Ack {
+            instance: i,
+            incarnation: n,
+            channel: 1,
+            delivery_tag: 1,
+            multiple: false,
+            verb,
+            requeue,
+            ids: vec![id.into()],
+            phase: AckPhase::Forwarded,
+        });
+        self
+    }
+
+    /// AMQP: `id` handed again to `i`/`n`, marked redelivered by the broker.
+    fn redelivered(&mut self, id: &str, i: u32, n: u32) -> &mut Run {
+        self.tl.push(Event::Delivered {
+            id: id.into(),
+            instance: i,
+            incarnation: n,
+            partition: None,
+            offset: None,
+            redelivered: true,
+        });
+        self
     }
 }
 
@@ -200,6 +266,8 @@ fn committed_before_the_effect_then_killed_is_the_at_most_once_window() {
 fn committed_past_by_a_live_consumer_without_an_effect_is_skipped() {
     let mech = Run::kafka(2)
         .started(0, 1)
+        .delivered("m-0", 0, 1)
+        .delivered("m-1", 0, 1)
         .effect("m-0", 0, 1)
         .committed(0, 1, 2)
         .end(2);
@@ -267,6 +335,7 @@ fn one_process_handed_the_message_twice_lost_it_in_a_rebalance_not_a_retry() {
         .started(0, 1)
         .delivered("m-0", 0, 1)
         .effect("m-0", 0, 1)
+        .joined(0, 1)
         .assigned(0, 1, &[0])
         .delivered("m-0", 0, 1)
         .effect("m-0", 0, 1)
@@ -364,5 +433,338 @@ fn groups_split_by_mechanism_and_by_the_preceding_fault_largest_first() {
             (Mechanism::CrashAfterEffect, Some(1), 2),
             (Mechanism::CrashAfterEffect, Some(0), 1)
         ]
+    );
+}
+
+/// The facts (`what`) of the first sample of the group of `mechanism`.
+fn facts_of(mech: &Mechanisms, mechanism: Mechanism) -> Vec<String> {
+    mech.groups
+        .iter()
+        .find(|g| g.mechanism == mechanism)
+        .map(|g| {
+            g.samples[0]
+                .evidence
+                .iter()
+                .map(|e| e.what.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The fault blamed for `mechanism`'s group (which must exist).
+fn fault_of(mech: &Mechanisms, mechanism: Mechanism) -> Option<usize> {
+    let group = mech.groups.iter().find(|g| g.mechanism == mechanism);
+    group
+        .unwrap_or_else(|| panic!("no {mechanism:?} group in {:?}", mech.groups))
+        .fault
+}
+
+/// A filter bug after a kill: consumer[0]#1 is killed early by fault 0; consumer[0]#2 commits
+/// past m-3 without applying it and lives until the harness stops it after `run_ended`.
+fn filter_bug_after_a_kill(stop: &str, reason: EndReason) -> Run {
+    let mut run = Run::kafka(5);
+    run.started(0, 1)
+        .delivered("m-0", 0, 1)
+        .effect("m-0", 0, 1)
+        .committed(0, 1, 1)
+        .fault(0, "kill", &[(0, 1)], 0)
+        .exited(0, 1, "signal SIGKILL")
+        .started(0, 2)
+        .delivered("m-1", 0, 2)
+        .delivered("m-2", 0, 2)
+        .delivered("m-3", 0, 2)
+        .delivered("m-4", 0, 2)
+        .effect("m-1", 0, 2)
+        .effect("m-2", 0, 2)
+        .effect("m-4", 0, 2)
+        .committed(0, 2, 5)
+        .ended(5, reason)
+        .exited(0, 2, stop);
+    run
+}
+
+#[test]
+fn the_harness_stopping_a_consumer_after_the_run_ended_is_not_a_crash() {
+    for stop in ["signal SIGTERM", "signal SIGKILL", "exit 143"] {
+        let mech = filter_bug_after_a_kill(stop, EndReason::Settled).judge();
+        assert_eq!(mech.of("m-3"), Some(Mechanism::Skipped), "{stop}");
+        let facts = facts_of(&mech, Mechanism::Skipped);
+        assert!(
+            facts.iter().any(|f| f.contains("the harness stopped it")),
+            "{stop}: {facts:?}"
+        );
+    }
+}
+
+#[test]
+fn a_skip_after_an_earlier_kill_of_another_incarnation_blames_no_fault() {
+    let mech = filter_bug_after_a_kill("signal SIGTERM", EndReason::Settled).judge();
+    assert_eq!(mech.of("m-3"), Some(Mechanism::Skipped));
+    assert_eq!(mech.groups.len(), 1, "{:?}", mech.groups);
+    assert_eq!(fault_of(&mech, Mechanism::Skipped), None);
+    let facts = facts_of(&mech, Mechanism::Skipped);
+    assert!(!facts.iter().any(|f| f.contains("fault #0")), "{facts:?}");
+}
+
+#[test]
+fn a_consumer_still_running_when_the_run_is_cut_off_is_unfinished_at_end() {
+    let mech = filter_bug_after_a_kill("signal SIGTERM", EndReason::Deadline).judge();
+    assert_eq!(mech.of("m-3"), Some(Mechanism::UnfinishedAtEnd));
+    assert_eq!(fault_of(&mech, Mechanism::UnfinishedAtEnd), None);
+    let facts = facts_of(&mech, Mechanism::UnfinishedAtEnd);
+    assert!(facts.iter().any(|f| f.contains("cut off")), "{facts:?}");
+    assert!(mech.groups[0].title.contains("still running"));
+}
+
+#[test]
+fn a_consumer_without_an_exit_when_the_run_is_cut_off_is_unfinished_at_end() {
+    let mech = Run::kafka(2)
+        .started(0, 1)
+        .delivered("m-0", 0, 1)
+        .delivered("m-1", 0, 1)
+        .committed(0, 1, 2)
+        .effect("m-0", 0, 1)
+        .ended(2, EndReason::Deadline)
+        .judge();
+    assert_eq!(mech.of("m-1"), Some(Mechanism::UnfinishedAtEnd));
+}
+
+#[test]
+fn a_crash_blames_only_a_fault_that_hit_that_process_before_it_died() {
+    // The kill hit consumer[1]#1; consumer[0]#1 then died of its own (SIGSEGV) with m-1
+    // committed and not applied.
+    let mech = Run::kafka(2)
+        .started(0, 1)
+        .started(1, 1)
+        .fault(0, "kill", &[(1, 1)], 0)
+        .exited(1, 1, "signal SIGKILL")
+        .delivered("m-0", 0, 1)
+        .delivered("m-1", 0, 1)
+        .committed(0, 1, 2)
+        .effect("m-0", 0, 1)
+        .exited(0, 1, "signal SIGSEGV")
+        .end(2);
+    assert_eq!(mech.of("m-1"), Some(Mechanism::CrashAfterCommit));
+    assert_eq!(fault_of(&mech, Mechanism::CrashAfterCommit), None);
+}
+
+#[test]
+fn a_fault_after_the_crash_is_not_blamed_for_it() {
+    let mech = Run::kafka(2)
+        .started(0, 1)
+        .delivered("m-0", 0, 1)
+        .delivered("m-1", 0, 1)
+        .committed(0, 1, 2)
+        .effect("m-0", 0, 1)
+        .exited(0, 1, "signal SIGSEGV")
+        .started(0, 2)
+        .fault(0, "kill", &[(0, 2)], 0)
+        .exited(0, 2, "signal SIGKILL")
+        .end(2);
+    assert_eq!(mech.of("m-1"), Some(Mechanism::CrashAfterCommit));
+    assert_eq!(fault_of(&mech, Mechanism::CrashAfterCommit), None);
+}
+
+#[test]
+fn a_retry_blames_no_fault_that_hit_another_process() {
+    let mech = Run::kafka(1)
+        .started(0, 1)
+        .started(1, 1)
+        .delivered("m-0", 0, 1)
+        .effect("m-0", 0, 1)
+        .fault(0, "kill", &[(1, 1)], 0)
+        .exited(1, 1, "signal SIGKILL")
+        .effect("m-0", 0, 1)
+        .committed(0, 1, 1)
+        .end(1);
+    assert_eq!(mech.of("m-0"), Some(Mechanism::ConsumerRetry));
+    assert_eq!(fault_of(&mech, Mechanism::ConsumerRetry), None);
+}
+
+#[test]
+fn one_process_handed_its_message_again_without_an_ownership_change_is_not_revoked() {
+    // One incarnation, one assignment: it went back over m-0 itself (a seek back).
+    let mech = Run::kafka(1)
+        .started(0, 1)
+        .assigned(0, 1, &[0])
+        .delivered("m-0", 0, 1)
+        .effect("m-0", 0, 1)
+        .delivered("m-0", 0, 1)
+        .effect("m-0", 0, 1)
+        .committed(0, 1, 1)
+        .end(1);
+    assert_eq!(mech.of("m-0"), Some(Mechanism::RedeliveredSameProcess));
+    let facts = facts_of(&mech, Mechanism::RedeliveredSameProcess);
+    assert!(facts.iter().any(|f| f.contains("a seek back")), "{facts:?}");
+    assert!(!mech.groups[0].title.contains("new owner"));
+}
+
+#[test]
+fn a_partition_lent_to_the_transient_member_and_back_is_revoked() {
+    let mut run = Run::kafka(1);
+    run.started(0, 1)
+        .assigned(0, 1, &[0])
+        .delivered("m-0", 0, 1)
+        .effect("m-0", 0, 1)
+        .tl
+        .push(Event::GroupMember {
+            group: "billing-r1".into(),
+            change: crate::timeline::MemberChange::Assigned,
+            partitions: Some(vec![0]),
+            error: None,
+        });
+    let mech = run
+        .assigned(0, 1, &[0])
+        .delivered("m-0", 0, 1)
+        .effect("m-0", 0, 1)
+        .committed(0, 1, 1)
+        .end(1);
+    assert_eq!(mech.of("m-0"), Some(Mechanism::RevokedUncommitted));
+    let facts = facts_of(&mech, Mechanism::RevokedUncommitted);
+    assert!(
+        facts.iter().any(|f| f.contains("transient group member")),
+        "{facts:?}"
+    );
+}
+
+#[test]
+fn amqp_reject_with_requeue_after_the_effect_is_a_same_process_redelivery() {
+    let mech = Run::amqp(1)
+        .started(0, 1)
+        .delivered("m-0", 0, 1)
+        .effect("m-0", 0, 1)
+        .settled("m-0", 0, 1, AckVerb::Reject, true)
+        .redelivered("m-0", 0, 1)
+        .effect("m-0", 0, 1)
+        .settled("m-0", 0, 1, AckVerb::Ack, false)
+        .drained()
+        .judge();
+    assert_eq!(mech.of("m-0"), Some(Mechanism::RedeliveredSameProcess));
+    let facts = facts_of(&mech, Mechanism::RedeliveredSameProcess);
+    assert!(
+        facts.iter().any(|f| f.contains("rejected it with requeue")),
+        "{facts:?}"
+    );
+    assert!(
+        facts.iter().any(|f| f.contains("marked redelivered")),
+        "{facts:?}"
+    );
+}
+
+#[test]
+fn amqp_requeue_to_another_consumer_is_revoked_and_names_the_requeue() {
+    let mech = Run::amqp(1)
+        .started(0, 1)
+        .started(1, 1)
+        .delivered("m-0", 0, 1)
+        .effect("m-0", 0, 1)
+        .settled("m-0", 0, 1, AckVerb::Nack, true)
+        .redelivered("m-0", 1, 1)
+        .effect("m-0", 1, 1)
+        .settled("m-0", 1, 1, AckVerb::Ack, false)
+        .drained()
+        .judge();
+    assert_eq!(mech.of("m-0"), Some(Mechanism::RevokedUncommitted));
+    let facts = facts_of(&mech, Mechanism::RevokedUncommitted);
+    assert!(
+        facts.iter().any(|f| f.contains("nacked it with requeue")),
+        "{facts:?}"
+    );
+}
+
+#[test]
+fn amqp_nack_without_requeue_is_dropped_by_the_consumer() {
+    for verb in [AckVerb::Nack, AckVerb::Reject] {
+        let mech = Run::amqp(2)
+            .started(0, 1)
+            .delivered("m-0", 0, 1)
+            .delivered("m-1", 0, 1)
+            .effect("m-0", 0, 1)
+            .settled("m-0", 0, 1, AckVerb::Ack, false)
+            .settled("m-1", 0, 1, verb, false)
+            .drained()
+            .judge();
+        assert_eq!(
+            mech.of("m-1"),
+            Some(Mechanism::DroppedByConsumer),
+            "{verb:?}"
+        );
+        let facts = facts_of(&mech, Mechanism::DroppedByConsumer);
+        assert!(
+            facts.iter().any(|f| f.contains("without requeue")),
+            "{facts:?}"
+        );
+        assert!(mech.groups[0].title.contains("Rejected by the consumer"));
+    }
+}
+
+#[test]
+fn kafka_offsets_committed_past_but_never_fetched_are_never_delivered() {
+    // auto.offset.reset=latest: the consumer starts at the end and commits it.
+    let mech = Run::kafka(3)
+        .started(0, 1)
+        .assigned(0, 1, &[0])
+        .committed(0, 1, 3)
+        .end(3);
+    for id in ["m-0", "m-1", "m-2"] {
+        assert_eq!(mech.of(id), Some(Mechanism::NeverDelivered), "{id}");
+    }
+    assert_eq!(mech.groups.len(), 1);
+    let facts = facts_of(&mech, Mechanism::NeverDelivered);
+    assert!(
+        facts
+            .iter()
+            .any(|f| f.contains("no Fetch response through the proxy carried offset")),
+        "{facts:?}"
+    );
+}
+
+#[test]
+fn a_committer_that_never_fetched_what_its_predecessor_did_is_never_delivered() {
+    // consumer[0]#1 fetched m-1 and died before committing; #2 reset to the end and
+    // committed past it without fetching it.
+    let mech = Run::kafka(3)
+        .started(0, 1)
+        .delivered("m-0", 0, 1)
+        .delivered("m-1", 0, 1)
+        .effect("m-0", 0, 1)
+        .committed(0, 1, 1)
+        .fault(0, "kill", &[(0, 1)], 0)
+        .exited(0, 1, "signal SIGKILL")
+        .started(0, 2)
+        .committed(0, 2, 3)
+        .end(3);
+    assert_eq!(mech.of("m-1"), Some(Mechanism::NeverDelivered));
+    let facts = facts_of(&mech, Mechanism::NeverDelivered);
+    assert!(
+        facts.iter().any(|f| f.contains("other incarnations")),
+        "{facts:?}"
+    );
+}
+
+#[test]
+fn work_requeued_when_the_harness_stops_a_consumer_after_the_run_is_not_a_crash() {
+    // consumer[0]#1 applied m-0 and was SIGKILLed by the harness's stop after run_ended,
+    // before its ack; RabbitMQ requeued m-0 to consumer[1]#1, which applied it again.
+    let mut run = Run::amqp(1);
+    run.started(0, 1)
+        .started(1, 1)
+        .fault(0, "kill", &[(1, 1)], 0)
+        .delivered("m-0", 0, 1)
+        .effect("m-0", 0, 1)
+        .tl
+        .end(EndReason::Settled);
+    let mech = run
+        .exited(0, 1, "signal SIGKILL")
+        .redelivered("m-0", 1, 1)
+        .effect("m-0", 1, 1)
+        .settled("m-0", 1, 1, AckVerb::Ack, false)
+        .judge();
+    assert_eq!(mech.of("m-0"), Some(Mechanism::RevokedUncommitted));
+    assert_eq!(fault_of(&mech, Mechanism::RevokedUncommitted), None);
+    let facts = facts_of(&mech, Mechanism::RevokedUncommitted);
+    assert!(
+        facts.iter().any(|f| f.contains("the harness stopped it")),
+        "{facts:?}"
     );
 }
