@@ -213,7 +213,14 @@ fn a_filter_bug_after_a_kill_is_skipped_and_blames_neither_the_kill_nor_the_harn
 fn a_consumer_that_starts_at_the_end_of_the_topic_loses_messages_it_never_received() {
     require_kafka();
     require_example("kafka_misbehaving");
-    let ran = run(&kafka_plan("start-at-end", 3, 30, "[]"));
+    // Produced while the consumer starts: what came before it joined is committed past and
+    // never fetched; what came after is applied, so the oracle is seen to work (a run with no
+    // effect at all is inconclusive, never LOST).
+    let plan = kafka_plan("start-at-end", 3, 60, "[]").replace(
+        "  messages: 60\n",
+        "  messages: 60\n  rate: 10/s\n  during: true\n",
+    );
+    let ran = run(&plan);
     let why = &ran.why;
     assert_eq!(ran.report["verdict"], "LOST", "{why}");
     assert_eq!(
@@ -221,7 +228,8 @@ fn a_consumer_that_starts_at_the_end_of_the_topic_loses_messages_it_never_receiv
         Some(1),
         "at-least-once violated: {why}"
     );
-    assert_eq!(ran.report["counts"]["lost"], 30, "{why}");
+    let lost = ran.report["counts"]["lost"].as_u64().unwrap_or(0);
+    assert!(lost > 0 && lost < 60, "some lost, some applied: {why}");
     let lost = ran.mechanisms_of("lost");
     assert!(
         lost.iter().all(|m| m == "never_delivered"),

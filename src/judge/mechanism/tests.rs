@@ -700,12 +700,16 @@ fn amqp_nack_without_requeue_is_dropped_by_the_consumer() {
 
 #[test]
 fn kafka_offsets_committed_past_but_never_fetched_are_never_delivered() {
-    // auto.offset.reset=latest: the consumer starts at the end and commits it.
-    let mech = Run::kafka(3)
+    // auto.offset.reset=latest: the consumer starts at the end and commits it; what comes
+    // after it is applied (a run with no effect at all is inconclusive, never LOST).
+    let mech = Run::kafka(4)
         .started(0, 1)
         .assigned(0, 1, &[0])
         .committed(0, 1, 3)
-        .end(3);
+        .delivered("m-3", 0, 1)
+        .effect("m-3", 0, 1)
+        .committed(0, 1, 4)
+        .end(4);
     for id in ["m-0", "m-1", "m-2"] {
         assert_eq!(mech.of(id), Some(Mechanism::NeverDelivered), "{id}");
     }
