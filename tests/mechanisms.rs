@@ -216,10 +216,13 @@ fn a_consumer_that_starts_at_the_end_of_the_topic_loses_messages_it_never_receiv
     // Produced while the consumer starts: what came before it joined is committed past and
     // never fetched; what came after is applied, so the oracle is seen to work (a run with no
     // effect at all is inconclusive, never LOST).
-    let plan = kafka_plan("start-at-end", 3, 60, "[]").replace(
-        "  messages: 60\n",
-        "  messages: 60\n  rate: 10/s\n  during: true\n",
-    );
+    // The consumer starts 2 s into a 6 s workload.
+    let plan = kafka_plan("start-at-end", 3, 60, "[]")
+        .replace("  messages: 60\n", "  messages: 60\n  rate: 10/s\n  during: true\n")
+        .replace(
+            r#"command: ["{examples}/kafka_misbehaving", --mode, start-at-end]"#,
+            r#"command: [sh, -c, "sleep 2; exec {examples}/kafka_misbehaving --mode start-at-end"]"#,
+        );
     let ran = run(&plan);
     let why = &ran.why;
     assert_eq!(ran.report["verdict"], "LOST", "{why}");
