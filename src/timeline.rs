@@ -264,7 +264,9 @@ pub enum Event {
     /// their unacknowledged messages had returned). These IDs are pending; an acknowledged ID
     /// with no effect that is not here was removed from the queue: lost.
     QueueRemainder {
-        /// IDs of the messages left.
+        /// IDs of the messages left: every ID a message may stand for (the plan's ID rule on
+        /// its body and headers, its `message_id`, its `exactly-id` header), so a set to look
+        /// IDs up in, not a count of messages.
         ids: Vec<String>,
         /// False when the drain could not finish (the remainder may be incomplete).
         complete: bool,

@@ -53,7 +53,7 @@ pub(super) async fn stop_all(
         t.abort();
     }
     if reason != EndReason::InfrastructureError {
-        broker.finish(timeline).await;
+        broker.finish(timeline, &ctx.plan.loaded.effect_id).await;
     }
     sinks.stop_serving().await;
     if let Some(p) = proxy {
