@@ -83,6 +83,33 @@ pub enum Event {
         /// The start of what was received.
         sample: String,
     },
+    /// A file or stdout sink's last line that never got its newline: the writer died
+    /// mid-write (SIGKILL into a block-buffered stdout), or stopped there. Never an effect: a
+    /// cut ID can read as another valid ID.
+    TornLine {
+        /// Instance whose file or stdout it was.
+        instance: u32,
+        /// Its incarnation.
+        incarnation: u32,
+        /// Which sink saw it (`file` or `stdout`).
+        sink: String,
+        /// Its length in bytes.
+        bytes: u64,
+        /// Its end (at most 200 characters), as received.
+        sample: String,
+    },
+    /// The end of what one consumer incarnation wrote on stderr, recorded as it exits (before
+    /// its `process` exited event) when it wrote anything: what a crash said.
+    StderrTail {
+        /// Instance.
+        instance: u32,
+        /// Incarnation.
+        incarnation: u32,
+        /// Its last lines (at most 20 lines and 2 KiB).
+        tail: String,
+        /// Bytes it wrote on stderr in all.
+        bytes: u64,
+    },
     /// A consumer process started or exited.
     Process {
         /// Instance index, from 0.

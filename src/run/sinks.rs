@@ -10,13 +10,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::RunContext;
+use crate::consumer::output::Line;
 use crate::consumer::{LineObserver, Roster};
 use crate::error::{Error, InfraError};
 use crate::gate::Gate;
 use crate::plan::SinkKind;
 use crate::sink::http::HttpSink;
 use crate::sink::owner::Group;
-use crate::sink::{file, stdout, EffectRecorder};
+use crate::sink::stdout::StdoutSink;
+use crate::sink::{file, EffectRecorder};
 
 /// Longest wait for the file sink's last read once the run stops.
 const FILE_TAIL_DEADLINE: Duration = Duration::from_secs(2);
@@ -80,7 +82,12 @@ impl Sinks {
                 )));
             }
             SinkKind::Stdout => {
-                let observer: LineObserver = Arc::new(stdout::observer(recorder("stdout")));
+                let sink = StdoutSink::new(recorder("stdout"));
+                let observer: LineObserver =
+                    Arc::new(move |instance, incarnation, line: Line<'_>| match line {
+                        Line::Complete(text) => sink.line(instance, incarnation, text),
+                        Line::Torn(bytes) => sink.torn(instance, incarnation, bytes),
+                    });
                 sinks.stdout_observer = Some(observer);
             }
         }

@@ -3,7 +3,8 @@
 //!
 //! Contract: a sink never fails the run because of what a consumer sent it; it only reports.
 //! Idempotent-provider behaviour (a repeated key is replayed, not applied) is shared here so
-//! every sink behaves the same.
+//! every sink behaves the same. File and stdout sinks take complete lines only: a last line without its newline is a
+//! `torn_line` event, never an effect.
 
 pub mod file;
 pub mod http;
@@ -15,6 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::plan::Extractor;
 use crate::timeline::{Attribution, EffectOutcome, Event, Stamped, Timeline};
+
+/// Most characters of a torn line kept as its sample (its end).
+const TORN_SAMPLE_CHARS: usize = 200;
 
 /// Turns raw effects into timeline events: finds the ID, applies idempotency, records.
 #[derive(Clone)]
@@ -92,6 +96,30 @@ impl EffectRecorder {
     /// Records a warning about how effects are attributed (it explains the evidence).
     pub fn warn(&self, message: String) {
         self.timeline.record(Event::Warning { message });
+    }
+
+    /// Records the last bytes of `instance`/`incarnation`'s file or stdout, which never got
+    /// their newline: a torn line, never an effect. Blank ones are left out.
+    pub fn torn(&self, instance: u32, incarnation: u32, bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        if text.trim().is_empty() {
+            return;
+        }
+        let n = text.chars().count();
+        let mut sample: String = text
+            .chars()
+            .skip(n.saturating_sub(TORN_SAMPLE_CHARS))
+            .collect();
+        if n > TORN_SAMPLE_CHARS {
+            sample.insert(0, '…');
+        }
+        self.timeline.record(Event::TornLine {
+            instance,
+            incarnation,
+            sink: self.sink.into(),
+            bytes: bytes.len() as u64,
+            sample,
+        });
     }
 
     /// Records input the sink could not read at all.
