@@ -211,6 +211,8 @@ pub struct Counts {
     pub failed_effected: u64,
     /// Effects the sink could not read (`effect_rejected`).
     pub rejected: u64,
+    /// Torn lines of the file or stdout sink, never effects (`torn_line`).
+    pub torn_lines: u64,
 }
 
 /// Why a run without proven anomalies cannot be called EXACT.

@@ -107,7 +107,7 @@ fn impact(md: &mut String, rec: &Judgement) {
     let k = &rec.counts;
     let _ = writeln!(md, "## Impact\n");
     let _ = writeln!(md, "| | messages |\n| --- | ---: |");
-    let rows: [(&str, u64); 15] = [
+    let rows: [(&str, u64); 16] = [
         ("planned", k.expected),
         ("produced (acknowledged)", k.produced),
         ("produce failed (not judged)", k.failed),
@@ -122,6 +122,7 @@ fn impact(md: &mut String, rec: &Judgement) {
         ("effects applied", k.effects_applied),
         ("effects replayed (idempotent)", k.effects_replayed),
         ("rejected by the sink", k.rejected),
+        ("torn lines (never effects)", k.torn_lines),
         ("stored at two offsets (producer retry)", k.multi_offset),
     ];
     for (label, n) in rows {
