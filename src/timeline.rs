@@ -591,8 +591,10 @@ pub enum EndReason {
     Deadline,
     /// The harness was interrupted (SIGINT/SIGTERM).
     Aborted,
-    /// The harness failed (broker lost, consumer missing...).
+    /// The harness failed (broker lost, consumer missing, a consumer that crash-loops...).
     InfrastructureError,
+    /// The plan must be fixed: its effect ID rule read none of the first effects (exit 2).
+    PlanError,
 }
 
 /// The (offset, message ID) pairs of a batch of Kafka deliveries, in offset order.

@@ -252,6 +252,8 @@ pub enum InconclusiveReason {
     Aborted,
     /// The harness failed.
     InfrastructureError,
+    /// The run was stopped because the plan must be fixed (its effect ID rule read no effect).
+    PlanError,
     /// No message was seen processed at all.
     NothingObserved,
 }
@@ -269,6 +271,7 @@ impl InconclusiveReason {
             InconclusiveReason::NoProgress { .. } => "no_progress",
             InconclusiveReason::Aborted => "aborted",
             InconclusiveReason::InfrastructureError => "infrastructure_error",
+            InconclusiveReason::PlanError => "plan_error",
             InconclusiveReason::NothingObserved => "nothing_observed",
         }
     }
@@ -317,6 +320,9 @@ impl fmt::Display for InconclusiveReason {
             InconclusiveReason::InfrastructureError => {
                 f.write_str("the run ended on an infrastructure error of the harness")
             }
+            InconclusiveReason::PlanError => f.write_str(
+                "the run was stopped early: the plan's effect ID rule read none of the first effects (see the warnings)",
+            ),
             InconclusiveReason::NothingObserved => {
                 f.write_str("no message was observed being processed")
             }

@@ -112,6 +112,7 @@ fn shortfalls(
         Some(EndReason::InfrastructureError) => {
             reasons.push(InconclusiveReason::InfrastructureError)
         }
+        Some(EndReason::PlanError) => reasons.push(InconclusiveReason::PlanError),
         Some(EndReason::Settled | EndReason::Deadline) => {}
     }
     if facts.progress.is_none() && facts.remainder.is_none() && ledger.acked_without_effect > 0 {
@@ -125,9 +126,9 @@ fn shortfalls(
     reasons
 }
 
-/// The process exit code (DESIGN §6): 4 when the run ended on an infrastructure error, else 3
-/// when inconclusive (or when there is no known expectation to judge), 0 when the expectation
-/// is met, 1 when it is violated.
+/// The process exit code (DESIGN §6): 4 when the run ended on an infrastructure error, 2 when
+/// it was stopped because the plan must be fixed, else 3 when inconclusive (or when there is no
+/// known expectation to judge), 0 when the expectation is met, 1 when it is violated.
 pub(crate) fn exit_code(
     end_reason: Option<EndReason>,
     verdict: Verdict,
@@ -135,6 +136,9 @@ pub(crate) fn exit_code(
 ) -> i32 {
     if end_reason == Some(EndReason::InfrastructureError) {
         return 4;
+    }
+    if end_reason == Some(EndReason::PlanError) {
+        return 2;
     }
     if verdict == Verdict::Inconclusive {
         return 3;

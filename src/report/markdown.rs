@@ -77,6 +77,14 @@ fn summary(md: &mut String, rec: &Judgement) {
              drawing any conclusion about the consumer.\n"
         );
     }
+    if rec.end_reason == Some(crate::timeline::EndReason::PlanError) {
+        let _ = writeln!(
+            md,
+            "> **The run was stopped early: the plan must be fixed (exit 2).** Its effect ID rule \
+             read none of the first effects; the warnings show a sample and the rule that would \
+             have read it.\n"
+        );
+    }
 }
 
 /// How the consumers asked to be served, when the proxy saw it (AMQP): no-ack mode is a
