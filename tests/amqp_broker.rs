@@ -141,6 +141,61 @@ async fn produce_counts_and_drain_agree_on_every_message() {
     delete_queue(&queue).await;
 }
 
+/// Publishes `body` to `queue` through the default exchange with its own `message_id`, as a
+/// consumer re-publishing a retry copy would.
+async fn publish_copy(queue: &str, message_id: &str, body: &str) {
+    let conn = lapin::Connection::connect(URL, lapin::ConnectionProperties::default())
+        .await
+        .expect("connect to publish");
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            lapin::options::BasicPublishOptions::default(),
+            body.as_bytes(),
+            lapin::BasicProperties::default().with_message_id(message_id.into()),
+        )
+        .await
+        .expect("publish");
+    confirm.await.expect("confirmed");
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_reads_a_retry_copys_id_from_its_body_with_the_plans_rule() {
+    require_rabbitmq();
+    let queue = queue_name("remainder-rule");
+    let broker = AmqpBroker::connect(URL, &queue, None, None, Duration::from_secs(5))
+        .await
+        .expect("connect");
+    broker.prepare(true).await.expect("prepare");
+    publish_copy(&queue, "retry-0001", r#"{"order_id":"r9-7","attempt":2}"#).await;
+    assert_eq!(ready_eventually(&broker, 1).await, 1);
+    let rule = Extractor::parse("json:/order_id").unwrap();
+    let drained = broker.drain_remaining(&rule).await.expect("drain");
+    assert_eq!(
+        drained,
+        ["r9-7", "retry-0001"],
+        "the rule's ID first, the copy's own message_id kept too"
+    );
+
+    publish_copy(&queue, "retry-0002", r#"{"order_id":"r9-8"}"#).await;
+    assert_eq!(ready_eventually(&broker, 1).await, 1);
+    let drained = broker
+        .drain_remaining(&Extractor::Body)
+        .await
+        .expect("drain");
+    assert_eq!(drained, ["retry-0002"], "without a rule, message_id only");
+
+    broker.close().await;
+    delete_queue(&queue).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepare_makes_the_queue_fresh_and_checks_a_missing_one() {
     require_rabbitmq();
