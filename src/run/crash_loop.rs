@@ -9,7 +9,9 @@
 //! timeline and publishes the current [`Streak`] for the watch to ask.
 //!
 //! Invariant: an exit the harness caused is never part of a streak: an incarnation a fault hit
-//! (kill, terminate, scale, network faults) breaks it, and nothing after `run_ended` counts.
+//! (kill, terminate, scale, network faults) breaks it, even when the `fault` event is recorded
+//! just after the exit it caused (the streak is only a crash loop once its last exit is
+//! [`FAULT_RECORD_GRACE`] old), and nothing after `run_ended` counts.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -23,6 +25,9 @@ use crate::timeline::{CommitPhase, Event, ProcessPhase, Stamped, Timeline};
 pub(super) const CRASH_LOOP_EXITS: usize = 3;
 /// An incarnation that exits within this of its start exited "at once".
 pub(super) const QUICK_EXIT: Duration = Duration::from_secs(2);
+/// How long after an exit the `fault` event that caused it may still be recorded (the nemesis
+/// records a fault once its signal returned; the supervisor may record the exit first).
+pub(super) const FAULT_RECORD_GRACE: Duration = Duration::from_millis(250);
 
 /// One incarnation that exited on its own, at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +36,8 @@ pub(super) struct QuickExit {
     incarnation: u32,
     status: String,
     lived_us: u64,
+    /// When it exited (µs since the run started).
+    exited_us: u64,
     stderr_tail: Option<String>,
 }
 
@@ -42,12 +49,17 @@ pub(super) struct Streak {
 }
 
 impl Streak {
-    /// The crash loop, when there is one: [`CRASH_LOOP_EXITS`] quick self-exits in a row, or
-    /// (`instances_done`: nothing will start again) every incarnation started was one.
-    pub(super) fn crash_loop(&self, instances_done: bool) -> Option<CrashLoop> {
+    /// The crash loop at `now_us` (µs since the run started), when there is one:
+    /// [`CRASH_LOOP_EXITS`] quick self-exits in a row, or (`instances_done`: nothing will start
+    /// again) every incarnation started was one; the last of them at least
+    /// [`FAULT_RECORD_GRACE`] ago.
+    pub(super) fn crash_loop(&self, instances_done: bool, now_us: u64) -> Option<CrashLoop> {
         let n = self.exits.len();
         let every_one = instances_done && n > 0 && n == self.started as usize;
-        (n >= CRASH_LOOP_EXITS || every_one).then(|| CrashLoop {
+        let settled = self.exits.last().is_some_and(|last| {
+            now_us.saturating_sub(last.exited_us) >= FAULT_RECORD_GRACE.as_micros() as u64
+        });
+        ((n >= CRASH_LOOP_EXITS || every_one) && settled).then(|| CrashLoop {
             exits: self.exits.clone(),
         })
     }
@@ -126,7 +138,13 @@ impl CrashWatch {
             Event::Fault(rec) => {
                 self.hit
                     .extend(rec.hit.iter().map(|p| (p.instance, p.incarnation)));
-                false
+                // Recorded after the exit it caused: that exit was the harness's.
+                let caused = self.streak.exits.iter().any(|e| {
+                    rec.hit
+                        .iter()
+                        .any(|p| (p.instance, p.incarnation) == (e.instance, e.incarnation))
+                });
+                caused && self.break_streak()
             }
             Event::StderrTail {
                 instance,
@@ -200,6 +218,7 @@ impl CrashWatch {
                             incarnation: key.1,
                             status: status.clone().unwrap_or_else(|| "exit ?".into()),
                             lived_us,
+                            exited_us: t_us,
                             stderr_tail,
                         });
                         true
@@ -238,6 +257,7 @@ mod tests {
     struct Feed {
         watch: CrashWatch,
         seq: u64,
+        last_us: u64,
     }
 
     impl Feed {
@@ -245,11 +265,13 @@ mod tests {
             Feed {
                 watch: CrashWatch::default(),
                 seq: 0,
+                last_us: 0,
             }
         }
 
         fn at(&mut self, ms: u64, event: Event) -> &mut Feed {
             self.seq += 1;
+            self.last_us = ms * 1000;
             self.watch.observe(&Stamped {
                 seq: self.seq,
                 t_us: ms * 1000,
@@ -281,8 +303,11 @@ mod tests {
             self.exit(ms + 3, n, "exit 3")
         }
 
+        /// The crash loop a second after the last event.
         fn found(&self, instances_done: bool) -> Option<CrashLoop> {
-            self.watch.streak().crash_loop(instances_done)
+            self.watch
+                .streak()
+                .crash_loop(instances_done, self.last_us + 1_000_000)
         }
     }
 
@@ -345,27 +370,44 @@ mod tests {
 
         let mut feed = Feed::new();
         feed.crash(0, 1).crash(500, 2).start(1000, 3);
-        feed.at(
-            1001,
-            Event::Fault(FaultRecord {
-                fault: 0,
-                action: "kill".into(),
-                target: "consumer".into(),
-                trigger: "at: 1s".into(),
-                matched_at_us: 1_000_000,
-                fired_at_us: 1_001_000,
-                trigger_latency_us: 1000,
-                applied: true,
-                detail: String::new(),
-                hit: vec![ProcessRef {
-                    instance: 0,
-                    incarnation: 3,
-                }],
-                length_us: None,
-            }),
-        );
-        feed.exit(1002, 3, "signal SIGKILL");
+        feed.at(1001, kill(3)).exit(1002, 3, "signal SIGKILL");
         assert_eq!(feed.found(false), None, "the harness killed incarnation 3");
+    }
+
+    #[test]
+    fn a_fault_recorded_just_after_the_exit_it_caused_still_breaks_the_streak() {
+        let mut feed = Feed::new();
+        feed.crash(0, 1).crash(500, 2).start(1000, 3);
+        feed.exit(1001, 3, "signal SIGKILL");
+        let streak = feed.watch.streak().clone();
+        assert_eq!(
+            streak.crash_loop(false, 1_100_000),
+            None,
+            "not yet: its fault may still be recorded"
+        );
+        assert!(streak.crash_loop(false, 1_251_000).is_some());
+        feed.at(1002, kill(3));
+        assert_eq!(feed.found(false), None, "the kill came after all");
+    }
+
+    /// A `kill` fault that hit consumer[0]'s `incarnation`.
+    fn kill(incarnation: u32) -> Event {
+        Event::Fault(FaultRecord {
+            fault: 0,
+            action: "kill".into(),
+            target: "consumer".into(),
+            trigger: "at: 1s".into(),
+            matched_at_us: 1_000_000,
+            fired_at_us: 1_001_000,
+            trigger_latency_us: 1000,
+            applied: true,
+            detail: String::new(),
+            hit: vec![ProcessRef {
+                instance: 0,
+                incarnation,
+            }],
+            length_us: None,
+        })
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub(super) async fn until_end(
             crash_loop: followed
                 .crashes
                 .borrow()
-                .crash_loop(end.instances_done())
+                .crash_loop(end.instances_done(), ctx.timeline.now_us())
                 .map(|c| c.to_string()),
             wrong_rule: followed.sinks.wrong_rule().map(|w| w.to_string()),
         };
