@@ -83,6 +83,33 @@ pub enum Event {
         /// The start of what was received.
         sample: String,
     },
+    /// A file or stdout sink's last line that never got its newline: the writer died
+    /// mid-write (SIGKILL into a block-buffered stdout), or stopped there. Never an effect: a
+    /// cut ID can read as another valid ID.
+    TornLine {
+        /// Instance whose file or stdout it was.
+        instance: u32,
+        /// Its incarnation.
+        incarnation: u32,
+        /// Which sink saw it (`file` or `stdout`).
+        sink: String,
+        /// Its length in bytes.
+        bytes: u64,
+        /// Its end (at most 200 characters), as received.
+        sample: String,
+    },
+    /// The end of what one consumer incarnation wrote on stderr, recorded as it exits (before
+    /// its `process` exited event) when it wrote anything: what a crash said.
+    StderrTail {
+        /// Instance.
+        instance: u32,
+        /// Incarnation.
+        incarnation: u32,
+        /// Its last lines (at most 20 lines and 2 KiB).
+        tail: String,
+        /// Bytes it wrote on stderr in all.
+        bytes: u64,
+    },
     /// A consumer process started or exited.
     Process {
         /// Instance index, from 0.
@@ -264,7 +291,9 @@ pub enum Event {
     /// their unacknowledged messages had returned). These IDs are pending; an acknowledged ID
     /// with no effect that is not here was removed from the queue: lost.
     QueueRemainder {
-        /// IDs of the messages left.
+        /// IDs of the messages left: every ID a message may stand for (the plan's ID rule on
+        /// its body and headers, its `message_id`, its `exactly-id` header), so a set to look
+        /// IDs up in, not a count of messages.
         ids: Vec<String>,
         /// False when the drain could not finish (the remainder may be incomplete).
         complete: bool,
@@ -566,8 +595,10 @@ pub enum EndReason {
     Deadline,
     /// The harness was interrupted (SIGINT/SIGTERM).
     Aborted,
-    /// The harness failed (broker lost, consumer missing...).
+    /// The harness failed (broker lost, consumer missing, a consumer that crash-loops...).
     InfrastructureError,
+    /// The plan must be fixed: its effect ID rule read none of the first effects (exit 2).
+    PlanError,
 }
 
 /// The (offset, message ID) pairs of a batch of Kafka deliveries, in offset order.

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use exactly::broker::amqp::AmqpBroker;
-use exactly::plan::Rate;
+use exactly::plan::{Extractor, Rate};
 use exactly::timeline::{Event, ProduceStatus, Timeline};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -121,14 +121,76 @@ async fn produce_counts_and_drain_agree_on_every_message() {
     assert_eq!(produced_ids, (1..=50).map(|i| format!("r1-{i}")).collect());
 
     assert_eq!(ready_eventually(&broker, 50).await, 50);
-    let drained = broker.drain_remaining().await.expect("drain");
+    let drained = broker
+        .drain_remaining(&Extractor::Body)
+        .await
+        .expect("drain");
     assert_eq!(drained.len(), 50, "{drained:?}");
     assert_eq!(
         drained.iter().cloned().collect::<HashSet<_>>(),
         produced_ids
     );
     assert_eq!(broker.ready_count().await.unwrap(), 0);
-    assert!(broker.drain_remaining().await.unwrap().is_empty());
+    assert!(broker
+        .drain_remaining(&Extractor::Body)
+        .await
+        .unwrap()
+        .is_empty());
+
+    broker.close().await;
+    delete_queue(&queue).await;
+}
+
+/// Publishes `body` to `queue` through the default exchange with its own `message_id`, as a
+/// consumer re-publishing a retry copy would.
+async fn publish_copy(queue: &str, message_id: &str, body: &str) {
+    let conn = lapin::Connection::connect(URL, lapin::ConnectionProperties::default())
+        .await
+        .expect("connect to publish");
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            lapin::options::BasicPublishOptions::default(),
+            body.as_bytes(),
+            lapin::BasicProperties::default().with_message_id(message_id.into()),
+        )
+        .await
+        .expect("publish");
+    confirm.await.expect("confirmed");
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_reads_a_retry_copys_id_from_its_body_with_the_plans_rule() {
+    require_rabbitmq();
+    let queue = queue_name("remainder-rule");
+    let broker = AmqpBroker::connect(URL, &queue, None, None, Duration::from_secs(5))
+        .await
+        .expect("connect");
+    broker.prepare(true).await.expect("prepare");
+    publish_copy(&queue, "retry-0001", r#"{"order_id":"r9-7","attempt":2}"#).await;
+    assert_eq!(ready_eventually(&broker, 1).await, 1);
+    let rule = Extractor::parse("json:/order_id").unwrap();
+    let drained = broker.drain_remaining(&rule).await.expect("drain");
+    assert_eq!(
+        drained,
+        ["r9-7", "retry-0001"],
+        "the rule's ID first, the copy's own message_id kept too"
+    );
+
+    publish_copy(&queue, "retry-0002", r#"{"order_id":"r9-8"}"#).await;
+    assert_eq!(ready_eventually(&broker, 1).await, 1);
+    let drained = broker
+        .drain_remaining(&Extractor::Body)
+        .await
+        .expect("drain");
+    assert_eq!(drained, ["retry-0002"], "without a rule, message_id only");
 
     broker.close().await;
     delete_queue(&queue).await;
@@ -246,7 +308,10 @@ async fn an_exchange_routes_to_the_bound_queue_and_unroutable_messages_fail() {
         "{events:?}"
     );
     assert_eq!(unbound.ready_count().await.unwrap(), 5);
-    let mut drained = unbound.drain_remaining().await.expect("drain");
+    let mut drained = unbound
+        .drain_remaining(&Extractor::Body)
+        .await
+        .expect("drain");
     drained.sort();
     assert_eq!(drained, ["r3-1", "r3-2", "r3-3", "r3-4", "r3-5"]);
 
@@ -377,7 +442,11 @@ async fn the_example_consumer_effects_everything_and_stops_cleanly() {
     assert!(status.success(), "clean stop: {status}");
     // 40 is not a multiple of 3: the clean stop acked the last effected ones.
     assert_eq!(broker.ready_count().await.unwrap(), 0);
-    assert!(broker.drain_remaining().await.unwrap().is_empty());
+    assert!(broker
+        .drain_remaining(&Extractor::Body)
+        .await
+        .unwrap()
+        .is_empty());
 
     broker.close().await;
     delete_queue(&queue).await;
@@ -423,7 +492,7 @@ async fn a_killed_consumer_leaves_its_unacked_messages_for_the_drain() {
     // The broker requeues the dead consumer's unacked messages: every message is either
     // effected or still in the queue (some, effected but not acked, are both).
     let drained: HashSet<String> = broker
-        .drain_remaining()
+        .drain_remaining(&Extractor::Body)
         .await
         .unwrap()
         .into_iter()
@@ -468,7 +537,7 @@ async fn a_killed_auto_ack_consumer_loses_what_it_held() {
 
     // No-ack: the broker pushed everything and forgot it; what was not effected is gone.
     let drained: HashSet<String> = broker
-        .drain_remaining()
+        .drain_remaining(&Extractor::Body)
         .await
         .unwrap()
         .into_iter()

@@ -18,7 +18,7 @@ use std::time::Duration;
 use common::*;
 use exactly::broker::amqp::AmqpBroker;
 use exactly::gate::{Gate, HoldDecision, HoldPoint};
-use exactly::plan::Rate;
+use exactly::plan::{Extractor, Rate};
 use exactly::proxy::amqp::AmqpProxy;
 use exactly::timeline::{AckPhase, AckVerb, Event, ProduceStatus, Stamped, Timeline};
 use tokio_util::sync::CancellationToken;
@@ -264,7 +264,10 @@ async fn every_delivery_and_ack_is_seen_with_its_ids() {
         .wait_for(WAIT, |e| acked_ids(e) == all && delivered_ids(e) == all)
         .await;
     kill(child);
-    let remaining = broker.drain_remaining().await.expect("drain");
+    let remaining = broker
+        .drain_remaining(&Extractor::Body)
+        .await
+        .expect("drain");
     delete_queue(&queue).await;
     let events = proxy.finish().await;
     assert!(
@@ -441,7 +444,10 @@ async fn a_withheld_ack_is_dropped_and_its_message_redelivered() {
         }
     }
     kill(second);
-    let remaining = broker.drain_remaining().await.expect("drain");
+    let remaining = broker
+        .drain_remaining(&Extractor::Body)
+        .await
+        .expect("drain");
     delete_queue(&queue).await;
     let events = proxy.finish().await;
     assert!(
@@ -508,7 +514,10 @@ async fn a_python_pika_client_consumes_through_the_proxy() {
         .await
         .expect("pika consumer ends")
         .unwrap();
-    let remaining = broker.drain_remaining().await.expect("drain");
+    let remaining = broker
+        .drain_remaining(&Extractor::Body)
+        .await
+        .expect("drain");
     delete_queue(&queue).await;
     let events = proxy.finish().await;
     assert!(

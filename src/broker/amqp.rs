@@ -25,7 +25,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use tokio::sync::Mutex;
 
 use crate::error::InfraError;
-use crate::plan::Rate;
+use crate::plan::{Extractor, Rate};
 use crate::timeline::{ProduceStatus, Timeline};
 use crate::workload::{self, Message, MessageFactory};
 
@@ -393,15 +393,16 @@ impl AmqpBroker {
 
     /// At the end of a run, after the consumers were stopped (so their unacknowledged messages
     /// went back to ready): takes every message left in the queue with `basic.get`, acking each,
-    /// and returns their IDs (`message_id`, else the `exactly-id` header, else the payload as
-    /// text). This tells "pending" (still in the queue) from "lost" (gone without an effect).
+    /// and returns the IDs they stand for (what `id_rule`, the plan's `effects.id`, reads from
+    /// the body and headers, `message_id`, the `exactly-id` header: see [`message_ids`]). This
+    /// tells "pending" (still in the queue) from "lost" (gone without an effect).
     ///
     /// It first waits for the queue to have no consumer: the broker removes a dead or closed
     /// consumer and requeues its unacknowledged messages in one step, so until then some
     /// messages may not be back yet (and a live consumer would race the drain). Bounded by
-    /// 10 s in all; on a timeout or an error it returns the error, naming how many IDs it had
-    /// taken (those are acked and gone from the queue).
-    pub async fn drain_remaining(&self) -> Result<Vec<String>, DrainError> {
+    /// 10 s in all; on a timeout or an error it returns the error, naming how many messages it
+    /// had taken (those are acked and gone from the queue).
+    pub async fn drain_remaining(&self, id_rule: &Extractor) -> Result<Vec<String>, DrainError> {
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         loop {
             let (_, consumers) = self.passive_declare().await?;
@@ -418,12 +419,13 @@ impl AmqpBroker {
         }
         let channel = self.control_channel().await?;
         let mut ids = Vec::new();
+        let mut taken = 0;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(DrainError::OutOfTime {
                     queue: self.queue.clone(),
-                    taken: ids.len(),
+                    taken,
                 });
             }
             let got = within(
@@ -437,21 +439,22 @@ impl AmqpBroker {
             .await
             .map_err(|source| DrainError::Get {
                 queue: self.queue.clone(),
-                taken: ids.len(),
+                taken,
                 source,
             })?;
             let Some(message) = got else {
                 return Ok(ids);
             };
             let delivery = message.delivery;
-            ids.push(message_id(&delivery.properties, &delivery.data));
+            ids.extend(message_ids(id_rule, &delivery.properties, &delivery.data));
+            taken += 1;
             delivery
                 .acker
                 .ack(BasicAckOptions::default())
                 .await
                 .map_err(|source| DrainError::Ack {
                     queue: self.queue.clone(),
-                    taken: ids.len(),
+                    taken,
                     source,
                 })?;
         }
@@ -566,20 +569,56 @@ async fn settle(message: Message, tag: u64, confirm: lapin::PublisherConfirm, ti
     timeline.record(message.produced(None, Some(tag as i64), status, error));
 }
 
-/// A message's ID: `message_id`, else the `exactly-id` header, else the payload as text.
-fn message_id(properties: &BasicProperties, payload: &[u8]) -> String {
+/// The IDs a message left in the queue may stand for, each counted pending: what the plan's
+/// ID rule (`effects.id`) reads from its body and headers, as the sink reads effects (a retry
+/// copy the consumer re-published with a fresh `message_id` still carries its ID in the body),
+/// then its `message_id` and its `exactly-id` header; the payload as text when none of these
+/// names one. All of them, not the first: a rule made for effects may read something else in a
+/// message, and a message left out of the remainder would be judged lost.
+fn message_ids(id_rule: &Extractor, properties: &BasicProperties, payload: &[u8]) -> Vec<String> {
+    let headers = text_headers(properties);
+    let body = String::from_utf8_lossy(payload);
+    let mut ids = Vec::new();
+    let mut add = |id: String| {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    };
+    // The `body` rule would read the whole payload: that is the last resort below.
+    if !matches!(id_rule, Extractor::Body) {
+        if let Some(id) = id_rule.extract(&headers, &body) {
+            add(id);
+        }
+    }
     if let Some(id) = properties.message_id() {
-        return id.as_str().to_owned();
+        add(id.as_str().to_owned());
     }
-    let header = properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(ID_HEADER).cloned());
-    match header {
-        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        Some(AMQPValue::ShortString(s)) => s.as_str().to_owned(),
-        _ => String::from_utf8_lossy(payload).into_owned(),
+    if let Some((_, id)) = headers.iter().find(|(k, _)| k == ID_HEADER) {
+        add(id.clone());
     }
+    if ids.is_empty() {
+        ids.push(body.into_owned());
+    }
+    ids
+}
+
+/// A message's headers whose values are text, as (name, value) pairs.
+fn text_headers(properties: &BasicProperties) -> Vec<(String, String)> {
+    let Some(table) = properties.headers().as_ref() else {
+        return Vec::new();
+    };
+    table
+        .inner()
+        .iter()
+        .filter_map(|(k, v)| {
+            let value = match v {
+                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                AMQPValue::ShortString(s) => s.as_str().to_owned(),
+                _ => return None,
+            };
+            Some((k.as_str().to_owned(), value))
+        })
+        .collect()
 }
 
 /// `url` with the password of its user info replaced by `***`.
@@ -657,16 +696,47 @@ mod tests {
     }
 
     #[test]
-    fn the_id_comes_from_message_id_then_header_then_payload() {
+    fn without_a_rule_the_id_comes_from_message_id_then_header_then_payload() {
+        let rule = Extractor::Body;
         let with_id = BasicProperties::default().with_message_id("r-1".into());
-        assert_eq!(message_id(&with_id, b"x"), "r-1");
+        assert_eq!(message_ids(&rule, &with_id, b"x"), ["r-1"]);
         let mut headers = FieldTable::default();
         headers.insert(
             ID_HEADER.into(),
             AMQPValue::LongString(LongString::from(&b"r-2"[..])),
         );
         let with_header = BasicProperties::default().with_headers(headers);
-        assert_eq!(message_id(&with_header, b"x"), "r-2");
-        assert_eq!(message_id(&BasicProperties::default(), b"r-3"), "r-3");
+        assert_eq!(message_ids(&rule, &with_header, b"x"), ["r-2"]);
+        let with_both = with_header.with_message_id("r-2".into());
+        assert_eq!(message_ids(&rule, &with_both, b"x"), ["r-2"], "once");
+        assert_eq!(
+            message_ids(&rule, &BasicProperties::default(), b"r-3"),
+            ["r-3"]
+        );
+    }
+
+    #[test]
+    fn the_plans_id_rule_reads_the_body_and_headers_first() {
+        // A retry copy the consumer re-published: a fresh message_id, the ID in the body.
+        let copy = BasicProperties::default().with_message_id("retry-7f3a".into());
+        let body = br#"{"order_id":"r-4","attempt":2}"#;
+        let json = Extractor::parse("json:/order_id").unwrap();
+        assert_eq!(message_ids(&json, &copy, body), ["r-4", "retry-7f3a"]);
+        let regex = Extractor::parse("regex:\"order_id\":\"([^\"]+)\"").unwrap();
+        assert_eq!(message_ids(&regex, &copy, body), ["r-4", "retry-7f3a"]);
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-original-id".into(),
+            AMQPValue::LongString(LongString::from(&b"r-5"[..])),
+        );
+        let with_header = BasicProperties::default().with_headers(headers);
+        let header = Extractor::parse("header:X-Original-Id").unwrap();
+        assert_eq!(message_ids(&header, &with_header, b"x"), ["r-5"]);
+        // A body the rule cannot read leaves message_id; a rule reading something else in a
+        // message never hides the message's own ID.
+        assert_eq!(message_ids(&json, &copy, b"not json"), ["retry-7f3a"]);
+        let greedy = Extractor::parse("regex:(\\S+)").unwrap();
+        let own = BasicProperties::default().with_message_id("r-6".into());
+        assert_eq!(message_ids(&greedy, &own, b"payload"), ["payload", "r-6"]);
     }
 }

@@ -11,7 +11,7 @@ pub use group_member::{hold_group, GroupProtocol, HoldOutcome};
 use std::collections::BTreeMap;
 
 use crate::error::InfraError;
-use crate::plan::{BrokerKind, BrokerSpec, Rate};
+use crate::plan::{BrokerKind, BrokerSpec, Extractor, Rate};
 use crate::timeline::{Event, Timeline};
 use crate::workload::MessageFactory;
 
@@ -261,14 +261,15 @@ impl Broker {
         })
     }
 
-    /// Records what only the end of a run can tell, once the consumers are stopped.
-    pub async fn finish(&self, timeline: &Timeline) {
+    /// Records what only the end of a run can tell, once the consumers are stopped. `id_rule`
+    /// is the plan's `effects.id`, which reads the IDs of what the queue still holds first.
+    pub async fn finish(&self, timeline: &Timeline, id_rule: &Extractor) {
         match self {
             Broker::Kafka(_) => {}
             // With the consumers gone, their unacknowledged messages are back in the queue:
             // what is left there is pending; the rest left the queue.
             Broker::Amqp(a) => {
-                let (ids, complete) = match a.drain_remaining().await {
+                let (ids, complete) = match a.drain_remaining(id_rule).await {
                     Ok(ids) => (ids, true),
                     Err(e) => {
                         timeline.record(Event::Warning {

@@ -4,9 +4,11 @@
 //! starts one more instance, or retires one gracefully.
 //!
 //! It observes and applies; it never decides when (that is the nemesis). Every lifecycle change
-//! becomes a `process` event on the timeline.
+//! becomes a `process` event on the timeline; an incarnation that wrote on stderr gets a
+//! `stderr_tail` event just before its `process` exited event ([`output`]).
 
 pub mod contract;
+pub mod output;
 pub mod process;
 
 use std::collections::HashMap;
@@ -16,13 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::{RestartPolicy, Target};
 use crate::timeline::{Event, ProcessPhase, Timeline};
 use contract::Contract;
+use output::{copy_output, Line, TailBuffer};
 use process::{describe_status, signal_group, ConsumerProcess};
 
 /// Who runs, readable by anyone without going through the supervisor: the current incarnation
@@ -80,8 +82,9 @@ impl Roster {
     }
 }
 
-/// Called with (instance, incarnation, line) for every line a consumer prints on stdout.
-pub type LineObserver = Arc<dyn Fn(u32, u32, &str) + Send + Sync>;
+/// Called with (instance, incarnation, line) for every line a consumer prints on stdout, and
+/// for the torn last line, if any, when its stdout ends.
+pub type LineObserver = Arc<dyn Fn(u32, u32, Line<'_>) + Send + Sync>;
 
 /// Everything needed to start incarnations.
 pub struct SupervisorConfig {
@@ -346,12 +349,19 @@ impl Supervisor {
         let stdout = proc.child.stdout.take().expect("stdout is piped");
         let stderr = proc.child.stderr.take().expect("stderr is piped");
         let observer = config.stdout_observer.clone();
-        let out_task = tokio::spawn(copy_lines(
+        let out_task = tokio::spawn(copy_output(
             stdout,
             stdout_log,
-            observer.map(|o| move |line: &str| o(instance, incarnation, line)),
+            observer.map(|o| move |line: Line<'_>| o(instance, incarnation, line)),
+            None,
         ));
-        let err_task = tokio::spawn(copy_lines(stderr, stderr_log, None::<fn(&str)>));
+        let stderr_tail = TailBuffer::default();
+        let err_task = tokio::spawn(copy_output(
+            stderr,
+            stderr_log,
+            None::<fn(Line<'_>)>,
+            Some(stderr_tail.clone()),
+        ));
 
         let status = proc.wait().await;
         // The group is dead, so the pipes close; the copies finish promptly.
@@ -361,6 +371,14 @@ impl Supervisor {
         })
         .await;
         self.set_state(instance, incarnation, None);
+        if let Some((tail, bytes)) = stderr_tail.tail() {
+            self.timeline.record(Event::StderrTail {
+                instance,
+                incarnation,
+                tail,
+                bytes,
+            });
+        }
         self.timeline.record(Event::Process {
             instance,
             incarnation,
@@ -420,26 +438,6 @@ impl Supervisor {
         }
         self.signal(Target::AllInstances, Signal::SIGKILL);
     }
-}
-
-/// Copies a child's output to `path` line by line, handing each line to `observe`.
-async fn copy_lines<R, F>(reader: R, path: PathBuf, observe: Option<F>)
-where
-    R: AsyncRead + Unpin,
-    F: Fn(&str),
-{
-    let Ok(mut file) = tokio::fs::File::create(&path).await else {
-        return;
-    };
-    let mut lines = BufReader::new(reader).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(f) = &observe {
-            f(&line);
-        }
-        let _ = file.write_all(line.as_bytes()).await;
-        let _ = file.write_all(b"\n").await;
-    }
-    let _ = file.flush().await;
 }
 
 /// The stdout and stderr log files of one incarnation.

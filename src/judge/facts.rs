@@ -136,6 +136,9 @@ pub(crate) struct FactsReader<'a> {
     last_t_us: Option<u64>,
     rejected: u64,
     rejected_samples: Vec<RejectedEffect>,
+    torn_lines: u64,
+    /// The first torn line: (instance, incarnation, sink, sample).
+    first_torn: Option<(u32, u32, String, String)>,
     consumer_settings: Vec<ConsumerSetting>,
     connections_closed: Vec<ConnectionClosed>,
     holds: Holds,
@@ -182,6 +185,17 @@ impl<'a> FactsReader<'a> {
                     ids: ids.iter().map(String::as_str).collect(),
                     complete: *complete,
                 });
+            }
+            Event::TornLine {
+                instance,
+                incarnation,
+                sink,
+                sample,
+                ..
+            } => {
+                self.torn_lines += 1;
+                self.first_torn
+                    .get_or_insert_with(|| (*instance, *incarnation, sink.clone(), sample.clone()));
             }
             Event::Warning { message } => self.warnings.push(message.clone()),
             Event::RunEnded { reason } => self.end = Some((*reason, st.t_us)),
@@ -294,12 +308,20 @@ impl<'a> FactsReader<'a> {
             ended_at_us: self.end.map(|(_, t)| t).or(self.last_t_us),
             rejected: self.rejected,
             rejected_samples: self.rejected_samples,
+            torn_lines: self.torn_lines,
             consumer_settings: self.consumer_settings,
             connections_closed: self.connections_closed,
             holds: self.holds.with_times(self.hold_times),
             warnings: self.warnings,
         };
         facts.tally_faults();
+        if let Some((instance, incarnation, sink, sample)) = self.first_torn {
+            facts.warnings.push(format!(
+                "{} torn line{} (a last line without its newline: its writer died mid-write) never counted as effects; the first, from consumer[{instance}] incarnation {incarnation} ({sink} sink): `{sample}`",
+                self.torn_lines,
+                if self.torn_lines == 1 { "" } else { "s" },
+            ));
+        }
         if self.run_started_twice {
             facts
                 .warnings
@@ -337,6 +359,8 @@ pub(crate) struct RunFacts<'a> {
     pub(crate) rejected: u64,
     /// The first of them.
     pub(crate) rejected_samples: Vec<RejectedEffect>,
+    /// `torn_line` events: lines the file or stdout sink never took as effects.
+    pub(crate) torn_lines: u64,
     /// AMQP consumer settings seen by the proxy.
     pub(crate) consumer_settings: Vec<ConsumerSetting>,
     /// Consumer connections that ended before the run did.

@@ -84,6 +84,7 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
     counts.phantom = tally.phantoms.len() as u64;
     anomalies.extend(tally.phantoms);
     counts.rejected = facts.rejected;
+    counts.torn_lines = facts.torn_lines;
     if let Some(r) = &facts.run {
         counts.expected = r.messages;
     }

@@ -242,6 +242,8 @@ pub struct Counts {
     /// passed their offset by the last progress read; RabbitMQ: still in the queue once the
     /// consumers stopped, or the remainder could not be read whole).
     pub not_counted_done: u64,
+    /// Torn lines of the file or stdout sink, never effects (`torn_line`).
+    pub torn_lines: u64,
 }
 
 /// A shortfall of the evidence: why a run without proven anomalies cannot be called EXACT
@@ -318,6 +320,8 @@ pub enum InconclusiveReason {
         /// `kafka` or `amqp` (`RunInfo::broker`), for the wording.
         broker: String,
     },
+    /// The run was stopped because the plan must be fixed (its effect ID rule read no effect).
+    PlanError,
 }
 
 impl InconclusiveReason {
@@ -337,6 +341,7 @@ impl InconclusiveReason {
             InconclusiveReason::NothingObserved { .. } => "nothing_observed",
             InconclusiveReason::EffectsUnread { .. } => "effects_unread",
             InconclusiveReason::NotCountedDone { .. } => "not_counted_done",
+            InconclusiveReason::PlanError => "plan_error",
         }
     }
 }
@@ -434,6 +439,9 @@ impl fmt::Display for InconclusiveReason {
                     if one { "it" } else { "them" }
                 )
             }
+            InconclusiveReason::PlanError => f.write_str(
+                "the run was stopped early: the plan's effect ID rule read none of the first effects (see the warnings)",
+            ),
         }
     }
 }

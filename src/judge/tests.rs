@@ -628,6 +628,34 @@ fn rejected_effects_are_counted() {
 }
 
 #[test]
+fn torn_lines_are_counted_and_shown_never_judged_as_effects() {
+    let mut tl = duplicated_run();
+    let before = analyze(&tl.events).counts;
+    for sample in ["effect r-1", "effect r-"] {
+        tl.push(Event::TornLine {
+            instance: 0,
+            incarnation: 1,
+            sink: "stdout".into(),
+            bytes: sample.len() as u64,
+            sample: sample.into(),
+        });
+    }
+    let rec = analyze(&tl.events);
+    assert_eq!(rec.counts.torn_lines, 2);
+    assert_eq!(
+        (rec.counts.effects_applied, rec.counts.duplicated),
+        (before.effects_applied, before.duplicated),
+        "a torn line is no effect"
+    );
+    assert!(
+        rec.warnings.iter().any(|w| w.starts_with("2 torn lines")
+            && w.contains("consumer[0] incarnation 1 (stdout sink): `effect r-1`")),
+        "{:?}",
+        rec.warnings
+    );
+}
+
+#[test]
 fn reconcile_is_linear_enough_for_large_runs() {
     // 200k IDs keep a debug build quick; the release figure for 1M is in the module's
     // ignored benchmark below.

@@ -151,6 +151,7 @@ fn shortfalls(
         Some(EndReason::InfrastructureError) => {
             reasons.push(InconclusiveReason::InfrastructureError)
         }
+        Some(EndReason::PlanError) => reasons.push(InconclusiveReason::PlanError),
         Some(EndReason::Settled | EndReason::Deadline) => {}
     }
     if facts.progress.is_none() && facts.remainder.is_none() && ledger.acked_without_effect > 0 {
@@ -209,7 +210,8 @@ fn blinds(reason: &InconclusiveReason, verdict: Verdict) -> Blind {
         | InconclusiveReason::Aborted
         | InconclusiveReason::InfrastructureError
         | InconclusiveReason::NothingObserved { .. }
-        | InconclusiveReason::EffectsUnread { .. } => Blind::Both,
+        | InconclusiveReason::EffectsUnread { .. }
+        | InconclusiveReason::PlanError => Blind::Both,
         InconclusiveReason::NotCountedDone { .. } if verdict == Verdict::Exact => Blind::Both,
         InconclusiveReason::NotCountedDone { .. } => Blind::Duplicate,
     }
@@ -245,9 +247,9 @@ fn claim(
     }
 }
 
-/// The process exit code (DESIGN §6): 4 when the run ended on an infrastructure error, else 3
-/// when inconclusive or when the claim is unknown (no known claim, or evidence that does not
-/// cover it), 0 when the expectation is met, 1 when it is violated.
+/// The process exit code (DESIGN §6): 4 when the run ended on an infrastructure error, 2 when
+/// it was stopped because the plan must be fixed, else 3 when inconclusive (or when there is no
+/// known expectation to judge), 0 when the expectation is met, 1 when it is violated.
 pub(crate) fn exit_code(
     end_reason: Option<EndReason>,
     verdict: Verdict,
@@ -255,6 +257,9 @@ pub(crate) fn exit_code(
 ) -> i32 {
     if end_reason == Some(EndReason::InfrastructureError) {
         return 4;
+    }
+    if end_reason == Some(EndReason::PlanError) {
+        return 2;
     }
     if verdict == Verdict::Inconclusive {
         return 3;

@@ -79,6 +79,14 @@ fn summary(md: &mut String, rec: &Judgement) {
              drawing any conclusion about the consumer.\n"
         );
     }
+    if rec.end_reason == Some(crate::timeline::EndReason::PlanError) {
+        let _ = writeln!(
+            md,
+            "> **The run was stopped early: the plan must be fixed (exit 2).** Its effect ID rule \
+             read none of the first effects; the warnings show a sample and the rule that would \
+             have read it.\n"
+        );
+    }
 }
 
 /// How the consumers asked to be served, when the proxy saw it (AMQP): no-ack mode is a
@@ -109,7 +117,7 @@ fn impact(md: &mut String, rec: &Judgement) {
     let k = &rec.counts;
     let _ = writeln!(md, "## Impact\n");
     let _ = writeln!(md, "| | messages |\n| --- | ---: |");
-    let rows: [(&str, u64); 17] = [
+    let rows: [(&str, u64); 18] = [
         ("planned", k.expected),
         ("produced (acknowledged)", k.produced),
         ("produce failed (not judged)", k.failed),
@@ -128,6 +136,7 @@ fn impact(md: &mut String, rec: &Judgement) {
         ("effects applied", k.effects_applied),
         ("effects replayed (idempotent)", k.effects_replayed),
         ("rejected by the sink", k.rejected),
+        ("torn lines (never effects)", k.torn_lines),
         ("stored at two offsets (producer retry)", k.multi_offset),
         (
             "effected, never counted done by the broker",

@@ -133,6 +133,7 @@ pub(crate) fn end_reason_str(reason: EndReason) -> &'static str {
         EndReason::Deadline => "deadline",
         EndReason::Aborted => "aborted",
         EndReason::InfrastructureError => "infrastructure error",
+        EndReason::PlanError => "plan error",
     }
 }
 

@@ -2,8 +2,9 @@
 //! brokers, processes or clocks (the caller passes the time in).
 //!
 //! Each wake of the watch goes through [`EndWatch::on_wake`] first: an interrupt, or a failure
-//! the run cannot go on after (the consumer command, the proxy, the timeline file), ends the
-//! run at once, before the broker is read again. Otherwise the watch reads the broker's
+//! the run cannot go on after (the consumer command, the proxy, the timeline file, a consumer
+//! that crash-loops, an effect ID rule that reads no effect), ends the run at once, before the
+//! broker is read again. Otherwise the watch reads the broker's
 //! progress and asks [`EndWatch::on_progress`]: past the deadline the run ends; it settles
 //! once the work is done (every acknowledged ID effected, or the broker has nothing left and
 //! the effects have stopped), no scheduled fault is still to come, and that has held for
@@ -33,6 +34,10 @@ pub(super) struct Health {
     pub(super) proxy_failure: Option<String>,
     /// A write to the timeline file failed: the evidence has a hole.
     pub(super) events_unwritable: bool,
+    /// The consumer crash-loops (what to tell the user).
+    pub(super) crash_loop: Option<String>,
+    /// The first effects all missed the plan's ID rule (what to tell the user).
+    pub(super) wrong_rule: Option<String>,
 }
 
 /// What the watch saw after reading the broker's progress.
@@ -80,6 +85,10 @@ pub(super) enum Ending {
     ProxyFailed(String),
     /// The timeline file could not be written.
     EventsUnwritable,
+    /// Every incarnation exited at once with no work done, for this reason.
+    CrashLoop(String),
+    /// The plan's effect ID rule read none of the first effects, for this reason.
+    WrongIdRule(String),
 }
 
 impl Ending {
@@ -89,9 +98,11 @@ impl Ending {
             Ending::Settled => EndReason::Settled,
             Ending::Deadline => EndReason::Deadline,
             Ending::Aborted => EndReason::Aborted,
-            Ending::ConsumerFailed | Ending::ProxyFailed(_) | Ending::EventsUnwritable => {
-                EndReason::InfrastructureError
-            }
+            Ending::ConsumerFailed
+            | Ending::ProxyFailed(_)
+            | Ending::EventsUnwritable
+            | Ending::CrashLoop(_) => EndReason::InfrastructureError,
+            Ending::WrongIdRule(_) => EndReason::PlanError,
         }
     }
 }
@@ -144,6 +155,11 @@ impl EndWatch {
                     Step::End(Ending::ProxyFailed(problem.clone()))
                 } else if health.events_unwritable {
                     Step::End(Ending::EventsUnwritable)
+                } else if let Some(why) = &health.crash_loop {
+                    Step::End(Ending::CrashLoop(why.clone()))
+                } else if let Some(why) = &health.wrong_rule {
+                    // A blind oracle: every message would look lost (issue 12).
+                    Step::End(Ending::WrongIdRule(why.clone()))
                 } else {
                     Step::ReadProgress
                 }
@@ -231,6 +247,8 @@ mod tests {
             consumer_failed: true,
             proxy_failure: Some("bypassed".into()),
             events_unwritable: true,
+            crash_loop: Some("boom".into()),
+            wrong_rule: Some("json:/x".into()),
         };
         assert_eq!(
             w.on_wake(Wake::Tick, &all),
@@ -248,9 +266,35 @@ mod tests {
             Ending::ConsumerFailed,
             Ending::ProxyFailed(String::new()),
             Ending::EventsUnwritable,
+            Ending::CrashLoop(String::new()),
         ] {
             assert_eq!(ending.reason(), EndReason::InfrastructureError);
         }
+    }
+
+    #[test]
+    fn a_crash_loop_and_then_a_wrong_id_rule_end_the_run_before_progress_is_read() {
+        let mut w = watch(Instant::now());
+        let both = Health {
+            crash_loop: Some("boom".into()),
+            wrong_rule: Some("json:/x".into()),
+            ..healthy()
+        };
+        assert_eq!(
+            w.on_wake(Wake::Tick, &both),
+            Step::End(Ending::CrashLoop("boom".into()))
+        );
+        let rule = Health {
+            crash_loop: None,
+            ..both
+        };
+        let ending = Ending::WrongIdRule("json:/x".into());
+        assert_eq!(w.on_wake(Wake::Tick, &rule), Step::End(ending.clone()));
+        assert_eq!(
+            ending.reason(),
+            EndReason::PlanError,
+            "the plan must be fixed: exit 2"
+        );
     }
 
     #[test]

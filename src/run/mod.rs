@@ -10,6 +10,7 @@
 //! only hand forward what they started (no phase reaches back into an earlier one); the end
 //! of a run is decided by [`end::EndWatch`] alone, from what the watch observed.
 
+mod crash_loop;
 mod end;
 mod members;
 mod proxy;
@@ -170,6 +171,7 @@ pub async fn run(
 async fn drive(ctx: &RunContext<'_>) -> Result<(), Error> {
     let started = Instant::now();
     let tally = Tally::follow(ctx.timeline);
+    let crashes = crash_loop::follow(ctx.timeline);
     let gate = Gate::holding(crate::nemesis::hold_points(&ctx.plan.loaded.faults));
     // Sized up front for every planned scale-up, so a scaled-up instance is attributed like
     // the first ones; the sink and the proxy read it, the supervisor writes it.
@@ -183,10 +185,15 @@ async fn drive(ctx: &RunContext<'_>) -> Result<(), Error> {
     };
     let proxy = proxy::start(ctx, capacity, &roster, &gate).await?;
     let supervision = Supervision::start(ctx, &sinks, proxy.as_ref(), capacity, roster, gate);
+    let followed = watch::Followed {
+        tally: &tally,
+        crashes: &crashes,
+        sinks: &sinks,
+    };
     let ending = watch::until_end(
         ctx,
         started,
-        &tally,
+        followed,
         &supervision,
         proxy.as_ref(),
         workload.as_ref(),

@@ -10,13 +10,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::RunContext;
+use crate::consumer::output::Line;
 use crate::consumer::{LineObserver, Roster};
 use crate::error::{Error, InfraError};
 use crate::gate::Gate;
 use crate::plan::SinkKind;
 use crate::sink::http::HttpSink;
 use crate::sink::owner::Group;
-use crate::sink::{file, stdout, EffectRecorder};
+use crate::sink::rule_check::WrongRule;
+use crate::sink::stdout::StdoutSink;
+use crate::sink::{file, EffectRecorder};
 
 /// Longest wait for the file sink's last read once the run stops.
 const FILE_TAIL_DEADLINE: Duration = Duration::from_secs(2);
@@ -33,6 +36,8 @@ pub(super) struct Sinks {
     effects_dir: PathBuf,
     /// Stops the sinks (after the consumers, so their last effects are seen).
     stop: CancellationToken,
+    /// A clone of the sink's recorder: it knows when the ID rule read none of the first effects.
+    recorder: EffectRecorder,
 }
 
 impl Sinks {
@@ -45,24 +50,24 @@ impl Sinks {
         let plan = ctx.plan;
         let id_rule = plan.loaded.effect_id.clone();
         let key_rule = plan.loaded.idempotency_key.clone();
-        let recorder = |sink: &'static str| {
-            EffectRecorder::new(
-                ctx.timeline.clone(),
-                id_rule.clone(),
-                key_rule.clone(),
-                sink,
-            )
+        let sink_name = match plan.effects.sink {
+            SinkKind::Http => "http",
+            SinkKind::File => "file",
+            SinkKind::Stdout => "stdout",
         };
+        let recorder = EffectRecorder::new(ctx.timeline.clone(), id_rule, key_rule, sink_name)
+            .for_run(ctx.run_id);
         let mut sinks = Sinks {
             http: None,
             file_task: None,
             stdout_observer: None,
             effects_dir: ctx.dir.join("effects"),
             stop: CancellationToken::new(),
+            recorder: recorder.clone(),
         };
         match plan.effects.sink {
             SinkKind::Http => {
-                let sink = HttpSink::start(recorder("http"), gate.clone(), sinks.stop.clone())
+                let sink = HttpSink::start(recorder, gate.clone(), sinks.stop.clone())
                     .await
                     .map_err(|e| InfraError::new(format!("cannot start the HTTP sink: {e}")))?;
                 // Each effect is attributed by the consumer process group owning its socket.
@@ -75,12 +80,17 @@ impl Sinks {
             SinkKind::File => {
                 sinks.file_task = Some(tokio::spawn(file::tail(
                     sinks.effects_dir.clone(),
-                    recorder("file"),
+                    recorder,
                     sinks.stop.clone(),
                 )));
             }
             SinkKind::Stdout => {
-                let observer: LineObserver = Arc::new(stdout::observer(recorder("stdout")));
+                let sink = StdoutSink::new(recorder);
+                let observer: LineObserver =
+                    Arc::new(move |instance, incarnation, line: Line<'_>| match line {
+                        Line::Complete(text) => sink.line(instance, incarnation, text),
+                        Line::Torn(bytes) => sink.torn(instance, incarnation, bytes),
+                    });
                 sinks.stdout_observer = Some(observer);
             }
         }
@@ -95,6 +105,11 @@ impl Sinks {
     /// The folder the incarnations' effect files go to (`sink: file`).
     pub(super) fn effects_dir(&self) -> &Path {
         &self.effects_dir
+    }
+
+    /// What stops the run when the first effects all missed the plan's ID rule.
+    pub(super) fn wrong_rule(&self) -> Option<WrongRule> {
+        self.recorder.wrong_rule()
     }
 
     /// The stdout sink's line observer, for the supervisor (`sink: stdout`).

@@ -14,10 +14,12 @@ use super::sinks::Sinks;
 use super::supervision::Supervision;
 use super::RunContext;
 use crate::error::{Error, InfraError};
+use crate::plan::{PlanError, PlanProblem};
 use crate::timeline::{EndReason, Event};
 
-/// Ends the run the way `ending` says and stops every task it started; `Err` names the
-/// infrastructure failure that ended it.
+/// Ends the run the way `ending` says and stops every task it started; `Err` names the failure
+/// that ended it: the infrastructure's (exit 4), or the plan's when its ID rule read no effect
+/// (exit 2).
 pub(super) async fn stop_all(
     ctx: &RunContext<'_>,
     ending: Ending,
@@ -46,6 +48,12 @@ pub(super) async fn stop_all(
             message: f.to_string(),
         });
     }
+    // The wrong ID rule was recorded by the sink as it found it.
+    if let Ending::CrashLoop(why) = &ending {
+        timeline.record(Event::Warning {
+            message: why.clone(),
+        });
+    }
     timeline.record(Event::RunEnded { reason });
 
     supervision.stop().await;
@@ -53,18 +61,34 @@ pub(super) async fn stop_all(
         t.abort();
     }
     if reason != EndReason::InfrastructureError {
-        broker.finish(timeline).await;
+        broker.finish(timeline, &ctx.plan.loaded.effect_id).await;
     }
     sinks.stop_serving().await;
     if let Some(p) = proxy {
         p.join().await;
     }
-    if let Ending::ProxyFailed(problem) = ending {
-        return Err(InfraError::new(format!("the proxy failed: {problem}")).into());
-    }
+    let failure: Option<Error> = match ending {
+        Ending::ProxyFailed(problem) => {
+            return Err(InfraError::new(format!("the proxy failed: {problem}")).into());
+        }
+        Ending::CrashLoop(why) => Some(InfraError::new(why).into()),
+        Ending::WrongIdRule(why) => Some(
+            PlanError {
+                file: ctx.opts.plan_path.clone(),
+                problems: vec![PlanProblem {
+                    position: None,
+                    message: why,
+                    source_line: None,
+                }],
+            }
+            .into(),
+        ),
+        Ending::Settled
+        | Ending::Deadline
+        | Ending::Aborted
+        | Ending::ConsumerFailed
+        | Ending::EventsUnwritable => consumer_failure.map(Error::from),
+    };
     sinks.finish_file_tail().await;
-    match consumer_failure {
-        Some(f) => Err(f.into()),
-        None => Ok(()),
-    }
+    failure.map_or(Ok(()), Err)
 }

@@ -8,8 +8,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::crash_loop::Streak;
 use super::end::{EndWatch, Ending, Health, Seen, Step, Wake};
 use super::proxy::Proxy;
+use super::sinks::Sinks;
 use super::supervision::Supervision;
 use super::tally::Tally;
 use super::RunContext;
@@ -21,16 +23,28 @@ use crate::timeline::Event;
 /// How often the broker's progress is read.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
+/// What the watch follows besides the supervision: the live tally of acknowledged and
+/// effected IDs, the crash-loop streak, and the sinks (a wrong ID rule).
+pub(super) struct Followed<'a> {
+    /// Acknowledged and effected IDs so far.
+    pub(super) tally: &'a watch::Receiver<Tally>,
+    /// Quick self-exits of the consumer since its last sign of work.
+    pub(super) crashes: &'a watch::Receiver<Streak>,
+    /// The run's effect sink.
+    pub(super) sinks: &'a Sinks,
+}
+
 /// Watches the run until it ends; returns how. The last progress read's failure, if it still
 /// stands, is recorded as a warning.
 pub(super) async fn until_end(
     ctx: &RunContext<'_>,
     started: Instant,
-    tally: &watch::Receiver<Tally>,
+    followed: Followed<'_>,
     supervision: &Supervision,
     proxy: Option<&Proxy>,
     workload: Option<&JoinHandle<Result<(), InfraError>>>,
 ) -> Ending {
+    let tally = followed.tally;
     let limits = &ctx.plan.limits;
     let supervisor = &supervision.supervisor;
     let bar = progress_bar(ctx.opts.progress_bar, ctx.plan.workload.messages.get());
@@ -47,6 +61,12 @@ pub(super) async fn until_end(
             consumer_failed: supervisor.has_failed(),
             proxy_failure: proxy.and_then(Proxy::failure),
             events_unwritable: ctx.timeline.write_failure().is_some(),
+            crash_loop: followed
+                .crashes
+                .borrow()
+                .crash_loop(end.instances_done(), ctx.timeline.now_us())
+                .map(|c| c.to_string()),
+            wrong_rule: followed.sinks.wrong_rule().map(|w| w.to_string()),
         };
         match end.on_wake(wake, &health) {
             Step::End(ending) => break ending,

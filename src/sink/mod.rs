@@ -3,11 +3,15 @@
 //!
 //! Contract: a sink never fails the run because of what a consumer sent it; it only reports.
 //! Idempotent-provider behaviour (a repeated key is replayed, not applied) is shared here so
-//! every sink behaves the same.
+//! every sink behaves the same. The one exception to "only reports" is a blind oracle: when the
+//! first effects all miss the ID rule, [`rule_check`] says so and the run stops (exit 2).
+//! File and stdout sinks take complete lines only: a last line without its newline is a
+//! `torn_line` event, never an effect.
 
 pub mod file;
 pub mod http;
 pub mod owner;
+pub mod rule_check;
 pub mod stdout;
 
 use std::collections::HashSet;
@@ -15,6 +19,10 @@ use std::sync::{Arc, Mutex};
 
 use crate::plan::Extractor;
 use crate::timeline::{Attribution, EffectOutcome, Event, Stamped, Timeline};
+use rule_check::{RuleCheck, WrongRule};
+
+/// Most characters of a torn line kept as its sample (its end).
+const TORN_SAMPLE_CHARS: usize = 200;
 
 /// Turns raw effects into timeline events: finds the ID, applies idempotency, records.
 #[derive(Clone)]
@@ -24,6 +32,7 @@ pub struct EffectRecorder {
     idempotency_key: Option<Extractor>,
     seen_keys: Arc<Mutex<HashSet<String>>>,
     sink: &'static str,
+    check: RuleCheck,
 }
 
 impl EffectRecorder {
@@ -40,7 +49,19 @@ impl EffectRecorder {
             idempotency_key,
             seen_keys: Arc::default(),
             sink,
+            check: RuleCheck::default(),
         }
+    }
+
+    /// Names the run whose message IDs (`{run}-{seq}`) a wrong ID rule's suggestion looks for.
+    pub fn for_run(self, run: &str) -> Self {
+        self.check.set_run(run);
+        self
+    }
+
+    /// The finding when the first effects all missed the ID rule (the run must stop).
+    pub fn wrong_rule(&self) -> Option<WrongRule> {
+        self.check.wrong_rule()
     }
 
     /// Records one effect made by `instance`/`incarnation` (as `attribution` found them);
@@ -58,8 +79,14 @@ impl EffectRecorder {
                 reason: "no message ID found by the `effects.id` rule".into(),
                 sample: body.chars().take(200).collect(),
             });
+            if let Some(found) = self.check.missed(&self.id, self.sink, headers, body) {
+                self.timeline.record(Event::Warning {
+                    message: found.to_string(),
+                });
+            }
             return None;
         };
+        self.check.accepted();
         let outcome = match self
             .idempotency_key
             .as_ref()
@@ -92,6 +119,30 @@ impl EffectRecorder {
     /// Records a warning about how effects are attributed (it explains the evidence).
     pub fn warn(&self, message: String) {
         self.timeline.record(Event::Warning { message });
+    }
+
+    /// Records the last bytes of `instance`/`incarnation`'s file or stdout, which never got
+    /// their newline: a torn line, never an effect. Blank ones are left out.
+    pub fn torn(&self, instance: u32, incarnation: u32, bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        if text.trim().is_empty() {
+            return;
+        }
+        let n = text.chars().count();
+        let mut sample: String = text
+            .chars()
+            .skip(n.saturating_sub(TORN_SAMPLE_CHARS))
+            .collect();
+        if n > TORN_SAMPLE_CHARS {
+            sample.insert(0, '…');
+        }
+        self.timeline.record(Event::TornLine {
+            instance,
+            incarnation,
+            sink: self.sink.into(),
+            bytes: bytes.len() as u64,
+            sample,
+        });
     }
 
     /// Records input the sink could not read at all.
