@@ -94,6 +94,14 @@ pub fn parse_stat_pgrp(stat: &str) -> Option<u32> {
     rest.split_whitespace().nth(2)?.parse().ok()
 }
 
+/// The parent process id (`ppid`, the 4th field) from the text of `/proc/PID/stat`, counted
+/// from the last `)` like [`parse_stat_pgrp`].
+pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // state ppid
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// An address as the kernel's tables show it: IPv4-mapped IPv6 as IPv4.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
@@ -289,5 +297,7 @@ mod tests {
         assert_eq!(parse_stat_pgrp(odd), Some(4242));
         assert_eq!(parse_stat_pgrp("4244 (truncated"), None);
         assert_eq!(parse_stat_pgrp("4244 (x) S 1"), None);
+        assert_eq!(parse_stat_ppid(odd), Some(4242));
+        assert_eq!(parse_stat_ppid(stat), Some(4000));
     }
 }

@@ -161,6 +161,7 @@ impl Tl {
             },
             hit: Vec::new(),
             length_us: None,
+            through_proxy: false,
         }))
     }
 

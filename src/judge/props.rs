@@ -160,6 +160,7 @@ fn build(c: &Case, shuffle: &[usize]) -> (Vec<Stamped>, Vec<i64>, BTreeMap<i32, 
             detail: String::new(),
             hit: Vec::new(),
             length_us: None,
+            through_proxy: false,
         }));
     }
     let committed: BTreeMap<i32, i64> = (0..3)

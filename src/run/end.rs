@@ -2,7 +2,8 @@
 //! brokers, processes or clocks (the caller passes the time in).
 //!
 //! Each wake of the watch goes through [`EndWatch::on_wake`] first: an interrupt, or a failure
-//! the run cannot go on after (the consumer command, the proxy, the timeline file), ends the
+//! the run cannot go on after (the consumer command, the proxy, a bypass of the proxy the plan
+//! makes fatal, the timeline file), ends the
 //! run at once, before the broker is read again. Otherwise the watch reads the broker's
 //! progress and asks [`EndWatch::on_progress`]: past the deadline the run ends; it settles
 //! once the work is done (every acknowledged ID effected, or the broker has nothing left and
@@ -33,6 +34,8 @@ pub(super) struct Health {
     pub(super) proxy_failure: Option<String>,
     /// A write to the timeline file failed: the evidence has a hole.
     pub(super) events_unwritable: bool,
+    /// A consumer connection bypassed the proxy and the plan makes that fatal (described).
+    pub(super) fatal_bypass: Option<String>,
 }
 
 /// What the watch saw after reading the broker's progress.
@@ -78,6 +81,9 @@ pub(super) enum Ending {
     ConsumerFailed,
     /// The proxy failed, for this reason (it is on the timeline already).
     ProxyFailed(String),
+    /// A consumer connection bypassed the proxy and the plan makes that fatal (the `bypass`
+    /// event is on the timeline already).
+    Bypassed(String),
     /// The timeline file could not be written.
     EventsUnwritable,
 }
@@ -89,9 +95,10 @@ impl Ending {
             Ending::Settled => EndReason::Settled,
             Ending::Deadline => EndReason::Deadline,
             Ending::Aborted => EndReason::Aborted,
-            Ending::ConsumerFailed | Ending::ProxyFailed(_) | Ending::EventsUnwritable => {
-                EndReason::InfrastructureError
-            }
+            Ending::ConsumerFailed
+            | Ending::ProxyFailed(_)
+            | Ending::Bypassed(_)
+            | Ending::EventsUnwritable => EndReason::InfrastructureError,
         }
     }
 }
@@ -142,6 +149,9 @@ impl EndWatch {
                     // Evidence the proxy could not complete is an infrastructure error, never
                     // a pass (design §12).
                     Step::End(Ending::ProxyFailed(problem.clone()))
+                } else if let Some(bypass) = &health.fatal_bypass {
+                    // `consumer.bypass: fatal`: the faults cannot be trusted to reach it.
+                    Step::End(Ending::Bypassed(bypass.clone()))
                 } else if health.events_unwritable {
                     Step::End(Ending::EventsUnwritable)
                 } else {
@@ -225,12 +235,13 @@ mod tests {
     }
 
     #[test]
-    fn failures_end_the_run_as_infrastructure_errors_consumer_first() {
+    fn failures_end_the_run_as_infrastructure_errors_consumer_then_proxy_then_bypass() {
         let mut w = watch(Instant::now());
         let all = Health {
             consumer_failed: true,
             proxy_failure: Some("bypassed".into()),
             events_unwritable: true,
+            fatal_bypass: Some("a -> b".into()),
         };
         assert_eq!(
             w.on_wake(Wake::Tick, &all),
@@ -244,9 +255,18 @@ mod tests {
             w.on_wake(Wake::Tick, &proxy),
             Step::End(Ending::ProxyFailed("bypassed".into()))
         );
+        let bypass = Health {
+            proxy_failure: None,
+            ..proxy.clone()
+        };
+        assert_eq!(
+            w.on_wake(Wake::Tick, &bypass),
+            Step::End(Ending::Bypassed("a -> b".into()))
+        );
         for ending in [
             Ending::ConsumerFailed,
             Ending::ProxyFailed(String::new()),
+            Ending::Bypassed(String::new()),
             Ending::EventsUnwritable,
         ] {
             assert_eq!(ending.reason(), EndReason::InfrastructureError);

@@ -59,8 +59,21 @@ pub(super) async fn stop_all(
     if let Some(p) = proxy {
         p.join().await;
     }
-    if let Ending::ProxyFailed(problem) = ending {
-        return Err(InfraError::new(format!("the proxy failed: {problem}")).into());
+    match ending {
+        Ending::ProxyFailed(problem) => {
+            return Err(InfraError::new(format!("the proxy failed: {problem}")).into());
+        }
+        Ending::Bypassed(what) => {
+            return Err(InfraError::new(format!(
+                "{what}, past the proxy (`consumer.bypass: fatal`): hand the consumer only                  the addresses in its EXACTLY_* variables"
+            ))
+            .into());
+        }
+        Ending::Settled
+        | Ending::Deadline
+        | Ending::Aborted
+        | Ending::ConsumerFailed
+        | Ending::EventsUnwritable => {}
     }
     sinks.finish_file_tail().await;
     match consumer_failure {
