@@ -197,8 +197,12 @@ pub struct Counts {
     pub effects_replayed: u64,
     /// IDs with exactly one applied effect.
     pub exact: u64,
-    /// IDs with more than one applied effect.
+    /// IDs with more than one applied effect (those the harness's holds duplicated aside).
     pub duplicated: u64,
+    /// IDs whose extra applied effects were all the consumer's retries of an effect whose
+    /// answer the harness held (`during: effect`): duplicated by the harness, not counted in
+    /// `duplicated` nor against the consumer.
+    pub harness_duplicated: u64,
     /// Acknowledged IDs consumed without an applied effect.
     pub lost: u64,
     /// Acknowledged IDs not (provably) consumed and without an applied effect.
@@ -252,6 +256,20 @@ pub enum InconclusiveReason {
     InfrastructureError,
     /// No message was seen processed at all.
     NothingObserved,
+    /// Faults that act through the proxy fired only while a consumer connection bypassed it:
+    /// they did not reach that connection, so they were not exercised.
+    FaultsBypassed {
+        /// Which ones.
+        faults: Vec<UnfiredFault>,
+        /// Consumer connections seen straight to the broker.
+        connections: u64,
+    },
+    /// Messages duplicated only by the consumer's retries of an effect whose answer the harness
+    /// held: what the consumer would have done without the hold is unknown.
+    HarnessDuplicated {
+        /// How many.
+        count: u64,
+    },
 }
 
 impl InconclusiveReason {
@@ -268,6 +286,8 @@ impl InconclusiveReason {
             InconclusiveReason::Aborted => "aborted",
             InconclusiveReason::InfrastructureError => "infrastructure_error",
             InconclusiveReason::NothingObserved => "nothing_observed",
+            InconclusiveReason::FaultsBypassed { .. } => "faults_bypassed",
+            InconclusiveReason::HarnessDuplicated { .. } => "harness_duplicated",
         }
     }
 }
@@ -318,6 +338,31 @@ impl fmt::Display for InconclusiveReason {
             InconclusiveReason::NothingObserved => {
                 f.write_str("no message was observed being processed")
             }
+            InconclusiveReason::FaultsBypassed {
+                faults,
+                connections,
+            } => {
+                let list: Vec<String> = faults
+                    .iter()
+                    .map(|u| format!("#{} {}", u.fault, u.plan))
+                    .collect();
+                write!(
+                    f,
+                    "the consumer bypassed the proxy ({connections} connection{} straight to the broker): {} fault{} acting through the proxy fired only while it did, did not reach those connections and {} not exercised: {}",
+                    plural(*connections),
+                    faults.len(),
+                    plural(faults.len() as u64),
+                    if faults.len() == 1 { "was" } else { "were" },
+                    list.join("; ")
+                )
+            }
+            InconclusiveReason::HarnessDuplicated { count } => write!(
+                f,
+                "{count} message{} duplicated only by the consumer retrying an effect whose answer the harness held for a `during: effect` fault: the harness caused {}, so {} not counted against the consumer, and what it would have done without the hold is unknown",
+                plural(*count),
+                if *count == 1 { "it" } else { "them" },
+                if *count == 1 { "it is" } else { "they are" }
+            ),
         }
     }
 }

@@ -119,8 +119,19 @@ fn shortfalls(
             without_effect: ledger.acked_without_effect,
         });
     }
-    if counts.exact + counts.duplicated == 0 {
+    if counts.exact + counts.duplicated + counts.harness_duplicated == 0 {
         reasons.push(InconclusiveReason::NothingObserved);
+    }
+    if !facts.faults_bypassed.is_empty() {
+        reasons.push(InconclusiveReason::FaultsBypassed {
+            faults: facts.faults_bypassed.clone(),
+            connections: facts.bypasses.len() as u64,
+        });
+    }
+    if counts.harness_duplicated > 0 {
+        reasons.push(InconclusiveReason::HarnessDuplicated {
+            count: counts.harness_duplicated,
+        });
     }
     reasons
 }

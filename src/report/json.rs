@@ -39,6 +39,10 @@ struct JsonReport<'a> {
     faults_planned: usize,
     faults_fired: &'a [usize],
     faults_unfired: &'a [UnfiredFault],
+    /// Faults that fired only while a consumer connection bypassed the proxy (not exercised).
+    faults_bypassed: &'a [UnfiredFault],
+    /// Consumer connections seen straight to the broker, past the proxy.
+    bypass: &'a [crate::judge::bypass::Bypass],
     faults: Vec<JsonFault<'a>>,
     inconclusive_reasons: Vec<JsonReason>,
     caveats: Vec<JsonReason>,
@@ -51,6 +55,8 @@ struct JsonReport<'a> {
     key_order: &'a crate::judge::key_order::KeyOrder,
     /// Frames held by the proxy for triggers, and how long.
     holds: &'a crate::judge::Holds,
+    /// The sink's answers held for `during: effect` faults, and how long.
+    effect_holds: &'a crate::judge::Holds,
     /// Proxied consumer connections that ended before the run did (AMQP).
     connections_closed: &'a [crate::judge::ConnectionClosed],
     /// Partition ownership over time (assignments seen by the proxy).
@@ -109,6 +115,8 @@ struct JsonFault<'a> {
     trigger_latency_us: u64,
     applied: bool,
     detail: &'a str,
+    /// Acts on the proxied connections or counts what the proxy sees (a bypass escapes it).
+    through_proxy: bool,
 }
 
 #[derive(Serialize)]
@@ -149,6 +157,10 @@ struct JsonAnomaly<'a> {
     committed_before_effect: Option<&'a CommitAhead>,
     /// How it was lost or duplicated (see `mechanisms`).
     mechanism: Option<crate::judge::mechanism::Mechanism>,
+    /// Duplicated only by the consumer's retries of an answer the harness held: not counted
+    /// against the consumer (`counts.harness_duplicated`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    harness_hold: bool,
     applied: usize,
     effects: &'a [EffectSeen],
 }
@@ -165,6 +177,7 @@ impl<'a> JsonAnomaly<'a> {
             committed: a.committed,
             committed_before_effect: rec.commits_ahead.for_id(&a.id),
             mechanism: rec.mechanisms.of(&a.id),
+            harness_hold: rec.mechanisms.caused_by_harness(&a.id),
             applied: a.applied(),
             effects: &a.effects,
         }
@@ -187,6 +200,7 @@ fn fault<'a>(f: &'a FaultRecord, rec: &'a Judgement) -> JsonFault<'a> {
         trigger_latency_us: f.trigger_latency_us,
         applied: f.applied,
         detail: &f.detail,
+        through_proxy: f.through_proxy,
     }
 }
 
@@ -227,6 +241,8 @@ pub fn render(rec: &Judgement) -> std::io::Result<String> {
         faults_planned: rec.faults_planned,
         faults_fired: &rec.faults_fired,
         faults_unfired: &rec.faults_unfired,
+        faults_bypassed: &rec.faults_bypassed,
+        bypass: &rec.bypasses,
         faults: rec.faults.iter().map(|f| fault(f, rec)).collect(),
         inconclusive_reasons: rec
             .inconclusive_reasons
@@ -242,6 +258,7 @@ pub fn render(rec: &Judgement) -> std::io::Result<String> {
         ownership: &rec.ownership,
         connections_closed: &rec.connections_closed,
         holds: &rec.holds,
+        effect_holds: &rec.effect_holds,
         consumer_settings: &rec.consumer_settings,
         incarnations: &rec.incarnations,
         progress: rec.last_progress.as_ref(),
