@@ -14,8 +14,9 @@
 //!
 //! Pure: events and anomalies in, the IDs out.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
+use crate::judge::mechanism::Evidence;
 use crate::judge::model::{Anomaly, EffectSeen, Outcome};
 use crate::timeline::{EffectOutcome, Event, HeldAt, Stamped};
 
@@ -29,11 +30,18 @@ pub const RETRY_GRACE_US: u64 = 1_000_000;
 struct Released {
     /// When the answer went out (µs).
     at_us: u64,
+    /// The `held` event.
+    seq: u64,
+    /// How long it was held (µs).
+    held_us: u64,
 }
 
 /// The duplicated IDs whose extra effects were all the consumer's retries of an answer the
-/// harness held.
-pub(crate) fn duplicated_by_holds(events: &[Stamped], anomalies: &[Anomaly]) -> HashSet<String> {
+/// harness held, each with the hold that explains it.
+pub(crate) fn duplicated_by_holds(
+    events: &[Stamped],
+    anomalies: &[Anomaly],
+) -> HashMap<String, Evidence> {
     let released: HashMap<u64, Released> = events
         .iter()
         .filter_map(|st| match st.event {
@@ -41,35 +49,58 @@ pub(crate) fn duplicated_by_holds(events: &[Stamped], anomalies: &[Anomaly]) -> 
                 at: HeldAt::Effect,
                 event,
                 released: true,
+                held_us,
                 ..
-            } => Some((event, Released { at_us: st.t_us })),
+            } => Some((
+                event,
+                Released {
+                    at_us: st.t_us,
+                    seq: st.seq,
+                    held_us,
+                },
+            )),
             _ => None,
         })
         .collect();
     if released.is_empty() {
-        return HashSet::new();
+        return HashMap::new();
     }
     anomalies
         .iter()
         .filter(|a| a.outcome == Outcome::Duplicated)
-        .filter(|a| only_retries_in_holds(a, &released))
-        .map(|a| a.id.clone())
+        .filter_map(|a| Some((a.id.clone(), only_retries_in_holds(a, &released)?)))
         .collect()
 }
 
-/// True when every applied effect of `a` but one is a retry in a hold.
-fn only_retries_in_holds(a: &Anomaly, released: &HashMap<u64, Released>) -> bool {
+/// The evidence of the first hold, when every applied effect of `a` but one is a retry in a
+/// hold.
+fn only_retries_in_holds(a: &Anomaly, released: &HashMap<u64, Released>) -> Option<Evidence> {
     let applied: Vec<&EffectSeen> = a
         .effects
         .iter()
         .filter(|e| e.outcome == EffectOutcome::Applied)
         .collect();
-    let own = applied
-        .iter()
-        .enumerate()
-        .filter(|(k, e)| !applied[..*k].iter().any(|held| retried(held, e, released)))
-        .count();
-    own <= 1
+    let mut first_hold = None;
+    let mut own = 0;
+    for (k, e) in applied.iter().enumerate() {
+        match applied[..k].iter().find(|held| retried(held, e, released)) {
+            Some(held) => {
+                first_hold.get_or_insert(*held);
+            }
+            None => own += 1,
+        }
+    }
+    let held = first_hold.filter(|_| own <= 1)?;
+    let hold = released.get(&held.seq)?;
+    Some(Evidence {
+        t_us: hold.at_us,
+        seq: Some(hold.seq),
+        what: format!(
+            "the harness held the sink's answer to the effect at {:.3}s for {:.3}s (a `during: effect` fault) and answered once the fault ended; the same process sent the effect again meanwhile",
+            held.t_us as f64 / 1e6,
+            hold.held_us as f64 / 1e6
+        ),
+    })
 }
 
 /// True when `again` is a retry of `held` while (or just after) the harness held its answer.
@@ -92,6 +123,8 @@ fn retried(held: &EffectSeen, again: &EffectSeen, released: &HashMap<u64, Releas
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
     use crate::judge::fixtures::{at, effect_event, info, produced_event};
     use crate::timeline::{EndReason, ProduceStatus};
@@ -150,6 +183,8 @@ mod tests {
     fn judged(events: &[Stamped]) -> HashSet<String> {
         let j = crate::judge::analyze(events);
         duplicated_by_holds(events, &j.anomalies)
+            .into_keys()
+            .collect()
     }
 
     #[test]
@@ -180,6 +215,13 @@ mod tests {
             .any(|r| r.code() == "harness_duplicated"));
         let group = &j.mechanisms.groups[0];
         assert!(group.harness_hold && group.title.contains("harness's hold"));
+        let evidence = &group.samples[0].evidence;
+        assert!(
+            evidence
+                .iter()
+                .any(|e| e.what.starts_with("the harness held the sink's answer")),
+            "{evidence:?}"
+        );
         assert!(j.mechanisms.caused_by_harness("m-1"));
         assert_eq!(j.effect_holds.count, 1);
         assert_eq!(j.holds.count, 0, "the proxy held nothing");

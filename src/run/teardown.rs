@@ -65,7 +65,8 @@ pub(super) async fn stop_all(
         }
         Ending::Bypassed(what) => {
             return Err(InfraError::new(format!(
-                "{what}, past the proxy (`consumer.bypass: fatal`): hand the consumer only                  the addresses in its EXACTLY_* variables"
+                "{what}, past the proxy (`consumer.bypass: fatal`): hand the consumer only \
+                 the addresses in its EXACTLY_* variables"
             ))
             .into());
         }

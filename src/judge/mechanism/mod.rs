@@ -109,11 +109,12 @@ impl Mechanisms {
 const HARNESS_HOLD_ADVICE: &str = "The harness held this effect's answer for a `during: effect` fault and the consumer's client sent the effect again meanwhile: not counted against the consumer. A real provider can be as slow: send the same idempotency key with every retry, or give the client a timeout longer than the provider's slowest answer.";
 
 /// Names the mechanism of every lost or duplicated anomaly; those in `harness_hold` (IDs
-/// duplicated by the consumer's retries of an answer the harness held) are marked so.
+/// duplicated by the consumer's retries of an answer the harness held, with the hold's
+/// evidence) are marked so.
 pub fn explain(
     events: &[Stamped],
     anomalies: &[Anomaly],
-    harness_hold: &HashSet<String>,
+    harness_hold: &HashMap<String, Evidence>,
 ) -> Mechanisms {
     let wanted: Vec<&Anomaly> = anomalies
         .iter()
@@ -127,7 +128,11 @@ pub fn explain(
         .iter()
         .map(|a| {
             let mut e = explain_one(&index, a);
-            e.harness_hold = harness_hold.contains(&a.id);
+            if let Some(hold) = harness_hold.get(&a.id) {
+                e.harness_hold = true;
+                e.evidence.push(hold.clone());
+                e.evidence.sort_by_key(|x| (x.t_us, x.seq));
+            }
             e
         })
         .collect();
