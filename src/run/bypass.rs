@@ -9,21 +9,21 @@
 //!
 //! Invariants: the check only observes (it never signals a process); a process that vanishes
 //! mid-scan is skipped, never an error (procfs's rule); names are resolved only when the proxy's
-//! list of broker addresses changes; the scan runs on a blocking thread, off the runtime the
-//! proxy forwards on. A connection opened and closed between two looks is not seen: the check
+//! list of broker addresses changes; the TCP tables are read once per network namespace per
+//! look; the scan runs on a blocking thread, off the runtime the proxy forwards on. A connection opened and closed between two looks is not seen: the check
 //! is a sampling, which is why the judge treats a bypassing incarnation as bypassing for its
 //! whole life.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::proxy::Proxy;
 use crate::plan::BypassPolicy;
 use crate::procfs;
-use crate::proxy::{direct_sockets, resolve_all};
+use crate::proxy::resolve_all;
 use crate::timeline::{Event, Timeline};
 
 /// How often the consumers' sockets are looked at.
@@ -152,24 +152,46 @@ impl BypassWatch {
     }
 }
 
-/// Every socket of the live consumers' processes connected to one of `brokers`.
+/// Every socket of the live consumers' processes connected to one of `brokers`. Each
+/// process's socket descriptors are listed; the TCP tables are read once per network
+/// namespace (the kernel generates them on each read, at a cost that grows with the host's
+/// connections).
 fn scan(proc: &Path, live: &[Live], brokers: &HashSet<SocketAddr>) -> Vec<Found> {
     if brokers.is_empty() {
         return Vec::new();
     }
-    let mut found = Vec::new();
+    // socket inode → (pid, instance, incarnation); one process per namespace to read tables.
+    let mut holders: HashMap<u64, (u32, u32, u32)> = HashMap::new();
+    let mut namespaces: HashMap<Option<PathBuf>, u32> = HashMap::new();
     for (pid, (instance, incarnation)) in consumer_processes(proc, live) {
-        for row in direct_sockets(pid, brokers) {
-            found.push(Found {
+        let inodes = procfs::socket_inodes(proc, pid);
+        if inodes.is_empty() {
+            continue;
+        }
+        for inode in inodes {
+            holders.insert(inode, (pid, instance, incarnation));
+        }
+        namespaces
+            .entry(procfs::network_namespace(proc, pid))
+            .or_insert(pid);
+    }
+    let mut found: Vec<Found> = namespaces
+        .into_values()
+        .flat_map(|pid| procfs::tcp_rows(proc, pid))
+        .filter(|row| brokers.contains(&row.remote))
+        .filter_map(|row| {
+            let &(pid, instance, incarnation) = holders.get(&row.inode)?;
+            Some(Found {
                 instance,
                 incarnation,
                 pid,
                 local: row.local,
                 remote: row.remote,
-            });
-        }
-    }
+            })
+        })
+        .collect();
     found.sort_by_key(|f| (f.instance, f.incarnation, f.pid, f.local));
+    found.dedup();
     found
 }
 
