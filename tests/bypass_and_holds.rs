@@ -1,4 +1,4 @@
-//! Issue 13, classes 2 and 6, on the real Kafka: a consumer that bypasses the proxy never gets
+//! Issue 13, classes 2 and 6, on the real Kafka (and RabbitMQ for the bypass): a consumer that bypasses the proxy never gets
 //! an EXACT on faults that could not reach it, and a fault that holds an effect's answer
 //! without stopping the consumer never makes a duplicate blamed on the consumer.
 //!
@@ -200,4 +200,47 @@ fn a_client_that_times_out_during_a_held_answer_makes_a_duplicate_marked_as_the_
     assert!(marked, "{why}");
     let md = std::fs::read_to_string(dir.path().join("run/report.md")).unwrap();
     assert!(md.contains("caused by the harness's hold"), "{md}");
+}
+
+#[test]
+fn an_amqp_consumer_connected_to_rabbitmq_itself_is_caught_and_a_fatal_bypass_ends_the_run() {
+    require_rabbitmq();
+    // The plan's own environment overrides the contract's URL: the consumer never meets the
+    // proxy.
+    let (out, report, events, _dir) = run_amqp(
+        "amqp-partition.yaml",
+        "  restart: { after: 300ms }\n  env: { EXACTLY_AMQP_URL: \"amqp://guest:guest@127.0.0.1:5672/%2f\" }\n  bypass: fatal",
+    );
+    let why = explain(&out, &report);
+    assert_eq!(out.status.code(), Some(4), "{why}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("-> 127.0.0.1:5672"),
+        "the failure names the connection: {why}"
+    );
+    assert!(
+        events.iter().any(
+            |e| matches!(&e.event, Event::Bypass { remote, .. } if remote == "127.0.0.1:5672")
+        ),
+        "{why}"
+    );
+}
+
+/// Runs the shipped AMQP `plan` with its `restart:` line replaced by `consumer_tail`.
+fn run_amqp(
+    plan: &str,
+    consumer_tail: &'static str,
+) -> (
+    std::process::Output,
+    Value,
+    Vec<exactly::timeline::Stamped>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan_copy(plan, dir.path(), |t| {
+        assert!(t.contains("  restart: { after: 300ms }\n"), "{t}");
+        t.replace("  restart: { after: 300ms }", consumer_tail)
+    });
+    let (out, report) = run_plan(&p, &dir.path().join("run"), &[]);
+    let events = read_events(&dir.path().join("run/events.jsonl")).unwrap_or_default();
+    (out, report, events, dir)
 }
