@@ -129,7 +129,7 @@ fn main() {
 async fn consume(args: Args) -> i32 {
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let effects = std::sync::Arc::new(Effects::open(PROGRAM, args.sink));
+    let effects = std::sync::Arc::new(Effects::open(PROGRAM, args.sink, effects::HTTP_TIMEOUT));
     let url = env(PROGRAM, "EXACTLY_AMQP_URL");
     let queue = env(PROGRAM, "EXACTLY_QUEUE");
 

@@ -26,7 +26,11 @@
 //! `--work-ms N` is the processing time between receiving a message and its effect;
 //! `--commit-every-ms N` is the period of the background commits of the periodic modes;
 //! `--session-timeout-ms N` sets the group session timeout; `--config key=value` passes any
-//! other librdkafka setting.
+//! other librdkafka setting (applied last: `--config bootstrap.servers=HOST:PORT` makes the
+//! consumer connect to a broker address of its own, as a consumer with a hard-coded address
+//! would); `--effect-timeout-ms N` is how long one HTTP effect attempt waits for the sink's
+//! answer (30000); `--side-client` also opens a second client on the address the contract
+//! hands it, which only reads metadata (as an admin or health-check client would).
 
 #[path = "shared/effects.rs"]
 mod effects;
@@ -65,6 +69,10 @@ struct Args {
     session_timeout_ms: u32,
     /// Extra librdkafka settings, `--config key=value`.
     config: Vec<(String, String)>,
+    /// How long one HTTP effect attempt waits.
+    effect_timeout: Duration,
+    /// Open a metadata-only side client on the contract's bootstrap address.
+    side_client: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -75,6 +83,8 @@ fn parse_args() -> Result<Args, String> {
         commit_every: Duration::from_secs(1),
         session_timeout_ms: 6000,
         config: Vec::new(),
+        effect_timeout: effects::HTTP_TIMEOUT,
+        side_client: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -108,6 +118,14 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("--session-timeout-ms: {e}"))?
             }
+            "--effect-timeout-ms" => {
+                args.effect_timeout = Duration::from_millis(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--effect-timeout-ms: {e}"))?,
+                )
+            }
+            "--side-client" => args.side_client = true,
             "--config" => {
                 let kv = value()?;
                 let (k, v) = kv
@@ -176,7 +194,7 @@ fn main() {
         .expect("SIGTERM handler");
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone()).expect("SIGINT handler");
 
-    let effects = Effects::open(PROGRAM, args.sink);
+    let effects = Effects::open(PROGRAM, args.sink, args.effect_timeout);
     let topic = env(PROGRAM, "EXACTLY_TOPIC");
     let auto = args.mode == Mode::AutoCommit;
     // The periodic modes mark a message done (store its offset) after its effect, and commit
@@ -224,6 +242,10 @@ fn main() {
         std::env::var("EXACTLY_INSTANCE").unwrap_or_default(),
         std::env::var("EXACTLY_INCARNATION").unwrap_or_default()
     );
+
+    if args.side_client {
+        side_client(&topic, stop.clone());
+    }
 
     let mut last_commit = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -281,6 +303,25 @@ fn main() {
         }
     }
     eprintln!("kafka_consumer: stopping");
+}
+
+/// A second client on the contract's bootstrap address that reads the topic's metadata every
+/// 500 ms until `stop`, while the main client may be configured elsewhere.
+fn side_client(topic: &str, stop: Arc<AtomicBool>) {
+    let side: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", env(PROGRAM, "EXACTLY_KAFKA_BOOTSTRAP"))
+        .set("log_level", "4")
+        .create()
+        .expect("side client config is valid");
+    let topic = topic.to_owned();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            if let Err(e) = side.fetch_metadata(Some(&topic), Duration::from_secs(2)) {
+                eprintln!("kafka_consumer: side client: {e}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
 }
 
 fn commit(consumer: &BaseConsumer<Hooks>, msg: &rdkafka::message::BorrowedMessage<'_>) {

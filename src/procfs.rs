@@ -94,6 +94,14 @@ pub fn parse_stat_pgrp(stat: &str) -> Option<u32> {
     rest.split_whitespace().nth(2)?.parse().ok()
 }
 
+/// The parent process id (`ppid`, the 4th field) from the text of `/proc/PID/stat`, counted
+/// from the last `)` like [`parse_stat_pgrp`].
+pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // state ppid
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// An address as the kernel's tables show it: IPv4-mapped IPv6 as IPv4.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
@@ -138,12 +146,24 @@ pub fn holds_socket(proc: &Path, pid: u32, inode: u64) -> bool {
 /// rows of its network namespace's `/proc/PID/net/tcp` and `tcp6`. Empty when the process is
 /// gone or cannot be inspected. (The Kafka proxy uses it to catch a consumer that slipped past it.)
 pub fn process_sockets(pid: u32) -> Vec<TcpRow> {
-    let proc = Path::new("/proc").join(pid.to_string());
-    let Ok(fds) = std::fs::read_dir(proc.join("fd")) else {
+    let proc = Path::new("/proc");
+    let inodes = socket_inodes(proc, pid);
+    if inodes.is_empty() {
         return Vec::new();
+    }
+    tcp_rows(proc, pid)
+        .into_iter()
+        .filter(|row| inodes.contains(&row.inode))
+        .collect()
+}
+
+/// The inodes of the sockets process `pid` has descriptors on (`socket:[INODE]` links in
+/// `PID/fd`); empty when it is gone or cannot be inspected.
+pub fn socket_inodes(proc: &Path, pid: u32) -> HashSet<u64> {
+    let Ok(fds) = std::fs::read_dir(proc.join(pid.to_string()).join("fd")) else {
+        return HashSet::new();
     };
-    let inodes: HashSet<u64> = fds
-        .flatten()
+    fds.flatten()
         .filter_map(|fd| std::fs::read_link(fd.path()).ok())
         .filter_map(|target| {
             let target = target.to_str()?;
@@ -153,13 +173,25 @@ pub fn process_sockets(pid: u32) -> Vec<TcpRow> {
                 .parse()
                 .ok()
         })
-        .collect();
+        .collect()
+}
+
+/// Every row of `PID/net/tcp` and `PID/net/tcp6`: the TCP sockets of process `pid`'s network
+/// namespace, whoever holds them. The kernel generates these tables on each read (the cost grows
+/// with the host's connections): read them once per namespace, not once per process.
+pub fn tcp_rows(proc: &Path, pid: u32) -> Vec<TcpRow> {
+    let net = proc.join(pid.to_string()).join("net");
     ["tcp", "tcp6"]
         .iter()
-        .filter_map(|table| std::fs::read_to_string(proc.join("net").join(table)).ok())
+        .filter_map(|table| std::fs::read_to_string(net.join(table)).ok())
         .flat_map(|text| text.lines().filter_map(parse_row).collect::<Vec<_>>())
-        .filter(|row| inodes.contains(&row.inode))
         .collect()
+}
+
+/// The network namespace of process `pid` (the `PID/ns/net` link, `net:[INODE]`); `None`
+/// when it is gone or cannot be read.
+pub fn network_namespace(proc: &Path, pid: u32) -> Option<std::path::PathBuf> {
+    std::fs::read_link(proc.join(pid.to_string()).join("ns").join("net")).ok()
 }
 
 /// Every process id in `proc` (thread-group leaders: threads share their fd table).
@@ -289,5 +321,7 @@ mod tests {
         assert_eq!(parse_stat_pgrp(odd), Some(4242));
         assert_eq!(parse_stat_pgrp("4244 (truncated"), None);
         assert_eq!(parse_stat_pgrp("4244 (x) S 1"), None);
+        assert_eq!(parse_stat_ppid(odd), Some(4242));
+        assert_eq!(parse_stat_ppid(stat), Some(4000));
     }
 }

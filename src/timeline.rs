@@ -265,9 +265,26 @@ pub enum Event {
         /// How it ended, in words.
         detail: String,
     },
-    /// A frame the proxy held at a hold point for a trigger (every commit or ack while a
-    /// `before:`/`after:` trigger needs them), and how long: a held frame delays every later
-    /// response on its connection.
+    /// A consumer process connected straight to the broker, past the proxy (the run's watch
+    /// reads every live consumer process's sockets from `/proc` about once a second); one
+    /// event per connection, the first time it is seen. Network faults do not reach that
+    /// connection and the proxy sees none of its commits, acks or deliveries.
+    Bypass {
+        /// Instance.
+        instance: u32,
+        /// Incarnation.
+        incarnation: u32,
+        /// The process holding the socket (the incarnation's group leader or a descendant).
+        pid: u32,
+        /// The socket's own address.
+        local: String,
+        /// The broker address it is connected to.
+        remote: String,
+    },
+    /// An event held at a hold point for a trigger (every commit or ack while a
+    /// `before:`/`after:` trigger needs them; the sink's answer to the effect a `during:
+    /// effect` fault fired on), and how long: a held frame delays every later response on its
+    /// connection.
     Held {
         /// Instance.
         instance: u32,
@@ -419,6 +436,9 @@ pub enum HeldAt {
     CommitResponse,
     /// An AMQP basic.ack/nack/reject on its way to the broker.
     AckRequest,
+    /// The HTTP sink's answer to an effect (`during: effect`), held by the harness until the
+    /// fault that fired on it ended (or withheld: the consumer was being stopped).
+    Effect,
 }
 
 /// Which side ended a proxied connection.
@@ -574,6 +594,11 @@ pub struct FaultRecord {
     /// How long a timed fault (pause, partition, latency, rebalance) lasts, in µs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub length_us: Option<u64>,
+    /// The fault acts on the proxied connections (partition, latency, sever) or its trigger
+    /// counts what the proxy sees (commits, acks, deliveries, rebalances): a consumer
+    /// connection that bypasses the proxy escapes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub through_proxy: bool,
 }
 
 /// One consumer incarnation.

@@ -37,6 +37,9 @@ pub fn env(program: &str, name: &str) -> String {
     })
 }
 
+/// How long one HTTP effect attempt waits for the sink's answer by default.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The open sink of one consumer process.
 pub enum Effects {
     /// An HTTP client and the URL of this incarnation.
@@ -48,12 +51,13 @@ pub enum Effects {
 }
 
 impl Effects {
-    /// Opens `sink` as the contract describes it.
-    pub fn open(program: &'static str, sink: Sink) -> Effects {
+    /// Opens `sink` as the contract describes it; an HTTP attempt gives up after `timeout`
+    /// ([`HTTP_TIMEOUT`] unless the example was told otherwise).
+    pub fn open(program: &'static str, sink: Sink, timeout: Duration) -> Effects {
         match sink {
             Sink::Http => Effects::Http {
                 agent: ureq::Agent::config_builder()
-                    .timeout_global(Some(Duration::from_secs(30)))
+                    .timeout_global(Some(timeout))
                     .build()
                     .into(),
                 url: env(program, "EXACTLY_EFFECT_URL"),

@@ -1,7 +1,8 @@
 //! The run facts: everything pass 1 reads from the timeline besides the ledger and the effects
 //! — what the run announced, its faults, the consumer processes, the broker's last progress
 //! (or the queue's remainder), how the run ended, the sink's rejections, the proxy's view of
-//! consumer settings, closed connections and holds, and the `warning` events.
+//! consumer settings, closed connections and holds, the sink's holds of effect answers, the
+//! connections that bypassed the proxy, and the `warning` events.
 //!
 //! Invariant: facts are read in one pass in timeline order, one event at a time; the latest
 //! `progress` event by sequence number is the one that decides lost versus pending.
@@ -10,8 +11,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
+use crate::judge::bypass::{bypassed_faults, Bypass};
 use crate::judge::model::{UnfiredFault, FAILED_SAMPLES};
-use crate::timeline::{EndReason, Event, FaultRecord, ProcessPhase, RunInfo, Stamped};
+use crate::timeline::{EndReason, Event, FaultRecord, HeldAt, ProcessPhase, RunInfo, Stamped};
 
 /// One consumer process, from its `process` events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -143,6 +145,9 @@ pub(crate) struct FactsReader<'a> {
     connections_closed: Vec<ConnectionClosed>,
     holds: Holds,
     hold_times: Vec<u64>,
+    effect_holds: Holds,
+    effect_hold_times: Vec<u64>,
+    bypasses: Vec<Bypass>,
     warnings: Vec<String>,
 }
 
@@ -203,7 +208,8 @@ impl<'a> FactsReader<'a> {
         }
     }
 
-    /// What the proxy saw: consumer settings, holds and closed connections. Produced and
+    /// What the proxy saw (consumer settings, holds and closed connections), the sink's holds
+    /// and the run's bypass check. Produced and
     /// effect events are the ledger's; the kinds only attribution and mechanisms read
     /// (deliveries, commits, rebalances) fall through here as well, so adding one to the
     /// timeline does not touch the facts.
@@ -220,6 +226,17 @@ impl<'a> FactsReader<'a> {
                 no_ack: *no_ack,
                 prefetch: *prefetch,
             }),
+            // The sink's holds of effect answers are the harness's, not the proxy's.
+            Event::Held {
+                at: HeldAt::Effect,
+                held_us,
+                released,
+                ..
+            } => {
+                self.effect_hold_times.push(*held_us);
+                self.effect_holds.count += 1;
+                self.effect_holds.dropped += u64::from(!released);
+            }
             Event::Held {
                 held_us, released, ..
             } => {
@@ -227,6 +244,20 @@ impl<'a> FactsReader<'a> {
                 self.holds.count += 1;
                 self.holds.dropped += u64::from(!released);
             }
+            Event::Bypass {
+                instance,
+                incarnation,
+                pid,
+                local,
+                remote,
+            } => self.bypasses.push(Bypass {
+                t_us: st.t_us,
+                instance: *instance,
+                incarnation: *incarnation,
+                pid: *pid,
+                local: local.clone(),
+                remote: remote.clone(),
+            }),
             Event::ConnectionClosed {
                 instance,
                 incarnation,
@@ -312,6 +343,9 @@ impl<'a> FactsReader<'a> {
             consumer_settings: self.consumer_settings,
             connections_closed: self.connections_closed,
             holds: self.holds.with_times(self.hold_times),
+            effect_holds: self.effect_holds.with_times(self.effect_hold_times),
+            faults_bypassed: Vec::new(),
+            bypasses: self.bypasses,
             warnings: self.warnings,
         };
         facts.tally_faults();
@@ -322,6 +356,13 @@ impl<'a> FactsReader<'a> {
                 if self.torn_lines == 1 { "" } else { "s" },
             ));
         }
+        let planned = facts.run.as_ref().map(|r| r.planned_faults.as_slice());
+        facts.faults_bypassed = bypassed_faults(
+            &facts.bypasses,
+            &facts.faults,
+            &facts.incarnations,
+            planned.unwrap_or_default(),
+        );
         if self.run_started_twice {
             facts
                 .warnings
@@ -367,6 +408,12 @@ pub(crate) struct RunFacts<'a> {
     pub(crate) connections_closed: Vec<ConnectionClosed>,
     /// The proxy's holds.
     pub(crate) holds: Holds,
+    /// The sink's holds of effect answers for `during: effect` faults.
+    pub(crate) effect_holds: Holds,
+    /// Consumer connections straight to the broker, past the proxy.
+    pub(crate) bypasses: Vec<Bypass>,
+    /// Planned faults that fired only while a bypass escaped them (not exercised).
+    pub(crate) faults_bypassed: Vec<UnfiredFault>,
     /// `warning` events in order, then the facts' own observations.
     pub(crate) warnings: Vec<String>,
 }

@@ -175,6 +175,7 @@ impl Tl {
             },
             hit,
             length_us: None,
+            through_proxy: false,
         }))
     }
 

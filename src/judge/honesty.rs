@@ -341,6 +341,7 @@ fn fault_record(action: &str, hit: Vec<ProcessRef>) -> Event {
         fired_at_us: 1_100,
         trigger_latency_us: 100,
         applied: true,
+        through_proxy: false,
         detail: "partitioned consumer: 1 connection for 2s".into(),
         hit,
         length_us: Some(2_000_000),

@@ -4,6 +4,7 @@
 //!
 //! Invariant: a `Judgement` is built only by the judge's `analyze`, from the events alone.
 
+use crate::judge::bypass::Bypass;
 use crate::judge::commit_window::CommitWindow;
 use crate::judge::facts::{
     ConnectionClosed, ConsumerSetting, Holds, Incarnation, ProgressSnapshot, RejectedEffect,
@@ -89,6 +90,13 @@ pub struct Judgement {
     /// Frames the proxy held for triggers, and how long (design §12: a hold delays every later
     /// response on its connection).
     pub holds: Holds,
+    /// The sink's answers to effects held for `during: effect` faults, and how long (answered
+    /// once the fault ended; `dropped`: withheld, the consumer was being stopped).
+    pub effect_holds: Holds,
+    /// Consumer connections the run's watch found straight to the broker, past the proxy.
+    pub bypasses: Vec<Bypass>,
+    /// Planned faults that fired only while a bypass escaped them (not exercised).
+    pub faults_bypassed: Vec<UnfiredFault>,
 }
 
 impl Judgement {

@@ -6,8 +6,10 @@
 //! reaches the same verdict from `events.jsonl` as the live run did. It composes, in order:
 //! pass 1 over every event (the ledger in `ledger`, the run facts in `facts`), pass 2 (the
 //! effects counted per ID, `effects`), the classification (`ledger`), pass 3 (the effects of the
-//! anomalies, `effects`), the ruling (`verdict`: shortfalls, precedence, claim), and the
-//! findings (`mechanism`, `commit_window`, `key_order`).
+//! anomalies, `effects`), the duplicates of the harness's own making (`harness`: retries of
+//! an effect whose answer it held), the ruling (`verdict`: shortfalls, precedence, claim), and
+//! the findings (`mechanism`, `commit_window`, `key_order`). The run facts include the
+//! consumer connections that bypassed the proxy and the faults they escaped (`bypass`).
 //!
 //! Invariants:
 //! - Identity is the message ID, never the offset. Several `produced` records for one ID (a
@@ -33,9 +35,11 @@
 
 use crate::timeline::{Event, Stamped};
 
+pub mod bypass;
 pub mod commit_window;
 mod effects;
 mod facts;
+mod harness;
 mod judgement;
 pub mod key_order;
 mod ledger;
@@ -81,6 +85,10 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
     let classified = ledger.classify(&facts, oracle_blind, &mut counts);
     let mut anomalies = classified.anomalies;
     effects::attach(events, &ledger, &tally, &mut anomalies);
+    // Duplicates the harness's holds made count for the harness, not against the consumer.
+    let harness_duplicated = harness::duplicated_by_holds(events, &anomalies);
+    counts.harness_duplicated = harness_duplicated.len() as u64;
+    counts.duplicated -= counts.harness_duplicated;
     counts.phantom = tally.phantoms.len() as u64;
     anomalies.extend(tally.phantoms);
     counts.rejected = facts.rejected;
@@ -107,7 +115,7 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
         counts,
         inconclusive_reasons: ruling.inconclusive_reasons,
         caveats: ruling.caveats,
-        mechanisms: mechanism::explain(events, &anomalies),
+        mechanisms: mechanism::explain(events, &anomalies, &harness_duplicated),
         anomalies,
         faults: facts.faults,
         faults_planned: facts.faults_planned,
@@ -127,6 +135,9 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
         consumer_settings: facts.consumer_settings,
         connections_closed: facts.connections_closed,
         holds: facts.holds,
+        effect_holds: facts.effect_holds,
+        bypasses: facts.bypasses,
+        faults_bypassed: facts.faults_bypassed,
     }
 }
 

@@ -221,8 +221,12 @@ pub struct Counts {
     pub effects_replayed: u64,
     /// IDs with exactly one applied effect.
     pub exact: u64,
-    /// IDs with more than one applied effect.
+    /// IDs with more than one applied effect (those the harness's holds duplicated aside).
     pub duplicated: u64,
+    /// IDs whose extra applied effects were all the consumer's retries of an effect whose
+    /// answer the harness held (`during: effect`): duplicated by the harness, not counted in
+    /// `duplicated` nor against the consumer.
+    pub harness_duplicated: u64,
     /// Acknowledged IDs consumed without an applied effect.
     pub lost: u64,
     /// Acknowledged IDs the broker counts done, without an applied effect, while the oracle
@@ -322,6 +326,20 @@ pub enum InconclusiveReason {
     },
     /// The run was stopped because the plan must be fixed (its effect ID rule read no effect).
     PlanError,
+    /// Faults that act through the proxy fired only while a consumer connection bypassed it:
+    /// they did not reach that connection, so they were not exercised.
+    FaultsBypassed {
+        /// Which ones.
+        faults: Vec<UnfiredFault>,
+        /// Consumer connections seen straight to the broker.
+        connections: u64,
+    },
+    /// Messages duplicated only by the consumer's retries of an effect whose answer the harness
+    /// held: what the consumer would have done without the hold is unknown.
+    HarnessDuplicated {
+        /// How many.
+        count: u64,
+    },
 }
 
 impl InconclusiveReason {
@@ -342,6 +360,8 @@ impl InconclusiveReason {
             InconclusiveReason::EffectsUnread { .. } => "effects_unread",
             InconclusiveReason::NotCountedDone { .. } => "not_counted_done",
             InconclusiveReason::PlanError => "plan_error",
+            InconclusiveReason::FaultsBypassed { .. } => "faults_bypassed",
+            InconclusiveReason::HarnessDuplicated { .. } => "harness_duplicated",
         }
     }
 }
@@ -439,6 +459,31 @@ impl fmt::Display for InconclusiveReason {
                     if one { "it" } else { "them" }
                 )
             }
+            InconclusiveReason::FaultsBypassed {
+                faults,
+                connections,
+            } => {
+                let list: Vec<String> = faults
+                    .iter()
+                    .map(|u| format!("#{} {}", u.fault, u.plan))
+                    .collect();
+                write!(
+                    f,
+                    "the consumer bypassed the proxy ({connections} connection{} straight to the broker): {} fault{} acting through the proxy fired only while it did, did not reach those connections and {} not exercised: {}",
+                    plural(*connections),
+                    faults.len(),
+                    plural(faults.len() as u64),
+                    if faults.len() == 1 { "was" } else { "were" },
+                    list.join("; ")
+                )
+            }
+            InconclusiveReason::HarnessDuplicated { count } => write!(
+                f,
+                "{count} message{} duplicated only by the consumer retrying an effect whose answer the harness held for a `during: effect` fault: the harness caused {}, so {} not counted against the consumer, and what it would have done without the hold is unknown",
+                plural(*count),
+                if *count == 1 { "it" } else { "them" },
+                if *count == 1 { "it is" } else { "they are" }
+            ),
             InconclusiveReason::PlanError => f.write_str(
                 "the run was stopped early: the plan's effect ID rule read none of the first effects (see the warnings)",
             ),

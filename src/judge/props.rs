@@ -188,6 +188,7 @@ fn build(c: &Case, shuffle: &[usize]) -> (Vec<Stamped>, Vec<i64>, BTreeMap<i32, 
                 Vec::new()
             },
             length_us: None,
+            through_proxy: false,
         }));
     }
     let committed: BTreeMap<i32, i64> = (0..3)

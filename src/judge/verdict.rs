@@ -159,9 +159,20 @@ fn shortfalls(
             without_effect: ledger.acked_without_effect,
         });
     }
-    if counts.exact + counts.duplicated == 0 {
+    if counts.exact + counts.duplicated + counts.harness_duplicated == 0 {
         reasons.push(InconclusiveReason::NothingObserved {
             blind: ledger.effects_on_ledger == 0,
+        });
+    }
+    if !facts.faults_bypassed.is_empty() {
+        reasons.push(InconclusiveReason::FaultsBypassed {
+            faults: facts.faults_bypassed.clone(),
+            connections: facts.bypasses.len() as u64,
+        });
+    }
+    if counts.harness_duplicated > 0 {
+        reasons.push(InconclusiveReason::HarnessDuplicated {
+            count: counts.harness_duplicated,
         });
     }
     reasons
@@ -201,7 +212,9 @@ fn blinds(reason: &InconclusiveReason, verdict: Verdict) -> Blind {
     match reason {
         InconclusiveReason::NoFaultPlanned
         | InconclusiveReason::FaultsNotFired { .. }
-        | InconclusiveReason::FaultsHitNothing { .. } => Blind::Neither,
+        | InconclusiveReason::FaultsHitNothing { .. }
+        | InconclusiveReason::FaultsBypassed { .. } => Blind::Neither,
+        InconclusiveReason::HarnessDuplicated { .. } => Blind::Duplicate,
         InconclusiveReason::Pending { .. }
         | InconclusiveReason::NoProgress { .. }
         | InconclusiveReason::LedgerIncomplete { .. } => Blind::Loss,

@@ -5,6 +5,12 @@
 //! when no targeted process is alive (between restarts) the action waits for the next
 //! incarnation and the recorded latency includes that wait. When several faults match one event,
 //! the first in plan order acts; the others record that they were pre-empted.
+//!
+//! A held event a fault fired on never goes on when the fault stops the consumer; otherwise it
+//! goes on at once, except the sink's answer to the effect of a `during: effect` fault, which
+//! goes on once the fault has ended (its length passed: a pause resumed, a partition healed),
+//! so the harness never leaves a running consumer waiting on an answer it withholds. The
+//! sink's hold is recorded as a `held` event (at `effect`), like the proxy's holds.
 
 pub mod action;
 pub mod trigger;
@@ -18,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::group_member::GroupProtocol;
 use crate::gate::{Gate, HoldDecision, HoldPoint};
 use crate::plan::{Fault, FaultAction, Target};
-use crate::timeline::{Event, FaultRecord, ProcessPhase, Stamped, Timeline};
+use crate::timeline::{Event, FaultRecord, HeldAt, ProcessPhase, Stamped, Timeline};
 use action::{Applied, Levers};
 use trigger::{Match, TriggerState};
 
@@ -41,6 +47,8 @@ struct ArmedFault {
     trigger: TriggerState,
     /// The plan's trigger in words, for the `fault` events.
     description: String,
+    /// The fault depends on the proxy seeing the consumer's connections.
+    through_proxy: bool,
     /// Times (µs) at which the trigger matched while no target was alive.
     deferred: Vec<u64>,
 }
@@ -91,6 +99,7 @@ impl Nemesis {
                     action: f.action,
                     trigger: TriggerState::new(&f.when, seed.wrapping_add(index as u64), instance),
                     description: f.when.to_string(),
+                    through_proxy: f.through_proxy(),
                     deferred: Vec::new(),
                 }
             })
@@ -171,7 +180,7 @@ impl Nemesis {
             self.protocol = Some(protocol);
         }
         let mut acted = false;
-        let mut withhold = false;
+        let mut fate = HeldFate::GoesOn;
         for i in 0..self.faults.len() {
             let m = self.faults[i].trigger.on_event(&stamped.event);
             if m == Match::No {
@@ -187,23 +196,45 @@ impl Nemesis {
             }
             acted = true;
             let applied = self.fire(i, stamped.t_us);
-            // A held event never goes on once its consumer is being stopped; `during: effect`
-            // is never answered at all.
             let f = &self.faults[i];
-            withhold = applied
-                && m == Match::FireWhileHeld
-                && (f.trigger.is_during() || f.action.stops_consumer());
+            if applied && m == Match::FireWhileHeld {
+                fate = held_fate(&f.action, f.trigger.is_during());
+            }
         }
         if let Some(point) = HoldPoint::of(&stamped.event) {
-            let decision = if withhold {
-                HoldDecision::Withhold
-            } else {
-                HoldDecision::Answer
-            };
-            self.gate.decide(point, stamped.seq, decision);
+            self.decide(point, stamped, fate);
         }
         if acted {
             self.publish();
+        }
+    }
+
+    /// Tells the source holding `held` at `point` what becomes of it; the sink's hold of an
+    /// effect a fault fired on is recorded when it ends.
+    fn decide(&self, point: HoldPoint, held: &Stamped, fate: HeldFate) {
+        let seq = held.seq;
+        match fate {
+            HeldFate::GoesOn => self.gate.decide(point, seq, HoldDecision::Answer),
+            HeldFate::Withheld => {
+                self.gate.decide(point, seq, HoldDecision::Withhold);
+                record_effect_hold(&self.timeline, held, false);
+            }
+            HeldFate::GoesOnAfter(length) => {
+                let (gate, timeline) = (self.gate.clone(), self.timeline.clone());
+                let stopping = self.levers.stopping.clone();
+                let held = held.clone();
+                tokio::spawn(async move {
+                    let ended = tokio::select! {
+                        _ = tokio::time::sleep(length) => true,
+                        _ = stopping.cancelled() => false,
+                    };
+                    gate.decide(point, seq, HoldDecision::Answer);
+                    // When the run stops first, every hold is let go with it: not recorded.
+                    if ended {
+                        record_effect_hold(&timeline, &held, true);
+                    }
+                });
+            }
         }
     }
 
@@ -249,6 +280,7 @@ impl Nemesis {
             detail: applied.detail,
             hit: applied.hit,
             length_us: f.action.length().map(|d| d.as_micros() as u64),
+            through_proxy: f.through_proxy,
         }));
         self.fired += 1;
         self.last_fired_at = Some(Duration::from_micros(fired_at_us));
@@ -269,6 +301,7 @@ impl Nemesis {
             detail: why.into(),
             hit: Vec::new(),
             length_us: None,
+            through_proxy: f.through_proxy,
         }));
     }
 
@@ -296,5 +329,79 @@ impl Nemesis {
             last_fired_at: self.last_fired_at,
             scheduled_pending,
         });
+    }
+}
+
+/// What becomes of an event held at its hold point when a fault fired on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeldFate {
+    /// It goes on now (nothing fired on it, or the fault leaves the consumer running and is
+    /// not a `during:` fault).
+    GoesOn,
+    /// It never goes on: the fault stops the consumer.
+    Withheld,
+    /// `during: effect` with a fault that leaves the consumer running: the sink answers once
+    /// the fault has ended (at once for one without a length: sever, scale).
+    GoesOnAfter(Duration),
+}
+
+/// The fate of a held event a fault with `action` fired on (`during`: a `during:` trigger).
+fn held_fate(action: &FaultAction, during: bool) -> HeldFate {
+    if action.stops_consumer() {
+        HeldFate::Withheld
+    } else if during {
+        HeldFate::GoesOnAfter(action.length().unwrap_or(Duration::ZERO))
+    } else {
+        HeldFate::GoesOn
+    }
+}
+
+/// Records the sink's hold of the effect `held` (a `held` event at `effect`) when it ends:
+/// answered (`released`) or withheld. An effect the sink could not attribute has no instance
+/// to name, so its hold is not recorded (the fault event still is).
+fn record_effect_hold(timeline: &Timeline, held: &Stamped, released: bool) {
+    let Event::Effect {
+        instance: Some(instance),
+        incarnation: Some(incarnation),
+        ..
+    } = held.event
+    else {
+        return;
+    };
+    timeline.record(Event::Held {
+        instance,
+        incarnation,
+        at: HeldAt::Effect,
+        event: held.seq,
+        held_us: timeline.now_us().saturating_sub(held.t_us),
+        released,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::ScaleStep;
+
+    #[test]
+    fn a_held_event_goes_on_unless_the_fault_stops_the_consumer_and_during_waits_for_its_end() {
+        let all = Target::AllInstances;
+        let ms = Duration::from_millis;
+        let pause = FaultAction::Pause {
+            target: all,
+            length: ms(300),
+        };
+        let kill = FaultAction::Kill { target: all };
+        let sever = FaultAction::Sever { target: all };
+        assert_eq!(held_fate(&kill, true), HeldFate::Withheld);
+        assert_eq!(held_fate(&kill, false), HeldFate::Withheld);
+        assert_eq!(held_fate(&pause, true), HeldFate::GoesOnAfter(ms(300)));
+        assert_eq!(held_fate(&pause, false), HeldFate::GoesOn);
+        assert_eq!(
+            held_fate(&sever, true),
+            HeldFate::GoesOnAfter(Duration::ZERO)
+        );
+        let up = FaultAction::Scale(ScaleStep::Up);
+        assert_eq!(held_fate(&up, true), HeldFate::GoesOnAfter(Duration::ZERO));
     }
 }

@@ -106,7 +106,7 @@ impl TriggerState {
         }
     }
 
-    /// True for `during:` triggers (the held event is never let go).
+    /// True for `during:` triggers (the held effect is answered only once the fault ended).
     pub fn is_during(&self) -> bool {
         match self {
             TriggerState::Count { moment, .. } => *moment == Moment::During,

@@ -183,6 +183,21 @@ impl FaultAction {
         }
     }
 
+    /// True for actions the proxy applies to the consumer's connections (partition, latency,
+    /// sever): a connection that bypasses the proxy escapes them.
+    pub fn on_proxied_connections(&self) -> bool {
+        match self {
+            FaultAction::Partition { .. }
+            | FaultAction::Latency { .. }
+            | FaultAction::Sever { .. } => true,
+            FaultAction::Kill { .. }
+            | FaultAction::Terminate { .. }
+            | FaultAction::Pause { .. }
+            | FaultAction::Rebalance { .. }
+            | FaultAction::Scale(_) => false,
+        }
+    }
+
     /// Instances one firing adds to the run (`scale: +1`), for sizing the roster up front.
     pub fn instances_added(&self) -> u32 {
         match self {
@@ -196,6 +211,20 @@ impl FaultAction {
             | FaultAction::Rebalance { .. }
             | FaultAction::Scale(ScaleStep::Down { .. }) => 0,
         }
+    }
+}
+
+impl Fault {
+    /// True when the fault depends on the proxy seeing the consumer's connections: its action
+    /// is applied to them (partition, latency, sever) or its trigger counts what only the
+    /// proxy sees (commits, acks, deliveries, rebalances). A consumer connection that bypasses
+    /// the proxy escapes such a fault.
+    pub fn through_proxy(&self) -> bool {
+        let counted_by_proxy = match self.when {
+            Trigger::Count { event, .. } => event.seen_by_proxy(),
+            Trigger::At(_) | Trigger::Every { .. } | Trigger::Random { .. } => false,
+        };
+        counted_by_proxy || self.action.on_proxied_connections()
     }
 }
 
@@ -372,5 +401,28 @@ mod tests {
         };
         assert_eq!(every.firings(), 4);
         assert_eq!(Trigger::At(Duration::ZERO).firings(), 1);
+    }
+
+    #[test]
+    fn network_actions_and_proxy_counted_triggers_go_through_the_proxy() {
+        let s = Duration::from_secs;
+        let nth = |event| Trigger::Count {
+            moment: Moment::After,
+            event,
+            nth: Count::new(3),
+        };
+        let kill = FaultAction::Kill {
+            target: Target::AllInstances,
+        };
+        let partition = FaultAction::Partition {
+            target: Target::AllInstances,
+            length: s(1),
+        };
+        let through = |action, when| Fault { action, when }.through_proxy();
+        assert!(through(partition, Trigger::At(s(1))));
+        assert!(through(kill, nth(EventKind::Commit)));
+        assert!(through(kill, nth(EventKind::Deliver)));
+        assert!(!through(kill, nth(EventKind::Effect)));
+        assert!(!through(kill, Trigger::At(s(1))));
     }
 }

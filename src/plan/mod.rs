@@ -189,6 +189,23 @@ pub struct ConsumerSpec {
     /// Working directory of the consumer (default: where `exactly` was started).
     #[serde(default)]
     pub cwd: Option<String>,
+    /// What a consumer connection straight to the broker, past the proxy, does to the run:
+    /// `warn` (default: reported, and the faults it escapes are not counted as exercised) or
+    /// `fatal` (the run ends at once, exit 4, naming the connection).
+    #[serde(default)]
+    pub bypass: BypassPolicy,
+}
+
+/// `consumer.bypass`: what a connection that bypasses the proxy does to the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BypassPolicy {
+    /// Reported; network faults and proxy-counted triggers that fired while it was live are
+    /// not counted as exercised.
+    #[default]
+    Warn,
+    /// The run ends at once with exit 4, naming the connection.
+    Fatal,
 }
 
 /// Supervisor behaviour when an incarnation exits or is killed.

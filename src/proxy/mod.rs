@@ -16,7 +16,8 @@
 //!   latency, sever);
 //! - `tasks.rs`: the task accounting that lets the run wait for every proxy task, and the
 //!   accept loop;
-//! - this file: the two socket helpers (a loopback listener, an upstream connection).
+//! - this file: the two socket helpers (a loopback listener, an upstream connection) and the
+//!   bypass check (which sockets of a consumer process reach the broker directly).
 //!
 //! Invariants: listeners bind 127.0.0.1 only; bad bytes end one connection, never the proxy;
 //! every task races its work against the run's stop token; a partition or latency heals by
@@ -35,9 +36,13 @@ pub use frames::{split_frames, FrameReader, Framing, ReadError, MAX_FRAME};
 pub use pump::{pump, serve_connection, ConnEnd, FrameHandler, Handled, PumpEnd};
 pub use tasks::{spawn_accept_loop, Tasks};
 
+use std::collections::HashSet;
 use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
 
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::procfs::TcpRow;
 
 /// How long the proxy waits to open its connection to the real broker.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -59,6 +64,28 @@ pub fn bind_loopback() -> io::Result<TcpListener> {
     let std = std::net::TcpListener::bind(("127.0.0.1", 0))?;
     std.set_nonblocking(true)?;
     TcpListener::from_std(std)
+}
+
+/// Every socket address `addrs` ("host:port") resolve to, each as the kernel's tables show it
+/// (IPv4-mapped IPv6 as IPv4); an address that does not resolve is left out. Resolves names:
+/// call it when the list changes, not per process.
+pub fn resolve_all(addrs: &[String]) -> HashSet<SocketAddr> {
+    addrs
+        .iter()
+        .filter_map(|a| a.to_socket_addrs().ok())
+        .flatten()
+        .map(crate::procfs::canonical)
+        .collect()
+}
+
+/// The TCP sockets of process `pid` connected (or connecting) to one of `brokers`, read from
+/// `/proc`: a consumer socket connected straight to a broker bypassed the proxy. Empty when
+/// none, or when the process is gone.
+pub fn direct_sockets(pid: u32, brokers: &HashSet<SocketAddr>) -> Vec<TcpRow> {
+    crate::procfs::process_sockets(pid)
+        .into_iter()
+        .filter(|row| brokers.contains(&row.remote))
+        .collect()
 }
 
 #[cfg(test)]

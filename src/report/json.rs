@@ -46,6 +46,10 @@ struct JsonReport<'a> {
     faults_unfired: &'a [UnfiredFault],
     /// Planned faults applied only when they hit nothing (not exercised).
     faults_hit_nothing: &'a [UnfiredFault],
+    /// Faults that fired only while a consumer connection bypassed the proxy (not exercised).
+    faults_bypassed: &'a [UnfiredFault],
+    /// Consumer connections seen straight to the broker, past the proxy.
+    bypass: &'a [crate::judge::bypass::Bypass],
     faults: Vec<JsonFault<'a>>,
     inconclusive_reasons: Vec<JsonReason>,
     caveats: Vec<JsonReason>,
@@ -58,6 +62,8 @@ struct JsonReport<'a> {
     key_order: &'a crate::judge::key_order::KeyOrder,
     /// Frames held by the proxy for triggers, and how long.
     holds: &'a crate::judge::Holds,
+    /// The sink's answers held for `during: effect` faults, and how long.
+    effect_holds: &'a crate::judge::Holds,
     /// Proxied consumer connections that ended before the run did (AMQP).
     connections_closed: &'a [crate::judge::ConnectionClosed],
     /// Partition ownership over time (assignments seen by the proxy).
@@ -123,6 +129,8 @@ struct JsonFault<'a> {
     /// The incarnations it hit.
     hit: &'a [ProcessRef],
     detail: &'a str,
+    /// Acts on the proxied connections or counts what the proxy sees (a bypass escapes it).
+    through_proxy: bool,
 }
 
 #[derive(Serialize)]
@@ -163,6 +171,10 @@ struct JsonAnomaly<'a> {
     committed_before_effect: Option<&'a CommitAhead>,
     /// How it was lost or duplicated (see `mechanisms`).
     mechanism: Option<crate::judge::mechanism::Mechanism>,
+    /// Duplicated only by the consumer's retries of an answer the harness held: not counted
+    /// against the consumer (`counts.harness_duplicated`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    harness_hold: bool,
     applied: usize,
     effects: &'a [EffectSeen],
 }
@@ -179,6 +191,7 @@ impl<'a> JsonAnomaly<'a> {
             committed: a.committed,
             committed_before_effect: rec.commits_ahead.for_id(&a.id),
             mechanism: rec.mechanisms.of(&a.id),
+            harness_hold: rec.mechanisms.caused_by_harness(&a.id),
             applied: a.applied(),
             effects: &a.effects,
         }
@@ -203,6 +216,7 @@ fn fault<'a>(f: &'a FaultRecord, rec: &'a Judgement) -> JsonFault<'a> {
         exercised: f.applied && !crate::judge::hit_nothing(f),
         hit: &f.hit,
         detail: &f.detail,
+        through_proxy: f.through_proxy,
     }
 }
 
@@ -250,6 +264,8 @@ pub fn render(rec: &Judgement) -> std::io::Result<String> {
         faults_fired: &rec.faults_fired,
         faults_unfired: &rec.faults_unfired,
         faults_hit_nothing: &rec.faults_hit_nothing,
+        faults_bypassed: &rec.faults_bypassed,
+        bypass: &rec.bypasses,
         faults: rec.faults.iter().map(|f| fault(f, rec)).collect(),
         inconclusive_reasons: rec
             .inconclusive_reasons
@@ -265,6 +281,7 @@ pub fn render(rec: &Judgement) -> std::io::Result<String> {
         ownership: &rec.ownership,
         connections_closed: &rec.connections_closed,
         holds: &rec.holds,
+        effect_holds: &rec.effect_holds,
         consumer_settings: &rec.consumer_settings,
         incarnations: &rec.incarnations,
         progress: rec.last_progress.as_ref(),

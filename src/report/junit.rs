@@ -91,6 +91,9 @@ pub fn render(rec: &Judgement) -> std::io::Result<String> {
         ("exit_code", rec.exit_code().to_string()),
         ("mock_broker", rec.mock_broker().to_string()),
     ];
+    if !rec.bypasses.is_empty() {
+        props.push(("bypass_connections", rec.bypasses.len().to_string()));
+    }
     if let Some(r) = &rec.run {
         props.push(("run", r.run.clone()));
         props.push(("seed", r.seed.to_string()));
@@ -115,6 +118,9 @@ fn details(rec: &Judgement) -> String {
     lines.extend(reasons.iter().map(|r| format!("- {r}")));
     if rec.mock_broker() {
         lines.push(format!("- {}", super::MOCK_WARNING));
+    }
+    if let Some(line) = super::bypass_line(rec) {
+        lines.push(format!("- {line}"));
     }
     lines.join("\n")
 }

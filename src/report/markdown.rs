@@ -1,7 +1,7 @@
 //! `report.md`: the incident-style report for people.
 //!
 //! Sections, in order: title, Summary (verdict, expectation, one plain sentence), the
-//! mock-broker warning when it applies, Impact (counts), Timeline (faults, incarnations, run
+//! mock-broker warning and the bypass caveat when they apply, Impact (counts), Timeline (faults, incarnations, run
 //! end, chronological), Anomalies (samples per outcome with a per-ID timeline and the nearest
 //! fault), Why inconclusive, Caveats (and why the claim is unknown), Rejected effects,
 //! Warnings, Failed produces, How to reproduce.
@@ -87,6 +87,49 @@ fn summary(md: &mut String, rec: &Judgement) {
              have read it.\n"
         );
     }
+    bypass(md, rec);
+}
+
+/// Connections shown in the bypass caveat (report.json `bypass` has them all).
+const BYPASS_SHOWN: usize = 5;
+
+/// The consumer reached the broker past the proxy: said where nobody can miss it.
+fn bypass(md: &mut String, rec: &Judgement) {
+    let n = rec.bypasses.len();
+    if n == 0 {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "> **The consumer bypassed the proxy.** {n} connection{} went straight to the broker:",
+        if n == 1 { "" } else { "s" }
+    );
+    for b in rec.bypasses.iter().take(BYPASS_SHOWN) {
+        let _ = writeln!(md, "> - {}: {}", secs(b.t_us), code(&b.describe()));
+    }
+    if n > BYPASS_SHOWN {
+        let _ = writeln!(md, "> - … {} more (report.json `bypass`)", n - BYPASS_SHOWN);
+    }
+    let escaped = if rec.faults_bypassed.is_empty() {
+        "no fault fired only while they were open".to_string()
+    } else {
+        let list: Vec<String> = rec
+            .faults_bypassed
+            .iter()
+            .map(|u| format!("#{} {}", u.fault, code(&u.plan)))
+            .collect();
+        format!(
+            "these fired only while they were open and are **not counted as exercised**: {}",
+            list.join("; ")
+        )
+    };
+    let _ = writeln!(
+        md,
+        ">\n> Network faults (partition, latency, sever) and triggers on commits, acks, \
+         deliveries or rebalances do not reach these connections, and the proxy saw none of \
+         their traffic; {escaped}. Give the consumer only the addresses in its `EXACTLY_*` \
+         variables (`consumer.bypass: fatal` ends the run on a bypass).\n"
+    );
 }
 
 /// How the consumers asked to be served, when the proxy saw it (AMQP): no-ack mode is a
@@ -117,7 +160,7 @@ fn impact(md: &mut String, rec: &Judgement) {
     let k = &rec.counts;
     let _ = writeln!(md, "## Impact\n");
     let _ = writeln!(md, "| | messages |\n| --- | ---: |");
-    let rows: [(&str, u64); 18] = [
+    let rows: [(&str, u64); 19] = [
         ("planned", k.expected),
         ("produced (acknowledged)", k.produced),
         ("produce failed (not judged)", k.failed),
@@ -125,6 +168,10 @@ fn impact(md: &mut String, rec: &Judgement) {
         ("effected", k.effected),
         ("exact", k.exact),
         ("**duplicated**", k.duplicated),
+        (
+            "duplicated by the harness's hold (not counted)",
+            k.harness_duplicated,
+        ),
         ("**lost**", k.lost),
         (
             "unconfirmed loss (counted done, no readable effect)",
@@ -308,6 +355,18 @@ fn end_rows(rows: &mut Vec<(u64, String)>, rec: &Judgement) {
             ),
         ));
     }
+    if rec.effect_holds.count > 0 {
+        let h = &rec.effect_holds;
+        rows.push((
+            rec.ended_at_us.unwrap_or(0),
+            format!(
+                "the sink held its answer to {} effect(s) for `during: effect` faults, until the fault ended: longest {}; {} withheld (their consumer was being stopped)",
+                h.count,
+                latency(h.max_us),
+                h.dropped
+            ),
+        ));
+    }
     if let Some(p) = &rec.last_progress {
         let committed: Vec<String> = p
             .committed
@@ -443,6 +502,12 @@ fn anomaly(md: &mut String, rec: &Judgement, a: &Anomaly) {
     }
     if let Some(m) = rec.mechanisms.of(&a.id) {
         let _ = writeln!(md, "- mechanism: {}", code(m.as_str()));
+    }
+    if rec.mechanisms.caused_by_harness(&a.id) {
+        let _ = writeln!(
+            md,
+            "- caused by the harness's hold: the consumer sent the effect again while the harness held its answer; not counted against the consumer"
+        );
     }
     let _ = writeln!(md, "- {}\n", nearest_fault(rec, a));
 }

@@ -29,6 +29,19 @@ pub fn write_reports(dir: &Path, rec: &Judgement) -> std::io::Result<()> {
     Ok(())
 }
 
+/// One line on the consumer connections that bypassed the proxy, when there were any.
+pub(crate) fn bypass_line(rec: &Judgement) -> Option<String> {
+    let first = rec.bypasses.first()?;
+    let n = rec.bypasses.len();
+    Some(format!(
+        "the consumer bypassed the proxy: {n} connection{} straight to the broker (first: {}); {} fault{} not counted as exercised",
+        if n == 1 { "" } else { "s" },
+        first.describe(),
+        rec.faults_bypassed.len(),
+        if rec.faults_bypassed.len() == 1 { "" } else { "s" }
+    ))
+}
+
 /// A small aligned table for the terminal: verdict, expectation, counts, faults, and why the
 /// run is inconclusive when it is.
 pub fn verdict_table(rec: &Judgement) -> String {
@@ -96,8 +109,18 @@ pub fn verdict_table(rec: &Judgement) -> String {
             let _ = writeln!(out, "    - {r}");
         }
     }
+    if k.harness_duplicated > 0 {
+        let _ = writeln!(
+            out,
+            "  ({} more duplicated by the harness's hold, not counted against the consumer)",
+            k.harness_duplicated
+        );
+    }
     if rec.mock_broker() {
         let _ = writeln!(out, "  !! {MOCK_WARNING} !!");
+    }
+    if let Some(line) = bypass_line(rec) {
+        let _ = writeln!(out, "  !! {line} !!");
     }
     out
 }

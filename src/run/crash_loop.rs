@@ -401,6 +401,7 @@ mod tests {
             fired_at_us: 1_001_000,
             trigger_latency_us: 1000,
             applied: true,
+            through_proxy: false,
             detail: String::new(),
             hit: vec![ProcessRef {
                 instance: 0,

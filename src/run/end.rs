@@ -2,9 +2,9 @@
 //! brokers, processes or clocks (the caller passes the time in).
 //!
 //! Each wake of the watch goes through [`EndWatch::on_wake`] first: an interrupt, or a failure
-//! the run cannot go on after (the consumer command, the proxy, the timeline file, a consumer
-//! that crash-loops, an effect ID rule that reads no effect), ends the run at once, before the
-//! broker is read again. Otherwise the watch reads the broker's
+//! the run cannot go on after (the consumer command, the proxy, a bypass of the proxy the plan
+//! makes fatal, the timeline file, a consumer that crash-loops, an effect ID rule that reads no
+//! effect), ends the run at once, before the broker is read again. Otherwise the watch reads the broker's
 //! progress and asks [`EndWatch::on_progress`]: past the deadline the run ends; it settles
 //! once the work is done (every acknowledged ID effected, or the broker has nothing left and
 //! the effects have stopped), no scheduled fault is still to come, and that has held for
@@ -38,6 +38,8 @@ pub(super) struct Health {
     pub(super) crash_loop: Option<String>,
     /// The first effects all missed the plan's ID rule (what to tell the user).
     pub(super) wrong_rule: Option<String>,
+    /// A consumer connection bypassed the proxy and the plan makes that fatal (described).
+    pub(super) fatal_bypass: Option<String>,
 }
 
 /// What the watch saw after reading the broker's progress.
@@ -83,6 +85,9 @@ pub(super) enum Ending {
     ConsumerFailed,
     /// The proxy failed, for this reason (it is on the timeline already).
     ProxyFailed(String),
+    /// A consumer connection bypassed the proxy and the plan makes that fatal (the `bypass`
+    /// event is on the timeline already).
+    Bypassed(String),
     /// The timeline file could not be written.
     EventsUnwritable,
     /// Every incarnation exited at once with no work done, for this reason.
@@ -101,6 +106,7 @@ impl Ending {
             Ending::ConsumerFailed
             | Ending::ProxyFailed(_)
             | Ending::EventsUnwritable
+            | Ending::Bypassed(_)
             | Ending::CrashLoop(_) => EndReason::InfrastructureError,
             Ending::WrongIdRule(_) => EndReason::PlanError,
         }
@@ -153,6 +159,9 @@ impl EndWatch {
                     // Evidence the proxy could not complete is an infrastructure error, never
                     // a pass (design §12).
                     Step::End(Ending::ProxyFailed(problem.clone()))
+                } else if let Some(bypass) = &health.fatal_bypass {
+                    // `consumer.bypass: fatal`: the faults cannot be trusted to reach it.
+                    Step::End(Ending::Bypassed(bypass.clone()))
                 } else if health.events_unwritable {
                     Step::End(Ending::EventsUnwritable)
                 } else if let Some(why) = &health.crash_loop {
@@ -241,7 +250,7 @@ mod tests {
     }
 
     #[test]
-    fn failures_end_the_run_as_infrastructure_errors_consumer_first() {
+    fn failures_end_the_run_as_infrastructure_errors_consumer_then_proxy_then_bypass() {
         let mut w = watch(Instant::now());
         let all = Health {
             consumer_failed: true,
@@ -249,6 +258,7 @@ mod tests {
             events_unwritable: true,
             crash_loop: Some("boom".into()),
             wrong_rule: Some("json:/x".into()),
+            fatal_bypass: Some("a -> b".into()),
         };
         assert_eq!(
             w.on_wake(Wake::Tick, &all),
@@ -262,9 +272,18 @@ mod tests {
             w.on_wake(Wake::Tick, &proxy),
             Step::End(Ending::ProxyFailed("bypassed".into()))
         );
+        let bypass = Health {
+            proxy_failure: None,
+            ..proxy.clone()
+        };
+        assert_eq!(
+            w.on_wake(Wake::Tick, &bypass),
+            Step::End(Ending::Bypassed("a -> b".into()))
+        );
         for ending in [
             Ending::ConsumerFailed,
             Ending::ProxyFailed(String::new()),
+            Ending::Bypassed(String::new()),
             Ending::EventsUnwritable,
             Ending::CrashLoop(String::new()),
         ] {

@@ -3,13 +3,15 @@
 //! Order of a run, one phase per step of [`drive`]: broker ready → timeline opened → sinks
 //! listening ([`sinks`]) → workload produced (first, or alongside) → proxy listening
 //! ([`proxy`]) → nemesis subscribed, supervisor starts the consumer ([`supervision`]) → watch
-//! progress until the end ([`watch`], deciding with the pure [`end`]) → stop everything
+//! progress and bypasses of the proxy until the end ([`watch`] and [`bypass`], deciding with
+//! the pure [`end`]) → stop everything
 //! ([`teardown`]) → the caller judges the timeline file and writes the reports.
 //!
 //! Invariants: every task gets the run's stop token and nothing outlives `run`; the phases
 //! only hand forward what they started (no phase reaches back into an earlier one); the end
 //! of a run is decided by [`end::EndWatch`] alone, from what the watch observed.
 
+mod bypass;
 mod crash_loop;
 mod end;
 mod members;

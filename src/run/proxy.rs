@@ -85,6 +85,16 @@ impl Proxy {
         }
     }
 
+    /// The real broker addresses ("host:port"): the Kafka bootstrap and every broker node the
+    /// proxy learned of, or the AMQP broker's. A consumer socket connected to one of them
+    /// bypassed the proxy.
+    pub(super) fn broker_addresses(&self) -> Vec<String> {
+        match self {
+            Proxy::Kafka(p) => p.broker_addresses(),
+            Proxy::Amqp(p) => p.broker_addresses(),
+        }
+    }
+
     /// The network lever the nemesis pulls (partition, latency, sever).
     pub(super) fn network(self) -> Arc<dyn NetworkControl> {
         match self {

@@ -83,6 +83,13 @@ pub(super) async fn stop_all(
             }
             .into(),
         ),
+        Ending::Bypassed(what) => Some(
+            InfraError::new(format!(
+                "{what}, past the proxy (`consumer.bypass: fatal`): hand the consumer only \
+                 the addresses in its EXACTLY_* variables"
+            ))
+            .into(),
+        ),
         Ending::Settled
         | Ending::Deadline
         | Ending::Aborted

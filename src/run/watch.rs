@@ -1,6 +1,8 @@
 //! The watch phase: wakes every 250 ms (or on an interrupt, or when every consumer instance
-//! ended), checks the run's health, reads the broker's progress onto the timeline, draws the
-//! progress bar, and asks [`EndWatch`] whether the run is over. It decides nothing itself.
+//! ended), looks for consumer connections that bypass the proxy (about once a second, see
+//! [`super::bypass`]; once more at the end), checks the run's health, reads the broker's
+//! progress onto the timeline, draws the progress bar, and asks [`EndWatch`] whether the run is
+//! over. It decides nothing itself.
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::bypass::BypassWatch;
 use super::crash_loop::Streak;
 use super::end::{EndWatch, Ending, Health, Seen, Step, Wake};
 use super::proxy::Proxy;
@@ -18,7 +21,8 @@ use super::RunContext;
 use crate::broker::Snapshot;
 use crate::error::InfraError;
 use crate::nemesis::NemesisStatus;
-use crate::timeline::Event;
+use crate::plan::Target;
+use crate::timeline::{EndReason, Event};
 
 /// How often the broker's progress is read.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
@@ -51,12 +55,17 @@ pub(super) async fn until_end(
     let mut end = EndWatch::new(started + limits.deadline, limits.settle);
     let mut last_snapshot: Option<Snapshot> = None;
     let mut progress_error = None;
+    let mut bypass = BypassWatch::new(ctx.plan.consumer.bypass);
     let ending = loop {
         let wake = tokio::select! {
             _ = tokio::time::sleep(PROGRESS_INTERVAL) => Wake::Tick,
             _ = ctx.abort.cancelled() => Wake::StopRequested,
             _ = supervisor.instances_ended(), if !end.instances_done() => Wake::InstancesEnded,
         };
+        if let Some(p) = proxy {
+            let live = supervisor.live(Target::AllInstances);
+            bypass.look_if_due(p, live, ctx.timeline).await;
+        }
         let health = Health {
             consumer_failed: supervisor.has_failed(),
             proxy_failure: proxy.and_then(Proxy::failure),
@@ -67,6 +76,7 @@ pub(super) async fn until_end(
                 .crash_loop(end.instances_done(), ctx.timeline.now_us())
                 .map(|c| c.to_string()),
             wrong_rule: followed.sinks.wrong_rule().map(|w| w.to_string()),
+            fatal_bypass: bypass.fatal().map(str::to_owned),
         };
         match end.on_wake(wake, &health) {
             Step::End(ending) => break ending,
@@ -103,12 +113,35 @@ pub(super) async fn until_end(
         }
     };
     bar.finish_and_clear();
+    let ending = last_look(ctx, &mut bypass, supervision, proxy, ending).await;
     if let Some(e) = progress_error {
         ctx.timeline.record(Event::Warning {
             message: format!("the last progress read failed: {e}"),
         });
     }
     ending
+}
+
+/// One more look for bypassing connections before the consumers are stopped (one opened since
+/// the last look would go unseen); a fatal one found then ends a run that was ending well as
+/// bypassed.
+async fn last_look(
+    ctx: &RunContext<'_>,
+    bypass: &mut BypassWatch,
+    supervision: &Supervision,
+    proxy: Option<&Proxy>,
+    ending: Ending,
+) -> Ending {
+    let Some(p) = proxy else {
+        return ending;
+    };
+    let live = supervision.supervisor.live(Target::AllInstances);
+    bypass.look(p, live, ctx.timeline).await;
+    match (bypass.fatal(), ending.reason()) {
+        (Some(what), EndReason::Settled | EndReason::Deadline) => Ending::Bypassed(what.into()),
+        (Some(_), EndReason::Aborted | EndReason::InfrastructureError | EndReason::PlanError)
+        | (None, _) => ending,
+    }
 }
 
 fn progress_bar(enabled: bool, len: u64) -> ProgressBar {

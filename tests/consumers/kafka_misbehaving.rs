@@ -46,7 +46,7 @@ fn main() {
             std::process::exit(2)
         }
     };
-    let effects = Effects::open(PROGRAM, Sink::Http);
+    let effects = Effects::open(PROGRAM, Sink::Http, effects::HTTP_TIMEOUT);
     let topic = env(PROGRAM, "EXACTLY_TOPIC");
     let reset = match mode {
         Mode::SkipEvery10th => "earliest",

@@ -41,7 +41,7 @@ fn main() {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, stop.clone()).expect("signal handler");
     }
-    let effects = Effects::open(PROGRAM, Sink::Http);
+    let effects = Effects::open(PROGRAM, Sink::Http, effects::HTTP_TIMEOUT);
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", env(PROGRAM, "EXACTLY_KAFKA_BOOTSTRAP"))
         .set("group.id", env(PROGRAM, "EXACTLY_GROUP"))

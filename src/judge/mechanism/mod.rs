@@ -19,7 +19,7 @@
 //!
 //! Pure: events and the judge's anomalies in, explanations out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -56,6 +56,10 @@ pub struct Explanation {
     pub fault: Option<usize>,
     /// The facts, in time order.
     pub evidence: Vec<Evidence>,
+    /// Caused by the harness's hold: its extra effects were the consumer's retries of an
+    /// effect whose answer the harness held (not counted against the consumer).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub harness_hold: bool,
 }
 
 /// Every ID of one mechanism after one fault.
@@ -70,6 +74,10 @@ pub struct MechanismGroup {
     pub title: String,
     /// What to do about it.
     pub recommendation: String,
+    /// Caused by the harness's hold (see [`Explanation::harness_hold`]); such IDs form groups
+    /// of their own.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub harness_hold: bool,
     /// How many IDs.
     pub count: u64,
     /// The first [`MECHANISM_SAMPLES_PER_GROUP`] of them, with evidence.
@@ -85,6 +93,10 @@ pub struct Mechanisms {
     /// anomaly).
     #[serde(skip)]
     of_id: HashMap<String, Mechanism>,
+    /// IDs whose explanation is marked caused by the harness's hold (not serialized: on the
+    /// anomaly and the group).
+    #[serde(skip)]
+    harness_hold: HashSet<String>,
 }
 
 impl Mechanisms {
@@ -92,10 +104,24 @@ impl Mechanisms {
     pub fn of(&self, id: &str) -> Option<Mechanism> {
         self.of_id.get(id).copied()
     }
+
+    /// True when `id` was duplicated by the consumer's retries of an answer the harness held.
+    pub fn caused_by_harness(&self, id: &str) -> bool {
+        self.harness_hold.contains(id)
+    }
 }
 
-/// Names the mechanism of every lost or duplicated anomaly.
-pub fn explain(events: &[Stamped], anomalies: &[Anomaly]) -> Mechanisms {
+/// What a group of duplicates the harness's hold caused recommends.
+const HARNESS_HOLD_ADVICE: &str = "The harness held this effect's answer for a `during: effect` fault and the consumer's client sent the effect again meanwhile: not counted against the consumer. A real provider can be as slow: send the same idempotency key with every retry, or give the client a timeout longer than the provider's slowest answer.";
+
+/// Names the mechanism of every lost or duplicated anomaly; those in `harness_hold` (IDs
+/// duplicated by the consumer's retries of an answer the harness held, with the hold's
+/// evidence) are marked so.
+pub fn explain(
+    events: &[Stamped],
+    anomalies: &[Anomaly],
+    harness_hold: &HashMap<String, Evidence>,
+) -> Mechanisms {
     let wanted: Vec<&Anomaly> = anomalies
         .iter()
         .filter(|a| matches!(a.outcome, Outcome::Lost | Outcome::Duplicated))
@@ -104,20 +130,49 @@ pub fn explain(events: &[Stamped], anomalies: &[Anomaly]) -> Mechanisms {
         return Mechanisms::default();
     }
     let index = Index::build(events, &wanted);
-    let mut explanations: Vec<Explanation> =
-        wanted.iter().map(|a| explain_one(&index, a)).collect();
-    explanations.sort_by_key(|e| (e.mechanism, e.fault, e.evidence.first().map(|x| x.t_us)));
+    let mut explanations: Vec<Explanation> = wanted
+        .iter()
+        .map(|a| {
+            let mut e = explain_one(&index, a);
+            if let Some(hold) = harness_hold.get(&a.id) {
+                e.harness_hold = true;
+                e.evidence.push(hold.clone());
+                e.evidence.sort_by_key(|x| (x.t_us, x.seq));
+            }
+            e
+        })
+        .collect();
+    explanations.sort_by_key(|e| {
+        let first = e.evidence.first().map(|x| x.t_us);
+        (e.harness_hold, e.mechanism, e.fault, first)
+    });
 
     let mut out = Mechanisms::default();
-    let mut slots: HashMap<(Mechanism, Option<usize>), usize> = HashMap::new();
+    let mut slots: HashMap<(Mechanism, Option<usize>, bool), usize> = HashMap::new();
     for e in explanations {
         out.of_id.insert(e.id.clone(), e.mechanism);
-        let slot = *slots.entry((e.mechanism, e.fault)).or_insert_with(|| {
+        if e.harness_hold {
+            out.harness_hold.insert(e.id.clone());
+        }
+        let key = (e.mechanism, e.fault, e.harness_hold);
+        let slot = *slots.entry(key).or_insert_with(|| {
+            let title = e.mechanism.title(index.amqp);
             out.groups.push(MechanismGroup {
                 mechanism: e.mechanism,
                 fault: e.fault,
-                title: e.mechanism.title(index.amqp).to_owned(),
-                recommendation: e.mechanism.recommendation(index.amqp).to_owned(),
+                harness_hold: e.harness_hold,
+                title: if e.harness_hold {
+                    format!(
+                        "{title} — caused by the harness's hold (not counted against the consumer)"
+                    )
+                } else {
+                    title.to_owned()
+                },
+                recommendation: if e.harness_hold {
+                    HARNESS_HOLD_ADVICE.to_owned()
+                } else {
+                    e.mechanism.recommendation(index.amqp).to_owned()
+                },
                 count: 0,
                 samples: Vec::new(),
             });
@@ -129,8 +184,12 @@ pub fn explain(events: &[Stamped], anomalies: &[Anomaly]) -> Mechanisms {
             group.samples.push(e);
         }
     }
-    out.groups
-        .sort_by(|a, b| b.count.cmp(&a.count).then(a.mechanism.cmp(&b.mechanism)));
+    out.groups.sort_by(|a, b| {
+        let consumer_first = a.harness_hold.cmp(&b.harness_hold);
+        consumer_first
+            .then(b.count.cmp(&a.count))
+            .then(a.mechanism.cmp(&b.mechanism))
+    });
     out
 }
 
@@ -155,5 +214,6 @@ fn explain_one(index: &Index, a: &Anomaly) -> Explanation {
         mechanism: found.mechanism,
         fault: found.fault,
         evidence,
+        harness_hold: false,
     }
 }

@@ -122,6 +122,7 @@ impl Run {
                 })
                 .collect(),
             length_us: (length_ms > 0).then_some(length_ms * 1_000),
+            through_proxy: false,
         }));
         self
     }

@@ -194,6 +194,12 @@ impl AmqpProxy {
         )
     }
 
+    /// The real broker address ("host:port" from the broker URL): a consumer socket connected
+    /// to it bypassed the proxy (see [`super::direct_sockets`]).
+    pub fn broker_addresses(&self) -> Vec<String> {
+        vec![self.shared.url.address.clone()]
+    }
+
     /// The first fatal proxy problem, if any: a fault that could not be applied to a frame it
     /// targets (an ack the proxy must hold but cannot decode, a hold never decided). The run
     /// ends with exit 4 on it.

@@ -361,18 +361,11 @@ async fn serve(shared: Arc<Shared>, client: TcpStream, instance: u32, route: Rou
 
 /// Sockets of process `pid` connected to one of `addrs` ("host:port"), read from /proc: a
 /// consumer socket connected straight to a broker bypassed the proxy. Returns "local -> remote"
-/// descriptions; empty when none (or /proc is absent).
+/// descriptions; empty when none (or /proc is absent). (The run's watch uses
+/// [`super::direct_sockets`] with the addresses resolved once.)
 pub fn direct_connections(pid: u32, addrs: &[String]) -> Vec<String> {
-    let wanted: HashSet<std::net::SocketAddr> = addrs
-        .iter()
-        .filter_map(|a| {
-            use std::net::ToSocketAddrs;
-            a.to_socket_addrs().ok()?.next()
-        })
-        .collect();
-    crate::procfs::process_sockets(pid)
+    super::direct_sockets(pid, &super::resolve_all(addrs))
         .into_iter()
-        .filter(|row| wanted.contains(&row.remote))
         .map(|row| format!("{} -> {}", row.local, row.remote))
         .collect()
 }
