@@ -217,6 +217,19 @@ pub(crate) fn info(faults: &[&str], messages: u64, expect: &str) -> RunInfo {
     }
 }
 
+/// An EXACT run under exactly-once whose one message the broker never counted done (its
+/// effect applied once, no commit past offset 0): the claim is unknown.
+pub(crate) fn exact_never_counted_done() -> Tl {
+    let mut tl = Tl::new();
+    tl.start(&["kill: consumer"], 1, "exactly-once")
+        .produced("a", 0, 0)
+        .fault(0, true)
+        .effect("a", 1)
+        .progress(&[(0, 0)])
+        .end(EndReason::Settled);
+    tl
+}
+
 /// A DUPLICATED run: 4 messages on one partition, the consumer killed after the effect of
 /// m-1 and before its commit, so m-1 is applied twice; all committed at the end.
 pub(crate) fn duplicated_run() -> Tl {

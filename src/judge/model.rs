@@ -434,49 +434,20 @@ impl fmt::Display for InconclusiveReason {
                 sample,
             } => effects_unread(f, *rejected, *unconfirmed_loss, (rule, reason, sample)),
             InconclusiveReason::NotCountedDone { count, broker } => {
-                let one = *count == 1;
-                let (never, what) = if broker == "amqp" {
-                    (
-                        "never acknowledged",
-                        "still in the queue once the consumers stopped",
-                    )
-                } else if one {
-                    (
-                        "never committed",
-                        "no commit passed its offset by the last progress read",
-                    )
-                } else {
-                    (
-                        "never committed",
-                        "no commit passed their offsets by the last progress read",
-                    )
-                };
-                write!(
-                    f,
-                    "the broker never counted {count} processed message{} done ({never}: {what}): \
-                     what was observed stands, but any restart would process {} again",
-                    plural(*count),
-                    if one { "it" } else { "them" }
-                )
+                not_counted_done(f, *count, broker)
             }
             InconclusiveReason::FaultsBypassed {
                 faults,
                 connections,
-            } => {
-                let list: Vec<String> = faults
-                    .iter()
-                    .map(|u| format!("#{} {}", u.fault, u.plan))
-                    .collect();
-                write!(
-                    f,
-                    "the consumer bypassed the proxy ({connections} connection{} straight to the broker): {} fault{} acting through the proxy fired only while it did, did not reach those connections and {} not exercised: {}",
-                    plural(*connections),
-                    faults.len(),
-                    plural(faults.len() as u64),
-                    if faults.len() == 1 { "was" } else { "were" },
-                    list.join("; ")
-                )
-            }
+            } => write!(
+                f,
+                "the consumer bypassed the proxy ({connections} connection{} straight to the broker): {} fault{} acting through the proxy fired only while it did, did not reach those connections and {} not exercised: {}",
+                plural(*connections),
+                faults.len(),
+                plural(faults.len() as u64),
+                if faults.len() == 1 { "was" } else { "were" },
+                fault_list(faults)
+            ),
             InconclusiveReason::HarnessDuplicated { count } => write!(
                 f,
                 "{count} message{} duplicated only by the consumer retrying an effect whose answer the harness held for a `during: effect` fault: the harness caused {}, so {} not counted against the consumer, and what it would have done without the hold is unknown",
@@ -489,6 +460,32 @@ impl fmt::Display for InconclusiveReason {
             ),
         }
     }
+}
+
+/// The text of [`InconclusiveReason::NotCountedDone`], worded for the broker.
+fn not_counted_done(f: &mut fmt::Formatter<'_>, count: u64, broker: &str) -> fmt::Result {
+    let one = count == 1;
+    let (never, what) = match (broker == "amqp", one) {
+        (true, _) => (
+            "never acknowledged",
+            "still in the queue once the consumers stopped",
+        ),
+        (false, true) => (
+            "never committed",
+            "no commit passed its offset by the last progress read",
+        ),
+        (false, false) => (
+            "never committed",
+            "no commit passed their offsets by the last progress read",
+        ),
+    };
+    write!(
+        f,
+        "the broker never counted {count} processed message{} done ({never}: {what}): \
+         what was observed stands, but any restart would process {} again",
+        plural(count),
+        if one { "it" } else { "them" }
+    )
 }
 
 /// `#0 kill: consumer; #2 pause: ...`

@@ -850,7 +850,7 @@ fn cell(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::judge::analyze;
-    use crate::judge::fixtures::{duplicated_run, Tl};
+    use crate::judge::fixtures::{duplicated_run, exact_never_counted_done, Tl};
     use crate::timeline::{EndReason, Event};
 
     #[test]
@@ -1020,13 +1020,7 @@ mod tests {
 
     #[test]
     fn exact_with_work_never_counted_done_has_caveats_and_an_unknown_claim() {
-        let mut tl = Tl::new();
-        tl.start(&["kill: consumer"], 1, "exactly-once")
-            .produced("a", 0, 0)
-            .fault(0, true)
-            .effect("a", 1)
-            .progress(&[(0, 0)])
-            .end(EndReason::Settled);
+        let tl = exact_never_counted_done();
         let md = render(&analyze(&tl.events));
         assert!(md.contains("Verdict: **EXACT**"), "{md}");
         assert!(

@@ -308,7 +308,7 @@ fn fault_context(faults: &[FaultRecord]) -> String {
 mod tests {
     use super::*;
     use crate::judge::analyze;
-    use crate::judge::fixtures::{duplicated_run, Tl};
+    use crate::judge::fixtures::{duplicated_run, exact_never_counted_done, Tl};
     use crate::timeline::{EndReason, Event};
 
     #[test]
@@ -340,13 +340,7 @@ mod tests {
 
     #[test]
     fn table_says_when_a_claim_is_unknown_and_shows_the_blind_counts() {
-        let mut tl = Tl::new();
-        tl.start(&["kill: consumer"], 1, "exactly-once")
-            .produced("a", 0, 0)
-            .fault(0, true)
-            .effect("a", 1)
-            .progress(&[(0, 0)])
-            .end(EndReason::Settled);
+        let tl = exact_never_counted_done();
         let t = verdict_table(&analyze(&tl.events));
         assert!(t.contains("verdict      EXACT"), "{t}");
         assert!(
