@@ -6,6 +6,7 @@
 //! It observes and applies; it never decides when (that is the nemesis). Every lifecycle change
 //! becomes a `process` event on the timeline.
 
+pub mod containment;
 pub mod contract;
 pub mod process;
 
@@ -151,6 +152,7 @@ impl Supervisor {
     /// `stop` is called or it runs out of incarnations ([`Supervisor::instances_ended`]).
     pub fn start(config: SupervisorConfig, timeline: Timeline) -> Supervisor {
         let first = config.instances;
+        timeline.record(containment::describe());
         let supervisor = Supervisor {
             instances: Arc::default(),
             config: Arc::new(config),
@@ -316,9 +318,17 @@ impl Supervisor {
                 .map(|(k, v)| (k.clone(), contract.substitute(v))),
         );
 
-        let mut proc = ConsumerProcess::spawn(&argv, &env, config.cwd.as_deref()).map_err(|source| {
+        let mut proc = ConsumerProcess::spawn(
+            &argv,
+            &env,
+            config.cwd.as_deref(),
+            (instance, incarnation),
+            &self.timeline,
+        )
+        .map_err(|source| {
             let hint = if source.kind() == std::io::ErrorKind::NotFound {
-                "check consumer.command (build it first, e.g. `cargo build --release --examples`)".into()
+                "check consumer.command (build it first, e.g. `cargo build --release --examples`)"
+                    .into()
             } else {
                 "check consumer.command and its permissions".into()
             };
