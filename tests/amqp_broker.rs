@@ -14,6 +14,11 @@ use exactly::timeline::{Event, ProduceStatus, Timeline};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
+/// The drain's count of consumer connections open through a proxy: these tests have none.
+fn no_proxy() -> usize {
+    0
+}
+
 /// Fails the test with the fix when the real broker is not running.
 fn require_rabbitmq() {
     let addr: SocketAddr = "127.0.0.1:5672".parse().unwrap();
@@ -121,14 +126,14 @@ async fn produce_counts_and_drain_agree_on_every_message() {
     assert_eq!(produced_ids, (1..=50).map(|i| format!("r1-{i}")).collect());
 
     assert_eq!(ready_eventually(&broker, 50).await, 50);
-    let drained = broker.drain_remaining().await.expect("drain");
+    let drained = broker.drain_remaining(&no_proxy).await.expect("drain");
     assert_eq!(drained.len(), 50, "{drained:?}");
     assert_eq!(
         drained.iter().cloned().collect::<HashSet<_>>(),
         produced_ids
     );
     assert_eq!(broker.ready_count().await.unwrap(), 0);
-    assert!(broker.drain_remaining().await.unwrap().is_empty());
+    assert!(broker.drain_remaining(&no_proxy).await.unwrap().is_empty());
 
     broker.close().await;
     delete_queue(&queue).await;
@@ -246,7 +251,7 @@ async fn an_exchange_routes_to_the_bound_queue_and_unroutable_messages_fail() {
         "{events:?}"
     );
     assert_eq!(unbound.ready_count().await.unwrap(), 5);
-    let mut drained = unbound.drain_remaining().await.expect("drain");
+    let mut drained = unbound.drain_remaining(&no_proxy).await.expect("drain");
     drained.sort();
     assert_eq!(drained, ["r3-1", "r3-2", "r3-3", "r3-4", "r3-5"]);
 
@@ -377,7 +382,7 @@ async fn the_example_consumer_effects_everything_and_stops_cleanly() {
     assert!(status.success(), "clean stop: {status}");
     // 40 is not a multiple of 3: the clean stop acked the last effected ones.
     assert_eq!(broker.ready_count().await.unwrap(), 0);
-    assert!(broker.drain_remaining().await.unwrap().is_empty());
+    assert!(broker.drain_remaining(&no_proxy).await.unwrap().is_empty());
 
     broker.close().await;
     delete_queue(&queue).await;
@@ -423,7 +428,7 @@ async fn a_killed_consumer_leaves_its_unacked_messages_for_the_drain() {
     // The broker requeues the dead consumer's unacked messages: every message is either
     // effected or still in the queue (some, effected but not acked, are both).
     let drained: HashSet<String> = broker
-        .drain_remaining()
+        .drain_remaining(&no_proxy)
         .await
         .unwrap()
         .into_iter()
@@ -468,7 +473,7 @@ async fn a_killed_auto_ack_consumer_loses_what_it_held() {
 
     // No-ack: the broker pushed everything and forgot it; what was not effected is gone.
     let drained: HashSet<String> = broker
-        .drain_remaining()
+        .drain_remaining(&no_proxy)
         .await
         .unwrap()
         .into_iter()

@@ -261,14 +261,15 @@ impl Broker {
         })
     }
 
-    /// Records what only the end of a run can tell, once the consumers are stopped.
-    pub async fn finish(&self, timeline: &Timeline) {
+    /// Records what only the end of a run can tell, once the consumers are stopped;
+    /// `open_holders` counts the consumer connections still open through the proxy.
+    pub async fn finish(&self, timeline: &Timeline, open_holders: &(dyn Fn() -> usize + Sync)) {
         match self {
             Broker::Kafka(_) => {}
             // With the consumers gone, their unacknowledged messages are back in the queue:
             // what is left there is pending; the rest left the queue.
             Broker::Amqp(a) => {
-                let (ids, complete) = match a.drain_remaining().await {
+                let (ids, complete) = match a.drain_remaining(open_holders).await {
                     Ok(ids) => (ids, true),
                     Err(e) => {
                         timeline.record(Event::Warning {

@@ -53,7 +53,8 @@ pub(super) async fn stop_all(
         t.abort();
     }
     if reason != EndReason::InfrastructureError {
-        broker.finish(timeline).await;
+        let open = || proxy.as_ref().map_or(0, Proxy::open_connections);
+        broker.finish(timeline, &open).await;
     }
     sinks.stop_serving().await;
     if let Some(p) = proxy {
