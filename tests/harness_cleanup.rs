@@ -253,3 +253,37 @@ fn sigkill_to_the_harness_takes_a_consumer_that_left_the_session_with_it() {
     let left = marked_after(&mark, Duration::from_secs(10));
     assert!(left.is_empty(), "{left:?} outlived a SIGKILLed harness");
 }
+
+#[test]
+fn an_amqp_consumer_that_left_the_session_holding_messages_leaves_them_pending_not_lost() {
+    require_rabbitmq();
+    let dir = tempfile::tempdir().unwrap();
+    let mark = format!("amqp-held-{}", std::process::id());
+    // Slow enough that the deadline ends the run while it holds a prefetch of unacked messages.
+    let plan = plan_copy("amqp-no-fault.yaml", dir.path(), |t| {
+        mark_consumer(&t, &mark, true)
+            .replace("ack-after-effect]", "ack-after-effect, --work-ms, \"100\"]")
+            .replace("deadline: 60s", "deadline: 6s")
+    });
+    let out = dir.path().join("run");
+    let (output, report) = run_plan(&plan, &out, &[]);
+    let why = explain(&output, &report);
+    assert!(
+        marked(&mark).is_empty(),
+        "the consumer outlived the run\n{why}"
+    );
+    assert_eq!(report["counts"]["lost"], 0, "held is not gone\n{why}");
+    assert!(
+        report["counts"]["pending"].as_u64().unwrap() > 0,
+        "the deadline left work\n{why}"
+    );
+    assert_eq!(output.status.code(), Some(3), "{why}");
+    let events = read_events(&out.join("events.jsonl")).unwrap();
+    assert!(
+        events.iter().any(|e| matches!(
+            &e.event,
+            Event::QueueRemainder { complete: true, ids } if !ids.is_empty()
+        )),
+        "the drain finished and found what the consumer held\n{why}"
+    );
+}
