@@ -431,12 +431,22 @@ fn kill_cgroup(dir: &Path) {
     }
 }
 
-/// Removes a cgroup folder and the folders under it, deepest first (only empty ones go).
-fn remove_cgroup(dir: &Path) {
+/// Removes a cgroup folder and the folders under it, deepest first (only empty ones go);
+/// true when it is gone.
+fn remove_cgroup(dir: &Path) -> bool {
     for sub in subfolders(dir) {
         remove_cgroup(&sub);
     }
-    let _ = std::fs::remove_dir(dir);
+    std::fs::remove_dir(dir).is_ok() || !dir.exists()
+}
+
+/// The kernel refuses to remove a cgroup (EBUSY) until its killed processes have finished
+/// exiting, a moment after they left `cgroup.procs`: tries for up to [`KILL_WAIT`].
+async fn remove_cgroup_soon(dir: &Path) {
+    let deadline = Instant::now() + KILL_WAIT;
+    while !remove_cgroup(dir) && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// Removes the harness's cgroup folder once every incarnation's folder is gone (it is made
@@ -516,7 +526,7 @@ pub async fn end(cell: &Cell, grace: Duration) -> Swept {
     cell.reap();
     if let Some(dir) = &cell.cgroup {
         if left.is_empty() {
-            remove_cgroup(dir);
+            remove_cgroup_soon(dir).await;
         }
     }
     let last = {
@@ -716,7 +726,10 @@ pub fn guard(token: &str, cgroup: Option<&Path>) -> i32 {
         std::thread::sleep(POLL);
     }
     if let Some(dir) = cgroup {
-        remove_cgroup(dir);
+        let deadline = Instant::now() + KILL_WAIT;
+        while !remove_cgroup(dir) && Instant::now() < deadline {
+            std::thread::sleep(POLL);
+        }
     }
     0
 }

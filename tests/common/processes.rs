@@ -118,3 +118,23 @@ pub fn contract_ports(pid: u32) -> Vec<u16> {
     ports.dedup();
     ports
 }
+
+/// The cgroup folders the harness with process id `harness` made (`exactly-<pid>-…`, beside
+/// this test process's own cgroup, which the harness shares); empty where there is no cgroup
+/// v2 or the harness made none.
+pub fn cgroups_of(harness: u32) -> Vec<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Some(dir) = exactly::consumer::containment::own_cgroup_dir(&own, &mounts) else {
+        return Vec::new();
+    };
+    let prefix = format!("exactly-{harness}-");
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
