@@ -33,6 +33,8 @@ pub(super) struct Health {
     pub(super) proxy_failure: Option<String>,
     /// A write to the timeline file failed: the evidence has a hole.
     pub(super) events_unwritable: bool,
+    /// The broker has not answered a progress read for the plan's connect timeout: why.
+    pub(super) broker_lost: Option<String>,
 }
 
 /// What the watch saw after reading the broker's progress.
@@ -80,6 +82,8 @@ pub(super) enum Ending {
     ProxyFailed(String),
     /// The timeline file could not be written.
     EventsUnwritable,
+    /// The broker stopped answering, for this reason (it is on the timeline already).
+    BrokerLost(String),
 }
 
 impl Ending {
@@ -89,9 +93,10 @@ impl Ending {
             Ending::Settled => EndReason::Settled,
             Ending::Deadline => EndReason::Deadline,
             Ending::Aborted => EndReason::Aborted,
-            Ending::ConsumerFailed | Ending::ProxyFailed(_) | Ending::EventsUnwritable => {
-                EndReason::InfrastructureError
-            }
+            Ending::ConsumerFailed
+            | Ending::ProxyFailed(_)
+            | Ending::EventsUnwritable
+            | Ending::BrokerLost(_) => EndReason::InfrastructureError,
         }
     }
 }
@@ -144,6 +149,9 @@ impl EndWatch {
                     Step::End(Ending::ProxyFailed(problem.clone()))
                 } else if health.events_unwritable {
                     Step::End(Ending::EventsUnwritable)
+                } else if let Some(why) = &health.broker_lost {
+                    // Waiting for the deadline would only wait: nothing can be read any more.
+                    Step::End(Ending::BrokerLost(why.clone()))
                 } else {
                     Step::ReadProgress
                 }
@@ -231,6 +239,7 @@ mod tests {
             consumer_failed: true,
             proxy_failure: Some("bypassed".into()),
             events_unwritable: true,
+            broker_lost: Some("gone".into()),
         };
         assert_eq!(
             w.on_wake(Wake::Tick, &all),
@@ -248,9 +257,23 @@ mod tests {
             Ending::ConsumerFailed,
             Ending::ProxyFailed(String::new()),
             Ending::EventsUnwritable,
+            Ending::BrokerLost(String::new()),
         ] {
             assert_eq!(ending.reason(), EndReason::InfrastructureError);
         }
+    }
+
+    #[test]
+    fn a_broker_that_stopped_answering_ends_the_run() {
+        let mut w = watch(Instant::now());
+        let lost = Health {
+            broker_lost: Some("no answer for 5s".into()),
+            ..healthy()
+        };
+        assert_eq!(
+            w.on_wake(Wake::Tick, &lost),
+            Step::End(Ending::BrokerLost("no answer for 5s".into()))
+        );
     }
 
     #[test]

@@ -60,8 +60,16 @@ pub(super) async fn stop_all(
     if let Some(p) = proxy {
         p.join().await;
     }
-    if let Ending::ProxyFailed(problem) = ending {
-        return Err(InfraError::new(format!("the proxy failed: {problem}")).into());
+    match ending {
+        Ending::ProxyFailed(problem) => {
+            return Err(InfraError::new(format!("the proxy failed: {problem}")).into());
+        }
+        Ending::BrokerLost(problem) => return Err(InfraError::new(problem).into()),
+        Ending::Settled
+        | Ending::Deadline
+        | Ending::Aborted
+        | Ending::ConsumerFailed
+        | Ending::EventsUnwritable => {}
     }
     sinks.finish_file_tail().await;
     match consumer_failure {
