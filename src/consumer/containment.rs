@@ -263,6 +263,7 @@ impl Prepared {
             mark: format!("{MARK_VAR}={}", self.mark),
             cgroup,
             seen: Mutex::default(),
+            signalled: Mutex::default(),
         });
         lock(&CELLS).insert(pid, cell.clone());
         (cell, problem)
@@ -283,8 +284,11 @@ pub struct Cell {
     /// `EXACTLY_CONTAINMENT=<value>`, as an environment entry.
     mark: String,
     cgroup: Option<PathBuf>,
-    /// Members seen so far (besides the leader), with their command names.
+    /// Members found once the leader had exited, with their command names: what it left.
     seen: Mutex<HashMap<u32, String>>,
+    /// Members outside the leader's group that a signal reached while it lived: when they die
+    /// as orphans of the harness, [`Cell::reap`] waits for them.
+    signalled: Mutex<HashSet<u32>>,
 }
 
 /// The processes of the system, as `/proc/*/stat` shows them.
@@ -372,12 +376,17 @@ impl Cell {
             .filter(|p| snap.get(p).is_some_and(|st| !st.exited()))
             .collect();
         live.sort_unstable();
-        let mut seen = lock(&self.seen);
-        for pid in &live {
-            seen.entry(*pid)
-                .or_insert_with(|| procfs::command_name(proc, *pid).unwrap_or_default());
-        }
         live
+    }
+
+    /// Notes `pids` as left behind by the leader, with their command names (read now, while
+    /// they are alive).
+    fn note_left(&self, pids: &[u32]) {
+        let mut seen = lock(&self.seen);
+        for pid in pids {
+            seen.entry(*pid)
+                .or_insert_with(|| procfs::command_name(proc_root(), *pid).unwrap_or_default());
+        }
     }
 
     /// Sends `signal` to the leader's process group and to every member outside it; false
@@ -388,6 +397,7 @@ impl Cell {
         for pid in self.members(&snap) {
             if snap.get(&pid).is_some_and(|st| st.pgrp != self.leader) {
                 hit |= kill(Pid::from_raw(pid as i32), signal).is_ok();
+                lock(&self.signalled).insert(pid);
             }
         }
         hit
@@ -406,12 +416,14 @@ impl Cell {
         members
     }
 
-    /// Reaps the members seen that died as children of the harness (orphans re-parented to
-    /// it). Only pids the cell saw are waited for, never another child of the harness.
+    /// Reaps the members left or signalled that died as children of the harness (orphans
+    /// re-parented to it). Only pids the cell knows are waited for, never another child of the
+    /// harness.
     fn reap(&self) {
         let me = std::process::id();
-        let seen: Vec<u32> = lock(&self.seen).keys().copied().collect();
-        for pid in seen {
+        let mut known: Vec<u32> = lock(&self.seen).keys().copied().collect();
+        known.extend(lock(&self.signalled).iter().copied());
+        for pid in known {
             if procfs::stat_fields(proc_root(), pid).is_some_and(|st| st.ppid == me && st.exited())
             {
                 let _ = waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG));
@@ -512,6 +524,7 @@ impl Swept {
 /// the incarnation. Returns who was ended and who survived.
 pub async fn end(cell: &Cell, grace: Duration) -> Swept {
     let mut left = cell.members(&snapshot());
+    cell.note_left(&left);
     if !left.is_empty() {
         for pid in &left {
             let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGCONT);
@@ -557,6 +570,7 @@ async fn wait_members(cell: &Cell, limit: Duration) -> Vec<u32> {
     loop {
         cell.reap();
         let left = cell.members(&snapshot());
+        cell.note_left(&left);
         if left.is_empty() || Instant::now() >= deadline {
             return left;
         }
@@ -572,6 +586,7 @@ async fn wait_members_killed(cell: &Cell) -> Vec<u32> {
         tokio::time::sleep(POLL).await;
         cell.reap();
         let left = cell.kill_members();
+        cell.note_left(&left);
         if left.is_empty() || Instant::now() >= deadline {
             return left;
         }

@@ -45,6 +45,18 @@ fn launcher(seconds: &str, cgroup: bool) -> (tokio::process::Child, Arc<Cell>) {
     (child, cell)
 }
 
+/// Waits (bounded) until the launcher's daemon runs `sleep` (`setsid` has exec'd); its pid.
+async fn daemon_of(tag: &str) -> u32 {
+    let running = || {
+        let found = alive_with_arg(tag);
+        (found.len() == 1
+            && procfs::command_name(proc_root(), found[0]).as_deref() == Some("sleep"))
+        .then(|| found[0])
+    };
+    assert!(eventually(|| running().is_some()).await, "the daemon runs");
+    running().unwrap()
+}
+
 /// Waits (bounded) until `f` holds.
 async fn eventually(mut f: impl FnMut() -> bool) -> bool {
     for _ in 0..100 {
@@ -58,8 +70,7 @@ async fn eventually(mut f: impl FnMut() -> bool) -> bool {
 
 async fn a_daemon_in_another_session_is_ended_with_its_incarnation(cgroup: bool, tag: &str) {
     let (mut child, cell) = launcher(tag, cgroup);
-    assert!(eventually(|| alive_with_arg(tag).len() == 1).await);
-    let daemon = alive_with_arg(tag)[0];
+    let daemon = daemon_of(tag).await;
     assert_ne!(
         procfs::stat_fields(proc_root(), daemon).unwrap().pgrp,
         cell.leader,
@@ -95,8 +106,7 @@ async fn a_daemon_in_another_session_is_ended_by_its_cgroup_when_there_is_one() 
 async fn a_signal_to_an_incarnation_reaches_the_member_outside_its_group() {
     let tag = "303.25";
     let (mut child, cell) = launcher(tag, false);
-    assert!(eventually(|| alive_with_arg(tag).len() == 1).await);
-    let daemon = alive_with_arg(tag)[0];
+    let daemon = daemon_of(tag).await;
     assert!(signal(cell.leader, Signal::SIGSTOP));
     assert!(
         eventually(|| procfs::stat_fields(proc_root(), daemon).is_some_and(|s| s.state == 'T'))
@@ -109,6 +119,10 @@ async fn a_signal_to_an_incarnation_reaches_the_member_outside_its_group() {
     assert!(alive_with_arg(tag).is_empty());
     // Killed by the signal itself, or found dying by the sweep: either way not left behind.
     assert!(swept.survived.is_empty());
+    assert!(
+        eventually(|| procfs::stat_fields(proc_root(), daemon).is_none()).await,
+        "the orphan the signal killed is reaped, not left a zombie of the harness"
+    );
 }
 
 #[test]
