@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::consumer::containment;
 use crate::error::{exit, Error};
 use crate::plan::{self, Semantics};
 use crate::run::{self, RunOptions, RunOutcome};
@@ -48,6 +49,17 @@ enum Command {
     Report {
         /// A run folder (holding events.jsonl).
         dir: PathBuf,
+    },
+    /// Internal: the guardian `exactly run` starts, which ends the consumers' processes when
+    /// the harness dies (even by SIGKILL).
+    #[command(hide = true)]
+    Guard {
+        /// The harness's containment token.
+        #[arg(long)]
+        token: String,
+        /// The harness's cgroup folder, when it has one.
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
     },
 }
 
@@ -95,6 +107,7 @@ fn dispatch(command: Command) -> Result<i32, Error> {
             Ok(exit::MET)
         }
         Command::Report { dir } => judge(&dir),
+        Command::Guard { token, cgroup } => Ok(containment::guard(&token, cgroup.as_deref())),
         Command::Run {
             plan,
             out,
@@ -102,6 +115,8 @@ fn dispatch(command: Command) -> Result<i32, Error> {
             expect,
         } => {
             let p = plan::load_plan(&plan)?;
+            // Before any consumer: whatever ends this process, a guardian ends what it started.
+            containment::start_guardian(std::env::current_exe());
             let opts = RunOptions {
                 plan_path: plan,
                 out,
@@ -116,12 +131,14 @@ fn dispatch(command: Command) -> Result<i32, Error> {
                 .map_err(Error::Runtime)?;
             let outcome = runtime.block_on(async {
                 let abort = CancellationToken::new();
-                tokio::spawn(watch_signals(abort.clone()));
+                // Listening before the run starts, so no signal finds the default action.
+                let signals = Signals::listen();
+                tokio::spawn(watch_signals(signals, abort.clone()));
                 run::run(&p, &opts, abort).await
             });
             // The runtime is dropped here: no task survives into the judging.
             drop(runtime);
-            crate::consumer::process::kill_all_groups();
+            containment::kill_all();
             conclude(outcome?)
         }
     }
@@ -152,13 +169,24 @@ fn judge(dir: &Path) -> Result<i32, Error> {
     Ok(rec.exit_code())
 }
 
+/// The harness's SIGINT and SIGTERM listeners (none when they could not be installed).
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    /// Installs the listeners now (inside the runtime).
+    fn listen() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals(
+            signal(SignalKind::interrupt())
+                .ok()
+                .zip(signal(SignalKind::terminate()).ok()),
+        )
+    }
+}
+
 /// First SIGINT/SIGTERM: stop the run in order. Second: kill every consumer and leave now.
-async fn watch_signals(abort: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
+async fn watch_signals(signals: Signals, abort: CancellationToken) {
+    let Signals(Some((mut int, mut term))) = signals else {
         return;
     };
     for round in 0.. {
@@ -170,7 +198,7 @@ async fn watch_signals(abort: CancellationToken) {
             eprintln!("exactly: interrupted: stopping the consumers and writing the report (again to kill at once)");
             abort.cancel();
         } else {
-            crate::consumer::process::kill_all_groups();
+            containment::kill_all();
             std::process::exit(130);
         }
     }
@@ -180,7 +208,7 @@ async fn watch_signals(abort: CancellationToken) {
 fn install_panic_cleanup() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        crate::consumer::process::kill_all_groups();
+        containment::kill_all();
         default(info);
     }));
 }

@@ -221,6 +221,50 @@ pub fn command_name(proc: &Path, pid: u32) -> Option<String> {
         .map(|c| c.trim().to_owned())
 }
 
+/// The fields of `/proc/PID/stat` that place a process in a tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFields {
+    /// State letter: `R`, `S`, `D`, `T`, `Z` (zombie), `X` (dead)...
+    pub state: char,
+    /// Parent process id.
+    pub ppid: u32,
+    /// Process group id.
+    pub pgrp: u32,
+}
+
+impl StatFields {
+    /// True for a process that has exited (a zombie waiting to be reaped, or dead).
+    pub fn exited(&self) -> bool {
+        matches!(self.state, 'Z' | 'X')
+    }
+}
+
+/// State, parent and process group from the text of `/proc/PID/stat` (fields counted from the
+/// last `)`, as in [`parse_stat_pgrp`]).
+pub fn parse_stat_fields(stat: &str) -> Option<StatFields> {
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    let pgrp = rest.next()?.parse().ok()?;
+    Some(StatFields { state, ppid, pgrp })
+}
+
+/// The stat fields of process `pid`; `None` when it is gone or cannot be read.
+pub fn stat_fields(proc: &Path, pid: u32) -> Option<StatFields> {
+    std::fs::read_to_string(proc.join(pid.to_string()).join("stat"))
+        .ok()
+        .as_deref()
+        .and_then(parse_stat_fields)
+}
+
+/// Whether an entry (`NAME=value`) of process `pid`'s initial environment
+/// (`/proc/PID/environ`) satisfies `wanted`. False when the process is gone, is a zombie (its
+/// environment reads empty) or belongs to someone the harness may not inspect.
+pub fn environ_has(proc: &Path, pid: u32, wanted: impl Fn(&[u8]) -> bool) -> bool {
+    std::fs::read(proc.join(pid.to_string()).join("environ"))
+        .is_ok_and(|block| block.split(|b| *b == 0).any(wanted))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +355,31 @@ mod tests {
         ] {
             assert_eq!(parse_row(line), None, "{line:?}");
         }
+    }
+
+    #[test]
+    fn stat_fields_give_state_parent_and_group() {
+        let stat = "4243 (a) b (c) Z 4242 4240 4000 0 -1";
+        assert_eq!(
+            parse_stat_fields(stat),
+            Some(StatFields {
+                state: 'Z',
+                ppid: 4242,
+                pgrp: 4240
+            })
+        );
+        assert!(parse_stat_fields(stat).unwrap().exited());
+        assert_eq!(parse_stat_fields("1 (x) S 0"), None);
+        let me = stat_fields(Path::new("/proc"), std::process::id()).unwrap();
+        assert!(!me.exited());
+        assert_eq!(me.pgrp, nix::unistd::getpgrp().as_raw() as u32);
+    }
+
+    #[test]
+    fn a_process_reads_its_own_environment() {
+        let proc = Path::new("/proc");
+        assert!(environ_has(proc, std::process::id(), |e| e.starts_with(b"PATH=")));
+        assert!(!environ_has(proc, u32::MAX, |_| true), "no such process");
     }
 
     #[test]

@@ -331,6 +331,30 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// How the harness keeps each consumer incarnation's processes together (recorded once,
+    /// before the first consumer starts): a cgroup per incarnation, or the harness as child
+    /// subreaper walking `/proc`.
+    Containment {
+        /// The method in force.
+        method: ContainmentMethod,
+        /// What it covers and why the other one was not used, in words.
+        detail: String,
+    },
+    /// A process of a consumer incarnation still there after the process the harness started
+    /// had exited (a daemon, a child in another session or process group): the harness ended
+    /// it, or could not.
+    Descendant {
+        /// Instance.
+        instance: u32,
+        /// Incarnation.
+        incarnation: u32,
+        /// Its process id.
+        pid: u32,
+        /// Its command name (`/proc/PID/comm`).
+        command: String,
+        /// Ended by the harness, or still alive after SIGKILL.
+        fate: DescendantFate,
+    },
     /// Something the report should mention that is not a finding about the consumer.
     Warning {
         /// What happened.
@@ -439,6 +463,27 @@ pub enum HeldAt {
     /// The HTTP sink's answer to an effect (`during: effect`), held by the harness until the
     /// fault that fired on it ended (or withheld: the consumer was being stopped).
     Effect,
+}
+
+/// How the harness finds every process of a consumer incarnation.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainmentMethod {
+    /// A cgroup v2 per incarnation: every process in it, whatever it does, is ended with it.
+    Cgroup,
+    /// The harness is the child subreaper (orphans re-parent to it) and walks `/proc`: the
+    /// incarnation's process tree, and the processes carrying its marker variable.
+    Subreaper,
+}
+
+/// What became of a process that outlived its incarnation's first process.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DescendantFate {
+    /// The harness ended it (SIGTERM, then SIGKILL after a grace).
+    Ended,
+    /// Still alive after SIGKILL: it may go on working after the run.
+    Survived,
 }
 
 /// Which side ended a proxied connection.

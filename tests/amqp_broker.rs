@@ -14,6 +14,11 @@ use exactly::timeline::{Event, ProduceStatus, Timeline};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
+/// The drain's count of consumer connections open through a proxy: these tests have none.
+fn no_proxy() -> usize {
+    0
+}
+
 /// Fails the test with the fix when the real broker is not running.
 fn require_rabbitmq() {
     let addr: SocketAddr = "127.0.0.1:5672".parse().unwrap();
@@ -122,7 +127,7 @@ async fn produce_counts_and_drain_agree_on_every_message() {
 
     assert_eq!(ready_eventually(&broker, 50).await, 50);
     let drained = broker
-        .drain_remaining(&Extractor::Body)
+        .drain_remaining(&Extractor::Body, &no_proxy)
         .await
         .expect("drain");
     assert_eq!(drained.len(), 50, "{drained:?}");
@@ -132,7 +137,7 @@ async fn produce_counts_and_drain_agree_on_every_message() {
     );
     assert_eq!(broker.ready_count().await.unwrap(), 0);
     assert!(broker
-        .drain_remaining(&Extractor::Body)
+        .drain_remaining(&Extractor::Body, &no_proxy)
         .await
         .unwrap()
         .is_empty());
@@ -177,7 +182,7 @@ async fn the_drain_reads_a_retry_copys_id_from_its_body_with_the_plans_rule() {
     publish_copy(&queue, "retry-0001", r#"{"order_id":"r9-7","attempt":2}"#).await;
     assert_eq!(ready_eventually(&broker, 1).await, 1);
     let rule = Extractor::parse("json:/order_id").unwrap();
-    let drained = broker.drain_remaining(&rule).await.expect("drain");
+    let drained = broker.drain_remaining(&rule, &no_proxy).await.expect("drain");
     assert_eq!(
         drained,
         ["r9-7", "retry-0001"],
@@ -187,7 +192,7 @@ async fn the_drain_reads_a_retry_copys_id_from_its_body_with_the_plans_rule() {
     publish_copy(&queue, "retry-0002", r#"{"order_id":"r9-8"}"#).await;
     assert_eq!(ready_eventually(&broker, 1).await, 1);
     let drained = broker
-        .drain_remaining(&Extractor::Body)
+        .drain_remaining(&Extractor::Body, &no_proxy)
         .await
         .expect("drain");
     assert_eq!(drained, ["retry-0002"], "without a rule, message_id only");
@@ -309,7 +314,7 @@ async fn an_exchange_routes_to_the_bound_queue_and_unroutable_messages_fail() {
     );
     assert_eq!(unbound.ready_count().await.unwrap(), 5);
     let mut drained = unbound
-        .drain_remaining(&Extractor::Body)
+        .drain_remaining(&Extractor::Body, &no_proxy)
         .await
         .expect("drain");
     drained.sort();
@@ -443,7 +448,7 @@ async fn the_example_consumer_effects_everything_and_stops_cleanly() {
     // 40 is not a multiple of 3: the clean stop acked the last effected ones.
     assert_eq!(broker.ready_count().await.unwrap(), 0);
     assert!(broker
-        .drain_remaining(&Extractor::Body)
+        .drain_remaining(&Extractor::Body, &no_proxy)
         .await
         .unwrap()
         .is_empty());
@@ -492,7 +497,7 @@ async fn a_killed_consumer_leaves_its_unacked_messages_for_the_drain() {
     // The broker requeues the dead consumer's unacked messages: every message is either
     // effected or still in the queue (some, effected but not acked, are both).
     let drained: HashSet<String> = broker
-        .drain_remaining(&Extractor::Body)
+        .drain_remaining(&Extractor::Body, &no_proxy)
         .await
         .unwrap()
         .into_iter()
@@ -537,7 +542,7 @@ async fn a_killed_auto_ack_consumer_loses_what_it_held() {
 
     // No-ack: the broker pushed everything and forgot it; what was not effected is gone.
     let drained: HashSet<String> = broker
-        .drain_remaining(&Extractor::Body)
+        .drain_remaining(&Extractor::Body, &no_proxy)
         .await
         .unwrap()
         .into_iter()

@@ -265,7 +265,7 @@ async fn every_delivery_and_ack_is_seen_with_its_ids() {
         .await;
     kill(child);
     let remaining = broker
-        .drain_remaining(&Extractor::Body)
+        .drain_remaining(&Extractor::Body, &|| proxy.proxy.open_connections())
         .await
         .expect("drain");
     delete_queue(&queue).await;
@@ -445,7 +445,7 @@ async fn a_withheld_ack_is_dropped_and_its_message_redelivered() {
     }
     kill(second);
     let remaining = broker
-        .drain_remaining(&Extractor::Body)
+        .drain_remaining(&Extractor::Body, &|| proxy.proxy.open_connections())
         .await
         .expect("drain");
     delete_queue(&queue).await;
@@ -515,7 +515,7 @@ async fn a_python_pika_client_consumes_through_the_proxy() {
         .expect("pika consumer ends")
         .unwrap();
     let remaining = broker
-        .drain_remaining(&Extractor::Body)
+        .drain_remaining(&Extractor::Body, &|| proxy.proxy.open_connections())
         .await
         .expect("drain");
     delete_queue(&queue).await;
@@ -609,4 +609,83 @@ async fn partition_pauses_and_sever_resets_the_consumers_connection() {
     delete_queue(&queue).await;
     let events = proxy.finish().await;
     assert!(acked_ids(&events).len() < ids.len());
+}
+
+/// A client through the proxy that takes `n` messages with `basic.get` and holds them
+/// unacknowledged until it is killed (a `basic.get` consumer is no queue consumer: the
+/// broker's consumer count stays 0 while it holds them).
+const PIKA_HOLDER: &str = r#"
+import pika, sys, time
+conn = pika.BlockingConnection(pika.URLParameters(sys.argv[1]))
+ch = conn.channel()
+for _ in range(int(sys.argv[3])):
+    ch.basic_get(sys.argv[2], auto_ack=False)
+time.sleep(600)
+"#;
+
+/// Starts [`PIKA_HOLDER`] through the proxy; returns once the proxy saw its `n` deliveries.
+async fn hold_with_basic_get(proxy: &mut Proxy, queue: &str, n: usize) -> Child {
+    let holder = Command::new("python3")
+        .args([
+            "-c",
+            PIKA_HOLDER,
+            &proxy.proxy.url_for(0),
+            queue,
+            &n.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("python3 with pika (`python3 -m pip install pika`)");
+    assert!(proxy.wait_for(WAIT, |e| delivered_ids(e).len() == n).await);
+    holder
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_waits_for_a_basic_get_holder_to_go_and_finds_what_it_held() {
+    let (broker, queue, ids) = fresh_queue("holder-goes", 10).await;
+    let mut proxy = Proxy::start(Gate::open()).await;
+    let holder = hold_with_basic_get(&mut proxy, &queue, 4).await;
+    // Killed a moment after the drain began (a consumer dying late): its socket just closes.
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        kill(holder);
+    });
+    let drained: BTreeSet<String> = broker
+        .drain_remaining(&Extractor::Body, &|| proxy.proxy.open_connections())
+        .await
+        .expect("the drain finishes once the holder is gone")
+        .into_iter()
+        .collect();
+    killer.join().unwrap();
+    delete_queue(&queue).await;
+    proxy.finish().await;
+    assert_eq!(
+        drained, ids,
+        "the 4 held messages came back and were counted in the queue, not gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_stays_makes_the_drain_give_up_rather_than_call_its_messages_gone() {
+    let (broker, queue, _) = fresh_queue("holder-stays", 6).await;
+    let mut proxy = Proxy::start(Gate::open()).await;
+    let holder = hold_with_basic_get(&mut proxy, &queue, 2).await;
+    let result = broker
+        .drain_remaining(&Extractor::Body, &|| proxy.proxy.open_connections())
+        .await;
+    kill(holder);
+    delete_queue(&queue).await;
+    proxy.finish().await;
+    let e = result.expect_err("a holder is still there");
+    assert!(
+        matches!(
+            e,
+            exactly::broker::amqp::DrainError::HoldersLeft { connections: 1, .. }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("pending cannot be told from lost"),
+        "{e}"
+    );
 }

@@ -1,5 +1,5 @@
-//! The harness never leaves a consumer process behind, whatever stops it, and its timeline file
-//! stays readable.
+//! The harness never leaves a consumer process behind, whatever stops it and wherever the
+//! consumer's processes went (another session included), and its timeline file stays readable.
 
 mod common;
 
@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::processes::{mark_consumer, marked, marked_after};
 use common::*;
-use exactly::timeline::{read_events, Event, ProcessPhase};
+use exactly::timeline::{read_events, ContainmentMethod, Event, ProcessPhase};
 
 /// Starts a long run (slow consumer, no faults) in the background.
 fn start_long_run(dir: &Path) -> Child {
@@ -134,4 +135,155 @@ fn sigkill_to_the_harness_takes_the_consumer_with_it() {
     assert!(events
         .iter()
         .any(|e| matches!(e.event, Event::RunStarted(_))));
+}
+
+/// A kafka-no-fault run whose consumer is started through the setsid launcher, marked `mark`;
+/// with `slow`, long enough to be stopped midway.
+fn launcher_plan(dir: &Path, mark: &str, slow: bool) -> std::path::PathBuf {
+    plan_copy("kafka-no-fault.yaml", dir, |t| {
+        let t = mark_consumer(&t, mark, true);
+        if slow {
+            t.replace(
+                "--session-timeout-ms,",
+                "--work-ms, \"200\", --session-timeout-ms,",
+            )
+            .replace("messages: 100", "messages: 500")
+        } else {
+            t
+        }
+    })
+}
+
+/// Runs a plan whose consumer leaves the session to its end (with `env` set for the harness);
+/// checks that it worked, that nothing of it is left, and returns the containment method the
+/// run recorded.
+fn run_with_a_consumer_in_another_session(tag: &str, env: &[(&str, &str)]) -> ContainmentMethod {
+    require_kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let mark = format!("{tag}-{}", std::process::id());
+    let plan = launcher_plan(dir.path(), &mark, false);
+    let out = dir.path().join("run");
+    let output = Command::new(exactly_bin())
+        .args([
+            "run",
+            plan.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .envs(env.iter().copied())
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let left = marked(&mark);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let why = explain(&output, &report);
+    assert!(
+        left.is_empty(),
+        "processes {left:?} outlived the run\n{why}"
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "no fault: inconclusive\n{why}"
+    );
+    assert_eq!(
+        report["counts"]["exact"], 100,
+        "the consumer behind the launcher worked\n{why}"
+    );
+    let events = read_events(&out.join("events.jsonl")).unwrap();
+    events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::Containment { method, .. } => Some(*method),
+            _ => None,
+        })
+        .expect("the run says how it contained the consumer")
+}
+
+#[test]
+fn a_consumer_that_leaves_the_session_ends_with_the_run() {
+    let method = run_with_a_consumer_in_another_session("session", &[]);
+    // This machine's cgroup v2 is writable when the run folder says cgroup; either is fine.
+    eprintln!("contained by {method:?}");
+}
+
+#[test]
+fn without_cgroups_the_subreaper_walk_still_ends_a_consumer_that_left_the_session() {
+    let method = run_with_a_consumer_in_another_session("walk", &[("EXACTLY_CGROUPS", "off")]);
+    assert_eq!(method, ContainmentMethod::Subreaper);
+}
+
+#[test]
+fn sigkill_to_the_harness_takes_a_consumer_that_left_the_session_with_it() {
+    require_kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let mark = format!("sigkill-{}", std::process::id());
+    let plan = launcher_plan(dir.path(), &mark, true);
+    let mut harness = Command::new(exactly_bin())
+        .args([
+            "run",
+            plan.to_str().unwrap(),
+            "--out",
+            dir.path().join("run").to_str().unwrap(),
+        ])
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let launcher = wait_for_consumer(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while marked(&mark).len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let consumer = marked(&mark)
+        .into_iter()
+        .find(|p| *p != launcher)
+        .expect("the consumer started behind the launcher");
+    assert_ne!(
+        nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(consumer as i32)))
+            .unwrap()
+            .as_raw() as u32,
+        launcher,
+        "the consumer left the launcher's process group"
+    );
+    harness.kill().unwrap();
+    let _ = harness.wait();
+    let left = marked_after(&mark, Duration::from_secs(10));
+    assert!(left.is_empty(), "{left:?} outlived a SIGKILLed harness");
+}
+
+#[test]
+fn an_amqp_consumer_that_left_the_session_holding_messages_leaves_them_pending_not_lost() {
+    require_rabbitmq();
+    let dir = tempfile::tempdir().unwrap();
+    let mark = format!("amqp-held-{}", std::process::id());
+    // Slow enough that the deadline ends the run while it holds a prefetch of unacked messages.
+    let plan = plan_copy("amqp-no-fault.yaml", dir.path(), |t| {
+        mark_consumer(&t, &mark, true)
+            .replace("ack-after-effect]", "ack-after-effect, --work-ms, \"100\"]")
+            .replace("deadline: 60s", "deadline: 6s")
+    });
+    let out = dir.path().join("run");
+    let (output, report) = run_plan(&plan, &out, &[]);
+    let why = explain(&output, &report);
+    assert!(
+        marked(&mark).is_empty(),
+        "the consumer outlived the run\n{why}"
+    );
+    assert_eq!(report["counts"]["lost"], 0, "held is not gone\n{why}");
+    assert!(
+        report["counts"]["pending"].as_u64().unwrap() > 0,
+        "the deadline left work\n{why}"
+    );
+    assert_eq!(output.status.code(), Some(3), "{why}");
+    let events = read_events(&out.join("events.jsonl")).unwrap();
+    assert!(
+        events.iter().any(|e| matches!(
+            &e.event,
+            Event::QueueRemainder { complete: true, ids } if !ids.is_empty()
+        )),
+        "the drain finished and found what the consumer held\n{why}"
+    );
 }

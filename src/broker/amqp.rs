@@ -37,6 +37,10 @@ const MAX_IN_FLIGHT: usize = 1000;
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline for the whole final drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the queue's ready count must hold still, once no one holds messages, before the
+/// drain takes what is there (the broker requeues a closed connection's messages on its own
+/// time).
+pub const REQUEUE_SETTLE: Duration = Duration::from_millis(200);
 /// The header that carries the message ID (as in the Kafka workload).
 const ID_HEADER: &str = "exactly-id";
 
@@ -62,16 +66,19 @@ pub enum DrainError {
     /// The queue could not be inspected.
     #[error(transparent)]
     Queue(#[from] AmqpOpError),
-    /// A consumer is still attached, so its unacknowledged messages are not back yet.
+    /// A consumer is still attached, or a consumer connection still open through the proxy,
+    /// so the messages it holds unacknowledged are not back yet.
     #[error(
-        "queue {queue} still has {consumers} consumer(s) after {}: its unacknowledged messages are not back, so pending cannot be told from lost",
+        "queue {queue} still has {consumers} consumer(s) and {connections} consumer connection(s) open through the proxy after {}: the messages they hold unacknowledged are not back, so pending cannot be told from lost",
         humantime::format_duration(DRAIN_TIMEOUT)
     )]
-    ConsumersLeft {
+    HoldersLeft {
         /// The queue.
         queue: String,
-        /// Consumers still attached.
+        /// Consumers still attached (`basic.consume`).
         consumers: u32,
+        /// Consumer connections still open (a `basic.get` consumer is no queue consumer).
+        connections: usize,
     },
     /// The drain ran out of time.
     #[error(
@@ -397,25 +404,45 @@ impl AmqpBroker {
     /// the body and headers, `message_id`, the `exactly-id` header: see [`message_ids`]). This
     /// tells "pending" (still in the queue) from "lost" (gone without an effect).
     ///
-    /// It first waits for the queue to have no consumer: the broker removes a dead or closed
-    /// consumer and requeues its unacknowledged messages in one step, so until then some
-    /// messages may not be back yet (and a live consumer would race the drain). Bounded by
-    /// 10 s in all; on a timeout or an error it returns the error, naming how many messages it
-    /// had taken (those are acked and gone from the queue).
-    pub async fn drain_remaining(&self, id_rule: &Extractor) -> Result<Vec<String>, DrainError> {
+    /// It first waits until nothing may still hold a message unacknowledged: no queue consumer
+    /// (`basic.consume`) and no consumer connection open through the proxy (`open_holders`: a
+    /// consumer that fetches with `basic.get` is no queue consumer, yet holds what it fetched
+    /// until its connection closes). The broker requeues a closed connection's unacknowledged
+    /// messages on its own time, so it then waits for the ready count to hold still for
+    /// [`REQUEUE_SETTLE`]. A message still held is not ready, and not ready is not gone: while
+    /// a holder is there the drain does not start, and gives up with
+    /// [`DrainError::HoldersLeft`] (the remainder is then incomplete: pending, never lost).
+    /// Bounded by 10 s in all; on a timeout or an error it returns the error, naming how many
+    /// IDs it had taken (those are acked and gone from the queue). Without the proxy,
+    /// `open_holders` knows nothing and only queue consumers are waited for.
+    pub async fn drain_remaining(
+        &self,
+        id_rule: &Extractor,
+        open_holders: &(dyn Fn() -> usize + Sync),
+    ) -> Result<Vec<String>, DrainError> {
         let deadline = Instant::now() + DRAIN_TIMEOUT;
-        loop {
-            let (_, consumers) = self.passive_declare().await?;
-            if consumers == 0 {
-                break;
+        let mut ready = loop {
+            let (ready, consumers) = self.passive_declare().await?;
+            let connections = open_holders();
+            if consumers == 0 && connections == 0 {
+                break ready;
             }
             if Instant::now() >= deadline {
-                return Err(DrainError::ConsumersLeft {
+                return Err(DrainError::HoldersLeft {
                     queue: self.queue.clone(),
                     consumers,
+                    connections,
                 });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        while Instant::now() < deadline {
+            tokio::time::sleep(REQUEUE_SETTLE).await;
+            let (now, _) = self.passive_declare().await?;
+            if now == ready {
+                break;
+            }
+            ready = now;
         }
         let channel = self.control_channel().await?;
         let mut ids = Vec::new();

@@ -262,14 +262,20 @@ impl Broker {
     }
 
     /// Records what only the end of a run can tell, once the consumers are stopped. `id_rule`
-    /// is the plan's `effects.id`, which reads the IDs of what the queue still holds first.
-    pub async fn finish(&self, timeline: &Timeline, id_rule: &Extractor) {
+    /// is the plan's `effects.id`, which reads the IDs of what the queue still holds first;
+    /// `open_holders` counts the consumer connections still open through the proxy.
+    pub async fn finish(
+        &self,
+        timeline: &Timeline,
+        id_rule: &Extractor,
+        open_holders: &(dyn Fn() -> usize + Sync),
+    ) {
         match self {
             Broker::Kafka(_) => {}
             // With the consumers gone, their unacknowledged messages are back in the queue:
             // what is left there is pending; the rest left the queue.
             Broker::Amqp(a) => {
-                let (ids, complete) = match a.drain_remaining(id_rule).await {
+                let (ids, complete) = match a.drain_remaining(id_rule, open_holders).await {
                     Ok(ids) => (ids, true),
                     Err(e) => {
                         timeline.record(Event::Warning {

@@ -7,6 +7,7 @@
 //! becomes a `process` event on the timeline; an incarnation that wrote on stderr gets a
 //! `stderr_tail` event just before its `process` exited event ([`output`]).
 
+pub mod containment;
 pub mod contract;
 pub mod output;
 pub mod process;
@@ -154,6 +155,7 @@ impl Supervisor {
     /// `stop` is called or it runs out of incarnations ([`Supervisor::instances_ended`]).
     pub fn start(config: SupervisorConfig, timeline: Timeline) -> Supervisor {
         let first = config.instances;
+        timeline.record(containment::describe());
         let supervisor = Supervisor {
             instances: Arc::default(),
             config: Arc::new(config),
@@ -319,9 +321,17 @@ impl Supervisor {
                 .map(|(k, v)| (k.clone(), contract.substitute(v))),
         );
 
-        let mut proc = ConsumerProcess::spawn(&argv, &env, config.cwd.as_deref()).map_err(|source| {
+        let mut proc = ConsumerProcess::spawn(
+            &argv,
+            &env,
+            config.cwd.as_deref(),
+            (instance, incarnation),
+            &self.timeline,
+        )
+        .map_err(|source| {
             let hint = if source.kind() == std::io::ErrorKind::NotFound {
-                "check consumer.command (build it first, e.g. `cargo build --release --examples`)".into()
+                "check consumer.command (build it first, e.g. `cargo build --release --examples`)"
+                    .into()
             } else {
                 "check consumer.command and its permissions".into()
             };

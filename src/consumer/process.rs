@@ -1,56 +1,59 @@
 //! One consumer process: spawned in its own process group, told to die with the harness, and
-//! signalled as a group so that anything it forks goes with it.
+//! contained (see [`super::containment`]): signalled with everything it started, whatever
+//! session or group that moved to, and not over until all of it is gone.
 //!
-//! Every live group is also listed in a process-wide registry, so that the last-resort paths
-//! (a panic, an error return) can kill them all without knowing about the supervisor.
+//! Every live incarnation is also registered process-wide, so that the last-resort paths (a
+//! panic, an error return, a second Ctrl-C) can kill them all without knowing about the
+//! supervisor.
 
-use std::collections::HashSet;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::Arc;
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 
-/// Process groups of consumers that may still be alive.
-static LIVE_GROUPS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+use super::containment::{self, Cell};
+use crate::timeline::{Event, Timeline};
 
-fn registry() -> std::sync::MutexGuard<'static, Option<HashSet<i32>>> {
-    LIVE_GROUPS.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// SIGKILLs every consumer process group still registered. Safe to call at any time, twice.
+/// SIGKILLs every consumer process still contained (and, in `exactly run`, every process
+/// carrying the harness's marker). Safe to call at any time, twice.
 pub fn kill_all_groups() {
-    let groups: Vec<i32> = registry()
-        .as_ref()
-        .map(|g| g.iter().copied().collect())
-        .unwrap_or_default();
-    for pgid in groups {
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-    }
+    containment::kill_all();
 }
 
-/// A spawned incarnation whose process group is registered until it is reaped.
+/// A spawned incarnation, contained until it is reaped.
 pub struct ConsumerProcess {
     /// The child (its pid is also its process group id).
     pub child: Child,
     /// Process id and group id.
     pub pid: u32,
+    cell: Arc<Cell>,
+    /// (instance, incarnation).
+    who: (u32, u32),
+    timeline: Timeline,
 }
 
 impl ConsumerProcess {
-    /// Spawns `argv` in a new process group with `env`, stdout/stderr piped, stdin closed.
+    /// Spawns `argv` in a new process group with `env`, stdout/stderr piped, stdin closed, as
+    /// incarnation `who` = (instance, incarnation), contained; what containment has to say
+    /// (an incarnation that could not join its cgroup, what it left behind) goes on `timeline`.
     pub fn spawn(
         argv: &[String],
         env: &[(String, String)],
         cwd: Option<&Path>,
+        who: (u32, u32),
+        timeline: &Timeline,
     ) -> io::Result<ConsumerProcess> {
+        let contained = containment::prepare(who.0, who.1);
+        let (mark, mark_value) = contained.mark();
+        let cgroup_fd = contained.cgroup_fd();
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(mark, mark_value)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -61,7 +64,7 @@ impl ConsumerProcess {
         }
         let parent = std::process::id() as i32;
         // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe calls (prctl, getppid, _exit).
+        // async-signal-safe calls (prctl, getppid, _exit, write, fcntl).
         unsafe {
             cmd.pre_exec(move || {
                 // Die with the harness even if it is SIGKILLed and cannot clean up.
@@ -73,25 +76,40 @@ impl ConsumerProcess {
                     libc::_exit(137);
                 }
                 mark_inherited_fds_cloexec();
+                // Into the incarnation's cgroup before the consumer can start anything.
+                containment::join_in_child(cgroup_fd);
                 Ok(())
             });
         }
         let child = cmd.spawn()?;
         let pid = child.id().expect("a just-spawned child has a pid");
-        registry()
-            .get_or_insert_with(HashSet::new)
-            .insert(pid as i32);
-        Ok(ConsumerProcess { child, pid })
+        let (cell, problem) = contained.register(pid);
+        if let Some(problem) = problem {
+            timeline.record(Event::Warning {
+                message: format!(
+                    "consumer[{}] incarnation {}: no cgroup ({problem}); contained by its \
+                     process tree and marker variable only",
+                    who.0, who.1
+                ),
+            });
+        }
+        Ok(ConsumerProcess {
+            child,
+            pid,
+            cell,
+            who,
+            timeline: timeline.clone(),
+        })
     }
 
-    /// Waits for the process to exit and unregisters its group.
+    /// Waits for the process to exit, then ends what it left behind (SIGTERM, a grace,
+    /// SIGKILL; each process on the timeline) and forgets the incarnation: it is over when all
+    /// of it is gone.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
         let status = self.child.wait().await;
-        // The leader is gone; anything left in its group is killed now.
-        let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
-        if let Some(g) = registry().as_mut() {
-            g.remove(&(self.pid as i32));
-        }
+        let swept = containment::end(&self.cell, containment::LEFTOVER_GRACE).await;
+        self.timeline
+            .record_many(swept.events(self.who.0, self.who.1));
         status
     }
 }
@@ -121,9 +139,11 @@ fn mark_inherited_fds_cloexec() {
     }
 }
 
-/// Sends `signal` to the process group `pgid`; false if no such group is left.
+/// Sends `signal` to the incarnation whose first process is `pgid`: its process group and
+/// every process of it that left the group (another session, a daemon); false if nothing of
+/// it is left.
 pub fn signal_group(pgid: u32, signal: Signal) -> bool {
-    killpg(Pid::from_raw(pgid as i32), signal).is_ok()
+    containment::signal(pgid, signal)
 }
 
 /// `exit 0`, `signal SIGKILL`...

@@ -2,7 +2,8 @@
 //! — what the run announced, its faults, the consumer processes, the broker's last progress
 //! (or the queue's remainder), how the run ended, the sink's rejections, the proxy's view of
 //! consumer settings, closed connections and holds, the sink's holds of effect answers, the
-//! connections that bypassed the proxy, and the `warning` events.
+//! connections that bypassed the proxy, the consumer's processes that outlived SIGKILL, and the
+//! `warning` events.
 //!
 //! Invariant: facts are read in one pass in timeline order, one event at a time; the latest
 //! `progress` event by sequence number is the one that decides lost versus pending.
@@ -12,8 +13,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 
 use crate::judge::bypass::{bypassed_faults, Bypass};
-use crate::judge::model::{UnfiredFault, FAILED_SAMPLES};
-use crate::timeline::{EndReason, Event, FaultRecord, HeldAt, ProcessPhase, RunInfo, Stamped};
+use crate::judge::model::{SurvivingProcess, UnfiredFault, FAILED_SAMPLES};
+use crate::timeline::{
+    DescendantFate, EndReason, Event, FaultRecord, HeldAt, ProcessPhase, RunInfo, Stamped,
+};
 
 /// One consumer process, from its `process` events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -148,6 +151,7 @@ pub(crate) struct FactsReader<'a> {
     effect_holds: Holds,
     effect_hold_times: Vec<u64>,
     bypasses: Vec<Bypass>,
+    survivors: Vec<SurvivingProcess>,
     warnings: Vec<String>,
 }
 
@@ -203,6 +207,18 @@ impl<'a> FactsReader<'a> {
                     .get_or_insert_with(|| (*instance, *incarnation, sink.clone(), sample.clone()));
             }
             Event::Warning { message } => self.warnings.push(message.clone()),
+            Event::Descendant {
+                instance,
+                incarnation,
+                pid,
+                command,
+                fate: DescendantFate::Survived,
+            } => self.survivors.push(SurvivingProcess {
+                instance: *instance,
+                incarnation: *incarnation,
+                pid: *pid,
+                command: command.clone(),
+            }),
             Event::RunEnded { reason } => self.end = Some((*reason, st.t_us)),
             _ => self.observe_proxy(st),
         }
@@ -346,6 +362,7 @@ impl<'a> FactsReader<'a> {
             effect_holds: self.effect_holds.with_times(self.effect_hold_times),
             faults_bypassed: Vec::new(),
             bypasses: self.bypasses,
+            survivors: self.survivors,
             warnings: self.warnings,
         };
         facts.tally_faults();
@@ -414,6 +431,8 @@ pub(crate) struct RunFacts<'a> {
     pub(crate) bypasses: Vec<Bypass>,
     /// Planned faults that fired only while a bypass escaped them (not exercised).
     pub(crate) faults_bypassed: Vec<UnfiredFault>,
+    /// Consumer processes still alive after the harness's SIGKILL (`descendant` events).
+    pub(crate) survivors: Vec<SurvivingProcess>,
     /// `warning` events in order, then the facts' own observations.
     pub(crate) warnings: Vec<String>,
 }

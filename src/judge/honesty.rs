@@ -410,3 +410,58 @@ fn replays_alone_show_the_sink_sees_the_consumer_so_a_loss_stands() {
     );
     assert!(rec.caveats[0].to_string().contains("only replays"));
 }
+
+// A consumer process the harness could not end (issue 13: containment that holds).
+
+fn survivor(tl: &mut Tl) {
+    tl.push(Event::Descendant {
+        instance: 0,
+        incarnation: 1,
+        pid: 4242,
+        command: "worker".into(),
+        fate: crate::timeline::DescendantFate::Survived,
+    });
+}
+
+#[test]
+fn a_process_alive_after_sigkill_makes_an_exact_looking_run_inconclusive_and_names_it() {
+    let mut tl = run_of(&["a", "b"], "at-least-once");
+    tl.effect("a", 1).effect("b", 1);
+    survivor(&mut tl);
+    tl.progress(&[(0, 2)]).end(EndReason::Settled);
+    let rec = analyze(&tl.events);
+    assert_eq!(rec.verdict, Verdict::Inconclusive);
+    assert_eq!(codes(&rec.inconclusive_reasons), vec!["descendants_survived"]);
+    let text = rec.inconclusive_reasons[0].to_string();
+    assert!(text.contains("pid 4242 `worker`"), "{text}");
+    assert_eq!(rec.exit_code(), 3);
+}
+
+#[test]
+fn a_process_alive_after_sigkill_keeps_a_missing_effect_from_being_called_lost() {
+    let mut tl = run_of(&["a", "b"], "at-least-once");
+    tl.effect("a", 1);
+    survivor(&mut tl);
+    tl.progress(&[(0, 2)]).end(EndReason::Settled);
+    let rec = analyze(&tl.events);
+    assert_eq!(rec.verdict, Verdict::Inconclusive, "b may yet be applied");
+    assert_eq!(rec.expectation_state, ExpectationState::Unknown);
+    assert_eq!(rec.exit_code(), 3);
+}
+
+#[test]
+fn a_descendant_the_harness_ended_changes_nothing() {
+    let mut tl = run_of(&["a"], "at-least-once");
+    tl.effect("a", 1);
+    tl.push(Event::Descendant {
+        instance: 0,
+        incarnation: 1,
+        pid: 4243,
+        command: "worker".into(),
+        fate: crate::timeline::DescendantFate::Ended,
+    });
+    tl.progress(&[(0, 1)]).end(EndReason::Settled);
+    let rec = analyze(&tl.events);
+    assert_eq!(rec.verdict, Verdict::Exact);
+    assert_eq!(rec.exit_code(), 0);
+}

@@ -334,12 +334,42 @@ pub enum InconclusiveReason {
         /// Consumer connections seen straight to the broker.
         connections: u64,
     },
+    /// Processes of the consumer that outlived their incarnation and were still alive after
+    /// SIGKILL: they may go on applying effects or committing after the run, so no claim about
+    /// the messages is known.
+    DescendantsSurvived {
+        /// Which ones.
+        processes: Vec<SurvivingProcess>,
+    },
     /// Messages duplicated only by the consumer's retries of an effect whose answer the harness
     /// held: what the consumer would have done without the hold is unknown.
     HarnessDuplicated {
         /// How many.
         count: u64,
     },
+}
+
+/// A consumer process the harness could not end (a `descendant` event with fate `survived`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SurvivingProcess {
+    /// Instance.
+    pub instance: u32,
+    /// Incarnation.
+    pub incarnation: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Command name (`/proc/PID/comm`).
+    pub command: String,
+}
+
+impl fmt::Display for SurvivingProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pid {} `{}` (consumer[{}] incarnation {})",
+            self.pid, self.command, self.instance, self.incarnation
+        )
+    }
 }
 
 impl InconclusiveReason {
@@ -362,6 +392,7 @@ impl InconclusiveReason {
             InconclusiveReason::PlanError => "plan_error",
             InconclusiveReason::FaultsBypassed { .. } => "faults_bypassed",
             InconclusiveReason::HarnessDuplicated { .. } => "harness_duplicated",
+            InconclusiveReason::DescendantsSurvived { .. } => "descendants_survived",
         }
     }
 }
@@ -457,6 +488,15 @@ impl fmt::Display for InconclusiveReason {
             ),
             InconclusiveReason::PlanError => f.write_str(
                 "the run was stopped early: the plan's effect ID rule read none of the first effects (see the warnings)",
+            ),
+            InconclusiveReason::DescendantsSurvived { processes } => write!(
+                f,
+                "{} consumer process{} outlived {} incarnation and could not be ended, not even by SIGKILL: {}; {} may still apply effects or commit, so no claim about the messages is known",
+                processes.len(),
+                if processes.len() == 1 { "" } else { "es" },
+                if processes.len() == 1 { "its" } else { "their" },
+                processes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                if processes.len() == 1 { "it" } else { "they" },
             ),
         }
     }

@@ -87,9 +87,13 @@ pub(crate) fn rule(facts: &RunFacts, counts: &Counts, ledger: &LedgerEvidence) -
 
 /// The precedence: a proof of loss or duplicate first, then any shortfall, then EXACT.
 /// [`InconclusiveReason::NotCountedDone`] is never among `reasons`: it limits the promise,
-/// not the verdict.
+/// not the verdict. A consumer process still alive after SIGKILL may yet apply the effect of
+/// a message that looks lost, so no loss is proven while one is (a duplicate seen stays seen).
 fn verdict(counts: &Counts, reasons: &[InconclusiveReason]) -> Verdict {
-    match (counts.lost > 0, counts.duplicated > 0) {
+    let survivors = reasons
+        .iter()
+        .any(|r| matches!(r, InconclusiveReason::DescendantsSurvived { .. }));
+    match (counts.lost > 0 && !survivors, counts.duplicated > 0) {
         (true, true) => Verdict::LostAndDuplicated,
         (true, false) => Verdict::Lost,
         (false, true) => Verdict::Duplicated,
@@ -175,6 +179,11 @@ fn shortfalls(
             count: counts.harness_duplicated,
         });
     }
+    if !facts.survivors.is_empty() {
+        reasons.push(InconclusiveReason::DescendantsSurvived {
+            processes: facts.survivors.clone(),
+        });
+    }
     reasons
 }
 
@@ -224,7 +233,8 @@ fn blinds(reason: &InconclusiveReason, verdict: Verdict) -> Blind {
         | InconclusiveReason::InfrastructureError
         | InconclusiveReason::NothingObserved { .. }
         | InconclusiveReason::EffectsUnread { .. }
-        | InconclusiveReason::PlanError => Blind::Both,
+        | InconclusiveReason::PlanError
+        | InconclusiveReason::DescendantsSurvived { .. } => Blind::Both,
         InconclusiveReason::NotCountedDone { .. } if verdict == Verdict::Exact => Blind::Both,
         InconclusiveReason::NotCountedDone { .. } => Blind::Duplicate,
     }

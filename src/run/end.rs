@@ -40,6 +40,8 @@ pub(super) struct Health {
     pub(super) wrong_rule: Option<String>,
     /// A consumer connection bypassed the proxy and the plan makes that fatal (described).
     pub(super) fatal_bypass: Option<String>,
+    /// The broker has not answered a progress read for the plan's connect timeout: why.
+    pub(super) broker_lost: Option<String>,
 }
 
 /// What the watch saw after reading the broker's progress.
@@ -94,6 +96,8 @@ pub(super) enum Ending {
     CrashLoop(String),
     /// The plan's effect ID rule read none of the first effects, for this reason.
     WrongIdRule(String),
+    /// The broker stopped answering, for this reason (it is on the timeline already).
+    BrokerLost(String),
 }
 
 impl Ending {
@@ -107,7 +111,8 @@ impl Ending {
             | Ending::ProxyFailed(_)
             | Ending::EventsUnwritable
             | Ending::Bypassed(_)
-            | Ending::CrashLoop(_) => EndReason::InfrastructureError,
+            | Ending::CrashLoop(_)
+            | Ending::BrokerLost(_) => EndReason::InfrastructureError,
             Ending::WrongIdRule(_) => EndReason::PlanError,
         }
     }
@@ -169,6 +174,9 @@ impl EndWatch {
                 } else if let Some(why) = &health.wrong_rule {
                     // A blind oracle: every message would look lost (issue 12).
                     Step::End(Ending::WrongIdRule(why.clone()))
+                } else if let Some(why) = &health.broker_lost {
+                    // Waiting for the deadline would only wait: nothing can be read any more.
+                    Step::End(Ending::BrokerLost(why.clone()))
                 } else {
                     Step::ReadProgress
                 }
@@ -259,6 +267,7 @@ mod tests {
             crash_loop: Some("boom".into()),
             wrong_rule: Some("json:/x".into()),
             fatal_bypass: Some("a -> b".into()),
+            broker_lost: Some("gone".into()),
         };
         assert_eq!(
             w.on_wake(Wake::Tick, &all),
@@ -286,6 +295,7 @@ mod tests {
             Ending::Bypassed(String::new()),
             Ending::EventsUnwritable,
             Ending::CrashLoop(String::new()),
+            Ending::BrokerLost(String::new()),
         ] {
             assert_eq!(ending.reason(), EndReason::InfrastructureError);
         }
@@ -313,6 +323,19 @@ mod tests {
             ending.reason(),
             EndReason::PlanError,
             "the plan must be fixed: exit 2"
+        );
+    }
+
+    #[test]
+    fn a_broker_that_stopped_answering_ends_the_run() {
+        let mut w = watch(Instant::now());
+        let lost = Health {
+            broker_lost: Some("no answer for 5s".into()),
+            ..healthy()
+        };
+        assert_eq!(
+            w.on_wake(Wake::Tick, &lost),
+            Step::End(Ending::BrokerLost("no answer for 5s".into()))
         );
     }
 

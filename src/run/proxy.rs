@@ -95,6 +95,15 @@ impl Proxy {
         }
     }
 
+    /// Consumer connections still open through the proxy (the AMQP drain waits for none;
+    /// the Kafka proxy's are not counted: nothing waits for them).
+    pub(super) fn open_connections(&self) -> usize {
+        match self {
+            Proxy::Kafka(_) => 0,
+            Proxy::Amqp(p) => p.open_connections(),
+        }
+    }
+
     /// The network lever the nemesis pulls (partition, latency, sever).
     pub(super) fn network(self) -> Arc<dyn NetworkControl> {
         match self {

@@ -61,7 +61,8 @@ pub(super) async fn stop_all(
         t.abort();
     }
     if reason != EndReason::InfrastructureError {
-        broker.finish(timeline, &ctx.plan.loaded.effect_id).await;
+        let open = || proxy.as_ref().map_or(0, Proxy::open_connections);
+        broker.finish(timeline, &ctx.plan.loaded.effect_id, &open).await;
     }
     sinks.stop_serving().await;
     if let Some(p) = proxy {
@@ -71,7 +72,7 @@ pub(super) async fn stop_all(
         Ending::ProxyFailed(problem) => {
             return Err(InfraError::new(format!("the proxy failed: {problem}")).into());
         }
-        Ending::CrashLoop(why) => Some(InfraError::new(why).into()),
+        Ending::CrashLoop(why) | Ending::BrokerLost(why) => Some(InfraError::new(why).into()),
         Ending::WrongIdRule(why) => Some(
             PlanError {
                 file: ctx.opts.plan_path.clone(),

@@ -56,6 +56,9 @@ pub(super) async fn until_end(
     let mut last_snapshot: Option<Snapshot> = None;
     let mut progress_error = None;
     let mut bypass = BypassWatch::new(ctx.plan.consumer.bypass);
+    // Since when every progress read has failed.
+    let mut failing_since: Option<Instant> = None;
+    let connect_timeout = ctx.plan.broker.connect_timeout;
     let ending = loop {
         let wake = tokio::select! {
             _ = tokio::time::sleep(PROGRESS_INTERVAL) => Wake::Tick,
@@ -77,6 +80,7 @@ pub(super) async fn until_end(
                 .map(|c| c.to_string()),
             wrong_rule: followed.sinks.wrong_rule().map(|w| w.to_string()),
             fatal_bypass: bypass.fatal().map(str::to_owned),
+            broker_lost: broker_lost(failing_since, connect_timeout, progress_error.as_ref()),
         };
         match end.on_wake(wake, &health) {
             Step::End(ending) => break ending,
@@ -91,8 +95,12 @@ pub(super) async fn until_end(
                     last_snapshot = Some(snapshot);
                 }
                 progress_error = None;
+                failing_since = None;
             }
-            Err(e) => progress_error = Some(e),
+            Err(e) => {
+                progress_error = Some(e);
+                failing_since.get_or_insert_with(Instant::now);
+            }
         }
         let status = supervision.nemesis_status.borrow().clone();
         let counts = tally.borrow().clone();
@@ -114,6 +122,11 @@ pub(super) async fn until_end(
     };
     bar.finish_and_clear();
     let ending = last_look(ctx, &mut bypass, supervision, proxy, ending).await;
+    if let Ending::BrokerLost(why) = &ending {
+        ctx.timeline.record(Event::Warning {
+            message: why.clone(),
+        });
+    }
     if let Some(e) = progress_error {
         ctx.timeline.record(Event::Warning {
             message: format!("the last progress read failed: {e}"),
@@ -142,6 +155,23 @@ async fn last_look(
         (Some(_), EndReason::Aborted | EndReason::InfrastructureError | EndReason::PlanError)
         | (None, _) => ending,
     }
+}
+
+/// Why the broker counts as gone: every progress read for `connect_timeout` failed (the last
+/// with `error`). A shorter outage is waited out.
+fn broker_lost(
+    failing_since: Option<Instant>,
+    connect_timeout: Duration,
+    error: Option<&impl std::fmt::Display>,
+) -> Option<String> {
+    let since = failing_since.filter(|t| t.elapsed() >= connect_timeout)?;
+    Some(format!(
+        "lost the broker: no progress read succeeded for {} (broker.connect_timeout {}); the \
+         last one failed with: {}",
+        humantime::format_duration(Duration::from_secs(since.elapsed().as_secs())),
+        humantime::format_duration(connect_timeout),
+        error.map_or_else(|| "?".to_owned(), |e| e.to_string())
+    ))
 }
 
 fn progress_bar(enabled: bool, len: u64) -> ProgressBar {

@@ -2,6 +2,8 @@
 //! the real Kafka on 127.0.0.1:9092, and read what it wrote.
 #![allow(dead_code)]
 
+pub mod processes;
+
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

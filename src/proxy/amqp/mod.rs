@@ -218,6 +218,13 @@ impl AmqpProxy {
         self.shared.registry.connections(instance)
     }
 
+    /// Live proxied connections of every instance: each may hold deliveries unacknowledged.
+    pub fn open_connections(&self) -> usize {
+        (0..self.shared.ports.len() as u32)
+            .map(|i| self.connections(i))
+            .sum()
+    }
+
     /// Bounded wait (~2 s) for the proxy's tasks after `stop` was cancelled; releases every
     /// held ack first.
     pub async fn join(self) {
