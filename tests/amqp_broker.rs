@@ -182,7 +182,10 @@ async fn the_drain_reads_a_retry_copys_id_from_its_body_with_the_plans_rule() {
     publish_copy(&queue, "retry-0001", r#"{"order_id":"r9-7","attempt":2}"#).await;
     assert_eq!(ready_eventually(&broker, 1).await, 1);
     let rule = Extractor::parse("json:/order_id").unwrap();
-    let drained = broker.drain_remaining(&rule, &no_proxy).await.expect("drain");
+    let drained = broker
+        .drain_remaining(&rule, &no_proxy)
+        .await
+        .expect("drain");
     assert_eq!(
         drained,
         ["r9-7", "retry-0001"],

@@ -431,7 +431,10 @@ fn a_process_alive_after_sigkill_makes_an_exact_looking_run_inconclusive_and_nam
     tl.progress(&[(0, 2)]).end(EndReason::Settled);
     let rec = analyze(&tl.events);
     assert_eq!(rec.verdict, Verdict::Inconclusive);
-    assert_eq!(codes(&rec.inconclusive_reasons), vec!["descendants_survived"]);
+    assert_eq!(
+        codes(&rec.inconclusive_reasons),
+        vec!["descendants_survived"]
+    );
     let text = rec.inconclusive_reasons[0].to_string();
     assert!(text.contains("pid 4242 `worker`"), "{text}");
     assert_eq!(rec.exit_code(), 3);

@@ -62,7 +62,9 @@ pub(super) async fn stop_all(
     }
     if reason != EndReason::InfrastructureError {
         let open = || proxy.as_ref().map_or(0, Proxy::open_connections);
-        broker.finish(timeline, &ctx.plan.loaded.effect_id, &open).await;
+        broker
+            .finish(timeline, &ctx.plan.loaded.effect_id, &open)
+            .await;
     }
     sinks.stop_serving().await;
     if let Some(p) = proxy {
