@@ -139,16 +139,22 @@ fn dispatch(command: Command) -> Result<i32, Error> {
             // The runtime is dropped here: no task survives into the judging.
             drop(runtime);
             containment::kill_all();
-            conclude(outcome?)
+            conclude(outcome?, &p.name)
         }
     }
 }
 
 /// Judges a finished run and writes its reports; the failure that ended it, if any, is still
-/// the headline. A run whose timeline file could not be written is not judged at all.
-fn conclude(outcome: RunOutcome) -> Result<i32, Error> {
+/// the headline. A run whose timeline file could not be written is not judged at all: its
+/// reports say the evidence is incomplete (when they can be written; the error stands anyway).
+fn conclude(outcome: RunOutcome, plan: &str) -> Result<i32, Error> {
     match outcome.failure {
-        Some(e @ Error::EventsUnwritable(_)) => Err(e),
+        Some(e @ Error::EventsUnwritable(_)) => {
+            if let Err(w) = report::unjudged::write(&outcome.dir, plan, &e.to_string()) {
+                eprintln!("exactly: cannot write the reports either: {w}");
+            }
+            Err(e)
+        }
         failure => {
             let code = judge(&outcome.dir)?;
             failure.map_or(Ok(code), Err)

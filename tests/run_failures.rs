@@ -23,10 +23,25 @@ fn a_timeline_file_that_cannot_be_written_ends_the_run_with_exit_4_naming_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot write"), "{why}");
     assert!(stderr.contains("events.jsonl"), "{why}");
+    // A timeline with a hole is not judged, and the reports say so.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["judged"], false, "{why}");
+    assert!(json["verdict"].is_null(), "no verdict: {why}");
+    assert_eq!(json["expectation_state"], "unknown", "{why}");
     assert!(
-        !out.join("report.json").exists(),
-        "a timeline with a hole is not judged: {why}"
+        json["evidence_incomplete"]
+            .as_str()
+            .is_some_and(|s| s.contains("events.jsonl")),
+        "{why}"
     );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("NOT JUDGED") && md.contains("evidence is incomplete"),
+        "{md}"
+    );
+    let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    assert!(junit.contains("evidence_incomplete"), "{junit}");
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "the run ends when the write fails, not at its 90 s deadline: {why}"

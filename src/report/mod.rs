@@ -16,6 +16,7 @@ use crate::timeline::{EndReason, FaultRecord};
 pub mod json;
 pub mod junit;
 pub mod markdown;
+pub mod unjudged;
 
 /// The loud line shown whenever the broker was the embedded mock cluster.
 pub const MOCK_WARNING: &str = "embedded mock cluster: a demo, not evidence about a real broker";
