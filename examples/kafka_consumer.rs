@@ -22,6 +22,8 @@
 //!
 //! `--sink http|file|stdout` picks where effects go: POST to `EXACTLY_EFFECT_URL` (default),
 //! a line appended to `EXACTLY_EFFECT_FILE`, or a line `effect <payload>` on stdout.
+//! `--also-sink http|file|stdout` sends each effect to a second place too, just before the
+//! first and never with an idempotency key (a plan with two boundaries observes both).
 //!
 //! `--work-ms N` is the processing time between receiving a message and its effect;
 //! `--commit-every-ms N` is the period of the background commits of the periodic modes;
@@ -63,6 +65,9 @@ enum Mode {
 struct Args {
     mode: Mode,
     sink: Sink,
+    /// A second place each effect goes, just before the first (`--also-sink`): a second
+    /// boundary of the same loop.
+    also_sink: Option<Sink>,
     work: Duration,
     /// How often `commit-periodic` and `commit-on-revoke` commit the finished work.
     commit_every: Duration,
@@ -79,6 +84,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         mode: Mode::CommitAfterEffect,
         sink: Sink::Http,
+        also_sink: None,
         work: Duration::ZERO,
         commit_every: Duration::from_secs(1),
         session_timeout_ms: 6000,
@@ -102,6 +108,7 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--sink" => args.sink = value()?.parse()?,
+            "--also-sink" => args.also_sink = Some(value()?.parse()?),
             "--work-ms" => {
                 args.work =
                     Duration::from_millis(value()?.parse().map_err(|e| format!("--work-ms: {e}"))?)
@@ -195,6 +202,9 @@ fn main() {
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone()).expect("SIGINT handler");
 
     let effects = Effects::open(PROGRAM, args.sink, args.effect_timeout);
+    let also = args
+        .also_sink
+        .map(|sink| Effects::open(PROGRAM, sink, args.effect_timeout));
     let topic = env(PROGRAM, "EXACTLY_TOPIC");
     let auto = args.mode == Mode::AutoCommit;
     // The periodic modes mark a message done (store its offset) after its effect, and commit
@@ -287,6 +297,9 @@ fn main() {
             commit(&consumer, &msg);
         }
         std::thread::sleep(args.work);
+        if let Some(also) = &also {
+            also.apply(PROGRAM, &payload, None);
+        }
         effects.apply(
             PROGRAM,
             &payload,

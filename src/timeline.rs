@@ -71,6 +71,10 @@ pub enum Event {
         outcome: EffectOutcome,
         /// Which sink saw it.
         sink: String,
+        /// The plan boundary whose sink saw it; absent for a plan with one `effects` sink (and
+        /// in timelines from before boundaries), which is the run's one default boundary.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boundary: Option<String>,
         /// How `instance` and `incarnation` were found (written flat: `attributed_by`, `pid`,
         /// `attribution_note`); empty in timelines from before it was recorded.
         #[serde(flatten)]
@@ -82,6 +86,9 @@ pub enum Event {
         reason: String,
         /// The start of what was received.
         sample: String,
+        /// The plan boundary whose sink received it (absent: the one default boundary).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boundary: Option<String>,
     },
     /// A file or stdout sink's last line that never got its newline: the writer died
     /// mid-write (SIGKILL into a block-buffered stdout), or stopped there. Never an effect: a
@@ -93,6 +100,9 @@ pub enum Event {
         incarnation: u32,
         /// Which sink saw it (`file` or `stdout`).
         sink: String,
+        /// The plan boundary whose sink saw it (absent: the one default boundary).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boundary: Option<String>,
         /// Its length in bytes.
         bytes: u64,
         /// Its end (at most 200 characters), as received.
@@ -377,6 +387,23 @@ pub struct RunInfo {
     /// sink could not read effects; absent in timelines written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effects_id: Option<String>,
+    /// The plan's boundaries, each judged on its own effects against its own promise; empty
+    /// for a plan with one `effects` sink (its one boundary is the run itself: `expect`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boundaries: Vec<BoundaryInfo>,
+}
+
+/// One boundary of a run as the judge needs it: which effects are its own, and its promise.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BoundaryInfo {
+    /// Its name, as effect events carry it in `boundary`.
+    pub name: String,
+    /// The sink kind that observes it (`http`, `file`, `kafka-topic`...).
+    pub sink: String,
+    /// Its promise (`exactly-once`...).
+    pub expect: String,
+    /// Its ID rule, as written (`header:exactly-id`...).
+    pub id: String,
 }
 
 /// One partition's committed offset.

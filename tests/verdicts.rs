@@ -91,6 +91,24 @@ impl Ran {
     }
 }
 
+/// Each boundary of report.json: (name, verdict, expectation_met).
+fn boundary_rows(r: &Ran) -> Vec<(String, String, Option<bool>)> {
+    r.report["boundaries"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|b| {
+                    (
+                        b["name"].as_str().unwrap_or_default().to_owned(),
+                        b["verdict"].as_str().unwrap_or_default().to_owned(),
+                        b["expectation_met"].as_bool(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Runs `row`'s plan and asserts its verdict, exit code and the rest.
 fn check(row: Row) {
     match row.needs {
@@ -208,6 +226,54 @@ verdicts! {
                 r.report["counts"]["effects_replayed"].as_u64().unwrap() > 0,
                 "{why}"
             );
+        },
+        ..ROW
+    };
+    two_boundaries_each_get_their_verdict_and_the_exit_follows_each_promise: Row {
+        plan: "kafka-two-boundaries.yaml",
+        needs: Needs::Kafka,
+        verdict: Some("DUPLICATED"),
+        exit: 0,
+        exit_why: "the ledger promises at-least-once and payments exactly-once: both kept",
+        also: |r| {
+            let why = &r.why;
+            let rows = boundary_rows(r);
+            assert_eq!(
+                rows,
+                [
+                    ("ledger".to_owned(), "DUPLICATED".to_owned(), Some(true)),
+                    ("payments".to_owned(), "EXACT".to_owned(), Some(true)),
+                ],
+                "{why}"
+            );
+            let payments = &r.report["boundaries"][1];
+            assert!(payments["counts"]["effects_replayed"].as_u64().unwrap() > 0, "{why}");
+            let ledger = &r.report["boundaries"][0];
+            assert_eq!(ledger["counts"]["lost"], 0, "{why}");
+            // report.md opens with the boundary table; junit has a case per boundary.
+            let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
+            let table = md.find("## Boundaries").expect("a boundary table");
+            assert!(table < md.find("## Summary").unwrap(), "{md}");
+            assert!(md.contains("| ledger | file | at-least-once | **DUPLICATED** | met |"), "{md}");
+            let junit = std::fs::read_to_string(r.dir.join("junit.xml")).unwrap();
+            assert_eq!(junit.matches("<testcase").count(), 2, "{junit}");
+            assert!(!junit.contains("<failure"), "{junit}");
+        },
+        ..ROW
+    };
+    two_boundaries_fail_the_run_when_one_breaks_its_promise: Row {
+        plan: "kafka-two-boundaries.yaml",
+        needs: Needs::Kafka,
+        edit: |t| t.replacen("expect: at-least-once", "expect: exactly-once", 1),
+        verdict: Some("DUPLICATED"),
+        exit: 1,
+        exit_why: "the ledger's exactly-once is violated though payments kept theirs",
+        also: |r| {
+            let rows = boundary_rows(r);
+            assert_eq!(rows[0].2, Some(false), "{}", r.why);
+            assert_eq!(rows[1].2, Some(true), "{}", r.why);
+            let junit = std::fs::read_to_string(r.dir.join("junit.xml")).unwrap();
+            assert_eq!(junit.matches("<failure").count(), 1, "{junit}");
         },
         ..ROW
     };

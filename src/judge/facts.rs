@@ -163,7 +163,7 @@ impl<'a> FactsReader<'a> {
                     self.run_started_twice = true;
                 }
             }
-            Event::EffectRejected { reason, sample } => {
+            Event::EffectRejected { reason, sample, .. } => {
                 self.rejected += 1;
                 if self.rejected_samples.len() < FAILED_SAMPLES {
                     self.rejected_samples.push(RejectedEffect {

@@ -35,6 +35,7 @@
 
 use crate::timeline::{Event, Stamped};
 
+mod boundary;
 pub mod bypass;
 pub mod commit_window;
 mod effects;
@@ -48,6 +49,8 @@ pub mod model;
 mod verdict;
 
 #[cfg(test)]
+mod boundary_tests;
+#[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
 mod honesty;
@@ -60,7 +63,7 @@ pub use facts::{
     hit_nothing, ConnectionClosed, ConsumerSetting, Holds, Incarnation, ProgressSnapshot,
     RejectedEffect,
 };
-pub use judgement::Judgement;
+pub use judgement::{BoundaryJudgement, Judgement};
 pub use ledger::FailedProduce;
 pub use model::{
     Anomaly, Counts, EffectSeen, ExitStatus, Expectation, ExpectationState, InconclusiveReason,
@@ -74,8 +77,28 @@ use verdict::LedgerEvidence;
 
 /// Judges a run from its timeline. Pure: the same events always give the same result, in any
 /// file order of produced and effect events (effects may be observed before the produce
-/// acknowledgement arrives).
+/// acknowledgement arrives). A run that declared boundaries is judged once per boundary and
+/// the rulings combined (`boundary`).
 pub fn analyze(events: &[Stamped]) -> Judgement {
+    let declared = boundary::declared(events);
+    if declared.is_empty() {
+        return analyze_one(events);
+    }
+    let parts = declared
+        .iter()
+        .enumerate()
+        .map(|(i, b)| BoundaryJudgement {
+            name: b.name.clone(),
+            sink: b.sink.clone(),
+            expect: b.expect.clone(),
+            judgement: analyze_one(&boundary::view(events, b, i == 0)),
+        })
+        .collect();
+    boundary::overall(parts)
+}
+
+/// Judges the effects of one boundary (the run's one sink, or one boundary's view).
+fn analyze_one(events: &[Stamped]) -> Judgement {
     let mut counts = Counts::default();
     let (mut ledger, facts) = read_ledger_and_facts(events, &mut counts);
     let tally = effects::count(events, &mut ledger, &mut counts);
@@ -138,6 +161,7 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
         effect_holds: facts.effect_holds,
         bypasses: facts.bypasses,
         faults_bypassed: facts.faults_bypassed,
+        boundaries: Vec::new(),
     }
 }
 

@@ -230,6 +230,7 @@ mod tests {
 
     fn effect() -> Event {
         Event::Effect {
+            boundary: None,
             id: "x".into(),
             instance: None,
             incarnation: None,
@@ -282,6 +283,7 @@ mod tests {
             nth: Count::new(2),
         };
         let by = |i: u32| Event::Effect {
+            boundary: None,
             id: "x".into(),
             instance: Some(i),
             incarnation: Some(1),

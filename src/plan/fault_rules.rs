@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use super::{
-    BrokerKind, Count, EventKind, Fault, FaultAction, FaultSpec, Moment, ScaleStep, SinkKind,
-    Target, Trigger, When, DEFAULT_GRACE,
+    BrokerKind, Count, EventKind, Fault, FaultAction, FaultSpec, Moment, ScaleStep, Target,
+    Trigger, When, DEFAULT_GRACE,
 };
 
 /// Most times one `every` or `random` trigger may fire: the nemesis lays out every fire time
@@ -22,8 +22,8 @@ pub(super) const MOST_FIRINGS: u64 = 10_000;
 
 /// What the fault rules need to know about the rest of the plan.
 pub(super) struct Context {
-    /// The effect sink.
-    pub sink: SinkKind,
+    /// Some boundary is observed by the `http` sink (the one sink that can hold an answer).
+    pub http_sink: bool,
     /// `consumer.instances`.
     pub instances: u64,
     /// The consumer goes through the proxy (on by default).
@@ -474,7 +474,7 @@ fn countable(moment: Moment, event: EventKind, ctx: &Context) -> Result<(), Brok
     if event.seen_by_proxy() && !ctx.proxy {
         return Err(broken(path, format!("`{form}: {name}` {NEEDS_PROXY}")));
     }
-    if moment == Moment::During && ctx.sink != SinkKind::Http {
+    if moment == Moment::During && !ctx.http_sink {
         return Err(broken(
             ".during",
             "`during: effect` holds the sink's answer, which only the `http` sink has: use `after: effect`",

@@ -11,6 +11,8 @@
 //! [`FaultAction`] and its [`Trigger`]) and the effect ID rules as [`Extractor`]s. Nothing
 //! downstream reads the written `faults`, `effects.id` or `effects.idempotency_key` again.
 
+#[cfg(test)]
+mod boundary_tests;
 mod effect_id;
 mod fault;
 mod fault_rules;
@@ -47,13 +49,21 @@ pub struct Plan {
     pub workload: Workload,
     /// The team's consumer and how to supervise it.
     pub consumer: ConsumerSpec,
-    /// Where the consumer's side effects are observed.
-    pub effects: EffectSpec,
+    /// Where the consumer's side effects are observed: the run's one boundary. Write either
+    /// `effects` or `boundaries`.
+    #[serde(default)]
+    pub effects: Option<EffectSpec>,
+    /// Several places the consumer's work lands, each judged on its own against its own
+    /// promise (design §13). Write either `effects` or `boundaries`.
+    #[serde(default)]
+    pub boundaries: Vec<BoundarySpec>,
     /// Faults to inject, each with its trigger.
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
-    /// The semantics the team claims; the run passes or fails against it.
-    pub expect: Semantics,
+    /// The semantics the team claims; the run passes or fails against it. Required with
+    /// `effects`; with `boundaries`, the promise of each boundary that names none.
+    #[serde(default)]
+    pub expect: Option<Semantics>,
     /// When the run ends.
     #[serde(default)]
     pub limits: Limits,
@@ -71,20 +81,57 @@ pub struct Plan {
 pub struct Loaded {
     /// One per entry of `faults`, in plan order (the index is the fault's number in events).
     pub faults: Vec<Fault>,
-    /// `effects.id`, parsed.
-    pub effect_id: Extractor,
-    /// `effects.idempotency_key`, parsed.
-    pub idempotency_key: Option<Extractor>,
+    /// The boundaries, in plan order: one per entry of `boundaries`, or the one of `effects`.
+    pub boundaries: Vec<Boundary>,
 }
 
-/// What a plan that was never loaded holds: no faults and the default ID rule (`json:/id`).
+/// What a plan that was never loaded holds: no faults and one `http` boundary with the default
+/// ID rule (`json:/id`), promising exactly-once.
 impl Default for Loaded {
     fn default() -> Self {
         Loaded {
             faults: Vec::new(),
-            effect_id: Extractor::JsonPointer("/id".into()),
-            idempotency_key: None,
+            boundaries: vec![Boundary {
+                name: DEFAULT_BOUNDARY.into(),
+                declared: false,
+                sink: SinkKind::Http,
+                id_rule: default_effect_id(),
+                id: Extractor::JsonPointer("/id".into()),
+                idempotency_key: None,
+                expect: Semantics::ExactlyOnce,
+            }],
         }
+    }
+}
+
+/// The name of the one boundary of a plan written with `effects`.
+pub const DEFAULT_BOUNDARY: &str = "effects";
+
+/// One boundary, typed: where effects are observed, how they name their message, and what the
+/// team promises there.
+#[derive(Debug, Clone)]
+pub struct Boundary {
+    /// Its name (`effects` for a plan written with `effects`).
+    pub name: String,
+    /// True when the plan declared it under `boundaries` (its events then carry its name);
+    /// false for the one boundary of `effects`, whose events carry none.
+    pub declared: bool,
+    /// The sink that observes it.
+    pub sink: SinkKind,
+    /// The ID rule as written (reports name it).
+    pub id_rule: String,
+    /// The ID rule, parsed.
+    pub id: Extractor,
+    /// The idempotency-key rule, parsed.
+    pub idempotency_key: Option<Extractor>,
+    /// The promise at this boundary.
+    pub expect: Semantics,
+}
+
+impl Boundary {
+    /// The name its events carry: `None` for the one boundary of an `effects` plan.
+    pub fn event_name(&self) -> Option<String> {
+        self.declared.then(|| self.name.clone())
     }
 }
 
@@ -279,6 +326,45 @@ pub enum SinkKind {
     Stdout,
 }
 
+/// One boundary of `boundaries`: a name, a sink, the ID rule and its own promise.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BoundarySpec {
+    /// Its name, unique in the plan (letters, digits, `-` and `_`): it heads its row of the
+    /// report and names its variables (`EXACTLY_EFFECT_URL_<NAME>`, `{effect_url:NAME}`).
+    pub name: String,
+    /// `http`, `file` or `stdout`.
+    pub sink: SinkKind,
+    /// How to find the message ID in an effect (as `effects.id`).
+    #[serde(default = "default_effect_id")]
+    pub id: String,
+    /// Optional idempotency key (as `effects.idempotency_key`).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// The promise at this boundary (default: the plan's `expect`).
+    #[serde(default)]
+    pub expect: Option<Semantics>,
+}
+
+impl SinkKind {
+    /// The sink's name in events and reports (`http`, `file`, `stdout`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkKind::Http => "http",
+            SinkKind::File => "file",
+            SinkKind::Stdout => "stdout",
+        }
+    }
+
+    /// True when an effect carries headers an ID rule can read (`header:`).
+    pub fn has_headers(self) -> bool {
+        match self {
+            SinkKind::Http => true,
+            SinkKind::File | SinkKind::Stdout => false,
+        }
+    }
+}
+
 /// Where effects are observed and how an effect names its message.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -433,6 +519,11 @@ pub enum Semantics {
 }
 
 impl Plan {
+    /// The boundaries, typed at load (one for a plan written with `effects`).
+    pub fn boundaries(&self) -> &[Boundary] {
+        &self.loaded.boundaries
+    }
+
     /// True when the consumer talks to the broker through exactly's proxy.
     pub fn via_proxy(&self) -> bool {
         self.consumer.via_proxy.unwrap_or(true)

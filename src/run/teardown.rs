@@ -61,7 +61,8 @@ pub(super) async fn stop_all(
         t.abort();
     }
     if reason != EndReason::InfrastructureError {
-        broker.finish(timeline, &ctx.plan.loaded.effect_id).await;
+        // Loading keeps at least one boundary; the first one's rule reads the queue's IDs.
+        broker.finish(timeline, &ctx.plan.boundaries()[0].id).await;
     }
     sinks.stop_serving().await;
     if let Some(p) = proxy {

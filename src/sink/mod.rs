@@ -32,6 +32,7 @@ pub struct EffectRecorder {
     idempotency_key: Option<Extractor>,
     seen_keys: Arc<Mutex<HashSet<String>>>,
     sink: &'static str,
+    boundary: Option<String>,
     check: RuleCheck,
 }
 
@@ -49,8 +50,16 @@ impl EffectRecorder {
             idempotency_key,
             seen_keys: Arc::default(),
             sink,
+            boundary: None,
             check: RuleCheck::default(),
         }
+    }
+
+    /// Names the plan boundary this sink observes on every event it records (`None`: the one
+    /// boundary of a plan written with `effects`, whose events name none).
+    pub fn for_boundary(mut self, boundary: Option<String>) -> Self {
+        self.boundary = boundary;
+        self
     }
 
     /// Names the run whose message IDs (`{run}-{seq}`) a wrong ID rule's suggestion looks for.
@@ -78,6 +87,7 @@ impl EffectRecorder {
             self.timeline.record(Event::EffectRejected {
                 reason: "no message ID found by the `effects.id` rule".into(),
                 sample: body.chars().take(200).collect(),
+                boundary: self.boundary.clone(),
             });
             if let Some(found) = self.check.missed(&self.id, self.sink, headers, body) {
                 self.timeline.record(Event::Warning {
@@ -112,6 +122,7 @@ impl EffectRecorder {
             incarnation,
             outcome,
             sink: self.sink.into(),
+            boundary: self.boundary.clone(),
             attribution,
         }))
     }
@@ -140,6 +151,7 @@ impl EffectRecorder {
             instance,
             incarnation,
             sink: self.sink.into(),
+            boundary: self.boundary.clone(),
             bytes: bytes.len() as u64,
             sample,
         });
@@ -150,6 +162,7 @@ impl EffectRecorder {
         self.timeline.record(Event::EffectRejected {
             reason,
             sample: String::from_utf8_lossy(&sample[..sample.len().min(200)]).into_owned(),
+            boundary: self.boundary.clone(),
         });
     }
 }
@@ -169,6 +182,7 @@ mod tests {
                 incarnation: Some(2),
                 outcome: EffectOutcome::Applied,
                 sink: "http".into(),
+                boundary: None,
                 attribution: Attribution {
                     by: Some(AttributedBy::Socket),
                     pid: Some(4242),
