@@ -325,6 +325,32 @@ pub enum Event {
         /// False when the drain could not finish (the remainder may be incomplete).
         complete: bool,
     },
+    /// What the harness read back from a `kafka-topic` boundary's output topic once the run
+    /// stopped: records under `read_committed` (the effects) and under `read_uncommitted`,
+    /// whose extra records belong to aborted (or still open) transactions: never effects, but
+    /// what a non-transactional reader downstream would have seen.
+    OutputTopicRead {
+        /// The boundary.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boundary: Option<String>,
+        /// The topic.
+        topic: String,
+        /// The isolation level the effects were read at.
+        isolation: String,
+        /// Records read under `read_committed`.
+        committed_records: u64,
+        /// Records read under `read_uncommitted`.
+        uncommitted_records: u64,
+        /// Records only `read_uncommitted` saw (aborted or never-committed transactions).
+        aborted_records: u64,
+        /// Their message IDs (the boundary's ID rule), the first 20, by partition and offset.
+        aborted_ids: Vec<String>,
+        /// How many of them name an ID at all.
+        aborted_with_id: u64,
+        /// False when a reader could not read every partition to its end once the run stopped
+        /// (an open transaction, a broker that stopped answering): effects may be missing.
+        complete: bool,
+    },
     /// What the harness's own transient group member did (the `rebalance` fault): it joins the
     /// group under test, holds its share of partitions without consuming or committing, then
     /// leaves, forcing two rebalances on the consumer.

@@ -277,6 +277,69 @@ verdicts! {
         },
         ..ROW
     };
+    transactional_pipeline_is_exact_at_its_output_topic: Row {
+        plan: "kafka-eos.yaml",
+        needs: Needs::Kafka,
+        verdict: Some("EXACT"),
+        exit: 0,
+        exit_why: "read_committed sees each result once",
+        also: |r| {
+            let why = &r.why;
+            assert_eq!(boundary_rows(r)[0].1, "EXACT", "{why}");
+            let topic = &r.report["boundaries"][0]["output_topics"][0];
+            assert_eq!(topic["complete"], true, "{why}");
+            assert_eq!(topic["committed_records"], 100, "{why}");
+        },
+        ..ROW
+    };
+    transactional_pipeline_with_email_is_exact_at_the_topic_and_duplicated_at_the_email: Row {
+        plan: "kafka-eos-email.yaml",
+        needs: Needs::Kafka,
+        verdict: Some("DUPLICATED"),
+        exit: 0,
+        exit_why: "orders-out keeps exactly-once, the email at-least-once",
+        also: |r| {
+            let why = &r.why;
+            let rows = boundary_rows(r);
+            assert_eq!(
+                rows,
+                [
+                    ("orders-out".to_owned(), "EXACT".to_owned(), Some(true)),
+                    ("email".to_owned(), "DUPLICATED".to_owned(), Some(true)),
+                ],
+                "{why}"
+            );
+            // The kills held the email after the produce: those transactions were aborted,
+            // and only read_uncommitted saw their records.
+            let topic = &r.report["boundaries"][0]["output_topics"][0];
+            let aborted = topic["aborted_records"].as_u64().unwrap();
+            assert!(aborted >= 1, "{why}");
+            assert_eq!(
+                topic["uncommitted_records"].as_u64().unwrap(),
+                topic["committed_records"].as_u64().unwrap() + aborted,
+                "{why}"
+            );
+            let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
+            assert!(md.contains("records of aborted transactions"), "{md}");
+        },
+        ..ROW
+    };
+    produce_then_commit_duplicates_at_its_output_topic: Row {
+        plan: "kafka-produce-then-commit.yaml",
+        needs: Needs::Kafka,
+        verdict: Some("DUPLICATED"),
+        exit: 0,
+        exit_why: "at-least-once allows the results produced twice",
+        also: |r| {
+            let why = &r.why;
+            let b = &r.report["boundaries"][0];
+            assert!(b["counts"]["duplicated"].as_u64().unwrap() > 0, "{why}");
+            assert_eq!(b["counts"]["lost"], 0, "{why}");
+            // No transactions: nothing aborted.
+            assert_eq!(b["output_topics"][0]["aborted_records"], 0, "{why}");
+        },
+        ..ROW
+    };
     run_without_faults_is_inconclusive: Row {
         plan: "kafka-no-fault.yaml",
         needs: Needs::Kafka,

@@ -27,6 +27,8 @@ pub struct Contract {
     pub effect_url_shared: String,
     /// Where to append effect lines (file sink), specific to this incarnation.
     pub effect_file: String,
+    /// The output topic to produce to (the first `kafka-topic` boundary; empty without one).
+    pub output_topic: String,
     /// Instance index, from 0.
     pub instance: u32,
     /// Incarnation, from 1.
@@ -36,9 +38,10 @@ pub struct Contract {
 }
 
 /// Where one declared boundary's effects go: `EXACTLY_EFFECT_URL_<NAME>`,
-/// `EXACTLY_EFFECT_URL_SHARED_<NAME>` and `EXACTLY_EFFECT_FILE_<NAME>` (the name upper-cased,
-/// `-` as `_`), and the placeholders `{effect_url:NAME}`, `{effect_url_shared:NAME}`,
-/// `{effect_file:NAME}`.
+/// `EXACTLY_EFFECT_URL_SHARED_<NAME>`, `EXACTLY_EFFECT_FILE_<NAME>` and
+/// `EXACTLY_OUTPUT_TOPIC_<NAME>` (the name upper-cased, `-` as `_`), and the placeholders
+/// `{effect_url:NAME}`, `{effect_url_shared:NAME}`, `{effect_file:NAME}`,
+/// `{output_topic:NAME}`.
 #[derive(Debug, Clone, Default)]
 pub struct BoundaryContract {
     /// The boundary's name as the plan writes it.
@@ -49,11 +52,13 @@ pub struct BoundaryContract {
     pub effect_url_shared: String,
     /// This incarnation's effect file (empty unless `sink: file`).
     pub effect_file: String,
+    /// Its output topic (empty unless `sink: kafka-topic`).
+    pub output_topic: String,
 }
 
 impl BoundaryContract {
     /// `(ENV_NAME, placeholder, value)` for this boundary's variables.
-    fn entries(&self) -> [(String, String, String); 3] {
+    fn entries(&self) -> [(String, String, String); 4] {
         let env = self.name.to_ascii_uppercase().replace('-', "_");
         [
             (
@@ -71,13 +76,18 @@ impl BoundaryContract {
                 format!("{{effect_file:{}}}", self.name),
                 self.effect_file.clone(),
             ),
+            (
+                format!("EXACTLY_OUTPUT_TOPIC_{env}"),
+                format!("{{output_topic:{}}}", self.name),
+                self.output_topic.clone(),
+            ),
         ]
     }
 }
 
 impl Contract {
     /// `(ENV_NAME, placeholder, value)` for every contract variable.
-    fn entries(&self) -> [(&'static str, &'static str, String); 13] {
+    fn entries(&self) -> [(&'static str, &'static str, String); 14] {
         [
             ("EXACTLY_RUN", "{run}", self.run.clone()),
             ("EXACTLY_BROKER", "{broker}", self.broker.clone()),
@@ -105,6 +115,11 @@ impl Contract {
                 "EXACTLY_EFFECT_FILE",
                 "{effect_file}",
                 self.effect_file.clone(),
+            ),
+            (
+                "EXACTLY_OUTPUT_TOPIC",
+                "{output_topic}",
+                self.output_topic.clone(),
             ),
             ("EXACTLY_INSTANCE", "{instance}", self.instance.to_string()),
             (
@@ -175,7 +190,7 @@ mod tests {
         assert!(names.contains(&"EXACTLY_EFFECT_URL".to_owned()));
         assert!(names.contains(&"EXACTLY_EFFECT_URL_SHARED".to_owned()));
         assert!(names.contains(&"EXACTLY_INCARNATION".to_owned()));
-        assert_eq!(names.len(), 13);
+        assert_eq!(names.len(), 14);
     }
 
     #[test]
@@ -198,7 +213,7 @@ mod tests {
             "EXACTLY_EFFECT_URL_EMAIL_OUT".to_owned(),
             "http://e/effect/0/1".to_owned()
         )));
-        assert_eq!(env.len(), 16);
+        assert_eq!(env.len(), 18);
     }
 
     #[test]

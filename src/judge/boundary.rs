@@ -3,7 +3,7 @@
 //! overall ruling combines them.
 //!
 //! A boundary's view of the timeline is every event except the sink events (`effect`,
-//! `effect_rejected`, `torn_line`) of the other boundaries, with the run's promise and ID rule
+//! `effect_rejected`, `torn_line`, `output_topic_read`) of the other boundaries, with the run's promise and ID rule
 //! replaced by the boundary's own. The judge then reads that view as it reads a one-sink run,
 //! so every finding (mechanisms, shortfalls, the commit window) holds per boundary. A sink
 //! event that names no boundary belongs to the first one: timelines from before boundaries,
@@ -42,7 +42,8 @@ pub(crate) fn view(events: &[Stamped], b: &BoundaryInfo, first: bool) -> Vec<Sta
         .filter(|st| match &st.event {
             Event::Effect { boundary, .. }
             | Event::EffectRejected { boundary, .. }
-            | Event::TornLine { boundary, .. } => mine(boundary),
+            | Event::TornLine { boundary, .. }
+            | Event::OutputTopicRead { boundary, .. } => mine(boundary),
             _ => true,
         })
         .map(|st| match &st.event {
@@ -84,6 +85,10 @@ pub(crate) fn overall(parts: Vec<BoundaryJudgement>) -> Judgement {
     }
     all.counts = summed_counts(parts.iter().map(|p| &p.judgement.counts));
     all.anomalies = Vec::new();
+    all.output_topics = parts
+        .iter()
+        .flat_map(|p| p.judgement.output_topics.clone())
+        .collect();
     all.mechanisms = Mechanisms::default();
     all.warnings = union(parts.iter().map(|p| &p.judgement.warnings));
     all.boundaries = parts;

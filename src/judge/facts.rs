@@ -149,6 +149,29 @@ pub(crate) struct FactsReader<'a> {
     effect_hold_times: Vec<u64>,
     bypasses: Vec<Bypass>,
     warnings: Vec<String>,
+    output_topics: Vec<OutputTopicRead>,
+}
+
+/// What the harness read back from a `kafka-topic` boundary's output topic.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OutputTopicRead {
+    /// The topic.
+    pub topic: String,
+    /// The isolation level its effects were read at.
+    pub isolation: String,
+    /// Records under `read_committed`.
+    pub committed_records: u64,
+    /// Records under `read_uncommitted`.
+    pub uncommitted_records: u64,
+    /// Records of aborted (or never-committed) transactions: seen only under
+    /// `read_uncommitted`, never effects.
+    pub aborted_records: u64,
+    /// How many of those name a message ID.
+    pub aborted_with_id: u64,
+    /// The first of their IDs.
+    pub aborted_ids: Vec<String>,
+    /// False when a reader did not reach the end of every partition.
+    pub complete: bool,
 }
 
 impl<'a> FactsReader<'a> {
@@ -185,6 +208,26 @@ impl<'a> FactsReader<'a> {
             Event::Progress { .. } if self.last_progress.is_none_or(|p| st.seq >= p.seq) => {
                 self.last_progress = Some(st);
             }
+            Event::OutputTopicRead {
+                topic,
+                isolation,
+                committed_records,
+                uncommitted_records,
+                aborted_records,
+                aborted_ids,
+                aborted_with_id,
+                complete,
+                ..
+            } => self.output_topics.push(OutputTopicRead {
+                topic: topic.clone(),
+                isolation: isolation.clone(),
+                committed_records: *committed_records,
+                uncommitted_records: *uncommitted_records,
+                aborted_records: *aborted_records,
+                aborted_with_id: *aborted_with_id,
+                aborted_ids: aborted_ids.clone(),
+                complete: *complete,
+            }),
             Event::QueueRemainder { ids, complete } => {
                 self.remainder = Some(Remainder {
                     ids: ids.iter().map(String::as_str).collect(),
@@ -347,6 +390,7 @@ impl<'a> FactsReader<'a> {
             faults_bypassed: Vec::new(),
             bypasses: self.bypasses,
             warnings: self.warnings,
+            output_topics: self.output_topics,
         };
         facts.tally_faults();
         if let Some((instance, incarnation, sink, sample)) = self.first_torn {
@@ -398,6 +442,8 @@ pub(crate) struct RunFacts<'a> {
     pub(crate) ended_at_us: Option<u64>,
     /// `effect_rejected` events.
     pub(crate) rejected: u64,
+    /// What was read back from output topics (`kafka-topic` boundaries).
+    pub(crate) output_topics: Vec<OutputTopicRead>,
     /// The first of them.
     pub(crate) rejected_samples: Vec<RejectedEffect>,
     /// `torn_line` events: lines the file or stdout sink never took as effects.

@@ -7,7 +7,8 @@
 use crate::judge::bypass::Bypass;
 use crate::judge::commit_window::CommitWindow;
 use crate::judge::facts::{
-    ConnectionClosed, ConsumerSetting, Holds, Incarnation, ProgressSnapshot, RejectedEffect,
+    ConnectionClosed, ConsumerSetting, Holds, Incarnation, OutputTopicRead, ProgressSnapshot,
+    RejectedEffect,
 };
 use crate::judge::key_order::KeyOrder;
 use crate::judge::ledger::FailedProduce;
@@ -97,6 +98,9 @@ pub struct Judgement {
     pub bypasses: Vec<Bypass>,
     /// Planned faults that fired only while a bypass escaped them (not exercised).
     pub faults_bypassed: Vec<UnfiredFault>,
+    /// What was read back from output topics (`kafka-topic` boundaries): records under each
+    /// isolation level, and those of aborted transactions.
+    pub output_topics: Vec<OutputTopicRead>,
     /// For a run whose plan declared `boundaries`: each boundary's own judgement, in plan
     /// order. The fields above are then the overall ruling (verdict, claim, shortfalls), the
     /// run facts every boundary shares, counts summed over the boundaries, and no anomalies

@@ -60,8 +60,8 @@ mod props;
 mod tests;
 
 pub use facts::{
-    hit_nothing, ConnectionClosed, ConsumerSetting, Holds, Incarnation, ProgressSnapshot,
-    RejectedEffect,
+    hit_nothing, ConnectionClosed, ConsumerSetting, Holds, Incarnation, OutputTopicRead,
+    ProgressSnapshot, RejectedEffect,
 };
 pub use judgement::{BoundaryJudgement, Judgement};
 pub use ledger::FailedProduce;
@@ -104,7 +104,10 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
     let tally = effects::count(events, &mut ledger, &mut counts);
     // The oracle is blind to loss when the sink rejected effects (an ID's effect may be among
     // them) or saw none of the produced messages at all (DESIGN §12).
-    let oracle_blind = facts.rejected > 0 || tally.on_ledger == 0;
+    // An output topic not read to its end may hold the missing effect too.
+    let oracle_blind = facts.rejected > 0
+        || tally.on_ledger == 0
+        || facts.output_topics.iter().any(|t| !t.complete);
     let classified = ledger.classify(&facts, oracle_blind, &mut counts);
     let mut anomalies = classified.anomalies;
     effects::attach(events, &ledger, &tally, &mut anomalies);
@@ -161,6 +164,7 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
         effect_holds: facts.effect_holds,
         bypasses: facts.bypasses,
         faults_bypassed: facts.faults_bypassed,
+        output_topics: facts.output_topics,
         boundaries: Vec::new(),
     }
 }

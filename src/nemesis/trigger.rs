@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::gate::HoldPoint;
-use crate::plan::{EventKind, Moment, Trigger};
+use crate::plan::{EventKind, Moment, SinkKind, Trigger};
 use crate::timeline::{AckPhase, CommitPhase, Event, RebalanceKind};
 
 /// What a trigger decided about one event.
@@ -191,7 +191,11 @@ fn occurrences(kind: EventKind, moment: Moment, event: &Event) -> u64 {
 /// an assignment takes effect.
 fn counts(kind: EventKind, moment: Moment, event: &Event) -> bool {
     match (kind, event) {
-        (EventKind::Effect, Event::Effect { .. }) => true,
+        // `during:` holds the sink's answer: only an effect the HTTP sink holds can count (in
+        // a run with boundaries, another sink's effects pass unheld).
+        (EventKind::Effect, Event::Effect { sink, .. }) => {
+            moment != Moment::During || sink == SinkKind::Http.as_str()
+        }
         (EventKind::Produced, Event::Produced { .. }) => true,
         (EventKind::Deliver, Event::Delivered { .. }) => true,
         (EventKind::Commit, Event::Commit { phase, error, .. }) => match moment {
@@ -254,6 +258,26 @@ mod tests {
             [Match::No, Match::No, Match::Fire, Match::No, Match::No]
         );
         assert_eq!(t.remaining(), 0);
+    }
+
+    #[test]
+    fn during_effect_counts_only_effects_the_http_sink_can_hold() {
+        let when = Trigger::Count {
+            moment: Moment::During,
+            event: EventKind::Effect,
+            nth: Count::new(2),
+        };
+        let mut topic = effect();
+        if let Event::Effect { sink, .. } = &mut topic {
+            *sink = "kafka-topic".into();
+        }
+        let mut t = TriggerState::new(&when, 0, None);
+        let got: Vec<Match> = [effect(), topic.clone(), topic, effect()]
+            .iter()
+            .map(|e| t.on_event(e))
+            .collect();
+        assert_eq!(got[..3], [Match::No, Match::No, Match::No]);
+        assert_ne!(got[3], Match::No, "the second HTTP effect is the nth");
     }
 
     #[test]

@@ -84,3 +84,33 @@ fn mistakes_are_located_with_their_fix() {
     let no_expect = format!("{HEAD}effects: {{ sink: http }}\n");
     assert!(error_of(&no_expect).contains("what the consumer promises"));
 }
+
+#[test]
+fn a_kafka_topic_boundary_has_its_output_topic_and_only_it_does() {
+    let src = format!("{HEAD}boundaries:\n  - {{ name: out, sink: kafka-topic, id: key }}\nexpect: exactly-once\n");
+    let plan = parse_plan(Path::new("p.yaml"), &src).unwrap();
+    let output = plan.boundaries()[0]
+        .output
+        .clone()
+        .expect("an output topic");
+    assert_eq!(output.topic, "out-{run}");
+    assert_eq!(output.isolation, super::TopicIsolation::ReadCommitted);
+    assert_eq!(output.partitions, 3, "the input topic's partitions");
+    let topic_on_http = format!(
+        "{HEAD}boundaries:\n  - {{ name: a, sink: http, topic: t }}\nexpect: at-least-once\n"
+    );
+    assert!(error_of(&topic_on_http).contains("`topic` is for `sink: kafka-topic`"));
+    let key_on_http = format!(
+        "{HEAD}boundaries:\n  - {{ name: a, sink: http, id: key }}\nexpect: at-least-once\n"
+    );
+    assert!(error_of(&key_on_http).contains("only the `kafka-topic` sink"));
+    let amqp = src.replace(
+        "broker: { kind: kafka }",
+        "broker: { kind: amqp, url: 'amqp://h' }",
+    );
+    assert!(
+        error_of(&amqp).contains("broker.kind: kafka"),
+        "{}",
+        error_of(&amqp)
+    );
+}

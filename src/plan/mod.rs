@@ -99,6 +99,7 @@ impl Default for Loaded {
                 id: Extractor::JsonPointer("/id".into()),
                 idempotency_key: None,
                 expect: Semantics::ExactlyOnce,
+                output: None,
             }],
         }
     }
@@ -126,6 +127,20 @@ pub struct Boundary {
     pub idempotency_key: Option<Extractor>,
     /// The promise at this boundary.
     pub expect: Semantics,
+    /// `kafka-topic`: the output topic as written (`{run}` not yet replaced), its isolation
+    /// and partitions.
+    pub output: Option<OutputTopicSpec>,
+}
+
+/// A `kafka-topic` boundary's output topic, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputTopicSpec {
+    /// The topic, `{run}` not yet replaced.
+    pub topic: String,
+    /// Which records are effects.
+    pub isolation: TopicIsolation,
+    /// Partitions.
+    pub partitions: u64,
 }
 
 impl Boundary {
@@ -324,6 +339,22 @@ pub enum SinkKind {
     File,
     /// The consumer prints effects on its standard output.
     Stdout,
+    /// The consumer produces one record per effect to a fresh output topic
+    /// (`EXACTLY_OUTPUT_TOPIC`), read back by the harness under `read_committed`.
+    #[serde(rename = "kafka-topic")]
+    KafkaTopic,
+}
+
+/// Which records of an output topic are effects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TopicIsolation {
+    /// Committed transactions and non-transactional records (default); the records of aborted
+    /// transactions are counted apart, never effects.
+    #[default]
+    ReadCommitted,
+    /// Every record, as a non-transactional reader downstream sees them.
+    ReadUncommitted,
 }
 
 /// One boundary of `boundaries`: a name, a sink, the ID rule and its own promise.
@@ -344,6 +375,16 @@ pub struct BoundarySpec {
     /// The promise at this boundary (default: the plan's `expect`).
     #[serde(default)]
     pub expect: Option<Semantics>,
+    /// `kafka-topic`: the output topic, created fresh; `{run}` is replaced (default
+    /// `{name}-{run}`). The consumer is told it as `{output_topic}` / `EXACTLY_OUTPUT_TOPIC`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// `kafka-topic`: which records are effects (default `read_committed`).
+    #[serde(default)]
+    pub isolation: Option<TopicIsolation>,
+    /// `kafka-topic`: partitions of the output topic (default: `broker.partitions`).
+    #[serde(default)]
+    pub partitions: Option<Count>,
 }
 
 impl SinkKind {
@@ -353,13 +394,14 @@ impl SinkKind {
             SinkKind::Http => "http",
             SinkKind::File => "file",
             SinkKind::Stdout => "stdout",
+            SinkKind::KafkaTopic => "kafka-topic",
         }
     }
 
     /// True when an effect carries headers an ID rule can read (`header:`).
     pub fn has_headers(self) -> bool {
         match self {
-            SinkKind::Http => true,
+            SinkKind::Http | SinkKind::KafkaTopic => true,
             SinkKind::File | SinkKind::Stdout => false,
         }
     }

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use super::fault_rules::{self, Context};
 use super::{
-    Boundary, BrokerKind, Extractor, Fault, Loaded, Plan, RestartPolicy, SinkKind, DEFAULT_BOUNDARY,
+    Boundary, BrokerKind, Extractor, Fault, Loaded, OutputTopicSpec, Plan, RestartPolicy, SinkKind,
+    DEFAULT_BOUNDARY,
 };
 
 /// One thing wrong with a plan.
@@ -163,6 +164,7 @@ fn boundary_rules(plan: &Plan, problems: &mut Problems) -> Option<Vec<Boundary>>
                 id,
                 idempotency_key,
                 expect,
+                output: None,
             }])
         }
         (None, false) => declared_boundaries(plan, problems),
@@ -210,6 +212,7 @@ fn declared_boundaries(plan: &Plan, problems: &mut Problems) -> Option<Vec<Bound
             id: &b.id,
             idempotency_key: b.idempotency_key.as_deref(),
         };
+        let output = output_topic(plan, b, &path, problems);
         match (effect_rules(&written, problems), expect, &mut typed) {
             (Some((id, idempotency_key)), Some(expect), Some(list)) => list.push(Boundary {
                 name: b.name.clone(),
@@ -219,11 +222,50 @@ fn declared_boundaries(plan: &Plan, problems: &mut Problems) -> Option<Vec<Bound
                 id,
                 idempotency_key,
                 expect,
+                output,
             }),
             _ => typed = None,
         }
     }
     typed
+}
+
+/// A `kafka-topic` boundary's output topic; the topic fields on any other sink are problems.
+fn output_topic(
+    plan: &Plan,
+    b: &super::BoundarySpec,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<OutputTopicSpec> {
+    if b.sink != SinkKind::KafkaTopic {
+        for (field, present) in [
+            ("topic", b.topic.is_some()),
+            ("isolation", b.isolation.is_some()),
+            ("partitions", b.partitions.is_some()),
+        ] {
+            if present {
+                problems.add(
+                    format!("{path}.{field}"),
+                    format!("`{field}` is for `sink: kafka-topic` boundaries"),
+                );
+            }
+        }
+        return None;
+    }
+    if plan.broker.kind != BrokerKind::Kafka {
+        problems.add(
+            format!("{path}.sink"),
+            "`kafka-topic` reads an output topic on the plan's Kafka broker: use it with `broker.kind: kafka`",
+        );
+    }
+    Some(OutputTopicSpec {
+        topic: b
+            .topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-{{run}}", b.name)),
+        isolation: b.isolation.unwrap_or_default(),
+        partitions: b.partitions.unwrap_or(plan.broker.partitions).get(),
+    })
 }
 
 /// One boundary's written sink and rules, with the path its problems name.
@@ -244,6 +286,9 @@ fn effect_rules(
         Ok(rule) if rule.needs_headers() && !written.sink.has_headers() => Err(
             "file and stdout effects are lines without headers: use `json:/field`, `regex:...` or `body`"
                 .to_owned(),
+        ),
+        Ok(rule) if rule.needs_key() && written.sink != SinkKind::KafkaTopic => Err(
+            "`key` reads a Kafka record's key: only the `kafka-topic` sink has one".to_owned(),
         ),
         Ok(rule) => Ok(rule),
     };

@@ -74,6 +74,8 @@ struct JsonReport<'a> {
     failed_produces: &'a [FailedProduce],
     rejected_effects: &'a [RejectedEffect],
     warnings: &'a [String],
+    /// What was read back from output topics (`kafka-topic` boundaries).
+    output_topics: &'a [crate::judge::OutputTopicRead],
     /// Each boundary's own ruling, for a plan that declared `boundaries` (the top level is
     /// then the overall ruling, its counts summed over the boundaries); empty for a plan with
     /// one `effects` sink, whose top level is its one boundary.
@@ -99,6 +101,7 @@ struct JsonBoundary<'a> {
     mechanisms: &'a [crate::judge::mechanism::MechanismGroup],
     commits_ahead_of_effects: &'a CommitWindow,
     key_order: &'a crate::judge::key_order::KeyOrder,
+    output_topics: &'a [crate::judge::OutputTopicRead],
 }
 
 impl<'a> JsonBoundary<'a> {
@@ -122,6 +125,7 @@ impl<'a> JsonBoundary<'a> {
             mechanisms: &j.mechanisms.groups,
             commits_ahead_of_effects: &j.commits_ahead,
             key_order: &j.key_order,
+            output_topics: &j.output_topics,
         }
     }
 }
@@ -342,6 +346,7 @@ pub fn render(rec: &Judgement) -> std::io::Result<String> {
         failed_produces: &rec.failed_samples,
         rejected_effects: &rec.rejected_samples,
         warnings: &rec.warnings,
+        output_topics: &rec.output_topics,
         boundaries: rec.boundaries.iter().map(JsonBoundary::new).collect(),
     };
     let mut text = serde_json::to_string_pretty(&report).map_err(std::io::Error::other)?;

@@ -37,6 +37,7 @@ pub fn render(rec: &Judgement) -> String {
     key_order(&mut md, rec);
     anomalies(&mut md, rec);
     commit_window(&mut md, rec);
+    output_topics(&mut md, rec);
     reasons(&mut md, rec);
     rejected(&mut md, rec);
     warnings(&mut md, rec);
@@ -70,6 +71,7 @@ fn render_boundaries(rec: &Judgement) -> String {
             key_order,
             anomalies,
             commit_window,
+            output_topics,
             reasons,
             rejected,
         ] {
@@ -87,6 +89,43 @@ fn render_boundaries(rec: &Judgement) -> String {
     warnings(&mut md, rec);
     reproduce(&mut md, rec);
     md
+}
+
+/// What was read back from output topics: records under each isolation level, and the
+/// records of aborted transactions (never effects).
+fn output_topics(md: &mut String, rec: &Judgement) {
+    if rec.output_topics.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "## Output topic\n");
+    for t in &rec.output_topics {
+        let _ = writeln!(
+            md,
+            "{}: effects read {}; {} records under read_committed, {} under read_uncommitted.\n",
+            code(&t.topic),
+            text(&t.isolation),
+            t.committed_records,
+            t.uncommitted_records
+        );
+        if t.aborted_records > 0 {
+            let ids: Vec<String> = t.aborted_ids.iter().map(|i| code(i)).collect();
+            let _ = writeln!(
+                md,
+                "**{} records of aborted transactions** ({} naming a message, first: {}): never effects under read_committed, but a non-transactional reader downstream (read_uncommitted) would have seen them, and a message redone after the abort twice.\n",
+                t.aborted_records,
+                t.aborted_with_id,
+                if ids.is_empty() { "none".to_owned() } else { ids.join(", ") }
+            );
+        } else {
+            let _ = writeln!(md, "No record of an aborted transaction.\n");
+        }
+        if !t.complete {
+            let _ = writeln!(
+                md,
+                "> **Not read to its end** once the run stopped: effects may be missing.\n"
+            );
+        }
+    }
 }
 
 /// The boundary table: each boundary's promise, verdict, counts and mechanisms.

@@ -11,12 +11,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::RunContext;
+use crate::broker::output_topic::{Isolation, OutputTopic};
 use crate::consumer::output::Line;
 use crate::consumer::{LineObserver, Roster};
 use crate::error::{Error, InfraError};
 use crate::gate::Gate;
-use crate::plan::{Boundary, SinkKind};
+use crate::plan::{Boundary, SinkKind, TopicIsolation};
 use crate::sink::http::HttpSink;
+use crate::sink::kafka_topic::KafkaTopicSink;
 use crate::sink::owner::Group;
 use crate::sink::rule_check::WrongRule;
 use crate::sink::stdout::StdoutSink;
@@ -33,6 +35,10 @@ struct BoundarySink {
     http: Option<HttpSink>,
     /// The file sink's tailing task, for `sink: file`.
     file_task: Option<JoinHandle<()>>,
+    /// The output topic's readers, for `sink: kafka-topic`.
+    kafka: Option<KafkaTopicSink>,
+    /// The output topic, `{run}` replaced, for `sink: kafka-topic`.
+    output_topic: Option<String>,
     /// Where incarnations write their effect files (`sink: file`).
     effects_dir: PathBuf,
     /// A clone of the sink's recorder: it knows when the ID rule read none of the first effects.
@@ -50,6 +56,8 @@ pub(super) struct BoundaryAddress {
     pub(super) url: Option<String>,
     /// The folder of its effect files, for `sink: file`.
     pub(super) effects_dir: PathBuf,
+    /// The output topic, for `sink: kafka-topic`.
+    pub(super) output_topic: Option<String>,
 }
 
 /// The run's sinks: one per boundary of the plan.
@@ -107,6 +115,8 @@ impl Sinks {
             boundary: boundary.clone(),
             http: None,
             file_task: None,
+            kafka: None,
+            output_topic: None,
             effects_dir,
             recorder: recorder.clone(),
         };
@@ -144,6 +154,11 @@ impl Sinks {
                     });
                 self.stdout_observer = Some(observer);
             }
+            SinkKind::KafkaTopic => {
+                let (sink, topic) = open_output_topic(ctx, boundary, recorder, &self.stop).await?;
+                opened.kafka = Some(sink);
+                opened.output_topic = Some(topic);
+            }
         }
         Ok(opened)
     }
@@ -157,6 +172,7 @@ impl Sinks {
                 sink: b.boundary.sink,
                 url: b.http.as_ref().map(|s| format!("http://{}", s.addr)),
                 effects_dir: b.effects_dir.clone(),
+                output_topic: b.output_topic.clone(),
             })
             .collect()
     }
@@ -183,9 +199,47 @@ impl Sinks {
     }
 
     /// Waits (bounded, all together) for the file sinks to read what the incarnations wrote
-    /// last.
+    /// last, and for the output topics' readers to read them to their end.
     pub(super) async fn finish_file_tail(self) {
-        let tails = self.boundaries.into_iter().filter_map(|b| b.file_task);
+        let mut tails = Vec::new();
+        let mut topics = Vec::new();
+        for b in self.boundaries {
+            tails.extend(b.file_task);
+            topics.extend(b.kafka.map(KafkaTopicSink::finish));
+        }
         let _ = tokio::time::timeout(FILE_TAIL_DEADLINE, futures::future::join_all(tails)).await;
+        // Each reader's drain has its own deadline.
+        futures::future::join_all(topics).await;
     }
+}
+
+/// Creates a `kafka-topic` boundary's output topic fresh on the run's broker (never through
+/// the proxy) and starts its readers.
+async fn open_output_topic(
+    ctx: &RunContext<'_>,
+    boundary: &Boundary,
+    recorder: EffectRecorder,
+    stop: &CancellationToken,
+) -> Result<(KafkaTopicSink, String), Error> {
+    let Some(spec) = &boundary.output else {
+        unreachable!("loading gives every kafka-topic boundary its output topic");
+    };
+    let topic = spec.topic.replace("{run}", ctx.run_id);
+    let output = OutputTopic {
+        bootstrap: ctx.endpoint.address.clone(),
+        topic: topic.clone(),
+        partitions: i32::try_from(spec.partitions).unwrap_or(i32::MAX),
+        replication: ctx
+            .plan
+            .broker
+            .replication
+            .map_or(1, |r| i32::try_from(r.get()).unwrap_or(i32::MAX)),
+        extra: ctx.plan.broker.config.clone(),
+    };
+    let isolation = match spec.isolation {
+        TopicIsolation::ReadCommitted => Isolation::ReadCommitted,
+        TopicIsolation::ReadUncommitted => Isolation::ReadUncommitted,
+    };
+    let sink = KafkaTopicSink::start(output, isolation, recorder, stop.clone()).await?;
+    Ok((sink, topic))
 }

@@ -192,6 +192,9 @@ fn contract_for(ctx: &RunContext<'_>, sinks: &Sinks, proxy: Option<&Proxy>) -> C
             effect_url: http.effect_url,
             effect_url_shared: http.effect_url_shared,
             effect_file: file,
+            output_topic: first(SinkKind::KafkaTopic)
+                .map(|(_, c)| c.output_topic.clone())
+                .unwrap_or_default(),
             instance,
             incarnation,
             boundaries: if declared { each } else { Vec::new() },
@@ -205,7 +208,7 @@ fn boundary_contract(a: &BoundaryAddress, instance: u32, incarnation: u32) -> Bo
         SinkKind::File => file::effect_file(&a.effects_dir, instance, incarnation)
             .display()
             .to_string(),
-        SinkKind::Http | SinkKind::Stdout => String::new(),
+        SinkKind::Http | SinkKind::Stdout | SinkKind::KafkaTopic => String::new(),
     };
     BoundaryContract {
         name: a.name.clone(),
@@ -220,5 +223,6 @@ fn boundary_contract(a: &BoundaryAddress, instance: u32, incarnation: u32) -> Bo
             .map(|u| format!("{u}/effect"))
             .unwrap_or_default(),
         effect_file: file,
+        output_topic: a.output_topic.clone().unwrap_or_default(),
     }
 }

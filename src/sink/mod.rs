@@ -10,6 +10,7 @@
 
 pub mod file;
 pub mod http;
+pub mod kafka_topic;
 pub mod owner;
 pub mod rule_check;
 pub mod stdout;
@@ -83,7 +84,19 @@ impl EffectRecorder {
         incarnation: Option<u32>,
         attribution: Attribution,
     ) -> Option<Arc<Stamped>> {
-        let Some(id) = self.id.extract(headers, body) else {
+        let made_by = (instance, incarnation, attribution);
+        self.record_keyed(headers, None, body, made_by)
+    }
+
+    /// [`EffectRecorder::record`] for an effect with a key (a Kafka record).
+    pub fn record_keyed(
+        &self,
+        headers: &[(String, String)],
+        key: Option<&str>,
+        body: &str,
+        (instance, incarnation, attribution): (Option<u32>, Option<u32>, Attribution),
+    ) -> Option<Arc<Stamped>> {
+        let Some(id) = self.id.extract_record(headers, key, body) else {
             self.timeline.record(Event::EffectRejected {
                 reason: "no message ID found by the `effects.id` rule".into(),
                 sample: body.chars().take(200).collect(),
@@ -100,7 +113,7 @@ impl EffectRecorder {
         let outcome = match self
             .idempotency_key
             .as_ref()
-            .and_then(|k| k.extract(headers, body))
+            .and_then(|k| k.extract_record(headers, key, body))
         {
             Some(key) => {
                 let fresh = self
@@ -125,6 +138,26 @@ impl EffectRecorder {
             boundary: self.boundary.clone(),
             attribution,
         }))
+    }
+
+    /// The message ID this boundary's rule reads in a record, without recording anything.
+    pub fn id_of(
+        &self,
+        headers: &[(String, String)],
+        key: Option<&str>,
+        body: &str,
+    ) -> Option<String> {
+        self.id.extract_record(headers, key, body)
+    }
+
+    /// Records an event of this sink's making (it carries the boundary itself).
+    pub fn note(&self, event: Event) {
+        self.timeline.record(event);
+    }
+
+    /// The boundary this sink observes, as its events name it.
+    pub fn boundary(&self) -> Option<String> {
+        self.boundary.clone()
     }
 
     /// Records a warning about how effects are attributed (it explains the evidence).
