@@ -321,6 +321,12 @@ verdicts! {
             );
             let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
             assert!(md.contains("records of aborted transactions"), "{md}");
+            // The email's duplicates are named for what they are: outside the transaction.
+            let groups = r.report["boundaries"][1]["mechanisms"].as_array().unwrap();
+            assert!(!groups.is_empty(), "{why}");
+            for g in groups {
+                assert_eq!(g["mechanism"], "effect_outside_transaction", "{why}");
+            }
         },
         ..ROW
     };

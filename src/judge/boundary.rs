@@ -16,7 +16,9 @@
 
 use crate::judge::judgement::{BoundaryJudgement, Judgement};
 use crate::judge::mechanism::Mechanisms;
-use crate::judge::model::{Counts, ExpectationState, Verdict};
+use std::collections::HashSet;
+
+use crate::judge::model::{Counts, ExpectationState, Outcome, Verdict};
 use crate::timeline::{BoundaryInfo, Event, Stamped};
 
 /// The boundaries the run declared (`run_started`), in plan order; empty for a run with one
@@ -64,7 +66,8 @@ pub(crate) fn view(events: &[Stamped], b: &BoundaryInfo, first: bool) -> Vec<Sta
 
 /// The overall judgement of a run with boundaries: the run facts as every boundary shares
 /// them, the combined ruling, and each boundary's own judgement in `boundaries`.
-pub(crate) fn overall(parts: Vec<BoundaryJudgement>) -> Judgement {
+pub(crate) fn overall(mut parts: Vec<BoundaryJudgement>) -> Judgement {
+    name_effects_outside_the_transaction(&mut parts);
     let Some(first) = parts.first() else {
         unreachable!("called with the declared boundaries, never none");
     };
@@ -93,6 +96,40 @@ pub(crate) fn overall(parts: Vec<BoundaryJudgement>) -> Judgement {
     all.warnings = union(parts.iter().map(|p| &p.judgement.warnings));
     all.boundaries = parts;
     all
+}
+
+/// When one boundary is an output topic EXACT under read_committed (the pipeline's
+/// transaction held), the duplicates at the other boundaries are effects made outside that
+/// transaction: their mechanism says so, with the evidence.
+fn name_effects_outside_the_transaction(parts: &mut [BoundaryJudgement]) {
+    let held = parts.iter().find_map(|p| {
+        let j = &p.judgement;
+        let topic = j.output_topics.first()?;
+        let exact = p.sink == "kafka-topic"
+            && j.verdict == Verdict::Exact
+            && topic.isolation == "read_committed";
+        exact.then(|| {
+            format!(
+                "{} is EXACT under read_committed, {} aborted record{} counted apart",
+                p.name,
+                topic.aborted_records,
+                if topic.aborted_records == 1 { "" } else { "s" }
+            )
+        })
+    });
+    let Some(why) = held else { return };
+    for p in parts.iter_mut().filter(|p| p.sink != "kafka-topic") {
+        let j = &mut p.judgement;
+        let duplicated: HashSet<&str> = j
+            .anomalies
+            .iter()
+            .filter(|a| a.outcome == Outcome::Duplicated)
+            .map(|a| a.id.as_str())
+            .collect();
+        if !duplicated.is_empty() {
+            j.mechanisms.outside_transaction(&why, &duplicated);
+        }
+    }
 }
 
 /// Lost and duplicated where any boundary proves them; else INCONCLUSIVE where any is; else
