@@ -27,6 +27,7 @@
 //!   transactional id is stable per instance (`<group>-<instance>`), as Kafka's EOS needs;
 //! - `transactional-with-email`: the same, plus one HTTP effect per message (the "email")
 //!   sent inside the loop, after the produce and before the commit: outside the transaction;
+//!   (`--txn-timeout-ms N` sets its `transaction.timeout.ms`, 10000 by default);
 //! - `produce-then-commit`: produce the result (idempotent producer, no transaction), wait
 //!   for its acknowledgement, then commit the offset (at-least-once at the output topic).
 //!
@@ -103,6 +104,8 @@ struct Args {
     effect_timeout: Duration,
     /// Open a metadata-only side client on the contract's bootstrap address.
     side_client: bool,
+    /// The transactional modes' `transaction.timeout.ms`.
+    txn_timeout_ms: u32,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -116,6 +119,7 @@ fn parse_args() -> Result<Args, String> {
         config: Vec::new(),
         effect_timeout: effects::HTTP_TIMEOUT,
         side_client: false,
+        txn_timeout_ms: 10_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -161,6 +165,11 @@ fn parse_args() -> Result<Args, String> {
                 )
             }
             "--side-client" => args.side_client = true,
+            "--txn-timeout-ms" => {
+                args.txn_timeout_ms = value()?
+                    .parse()
+                    .map_err(|e| format!("--txn-timeout-ms: {e}"))?
+            }
             "--config" => {
                 let kv = value()?;
                 let (k, v) = kv
@@ -296,7 +305,7 @@ fn run_pipeline(args: &Args, stop: &AtomicBool) {
         );
         producer_cfg
             .set("transactional.id", id)
-            .set("transaction.timeout.ms", "10000");
+            .set("transaction.timeout.ms", args.txn_timeout_ms.to_string());
     }
     let producer: BaseProducer = producer_cfg.create().expect("producer config is valid");
     if transactional {

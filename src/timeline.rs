@@ -325,6 +325,29 @@ pub enum Event {
         /// False when the drain could not finish (the remainder may be incomplete).
         complete: bool,
     },
+    /// A transactional request of a consumer and the broker's answer, seen by the Kafka proxy
+    /// (recorded as the response passes).
+    Txn {
+        /// Instance.
+        instance: u32,
+        /// Incarnation.
+        incarnation: u32,
+        /// Which API.
+        op: TxnOp,
+        /// The transactional id (InitProducerId of an idempotent producer has none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transactional_id: Option<String>,
+        /// The producer id (after InitProducerId: the one the broker gave).
+        producer_id: i64,
+        /// The producer epoch (after InitProducerId: the one the broker gave).
+        producer_epoch: i16,
+        /// EndTxn: commit (true) or abort (false).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        committed: Option<bool>,
+        /// The broker's error (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH: a fenced zombie).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// What the harness read back from a `kafka-topic` boundary's output topic once the run
     /// stopped: records under `read_committed` (the effects) and under `read_uncommitted`,
     /// whose extra records belong to aborted (or still open) transactions: never effects, but
@@ -477,6 +500,22 @@ pub enum AckPhase {
     Forwarded,
     /// Held and never forwarded (the consumer died while it was held).
     Dropped,
+}
+
+/// A transactional API seen by the Kafka proxy.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TxnOp {
+    /// InitProducerId: a (transactional) producer starts, fencing older epochs.
+    InitProducerId,
+    /// AddPartitionsToTxn: partitions join the transaction.
+    AddPartitionsToTxn,
+    /// AddOffsetsToTxn: the consumer group's offsets join it.
+    AddOffsetsToTxn,
+    /// TxnOffsetCommit: the consumed offsets, committed with the transaction.
+    TxnOffsetCommit,
+    /// EndTxn: commit or abort.
+    EndTxn,
 }
 
 /// Where a frame was held.

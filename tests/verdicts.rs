@@ -330,6 +330,31 @@ verdicts! {
         },
         ..ROW
     };
+    transactional_zombie_is_fenced_and_the_output_stays_exact: Row {
+        plan: "kafka-eos-zombie.yaml",
+        needs: Needs::Kafka,
+        exit: 0,
+        exit_why: "orders-out keeps exactly-once (the zombie cannot commit), the email at-least-once",
+        also: |r| {
+            let why = &r.why;
+            assert_eq!(boundary_rows(r)[0].1, "EXACT", "{why}");
+            let warnings = r.report["warnings"].as_array().unwrap();
+            assert!(
+                warnings
+                    .iter()
+                    .any(|w| w.as_str().unwrap().contains("consumer[0] incarnation 1 was fenced")),
+                "{why}"
+            );
+            // The proxy decoded rdkafka's transactional traffic.
+            let events = read_events(&r.dir.join("events.jsonl")).unwrap();
+            let txns = events
+                .iter()
+                .filter(|e| matches!(e.event, Event::Txn { .. }))
+                .count();
+            assert!(txns >= 300, "{txns} txn events: {why}");
+        },
+        ..ROW
+    };
     produce_then_commit_duplicates_at_its_output_topic: Row {
         plan: "kafka-produce-then-commit.yaml",
         needs: Needs::Kafka,

@@ -123,3 +123,33 @@ fn a_timeline_without_boundaries_is_judged_as_before() {
     assert_eq!(rec.verdict, Verdict::Exact);
     assert_eq!(rec.exit_code(), 0);
 }
+
+#[test]
+fn a_fenced_zombie_transaction_is_said_and_other_refusals_are_not() {
+    use crate::timeline::TxnOp;
+    let txn = |op, error: &str| Event::Txn {
+        instance: 0,
+        incarnation: 1,
+        op,
+        transactional_id: Some("g-0".into()),
+        producer_id: 7,
+        producer_epoch: 0,
+        committed: (op == TxnOp::EndTxn).then_some(true),
+        error: Some(error.into()),
+    };
+    let mut tl = Tl::new();
+    tl.start(&[KILL], 1, "exactly-once");
+    tl.push(txn(TxnOp::TxnOffsetCommit, "UNKNOWN_MEMBER_ID"))
+        .push(txn(TxnOp::EndTxn, "PRODUCER_FENCED"))
+        .push(txn(TxnOp::InitProducerId, "CONCURRENT_TRANSACTIONS"))
+        .push(txn(TxnOp::EndTxn, "UNKNOWN_MEMBER_ID"));
+    let rec = analyze(&tl.events);
+    let fenced: Vec<&String> = rec
+        .warnings
+        .iter()
+        .filter(|w| w.contains("was fenced"))
+        .collect();
+    assert_eq!(fenced.len(), 2, "{:?}", rec.warnings);
+    assert!(fenced[0].contains("KIP-447"), "{}", fenced[0]);
+    assert!(fenced[1].contains("EndTxn (commit)") && fenced[1].contains("newer epoch"));
+}

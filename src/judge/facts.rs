@@ -13,7 +13,9 @@ use serde::Serialize;
 
 use crate::judge::bypass::{bypassed_faults, Bypass};
 use crate::judge::model::{UnfiredFault, FAILED_SAMPLES};
-use crate::timeline::{EndReason, Event, FaultRecord, HeldAt, ProcessPhase, RunInfo, Stamped};
+use crate::timeline::{
+    EndReason, Event, FaultRecord, HeldAt, ProcessPhase, RunInfo, Stamped, TxnOp,
+};
 
 /// One consumer process, from its `process` events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -152,6 +154,21 @@ pub(crate) struct FactsReader<'a> {
     output_topics: Vec<OutputTopicRead>,
 }
 
+/// Why the broker's answer fences a zombie, if it does: its producer epoch is stale, or
+/// (KIP-447) its offsets name a group membership it no longer has.
+fn fencing(op: TxnOp, error: &str) -> Option<&'static str> {
+    if matches!(error, "PRODUCER_FENCED" | "INVALID_PRODUCER_EPOCH") {
+        return Some("a newer epoch owns its transactional id (a newer incarnation started, or the broker aborted the transaction that timed out), so the zombie's transaction cannot commit");
+    }
+    let generation = matches!(
+        error,
+        "ILLEGAL_GENERATION" | "UNKNOWN_MEMBER_ID" | "FENCED_INSTANCE_ID"
+    );
+    (op == TxnOp::TxnOffsetCommit && generation).then_some(
+        "its group membership is gone (KIP-447): the offsets it would commit with its transaction now belong to the partitions' new owner, so the transaction cannot commit them",
+    )
+}
+
 /// What the harness read back from a `kafka-topic` boundary's output topic.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OutputTopicRead {
@@ -228,6 +245,28 @@ impl<'a> FactsReader<'a> {
                 aborted_ids: aborted_ids.clone(),
                 complete: *complete,
             }),
+            Event::Txn {
+                instance,
+                incarnation,
+                op,
+                transactional_id,
+                producer_epoch,
+                committed,
+                error: Some(error),
+                ..
+            } => {
+                if let Some(why) = fencing(*op, error) {
+                    self.warnings.push(format!(
+                        "consumer[{instance}] incarnation {incarnation} was fenced: its {op:?}{} was refused with {error} (transactional id {}, epoch {producer_epoch}): {why}",
+                        match committed {
+                            Some(true) => " (commit)",
+                            Some(false) => " (abort)",
+                            None => "",
+                        },
+                        transactional_id.as_deref().unwrap_or("none"),
+                    ));
+                }
+            }
             Event::QueueRemainder { ids, complete } => {
                 self.remainder = Some(Remainder {
                     ids: ids.iter().map(String::as_str).collect(),
