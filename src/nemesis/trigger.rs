@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::gate::HoldPoint;
 use crate::plan::{EventKind, Moment, SinkKind, Trigger};
-use crate::timeline::{AckPhase, CommitPhase, Event, RebalanceKind};
+use crate::timeline::{AckPhase, CommitPhase, Event, RebalanceKind, TxnOp};
 
 /// What a trigger decided about one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +171,7 @@ fn held_at(event: EventKind, moment: Moment) -> Option<HoldPoint> {
         | (EventKind::Commit | EventKind::Ack, Moment::During)
         | (EventKind::Ack, Moment::After)
         | (
-            EventKind::Deliver | EventKind::Rebalance | EventKind::Produced,
+            EventKind::Deliver | EventKind::Rebalance | EventKind::Produced | EventKind::EndTxn,
             Moment::After | Moment::Before | Moment::During,
         ) => None,
     }
@@ -197,6 +197,16 @@ fn counts(kind: EventKind, moment: Moment, event: &Event) -> bool {
             moment != Moment::During || sink == SinkKind::Http.as_str()
         }
         (EventKind::Produced, Event::Produced { .. }) => true,
+        // A transaction the broker committed (its EndTxn answer passing the proxy).
+        (
+            EventKind::EndTxn,
+            Event::Txn {
+                op: TxnOp::EndTxn,
+                committed: Some(true),
+                error: None,
+                ..
+            },
+        ) => true,
         (EventKind::Deliver, Event::Delivered { .. }) => true,
         (EventKind::Commit, Event::Commit { phase, error, .. }) => match moment {
             Moment::Before => *phase == CommitPhase::Request,
@@ -220,7 +230,8 @@ fn belongs_to(instance: Option<u32>, event: &Event) -> bool {
         | Event::DeliveredBatch { instance, .. }
         | Event::Ack { instance, .. }
         | Event::Commit { instance, .. }
-        | Event::Rebalance { instance, .. } => Some(*instance),
+        | Event::Rebalance { instance, .. }
+        | Event::Txn { instance, .. } => Some(*instance),
         _ => return true,
     };
     of == Some(wanted)
@@ -258,6 +269,40 @@ mod tests {
             [Match::No, Match::No, Match::Fire, Match::No, Match::No]
         );
         assert_eq!(t.remaining(), 0);
+    }
+
+    #[test]
+    fn after_end_txn_counts_only_commits_the_broker_accepted() {
+        let when = Trigger::Count {
+            moment: Moment::After,
+            event: EventKind::EndTxn,
+            nth: Count::new(2),
+        };
+        let txn = |op, committed, error: Option<&str>| Event::Txn {
+            instance: 0,
+            incarnation: 1,
+            op,
+            transactional_id: Some("t".into()),
+            producer_id: 1,
+            producer_epoch: 0,
+            committed,
+            error: error.map(Into::into),
+        };
+        let mut t = TriggerState::new(&when, 0, None);
+        let got: Vec<Match> = [
+            txn(TxnOp::EndTxn, Some(true), None),
+            txn(TxnOp::EndTxn, Some(false), None),
+            txn(TxnOp::EndTxn, Some(true), Some("PRODUCER_FENCED")),
+            txn(TxnOp::TxnOffsetCommit, None, None),
+            txn(TxnOp::EndTxn, Some(true), None),
+        ]
+        .iter()
+        .map(|e| t.on_event(e))
+        .collect();
+        assert_eq!(
+            got,
+            [Match::No, Match::No, Match::No, Match::No, Match::Fire]
+        );
     }
 
     #[test]

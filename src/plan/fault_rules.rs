@@ -450,9 +450,12 @@ fn countable(moment: Moment, event: EventKind, ctx: &Context) -> Result<(), Brok
     let wrong_broker = wrong_broker(event, ctx.kind);
     let is_request = match event {
         EventKind::Commit | EventKind::Ack => true,
-        EventKind::Effect | EventKind::Deliver | EventKind::Rebalance | EventKind::Produced => {
-            false
-        }
+        // EndTxn is observed, not held: `after:` only.
+        EventKind::Effect
+        | EventKind::Deliver
+        | EventKind::Rebalance
+        | EventKind::Produced
+        | EventKind::EndTxn => false,
     };
     let supported = match moment {
         Moment::After => wrong_broker.is_none(),
@@ -487,8 +490,8 @@ fn countable(moment: Moment, event: EventKind, ctx: &Context) -> Result<(), Brok
 fn wrong_broker(event: EventKind, kind: BrokerKind) -> Option<&'static str> {
     match kind {
         BrokerKind::Amqp => match event {
-            EventKind::Commit | EventKind::Rebalance => {
-                Some("an AMQP plan counts `ack`s, not commits or rebalances")
+            EventKind::Commit | EventKind::Rebalance | EventKind::EndTxn => {
+                Some("an AMQP plan counts `ack`s, not commits, rebalances or transactions")
             }
             EventKind::Effect | EventKind::Ack | EventKind::Deliver | EventKind::Produced => None,
         },
@@ -498,7 +501,8 @@ fn wrong_broker(event: EventKind, kind: BrokerKind) -> Option<&'static str> {
             | EventKind::Commit
             | EventKind::Deliver
             | EventKind::Rebalance
-            | EventKind::Produced => None,
+            | EventKind::Produced
+            | EventKind::EndTxn => None,
         },
     }
 }

@@ -524,6 +524,10 @@ pub enum EventKind {
     Rebalance,
     /// A message acknowledged by the broker to the workload producer.
     Produced,
+    /// A Kafka transaction committed (EndTxn accepted by the broker, seen by the proxy before
+    /// the client hears of it).
+    #[serde(rename = "end_txn")]
+    EndTxn,
 }
 
 impl EventKind {
@@ -536,13 +540,18 @@ impl EventKind {
             EventKind::Deliver => "deliver",
             EventKind::Rebalance => "rebalance",
             EventKind::Produced => "produced",
+            EventKind::EndTxn => "end_txn",
         }
     }
 
     /// True for events only the protocol-aware proxy sees (the trigger needs the proxy).
     pub fn seen_by_proxy(self) -> bool {
         match self {
-            EventKind::Commit | EventKind::Ack | EventKind::Deliver | EventKind::Rebalance => true,
+            EventKind::Commit
+            | EventKind::Ack
+            | EventKind::Deliver
+            | EventKind::Rebalance
+            | EventKind::EndTxn => true,
             EventKind::Effect | EventKind::Produced => false,
         }
     }
@@ -691,7 +700,7 @@ mod tests {
     #[test]
     fn event_kind_words_are_what_serde_reads_and_writes() {
         use EventKind::*;
-        for kind in [Effect, Commit, Ack, Deliver, Rebalance, Produced] {
+        for kind in [Effect, Commit, Ack, Deliver, Rebalance, Produced, EndTxn] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
     }
