@@ -20,8 +20,21 @@
 //!   cooperative incremental revoke, KIP-848 revocation, and the final revoke on close), so a
 //!   rebalance hands over only unfinished work.
 //!
+//! - `transactional`: consume-transform-produce with Kafka transactions: per message, begin a
+//!   transaction, produce the result to `EXACTLY_OUTPUT_TOPIC` (header `exactly-id`), send the
+//!   consumed offset to the transaction, commit; any error aborts the transaction and ends
+//!   the process (the supervisor restarts it; `init_transactions` fences the old one). Its
+//!   transactional id is stable per instance (`<group>-<instance>`), as Kafka's EOS needs;
+//! - `transactional-with-email`: the same, plus one HTTP effect per message (the "email")
+//!   sent inside the loop, after the produce and before the commit: outside the transaction;
+//!   (`--txn-timeout-ms N` sets its `transaction.timeout.ms`, 10000 by default);
+//! - `produce-then-commit`: produce the result (idempotent producer, no transaction), wait
+//!   for its acknowledgement, then commit the offset (at-least-once at the output topic).
+//!
 //! `--sink http|file|stdout` picks where effects go: POST to `EXACTLY_EFFECT_URL` (default),
 //! a line appended to `EXACTLY_EFFECT_FILE`, or a line `effect <payload>` on stdout.
+//! `--also-sink http|file|stdout` sends each effect to a second place too, just before the
+//! first and never with an idempotency key (a plan with two boundaries observes both).
 //!
 //! `--work-ms N` is the processing time between receiving a message and its effect;
 //! `--commit-every-ms N` is the period of the background commits of the periodic modes;
@@ -48,7 +61,9 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Mode {
@@ -58,11 +73,27 @@ enum Mode {
     AutoCommit,
     CommitPeriodic,
     CommitOnRevoke,
+    Transactional,
+    TransactionalWithEmail,
+    ProduceThenCommit,
+}
+
+impl Mode {
+    /// The modes that produce their result to `EXACTLY_OUTPUT_TOPIC`.
+    fn produces(self) -> bool {
+        matches!(
+            self,
+            Mode::Transactional | Mode::TransactionalWithEmail | Mode::ProduceThenCommit
+        )
+    }
 }
 
 struct Args {
     mode: Mode,
     sink: Sink,
+    /// A second place each effect goes, just before the first (`--also-sink`): a second
+    /// boundary of the same loop.
+    also_sink: Option<Sink>,
     work: Duration,
     /// How often `commit-periodic` and `commit-on-revoke` commit the finished work.
     commit_every: Duration,
@@ -73,18 +104,22 @@ struct Args {
     effect_timeout: Duration,
     /// Open a metadata-only side client on the contract's bootstrap address.
     side_client: bool,
+    /// The transactional modes' `transaction.timeout.ms`.
+    txn_timeout_ms: u32,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         mode: Mode::CommitAfterEffect,
         sink: Sink::Http,
+        also_sink: None,
         work: Duration::ZERO,
         commit_every: Duration::from_secs(1),
         session_timeout_ms: 6000,
         config: Vec::new(),
         effect_timeout: effects::HTTP_TIMEOUT,
         side_client: false,
+        txn_timeout_ms: 10_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -98,10 +133,14 @@ fn parse_args() -> Result<Args, String> {
                     "auto-commit" => Mode::AutoCommit,
                     "commit-periodic" => Mode::CommitPeriodic,
                     "commit-on-revoke" => Mode::CommitOnRevoke,
+                    "transactional" => Mode::Transactional,
+                    "transactional-with-email" => Mode::TransactionalWithEmail,
+                    "produce-then-commit" => Mode::ProduceThenCommit,
                     other => return Err(format!("unknown mode {other}")),
                 }
             }
             "--sink" => args.sink = value()?.parse()?,
+            "--also-sink" => args.also_sink = Some(value()?.parse()?),
             "--work-ms" => {
                 args.work =
                     Duration::from_millis(value()?.parse().map_err(|e| format!("--work-ms: {e}"))?)
@@ -126,6 +165,11 @@ fn parse_args() -> Result<Args, String> {
                 )
             }
             "--side-client" => args.side_client = true,
+            "--txn-timeout-ms" => {
+                args.txn_timeout_ms = value()?
+                    .parse()
+                    .map_err(|e| format!("--txn-timeout-ms: {e}"))?
+            }
             "--config" => {
                 let kv = value()?;
                 let (k, v) = kv
@@ -184,22 +228,8 @@ fn nothing_to_commit(e: &KafkaError) -> bool {
     matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
 }
 
-fn main() {
-    let args = parse_args().unwrap_or_else(|e| {
-        eprintln!("kafka_consumer: {e}");
-        std::process::exit(2)
-    });
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
-        .expect("SIGTERM handler");
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone()).expect("SIGINT handler");
-
-    let effects = Effects::open(PROGRAM, args.sink, args.effect_timeout);
-    let topic = env(PROGRAM, "EXACTLY_TOPIC");
-    let auto = args.mode == Mode::AutoCommit;
-    // The periodic modes mark a message done (store its offset) after its effect, and commit
-    // what is stored; nothing is stored automatically when it is merely received.
-    let periodic = matches!(args.mode, Mode::CommitPeriodic | Mode::CommitOnRevoke);
+/// The consumer's client settings shared by every mode.
+fn consumer_config(args: &Args, auto: bool, periodic: bool) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", env(PROGRAM, "EXACTLY_KAFKA_BOOTSTRAP"))
@@ -228,6 +258,189 @@ fn main() {
     for (k, v) in &args.config {
         config.set(k, v);
     }
+    config
+}
+
+/// The message's ID: its `exactly-id` header, else its key.
+fn id_of(msg: &rdkafka::message::BorrowedMessage<'_>) -> String {
+    msg.headers()
+        .and_then(|h| {
+            h.iter()
+                .find(|h| h.key == "exactly-id")
+                .and_then(|h| h.value)
+        })
+        .or_else(|| msg.key())
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+/// The producing modes: consume, transform, produce to the output topic (module doc).
+fn run_pipeline(args: &Args, stop: &AtomicBool) {
+    let transactional = matches!(
+        args.mode,
+        Mode::Transactional | Mode::TransactionalWithEmail
+    );
+    let email = (args.mode == Mode::TransactionalWithEmail)
+        .then(|| Effects::open(PROGRAM, Sink::Http, args.effect_timeout));
+    let mut consumer_cfg = consumer_config(args, false, false);
+    consumer_cfg.set("isolation.level", "read_committed");
+    let consumer: BaseConsumer<Hooks> = consumer_cfg
+        .create_with_context(Hooks {
+            commit_on_revoke: false,
+        })
+        .expect("consumer config is valid");
+    let topic = env(PROGRAM, "EXACTLY_TOPIC");
+    let output = env(PROGRAM, "EXACTLY_OUTPUT_TOPIC");
+    consumer.subscribe(&[&topic]).expect("subscribe");
+    let mut producer_cfg = ClientConfig::new();
+    producer_cfg
+        .set("bootstrap.servers", env(PROGRAM, "EXACTLY_KAFKA_BOOTSTRAP"))
+        .set("enable.idempotence", "true")
+        .set("log_level", "4");
+    if transactional {
+        let id = format!(
+            "{}-{}",
+            env(PROGRAM, "EXACTLY_GROUP"),
+            env(PROGRAM, "EXACTLY_INSTANCE")
+        );
+        producer_cfg
+            .set("transactional.id", id)
+            .set("transaction.timeout.ms", args.txn_timeout_ms.to_string());
+    }
+    let producer: BaseProducer = producer_cfg.create().expect("producer config is valid");
+    if transactional {
+        if let Err(e) = producer.init_transactions(TXN_TIMEOUT) {
+            eprintln!("kafka_consumer: init_transactions failed: {e}");
+            std::process::exit(1);
+        }
+    }
+    eprintln!("kafka_consumer: mode {:?}, output {output}", args.mode);
+    while !stop.load(Ordering::Relaxed) {
+        let msg = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(e)) => {
+                eprintln!("kafka_consumer: poll error: {e}");
+                continue;
+            }
+            Some(Ok(m)) => m,
+        };
+        std::thread::sleep(args.work);
+        let step = Step {
+            consumer: &consumer,
+            producer: &producer,
+            output: &output,
+            email: email.as_ref(),
+        };
+        let done = if transactional {
+            step.transaction(&msg)
+        } else {
+            step.produce_then_commit(&msg)
+        };
+        if let Err(e) = done {
+            eprintln!("kafka_consumer: {e}; stopping (the next incarnation redoes it)");
+            if transactional {
+                let _ = producer.abort_transaction(TXN_TIMEOUT);
+            }
+            std::process::exit(1);
+        }
+    }
+    eprintln!("kafka_consumer: stopping");
+}
+
+/// How long one transactional call may take.
+const TXN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One message's trip through a producing mode.
+struct Step<'a> {
+    consumer: &'a BaseConsumer<Hooks>,
+    producer: &'a BaseProducer,
+    output: &'a str,
+    email: Option<&'a Effects>,
+}
+
+impl Step<'_> {
+    /// The result record of `msg`: its payload, keyed and headed by its ID.
+    fn send(&self, msg: &rdkafka::message::BorrowedMessage<'_>) -> Result<(), String> {
+        let id = id_of(msg);
+        let payload = msg.payload().unwrap_or_default();
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "exactly-id",
+            value: Some(id.as_bytes()),
+        });
+        let record = BaseRecord::to(self.output)
+            .key(id.as_bytes())
+            .payload(payload)
+            .headers(headers);
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| format!("produce failed: {e}"))
+    }
+
+    /// Begin, produce, (email), send the offset, commit.
+    fn transaction(&self, msg: &rdkafka::message::BorrowedMessage<'_>) -> Result<(), String> {
+        self.producer
+            .begin_transaction()
+            .map_err(|e| format!("begin_transaction failed: {e}"))?;
+        self.send(msg)?;
+        if let Some(email) = self.email {
+            let payload = String::from_utf8_lossy(msg.payload().unwrap_or_default());
+            email.apply(PROGRAM, &payload, None);
+        }
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(
+                msg.topic(),
+                msg.partition(),
+                Offset::Offset(msg.offset() + 1),
+            )
+            .map_err(|e| format!("offsets: {e}"))?;
+        let group = self.consumer.group_metadata().ok_or("no group metadata")?;
+        self.producer
+            .send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)
+            .map_err(|e| format!("send_offsets_to_transaction failed: {e}"))?;
+        self.producer
+            .commit_transaction(TXN_TIMEOUT)
+            .map_err(|e| format!("commit_transaction failed: {e}"))
+    }
+
+    /// Produce, wait for the acknowledgement, then commit the offset.
+    fn produce_then_commit(
+        &self,
+        msg: &rdkafka::message::BorrowedMessage<'_>,
+    ) -> Result<(), String> {
+        self.send(msg)?;
+        self.producer
+            .flush(TXN_TIMEOUT)
+            .map_err(|e| format!("flush failed: {e}"))?;
+        self.consumer
+            .commit_message(msg, CommitMode::Sync)
+            .map_err(|e| format!("commit failed: {e}"))
+    }
+}
+
+fn main() {
+    let args = parse_args().unwrap_or_else(|e| {
+        eprintln!("kafka_consumer: {e}");
+        std::process::exit(2)
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
+        .expect("SIGTERM handler");
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone()).expect("SIGINT handler");
+
+    if args.mode.produces() {
+        return run_pipeline(&args, &stop);
+    }
+    let effects = Effects::open(PROGRAM, args.sink, args.effect_timeout);
+    let also = args
+        .also_sink
+        .map(|sink| Effects::open(PROGRAM, sink, args.effect_timeout));
+    let topic = env(PROGRAM, "EXACTLY_TOPIC");
+    let auto = args.mode == Mode::AutoCommit;
+    // The periodic modes mark a message done (store its offset) after its effect, and commit
+    // what is stored; nothing is stored automatically when it is merely received.
+    let periodic = matches!(args.mode, Mode::CommitPeriodic | Mode::CommitOnRevoke);
+    let config = consumer_config(&args, auto, periodic);
     let hooks = Hooks {
         commit_on_revoke: args.mode == Mode::CommitOnRevoke,
     };
@@ -287,6 +500,9 @@ fn main() {
             commit(&consumer, &msg);
         }
         std::thread::sleep(args.work);
+        if let Some(also) = &also {
+            also.apply(PROGRAM, &payload, None);
+        }
         effects.apply(
             PROGRAM,
             &payload,

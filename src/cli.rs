@@ -102,7 +102,14 @@ fn dispatch(command: Command) -> Result<i32, Error> {
                 p.name,
                 p.workload.messages.get(),
                 p.faults.len(),
-                p.expect.as_str()
+                p.boundaries()
+                    .iter()
+                    .map(|b| match b.declared {
+                        true => format!("{} {}", b.name, b.expect.as_str()),
+                        false => b.expect.as_str().to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             Ok(exit::MET)
         }

@@ -71,6 +71,10 @@ pub enum Event {
         outcome: EffectOutcome,
         /// Which sink saw it.
         sink: String,
+        /// The plan boundary whose sink saw it; absent for a plan with one `effects` sink (and
+        /// in timelines from before boundaries), which is the run's one default boundary.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boundary: Option<String>,
         /// How `instance` and `incarnation` were found (written flat: `attributed_by`, `pid`,
         /// `attribution_note`); empty in timelines from before it was recorded.
         #[serde(flatten)]
@@ -82,6 +86,9 @@ pub enum Event {
         reason: String,
         /// The start of what was received.
         sample: String,
+        /// The plan boundary whose sink received it (absent: the one default boundary).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boundary: Option<String>,
     },
     /// A file or stdout sink's last line that never got its newline: the writer died
     /// mid-write (SIGKILL into a block-buffered stdout), or stopped there. Never an effect: a
@@ -93,6 +100,9 @@ pub enum Event {
         incarnation: u32,
         /// Which sink saw it (`file` or `stdout`).
         sink: String,
+        /// The plan boundary whose sink saw it (absent: the one default boundary).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boundary: Option<String>,
         /// Its length in bytes.
         bytes: u64,
         /// Its end (at most 200 characters), as received.
@@ -315,6 +325,55 @@ pub enum Event {
         /// False when the drain could not finish (the remainder may be incomplete).
         complete: bool,
     },
+    /// A transactional request of a consumer and the broker's answer, seen by the Kafka proxy
+    /// (recorded as the response passes).
+    Txn {
+        /// Instance.
+        instance: u32,
+        /// Incarnation.
+        incarnation: u32,
+        /// Which API.
+        op: TxnOp,
+        /// The transactional id (InitProducerId of an idempotent producer has none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transactional_id: Option<String>,
+        /// The producer id (after InitProducerId: the one the broker gave).
+        producer_id: i64,
+        /// The producer epoch (after InitProducerId: the one the broker gave).
+        producer_epoch: i16,
+        /// EndTxn: commit (true) or abort (false).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        committed: Option<bool>,
+        /// The broker's error (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH: a fenced zombie).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// What the harness read back from a `kafka-topic` boundary's output topic once the run
+    /// stopped: records under `read_committed` (the effects) and under `read_uncommitted`,
+    /// whose extra records belong to aborted (or still open) transactions: never effects, but
+    /// what a non-transactional reader downstream would have seen.
+    OutputTopicRead {
+        /// The boundary.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boundary: Option<String>,
+        /// The topic.
+        topic: String,
+        /// The isolation level the effects were read at.
+        isolation: String,
+        /// Records read under `read_committed`.
+        committed_records: u64,
+        /// Records read under `read_uncommitted`.
+        uncommitted_records: u64,
+        /// Records only `read_uncommitted` saw (aborted or never-committed transactions).
+        aborted_records: u64,
+        /// Their message IDs (the boundary's ID rule), the first 20, by partition and offset.
+        aborted_ids: Vec<String>,
+        /// How many of them name an ID at all.
+        aborted_with_id: u64,
+        /// False when a reader could not read every partition to its end once the run stopped
+        /// (an open transaction, a broker that stopped answering): effects may be missing.
+        complete: bool,
+    },
     /// What the harness's own transient group member did (the `rebalance` fault): it joins the
     /// group under test, holds its share of partitions without consuming or committing, then
     /// leaves, forcing two rebalances on the consumer.
@@ -401,6 +460,23 @@ pub struct RunInfo {
     /// sink could not read effects; absent in timelines written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effects_id: Option<String>,
+    /// The plan's boundaries, each judged on its own effects against its own promise; empty
+    /// for a plan with one `effects` sink (its one boundary is the run itself: `expect`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boundaries: Vec<BoundaryInfo>,
+}
+
+/// One boundary of a run as the judge needs it: which effects are its own, and its promise.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BoundaryInfo {
+    /// Its name, as effect events carry it in `boundary`.
+    pub name: String,
+    /// The sink kind that observes it (`http`, `file`, `kafka-topic`...).
+    pub sink: String,
+    /// Its promise (`exactly-once`...).
+    pub expect: String,
+    /// Its ID rule, as written (`header:exactly-id`...).
+    pub id: String,
 }
 
 /// One partition's committed offset.
@@ -448,6 +524,22 @@ pub enum AckPhase {
     Forwarded,
     /// Held and never forwarded (the consumer died while it was held).
     Dropped,
+}
+
+/// A transactional API seen by the Kafka proxy.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TxnOp {
+    /// InitProducerId: a (transactional) producer starts, fencing older epochs.
+    InitProducerId,
+    /// AddPartitionsToTxn: partitions join the transaction.
+    AddPartitionsToTxn,
+    /// AddOffsetsToTxn: the consumer group's offsets join it.
+    AddOffsetsToTxn,
+    /// TxnOffsetCommit: the consumed offsets, committed with the transaction.
+    TxnOffsetCommit,
+    /// EndTxn: commit or abort.
+    EndTxn,
 }
 
 /// Where a frame was held.

@@ -91,6 +91,24 @@ impl Ran {
     }
 }
 
+/// Each boundary of report.json: (name, verdict, expectation_met).
+fn boundary_rows(r: &Ran) -> Vec<(String, String, Option<bool>)> {
+    r.report["boundaries"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|b| {
+                    (
+                        b["name"].as_str().unwrap_or_default().to_owned(),
+                        b["verdict"].as_str().unwrap_or_default().to_owned(),
+                        b["expectation_met"].as_bool(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Runs `row`'s plan and asserts its verdict, exit code and the rest.
 fn check(row: Row) {
     match row.needs {
@@ -208,6 +226,148 @@ verdicts! {
                 r.report["counts"]["effects_replayed"].as_u64().unwrap() > 0,
                 "{why}"
             );
+        },
+        ..ROW
+    };
+    two_boundaries_each_get_their_verdict_and_the_exit_follows_each_promise: Row {
+        plan: "kafka-two-boundaries.yaml",
+        needs: Needs::Kafka,
+        verdict: Some("DUPLICATED"),
+        exit: 0,
+        exit_why: "the ledger promises at-least-once and payments exactly-once: both kept",
+        also: |r| {
+            let why = &r.why;
+            let rows = boundary_rows(r);
+            assert_eq!(
+                rows,
+                [
+                    ("ledger".to_owned(), "DUPLICATED".to_owned(), Some(true)),
+                    ("payments".to_owned(), "EXACT".to_owned(), Some(true)),
+                ],
+                "{why}"
+            );
+            let payments = &r.report["boundaries"][1];
+            assert!(payments["counts"]["effects_replayed"].as_u64().unwrap() > 0, "{why}");
+            let ledger = &r.report["boundaries"][0];
+            assert_eq!(ledger["counts"]["lost"], 0, "{why}");
+            // report.md opens with the boundary table; junit has a case per boundary.
+            let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
+            let table = md.find("## Boundaries").expect("a boundary table");
+            assert!(table < md.find("## Summary").unwrap(), "{md}");
+            assert!(md.contains("| ledger | file | at-least-once | **DUPLICATED** | met |"), "{md}");
+            let junit = std::fs::read_to_string(r.dir.join("junit.xml")).unwrap();
+            assert_eq!(junit.matches("<testcase").count(), 2, "{junit}");
+            assert!(!junit.contains("<failure"), "{junit}");
+        },
+        ..ROW
+    };
+    two_boundaries_fail_the_run_when_one_breaks_its_promise: Row {
+        plan: "kafka-two-boundaries.yaml",
+        needs: Needs::Kafka,
+        edit: |t| t.replacen("expect: at-least-once", "expect: exactly-once", 1),
+        verdict: Some("DUPLICATED"),
+        exit: 1,
+        exit_why: "the ledger's exactly-once is violated though payments kept theirs",
+        also: |r| {
+            let rows = boundary_rows(r);
+            assert_eq!(rows[0].2, Some(false), "{}", r.why);
+            assert_eq!(rows[1].2, Some(true), "{}", r.why);
+            let junit = std::fs::read_to_string(r.dir.join("junit.xml")).unwrap();
+            assert_eq!(junit.matches("<failure").count(), 1, "{junit}");
+        },
+        ..ROW
+    };
+    transactional_pipeline_is_exact_at_its_output_topic: Row {
+        plan: "kafka-eos.yaml",
+        needs: Needs::Kafka,
+        verdict: Some("EXACT"),
+        exit: 0,
+        exit_why: "read_committed sees each result once",
+        also: |r| {
+            let why = &r.why;
+            assert_eq!(boundary_rows(r)[0].1, "EXACT", "{why}");
+            let topic = &r.report["boundaries"][0]["output_topics"][0];
+            assert_eq!(topic["complete"], true, "{why}");
+            assert_eq!(topic["committed_records"], 100, "{why}");
+        },
+        ..ROW
+    };
+    transactional_pipeline_with_email_is_exact_at_the_topic_and_duplicated_at_the_email: Row {
+        plan: "kafka-eos-email.yaml",
+        needs: Needs::Kafka,
+        verdict: Some("DUPLICATED"),
+        exit: 0,
+        exit_why: "orders-out keeps exactly-once, the email at-least-once",
+        also: |r| {
+            let why = &r.why;
+            let rows = boundary_rows(r);
+            assert_eq!(
+                rows,
+                [
+                    ("orders-out".to_owned(), "EXACT".to_owned(), Some(true)),
+                    ("email".to_owned(), "DUPLICATED".to_owned(), Some(true)),
+                ],
+                "{why}"
+            );
+            // The kills held the email after the produce: those transactions were aborted,
+            // and only read_uncommitted saw their records.
+            let topic = &r.report["boundaries"][0]["output_topics"][0];
+            let aborted = topic["aborted_records"].as_u64().unwrap();
+            assert!(aborted >= 1, "{why}");
+            assert_eq!(
+                topic["uncommitted_records"].as_u64().unwrap(),
+                topic["committed_records"].as_u64().unwrap() + aborted,
+                "{why}"
+            );
+            let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
+            assert!(md.contains("records of aborted transactions"), "{md}");
+            // The email's duplicates are named for what they are: outside the transaction.
+            let groups = r.report["boundaries"][1]["mechanisms"].as_array().unwrap();
+            assert!(!groups.is_empty(), "{why}");
+            for g in groups {
+                assert_eq!(g["mechanism"], "effect_outside_transaction", "{why}");
+            }
+        },
+        ..ROW
+    };
+    transactional_zombie_is_fenced_and_the_output_stays_exact: Row {
+        plan: "kafka-eos-zombie.yaml",
+        needs: Needs::Kafka,
+        exit: 0,
+        exit_why: "orders-out keeps exactly-once (the zombie cannot commit), the email at-least-once",
+        also: |r| {
+            let why = &r.why;
+            assert_eq!(boundary_rows(r)[0].1, "EXACT", "{why}");
+            let warnings = r.report["warnings"].as_array().unwrap();
+            assert!(
+                warnings
+                    .iter()
+                    .any(|w| w.as_str().unwrap().contains("consumer[0] incarnation 1 was fenced")),
+                "{why}"
+            );
+            // The proxy decoded rdkafka's transactional traffic.
+            let events = read_events(&r.dir.join("events.jsonl")).unwrap();
+            let txns = events
+                .iter()
+                .filter(|e| matches!(e.event, Event::Txn { .. }))
+                .count();
+            assert!(txns >= 300, "{txns} txn events: {why}");
+        },
+        ..ROW
+    };
+    produce_then_commit_duplicates_at_its_output_topic: Row {
+        plan: "kafka-produce-then-commit.yaml",
+        needs: Needs::Kafka,
+        verdict: Some("DUPLICATED"),
+        exit: 0,
+        exit_why: "at-least-once allows the results produced twice",
+        also: |r| {
+            let why = &r.why;
+            let b = &r.report["boundaries"][0];
+            assert!(b["counts"]["duplicated"].as_u64().unwrap() > 0, "{why}");
+            assert_eq!(b["counts"]["lost"], 0, "{why}");
+            // No transactions: nothing aborted.
+            assert_eq!(b["output_topics"][0]["aborted_records"], 0, "{why}");
         },
         ..ROW
     };

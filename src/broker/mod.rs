@@ -5,6 +5,7 @@
 pub mod amqp;
 pub mod group_member;
 pub mod kafka;
+pub mod output_topic;
 
 pub use group_member::{hold_group, GroupProtocol, HoldOutcome};
 

@@ -27,15 +27,67 @@ pub struct Contract {
     pub effect_url_shared: String,
     /// Where to append effect lines (file sink), specific to this incarnation.
     pub effect_file: String,
+    /// The output topic to produce to (the first `kafka-topic` boundary; empty without one).
+    pub output_topic: String,
     /// Instance index, from 0.
     pub instance: u32,
     /// Incarnation, from 1.
     pub incarnation: u32,
+    /// Where each declared boundary's effects go (plan `boundaries`; empty for `effects`).
+    pub boundaries: Vec<BoundaryContract>,
+}
+
+/// Where one declared boundary's effects go: `EXACTLY_EFFECT_URL_<NAME>`,
+/// `EXACTLY_EFFECT_URL_SHARED_<NAME>`, `EXACTLY_EFFECT_FILE_<NAME>` and
+/// `EXACTLY_OUTPUT_TOPIC_<NAME>` (the name upper-cased, `-` as `_`), and the placeholders
+/// `{effect_url:NAME}`, `{effect_url_shared:NAME}`, `{effect_file:NAME}`,
+/// `{output_topic:NAME}`.
+#[derive(Debug, Clone, Default)]
+pub struct BoundaryContract {
+    /// The boundary's name as the plan writes it.
+    pub name: String,
+    /// Its HTTP sink's URL for this incarnation (empty unless `sink: http`).
+    pub effect_url: String,
+    /// Its HTTP sink's shared URL (empty unless `sink: http`).
+    pub effect_url_shared: String,
+    /// This incarnation's effect file (empty unless `sink: file`).
+    pub effect_file: String,
+    /// Its output topic (empty unless `sink: kafka-topic`).
+    pub output_topic: String,
+}
+
+impl BoundaryContract {
+    /// `(ENV_NAME, placeholder, value)` for this boundary's variables.
+    fn entries(&self) -> [(String, String, String); 4] {
+        let env = self.name.to_ascii_uppercase().replace('-', "_");
+        [
+            (
+                format!("EXACTLY_EFFECT_URL_{env}"),
+                format!("{{effect_url:{}}}", self.name),
+                self.effect_url.clone(),
+            ),
+            (
+                format!("EXACTLY_EFFECT_URL_SHARED_{env}"),
+                format!("{{effect_url_shared:{}}}", self.name),
+                self.effect_url_shared.clone(),
+            ),
+            (
+                format!("EXACTLY_EFFECT_FILE_{env}"),
+                format!("{{effect_file:{}}}", self.name),
+                self.effect_file.clone(),
+            ),
+            (
+                format!("EXACTLY_OUTPUT_TOPIC_{env}"),
+                format!("{{output_topic:{}}}", self.name),
+                self.output_topic.clone(),
+            ),
+        ]
+    }
 }
 
 impl Contract {
     /// `(ENV_NAME, placeholder, value)` for every contract variable.
-    fn entries(&self) -> [(&'static str, &'static str, String); 13] {
+    fn entries(&self) -> [(&'static str, &'static str, String); 14] {
         [
             ("EXACTLY_RUN", "{run}", self.run.clone()),
             ("EXACTLY_BROKER", "{broker}", self.broker.clone()),
@@ -64,6 +116,11 @@ impl Contract {
                 "{effect_file}",
                 self.effect_file.clone(),
             ),
+            (
+                "EXACTLY_OUTPUT_TOPIC",
+                "{output_topic}",
+                self.output_topic.clone(),
+            ),
             ("EXACTLY_INSTANCE", "{instance}", self.instance.to_string()),
             (
                 "EXACTLY_INCARNATION",
@@ -74,13 +131,28 @@ impl Contract {
     }
 
     /// The environment variables to set.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
-        self.entries().into_iter().map(|(k, _, v)| (k, v)).collect()
+    pub fn env(&self) -> Vec<(String, String)> {
+        let fixed = self
+            .entries()
+            .into_iter()
+            .map(|(k, _, v)| (k.to_owned(), v));
+        let per_boundary = self
+            .boundaries
+            .iter()
+            .flat_map(|b| b.entries())
+            .map(|(k, _, v)| (k, v));
+        fixed.chain(per_boundary).collect()
     }
 
     /// `text` with every placeholder replaced.
     pub fn substitute(&self, text: &str) -> String {
         let mut out = text.to_owned();
+        // Per-boundary placeholders first: `{effect_url:NAME}` is not `{effect_url}`.
+        for (_, placeholder, value) in self.boundaries.iter().flat_map(|b| b.entries()) {
+            if out.contains(&placeholder) {
+                out = out.replace(&placeholder, &value);
+            }
+        }
         for (_, placeholder, value) in self.entries() {
             if out.contains(placeholder) {
                 out = out.replace(placeholder, &value);
@@ -115,10 +187,33 @@ mod tests {
             .into_iter()
             .map(|(k, _)| k)
             .collect();
-        assert!(names.contains(&"EXACTLY_EFFECT_URL"));
-        assert!(names.contains(&"EXACTLY_EFFECT_URL_SHARED"));
-        assert!(names.contains(&"EXACTLY_INCARNATION"));
-        assert_eq!(names.len(), 13);
+        assert!(names.contains(&"EXACTLY_EFFECT_URL".to_owned()));
+        assert!(names.contains(&"EXACTLY_EFFECT_URL_SHARED".to_owned()));
+        assert!(names.contains(&"EXACTLY_INCARNATION".to_owned()));
+        assert_eq!(names.len(), 14);
+    }
+
+    #[test]
+    fn each_boundary_has_its_own_variables_and_placeholders() {
+        let c = Contract {
+            effect_url: "http://h/effect/0/1".into(),
+            boundaries: vec![BoundaryContract {
+                name: "email-out".into(),
+                effect_url: "http://e/effect/0/1".into(),
+                ..BoundaryContract::default()
+            }],
+            ..Contract::default()
+        };
+        assert_eq!(
+            c.substitute("{effect_url:email-out} {effect_url}"),
+            "http://e/effect/0/1 http://h/effect/0/1"
+        );
+        let env = c.env();
+        assert!(env.contains(&(
+            "EXACTLY_EFFECT_URL_EMAIL_OUT".to_owned(),
+            "http://e/effect/0/1".to_owned()
+        )));
+        assert_eq!(env.len(), 18);
     }
 
     #[test]

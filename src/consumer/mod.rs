@@ -309,11 +309,7 @@ impl Supervisor {
             .iter()
             .map(|a| contract.substitute(a))
             .collect();
-        let mut env: Vec<(String, String)> = contract
-            .env()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+        let mut env: Vec<(String, String)> = contract.env();
         env.extend(
             config
                 .env

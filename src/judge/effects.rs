@@ -60,6 +60,7 @@ fn effect_events(events: &[Stamped]) -> impl Iterator<Item = EffectEvent<'_>> {
             outcome,
             sink,
             attribution,
+            ..
         } => Some(EffectEvent {
             st,
             id,

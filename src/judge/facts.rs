@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::judge::bypass::{bypassed_faults, Bypass};
 use crate::judge::model::{SurvivingProcess, UnfiredFault, FAILED_SAMPLES};
 use crate::timeline::{
-    DescendantFate, EndReason, Event, FaultRecord, HeldAt, ProcessPhase, RunInfo, Stamped,
+    DescendantFate, EndReason, Event, FaultRecord, HeldAt, ProcessPhase, RunInfo, Stamped, TxnOp,
 };
 
 /// One consumer process, from its `process` events.
@@ -153,6 +153,44 @@ pub(crate) struct FactsReader<'a> {
     bypasses: Vec<Bypass>,
     survivors: Vec<SurvivingProcess>,
     warnings: Vec<String>,
+    output_topics: Vec<OutputTopicRead>,
+}
+
+/// Why the broker's answer fences a zombie, if it does: its producer epoch is stale, or
+/// (KIP-447) its offsets name a group membership it no longer has.
+fn fencing(op: TxnOp, error: &str) -> Option<&'static str> {
+    if matches!(error, "PRODUCER_FENCED" | "INVALID_PRODUCER_EPOCH") {
+        return Some("a newer epoch owns its transactional id (a newer incarnation started, or the broker aborted the transaction that timed out), so the zombie's transaction cannot commit");
+    }
+    let generation = matches!(
+        error,
+        "ILLEGAL_GENERATION" | "UNKNOWN_MEMBER_ID" | "FENCED_INSTANCE_ID"
+    );
+    (op == TxnOp::TxnOffsetCommit && generation).then_some(
+        "its group membership is gone (KIP-447): the offsets it would commit with its transaction now belong to the partitions' new owner, so the transaction cannot commit them",
+    )
+}
+
+/// What the harness read back from a `kafka-topic` boundary's output topic.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OutputTopicRead {
+    /// The topic.
+    pub topic: String,
+    /// The isolation level its effects were read at.
+    pub isolation: String,
+    /// Records under `read_committed`.
+    pub committed_records: u64,
+    /// Records under `read_uncommitted`.
+    pub uncommitted_records: u64,
+    /// Records of aborted (or never-committed) transactions: seen only under
+    /// `read_uncommitted`, never effects.
+    pub aborted_records: u64,
+    /// How many of those name a message ID.
+    pub aborted_with_id: u64,
+    /// The first of their IDs.
+    pub aborted_ids: Vec<String>,
+    /// False when a reader did not reach the end of every partition.
+    pub complete: bool,
 }
 
 impl<'a> FactsReader<'a> {
@@ -167,7 +205,7 @@ impl<'a> FactsReader<'a> {
                     self.run_started_twice = true;
                 }
             }
-            Event::EffectRejected { reason, sample } => {
+            Event::EffectRejected { reason, sample, .. } => {
                 self.rejected += 1;
                 if self.rejected_samples.len() < FAILED_SAMPLES {
                     self.rejected_samples.push(RejectedEffect {
@@ -188,6 +226,48 @@ impl<'a> FactsReader<'a> {
             // The latest progress by sequence number decides lost versus pending.
             Event::Progress { .. } if self.last_progress.is_none_or(|p| st.seq >= p.seq) => {
                 self.last_progress = Some(st);
+            }
+            Event::OutputTopicRead {
+                topic,
+                isolation,
+                committed_records,
+                uncommitted_records,
+                aborted_records,
+                aborted_ids,
+                aborted_with_id,
+                complete,
+                ..
+            } => self.output_topics.push(OutputTopicRead {
+                topic: topic.clone(),
+                isolation: isolation.clone(),
+                committed_records: *committed_records,
+                uncommitted_records: *uncommitted_records,
+                aborted_records: *aborted_records,
+                aborted_with_id: *aborted_with_id,
+                aborted_ids: aborted_ids.clone(),
+                complete: *complete,
+            }),
+            Event::Txn {
+                instance,
+                incarnation,
+                op,
+                transactional_id,
+                producer_epoch,
+                committed,
+                error: Some(error),
+                ..
+            } => {
+                if let Some(why) = fencing(*op, error) {
+                    self.warnings.push(format!(
+                        "consumer[{instance}] incarnation {incarnation} was fenced: its {op:?}{} was refused with {error} (transactional id {}, epoch {producer_epoch}): {why}",
+                        match committed {
+                            Some(true) => " (commit)",
+                            Some(false) => " (abort)",
+                            None => "",
+                        },
+                        transactional_id.as_deref().unwrap_or("none"),
+                    ));
+                }
             }
             Event::QueueRemainder { ids, complete } => {
                 self.remainder = Some(Remainder {
@@ -364,6 +444,7 @@ impl<'a> FactsReader<'a> {
             bypasses: self.bypasses,
             survivors: self.survivors,
             warnings: self.warnings,
+            output_topics: self.output_topics,
         };
         facts.tally_faults();
         if let Some((instance, incarnation, sink, sample)) = self.first_torn {
@@ -415,6 +496,8 @@ pub(crate) struct RunFacts<'a> {
     pub(crate) ended_at_us: Option<u64>,
     /// `effect_rejected` events.
     pub(crate) rejected: u64,
+    /// What was read back from output topics (`kafka-topic` boundaries).
+    pub(crate) output_topics: Vec<OutputTopicRead>,
     /// The first of them.
     pub(crate) rejected_samples: Vec<RejectedEffect>,
     /// `torn_line` events: lines the file or stdout sink never took as effects.

@@ -40,6 +40,7 @@ pub(crate) fn effect_event(
     outcome: EffectOutcome,
 ) -> Event {
     Event::Effect {
+        boundary: None,
         id: id.into(),
         instance,
         incarnation,
@@ -214,6 +215,7 @@ pub(crate) fn info(faults: &[&str], messages: u64, expect: &str) -> RunInfo {
         messages,
         reproduce: "exactly run plans/kafka-commit-after-effect.yaml --seed 42".into(),
         effects_id: Some("json:/order_id".into()),
+        boundaries: Vec::new(),
     }
 }
 

@@ -22,6 +22,7 @@ fn run_of(ids: &[&str], expect: &str) -> Tl {
 
 fn rejected(tl: &mut Tl, body: &str) {
     tl.push(Event::EffectRejected {
+        boundary: None,
         reason: "no message ID found by the `effects.id` rule".into(),
         sample: body.into(),
     });

@@ -7,7 +7,8 @@
 use crate::judge::bypass::Bypass;
 use crate::judge::commit_window::CommitWindow;
 use crate::judge::facts::{
-    ConnectionClosed, ConsumerSetting, Holds, Incarnation, ProgressSnapshot, RejectedEffect,
+    ConnectionClosed, ConsumerSetting, Holds, Incarnation, OutputTopicRead, ProgressSnapshot,
+    RejectedEffect,
 };
 use crate::judge::key_order::KeyOrder;
 use crate::judge::ledger::FailedProduce;
@@ -97,6 +98,27 @@ pub struct Judgement {
     pub bypasses: Vec<Bypass>,
     /// Planned faults that fired only while a bypass escaped them (not exercised).
     pub faults_bypassed: Vec<UnfiredFault>,
+    /// What was read back from output topics (`kafka-topic` boundaries): records under each
+    /// isolation level, and those of aborted transactions.
+    pub output_topics: Vec<OutputTopicRead>,
+    /// For a run whose plan declared `boundaries`: each boundary's own judgement, in plan
+    /// order. The fields above are then the overall ruling (verdict, claim, shortfalls), the
+    /// run facts every boundary shares, counts summed over the boundaries, and no anomalies
+    /// or mechanisms of their own (each boundary has its). Empty for a one-sink run.
+    pub boundaries: Vec<BoundaryJudgement>,
+}
+
+/// One boundary's judgement: its name, sink and promise, and the judgement of its effects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoundaryJudgement {
+    /// The boundary's name.
+    pub name: String,
+    /// Its sink kind (`http`, `file`, `kafka-topic`...).
+    pub sink: String,
+    /// Its promise as written (`exactly-once`...).
+    pub expect: String,
+    /// The judgement of its own effects against its own promise.
+    pub judgement: Judgement,
 }
 
 impl Judgement {
@@ -112,8 +134,12 @@ impl Judgement {
         self.run.as_ref().is_some_and(|r| r.mock_broker)
     }
 
-    /// The claim as written in the plan (`at-least-once`), or `none`.
+    /// The claim as written in the plan (`at-least-once`), `none`, or `per boundary` for a
+    /// run with boundaries (each has its own).
     pub fn expect_str(&self) -> &str {
+        if !self.boundaries.is_empty() {
+            return "per boundary";
+        }
         self.run.as_ref().map_or("none", |r| r.expect.as_str())
     }
 

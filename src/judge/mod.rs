@@ -35,6 +35,7 @@
 
 use crate::timeline::{Event, Stamped};
 
+mod boundary;
 pub mod bypass;
 pub mod commit_window;
 mod effects;
@@ -48,6 +49,8 @@ pub mod model;
 mod verdict;
 
 #[cfg(test)]
+mod boundary_tests;
+#[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
 mod honesty;
@@ -57,10 +60,10 @@ mod props;
 mod tests;
 
 pub use facts::{
-    hit_nothing, ConnectionClosed, ConsumerSetting, Holds, Incarnation, ProgressSnapshot,
-    RejectedEffect,
+    hit_nothing, ConnectionClosed, ConsumerSetting, Holds, Incarnation, OutputTopicRead,
+    ProgressSnapshot, RejectedEffect,
 };
-pub use judgement::Judgement;
+pub use judgement::{BoundaryJudgement, Judgement};
 pub use ledger::FailedProduce;
 pub use model::{
     Anomaly, Counts, EffectSeen, ExitStatus, Expectation, ExpectationState, InconclusiveReason,
@@ -74,14 +77,37 @@ use verdict::LedgerEvidence;
 
 /// Judges a run from its timeline. Pure: the same events always give the same result, in any
 /// file order of produced and effect events (effects may be observed before the produce
-/// acknowledgement arrives).
+/// acknowledgement arrives). A run that declared boundaries is judged once per boundary and
+/// the rulings combined (`boundary`).
 pub fn analyze(events: &[Stamped]) -> Judgement {
+    let declared = boundary::declared(events);
+    if declared.is_empty() {
+        return analyze_one(events);
+    }
+    let parts = declared
+        .iter()
+        .enumerate()
+        .map(|(i, b)| BoundaryJudgement {
+            name: b.name.clone(),
+            sink: b.sink.clone(),
+            expect: b.expect.clone(),
+            judgement: analyze_one(&boundary::view(events, b, i == 0)),
+        })
+        .collect();
+    boundary::overall(parts)
+}
+
+/// Judges the effects of one boundary (the run's one sink, or one boundary's view).
+fn analyze_one(events: &[Stamped]) -> Judgement {
     let mut counts = Counts::default();
     let (mut ledger, facts) = read_ledger_and_facts(events, &mut counts);
     let tally = effects::count(events, &mut ledger, &mut counts);
     // The oracle is blind to loss when the sink rejected effects (an ID's effect may be among
     // them) or saw none of the produced messages at all (DESIGN §12).
-    let oracle_blind = facts.rejected > 0 || tally.on_ledger == 0;
+    // An output topic not read to its end may hold the missing effect too.
+    let oracle_blind = facts.rejected > 0
+        || tally.on_ledger == 0
+        || facts.output_topics.iter().any(|t| !t.complete);
     let classified = ledger.classify(&facts, oracle_blind, &mut counts);
     let mut anomalies = classified.anomalies;
     effects::attach(events, &ledger, &tally, &mut anomalies);
@@ -138,6 +164,8 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
         effect_holds: facts.effect_holds,
         bypasses: facts.bypasses,
         faults_bypassed: facts.faults_bypassed,
+        output_topics: facts.output_topics,
+        boundaries: Vec::new(),
     }
 }
 

@@ -326,6 +326,13 @@ pub enum InconclusiveReason {
     },
     /// The run was stopped because the plan must be fixed (its effect ID rule read no effect).
     PlanError,
+    /// An output topic (`kafka-topic` boundary) could not be read to its end once the run
+    /// stopped (an open transaction, a broker that stopped answering): an effect may be
+    /// missing (no loss provable) and a second one may be unread.
+    OutputTopicUnread {
+        /// The topic.
+        topic: String,
+    },
     /// Faults that act through the proxy fired only while a consumer connection bypassed it:
     /// they did not reach that connection, so they were not exercised.
     FaultsBypassed {
@@ -390,6 +397,7 @@ impl InconclusiveReason {
             InconclusiveReason::EffectsUnread { .. } => "effects_unread",
             InconclusiveReason::NotCountedDone { .. } => "not_counted_done",
             InconclusiveReason::PlanError => "plan_error",
+            InconclusiveReason::OutputTopicUnread { .. } => "output_topic_unread",
             InconclusiveReason::FaultsBypassed { .. } => "faults_bypassed",
             InconclusiveReason::HarnessDuplicated { .. } => "harness_duplicated",
             InconclusiveReason::DescendantsSurvived { .. } => "descendants_survived",
@@ -497,6 +505,10 @@ impl fmt::Display for InconclusiveReason {
                 if processes.len() == 1 { "its" } else { "their" },
                 processes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
                 if processes.len() == 1 { "it" } else { "they" },
+            ),
+            InconclusiveReason::OutputTopicUnread { topic } => write!(
+                f,
+                "the output topic {topic} could not be read to its end once the run stopped (an open transaction, or the broker stopped answering): a missing effect proves no loss, and an unread record may be a second one"
             ),
         }
     }

@@ -136,6 +136,7 @@ fn build(c: &Case, shuffle: &[usize]) -> (Vec<Stamped>, Vec<i64>, BTreeMap<i32, 
     }
     for r in 0..c.rejected {
         body.push(Event::EffectRejected {
+            boundary: None,
             reason: "no message ID found by the `effects.id` rule".into(),
             sample: format!("{{\"nope\":{r}}}"),
         });

@@ -619,6 +619,7 @@ fn incarnations_warnings_and_faults_are_kept() {
 fn rejected_effects_are_counted() {
     let mut tl = duplicated_run();
     tl.push(Event::EffectRejected {
+        boundary: None,
         reason: "no id at /order_id".into(),
         sample: "{}".into(),
     });
@@ -633,6 +634,7 @@ fn torn_lines_are_counted_and_shown_never_judged_as_effects() {
     let before = analyze(&tl.events).counts;
     for sample in ["effect r-1", "effect r-"] {
         tl.push(Event::TornLine {
+            boundary: None,
             instance: 0,
             incarnation: 1,
             sink: "stdout".into(),

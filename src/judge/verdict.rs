@@ -134,6 +134,11 @@ fn shortfalls(
             sample: first.map(|s| s.sample.clone()),
         });
     }
+    for topic in facts.output_topics.iter().filter(|t| !t.complete) {
+        reasons.push(InconclusiveReason::OutputTopicUnread {
+            topic: topic.topic.clone(),
+        });
+    }
     if counts.pending > 0 {
         reasons.push(InconclusiveReason::Pending {
             count: counts.pending,
@@ -234,7 +239,8 @@ fn blinds(reason: &InconclusiveReason, verdict: Verdict) -> Blind {
         | InconclusiveReason::NothingObserved { .. }
         | InconclusiveReason::EffectsUnread { .. }
         | InconclusiveReason::PlanError
-        | InconclusiveReason::DescendantsSurvived { .. } => Blind::Both,
+        | InconclusiveReason::DescendantsSurvived { .. }
+        | InconclusiveReason::OutputTopicUnread { .. } => Blind::Both,
         InconclusiveReason::NotCountedDone { .. } if verdict == Verdict::Exact => Blind::Both,
         InconclusiveReason::NotCountedDone { .. } => Blind::Duplicate,
     }

@@ -9,8 +9,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::gate::HoldPoint;
-use crate::plan::{EventKind, Moment, Trigger};
-use crate::timeline::{AckPhase, CommitPhase, Event, RebalanceKind};
+use crate::plan::{EventKind, Moment, SinkKind, Trigger};
+use crate::timeline::{AckPhase, CommitPhase, Event, RebalanceKind, TxnOp};
 
 /// What a trigger decided about one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +171,7 @@ fn held_at(event: EventKind, moment: Moment) -> Option<HoldPoint> {
         | (EventKind::Commit | EventKind::Ack, Moment::During)
         | (EventKind::Ack, Moment::After)
         | (
-            EventKind::Deliver | EventKind::Rebalance | EventKind::Produced,
+            EventKind::Deliver | EventKind::Rebalance | EventKind::Produced | EventKind::EndTxn,
             Moment::After | Moment::Before | Moment::During,
         ) => None,
     }
@@ -191,8 +191,22 @@ fn occurrences(kind: EventKind, moment: Moment, event: &Event) -> u64 {
 /// an assignment takes effect.
 fn counts(kind: EventKind, moment: Moment, event: &Event) -> bool {
     match (kind, event) {
-        (EventKind::Effect, Event::Effect { .. }) => true,
+        // `during:` holds the sink's answer: only an effect the HTTP sink holds can count (in
+        // a run with boundaries, another sink's effects pass unheld).
+        (EventKind::Effect, Event::Effect { sink, .. }) => {
+            moment != Moment::During || sink == SinkKind::Http.as_str()
+        }
         (EventKind::Produced, Event::Produced { .. }) => true,
+        // A transaction the broker committed (its EndTxn answer passing the proxy).
+        (
+            EventKind::EndTxn,
+            Event::Txn {
+                op: TxnOp::EndTxn,
+                committed: Some(true),
+                error: None,
+                ..
+            },
+        ) => true,
         (EventKind::Deliver, Event::Delivered { .. }) => true,
         (EventKind::Commit, Event::Commit { phase, error, .. }) => match moment {
             Moment::Before => *phase == CommitPhase::Request,
@@ -216,7 +230,8 @@ fn belongs_to(instance: Option<u32>, event: &Event) -> bool {
         | Event::DeliveredBatch { instance, .. }
         | Event::Ack { instance, .. }
         | Event::Commit { instance, .. }
-        | Event::Rebalance { instance, .. } => Some(*instance),
+        | Event::Rebalance { instance, .. }
+        | Event::Txn { instance, .. } => Some(*instance),
         _ => return true,
     };
     of == Some(wanted)
@@ -230,6 +245,7 @@ mod tests {
 
     fn effect() -> Event {
         Event::Effect {
+            boundary: None,
             id: "x".into(),
             instance: None,
             incarnation: None,
@@ -253,6 +269,60 @@ mod tests {
             [Match::No, Match::No, Match::Fire, Match::No, Match::No]
         );
         assert_eq!(t.remaining(), 0);
+    }
+
+    #[test]
+    fn after_end_txn_counts_only_commits_the_broker_accepted() {
+        let when = Trigger::Count {
+            moment: Moment::After,
+            event: EventKind::EndTxn,
+            nth: Count::new(2),
+        };
+        let txn = |op, committed, error: Option<&str>| Event::Txn {
+            instance: 0,
+            incarnation: 1,
+            op,
+            transactional_id: Some("t".into()),
+            producer_id: 1,
+            producer_epoch: 0,
+            committed,
+            error: error.map(Into::into),
+        };
+        let mut t = TriggerState::new(&when, 0, None);
+        let got: Vec<Match> = [
+            txn(TxnOp::EndTxn, Some(true), None),
+            txn(TxnOp::EndTxn, Some(false), None),
+            txn(TxnOp::EndTxn, Some(true), Some("PRODUCER_FENCED")),
+            txn(TxnOp::TxnOffsetCommit, None, None),
+            txn(TxnOp::EndTxn, Some(true), None),
+        ]
+        .iter()
+        .map(|e| t.on_event(e))
+        .collect();
+        assert_eq!(
+            got,
+            [Match::No, Match::No, Match::No, Match::No, Match::Fire]
+        );
+    }
+
+    #[test]
+    fn during_effect_counts_only_effects_the_http_sink_can_hold() {
+        let when = Trigger::Count {
+            moment: Moment::During,
+            event: EventKind::Effect,
+            nth: Count::new(2),
+        };
+        let mut topic = effect();
+        if let Event::Effect { sink, .. } = &mut topic {
+            *sink = "kafka-topic".into();
+        }
+        let mut t = TriggerState::new(&when, 0, None);
+        let got: Vec<Match> = [effect(), topic.clone(), topic, effect()]
+            .iter()
+            .map(|e| t.on_event(e))
+            .collect();
+        assert_eq!(got[..3], [Match::No, Match::No, Match::No]);
+        assert_ne!(got[3], Match::No, "the second HTTP effect is the nth");
     }
 
     #[test]
@@ -282,6 +352,7 @@ mod tests {
             nth: Count::new(2),
         };
         let by = |i: u32| Event::Effect {
+            boundary: None,
             id: "x".into(),
             instance: Some(i),
             incarnation: Some(1),

@@ -16,6 +16,8 @@ pub enum Extractor {
     Header(String),
     /// The whole body, trimmed.
     Body,
+    /// The Kafka record's key (`kafka-topic` sink).
+    Key,
 }
 
 impl Extractor {
@@ -24,6 +26,9 @@ impl Extractor {
         let fix = "write `json:/field`, `regex:id=(\\S+)`, `header:X-Message-Id` or `body`";
         if spec == "body" {
             return Ok(Extractor::Body);
+        }
+        if spec == "key" {
+            return Ok(Extractor::Key);
         }
         if let Some(pointer) = spec.strip_prefix("json:") {
             if !pointer.starts_with('/') {
@@ -49,8 +54,19 @@ impl Extractor {
 
     /// The ID in an effect made of `headers` and `body`, if the rule finds one.
     pub fn extract(&self, headers: &[(String, String)], body: &str) -> Option<String> {
+        self.extract_record(headers, None, body)
+    }
+
+    /// The ID in a record made of `headers`, a `key` (Kafka records) and `body`.
+    pub fn extract_record(
+        &self,
+        headers: &[(String, String)],
+        key: Option<&str>,
+        body: &str,
+    ) -> Option<String> {
         let found = match self {
             Extractor::Body => Some(body.trim().to_owned()),
+            Extractor::Key => key.map(|k| k.trim().to_owned()),
             Extractor::JsonPointer(p) => {
                 let value: serde_json::Value = serde_json::from_str(body).ok()?;
                 match value.pointer(p)? {
@@ -76,6 +92,11 @@ impl Extractor {
     /// True when the rule reads headers (so it cannot apply to file or stdout lines).
     pub fn needs_headers(&self) -> bool {
         matches!(self, Extractor::Header(_))
+    }
+
+    /// True when the rule reads a Kafka record's key (the `kafka-topic` sink only).
+    pub fn needs_key(&self) -> bool {
+        matches!(self, Extractor::Key)
     }
 }
 
@@ -104,6 +125,16 @@ mod tests {
             Some("k"),
         );
         check("body", &[], " r-3\n", Some("r-3"));
+        let key = Extractor::parse("key").unwrap();
+        assert_eq!(
+            key.extract_record(&[], Some("r-4"), "{}").as_deref(),
+            Some("r-4")
+        );
+        assert_eq!(
+            key.extract(&[], "r-4"),
+            None,
+            "an effect without a key names none"
+        );
     }
 
     #[test]

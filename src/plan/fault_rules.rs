@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use super::{
-    BrokerKind, Count, EventKind, Fault, FaultAction, FaultSpec, Moment, ScaleStep, SinkKind,
-    Target, Trigger, When, DEFAULT_GRACE,
+    BrokerKind, Count, EventKind, Fault, FaultAction, FaultSpec, Moment, ScaleStep, Target,
+    Trigger, When, DEFAULT_GRACE,
 };
 
 /// Most times one `every` or `random` trigger may fire: the nemesis lays out every fire time
@@ -22,8 +22,8 @@ pub(super) const MOST_FIRINGS: u64 = 10_000;
 
 /// What the fault rules need to know about the rest of the plan.
 pub(super) struct Context {
-    /// The effect sink.
-    pub sink: SinkKind,
+    /// Some boundary is observed by the `http` sink (the one sink that can hold an answer).
+    pub http_sink: bool,
     /// `consumer.instances`.
     pub instances: u64,
     /// The consumer goes through the proxy (on by default).
@@ -450,9 +450,12 @@ fn countable(moment: Moment, event: EventKind, ctx: &Context) -> Result<(), Brok
     let wrong_broker = wrong_broker(event, ctx.kind);
     let is_request = match event {
         EventKind::Commit | EventKind::Ack => true,
-        EventKind::Effect | EventKind::Deliver | EventKind::Rebalance | EventKind::Produced => {
-            false
-        }
+        // EndTxn is observed, not held: `after:` only.
+        EventKind::Effect
+        | EventKind::Deliver
+        | EventKind::Rebalance
+        | EventKind::Produced
+        | EventKind::EndTxn => false,
     };
     let supported = match moment {
         Moment::After => wrong_broker.is_none(),
@@ -474,7 +477,7 @@ fn countable(moment: Moment, event: EventKind, ctx: &Context) -> Result<(), Brok
     if event.seen_by_proxy() && !ctx.proxy {
         return Err(broken(path, format!("`{form}: {name}` {NEEDS_PROXY}")));
     }
-    if moment == Moment::During && ctx.sink != SinkKind::Http {
+    if moment == Moment::During && !ctx.http_sink {
         return Err(broken(
             ".during",
             "`during: effect` holds the sink's answer, which only the `http` sink has: use `after: effect`",
@@ -487,8 +490,8 @@ fn countable(moment: Moment, event: EventKind, ctx: &Context) -> Result<(), Brok
 fn wrong_broker(event: EventKind, kind: BrokerKind) -> Option<&'static str> {
     match kind {
         BrokerKind::Amqp => match event {
-            EventKind::Commit | EventKind::Rebalance => {
-                Some("an AMQP plan counts `ack`s, not commits or rebalances")
+            EventKind::Commit | EventKind::Rebalance | EventKind::EndTxn => {
+                Some("an AMQP plan counts `ack`s, not commits, rebalances or transactions")
             }
             EventKind::Effect | EventKind::Ack | EventKind::Deliver | EventKind::Produced => None,
         },
@@ -498,7 +501,8 @@ fn wrong_broker(event: EventKind, kind: BrokerKind) -> Option<&'static str> {
             | EventKind::Commit
             | EventKind::Deliver
             | EventKind::Rebalance
-            | EventKind::Produced => None,
+            | EventKind::Produced
+            | EventKind::EndTxn => None,
         },
     }
 }

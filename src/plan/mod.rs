@@ -11,6 +11,8 @@
 //! [`FaultAction`] and its [`Trigger`]) and the effect ID rules as [`Extractor`]s. Nothing
 //! downstream reads the written `faults`, `effects.id` or `effects.idempotency_key` again.
 
+#[cfg(test)]
+mod boundary_tests;
 mod effect_id;
 mod fault;
 mod fault_rules;
@@ -47,13 +49,21 @@ pub struct Plan {
     pub workload: Workload,
     /// The team's consumer and how to supervise it.
     pub consumer: ConsumerSpec,
-    /// Where the consumer's side effects are observed.
-    pub effects: EffectSpec,
+    /// Where the consumer's side effects are observed: the run's one boundary. Write either
+    /// `effects` or `boundaries`.
+    #[serde(default)]
+    pub effects: Option<EffectSpec>,
+    /// Several places the consumer's work lands, each judged on its own against its own
+    /// promise (design §13). Write either `effects` or `boundaries`.
+    #[serde(default)]
+    pub boundaries: Vec<BoundarySpec>,
     /// Faults to inject, each with its trigger.
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
-    /// The semantics the team claims; the run passes or fails against it.
-    pub expect: Semantics,
+    /// The semantics the team claims; the run passes or fails against it. Required with
+    /// `effects`; with `boundaries`, the promise of each boundary that names none.
+    #[serde(default)]
+    pub expect: Option<Semantics>,
     /// When the run ends.
     #[serde(default)]
     pub limits: Limits,
@@ -71,20 +81,72 @@ pub struct Plan {
 pub struct Loaded {
     /// One per entry of `faults`, in plan order (the index is the fault's number in events).
     pub faults: Vec<Fault>,
-    /// `effects.id`, parsed.
-    pub effect_id: Extractor,
-    /// `effects.idempotency_key`, parsed.
-    pub idempotency_key: Option<Extractor>,
+    /// The boundaries, in plan order: one per entry of `boundaries`, or the one of `effects`.
+    pub boundaries: Vec<Boundary>,
 }
 
-/// What a plan that was never loaded holds: no faults and the default ID rule (`json:/id`).
+/// What a plan that was never loaded holds: no faults and one `http` boundary with the default
+/// ID rule (`json:/id`), promising exactly-once.
 impl Default for Loaded {
     fn default() -> Self {
         Loaded {
             faults: Vec::new(),
-            effect_id: Extractor::JsonPointer("/id".into()),
-            idempotency_key: None,
+            boundaries: vec![Boundary {
+                name: DEFAULT_BOUNDARY.into(),
+                declared: false,
+                sink: SinkKind::Http,
+                id_rule: default_effect_id(),
+                id: Extractor::JsonPointer("/id".into()),
+                idempotency_key: None,
+                expect: Semantics::ExactlyOnce,
+                output: None,
+            }],
         }
+    }
+}
+
+/// The name of the one boundary of a plan written with `effects`.
+pub const DEFAULT_BOUNDARY: &str = "effects";
+
+/// One boundary, typed: where effects are observed, how they name their message, and what the
+/// team promises there.
+#[derive(Debug, Clone)]
+pub struct Boundary {
+    /// Its name (`effects` for a plan written with `effects`).
+    pub name: String,
+    /// True when the plan declared it under `boundaries` (its events then carry its name);
+    /// false for the one boundary of `effects`, whose events carry none.
+    pub declared: bool,
+    /// The sink that observes it.
+    pub sink: SinkKind,
+    /// The ID rule as written (reports name it).
+    pub id_rule: String,
+    /// The ID rule, parsed.
+    pub id: Extractor,
+    /// The idempotency-key rule, parsed.
+    pub idempotency_key: Option<Extractor>,
+    /// The promise at this boundary.
+    pub expect: Semantics,
+    /// `kafka-topic`: the output topic as written (`{run}` not yet replaced), its isolation
+    /// and partitions.
+    pub output: Option<OutputTopicSpec>,
+}
+
+/// A `kafka-topic` boundary's output topic, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputTopicSpec {
+    /// The topic, `{run}` not yet replaced.
+    pub topic: String,
+    /// Which records are effects.
+    pub isolation: TopicIsolation,
+    /// Partitions.
+    pub partitions: u64,
+}
+
+impl Boundary {
+    /// The name its events carry: `None` for the one boundary of an `effects` plan.
+    pub fn event_name(&self) -> Option<String> {
+        self.declared.then(|| self.name.clone())
     }
 }
 
@@ -277,6 +339,72 @@ pub enum SinkKind {
     File,
     /// The consumer prints effects on its standard output.
     Stdout,
+    /// The consumer produces one record per effect to a fresh output topic
+    /// (`EXACTLY_OUTPUT_TOPIC`), read back by the harness under `read_committed`.
+    #[serde(rename = "kafka-topic")]
+    KafkaTopic,
+}
+
+/// Which records of an output topic are effects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TopicIsolation {
+    /// Committed transactions and non-transactional records (default); the records of aborted
+    /// transactions are counted apart, never effects.
+    #[default]
+    ReadCommitted,
+    /// Every record, as a non-transactional reader downstream sees them.
+    ReadUncommitted,
+}
+
+/// One boundary of `boundaries`: a name, a sink, the ID rule and its own promise.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BoundarySpec {
+    /// Its name, unique in the plan (letters, digits, `-` and `_`): it heads its row of the
+    /// report and names its variables (`EXACTLY_EFFECT_URL_<NAME>`, `{effect_url:NAME}`).
+    pub name: String,
+    /// `http`, `file` or `stdout`.
+    pub sink: SinkKind,
+    /// How to find the message ID in an effect (as `effects.id`).
+    #[serde(default = "default_effect_id")]
+    pub id: String,
+    /// Optional idempotency key (as `effects.idempotency_key`).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// The promise at this boundary (default: the plan's `expect`).
+    #[serde(default)]
+    pub expect: Option<Semantics>,
+    /// `kafka-topic`: the output topic, created fresh; `{run}` is replaced (default
+    /// `{name}-{run}`). The consumer is told it as `{output_topic}` / `EXACTLY_OUTPUT_TOPIC`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// `kafka-topic`: which records are effects (default `read_committed`).
+    #[serde(default)]
+    pub isolation: Option<TopicIsolation>,
+    /// `kafka-topic`: partitions of the output topic (default: `broker.partitions`).
+    #[serde(default)]
+    pub partitions: Option<Count>,
+}
+
+impl SinkKind {
+    /// The sink's name in events and reports (`http`, `file`, `stdout`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkKind::Http => "http",
+            SinkKind::File => "file",
+            SinkKind::Stdout => "stdout",
+            SinkKind::KafkaTopic => "kafka-topic",
+        }
+    }
+
+    /// True when an effect carries headers an ID rule can read (`header:`).
+    pub fn has_headers(self) -> bool {
+        match self {
+            SinkKind::Http | SinkKind::KafkaTopic => true,
+            SinkKind::File | SinkKind::Stdout => false,
+        }
+    }
 }
 
 /// Where effects are observed and how an effect names its message.
@@ -396,6 +524,10 @@ pub enum EventKind {
     Rebalance,
     /// A message acknowledged by the broker to the workload producer.
     Produced,
+    /// A Kafka transaction committed (EndTxn accepted by the broker, seen by the proxy before
+    /// the client hears of it).
+    #[serde(rename = "end_txn")]
+    EndTxn,
 }
 
 impl EventKind {
@@ -408,13 +540,18 @@ impl EventKind {
             EventKind::Deliver => "deliver",
             EventKind::Rebalance => "rebalance",
             EventKind::Produced => "produced",
+            EventKind::EndTxn => "end_txn",
         }
     }
 
     /// True for events only the protocol-aware proxy sees (the trigger needs the proxy).
     pub fn seen_by_proxy(self) -> bool {
         match self {
-            EventKind::Commit | EventKind::Ack | EventKind::Deliver | EventKind::Rebalance => true,
+            EventKind::Commit
+            | EventKind::Ack
+            | EventKind::Deliver
+            | EventKind::Rebalance
+            | EventKind::EndTxn => true,
             EventKind::Effect | EventKind::Produced => false,
         }
     }
@@ -433,6 +570,11 @@ pub enum Semantics {
 }
 
 impl Plan {
+    /// The boundaries, typed at load (one for a plan written with `effects`).
+    pub fn boundaries(&self) -> &[Boundary] {
+        &self.loaded.boundaries
+    }
+
     /// True when the consumer talks to the broker through exactly's proxy.
     pub fn via_proxy(&self) -> bool {
         self.consumer.via_proxy.unwrap_or(true)
@@ -558,7 +700,7 @@ mod tests {
     #[test]
     fn event_kind_words_are_what_serde_reads_and_writes() {
         use EventKind::*;
-        for kind in [Effect, Commit, Ack, Deliver, Rebalance, Produced] {
+        for kind in [Effect, Commit, Ack, Deliver, Rebalance, Produced, EndTxn] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
     }

@@ -11,7 +11,10 @@
 use std::time::Duration;
 
 use super::fault_rules::{self, Context};
-use super::{BrokerKind, Extractor, Fault, Loaded, Plan, RestartPolicy, SinkKind};
+use super::{
+    Boundary, BrokerKind, Extractor, Fault, Loaded, OutputTopicSpec, Plan, RestartPolicy, SinkKind,
+    DEFAULT_BOUNDARY,
+};
 
 /// One thing wrong with a plan.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +60,7 @@ pub fn validate(plan: &Plan) -> Result<Loaded, Vec<Problem>> {
             "the command is empty: write the program and its arguments, e.g. [./my-consumer, --flag]",
         );
     }
-    let (effect_id, idempotency_key) = effect_rules(plan, &mut problems);
+    let boundaries = boundary_rules(plan, &mut problems);
     if plan.limits.deadline <= plan.limits.settle {
         problems.add(
             "limits.deadline",
@@ -67,13 +70,9 @@ pub fn validate(plan: &Plan) -> Result<Loaded, Vec<Problem>> {
     let faults = fault_rules(plan, &mut problems);
     durations_bounded(plan, &mut problems);
     counts_bounded(plan, faults.as_deref(), &mut problems);
-    match (effect_id, idempotency_key, faults) {
-        (Some(effect_id), Some(idempotency_key), Some(faults)) if problems.0.is_empty() => {
-            Ok(Loaded {
-                faults,
-                effect_id,
-                idempotency_key,
-            })
+    match (boundaries, faults) {
+        (Some(boundaries), Some(faults)) if problems.0.is_empty() => {
+            Ok(Loaded { faults, boundaries })
         }
         // Every `None` above was kept as a problem, so the list is never empty.
         _ => Err(problems.0),
@@ -124,35 +123,198 @@ fn broker_rules(plan: &Plan, problems: &mut Problems) {
     }
 }
 
-/// `effects.id` and `effects.idempotency_key`, parsed; `None` where a problem was kept.
-#[allow(clippy::type_complexity)]
-fn effect_rules(
+/// The boundaries, typed: the one of `effects`, or one per entry of `boundaries`; `None` when
+/// a problem was kept.
+fn boundary_rules(plan: &Plan, problems: &mut Problems) -> Option<Vec<Boundary>> {
+    match (&plan.effects, plan.boundaries.is_empty()) {
+        (Some(_), false) => {
+            problems.add(
+                "boundaries",
+                "write either `effects` (one sink) or `boundaries` (several), not both",
+            );
+            None
+        }
+        (None, true) => {
+            problems.add(
+                "effects",
+                "say where effects are observed: `effects: { sink: http, id: json:/id }`, or a list under `boundaries`",
+            );
+            None
+        }
+        (Some(effects), true) => {
+            let Some(expect) = plan.expect else {
+                problems.add(
+                    "expect",
+                    "say what the consumer promises: `expect: at-least-once`, `at-most-once` or `exactly-once`",
+                );
+                return None;
+            };
+            let written = Written {
+                path: "effects".into(),
+                sink: effects.sink,
+                id: &effects.id,
+                idempotency_key: effects.idempotency_key.as_deref(),
+            };
+            let (id, idempotency_key) = effect_rules(&written, problems)?;
+            Some(vec![Boundary {
+                name: DEFAULT_BOUNDARY.into(),
+                declared: false,
+                sink: effects.sink,
+                id_rule: effects.id.clone(),
+                id,
+                idempotency_key,
+                expect,
+                output: None,
+            }])
+        }
+        (None, false) => declared_boundaries(plan, problems),
+    }
+}
+
+/// Each entry of `boundaries`, typed, or `None` when one broke a rule.
+fn declared_boundaries(plan: &Plan, problems: &mut Problems) -> Option<Vec<Boundary>> {
+    let mut typed = Some(Vec::with_capacity(plan.boundaries.len()));
+    let mut names = std::collections::HashSet::new();
+    let mut stdout_sinks = 0;
+    for (i, b) in plan.boundaries.iter().enumerate() {
+        let path = format!("boundaries[{i}]");
+        let good_name = !b.name.is_empty()
+            && b.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !good_name {
+            problems.add(format!("{path}.name"), format!("boundary name `{}`: use letters, digits, `-` and `_` (it names the boundary's variables)", b.name));
+        } else if !names.insert(b.name.to_ascii_uppercase().replace('-', "_")) {
+            problems.add(
+                format!("{path}.name"),
+                format!(
+                    "boundary `{}` is named twice (names must differ, ignoring case and `-`/`_`)",
+                    b.name
+                ),
+            );
+        }
+        if b.sink == SinkKind::Stdout {
+            stdout_sinks += 1;
+            if stdout_sinks > 1 {
+                problems.add(
+                    format!("{path}.sink"),
+                    "a consumer has one standard output: only one boundary can use `sink: stdout`",
+                );
+            }
+        }
+        let expect = b.expect.or(plan.expect);
+        if expect.is_none() {
+            problems.add(format!("{path}.expect"), "say what this boundary promises: `expect: exactly-once`, `at-least-once` or `at-most-once` (or a plan-wide `expect`)");
+        }
+        let written = Written {
+            path: path.clone(),
+            sink: b.sink,
+            id: &b.id,
+            idempotency_key: b.idempotency_key.as_deref(),
+        };
+        let output = output_topic(plan, b, &path, problems);
+        match (effect_rules(&written, problems), expect, &mut typed) {
+            (Some((id, idempotency_key)), Some(expect), Some(list)) => list.push(Boundary {
+                name: b.name.clone(),
+                declared: true,
+                sink: b.sink,
+                id_rule: b.id.clone(),
+                id,
+                idempotency_key,
+                expect,
+                output,
+            }),
+            _ => typed = None,
+        }
+    }
+    typed
+}
+
+/// A `kafka-topic` boundary's output topic; the topic fields on any other sink are problems.
+fn output_topic(
     plan: &Plan,
+    b: &super::BoundarySpec,
+    path: &str,
     problems: &mut Problems,
-) -> (Option<Extractor>, Option<Option<Extractor>>) {
-    let effect_id = match Extractor::parse(&plan.effects.id) {
+) -> Option<OutputTopicSpec> {
+    if b.sink != SinkKind::KafkaTopic {
+        for (field, present) in [
+            ("topic", b.topic.is_some()),
+            ("isolation", b.isolation.is_some()),
+            ("partitions", b.partitions.is_some()),
+        ] {
+            if present {
+                problems.add(
+                    format!("{path}.{field}"),
+                    format!("`{field}` is for `sink: kafka-topic` boundaries"),
+                );
+            }
+        }
+        return None;
+    }
+    if plan.broker.kind != BrokerKind::Kafka {
+        problems.add(
+            format!("{path}.sink"),
+            "`kafka-topic` reads an output topic on the plan's Kafka broker: use it with `broker.kind: kafka`",
+        );
+    }
+    Some(OutputTopicSpec {
+        topic: b
+            .topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-{{run}}", b.name)),
+        isolation: b.isolation.unwrap_or_default(),
+        partitions: b.partitions.unwrap_or(plan.broker.partitions).get(),
+    })
+}
+
+/// One boundary's written sink and rules, with the path its problems name.
+struct Written<'a> {
+    path: String,
+    sink: SinkKind,
+    id: &'a str,
+    idempotency_key: Option<&'a str>,
+}
+
+/// A boundary's `id` and `idempotency_key`, parsed; `None` where a problem was kept.
+fn effect_rules(
+    written: &Written<'_>,
+    problems: &mut Problems,
+) -> Option<(Extractor, Option<Extractor>)> {
+    let effect_id = match Extractor::parse(written.id) {
         Err(e) => Err(e),
-        Ok(rule) if rule.needs_headers() && plan.effects.sink != SinkKind::Http => Err(
+        Ok(rule) if rule.needs_headers() && !written.sink.has_headers() => Err(
             "file and stdout effects are lines without headers: use `json:/field`, `regex:...` or `body`"
                 .to_owned(),
         ),
+        Ok(rule) if rule.needs_key() && written.sink != SinkKind::KafkaTopic => Err(
+            "`key` reads a Kafka record's key: only the `kafka-topic` sink has one".to_owned(),
+        ),
         Ok(rule) => Ok(rule),
     };
-    let effect_id = effect_id.map_err(|e| problems.add("effects.id", e)).ok();
-    let idempotency_key = match plan.effects.idempotency_key.as_deref() {
+    let effect_id = effect_id
+        .map_err(|e| problems.add(format!("{}.id", written.path), e))
+        .ok();
+    let idempotency_key = match written.idempotency_key {
         Some(key) => Extractor::parse(key)
             .map(Some)
-            .map_err(|e| problems.add("effects.idempotency_key", e))
+            .map_err(|e| problems.add(format!("{}.idempotency_key", written.path), e))
             .ok(),
         None => Some(None),
     };
-    (effect_id, idempotency_key)
+    Some((effect_id?, idempotency_key?))
 }
 
 /// Each fault typed, or every broken rule of every fault kept (`None`).
 fn fault_rules(plan: &Plan, problems: &mut Problems) -> Option<Vec<Fault>> {
     let ctx = Context {
-        sink: plan.effects.sink,
+        http_sink: plan
+            .effects
+            .as_ref()
+            .map(|e| e.sink)
+            .into_iter()
+            .chain(plan.boundaries.iter().map(|b| b.sink))
+            .any(|s| s == SinkKind::Http),
         instances: plan.consumer.instances.get(),
         proxy: plan.via_proxy(),
         kind: plan.broker.kind,

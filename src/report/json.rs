@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use super::{end_reason_str, redact_address, summary_sentence};
 use crate::judge::{
-    Anomaly, Counts, EffectSeen, FailedProduce, Incarnation, InconclusiveReason, Judgement,
-    Outcome, ProgressSnapshot, RejectedEffect, UnfiredFault,
+    Anomaly, BoundaryJudgement, Counts, EffectSeen, FailedProduce, Incarnation, InconclusiveReason,
+    Judgement, Outcome, ProgressSnapshot, RejectedEffect, UnfiredFault,
 };
 use crate::timeline::{FaultRecord, ProcessRef, ProduceStatus, RunInfo};
 
@@ -74,6 +74,64 @@ struct JsonReport<'a> {
     failed_produces: &'a [FailedProduce],
     rejected_effects: &'a [RejectedEffect],
     warnings: &'a [String],
+    /// What was read back from output topics (`kafka-topic` boundaries).
+    output_topics: &'a [crate::judge::OutputTopicRead],
+    /// Each boundary's own ruling, for a plan that declared `boundaries` (the top level is
+    /// then the overall ruling, its counts summed over the boundaries); empty for a plan with
+    /// one `effects` sink, whose top level is its one boundary.
+    boundaries: Vec<JsonBoundary<'a>>,
+}
+
+/// One boundary's ruling.
+#[derive(Serialize)]
+struct JsonBoundary<'a> {
+    name: &'a str,
+    sink: &'a str,
+    expect: &'a str,
+    verdict: &'static str,
+    expectation_met: Option<bool>,
+    expectation_state: &'static str,
+    expectation_unknown_because: Vec<JsonReason>,
+    summary: String,
+    counts: &'a Counts,
+    inconclusive_reasons: Vec<JsonReason>,
+    caveats: Vec<JsonReason>,
+    anomalies: Vec<JsonAnomaly<'a>>,
+    anomalies_truncated: usize,
+    mechanisms: &'a [crate::judge::mechanism::MechanismGroup],
+    commits_ahead_of_effects: &'a CommitWindow,
+    key_order: &'a crate::judge::key_order::KeyOrder,
+    output_topics: &'a [crate::judge::OutputTopicRead],
+}
+
+impl<'a> JsonBoundary<'a> {
+    fn new(b: &'a BoundaryJudgement) -> Self {
+        let j = &b.judgement;
+        let (anomalies, anomalies_truncated) = capped(j);
+        JsonBoundary {
+            name: &b.name,
+            sink: &b.sink,
+            expect: &b.expect,
+            verdict: j.verdict.as_str(),
+            expectation_met: j.expectation_met,
+            expectation_state: j.expectation_state.as_str(),
+            expectation_unknown_because: reasons(&j.expectation_unknown),
+            summary: summary_sentence(j),
+            counts: &j.counts,
+            inconclusive_reasons: reasons(&j.inconclusive_reasons),
+            caveats: reasons(&j.caveats),
+            anomalies,
+            anomalies_truncated,
+            mechanisms: &j.mechanisms.groups,
+            commits_ahead_of_effects: &j.commits_ahead,
+            key_order: &j.key_order,
+            output_topics: &j.output_topics,
+        }
+    }
+}
+
+fn reasons(list: &[InconclusiveReason]) -> Vec<JsonReason> {
+    list.iter().map(JsonReason::new).collect()
 }
 
 #[derive(Serialize)]
@@ -288,6 +346,8 @@ pub fn render(rec: &Judgement) -> std::io::Result<String> {
         failed_produces: &rec.failed_samples,
         rejected_effects: &rec.rejected_samples,
         warnings: &rec.warnings,
+        output_topics: &rec.output_topics,
+        boundaries: rec.boundaries.iter().map(JsonBoundary::new).collect(),
     };
     let mut text = serde_json::to_string_pretty(&report).map_err(std::io::Error::other)?;
     text.push('\n');
@@ -418,6 +478,7 @@ mod tests {
             .produced("a", 0, 0)
             .fault(0, true)
             .push(crate::timeline::Event::EffectRejected {
+                boundary: None,
                 reason: "no message ID found by the `effects.id` rule".into(),
                 sample: r#"{"id":"a"}"#.into(),
             });

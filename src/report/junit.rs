@@ -1,6 +1,7 @@
 //! `junit.xml`: the run as one test case, for CI gates.
 //!
-//! One suite named `exactly` with one case named after the plan. The case passes only when
+//! One suite named `exactly` with one case named after the plan (one per boundary, `PLAN /
+//! BOUNDARY`, when the plan declared boundaries). The case passes only when
 //! the expectation is met. A violated expectation is a `failure`; an INCONCLUSIVE run is also a
 //! `failure` (a gate must not pass on missing evidence), with the reasons, and so is a claim
 //! the evidence does not cover (`unknown`, with what hid it); an infrastructure error is an
@@ -49,9 +50,29 @@ pub fn failure_message(rec: &Judgement) -> String {
     message
 }
 
-/// Renders `junit.xml`.
+/// Renders `junit.xml`: one case for the run, or one per boundary when the plan declared
+/// boundaries (named `PLAN / BOUNDARY`, each passing only when its own promise is met).
 pub fn render(rec: &Judgement) -> std::io::Result<String> {
     let plan = rec.run.as_ref().map_or("unknown-plan", |r| r.plan.as_str());
+    let mut suite = TestSuite::new(SUITE);
+    if rec.boundaries.is_empty() {
+        suite.add_test_case(case(rec, plan.to_owned()));
+    }
+    for b in &rec.boundaries {
+        let mut c = case(&b.judgement, format!("{plan} / {}", b.name));
+        c.add_properties([
+            Property::new("boundary", b.name.clone()),
+            Property::new("sink", b.sink.clone()),
+        ]);
+        suite.add_test_case(c);
+    }
+    let mut report = Report::new(SUITE);
+    report.add_test_suite(suite);
+    report.to_string().map_err(std::io::Error::other)
+}
+
+/// One test case: passes only when `rec`'s expectation is met.
+fn case(rec: &Judgement, name: String) -> TestCase {
     let status = if rec.end_reason == Some(EndReason::InfrastructureError) {
         let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
         s.set_type("infrastructure_error")
@@ -76,7 +97,7 @@ pub fn render(rec: &Judgement) -> std::io::Result<String> {
             .set_description(details(rec));
         s
     };
-    let mut case = TestCase::new(plan, status);
+    let mut case = TestCase::new(name, status);
     case.set_classname(format!(
         "{SUITE}.{}",
         rec.run.as_ref().map_or("unknown", |r| r.broker.as_str())
@@ -99,12 +120,7 @@ pub fn render(rec: &Judgement) -> std::io::Result<String> {
         props.push(("seed", r.seed.to_string()));
     }
     case.add_properties(props.into_iter().map(|(k, v)| Property::new(k, v)));
-
-    let mut suite = TestSuite::new(SUITE);
-    suite.add_test_case(case);
-    let mut report = Report::new(SUITE);
-    report.add_test_suite(suite);
-    report.to_string().map_err(std::io::Error::other)
+    case
 }
 
 /// The failure's text body: the summary sentence and every reason or caveat.

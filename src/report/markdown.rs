@@ -21,8 +21,12 @@ use crate::timeline::{AttributedBy, EffectOutcome, FaultRecord};
 /// Sample IDs shown per outcome.
 pub const SAMPLES_PER_OUTCOME: usize = 10;
 
-/// Renders `report.md`.
+/// Renders `report.md`. A run with boundaries opens with their table; each boundary's own
+/// findings follow under its heading, the sections the boundaries share once.
 pub fn render(rec: &Judgement) -> String {
+    if !rec.boundaries.is_empty() {
+        return render_boundaries(rec);
+    }
     let mut md = String::new();
     title(&mut md, rec);
     summary(&mut md, rec);
@@ -33,11 +37,137 @@ pub fn render(rec: &Judgement) -> String {
     key_order(&mut md, rec);
     anomalies(&mut md, rec);
     commit_window(&mut md, rec);
+    output_topics(&mut md, rec);
     reasons(&mut md, rec);
     rejected(&mut md, rec);
     warnings(&mut md, rec);
     reproduce(&mut md, rec);
     md
+}
+
+/// `report.md` of a run with boundaries.
+fn render_boundaries(rec: &Judgement) -> String {
+    let mut md = String::new();
+    title(&mut md, rec);
+    boundary_table(&mut md, rec);
+    summary(&mut md, rec);
+    consumer_settings(&mut md, rec);
+    timeline(&mut md, rec);
+    for b in &rec.boundaries {
+        let j = &b.judgement;
+        let _ = writeln!(
+            md,
+            "## Boundary {}: {} ({} sink, promise {})\n",
+            code(&b.name),
+            j.verdict,
+            text(&b.sink),
+            text(&b.expect)
+        );
+        let _ = writeln!(md, "{}\n", summary_sentence(j));
+        let mut own = String::new();
+        for section in [
+            impact,
+            root_causes,
+            key_order,
+            anomalies,
+            commit_window,
+            output_topics,
+            reasons,
+            rejected,
+        ] {
+            section(&mut own, j);
+        }
+        // One heading level down: these sections belong to the boundary above.
+        for line in own.lines() {
+            if line.starts_with('#') {
+                md.push('#');
+            }
+            md.push_str(line);
+            md.push('\n');
+        }
+    }
+    warnings(&mut md, rec);
+    reproduce(&mut md, rec);
+    md
+}
+
+/// What was read back from output topics: records under each isolation level, and the
+/// records of aborted transactions (never effects).
+fn output_topics(md: &mut String, rec: &Judgement) {
+    if rec.output_topics.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "## Output topic\n");
+    for t in &rec.output_topics {
+        let _ = writeln!(
+            md,
+            "{}: effects read {}; {} records under read_committed, {} under read_uncommitted.\n",
+            code(&t.topic),
+            text(&t.isolation),
+            t.committed_records,
+            t.uncommitted_records
+        );
+        if t.aborted_records > 0 {
+            let ids: Vec<String> = t.aborted_ids.iter().map(|i| code(i)).collect();
+            let _ = writeln!(
+                md,
+                "**{} records of aborted transactions** ({} naming a message, first: {}): never effects under read_committed, but a non-transactional reader downstream (read_uncommitted) would have seen them, and a message redone after the abort twice.\n",
+                t.aborted_records,
+                t.aborted_with_id,
+                if ids.is_empty() { "none".to_owned() } else { ids.join(", ") }
+            );
+        } else {
+            let _ = writeln!(md, "No record of an aborted transaction.\n");
+        }
+        if !t.complete {
+            let _ = writeln!(
+                md,
+                "> **Not read to its end** once the run stopped: effects may be missing.\n"
+            );
+        }
+    }
+}
+
+/// The boundary table: each boundary's promise, verdict, counts and mechanisms.
+fn boundary_table(md: &mut String, rec: &Judgement) {
+    let _ = writeln!(md, "## Boundaries\n");
+    let _ = writeln!(
+        md,
+        "| boundary | sink | promise | verdict | promise kept | lost | duplicated | mechanism |\n\
+         | --- | --- | --- | --- | --- | ---: | ---: | --- |"
+    );
+    for b in &rec.boundaries {
+        let j = &b.judgement;
+        // One entry per mechanism, over the faults it followed.
+        let mut by_title: Vec<(&str, u64)> = Vec::new();
+        for g in &j.mechanisms.groups {
+            match by_title.iter_mut().find(|(t, _)| *t == g.title) {
+                Some((_, n)) => *n += g.count,
+                None => by_title.push((&g.title, g.count)),
+            }
+        }
+        let mechanisms: Vec<String> = by_title
+            .iter()
+            .map(|(title, n)| format!("{title} ({n})"))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | **{}** | {} | {} | {} | {} |",
+            cell(&b.name),
+            cell(&b.sink),
+            cell(&b.expect),
+            j.verdict,
+            j.expectation_state.as_str(),
+            j.counts.lost,
+            j.counts.duplicated,
+            if mechanisms.is_empty() {
+                "—".to_owned()
+            } else {
+                cell(&mechanisms.join("; "))
+            }
+        );
+    }
+    md.push('\n');
 }
 
 fn title(md: &mut String, rec: &Judgement) {
@@ -986,6 +1116,7 @@ mod tests {
             .fault(0, true);
         for id in ["a", "b"] {
             tl.push(Event::EffectRejected {
+                boundary: None,
                 reason: "no message ID found by the `effects.id` rule".into(),
                 sample: format!(r#"{{"id":"{id}"}}"#),
             });

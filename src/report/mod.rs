@@ -43,54 +43,62 @@ pub(crate) fn bypass_line(rec: &Judgement) -> Option<String> {
     ))
 }
 
+/// The summary of a run with boundaries: each boundary's verdict against its promise.
+fn boundaries_sentence(rec: &Judgement) -> String {
+    let each: Vec<String> = rec
+        .boundaries
+        .iter()
+        .map(|b| {
+            format!(
+                "{} {} ({} {})",
+                b.name,
+                b.judgement.verdict,
+                b.expect,
+                b.judgement.expectation_state.as_str()
+            )
+        })
+        .collect();
+    format!(
+        "{} boundaries, each judged on its own effects: {}.",
+        rec.boundaries.len(),
+        each.join("; ")
+    )
+}
+
 /// A small aligned table for the terminal: verdict, expectation, counts, faults, and why the
 /// run is inconclusive when it is.
 pub fn verdict_table(rec: &Judgement) -> String {
     let k = &rec.counts;
-    let mut rows: Vec<(&str, String)> = vec![
-        ("verdict", rec.verdict.to_string()),
-        ("expectation", expectation_line(rec)),
-        (
-            "produced",
-            format!(
-                "{} (failed {}, indeterminate {})",
-                k.produced, k.failed, k.indeterminate
-            ),
-        ),
-        ("effected", k.effected.to_string()),
-        ("exact", k.exact.to_string()),
-        ("duplicated", k.duplicated.to_string()),
-        ("lost", k.lost.to_string()),
-        ("pending", k.pending.to_string()),
-        ("phantom", k.phantom.to_string()),
+    let mut rows: Vec<(String, String)> = vec![
+        ("verdict".into(), rec.verdict.to_string()),
+        ("expectation".into(), expectation_line(rec)),
     ];
-    // Shown only when they apply: the blind oracle's counts.
-    if k.unconfirmed_loss > 0 || k.rejected > 0 {
+    if rec.boundaries.is_empty() {
+        count_rows(&mut rows, k);
+    }
+    for b in &rec.boundaries {
+        let j = &b.judgement;
         rows.push((
-            "unconfirmed",
+            format!("boundary {}", b.name),
             format!(
-                "{} counted done without a readable effect ({} effects rejected by the sink)",
-                k.unconfirmed_loss, k.rejected
+                "{} ({} {}; lost {}, duplicated {}, pending {})",
+                j.verdict,
+                b.expect,
+                j.expectation_state.as_str(),
+                j.counts.lost,
+                j.counts.duplicated,
+                j.counts.pending
             ),
         ));
     }
-    if k.not_counted_done > 0 {
-        rows.push((
-            "not done",
-            format!(
-                "{} effected, never counted done by the broker",
-                k.not_counted_done
-            ),
-        ));
-    }
-    rows.extend([(
-        "faults",
+    rows.push((
+        "faults".into(),
         format!("{} of {} fired", rec.faults_fired.len(), rec.faults_planned),
-    )]);
+    ));
     if let Some(reason) = rec.end_reason {
-        rows.push(("ended", end_reason_str(reason).to_string()));
+        rows.push(("ended".into(), end_reason_str(reason).to_string()));
     } else {
-        rows.push(("ended", "never (no run_ended event)".to_string()));
+        rows.push(("ended".into(), "never (no run_ended event)".to_string()));
     }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut out = String::new();
@@ -124,6 +132,43 @@ pub fn verdict_table(rec: &Judgement) -> String {
         let _ = writeln!(out, "  !! {line} !!");
     }
     out
+}
+
+/// The counts of a one-sink run, for the terminal table.
+fn count_rows(rows: &mut Vec<(String, String)>, k: &crate::judge::Counts) {
+    let mut add = |key: &str, value: String| rows.push((key.to_owned(), value));
+    add(
+        "produced",
+        format!(
+            "{} (failed {}, indeterminate {})",
+            k.produced, k.failed, k.indeterminate
+        ),
+    );
+    add("effected", k.effected.to_string());
+    add("exact", k.exact.to_string());
+    add("duplicated", k.duplicated.to_string());
+    add("lost", k.lost.to_string());
+    add("pending", k.pending.to_string());
+    add("phantom", k.phantom.to_string());
+    // Shown only when they apply: the blind oracle's counts.
+    if k.unconfirmed_loss > 0 || k.rejected > 0 {
+        add(
+            "unconfirmed",
+            format!(
+                "{} counted done without a readable effect ({} effects rejected by the sink)",
+                k.unconfirmed_loss, k.rejected
+            ),
+        );
+    }
+    if k.not_counted_done > 0 {
+        add(
+            "not done",
+            format!(
+                "{} effected, never counted done by the broker",
+                k.not_counted_done
+            ),
+        );
+    }
 }
 
 /// `at-least-once: met`, `exactly-once: VIOLATED`, `at-most-once: not judged (inconclusive)`,
@@ -200,6 +245,9 @@ pub(crate) fn redact_address(address: &str) -> String {
 /// One plain sentence of what happened, such as "12 of 200 messages were processed twice after
 /// the consumer was killed."
 pub(crate) fn summary_sentence(rec: &Judgement) -> String {
+    if !rec.boundaries.is_empty() {
+        return boundaries_sentence(rec);
+    }
     let k = &rec.counts;
     let n = k.produced + k.indeterminate;
     let context = fault_context(&rec.faults);

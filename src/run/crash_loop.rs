@@ -323,6 +323,7 @@ mod tests {
 
     fn effect() -> Event {
         Event::Effect {
+            boundary: None,
             id: "r-1".into(),
             instance: Some(0),
             incarnation: Some(1),

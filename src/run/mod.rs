@@ -34,7 +34,7 @@ use crate::consumer::Roster;
 use crate::error::{Error, InfraError};
 use crate::gate::Gate;
 use crate::plan::{Plan, Semantics};
-use crate::timeline::{EndReason, Event, RunInfo, Timeline};
+use crate::timeline::{BoundaryInfo, EndReason, Event, RunInfo, Timeline};
 use sinks::Sinks;
 use supervision::Supervision;
 use tally::Tally;
@@ -104,7 +104,20 @@ pub async fn run(
     let resolved = serde_yaml::to_string(plan).unwrap_or_default();
     std::fs::write(dir.join("plan.yaml"), resolved).map_err(|e| io("write plan.yaml", e))?;
 
-    let expect = opts.expect.unwrap_or(plan.expect);
+    // `--expect` overrides every boundary's promise.
+    let expect_of = |b: &crate::plan::Boundary| opts.expect.unwrap_or(b.expect);
+    let first = &plan.boundaries()[0]; // loading keeps at least one boundary
+    let boundaries: Vec<BoundaryInfo> = plan
+        .boundaries()
+        .iter()
+        .filter(|b| b.declared)
+        .map(|b| BoundaryInfo {
+            name: b.name.clone(),
+            sink: b.sink.as_str().into(),
+            expect: expect_of(b).as_str().into(),
+            id: b.id_rule.clone(),
+        })
+        .collect();
     let say = |msg: String| eprintln!("exactly: {msg}");
     say(format!("run {run_id} → {}", dir.display()));
     let connected = broker::connect(&plan.broker, &run_id).await?;
@@ -129,12 +142,13 @@ pub async fn run(
         broker_address: endpoint.address.clone(),
         topic: endpoint.source.clone(),
         group: endpoint.group.clone(),
-        expect: expect.as_str().into(),
+        expect: expect_of(first).as_str().into(),
         seed,
         planned_faults: plan.loaded.faults.iter().map(|f| f.to_string()).collect(),
         messages: plan.workload.messages.get(),
         reproduce,
-        effects_id: Some(plan.effects.id.clone()),
+        effects_id: Some(first.id_rule.clone()),
+        boundaries,
     }));
 
     let stop = CancellationToken::new();

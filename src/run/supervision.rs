@@ -13,14 +13,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::members::TransientMembers;
 use super::proxy::Proxy;
+use super::sinks::BoundaryAddress;
 use super::sinks::Sinks;
 use super::RunContext;
-use crate::consumer::contract::Contract;
+use crate::consumer::contract::{BoundaryContract, Contract};
 use crate::consumer::{Roster, Supervisor, SupervisorConfig};
 use crate::gate::Gate;
 use crate::nemesis::action::{GroupControl, Levers};
 use crate::nemesis::{Nemesis, NemesisStatus};
-use crate::plan::BrokerKind;
+use crate::plan::{BrokerKind, SinkKind};
 use crate::sink::file;
 
 /// Grace between SIGTERM and SIGKILL when the run stops the consumers.
@@ -138,7 +139,9 @@ fn transient_members(
 /// topic or queue, and where its effects go.
 fn contract_for(ctx: &RunContext<'_>, sinks: &Sinks, proxy: Option<&Proxy>) -> ContractFor {
     let (run, endpoint) = (ctx.run_id.to_owned(), ctx.endpoint.clone());
-    let (effect_url, effects_dir) = (sinks.effect_url(), sinks.effects_dir().to_owned());
+    let addresses = sinks.addresses();
+    let declared = ctx.plan.boundaries().iter().any(|b| b.declared);
+    let effects_dir = ctx.dir.join("effects");
     let proxy = proxy.cloned();
     Arc::new(move |instance: u32, incarnation: u32| {
         let address = match &proxy {
@@ -159,6 +162,24 @@ fn contract_for(ctx: &RunContext<'_>, sinks: &Sinks, proxy: Option<&Proxy>) -> C
                 endpoint.source.clone(),
             ),
         };
+        let each: Vec<BoundaryContract> = addresses
+            .iter()
+            .map(|a| boundary_contract(a, instance, incarnation))
+            .collect();
+        // The plain variables name the first boundary of their sink kind.
+        let first = |kind: SinkKind| addresses.iter().zip(&each).find(|(a, _)| a.sink == kind);
+        let http = first(SinkKind::Http)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default();
+        // Without a file boundary the file variable still names a file, as it always has.
+        let file = first(SinkKind::File).map_or_else(
+            || {
+                file::effect_file(&effects_dir, instance, incarnation)
+                    .display()
+                    .to_string()
+            },
+            |(_, c)| c.effect_file.clone(),
+        );
         Contract {
             run: run.clone(),
             broker: endpoint.broker_name().into(),
@@ -168,19 +189,40 @@ fn contract_for(ctx: &RunContext<'_>, sinks: &Sinks, proxy: Option<&Proxy>) -> C
             amqp_url,
             queue,
             prefetch: endpoint.prefetch.map(|p| p.to_string()).unwrap_or_default(),
-            effect_url: effect_url
-                .as_ref()
-                .map(|u| format!("{u}/effect/{instance}/{incarnation}"))
+            effect_url: http.effect_url,
+            effect_url_shared: http.effect_url_shared,
+            effect_file: file,
+            output_topic: first(SinkKind::KafkaTopic)
+                .map(|(_, c)| c.output_topic.clone())
                 .unwrap_or_default(),
-            effect_url_shared: effect_url
-                .as_ref()
-                .map(|u| format!("{u}/effect"))
-                .unwrap_or_default(),
-            effect_file: file::effect_file(&effects_dir, instance, incarnation)
-                .display()
-                .to_string(),
             instance,
             incarnation,
+            boundaries: if declared { each } else { Vec::new() },
         }
     })
+}
+
+/// Where one boundary's effects go for one incarnation.
+fn boundary_contract(a: &BoundaryAddress, instance: u32, incarnation: u32) -> BoundaryContract {
+    let file = match a.sink {
+        SinkKind::File => file::effect_file(&a.effects_dir, instance, incarnation)
+            .display()
+            .to_string(),
+        SinkKind::Http | SinkKind::Stdout | SinkKind::KafkaTopic => String::new(),
+    };
+    BoundaryContract {
+        name: a.name.clone(),
+        effect_url: a
+            .url
+            .as_ref()
+            .map(|u| format!("{u}/effect/{instance}/{incarnation}"))
+            .unwrap_or_default(),
+        effect_url_shared: a
+            .url
+            .as_ref()
+            .map(|u| format!("{u}/effect"))
+            .unwrap_or_default(),
+        effect_file: file,
+        output_topic: a.output_topic.clone().unwrap_or_default(),
+    }
 }

@@ -62,8 +62,9 @@ pub(super) async fn stop_all(
     }
     if reason != EndReason::InfrastructureError {
         let open = || proxy.as_ref().map_or(0, Proxy::open_connections);
+        // Loading keeps at least one boundary; the first one's rule reads the queue's IDs.
         broker
-            .finish(timeline, &ctx.plan.loaded.effect_id, &open)
+            .finish(timeline, &ctx.plan.boundaries()[0].id, &open)
             .await;
     }
     sinks.stop_serving().await;

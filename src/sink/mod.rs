@@ -10,6 +10,7 @@
 
 pub mod file;
 pub mod http;
+pub mod kafka_topic;
 pub mod owner;
 pub mod rule_check;
 pub mod stdout;
@@ -32,6 +33,7 @@ pub struct EffectRecorder {
     idempotency_key: Option<Extractor>,
     seen_keys: Arc<Mutex<HashSet<String>>>,
     sink: &'static str,
+    boundary: Option<String>,
     check: RuleCheck,
 }
 
@@ -49,8 +51,16 @@ impl EffectRecorder {
             idempotency_key,
             seen_keys: Arc::default(),
             sink,
+            boundary: None,
             check: RuleCheck::default(),
         }
+    }
+
+    /// Names the plan boundary this sink observes on every event it records (`None`: the one
+    /// boundary of a plan written with `effects`, whose events name none).
+    pub fn for_boundary(mut self, boundary: Option<String>) -> Self {
+        self.boundary = boundary;
+        self
     }
 
     /// Names the run whose message IDs (`{run}-{seq}`) a wrong ID rule's suggestion looks for.
@@ -74,10 +84,23 @@ impl EffectRecorder {
         incarnation: Option<u32>,
         attribution: Attribution,
     ) -> Option<Arc<Stamped>> {
-        let Some(id) = self.id.extract(headers, body) else {
+        let made_by = (instance, incarnation, attribution);
+        self.record_keyed(headers, None, body, made_by)
+    }
+
+    /// [`EffectRecorder::record`] for an effect with a key (a Kafka record).
+    pub fn record_keyed(
+        &self,
+        headers: &[(String, String)],
+        key: Option<&str>,
+        body: &str,
+        (instance, incarnation, attribution): (Option<u32>, Option<u32>, Attribution),
+    ) -> Option<Arc<Stamped>> {
+        let Some(id) = self.id.extract_record(headers, key, body) else {
             self.timeline.record(Event::EffectRejected {
                 reason: "no message ID found by the `effects.id` rule".into(),
                 sample: body.chars().take(200).collect(),
+                boundary: self.boundary.clone(),
             });
             if let Some(found) = self.check.missed(&self.id, self.sink, headers, body) {
                 self.timeline.record(Event::Warning {
@@ -90,7 +113,7 @@ impl EffectRecorder {
         let outcome = match self
             .idempotency_key
             .as_ref()
-            .and_then(|k| k.extract(headers, body))
+            .and_then(|k| k.extract_record(headers, key, body))
         {
             Some(key) => {
                 let fresh = self
@@ -112,8 +135,29 @@ impl EffectRecorder {
             incarnation,
             outcome,
             sink: self.sink.into(),
+            boundary: self.boundary.clone(),
             attribution,
         }))
+    }
+
+    /// The message ID this boundary's rule reads in a record, without recording anything.
+    pub fn id_of(
+        &self,
+        headers: &[(String, String)],
+        key: Option<&str>,
+        body: &str,
+    ) -> Option<String> {
+        self.id.extract_record(headers, key, body)
+    }
+
+    /// Records an event of this sink's making (it carries the boundary itself).
+    pub fn note(&self, event: Event) {
+        self.timeline.record(event);
+    }
+
+    /// The boundary this sink observes, as its events name it.
+    pub fn boundary(&self) -> Option<String> {
+        self.boundary.clone()
     }
 
     /// Records a warning about how effects are attributed (it explains the evidence).
@@ -140,6 +184,7 @@ impl EffectRecorder {
             instance,
             incarnation,
             sink: self.sink.into(),
+            boundary: self.boundary.clone(),
             bytes: bytes.len() as u64,
             sample,
         });
@@ -150,6 +195,7 @@ impl EffectRecorder {
         self.timeline.record(Event::EffectRejected {
             reason,
             sample: String::from_utf8_lossy(&sample[..sample.len().min(200)]).into_owned(),
+            boundary: self.boundary.clone(),
         });
     }
 }
@@ -169,6 +215,7 @@ mod tests {
                 incarnation: Some(2),
                 outcome: EffectOutcome::Applied,
                 sink: "http".into(),
+                boundary: None,
                 attribution: Attribution {
                     by: Some(AttributedBy::Socket),
                     pid: Some(4242),

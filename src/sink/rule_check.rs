@@ -145,6 +145,7 @@ pub fn rule_text(rule: &Extractor) -> String {
         Extractor::Regex(re) => format!("regex:{}", re.as_str()),
         Extractor::Header(name) => format!("header:{name}"),
         Extractor::Body => "body".into(),
+        Extractor::Key => "key".into(),
     }
 }
 

@@ -73,7 +73,7 @@ mod tests {
         assert!(matches!(&seen[0], Event::Effect { id, .. } if id == "r-1"));
         assert!(matches!(
             &seen[1],
-            Event::TornLine { instance: 0, incarnation: 1, sink, bytes: 10, sample }
+            Event::TornLine { instance: 0, incarnation: 1, sink, bytes: 10, sample, boundary: None }
                 if sink == "stdout" && sample == "effect r-1"
         ));
     }

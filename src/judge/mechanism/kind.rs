@@ -49,6 +49,11 @@ pub enum Mechanism {
     /// before it settled: work cut off by the end of the run, or skipped; the evidence cannot
     /// tell which.
     UnfinishedAtEnd,
+    /// Applied again by a transactional pipeline whose own output is exact: the effect was
+    /// made outside the Kafka transaction, so the abort that undid the output did not undo it
+    /// (named from the boundaries of one run: another boundary's output topic is EXACT under
+    /// read_committed).
+    EffectOutsideTransaction,
     /// The timeline lacks what naming the mechanism needs (see the evidence).
     Unexplained,
 }
@@ -70,6 +75,7 @@ impl Mechanism {
             Mechanism::DroppedByConsumer => "dropped_by_consumer",
             Mechanism::NeverDelivered => "never_delivered",
             Mechanism::UnfinishedAtEnd => "unfinished_at_end",
+            Mechanism::EffectOutsideTransaction => "effect_outside_transaction",
             Mechanism::Unexplained => "unexplained",
         }
     }
@@ -131,6 +137,9 @@ impl Mechanism {
             (Mechanism::UnfinishedAtEnd, true) => {
                 "Acked before its effect; the run ended with the consumer still running (never applied)"
             }
+            (Mechanism::EffectOutsideTransaction, _) => {
+                "Effect outside the transaction: the transaction was aborted and redone, but this effect was not part of it and went out again"
+            }
             (Mechanism::Unexplained, _) => "Not enough evidence to name the mechanism",
         }
     }
@@ -188,6 +197,9 @@ impl Mechanism {
             }
             (Mechanism::UnfinishedAtEnd, _) => {
                 "Mark work done only after its effect: a stop (a deploy, or the end of this run) loses whatever was marked done and not yet applied. If the run's deadline cut the work short, raise `limits.deadline`."
+            }
+            (Mechanism::EffectOutsideTransaction, _) => {
+                "Kafka transactions cover only the records and offsets they write: an HTTP call, an email or a database write inside the loop is not undone when the transaction aborts. Make that effect idempotent (key it by the message ID), or produce it as a record inside the transaction and let a separate idempotent consumer of that topic perform it (transactional outbox)."
             }
             (Mechanism::Unexplained, _) => {
                 "Route the consumer through the proxy (`consumer.via_proxy: true`) and use the http sink so commits, deliveries and effect owners are on the timeline."

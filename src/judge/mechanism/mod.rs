@@ -105,6 +105,37 @@ impl Mechanisms {
         self.of_id.get(id).copied()
     }
 
+    /// Names every duplicate of the consumer's own making an effect outside the transaction:
+    /// `why` says which boundary of the same run shows the transaction worked (its output
+    /// exact under read_committed). The mechanism found first stays in the title.
+    pub(crate) fn outside_transaction(&mut self, why: &str, duplicated: &HashSet<&str>) {
+        let outside = Mechanism::EffectOutsideTransaction;
+        for g in &mut self.groups {
+            let duplicates = g
+                .samples
+                .first()
+                .is_some_and(|e| e.outcome == Outcome::Duplicated);
+            if g.harness_hold || !duplicates {
+                continue;
+            }
+            g.title = format!(
+                "{} ({why}; first seen as: {})",
+                outside.title(false),
+                g.title
+            );
+            g.recommendation = outside.recommendation(false).to_owned();
+            g.mechanism = outside;
+            for e in &mut g.samples {
+                e.mechanism = outside;
+            }
+        }
+        for (id, m) in &mut self.of_id {
+            if duplicated.contains(id.as_str()) && !self.harness_hold.contains(id) {
+                *m = outside;
+            }
+        }
+    }
+
     /// True when `id` was duplicated by the consumer's retries of an answer the harness held.
     pub fn caused_by_harness(&self, id: &str) -> bool {
         self.harness_hold.contains(id)

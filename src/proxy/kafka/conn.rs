@@ -37,6 +37,8 @@ pub(super) enum Ctx {
     Commit(CommitInfo),
     /// A group request: who asked.
     Group(Membership),
+    /// A transactional request: what it said (`txn.rs`).
+    Txn(super::txn::TxnInfo),
     /// A Fetch: its isolation level.
     Fetch {
         /// The client reads committed records only (aborted transactions are not delivered).
@@ -239,7 +241,10 @@ impl Conn {
                 let r: ConsumerGroupHeartbeatRequest = decode_request(frame, key, version)?;
                 Ctx::Group(self.consumer_group_heartbeat_request(&r))
             }
-            _ => Ctx::None,
+            _ => match super::txn::txn_op(key) {
+                Some(op) => self.txn_request(frame, key, version, op)?,
+                None => Ctx::None,
+            },
         })
     }
 
@@ -334,7 +339,12 @@ impl Conn {
                     .await;
                 Handled::Forward(frame)
             }
-            _ => Handled::Forward(frame),
+            _ => {
+                if let Ctx::Txn(info) = p.ctx {
+                    self.txn_response(&frame, key, version, info);
+                }
+                Handled::Forward(frame)
+            }
         }
     }
 }

@@ -53,6 +53,7 @@ mod group;
 mod records;
 mod rewrite;
 mod topics;
+mod txn;
 mod wire;
 
 pub use group::{assigned_partitions, AssignmentError};

@@ -1,0 +1,155 @@
+//! The boundary judge: each boundary judged on its own effects against its own promise, the
+//! overall ruling combined, and old timelines (no boundary) judged as before.
+
+use crate::judge::analyze;
+use crate::judge::fixtures::Tl;
+use crate::judge::model::{ExpectationState, Verdict};
+use crate::timeline::{BoundaryInfo, EffectOutcome, EndReason, Event};
+
+/// One planned kill, fired in every timeline below (a run without an exercised fault proves
+/// nothing).
+const KILL: &str = "kill consumer after the 1st effect";
+
+fn boundary(name: &str, expect: &str) -> BoundaryInfo {
+    BoundaryInfo {
+        name: name.into(),
+        sink: "http".into(),
+        expect: expect.into(),
+        id: "json:/id".into(),
+    }
+}
+
+fn effect_at(tl: &mut Tl, id: &str, boundary: &str) {
+    tl.push(Event::Effect {
+        boundary: Some(boundary.into()),
+        id: id.into(),
+        instance: Some(0),
+        incarnation: Some(1),
+        outcome: EffectOutcome::Applied,
+        sink: "http".into(),
+        attribution: Default::default(),
+    });
+}
+
+/// Two messages, both committed; `out` sees each once, `email` sees `m-1` twice.
+fn two_boundaries(email_expect: &str) -> Tl {
+    let mut tl = Tl::new();
+    tl.start(&[KILL], 2, "exactly-once");
+    if let Event::RunStarted(info) = &mut tl.events[0].event {
+        info.boundaries = vec![
+            boundary("out", "exactly-once"),
+            boundary("email", email_expect),
+        ];
+    }
+    tl.produced("m-0", 0, 0)
+        .produced("m-1", 0, 1)
+        .fault(0, true);
+    for (id, b) in [
+        ("m-0", "out"),
+        ("m-0", "email"),
+        ("m-1", "out"),
+        ("m-1", "email"),
+        ("m-1", "email"),
+    ] {
+        effect_at(&mut tl, id, b);
+    }
+    tl.progress(&[(0, 2)]).end(EndReason::Settled);
+    tl
+}
+
+#[test]
+fn each_boundary_is_judged_on_its_own_effects_against_its_own_promise() {
+    let rec = analyze(&two_boundaries("at-least-once").events);
+    let rows: Vec<_> = rec
+        .boundaries
+        .iter()
+        .map(|b| {
+            (
+                b.name.as_str(),
+                b.judgement.verdict,
+                b.judgement.expectation_state,
+                b.judgement.counts.duplicated,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("out", Verdict::Exact, ExpectationState::Met, 0),
+            ("email", Verdict::Duplicated, ExpectationState::Met, 1),
+        ]
+    );
+    assert_eq!(rec.verdict, Verdict::Duplicated);
+    assert_eq!(rec.expectation_state, ExpectationState::Met);
+    assert_eq!(rec.exit_code(), 0, "every boundary kept its promise");
+}
+
+#[test]
+fn one_boundary_breaking_its_promise_fails_the_run() {
+    let rec = analyze(&two_boundaries("exactly-once").events);
+    assert_eq!(rec.boundaries[1].judgement.expectation_met, Some(false));
+    assert_eq!(rec.expectation_state, ExpectationState::Violated);
+    assert_eq!(rec.exit_code(), 1);
+}
+
+#[test]
+fn a_boundary_that_saw_nothing_is_inconclusive_and_the_run_unknown() {
+    let mut tl = Tl::new();
+    tl.start(&[KILL], 1, "exactly-once");
+    if let Event::RunStarted(info) = &mut tl.events[0].event {
+        info.boundaries = vec![
+            boundary("out", "exactly-once"),
+            boundary("email", "at-least-once"),
+        ];
+    }
+    tl.produced("m-0", 0, 0).fault(0, true);
+    effect_at(&mut tl, "m-0", "out");
+    tl.progress(&[(0, 1)]).end(EndReason::Settled);
+    let rec = analyze(&tl.events);
+    assert_eq!(rec.boundaries[0].judgement.verdict, Verdict::Exact);
+    assert_ne!(rec.boundaries[1].judgement.verdict, Verdict::Exact);
+    assert_ne!(rec.expectation_state, ExpectationState::Met);
+    assert_eq!(rec.exit_code(), 3);
+}
+
+#[test]
+fn a_timeline_without_boundaries_is_judged_as_before() {
+    let mut tl = Tl::new();
+    tl.start(&[KILL], 1, "exactly-once");
+    tl.produced("m-0", 0, 0).fault(0, true).effect("m-0", 1);
+    tl.progress(&[(0, 1)]).end(EndReason::Settled);
+    let rec = analyze(&tl.events);
+    assert!(rec.boundaries.is_empty());
+    assert_eq!(rec.verdict, Verdict::Exact);
+    assert_eq!(rec.exit_code(), 0);
+}
+
+#[test]
+fn a_fenced_zombie_transaction_is_said_and_other_refusals_are_not() {
+    use crate::timeline::TxnOp;
+    let txn = |op, error: &str| Event::Txn {
+        instance: 0,
+        incarnation: 1,
+        op,
+        transactional_id: Some("g-0".into()),
+        producer_id: 7,
+        producer_epoch: 0,
+        committed: (op == TxnOp::EndTxn).then_some(true),
+        error: Some(error.into()),
+    };
+    let mut tl = Tl::new();
+    tl.start(&[KILL], 1, "exactly-once");
+    tl.push(txn(TxnOp::TxnOffsetCommit, "UNKNOWN_MEMBER_ID"))
+        .push(txn(TxnOp::EndTxn, "PRODUCER_FENCED"))
+        .push(txn(TxnOp::InitProducerId, "CONCURRENT_TRANSACTIONS"))
+        .push(txn(TxnOp::EndTxn, "UNKNOWN_MEMBER_ID"));
+    let rec = analyze(&tl.events);
+    let fenced: Vec<&String> = rec
+        .warnings
+        .iter()
+        .filter(|w| w.contains("was fenced"))
+        .collect();
+    assert_eq!(fenced.len(), 2, "{:?}", rec.warnings);
+    assert!(fenced[0].contains("KIP-447"), "{}", fenced[0]);
+    assert!(fenced[1].contains("EndTxn (commit)") && fenced[1].contains("newer epoch"));
+}

@@ -1,0 +1,76 @@
+//! A transactional consume-transform-produce pipeline written against Kafka's own Java client
+//! (tests/java/TxnPipeline.java, compiled here against the jars `scripts/brokers` fetches)
+//! runs through exactly's proxy: the proxy decodes another client's transactional traffic
+//! (InitProducerId, TxnOffsetCommit, EndTxn), `after: end_txn` kills it right after a commit,
+//! and the output topic read under read_committed is EXACT.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+use exactly::timeline::{read_events, Event, TxnOp};
+
+/// The Kafka jars `scripts/brokers fetch` put in the checkout's cache.
+fn kafka_lib() -> PathBuf {
+    let version = std::env::var("KAFKA_VERSION").unwrap_or_else(|_| "4.4.0".into());
+    let lib = root().join(".cache/kafka").join(version).join("lib");
+    assert!(
+        lib.is_dir(),
+        "no Kafka jars in {}: run `scripts/brokers fetch`",
+        lib.display()
+    );
+    lib
+}
+
+#[test]
+fn a_java_transactional_pipeline_is_decoded_and_exact_at_its_output_topic() {
+    require_kafka();
+    let tmp = tempfile::tempdir().unwrap();
+    let classes = tmp.path().join("classes");
+    let classpath = format!("{}/*", kafka_lib().display());
+    let javac = Command::new("javac")
+        .args(["-cp", &classpath, "-d"])
+        .arg(&classes)
+        .arg(root().join("tests/java/TxnPipeline.java"))
+        .output()
+        .expect("javac runs (install a JDK)");
+    assert!(
+        javac.status.success(),
+        "{}",
+        String::from_utf8_lossy(&javac.stderr)
+    );
+    let plan = tmp.path().join("plan.yaml");
+    let run_classpath = format!("{}:{classpath}", classes.display());
+    std::fs::write(
+        &plan,
+        format!(
+            "name: java-eos\n\
+             broker: {{ kind: kafka, bootstrap: 127.0.0.1:9092, topic: 'orders-{{run}}', partitions: 3, group: 'billing-{{run}}' }}\n\
+             workload: {{ messages: 60, payload: '{{\"order_id\":\"{{id}}\"}}' }}\n\
+             consumer:\n  command: [java, -cp, '{run_classpath}', TxnPipeline]\n  restart: {{ after: 300ms }}\n\
+             boundaries:\n  - {{ name: orders-out, sink: kafka-topic, id: 'header:exactly-id', expect: exactly-once }}\n\
+             faults:\n  - kill: consumer\n    when: {{ after: end_txn, nth: 20 }}\n\
+             limits: {{ settle: 3s, deadline: 90s }}\n"
+        ),
+    )
+    .unwrap();
+    let dir = tmp.path().join("run");
+    let (out, report) = run_plan(&plan, &dir, &[]);
+    let why = format!("{}\n{report:#}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{why}");
+    assert_eq!(report["boundaries"][0]["verdict"], "EXACT", "{why}");
+    let events = read_events(&dir.join("events.jsonl")).unwrap();
+    let count = |wanted: TxnOp| {
+        events
+            .iter()
+            .filter(|e| matches!(&e.event, Event::Txn { op, error: None, .. } if *op == wanted))
+            .count()
+    };
+    // Two incarnations each started a transactional producer; every message committed once
+    // (the Java client of Kafka 4 adds partitions and offsets implicitly, KIP-890).
+    assert!(count(TxnOp::InitProducerId) >= 2, "{why}");
+    assert!(count(TxnOp::TxnOffsetCommit) >= 60, "{why}");
+    assert!(count(TxnOp::EndTxn) >= 60, "{why}");
+}
