@@ -143,7 +143,7 @@ fn conclude(outcome: RunOutcome) -> Result<i32, Error> {
 fn judge(dir: &Path) -> Result<i32, Error> {
     let events = read_events(&dir.join("events.jsonl"))?;
     let rec = judge::analyze(&events);
-    report::write_reports(dir, &rec).map_err(|source| Error::Reports {
+    report::write_reports(dir, &rec, &events).map_err(|source| Error::Reports {
         dir: dir.to_owned(),
         source,
     })?;
