@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use crate::judge::{Judgement, Outcome};
 use crate::timeline::{
-    AckPhase, AckVerb, Attribution, CommitPhase, EffectOutcome, Event, ProcessRef, ProduceStatus,
-    Stamped,
+    AckPhase, AckVerb, AttributedBy, Attribution, CommitPhase, EffectOutcome, Event, ProcessRef,
+    ProduceStatus, Stamped,
 };
 
 /// Anomalies whose lives are kept at most.
@@ -33,8 +33,50 @@ pub struct Step {
     pub t_us: u64,
     /// Which consumer incarnation, when known.
     pub by: Option<ProcessRef>,
-    /// What, in words.
-    pub what: String,
+    /// What happened.
+    pub what: What,
+}
+
+/// What happened to an ID at one step (the page's script puts it in words: the data stays
+/// small for large runs).
+#[derive(Debug, Clone, PartialEq)]
+pub enum What {
+    /// The workload produced it.
+    Produced {
+        /// (partition, offset) where the broker stored it.
+        place: Option<(i32, i64)>,
+        /// The broker's answer.
+        status: ProduceStatus,
+    },
+    /// The proxy saw it handed to a consumer.
+    Delivered {
+        /// Kafka partition.
+        partition: Option<i32>,
+        /// Kafka offset or AMQP delivery tag.
+        offset: Option<i64>,
+        /// AMQP: marked redelivered.
+        redelivered: bool,
+    },
+    /// The sink saw an effect for it.
+    Effect {
+        /// Applied (or replayed by an idempotency key).
+        applied: bool,
+        /// Which sink.
+        sink: String,
+        /// How the writer was found.
+        how: Option<AttributedBy>,
+        /// The writer's pid, when the socket told.
+        pid: Option<u32>,
+    },
+    /// An AMQP ack, nack or reject covering it, in words.
+    Ack(String),
+    /// The first Kafka commit the broker accepted past its offset.
+    Commit {
+        /// Partition.
+        partition: i32,
+        /// The committed offset (the next to read).
+        offset: i64,
+    },
 }
 
 /// One message ID's life.
@@ -101,15 +143,12 @@ pub fn collect(rec: &Judgement, events: &[Stamped]) -> Lives {
                 redelivered,
                 ..
             } => {
-                if let Some(life) = lives.ids.get_mut(id.as_str()) {
-                    let tag = offset.map(|o| format!(" (tag {o})")).unwrap_or_default();
-                    let again = if *redelivered { ", redelivered" } else { "" };
-                    push(
-                        &mut life.delivered,
-                        &mut life.more,
-                        step(t, *instance, *incarnation, format!("delivered{tag}{again}")),
-                    );
-                }
+                let what = What::Delivered {
+                    partition: None,
+                    offset: *offset,
+                    redelivered: *redelivered,
+                };
+                delivered(&mut lives, id, step(t, *instance, *incarnation, what));
             }
             Event::DeliveredBatch {
                 instance,
@@ -118,14 +157,12 @@ pub fn collect(rec: &Judgement, events: &[Stamped]) -> Lives {
                 records,
             } => {
                 for (offset, id) in records.iter() {
-                    if let Some(life) = lives.ids.get_mut(id) {
-                        let what = format!("delivered from partition {partition} offset {offset}");
-                        push(
-                            &mut life.delivered,
-                            &mut life.more,
-                            step(t, *instance, *incarnation, what),
-                        );
-                    }
+                    let what = What::Delivered {
+                        partition: Some(*partition),
+                        offset: Some(offset),
+                        redelivered: false,
+                    };
+                    delivered(&mut lives, id, step(t, *instance, *incarnation, what));
                 }
             }
             Event::Effect {
@@ -158,7 +195,7 @@ pub fn collect(rec: &Judgement, events: &[Stamped]) -> Lives {
             } => {
                 let what = ack_words(*verb, *requeue, *multiple, *phase, *delivery_tag);
                 if let Some(what) = what {
-                    let by = step(t, *instance, *incarnation, what);
+                    let by = step(t, *instance, *incarnation, What::Ack(what));
                     for id in ids {
                         if let Some(life) = lives.ids.get_mut(id.as_str()) {
                             push(&mut life.covered, &mut life.more, by.clone());
@@ -200,18 +237,15 @@ fn on_produced(life: &mut Life, t_us: u64, place: Option<(i32, i64)>, status: Pr
     if life.produced.is_some() && life.place.is_some() {
         return;
     }
-    let at = place.map_or(String::new(), |(p, o)| {
-        format!(" to partition {p} offset {o}")
-    });
     life.produced = Some(Step {
         t_us,
         by: None,
-        what: format!("produced{at} ({status:?})").to_lowercase(),
+        what: What::Produced { place, status },
     });
     life.place = place;
 }
 
-/// One effect in words, with its writer and how the writer was known.
+/// One effect, with its writer and how the writer was known.
 fn effect_step(
     t_us: u64,
     by: Option<ProcessRef>,
@@ -219,21 +253,55 @@ fn effect_step(
     sink: &str,
     attribution: &Attribution,
 ) -> Step {
-    let verb = match outcome {
-        EffectOutcome::Applied => "effect applied",
-        EffectOutcome::Replayed => "effect replayed (idempotency key)",
-    };
-    let how = match (attribution.by, attribution.pid) {
-        (Some(by), Some(pid)) => format!(", writer by {by:?} pid {pid}"),
-        (Some(by), None) => format!(", writer by {by:?}"),
-        (None, _) => String::new(),
-    }
-    .to_lowercase();
-    let who = by.map_or("unknown writer".to_string(), name);
     Step {
         t_us,
         by,
-        what: format!("{verb} at the {sink} sink by {who}{how}"),
+        what: What::Effect {
+            applied: outcome == EffectOutcome::Applied,
+            sink: sink.to_string(),
+            how: attribution.by,
+            pid: attribution.pid,
+        },
+    }
+}
+
+/// One step as the page's script reads it.
+fn step_json(s: &Step) -> Value {
+    let t = s.t_us;
+    let who = s.by.map_or(String::new(), |p| {
+        format!("{}#{}", p.instance, p.incarnation)
+    });
+    let lower = |v: String| v.to_lowercase();
+    match &s.what {
+        What::Produced { place, status } => json!([
+            t,
+            "p",
+            who,
+            place.map(|p| p.0),
+            place.map(|p| p.1),
+            lower(format!("{status:?}"))
+        ]),
+        What::Delivered {
+            partition,
+            offset,
+            redelivered,
+        } => json!([t, "d", who, partition, offset, u8::from(*redelivered)]),
+        What::Effect {
+            applied,
+            sink,
+            how,
+            pid,
+        } => json!([
+            t,
+            "e",
+            who,
+            u8::from(*applied),
+            sink,
+            how.map(|h| lower(format!("{h:?}"))),
+            pid
+        ]),
+        What::Ack(words) => json!([t, "a", who, words]),
+        What::Commit { partition, offset } => json!([t, "k", who, partition, offset]),
     }
 }
 
@@ -242,7 +310,7 @@ pub fn name(p: ProcessRef) -> String {
     format!("consumer[{}]#{}", p.instance, p.incarnation)
 }
 
-fn step(t_us: u64, instance: u32, incarnation: u32, what: String) -> Step {
+fn step(t_us: u64, instance: u32, incarnation: u32, what: What) -> Step {
     Step {
         t_us,
         by: Some(ProcessRef {
@@ -250,6 +318,13 @@ fn step(t_us: u64, instance: u32, incarnation: u32, what: String) -> Step {
             incarnation,
         }),
         what,
+    }
+}
+
+/// Adds a delivery to `id`'s life, when kept.
+fn delivered(lives: &mut Lives, id: &str, s: Step) {
+    if let Some(life) = lives.ids.get_mut(id) {
+        push(&mut life.delivered, &mut life.more, s);
     }
 }
 
@@ -357,35 +432,35 @@ fn cover_by_commits(lives: &mut Lives, commits: &HashMap<i32, Vec<(u64, i64, Pro
         let at = steps.partition_point(|(max, _)| *max <= offset);
         if let Some(&(committed, i)) = steps.get(at) {
             let (t, _, by) = commits[&partition][i];
-            let what = format!("commit accepted: partition {partition} up to offset {committed} (first to cover it)");
             life.covered.push(Step {
                 t_us: t,
                 by: Some(by),
-                what,
+                what: What::Commit {
+                    partition,
+                    offset: committed,
+                },
             });
         }
     }
 }
 
-/// The lives as the page's search reads them (JSON): per ID its outcome, the steps in time
-/// order as `[t_us, "who", "what", "kind"]`, and how many were not kept.
+/// The lives as the page's search reads them (JSON): per ID its outcome (`o`, absent when
+/// exact), mechanism (`m`), how many steps were not kept (`x`) and its steps in time order
+/// (`s`), each `[t_us, kind, "instance#incarnation" or "", fields...]`:
+/// `p` partition, offset, status; `d` partition, offset or tag, redelivered (0/1); `e` applied
+/// (0/1), sink, how the writer was found, pid; `a` words; `k` partition, offset.
 pub fn to_json(lives: &Lives, mechanism_of: impl Fn(&str) -> Option<String>) -> Value {
     let mut ids = serde_json::Map::with_capacity(lives.ids.len());
     for (id, life) in &lives.ids {
-        let mut steps: Vec<(u64, Option<ProcessRef>, &str, &str)> = Vec::new();
-        for (list, kind) in [
-            (life.produced.as_slice(), "p"),
-            (&life.delivered, "d"),
-            (&life.effects, "e"),
-            (&life.covered, "c"),
-        ] {
-            steps.extend(list.iter().map(|s| (s.t_us, s.by, s.what.as_str(), kind)));
-        }
-        steps.sort_by_key(|s| s.0);
-        let steps: Vec<Value> = steps
-            .into_iter()
-            .map(|(t, by, what, kind)| json!([t, by.map(name).unwrap_or_default(), what, kind]))
-            .collect();
+        let mut steps: Vec<&Step> = life.produced.iter().collect();
+        steps.extend(
+            life.delivered
+                .iter()
+                .chain(&life.effects)
+                .chain(&life.covered),
+        );
+        steps.sort_by_key(|s| s.t_us);
+        let steps: Vec<Value> = steps.into_iter().map(step_json).collect();
         let mut v = json!({ "s": steps });
         if let Some(o) = life.outcome {
             v["o"] = json!(o.as_str());

@@ -6,7 +6,26 @@
   var input = document.getElementById("search-id");
   var out = document.getElementById("life");
   var hover = document.getElementById("hover");
-  var kinds = { p: "produced", d: "delivered", e: "effect", c: "commit / ack", f: "fault" };
+  var kinds = { p: "produced", d: "delivered", e: "effect", a: "ack", k: "commit", f: "fault" };
+
+  function who(s) {
+    if (!s) { return ""; }
+    var p = s.split("#");
+    return "consumer[" + p[0] + "]#" + p[1];
+  }
+
+  // A step [t, kind, "instance#incarnation", fields...] in words (see lives::to_json).
+  function words(s) {
+    switch (s[1]) {
+      case "p": return "produced" + (s[3] !== null ? " to partition " + s[3] + " offset " + s[4] : "") + " (" + s[5] + ")";
+      case "d": return "delivered" + (s[3] !== null ? " from partition " + s[3] + " offset " + s[4] : (s[4] !== null ? " (tag " + s[4] + ")" : "")) + (s[5] ? ", redelivered" : "");
+      case "e": return (s[3] ? "effect applied" : "effect replayed (idempotency key)") + " at the " + s[4] + " sink by " + (who(s[2]) || "an unknown writer") +
+        (s[5] ? ", writer known by " + s[5] + (s[6] !== null ? " (pid " + s[6] + ")" : "") : "");
+      case "a": return s[3];
+      case "k": return "commit accepted: partition " + s[3] + " up to offset " + s[4] + " (the first to cover it)";
+      default: return s[2];
+    }
+  }
 
   function secs(us) { return (us / 1e6).toFixed(3) + "s"; }
 
@@ -17,11 +36,11 @@
     return e;
   }
 
-  function row(table, t, who, what, kind) {
+  function row(table, t, by, what, kind) {
     var tr = el("tr", undefined, "kind-" + kind);
     tr.appendChild(el("td", secs(t)));
     tr.appendChild(el("td", kinds[kind]));
-    tr.appendChild(el("td", who || ""));
+    tr.appendChild(el("td", by));
     tr.appendChild(el("td", what));
     table.appendChild(tr);
   }
@@ -63,15 +82,15 @@
     var hdr = el("tr");
     ["at", "what", "process", "event"].forEach(function (h) { hdr.appendChild(el("th", h)); });
     table.appendChild(hdr);
-    var steps = life.s.slice();
-    faultsAround(steps).forEach(function (f) {
+    var steps = life.s.map(function (s) { return [s[0], who(s[2]), words(s), s[1]]; });
+    faultsAround(life.s).forEach(function (f) {
       steps.push([f[0], "", (f[3] ? "" : "not applied: ") + f[2] + (f[1] ? " (lasting " + (f[1] / 1e3).toFixed(0) + " ms)" : ""), "f"]);
     });
     steps.sort(function (a, b) { return a[0] - b[0]; });
     steps.forEach(function (s) { row(table, s[0], s[1], s[2], s[3]); });
     out.appendChild(table);
-    var effects = life.s.filter(function (s) { return s[3] === "e"; }).length;
-    var covered = life.s.filter(function (s) { return s[3] === "c"; }).length;
+    var effects = life.s.filter(function (s) { return s[1] === "e"; }).length;
+    var covered = life.s.filter(function (s) { return s[1] === "a" || s[1] === "k"; }).length;
     out.appendChild(el("p", effects + " effect(s) seen; " + (covered ? covered + " commit(s) or ack(s) covering it" : "no commit or ack seen covering it") +
       (life.x ? "; " + life.x + " more deliveries, effects or acks not kept" : "") + ".", "note"));
   }

@@ -48,10 +48,11 @@ fn a_searched_duplicate_shows_both_effects_with_their_writers() {
     let lives = lives::collect(&rec, &tl.events);
     let data = lives::to_json(&lives, |_| None);
     let steps = data["ids"]["m-1"]["s"].as_array().expect("m-1 is kept");
-    let effects: Vec<&serde_json::Value> = steps.iter().filter(|s| s[3] == "e").collect();
+    let effects: Vec<&serde_json::Value> = steps.iter().filter(|s| s[1] == "e").collect();
     assert_eq!(effects.len(), 2, "{steps:?}");
-    assert_eq!(effects[0][1], "consumer[0]#1");
-    assert_eq!(effects[1][1], "consumer[0]#2");
+    assert_eq!(effects[0][2], "0#1", "the first writer");
+    assert_eq!(effects[1][2], "0#2", "the second writer");
+    assert_eq!(effects[1][3], 1, "applied");
     assert_eq!(data["ids"]["m-1"]["o"], "duplicated");
     assert_eq!(data["total"], 4);
     assert_eq!(data["sampled"], false, "a small run keeps every life");
