@@ -149,6 +149,7 @@ fn judge(dir: &Path) -> Result<i32, Error> {
     })?;
     println!("{}", report::verdict_table(&rec));
     println!("report: {}", dir.join("report.md").display());
+    println!("page:   {}", dir.join("report.html").display());
     Ok(rec.exit_code())
 }
 

@@ -48,7 +48,8 @@ fn view(html: &Path, searches: &[&str]) -> Value {
     let mut cmd = Command::new(root().join("scripts/view-report"));
     cmd.arg(html)
         .args(["--screenshot", shot.to_str().unwrap()])
-        .args(["--count", ".mark.fault.fired", "--count", ".mark.anomaly"]);
+        .args(["--count", ".mark.fault.fired", "--count", ".mark.anomaly"])
+        .args(["--hover", ".mark.fault", "--click", ".mark.anomaly"]);
     for id in searches {
         cmd.args(["--search", id]);
     }
@@ -125,6 +126,24 @@ fn check_page(dir: &Path, report: &Value) -> Value {
                 "{id}'s writer {w} is shown: {text}"
             );
         }
+    }
+    if fired_faults(dir) > 0 {
+        let hover = seen["hovers"][".mark.fault"].as_str().unwrap_or("");
+        assert!(
+            hover.starts_with("fault #") && hover.contains("trigger"),
+            "hovering a fault shows its event: {hover}"
+        );
+    }
+    if anomalies(report) > 0 {
+        let click = &seen["clicks"][".mark.anomaly"];
+        let (id, life) = (
+            click["data-id"].as_str().unwrap(),
+            click["text"].as_str().unwrap(),
+        );
+        assert!(
+            life.starts_with(&format!("{id}: ")),
+            "clicking an anomaly shows its life: {click}"
+        );
     }
     let load = seen["load_ms"].as_f64().unwrap();
     assert!(load < LOAD_MS, "the page loads in under 2 s: {load} ms");
