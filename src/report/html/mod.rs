@@ -178,19 +178,22 @@ fn classes(rec: &Judgement) -> (&'static str, &'static str) {
 
 /// "kafka at 127.0.0.1:9092, topic t, group g, seed 42".
 fn about(rec: &Judgement) -> String {
-    rec.run
-        .as_ref()
-        .map_or("The timeline has no run_started event.".into(), |r| {
-            format!(
-                "{} at {}, topic {}, group {}, seed {}; {} messages planned",
-                r.broker,
-                redact_address(&r.broker_address),
-                r.topic,
-                r.group,
-                r.seed,
-                r.messages
-            )
-        })
+    let Some(r) = rec.run.as_ref() else {
+        return "The timeline has no run_started event.".into();
+    };
+    let group = match r.group.as_str() {
+        "" => String::new(),
+        g => format!(", group {g}"),
+    };
+    let place = if r.broker == "amqp" { "queue" } else { "topic" };
+    format!(
+        "{} at {}, {place} {}{group}, seed {}; {} messages planned",
+        r.broker,
+        redact_address(&r.broker_address),
+        r.topic,
+        r.seed,
+        r.messages
+    )
 }
 
 /// What nobody may miss: the mock broker, a harness failure, a plan error, a bypass.

@@ -147,15 +147,20 @@ fn axis(svg: &mut Svg, scale: Scale, height: f64) {
     while t <= scale.span_us {
         let x = scale.x(t);
         svg.line((x, AXIS_H - 4.0), (x, height), "grid");
-        let label = if step_us >= 1_000_000 {
-            format!("{}s", t / 1_000_000)
-        } else {
-            secs(t)
-        };
+        let label = tick_label(t, step_us);
         svg.text((x + 2.0, AXIS_H - 8.0), "tick", &label);
         t += step_us;
     }
     svg.close_group();
+}
+
+/// An axis label as short as the step allows: `12s`, `1.5s`, `250ms`.
+fn tick_label(t_us: u64, step_us: u64) -> String {
+    match step_us {
+        s if s % 1_000_000 == 0 => format!("{}s", t_us / 1_000_000),
+        s if s % 100_000 == 0 => format!("{}.{}s", t_us / 1_000_000, t_us % 1_000_000 / 100_000),
+        _ => format!("{}ms", t_us / 1_000),
+    }
 }
 
 /// A dashed line down the whole drawing at each fault that fired.
@@ -546,4 +551,118 @@ fn notes(rec: &Judgement, act: &Activity, marks: &[Marker], partitions: &[i32]) 
         ));
     }
     notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::analyze;
+    use crate::judge::fixtures::{commit_event, committed, Tl};
+    use crate::timeline::{CommitPhase, Event, MemberChange, ProcessPhase, RebalanceKind};
+
+    fn assign(instance: u32, incarnation: u32, parts: &[i32]) -> Event {
+        Event::Rebalance {
+            instance,
+            incarnation,
+            group: "g".into(),
+            change: RebalanceKind::Assign,
+            member: String::new(),
+            generation: None,
+            assignment: Some(parts.to_vec()),
+            error: None,
+            protocols: None,
+        }
+    }
+
+    fn member(change: MemberChange, parts: &[i32]) -> Event {
+        Event::GroupMember {
+            group: "g".into(),
+            change,
+            partitions: Some(parts.to_vec()),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_partition_is_owned_until_the_next_assignment_or_its_owners_exit() {
+        let p = |instance, incarnation| {
+            Some(ProcessRef {
+                instance,
+                incarnation,
+            })
+        };
+        let mut tl = Tl::new();
+        tl.process(1, ProcessPhase::Started) // t 1 ms
+            .push(assign(0, 1, &[0, 1])) // 2 ms: consumer[0]#1 owns 0 and 1
+            .push(member(MemberChange::Assigned, &[1])) // 3 ms: the member takes 1
+            .push(member(MemberChange::Revoked, &[1])) // 4 ms: and gives it back
+            .push(assign(0, 1, &[0])) // 5 ms: consumer[0]#1 keeps 0 only
+            .process(1, ProcessPhase::Exited); // 6 ms: and dies
+        let rec = analyze(&tl.events);
+        let exits: HashMap<ProcessRef, u64> = [(
+            ProcessRef {
+                instance: 0,
+                incarnation: 1,
+            },
+            6_000,
+        )]
+        .into();
+        let segs = segments(&rec, 10_000, &exits);
+        assert_eq!(
+            segs[&0],
+            vec![(2_000, 6_000, p(0, 1))],
+            "held until its owner died"
+        );
+        assert_eq!(
+            segs[&1],
+            vec![(2_000, 3_000, p(0, 1)), (3_000, 4_000, None)],
+            "moved to the member, then nobody the proxy saw"
+        );
+    }
+
+    #[test]
+    fn axis_labels_are_as_short_as_the_step() {
+        assert_eq!(tick_label(12_000_000, 2_000_000), "12s");
+        assert_eq!(tick_label(1_500_000, 500_000), "1.5s");
+        assert_eq!(tick_label(250_000, 50_000), "250ms");
+    }
+
+    #[test]
+    fn a_lost_id_is_marked_on_the_lane_of_the_consumer_that_committed_past_it() {
+        let mut tl = Tl::new();
+        tl.start(
+            &["kill: consumer when {after: effect, nth: 1}"],
+            2,
+            "at-least-once",
+        )
+        .produced("a", 0, 0)
+        .produced("b", 0, 1)
+        .process(1, ProcessPhase::Started)
+        .push(commit_event(
+            "billing-r1",
+            (0, 1),
+            vec![committed("orders-r1", 0, 2)],
+            CommitPhase::Response,
+        ))
+        .effect("a", 1)
+        .fault(0, true)
+        .progress(&[(0, 2)])
+        .end(crate::timeline::EndReason::Settled);
+        let rec = analyze(&tl.events);
+        assert_eq!(
+            rec.verdict,
+            crate::judge::Verdict::Lost,
+            "{:?}",
+            rec.anomalies
+        );
+        let lives = super::super::lives::collect(&rec, &tl.events);
+        let marks = markers::place(&rec, &lives);
+        assert_eq!(marks.len(), 1);
+        assert_eq!((marks[0].id.as_str(), marks[0].instance), ("b", Some(0)));
+        assert!(
+            marks[0].title.contains("counted done"),
+            "{}",
+            marks[0].title
+        );
+    }
 }
