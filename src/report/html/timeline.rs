@@ -107,7 +107,7 @@ fn run_span(rec: &Judgement, events: &[Stamped]) -> u64 {
     let faults = rec
         .faults
         .iter()
-        .map(|f| f.fired_at_us + f.length_us.unwrap_or(0))
+        .map(|f| f.fired_at_us.saturating_add(f.length_us.unwrap_or(0)))
         .max()
         .unwrap_or(0);
     rec.ended_at_us.unwrap_or(0).max(last).max(faults).max(1)
@@ -149,7 +149,10 @@ fn axis(svg: &mut Svg, scale: Scale, height: f64) {
         svg.line((x, AXIS_H - 4.0), (x, height), "grid");
         let label = tick_label(t, step_us);
         svg.text((x + 2.0, AXIS_H - 8.0), "tick", &label);
-        t += step_us;
+        let Some(next) = t.checked_add(step_us) else {
+            break;
+        };
+        t = next;
     }
     svg.close_group();
 }
@@ -178,7 +181,7 @@ fn faults_lane(svg: &mut Svg, rec: &Judgement, scale: Scale, y: f64) {
         let x = scale.x(f.fired_at_us);
         let title = fault_title(rec, f);
         if let Some(len) = f.length_us.filter(|_| f.applied) {
-            let w = scale.x(f.fired_at_us + len) - x;
+            let w = scale.x(f.fired_at_us.saturating_add(len)) - x;
             svg.rect((x, y + 16.0, w, 12.0), "fault-span", &title);
         }
         let class = if f.applied {
@@ -282,7 +285,7 @@ fn instance_lane(svg: &mut Svg, rec: &Judgement, act: &Activity, scale: Scale, l
         .filter(|f| f.applied && f.hit.iter().any(|p| p.instance == i));
     for f in hits {
         let x = scale.x(f.fired_at_us);
-        let w = scale.x(f.fired_at_us + f.length_us.unwrap_or(0)) - x;
+        let w = scale.x(f.fired_at_us.saturating_add(f.length_us.unwrap_or(0))) - x;
         svg.rect(
             (x, y + 11.0, w.max(2.0), 20.0),
             "fault-span",
