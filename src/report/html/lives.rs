@@ -376,30 +376,31 @@ fn choose(rec: &Judgement, events: &[Stamped]) -> Lives {
         );
     }
     let anomalous: HashSet<&str> = rec.anomalies.iter().map(|a| a.id.as_str()).collect();
-    let mut seen: HashSet<&str> = HashSet::new();
-    let mut others: Vec<&str> = Vec::new();
-    for st in events {
-        if let Event::Produced { id, .. } = &st.event {
-            if seen.insert(id) && !anomalous.contains(id.as_str()) {
-                others.push(id);
-            }
-        }
-    }
-    lives.total = seen.len() + rec.counts.phantom as usize;
+    // Two passes over the produce records and no list of every ID: a run of millions of IDs
+    // costs no memory here. A retried ID counts once per record (a rare few).
+    let others = || {
+        events.iter().filter_map(|st| match &st.event {
+            Event::Produced { id, .. } if !anomalous.contains(id.as_str()) => Some(id),
+            _ => None,
+        })
+    };
+    let k = &rec.counts;
+    lives.total = (k.produced + k.failed + k.indeterminate + k.phantom) as usize;
+    let n = others().count();
     let room = LIVES.saturating_sub(lives.ids.len());
-    lives.sampled = others.len() > room || rec.anomalies.len() > ANOMALY_LIVES;
-    if others.len() <= room {
-        lives.ids.extend(
-            others
-                .into_iter()
-                .map(|id| (id.to_string(), Life::default())),
-        );
-    } else {
-        // `room` indices spread evenly over the others, first and last included.
-        for i in 0..room {
-            let at = i * (others.len() - 1) / room.saturating_sub(1).max(1);
-            lives.ids.insert(others[at].to_string(), Life::default());
+    lives.sampled = n > room || rec.anomalies.len() > ANOMALY_LIVES;
+    // `room` positions spread evenly over the others, first and last included (strictly
+    // increasing when there are more others than room).
+    let step = |i: usize| i * n.saturating_sub(1) / room.saturating_sub(1).max(1);
+    let mut wanted = (0..room).map(step).peekable();
+    for (at, id) in others().enumerate() {
+        if n > room {
+            if wanted.peek() != Some(&at) {
+                continue;
+            }
+            wanted.next();
         }
+        lives.ids.entry(id.clone()).or_default();
     }
     lives
 }
