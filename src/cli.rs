@@ -173,12 +173,13 @@ fn conclude(outcome: RunOutcome, plan: &str) -> Result<i32, Error> {
 fn judge(dir: &Path) -> Result<i32, Error> {
     let events = read_events(&dir.join("events.jsonl"))?;
     let rec = judge::analyze(&events);
-    report::write_reports(dir, &rec).map_err(|source| Error::Reports {
+    report::write_reports(dir, &rec, &events).map_err(|source| Error::Reports {
         dir: dir.to_owned(),
         source,
     })?;
     println!("{}", report::verdict_table(&rec));
     println!("report: {}", dir.join("report.md").display());
+    println!("page:   {}", dir.join("report.html").display());
     Ok(rec.exit_code())
 }
 

@@ -1,6 +1,7 @@
 //! The run's reports, rendered from a [`Judgement`]: `report.json` (versioned, for
-//! machines), `report.md` (incident style, for people), `junit.xml` (for CI gates) and the
-//! verdict table printed on the terminal.
+//! machines), `report.md` (incident style, for people), `report.html` (one self-contained
+//! page with the timeline drawn, for people and CI artifacts; it also reads the events),
+//! `junit.xml` (for CI gates) and the verdict table printed on the terminal.
 //!
 //! Invariants: rendering is a pure function of the judgement (no clock, no environment),
 //! so `exactly report DIR` re-renders the same bytes from `events.jsonl`; only this module knows
@@ -11,8 +12,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::judge::{ExpectationState, Judgement, Verdict};
-use crate::timeline::{EndReason, FaultRecord};
+use crate::timeline::{EndReason, FaultRecord, Stamped};
 
+pub mod html;
 pub mod json;
 pub mod junit;
 pub mod markdown;
@@ -21,11 +23,14 @@ pub mod unjudged;
 /// The loud line shown whenever the broker was the embedded mock cluster.
 pub const MOCK_WARNING: &str = "embedded mock cluster: a demo, not evidence about a real broker";
 
-/// Writes `report.json`, `report.md` and `junit.xml` into `dir` (created if missing).
-pub fn write_reports(dir: &Path, rec: &Judgement) -> std::io::Result<()> {
+/// Writes `report.json`, `report.md`, `report.html` and `junit.xml` into `dir` (created if
+/// missing); `events` are the ones `rec` was judged from.
+pub fn write_reports(dir: &Path, rec: &Judgement, events: &[Stamped]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("report.json"), json::render(rec)?)?;
     std::fs::write(dir.join("report.md"), markdown::render(rec))?;
+    let page = html::render(rec, events).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("report.html"), page)?;
     std::fs::write(dir.join("junit.xml"), junit::render(rec)?)?;
     Ok(())
 }
@@ -446,11 +451,12 @@ mod tests {
     }
 
     #[test]
-    fn write_reports_writes_the_three_files() {
+    fn write_reports_writes_the_four_files() {
         let dir = tempfile::tempdir().expect("a temp dir");
         let out = dir.path().join("run-1");
-        write_reports(&out, &analyze(&duplicated_run().events)).expect("reports written");
-        for f in ["report.json", "report.md", "junit.xml"] {
+        let events = duplicated_run().events;
+        write_reports(&out, &analyze(&events), &events).expect("reports written");
+        for f in ["report.json", "report.md", "report.html", "junit.xml"] {
             let text = std::fs::read_to_string(out.join(f)).expect(f);
             assert!(text.contains("DUPLICATED"), "{f}: {text}");
         }
