@@ -44,6 +44,27 @@ enum Command {
     },
     /// Print the plan's JSON Schema (for editors).
     Schema,
+    /// Measure the consumer's delivery contract: calibrate without faults, then run every
+    /// fault cell R times (the plan's `faults` are ignored) and state the semantics shown.
+    Audit {
+        /// The plan file (YAML); its faults are ignored.
+        plan: PathBuf,
+        /// Put the audit folder exactly here (default: reports/audit-<plan>-<time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Repeats per cell, each with its own seed.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+        repeats: u32,
+        /// Only these cells, comma-separated (e.g. kill-after-effect,kill-after-commit).
+        #[arg(long, value_delimiter = ',')]
+        cells: Vec<String>,
+        /// The audit's seed (each repeat's seed derives from it; overrides the plan's `seed`).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Judge every run against these semantics instead of the plan's `expect`.
+        #[arg(long, value_parser = parse_semantics)]
+        expect: Option<Semantics>,
+    },
     /// Judge a run folder again from its events.jsonl and rewrite its reports.
     Report {
         /// A run folder (holding events.jsonl).
@@ -95,6 +116,28 @@ fn dispatch(command: Command) -> Result<i32, Error> {
             Ok(exit::MET)
         }
         Command::Report { dir } => judge(&dir),
+        Command::Audit {
+            plan,
+            out,
+            repeats,
+            cells,
+            seed,
+            expect,
+        } => {
+            let p = plan::load_plan(&plan)?;
+            let opts = crate::audit::AuditOptions {
+                plan_path: plan,
+                out,
+                repeats,
+                cells,
+                seed,
+                expect,
+            };
+            let outcome =
+                with_runtime(|abort| async move { crate::audit::audit(&p, &opts, abort).await })?;
+            println!("{}", outcome.summary);
+            Ok(outcome.exit_code)
+        }
         Command::Run {
             plan,
             out,
@@ -109,22 +152,31 @@ fn dispatch(command: Command) -> Result<i32, Error> {
                 expect,
                 progress_bar: std::io::stderr().is_terminal(),
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(4)
-                .enable_all()
-                .build()
-                .map_err(Error::Runtime)?;
-            let outcome = runtime.block_on(async {
-                let abort = CancellationToken::new();
-                tokio::spawn(watch_signals(abort.clone()));
-                run::run(&p, &opts, abort).await
-            });
-            // The runtime is dropped here: no task survives into the judging.
-            drop(runtime);
-            crate::consumer::process::kill_all_groups();
-            conclude(outcome?)
+            let outcome = with_runtime(|abort| async move { run::run(&p, &opts, abort).await })?;
+            conclude(outcome)
         }
     }
+}
+
+/// Runs `work` on a fresh runtime with a stop token cancelled on the first SIGINT/SIGTERM;
+/// no task and no consumer process outlives it.
+fn with_runtime<T, F>(work: impl FnOnce(CancellationToken) -> F) -> Result<T, Error>
+where
+    F: std::future::Future<Output = Result<T, Error>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    let result = runtime.block_on(async {
+        let abort = CancellationToken::new();
+        tokio::spawn(watch_signals(abort.clone()));
+        work(abort).await
+    });
+    drop(runtime);
+    crate::consumer::process::kill_all_groups();
+    result
 }
 
 /// Judges a finished run and writes its reports; the failure that ended it, if any, is still
