@@ -65,6 +65,21 @@ enum Command {
         #[arg(long, value_parser = parse_semantics)]
         expect: Option<Semantics>,
     },
+    /// Find a smaller plan that still fails: fewer faults, earlier nth, shorter durations,
+    /// each step kept when one of --replays replays still breaks the claim; writes it.
+    Shrink {
+        /// A failing run's folder (exit 1; holding plan.yaml and events.jsonl).
+        dir: PathBuf,
+        /// Write the smaller plan here (default: DIR/shrunk.yaml).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replays per candidate: it still fails when one of them does.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+        replays: u32,
+        /// Replays of the result, to confirm it.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
+        confirm: u32,
+    },
     /// Judge a run folder again from its events.jsonl and rewrite its reports.
     Report {
         /// A run folder (holding events.jsonl).
@@ -116,6 +131,29 @@ fn dispatch(command: Command) -> Result<i32, Error> {
             Ok(exit::MET)
         }
         Command::Report { dir } => judge(&dir),
+        Command::Shrink {
+            dir,
+            out,
+            replays,
+            confirm,
+        } => {
+            let opts = crate::audit::shrink::ShrinkOptions {
+                dir,
+                out,
+                replays,
+                confirm,
+            };
+            let outcome =
+                with_runtime(
+                    |abort| async move { crate::audit::shrink::shrink(&opts, abort).await },
+                )?;
+            println!(
+                "shrunk {} fault(s) to {}; it failed in {} of {} confirmation replays",
+                outcome.faults.0, outcome.faults.1, outcome.confirmed.0, outcome.confirmed.1
+            );
+            println!("plan: {}", outcome.plan.display());
+            Ok(outcome.exit_code)
+        }
         Command::Audit {
             plan,
             out,

@@ -297,3 +297,66 @@ fn ctrl_c_keeps_the_runs_that_finished_and_says_so() {
     let md = std::fs::read_to_string(out.join("audit.md")).unwrap();
     assert!(md.contains("Interrupted"), "{md}");
 }
+
+#[test]
+fn shrink_reduces_five_kills_where_one_matters_to_that_one() {
+    require_kafka();
+    let dir = tempfile::tempdir().unwrap();
+    // Against exactly-once, only the kill while an effect is in flight makes a duplicate; the
+    // kills after a delivery or a commit of this commit-after-effect consumer lose nothing and
+    // repeat nothing (EXACT in every audit cell of them).
+    let five = "faults:\n\
+                \x20 - {kill: consumer, when: {after: deliver, nth: 15}}\n\
+                \x20 - {kill: consumer, when: {after: deliver, nth: 50}}\n\
+                \x20 - {kill: consumer, when: {during: effect, nth: 40}}\n\
+                \x20 - {kill: consumer, when: {after: commit, nth: 70}}\n\
+                \x20 - {kill: consumer, when: {after: deliver, nth: 90}}\n\
+                expect: exactly-once\n";
+    let plan = plan_copy("audit-kafka.yaml", dir.path(), |t| {
+        t.replace("expect: at-least-once\n", five)
+    });
+    let run = dir.path().join("run");
+    let (output, report) = common::run_plan(&plan, &run, &[]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        common::explain(&output, &report)
+    );
+    let shrunk = dir.path().join("shrunk.yaml");
+    let output = exactly(&[
+        "shrink",
+        run.to_str().unwrap(),
+        "--out",
+        shrunk.to_str().unwrap(),
+        "--confirm",
+        "2",
+    ]);
+    let why = format!(
+        "exit {:?}\n{}\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(0), "{why}");
+    let text = std::fs::read_to_string(&shrunk).unwrap();
+    let plan: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let faults = plan["faults"].as_sequence().unwrap();
+    assert_eq!(faults.len(), 1, "{text}\n{why}");
+    assert_eq!(faults[0]["when"]["during"], "effect", "{text}\n{why}");
+    // An earlier nth that still fails (the first effect's, unless that replay happened not to).
+    assert!(
+        faults[0]["when"]["nth"].as_u64().unwrap() <= 40,
+        "{text}\n{why}"
+    );
+    assert!(text.contains("exactly run"), "{text}");
+    // The shrunk plan runs as it is and still fails.
+    let again = dir.path().join("again");
+    let (output, report) = common::run_plan(&shrunk, &again, &[]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        common::explain(&output, &report)
+    );
+}

@@ -16,6 +16,8 @@ pub mod calibrate;
 pub mod cells;
 pub mod contract;
 pub mod output;
+mod runner;
+pub mod shrink;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,13 +25,12 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, InfraError};
-use crate::judge::{self, Judgement};
 use crate::plan::{self, Plan, Semantics};
-use crate::run::{self, RunOptions};
-use crate::timeline::{read_events, Stamped};
 use calibrate::{Calibration, CalibrationStop};
 use cells::CellKind;
 use contract::{CellResult, RunResult};
+pub use runner::judge_folder;
+use runner::Runner;
 
 /// What the command line asks of an audit.
 #[derive(Debug, Clone)]
@@ -77,7 +78,12 @@ pub async fn audit(
         base,
         opts,
         dir: dir.clone(),
-        abort,
+        abort: abort.clone(),
+        runner: Runner {
+            dir: dir.clone(),
+            expect: opts.expect,
+            abort,
+        },
     };
     let head = |interrupted| output::Head {
         plan: plan.name.clone(),
@@ -122,12 +128,16 @@ struct Audit<'a> {
     opts: &'a AuditOptions,
     dir: PathBuf,
     abort: CancellationToken,
+    runner: Runner,
 }
 
 impl Audit<'_> {
     /// The fault-free run, and what it measured (or why the audit stops there).
     async fn calibrate(&self, seed: u64) -> Result<Result<Calibration, CalibrationStop>, Error> {
-        let judged = self.run_one("calibration", self.base.clone(), seed).await?;
+        let judged = self
+            .runner
+            .run("calibration", self.base.clone(), seed)
+            .await?;
         let cal = calibrate::calibrate(&judged.dir_str(), &judged.events, &judged.rec);
         match &cal {
             Ok(c) => say(format!(
@@ -213,44 +223,13 @@ impl Audit<'_> {
         cal: &Calibration,
         repeat: u32,
         seed: u64,
-    ) -> Result<Judged, Error> {
+    ) -> Result<runner::Judged, Error> {
         let mut p = self.base.clone();
         p.faults = cell.faults(&self.base, cal, seed);
         let needed = Duration::from_micros(cal.run_us) * 3 + cell.length(cal) * 2;
         p.limits.deadline = p.limits.deadline.max(needed + Duration::from_secs(20));
         let name = format!("{}-{repeat}", cell.name(self.base.broker.kind));
-        self.run_one(&name, p, seed).await
-    }
-
-    /// Writes the plan as `plans/<name>.yaml`, runs it into `<name>/` exactly as `exactly
-    /// run` would, judges it and writes its reports.
-    async fn run_one(&self, name: &str, p: Plan, seed: u64) -> Result<Judged, Error> {
-        let plan_path = self.dir.join("plans").join(format!("{name}.yaml"));
-        let text = serde_yaml::to_string(&p)
-            .map_err(|e| InfraError::new(format!("cannot write the plan of {name}: {e}")))?;
-        std::fs::write(&plan_path, &text)
-            .map_err(|e| InfraError::new(format!("cannot write {}: {e}", plan_path.display())))?;
-        let p = plan::parse_plan(&plan_path, &text)?;
-        let faults: Vec<String> = p.loaded.faults.iter().map(|f| f.to_string()).collect();
-        let opts = RunOptions {
-            plan_path,
-            out: Some(self.dir.join(name)),
-            seed: Some(seed),
-            expect: self.opts.expect,
-            progress_bar: false,
-        };
-        let outcome = run::run(&p, &opts, self.abort.clone()).await?;
-        crate::consumer::process::kill_all_groups();
-        if let Some(e @ Error::EventsUnwritable(_)) = outcome.failure {
-            return Err(e);
-        }
-        let (events, rec) = judge_folder(&outcome.dir)?;
-        Ok(Judged {
-            dir: outcome.dir,
-            events,
-            rec,
-            faults: faults.join("; "),
-        })
+        self.runner.run(&name, p, seed).await
     }
 
     /// Writes the outputs and says where.
@@ -271,32 +250,6 @@ impl Audit<'_> {
             summary,
         })
     }
-}
-
-/// A finished, judged run.
-struct Judged {
-    dir: PathBuf,
-    events: Vec<Stamped>,
-    rec: Judgement,
-    /// Its faults, described.
-    faults: String,
-}
-
-impl Judged {
-    fn dir_str(&self) -> String {
-        self.dir.display().to_string()
-    }
-}
-
-/// Reads a run folder's timeline, judges it and writes its reports (as `exactly report`).
-pub fn judge_folder(dir: &Path) -> Result<(Vec<Stamped>, Judgement), Error> {
-    let events = read_events(&dir.join("events.jsonl"))?;
-    let rec = judge::analyze(&events);
-    crate::report::write_reports(dir, &rec).map_err(|source| Error::Reports {
-        dir: dir.to_owned(),
-        source,
-    })?;
-    Ok((events, rec))
 }
 
 /// A progress bar across the audit's runs: `[#####-----] 5/10`.
