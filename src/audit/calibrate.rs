@@ -92,18 +92,17 @@ impl std::fmt::Display for CalibrationStop {
 
 impl CalibrationStop {
     /// The audit's exit code: 2 when the plan must change (nothing readable, a plan error),
-    /// 4 for a harness failure, else the calibration run's own.
+    /// 3 when interrupted, 4 for a harness failure, else the calibration run's own.
     pub fn exit_code(&self) -> i32 {
         use crate::error::exit;
         match self {
             CalibrationStop::NoEffect { .. } => exit::USAGE,
             CalibrationStop::NotExact { exit_code, .. } => *exit_code,
             CalibrationStop::Ended(EndReason::PlanError) => exit::USAGE,
+            // Interrupted: nothing is known yet.
+            CalibrationStop::Ended(EndReason::Aborted) => exit::INCONCLUSIVE,
             CalibrationStop::Ended(
-                EndReason::InfrastructureError
-                | EndReason::Aborted
-                | EndReason::Settled
-                | EndReason::Deadline,
+                EndReason::InfrastructureError | EndReason::Settled | EndReason::Deadline,
             ) => exit::INFRASTRUCTURE,
         }
     }
@@ -206,5 +205,68 @@ impl Calibration {
     pub fn messages_per_mark(&self) -> Option<f64> {
         let marks = self.commits + self.acks;
         (marks > 0).then(|| self.effected as f64 / marks as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::analyze;
+    use crate::judge::fixtures::{commit_event, committed, Tl};
+    use crate::timeline::ProcessPhase;
+
+    /// A fault-free run of two messages with `effects` effects (the third repeats `a`).
+    fn fault_free(effects: usize) -> Tl {
+        let mut tl = Tl::new();
+        tl.start(&[], 2, "at-least-once")
+            .produced("a", 0, 0)
+            .produced("b", 0, 1)
+            .process(1, ProcessPhase::Started);
+        for id in ["a", "b", "a"].into_iter().take(effects) {
+            tl.effect(id, 1);
+        }
+        tl.push(commit_event(
+            "g",
+            (0, 1),
+            vec![committed("t", 0, 2)],
+            CommitPhase::Request,
+        ))
+        .progress(&[(0, 2)])
+        .end(EndReason::Settled);
+        tl
+    }
+
+    #[test]
+    fn a_fault_free_run_measures_time_per_message_and_commits() {
+        let tl = fault_free(2);
+        let cal = calibrate("d", &tl.events, &analyze(&tl.events)).unwrap();
+        assert_eq!((cal.produced, cal.effected, cal.commits), (2, 2, 1));
+        // Started at 4 ms, effects at 5 and 6 ms: 2 ms busy, 1 ms a message.
+        assert_eq!((cal.busy_us, cal.per_message_us), (2_000, 1_000));
+        assert_eq!(cal.messages_per_mark(), Some(2.0));
+    }
+
+    #[test]
+    fn no_effect_stops_the_audit_with_exit_2() {
+        let tl = fault_free(0);
+        let stop = calibrate("d", &tl.events, &analyze(&tl.events)).unwrap_err();
+        assert_eq!(stop, CalibrationStop::NoEffect { rejected: 0 });
+        assert_eq!(stop.exit_code(), 2);
+        assert!(stop.to_string().contains("no effect"), "{stop}");
+    }
+
+    #[test]
+    fn a_duplicate_without_faults_stops_the_audit_with_the_run_s_exit() {
+        let tl = fault_free(3);
+        let rec = analyze(&tl.events);
+        let stop = calibrate("d", &tl.events, &rec).unwrap_err();
+        assert!(matches!(
+            stop,
+            CalibrationStop::NotExact {
+                verdict: Verdict::Duplicated,
+                ..
+            }
+        ));
+        assert_eq!(stop.exit_code(), rec.exit_code());
     }
 }

@@ -196,7 +196,8 @@ impl Audit<'_> {
                     results.push(result);
                     return Ok((results, true));
                 }
-                let run = RunResult::from_judgement(judged.dir_str(), run_seed, &judged.rec);
+                let mut run = RunResult::from_judgement(judged.dir_str(), run_seed, &judged.rec);
+                run.failure = judged.failure.clone();
                 done += 1;
                 say(format!(
                     "{} cell {name} {r}/{}: {} ({})",

@@ -212,8 +212,14 @@ fn markdown(r: &AuditReport) -> String {
         out.push_str(&format!("- **{}** (`{}`):", c.fault, c.description));
         for d in &c.details {
             out.push_str(&format!(
-                " {} (seed {}, claim {}, `{}`);",
-                d.verdict, d.seed, d.expectation, d.run_dir
+                " {} (seed {}, claim {}, `{}`{});",
+                d.verdict,
+                d.seed,
+                d.expectation,
+                d.run_dir,
+                d.failure
+                    .as_ref()
+                    .map_or(String::new(), |f| format!(", harness failure: {f}"))
             ));
         }
         out.push('\n');

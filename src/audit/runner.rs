@@ -32,6 +32,8 @@ pub struct Judged {
     pub rec: Judgement,
     /// Its faults, described.
     pub faults: String,
+    /// The harness failure that ended it early, if any (its timeline says so too).
+    pub failure: Option<String>,
 }
 
 impl Judged {
@@ -64,15 +66,17 @@ impl Runner {
         };
         let outcome = run::run(&p, &opts, self.abort.clone()).await?;
         crate::consumer::process::kill_all_groups();
-        if let Some(e @ Error::EventsUnwritable(_)) = outcome.failure {
-            return Err(e);
-        }
+        let failure = match outcome.failure {
+            Some(e @ Error::EventsUnwritable(_)) => return Err(e),
+            other => other.map(|e| e.to_string()),
+        };
         let (events, rec) = judge_folder(&outcome.dir)?;
         Ok(Judged {
             dir: outcome.dir,
             events,
             rec,
             faults: faults.join("; "),
+            failure,
         })
     }
 }
