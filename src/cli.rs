@@ -45,6 +45,42 @@ enum Command {
     },
     /// Print the plan's JSON Schema (for editors).
     Schema,
+    /// Measure the consumer's delivery contract: calibrate without faults, then run every
+    /// fault cell R times (the plan's `faults` are ignored) and state the semantics shown.
+    Audit {
+        /// The plan file (YAML); its faults are ignored.
+        plan: PathBuf,
+        /// Put the audit folder exactly here (default: reports/audit-<plan>-<time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Repeats per cell, each with its own seed.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+        repeats: u32,
+        /// Only these cells, comma-separated (e.g. kill-after-effect,kill-after-commit).
+        #[arg(long, value_delimiter = ',')]
+        cells: Vec<String>,
+        /// The audit's seed (each repeat's seed derives from it; overrides the plan's `seed`).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Judge every run against these semantics instead of the plan's `expect`.
+        #[arg(long, value_parser = parse_semantics)]
+        expect: Option<Semantics>,
+    },
+    /// Find a smaller plan that still fails: fewer faults, earlier nth, shorter durations,
+    /// each step kept when one of --replays replays still breaks the claim; writes it.
+    Shrink {
+        /// A failing run's folder (exit 1; holding plan.yaml and events.jsonl).
+        dir: PathBuf,
+        /// Write the smaller plan here (default: DIR/shrunk.yaml).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replays per candidate: it still fails when one of them does.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+        replays: u32,
+        /// Replays of the result, to confirm it.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
+        confirm: u32,
+    },
     /// Judge a run folder again from its events.jsonl and rewrite its reports.
     Report {
         /// A run folder (holding events.jsonl).
@@ -115,6 +151,51 @@ fn dispatch(command: Command) -> Result<i32, Error> {
         }
         Command::Report { dir } => judge(&dir),
         Command::Guard { token, cgroup } => Ok(containment::guard(&token, cgroup.as_deref())),
+        Command::Shrink {
+            dir,
+            out,
+            replays,
+            confirm,
+        } => {
+            let opts = crate::audit::shrink::ShrinkOptions {
+                dir,
+                out,
+                replays,
+                confirm,
+            };
+            let outcome =
+                with_runtime(
+                    |abort| async move { crate::audit::shrink::shrink(&opts, abort).await },
+                )?;
+            println!(
+                "shrunk {} fault(s) to {}; it failed in {} of {} confirmation replays",
+                outcome.faults.0, outcome.faults.1, outcome.confirmed.0, outcome.confirmed.1
+            );
+            println!("plan: {}", outcome.plan.display());
+            Ok(outcome.exit_code)
+        }
+        Command::Audit {
+            plan,
+            out,
+            repeats,
+            cells,
+            seed,
+            expect,
+        } => {
+            let p = plan::load_plan(&plan)?;
+            let opts = crate::audit::AuditOptions {
+                plan_path: plan,
+                out,
+                repeats,
+                cells,
+                seed,
+                expect,
+            };
+            let outcome =
+                with_runtime(|abort| async move { crate::audit::audit(&p, &opts, abort).await })?;
+            println!("{}", outcome.summary);
+            Ok(outcome.exit_code)
+        }
         Command::Run {
             plan,
             out,
@@ -122,8 +203,6 @@ fn dispatch(command: Command) -> Result<i32, Error> {
             expect,
         } => {
             let p = plan::load_plan(&plan)?;
-            // Before any consumer: whatever ends this process, a guardian ends what it started.
-            containment::start_guardian(std::env::current_exe());
             let opts = RunOptions {
                 plan_path: plan,
                 out,
@@ -131,24 +210,37 @@ fn dispatch(command: Command) -> Result<i32, Error> {
                 expect,
                 progress_bar: std::io::stderr().is_terminal(),
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(4)
-                .enable_all()
-                .build()
-                .map_err(Error::Runtime)?;
-            let outcome = runtime.block_on(async {
-                let abort = CancellationToken::new();
-                // Listening before the run starts, so no signal finds the default action.
-                let signals = Signals::listen();
-                tokio::spawn(watch_signals(signals, abort.clone()));
-                run::run(&p, &opts, abort).await
-            });
-            // The runtime is dropped here: no task survives into the judging.
-            drop(runtime);
-            containment::kill_all();
-            conclude(outcome?, &p.name)
+            let name = p.name.clone();
+            let outcome = with_runtime(|abort| async move { run::run(&p, &opts, abort).await })?;
+            conclude(outcome, &name)
         }
     }
+}
+
+/// Runs `work` on a fresh runtime with a stop token cancelled on the first SIGINT/SIGTERM;
+/// no task and no consumer process outlives it.
+fn with_runtime<T, F>(work: impl FnOnce(CancellationToken) -> F) -> Result<T, Error>
+where
+    F: std::future::Future<Output = Result<T, Error>>,
+{
+    // Before any consumer: whatever ends this process, a guardian ends what it started.
+    containment::start_guardian(std::env::current_exe());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    let result = runtime.block_on(async {
+        let abort = CancellationToken::new();
+        // Listening before the run starts, so no signal finds the default action.
+        let signals = Signals::listen();
+        tokio::spawn(watch_signals(signals, abort.clone()));
+        work(abort).await
+    });
+    // The runtime is dropped here: no task survives into the judging.
+    drop(runtime);
+    containment::kill_all();
+    result
 }
 
 /// Judges a finished run and writes its reports; the failure that ended it, if any, is still

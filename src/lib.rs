@@ -3,6 +3,7 @@
 //! supervisor, sinks) → timeline → {nemesis, events.jsonl} → judge → report.
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod broker;
 pub mod cli;
 pub mod consumer;

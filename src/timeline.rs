@@ -224,6 +224,10 @@ pub enum Event {
         /// in its order of preference, so the harness's own group member can speak the same.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         protocols: Option<Vec<String>>,
+        /// For a classic `join`: the session timeout the member asked for (ms), so an audit
+        /// can make a pause or a partition outlast it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session_timeout_ms: Option<i32>,
     },
     /// An AMQP consumer acknowledgement seen by the proxy (client basic.ack / nack / reject;
     /// never the broker's publisher confirms), resolved to the IDs it covers.

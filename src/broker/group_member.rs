@@ -542,6 +542,7 @@ mod tests {
                 assignment: None,
                 error: None,
                 protocols: protocols.map(|p| p.iter().map(|s| s.to_string()).collect()),
+                session_timeout_ms: None,
             },
         };
         let events = [

@@ -436,6 +436,7 @@ mod tests {
             assignment: None,
             error: None,
             protocols: None,
+            session_timeout_ms: None,
         };
         assert_eq!(t.on_event(&rebalance(RebalanceKind::Join)), Match::No);
         assert_eq!(t.on_event(&rebalance(RebalanceKind::Assign)), Match::Fire);

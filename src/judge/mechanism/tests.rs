@@ -138,6 +138,7 @@ impl Run {
             assignment: None,
             error: None,
             protocols: Some(vec!["range".into()]),
+            session_timeout_ms: None,
         });
         self
     }
@@ -153,6 +154,7 @@ impl Run {
             assignment: Some(partitions.to_vec()),
             error: None,
             protocols: None,
+            session_timeout_ms: None,
         });
         self
     }

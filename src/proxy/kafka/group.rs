@@ -60,6 +60,7 @@ impl Conn {
             assignment,
             error,
             protocols: None,
+            session_timeout_ms: None,
         });
     }
 
@@ -77,6 +78,7 @@ impl Conn {
             assignment: None,
             error: None,
             protocols: Some(r.protocols.iter().map(|p| p.name.to_string()).collect()),
+            session_timeout_ms: Some(r.session_timeout_ms),
         });
         who
     }

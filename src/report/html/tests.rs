@@ -277,6 +277,7 @@ fn random_timeline(seed: u64) -> Vec<Stamped> {
                 assignment: Some((0..rng.random_range(0..4)).collect()),
                 error: None,
                 protocols: None,
+                session_timeout_ms: None,
             },
             9 => Event::GroupMember {
                 group: "g".into(),

@@ -574,6 +574,7 @@ mod tests {
             assignment: Some(parts.to_vec()),
             error: None,
             protocols: None,
+            session_timeout_ms: None,
         }
     }
 
