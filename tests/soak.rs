@@ -26,32 +26,32 @@ use rand_chacha::ChaCha8Rng;
 /// What a consumer's semantics allows.
 #[derive(Clone, Copy, Debug)]
 enum Class {
-    /// Never LOST.
-    AtLeastOnce,
-    /// Never DUPLICATED.
-    AtMostOnce,
-    /// Neither.
-    ExactlyOnce,
+    /// At-least-once: never LOST.
+    MayDuplicate,
+    /// At-most-once: never DUPLICATED.
+    MayLose,
+    /// Exactly-once: neither.
+    Neither,
 }
 
 impl Class {
     /// The plan's `expect` for it.
     fn expect(self) -> &'static str {
         match self {
-            Class::AtLeastOnce => "at-least-once",
-            Class::AtMostOnce => "at-most-once",
-            Class::ExactlyOnce => "exactly-once",
+            Class::MayDuplicate => "at-least-once",
+            Class::MayLose => "at-most-once",
+            Class::Neither => "exactly-once",
         }
     }
 
     /// True when `verdict` is one this class allows.
     fn allows(self, verdict: &str) -> bool {
-        match (self, verdict) {
-            (_, "EXACT" | "INCONCLUSIVE") => true,
-            (Class::AtLeastOnce, "DUPLICATED") => true,
-            (Class::AtMostOnce, "LOST") => true,
-            _ => false,
-        }
+        matches!(
+            (self, verdict),
+            (_, "EXACT" | "INCONCLUSIVE")
+                | (Class::MayDuplicate, "DUPLICATED")
+                | (Class::MayLose, "LOST")
+        )
     }
 }
 
@@ -72,37 +72,37 @@ const CONSUMERS: &[Consumer] = &[
     Consumer {
         broker: Broker::Kafka,
         mode: "commit-after-effect",
-        class: Class::AtLeastOnce,
+        class: Class::MayDuplicate,
     },
     Consumer {
         broker: Broker::Kafka,
         mode: "commit-before-effect",
-        class: Class::AtMostOnce,
+        class: Class::MayLose,
     },
     Consumer {
         broker: Broker::Kafka,
         mode: "idempotent",
-        class: Class::ExactlyOnce,
+        class: Class::Neither,
     },
     Consumer {
         broker: Broker::Amqp,
         mode: "ack-after-effect",
-        class: Class::AtLeastOnce,
+        class: Class::MayDuplicate,
     },
     Consumer {
         broker: Broker::Amqp,
         mode: "ack-before-effect",
-        class: Class::AtMostOnce,
+        class: Class::MayLose,
     },
     Consumer {
         broker: Broker::Amqp,
         mode: "auto-ack",
-        class: Class::AtMostOnce,
+        class: Class::MayLose,
     },
     Consumer {
         broker: Broker::Amqp,
         mode: "idempotent",
-        class: Class::ExactlyOnce,
+        class: Class::Neither,
     },
 ];
 
@@ -117,7 +117,7 @@ fn fault(rng: &mut ChaCha8Rng, c: &Consumer, messages: u64) -> String {
     };
     let nth_effect = rng.random_range(3..=messages / 2);
     let nth_done = rng.random_range(1..=5);
-    let kinds = if matches!(c.class, Class::AtLeastOnce) {
+    let kinds = if matches!(c.class, Class::MayDuplicate) {
         6
     } else {
         5
@@ -165,8 +165,8 @@ fn plan(rng: &mut ChaCha8Rng, n: usize) -> (String, &'static Consumer) {
         ),
     };
     let key = match c.class {
-        Class::ExactlyOnce => "  idempotency_key: header:Idempotency-Key\n",
-        Class::AtLeastOnce | Class::AtMostOnce => "",
+        Class::Neither => "  idempotency_key: header:Idempotency-Key\n",
+        Class::MayDuplicate | Class::MayLose => "",
     };
     let mut faults = String::new();
     for _ in 0..rng.random_range(1..=2) {
