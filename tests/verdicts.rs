@@ -309,11 +309,11 @@ verdicts! {
                 ],
                 "{why}"
             );
-            // The kills held the email after the produce: those transactions were aborted,
-            // and only read_uncommitted saw their records.
+            // A kill after the produce aborts that transaction, and only read_uncommitted sees
+            // its records; a kill before the batch left the client aborts nothing the broker
+            // stored (fresh-ci saw 0 once), so the count is checked for consistency, not size.
             let topic = &r.report["boundaries"][0]["output_topics"][0];
             let aborted = topic["aborted_records"].as_u64().unwrap();
-            assert!(aborted >= 1, "{why}");
             assert_eq!(
                 topic["uncommitted_records"].as_u64().unwrap(),
                 topic["committed_records"].as_u64().unwrap() + aborted,
