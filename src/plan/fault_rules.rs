@@ -474,6 +474,14 @@ fn countable(moment: Moment, event: EventKind, ctx: &Context) -> Result<(), Brok
     if event.seen_by_proxy() && !ctx.proxy {
         return Err(broken(path, format!("`{form}: {name}` {NEEDS_PROXY}")));
     }
+    if moment == Moment::During && ctx.sink == SinkKind::Postgres {
+        return Err(broken(
+            ".during",
+            "`during: effect` holds the sink's answer, and a postgres sink answers nothing: it sees \
+             a row only once its transaction has committed, so no fault can land inside the \
+             write. Use `after: effect` (fires when the committed row is seen)",
+        ));
+    }
     if moment == Moment::During && ctx.sink != SinkKind::Http {
         return Err(broken(
             ".during",

@@ -277,13 +277,49 @@ pub enum SinkKind {
     File,
     /// The consumer prints effects on its standard output.
     Stdout,
+    /// The consumer writes rows into a PostgreSQL table (`effects.postgres`), observed by
+    /// logical replication: every committed insert or update of a row is an effect.
+    Postgres,
+}
+
+impl SinkKind {
+    /// The sink's name in plans, events and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkKind::Http => "http",
+            SinkKind::File => "file",
+            SinkKind::Stdout => "stdout",
+            SinkKind::Postgres => "postgres",
+        }
+    }
+}
+
+/// Where a `postgres` sink looks: the database and the table the consumer writes. Each
+/// committed row change is read as a JSON object of its columns, so `effects.id` names a
+/// column (`json:/message_id`) or a path into a json/jsonb column (`json:/payload/id`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSpec {
+    /// Connection URL, `postgres://user:password@host:port/database`; the user needs the
+    /// REPLICATION attribute and must own `table` (reports show it with the password hidden).
+    pub url: String,
+    /// The table the consumer writes (`name` or `schema.name`); it must exist when the run
+    /// starts (see `setup`).
+    pub table: String,
+    /// Optional SQL run once before the run starts watching (e.g. `CREATE TABLE IF NOT
+    /// EXISTS ...`), on the same connection.
+    #[serde(default)]
+    pub setup: Option<String>,
+    /// Optional: more columns of each row to show beside its ID in the report.
+    #[serde(default)]
+    pub columns: Vec<String>,
 }
 
 /// Where effects are observed and how an effect names its message.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EffectSpec {
-    /// `http`, `file` or `stdout`.
+    /// `http`, `file`, `stdout` or `postgres`.
     pub sink: SinkKind,
     /// How to find the message ID in an effect: `json:/pointer`, `regex:(...)`, `header:Name`
     /// or `body`.
@@ -293,6 +329,9 @@ pub struct EffectSpec {
     /// provider (a repeated key is replayed, not applied again).
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// For `sink: postgres`: the database and table the consumer writes.
+    #[serde(default)]
+    pub postgres: Option<PostgresSpec>,
 }
 
 /// One fault: exactly one action field, its parameters and a trigger.

@@ -58,6 +58,7 @@ pub fn validate(plan: &Plan) -> Result<Loaded, Vec<Problem>> {
         );
     }
     let (effect_id, idempotency_key) = effect_rules(plan, &mut problems);
+    postgres_rules(plan, &mut problems);
     if plan.limits.deadline <= plan.limits.settle {
         problems.add(
             "limits.deadline",
@@ -77,6 +78,37 @@ pub fn validate(plan: &Plan) -> Result<Loaded, Vec<Problem>> {
         }
         // Every `None` above was kept as a problem, so the list is never empty.
         _ => Err(problems.0),
+    }
+}
+
+/// `effects.postgres` goes with `sink: postgres`, and only with it.
+fn postgres_rules(plan: &Plan, problems: &mut Problems) {
+    let spec = plan.effects.postgres.as_ref();
+    match (plan.effects.sink, spec) {
+        (SinkKind::Postgres, None) => problems.add(
+            "effects",
+            "`sink: postgres` needs `postgres:` with `url` and `table`, e.g. postgres: {url: \
+             \"postgres://exactly:exactly@127.0.0.1:5432/exactly\", table: orders}",
+        ),
+        (SinkKind::Postgres, Some(pg)) => {
+            if crate::sink::postgres::DbUrl::parse(&pg.url).is_err() {
+                problems.add(
+                    "effects.postgres.url",
+                    "not a connection URL: use postgres://user:password@host:port/database",
+                );
+            }
+            if !crate::sink::postgres::valid_table_name(&pg.table) {
+                problems.add(
+                    "effects.postgres.table",
+                    "a table name is `name` or `schema.name` (letters, digits, `_`)",
+                );
+            }
+        }
+        (SinkKind::Http | SinkKind::File | SinkKind::Stdout, Some(_)) => problems.add(
+            "effects.postgres",
+            "`postgres:` is read only with `sink: postgres`",
+        ),
+        (SinkKind::Http | SinkKind::File | SinkKind::Stdout, None) => {}
     }
 }
 
@@ -132,6 +164,11 @@ fn effect_rules(
 ) -> (Option<Extractor>, Option<Option<Extractor>>) {
     let effect_id = match Extractor::parse(&plan.effects.id) {
         Err(e) => Err(e),
+        Ok(rule) if rule.needs_headers() && plan.effects.sink == SinkKind::Postgres => Err(
+            "a postgres effect is a row, read as a JSON object of its columns: use `json:/column` \
+             or `json:/column/path` (into a json or jsonb column)"
+                .to_owned(),
+        ),
         Ok(rule) if rule.needs_headers() && plan.effects.sink != SinkKind::Http => Err(
             "file and stdout effects are lines without headers: use `json:/field`, `regex:...` or `body`"
                 .to_owned(),

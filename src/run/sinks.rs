@@ -1,6 +1,6 @@
-//! The sinks phase: starts the plan's effect sink (HTTP, file or stdout) before the consumer,
-//! bound to the roster so the HTTP sink attributes effects by the live consumer process
-//! groups; stops it at the end of the run.
+//! The sinks phase: starts the plan's effect sink (HTTP, file, stdout or postgres) before the
+//! consumer, bound to the roster so the HTTP and postgres sinks attribute effects by the live
+//! consumer process groups; stops it at the end of the run.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +16,8 @@ use crate::error::{Error, InfraError};
 use crate::gate::Gate;
 use crate::plan::SinkKind;
 use crate::sink::http::HttpSink;
-use crate::sink::owner::Group;
+use crate::sink::owner::{Group, SocketOwners};
+use crate::sink::postgres::PostgresSink;
 use crate::sink::rule_check::WrongRule;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::{file, EffectRecorder};
@@ -30,6 +31,8 @@ pub(super) struct Sinks {
     http: Option<HttpSink>,
     /// The file sink's tailing task, for `sink: file`.
     file_task: Option<JoinHandle<()>>,
+    /// The postgres sink's replication reader, for `sink: postgres`.
+    postgres: Option<PostgresSink>,
     /// The stdout sink's line observer (handed to the supervisor), for `sink: stdout`.
     stdout_observer: Option<LineObserver>,
     /// Where incarnations write their effect files.
@@ -50,16 +53,13 @@ impl Sinks {
         let plan = ctx.plan;
         let id_rule = plan.loaded.effect_id.clone();
         let key_rule = plan.loaded.idempotency_key.clone();
-        let sink_name = match plan.effects.sink {
-            SinkKind::Http => "http",
-            SinkKind::File => "file",
-            SinkKind::Stdout => "stdout",
-        };
+        let sink_name = plan.effects.sink.name();
         let recorder = EffectRecorder::new(ctx.timeline.clone(), id_rule, key_rule, sink_name)
             .for_run(ctx.run_id);
         let mut sinks = Sinks {
             http: None,
             file_task: None,
+            postgres: None,
             stdout_observer: None,
             effects_dir: ctx.dir.join("effects"),
             stop: CancellationToken::new(),
@@ -93,6 +93,20 @@ impl Sinks {
                     });
                 sinks.stdout_observer = Some(observer);
             }
+            SinkKind::Postgres => {
+                let spec = plan.effects.postgres.as_ref().ok_or_else(|| {
+                    InfraError::new(
+                        "sink: postgres without `effects.postgres` (validation missed it)",
+                    )
+                })?;
+                let owners = SocketOwners::new();
+                let roster = roster.clone();
+                owners.bind(Arc::new(move || {
+                    roster.live_groups().into_iter().map(Group::from).collect()
+                }));
+                let sink = PostgresSink::start(spec, ctx.run_id, recorder, owners).await?;
+                sinks.postgres = Some(sink);
+            }
         }
         Ok(sinks)
     }
@@ -123,6 +137,9 @@ impl Sinks {
         self.stop.cancel();
         if let Some(sink) = self.http.take() {
             sink.join().await;
+        }
+        if let Some(sink) = self.postgres.take() {
+            sink.stop().await;
         }
     }
 

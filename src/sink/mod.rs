@@ -11,6 +11,7 @@
 pub mod file;
 pub mod http;
 pub mod owner;
+pub mod postgres;
 pub mod rule_check;
 pub mod stdout;
 
@@ -74,6 +75,31 @@ impl EffectRecorder {
         incarnation: Option<u32>,
         attribution: Attribution,
     ) -> Option<Arc<Stamped>> {
+        self.record_as(headers, body, (instance, incarnation), attribution, None)
+    }
+
+    /// Records one committed row change (`body`: the row as JSON) like [`Self::record`];
+    /// `unchanged` (an update that changed no column) is recorded as `replayed`, the
+    /// idempotent provider's replay, whatever the idempotency key says.
+    pub fn record_row(
+        &self,
+        body: &str,
+        unchanged: bool,
+        (instance, incarnation): (Option<u32>, Option<u32>),
+        attribution: Attribution,
+    ) -> Option<Arc<Stamped>> {
+        let forced = unchanged.then_some(EffectOutcome::Replayed);
+        self.record_as(&[], body, (instance, incarnation), attribution, forced)
+    }
+
+    fn record_as(
+        &self,
+        headers: &[(String, String)],
+        body: &str,
+        (instance, incarnation): (Option<u32>, Option<u32>),
+        attribution: Attribution,
+        forced: Option<EffectOutcome>,
+    ) -> Option<Arc<Stamped>> {
         let Some(id) = self.id.extract(headers, body) else {
             self.timeline.record(Event::EffectRejected {
                 reason: "no message ID found by the `effects.id` rule".into(),
@@ -106,6 +132,7 @@ impl EffectRecorder {
             }
             None => EffectOutcome::Applied,
         };
+        let outcome = forced.unwrap_or(outcome);
         Some(self.timeline.record(Event::Effect {
             id,
             instance,
@@ -173,6 +200,7 @@ mod tests {
                     by: Some(AttributedBy::Socket),
                     pid: Some(4242),
                     note: None,
+                    row: None,
                 },
             },
         };
