@@ -256,3 +256,83 @@ fn during_effect_is_refused_for_a_postgres_sink() {
         "{stderr}"
     );
 }
+
+/// A shipped plan, edited, run from a temporary folder.
+fn run_shipped(name: &str, edit: impl Fn(String) -> String) -> Ran {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_copy(name, dir.path(), edit);
+    run_file(&plan, dir.path(), &[])
+}
+
+#[test]
+fn commit_then_db_loses_the_rows_a_kill_after_the_commit_cut_off() {
+    require_postgres();
+    require_kafka();
+    let ran = run_shipped("postgres-commit-then-db.yaml", |t| t);
+    let why = &ran.why;
+    assert_eq!(ran.report["verdict"], "LOST", "{why}");
+    assert_eq!(
+        ran.out.status.code(),
+        Some(1),
+        "at-least-once violated: {why}"
+    );
+    assert_losses_name_their_commit(&ran.report, why);
+}
+
+#[test]
+fn dedup_table_is_exact_under_kills_pauses_and_rebalances_and_says_what_it_absorbed() {
+    require_postgres();
+    require_kafka();
+    let ran = run_shipped("postgres-dedup.yaml", |t| t);
+    let why = &ran.why;
+    assert_eq!(ran.report["verdict"], "EXACT", "{why}");
+    assert_eq!(ran.out.status.code(), Some(0), "exactly-once met: {why}");
+    assert_eq!(
+        ran.report["faults_fired"].as_array().map(Vec::len),
+        Some(4),
+        "{why}"
+    );
+    let absorbed = ran.report["counts"]["redeliveries_absorbed"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        absorbed >= 1,
+        "a kill between the row and the commit is redelivered: {why}"
+    );
+}
+
+#[test]
+fn offsets_in_db_is_exact_under_kills_pauses_and_rebalances() {
+    require_postgres();
+    require_kafka();
+    let ran = run_shipped("postgres-offsets-in-db.yaml", |t| t);
+    let why = &ran.why;
+    assert_eq!(ran.report["verdict"], "EXACT", "{why}");
+    assert_eq!(ran.out.status.code(), Some(0), "exactly-once met: {why}");
+    assert_eq!(
+        ran.report["faults_fired"].as_array().map(Vec::len),
+        Some(4),
+        "{why}"
+    );
+}
+
+#[test]
+fn the_python_rabbitmq_dedup_consumer_is_exact_and_duplicates_without_its_dedup() {
+    require_postgres();
+    require_rabbitmq();
+    let ran = run_shipped("amqp-postgres-dedup.yaml", |t| t);
+    let why = &ran.why;
+    assert_eq!(ran.report["verdict"], "EXACT", "{why}");
+    assert_eq!(ran.out.status.code(), Some(0), "{why}");
+    let ran = run_shipped("amqp-postgres-dedup.yaml", |t| {
+        t.replace("--mode, dedup-table", "--mode, db-then-ack")
+    });
+    let why = &ran.why;
+    assert_eq!(ran.report["verdict"], "DUPLICATED", "{why}");
+    assert_eq!(
+        ran.out.status.code(),
+        Some(1),
+        "exactly-once violated: {why}"
+    );
+    assert_eq!(ran.report["counts"]["lost"], 0, "{why}");
+}

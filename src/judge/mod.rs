@@ -35,6 +35,7 @@
 
 use crate::timeline::{Event, Stamped};
 
+mod absorbed;
 pub mod bypass;
 pub mod commit_window;
 mod effects;
@@ -92,6 +93,7 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
     counts.phantom = tally.phantoms.len() as u64;
     anomalies.extend(tally.phantoms);
     counts.rejected = facts.rejected;
+    counts.redeliveries_absorbed = absorbed::redeliveries_absorbed(events);
     counts.torn_lines = facts.torn_lines;
     if let Some(r) = &facts.run {
         counts.expected = r.messages;

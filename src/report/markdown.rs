@@ -69,6 +69,20 @@ fn summary(md: &mut String, rec: &Judgement) {
     let _ = writeln!(md, "Verdict: **{}**\n", rec.verdict);
     let _ = writeln!(md, "Expectation: {}\n", expectation_line(rec));
     let _ = writeln!(md, "{}\n", summary_sentence(rec));
+    if rec.counts.redeliveries_absorbed > 0 {
+        let _ = writeln!(
+            md,
+            "{} redeliver{} of a message after its effect wrote nothing more: absorbed by the \
+             consumer's dedup (a dedup table, offsets stored with the data, an idempotent \
+             write), or not processed again before the end.\n",
+            rec.counts.redeliveries_absorbed,
+            if rec.counts.redeliveries_absorbed == 1 {
+                "y"
+            } else {
+                "ies"
+            }
+        );
+    }
     if rec.mock_broker() {
         let _ = writeln!(md, "> **Warning: {MOCK_WARNING}.**\n");
     }
@@ -192,6 +206,14 @@ fn impact(md: &mut String, rec: &Judgement) {
     ];
     for (label, n) in rows {
         let _ = writeln!(md, "| {label} | {n} |");
+    }
+    if k.redeliveries_absorbed > 0 {
+        let _ = writeln!(
+            md,
+            "| redeliveries after the one effect that wrote nothing (absorbed by dedup, or not \
+             processed again before the end) | {} |",
+            k.redeliveries_absorbed
+        );
     }
     let hit_nothing = match rec.faults_hit_nothing.len() {
         0 => String::new(),
