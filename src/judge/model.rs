@@ -685,6 +685,11 @@ impl ExitStatus {
     }
 }
 
+/// For `skip_serializing_if`: a count of 0 is left out.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -723,9 +728,4 @@ mod tests {
             );
         }
     }
-}
-
-/// For `skip_serializing_if`: a count of 0 is left out.
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }

@@ -91,13 +91,13 @@ fn postgres_rules(plan: &Plan, problems: &mut Problems) {
              \"postgres://exactly:exactly@127.0.0.1:5432/exactly\", table: orders}",
         ),
         (SinkKind::Postgres, Some(pg)) => {
-            if crate::sink::postgres::DbUrl::parse(&pg.url).is_err() {
+            if <tokio_postgres::Config as std::str::FromStr>::from_str(&pg.url).is_err() {
                 problems.add(
                     "effects.postgres.url",
                     "not a connection URL: use postgres://user:password@host:port/database",
                 );
             }
-            if !crate::sink::postgres::valid_table_name(&pg.table) {
+            if !valid_table_name(&pg.table) {
                 problems.add(
                     "effects.postgres.table",
                     "a table name is `name` or `schema.name` (letters, digits, `_`)",
@@ -110,6 +110,19 @@ fn postgres_rules(plan: &Plan, problems: &mut Problems) {
         ),
         (SinkKind::Http | SinkKind::File | SinkKind::Stdout, None) => {}
     }
+}
+
+/// True for `name` or `schema.name` made of letters, digits and `_` (not starting with a
+/// digit): safe to put in SQL as it is.
+fn valid_table_name(table: &str) -> bool {
+    let parts: Vec<&str> = table.split('.').collect();
+    parts.len() <= 2
+        && parts.iter().all(|p| {
+            p.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
 }
 
 /// Which broker fields go with which kind of broker.
@@ -299,5 +312,17 @@ fn counts_bounded(plan: &Plan, faults: Option<&[Fault]>, problems: &mut Problems
             );
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_table_name;
+
+    #[test]
+    fn postgres_tables_are_plain_identifiers() {
+        assert!(valid_table_name("orders") && valid_table_name("shop.orders_2"));
+        assert!(!valid_table_name("orders; drop table x") && !valid_table_name("1x"));
+        assert!(!valid_table_name("a.b.c") && !valid_table_name(""));
     }
 }
