@@ -68,6 +68,8 @@ struct Ran {
     events: Vec<Stamped>,
     why: String,
     took: Duration,
+    /// report.md.
+    md: String,
 }
 
 fn run_text(text: &str, extra: &[&str]) -> Ran {
@@ -84,7 +86,9 @@ fn run_file(plan: &Path, dir: &Path, extra: &[&str]) -> Ran {
     let took = started.elapsed();
     let events = read_events(&out_dir.join("events.jsonl")).unwrap_or_default();
     let why = explain(&out, &report);
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap_or_default();
     Ran {
+        md,
         out,
         report,
         events,
@@ -213,6 +217,9 @@ fn db_then_commit_duplicates_under_kills_and_each_row_names_the_process_that_wro
     let pids = consumer_pids(&ran.events);
     let effects = effects(&ran.events);
     assert!(effects.len() > 200, "a row written twice: {why}");
+    // report.md shows each duplicate's rows with their commits and writers
+    assert!(ran.md.contains("row insert committed at LSN"), "{}", ran.md);
+    assert!(ran.md.contains("(its socket, pid "), "{}", ran.md);
     for (id, _, a) in &effects {
         assert_eq!(a.by, Some(AttributedBy::Socket), "{id}: {a:?} {why}");
         assert!(

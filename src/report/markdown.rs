@@ -508,7 +508,12 @@ fn anomaly(md: &mut String, rec: &Judgement, a: &Anomaly) {
             ),
             _ => String::new(),
         };
-        let _ = writeln!(md, "- {}: effect {how} by {who}{witness}", secs(e.t_us));
+        let row = e.attribution.row.as_ref().map(row_text).unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "- {}: effect {how} by {who}{witness}{row}",
+            secs(e.t_us)
+        );
     }
     if let Some(c) = rec.commits_ahead.for_id(&a.id) {
         let _ = writeln!(
@@ -866,6 +871,19 @@ fn text(s: &str) -> String {
 /// Text inside a table cell.
 fn cell(s: &str) -> String {
     text(s).replace('|', "\\|")
+}
+
+/// `; row insert committed at LSN 0/16B3748 (2026-12-01T00:18:34Z, xid 1066), payload: {...}`
+fn row_text(r: &crate::timeline::RowCommit) -> String {
+    let mut out = format!(
+        "; row {} committed at LSN {} ({}, xid {})",
+        r.op, r.lsn, r.commit_time, r.xid
+    );
+    for (column, value) in &r.columns {
+        let shown: String = value.to_string().chars().take(120).collect();
+        out.push_str(&format!(", {column}: `{}`", shown.replace('`', "'")));
+    }
+    out
 }
 
 #[cfg(test)]
