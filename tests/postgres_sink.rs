@@ -343,3 +343,43 @@ fn the_python_rabbitmq_dedup_consumer_is_exact_and_duplicates_without_its_dedup(
     );
     assert_eq!(ran.report["counts"]["lost"], 0, "{why}");
 }
+
+#[test]
+fn a_replication_stream_cut_mid_run_never_claims_a_loss_it_could_not_see() {
+    require_postgres();
+    require_kafka();
+    // the commit-then-db plan, slower, under a name of its own (its slot is found by it)
+    let cutter = std::thread::spawn(|| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        std::thread::sleep(Duration::from_secs(3));
+        while Instant::now() < deadline {
+            let out = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+                .args(["-h", "127.0.0.1", "-U", "exactly", "-d", "exactly", "-tAc"])
+                .arg(
+                    "SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots \
+                     WHERE slot_name LIKE 'exactly_pg_cut_%' AND active_pid IS NOT NULL",
+                )
+                .env("PGPASSWORD", "exactly")
+                .output();
+            if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "1") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    });
+    let ran = run_shipped("postgres-commit-then-db.yaml", |t| {
+        t.replace("name: postgres-commit-then-db", "name: pg-cut")
+            .replace("rate: unlimited", "")
+            .replace(
+                "  messages: 200\n",
+                "  messages: 200\n  rate: 25/s\n  during: true\n",
+            )
+    });
+    assert!(cutter.join().unwrap(), "the sink's walsender was cut");
+    let why = &ran.why;
+    assert_ne!(ran.report["verdict"], "LOST", "{why}");
+    assert_eq!(ran.report["counts"]["lost"], 0, "{why}");
+    assert_eq!(ran.out.status.code(), Some(3), "inconclusive: {why}");
+    assert!(ran.md.contains("replication stream ended"), "{}", ran.md);
+}

@@ -296,8 +296,8 @@ impl Watch {
                     continue;
                 }
                 _ = sleep_until(barrier) => {
-                    self.recorder.warn(format!(
-                        "postgres sink: the end-of-run barrier did not come back through the \
+                    self.blind(format!(
+                        "the end-of-run barrier did not come back through the replication \
                          stream within {BARRIER_DEADLINE:?}: rows committed just before the end \
                          may be missing"
                     ));
@@ -306,11 +306,19 @@ impl Watch {
             };
             let event = match event {
                 Ok(Some(e)) => e,
-                Ok(None) => break,
+                Ok(None) => {
+                    if barrier.is_none() {
+                        self.blind(
+                            "the replication stream ended before the run did: rows \
+                                    committed after it were not seen"
+                                .into(),
+                        );
+                    }
+                    break;
+                }
                 Err(e) => {
-                    self.recorder.warn(format!(
-                        "postgres sink: the replication stream ended: {e}; rows committed after \
-                         this were not seen"
+                    self.blind(format!(
+                        "the replication stream ended: {e}; rows committed after it were not seen"
                     ));
                     break;
                 }
@@ -354,6 +362,13 @@ impl Watch {
         }
         let _ = tokio::time::timeout(CONNECT_DEADLINE, self.repl.shutdown()).await;
         teardown(&self.client, &self.name, &self.table_sql).await;
+    }
+
+    /// The sink could not read every committed row: recorded as effects it could not read, so
+    /// the judge treats the oracle as blind (no loss is claimed on missing evidence).
+    fn blind(&self, reason: String) {
+        self.recorder
+            .reject(format!("postgres sink: {reason}"), self.table.as_bytes());
     }
 
     /// Decodes one row message into the open transaction.
