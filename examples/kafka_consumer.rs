@@ -31,6 +31,20 @@
 //! - `produce-then-commit`: produce the result (idempotent producer, no transaction), wait
 //!   for its acknowledgement, then commit the offset (at-least-once at the output topic).
 //!
+//! Database modes (the effect is a row in PostgreSQL, seen by the `postgres` sink; the URL is
+//! `DATABASE_URL`, the table `EXACTLY_DB_TABLE` or `orders`; see `shared/db.rs`):
+//!
+//! - `db-then-commit`: insert the row (its own transaction), then commit the offset
+//!   (at-least-once: a crash between the two repeats the row);
+//! - `commit-then-db`: commit the offset, then insert (at-most-once: a crash between loses it);
+//! - `dedup-table`: the row and `processed(message_id)` in one transaction, an ID already
+//!   there skipped (`ON CONFLICT DO NOTHING`), the offset committed after (effectively
+//!   exactly-once: a redelivery writes nothing);
+//! - `offsets-in-db`: the row and the partition's next offset (`consumer_offsets`) in one
+//!   transaction, a message behind the stored offset skipped; on assignment it seeks to the
+//!   stored offsets. Kafka's committed offset is only a lag hint here (committed in the
+//!   background after the transaction), never what it resumes from.
+//!
 //! `--sink http|file|stdout` picks where effects go: POST to `EXACTLY_EFFECT_URL` (default),
 //! a line appended to `EXACTLY_EFFECT_FILE`, or a line `effect <payload>` on stdout.
 //! `--also-sink http|file|stdout` sends each effect to a second place too, just before the
@@ -45,8 +59,13 @@
 //! answer (30000); `--side-client` also opens a second client on the address the contract
 //! hands it, which only reads metadata (as an admin or health-check client would).
 
+#[path = "shared/db.rs"]
+mod db;
 #[path = "shared/effects.rs"]
 mod effects;
+
+use db::{Db, Written};
+use std::sync::Mutex;
 
 use effects::{env, Effects, Sink};
 
@@ -76,6 +95,10 @@ enum Mode {
     Transactional,
     TransactionalWithEmail,
     ProduceThenCommit,
+    DbThenCommit,
+    CommitThenDb,
+    DedupTable,
+    OffsetsInDb,
 }
 
 impl Mode {
@@ -85,6 +108,22 @@ impl Mode {
             self,
             Mode::Transactional | Mode::TransactionalWithEmail | Mode::ProduceThenCommit
         )
+    }
+
+    /// The database modes: the effect is a row, not a call to the sink.
+    fn writes_db(self) -> bool {
+        match self {
+            Mode::DbThenCommit | Mode::CommitThenDb | Mode::DedupTable | Mode::OffsetsInDb => true,
+            Mode::CommitBeforeEffect
+            | Mode::CommitAfterEffect
+            | Mode::Idempotent
+            | Mode::AutoCommit
+            | Mode::CommitPeriodic
+            | Mode::CommitOnRevoke
+            | Mode::Transactional
+            | Mode::TransactionalWithEmail
+            | Mode::ProduceThenCommit => false,
+        }
     }
 }
 
@@ -136,6 +175,10 @@ fn parse_args() -> Result<Args, String> {
                     "transactional" => Mode::Transactional,
                     "transactional-with-email" => Mode::TransactionalWithEmail,
                     "produce-then-commit" => Mode::ProduceThenCommit,
+                    "db-then-commit" => Mode::DbThenCommit,
+                    "commit-then-db" => Mode::CommitThenDb,
+                    "dedup-table" => Mode::DedupTable,
+                    "offsets-in-db" => Mode::OffsetsInDb,
                     other => return Err(format!("unknown mode {other}")),
                 }
             }
@@ -187,6 +230,8 @@ fn parse_args() -> Result<Args, String> {
 /// and, in `commit-on-revoke`, commits the finished work before partitions are taken away.
 struct Hooks {
     commit_on_revoke: bool,
+    /// `offsets-in-db`: the database and (group, topic) whose stored offsets it seeks to.
+    offsets: Option<(Arc<Mutex<Db>>, String, String)>,
 }
 
 impl ClientContext for Hooks {
@@ -200,6 +245,12 @@ impl ClientContext for Hooks {
 }
 
 impl ConsumerContext for Hooks {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Hooks>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(assigned) = rebalance {
+            self.seek_to_stored(consumer, assigned);
+        }
+    }
+
     /// Runs inside `poll`, before the revoked partitions are given up: everything marked done
     /// so far (the stored offsets) is committed while this consumer still owns it.
     fn pre_rebalance(&self, consumer: &BaseConsumer<Hooks>, rebalance: &Rebalance<'_>) {
@@ -219,6 +270,47 @@ impl ConsumerContext for Hooks {
                 eprintln!("kafka_consumer: partitions {partitions:?} revoked; nothing to commit")
             }
             Err(e) => eprintln!("kafka_consumer: commit on revoke failed: {e}"),
+        }
+    }
+}
+
+impl Hooks {
+    /// `offsets-in-db`: after an assignment, seek each assigned partition to the offset the
+    /// database stored (the transaction's guard still skips anything behind it).
+    fn seek_to_stored(&self, consumer: &BaseConsumer<Hooks>, assigned: &TopicPartitionList) {
+        let Some((db, group, topic)) = &self.offsets else {
+            return;
+        };
+        let stored = db
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stored_offsets(group, topic);
+        let stored = match stored {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("kafka_consumer: cannot read the stored offsets: {e}");
+                return;
+            }
+        };
+        for e in assigned.elements() {
+            if let Some((_, next)) = stored.iter().find(|(p, _)| *p == e.partition()) {
+                let sought = consumer.seek(
+                    topic,
+                    e.partition(),
+                    Offset::Offset(*next),
+                    Duration::from_secs(2),
+                );
+                match sought {
+                    Ok(()) => eprintln!(
+                        "kafka_consumer: partition {} sought to stored offset {next}",
+                        e.partition()
+                    ),
+                    Err(err) => eprintln!(
+                        "kafka_consumer: seek of partition {} to {next} failed: {err}",
+                        e.partition()
+                    ),
+                }
+            }
         }
     }
 }
@@ -287,6 +379,7 @@ fn run_pipeline(args: &Args, stop: &AtomicBool) {
     let consumer: BaseConsumer<Hooks> = consumer_cfg
         .create_with_context(Hooks {
             commit_on_revoke: false,
+            offsets: None,
         })
         .expect("consumer config is valid");
     let topic = env(PROGRAM, "EXACTLY_TOPIC");
@@ -441,8 +534,17 @@ fn main() {
     // what is stored; nothing is stored automatically when it is merely received.
     let periodic = matches!(args.mode, Mode::CommitPeriodic | Mode::CommitOnRevoke);
     let config = consumer_config(&args, auto, periodic);
+    let db = args
+        .mode
+        .writes_db()
+        .then(|| Arc::new(Mutex::new(Db::connect(PROGRAM))));
+    let group = env(PROGRAM, "EXACTLY_GROUP");
     let hooks = Hooks {
         commit_on_revoke: args.mode == Mode::CommitOnRevoke,
+        offsets: match (&db, args.mode) {
+            (Some(db), Mode::OffsetsInDb) => Some((db.clone(), group.clone(), topic.clone())),
+            _ => None,
+        },
     };
     let consumer: BaseConsumer<Hooks> = config
         .create_with_context(hooks)
@@ -496,6 +598,19 @@ fn main() {
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .unwrap_or_default();
 
+        if let Some(db) = &db {
+            let mut db = db.lock().unwrap_or_else(|p| p.into_inner());
+            write_row(
+                args.mode,
+                args.work,
+                &mut db,
+                &consumer,
+                &msg,
+                &group,
+                (&id, &payload),
+            );
+            continue;
+        }
         if args.mode == Mode::CommitBeforeEffect {
             commit(&consumer, &msg);
         }
@@ -538,6 +653,70 @@ fn side_client(topic: &str, stop: Arc<AtomicBool>) {
             std::thread::sleep(Duration::from_millis(500));
         }
     });
+}
+
+/// A database mode's handling of one message; a failed write ends the process (exit 1)
+/// without committing, as a consumer that cannot reach its database would.
+fn write_row(
+    mode: Mode,
+    work: Duration,
+    db: &mut Db,
+    consumer: &BaseConsumer<Hooks>,
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+    group: &str,
+    (id, payload): (&str, &str),
+) {
+    let fail = |e: tokio_postgres::Error| -> ! {
+        eprintln!("kafka_consumer: database write failed: {e}");
+        std::process::exit(1)
+    };
+    // `work` is the rest of the processing between the two steps: the window a kill lands in
+    match mode {
+        Mode::DbThenCommit => {
+            db.insert(id, payload).unwrap_or_else(|e| fail(e));
+            std::thread::sleep(work);
+            commit(consumer, msg);
+        }
+        Mode::CommitThenDb => {
+            commit(consumer, msg);
+            std::thread::sleep(work);
+            db.insert(id, payload).unwrap_or_else(|e| fail(e));
+        }
+        Mode::DedupTable => {
+            if db.insert_once(id, payload).unwrap_or_else(|e| fail(e)) == Written::Skipped {
+                eprintln!("kafka_consumer: {id} already in processed: skipped");
+            }
+            std::thread::sleep(work);
+            commit(consumer, msg);
+        }
+        Mode::OffsetsInDb => {
+            let at = (group, msg.topic(), msg.partition(), msg.offset());
+            if db
+                .insert_with_offset(at, id, payload)
+                .unwrap_or_else(|e| fail(e))
+                == Written::Skipped
+            {
+                eprintln!(
+                    "kafka_consumer: offset {} is behind the stored offset: skipped",
+                    msg.offset()
+                );
+            }
+            std::thread::sleep(work);
+            // a lag hint for monitoring only: it resumes from the database's offset
+            if let Err(e) = consumer.commit_message(msg, CommitMode::Async) {
+                eprintln!("kafka_consumer: lag-hint commit failed: {e}");
+            }
+        }
+        Mode::CommitBeforeEffect
+        | Mode::CommitAfterEffect
+        | Mode::Idempotent
+        | Mode::AutoCommit
+        | Mode::CommitPeriodic
+        | Mode::CommitOnRevoke
+        | Mode::Transactional
+        | Mode::TransactionalWithEmail
+        | Mode::ProduceThenCommit => unreachable!("not a database mode"),
+    }
 }
 
 fn commit(consumer: &BaseConsumer<Hooks>, msg: &rdkafka::message::BorrowedMessage<'_>) {

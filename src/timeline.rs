@@ -670,6 +670,25 @@ pub struct Attribution {
         skip_serializing_if = "Option::is_none"
     )]
     pub note: Option<String>,
+    /// The committed database transaction the effect was read from (`postgres` sink).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row: Option<RowCommit>,
+}
+
+/// Where a `postgres` effect was seen: its row change and the transaction that committed it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RowCommit {
+    /// `insert` or `update`.
+    pub op: String,
+    /// The commit's log sequence number (`0/16B3748`).
+    pub lsn: String,
+    /// The commit time, by the database server's clock (RFC 3339).
+    pub commit_time: String,
+    /// The transaction ID.
+    pub xid: u32,
+    /// The plan's extra columns of the row (`effects.postgres.columns`).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub columns: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Attribution {

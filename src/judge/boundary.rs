@@ -210,6 +210,7 @@ fn summed_counts<'a>(parts: impl Iterator<Item = &'a Counts>) -> Counts {
             rejected,
             not_counted_done,
             torn_lines,
+            redeliveries_absorbed,
         } = c;
         (sum.expected, sum.produce_records, sum.produced) =
             (*expected, *produce_records, *produced);
@@ -231,6 +232,7 @@ fn summed_counts<'a>(parts: impl Iterator<Item = &'a Counts>) -> Counts {
             (&mut sum.rejected, rejected),
             (&mut sum.not_counted_done, not_counted_done),
             (&mut sum.torn_lines, torn_lines),
+            (&mut sum.redeliveries_absorbed, redeliveries_absorbed),
         ] {
             *total += n;
         }

@@ -35,6 +35,7 @@
 
 use crate::timeline::{Event, Stamped};
 
+mod absorbed;
 mod boundary;
 pub mod bypass;
 pub mod commit_window;
@@ -118,6 +119,7 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
     counts.phantom = tally.phantoms.len() as u64;
     anomalies.extend(tally.phantoms);
     counts.rejected = facts.rejected;
+    counts.redeliveries_absorbed = absorbed::redeliveries_absorbed(events);
     counts.torn_lines = facts.torn_lines;
     if let Some(r) = &facts.run {
         counts.expected = r.messages;

@@ -240,6 +240,11 @@ pub struct Counts {
     pub phantom: u64,
     /// Failed IDs that nevertheless had effects (not judged; reported as a warning).
     pub failed_effected: u64,
+    /// Deliveries of a message after its one applied effect that made no further effect:
+    /// what a dedup table or offsets stored with the data absorbed (a redelivery not yet
+    /// processed when the run ended counts too). Left out of report.json when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub redeliveries_absorbed: u64,
     /// Effects the sink could not read (`effect_rejected`).
     pub rejected: u64,
     /// Judged IDs with an applied effect that the broker never counted done (Kafka: no commit
@@ -730,6 +735,11 @@ impl ExitStatus {
             ExitStatus::Terminated | ExitStatus::Signalled(_) | ExitStatus::Unknown => false,
         }
     }
+}
+
+/// For `skip_serializing_if`: a count of 0 is left out.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -114,3 +114,40 @@ fn a_kafka_topic_boundary_has_its_output_topic_and_only_it_does() {
         error_of(&amqp)
     );
 }
+
+#[test]
+fn a_postgres_boundary_carries_its_database_and_a_missing_one_is_located() {
+    let src = format!(
+        "{HEAD}boundaries:\n  - name: rows\n    sink: postgres\n    id: json:/message_id\n    \
+         postgres: {{ url: \"postgres://u:p@127.0.0.1:5432/d\", table: orders }}\n  \
+         - name: email\n    sink: http\nexpect: at-least-once\n"
+    );
+    let plan = parse_plan(Path::new("p.yaml"), &src).unwrap();
+    let [rows, email] = plan.boundaries() else {
+        panic!("two boundaries");
+    };
+    assert_eq!(rows.sink, SinkKind::Postgres);
+    assert_eq!(
+        rows.postgres.as_ref().map(|p| p.table.as_str()),
+        Some("orders")
+    );
+    assert!(email.postgres.is_none());
+
+    let missing = format!(
+        "{HEAD}boundaries:\n  - {{ name: rows, sink: postgres, id: json:/m }}\nexpect: at-least-once\n"
+    );
+    assert!(
+        error_of(&missing).contains("boundaries[0]")
+            && error_of(&missing).contains("needs `postgres:`"),
+        "{}",
+        error_of(&missing)
+    );
+    let stray = format!(
+        "{HEAD}boundaries:\n  - {{ name: mail, sink: http, postgres: {{ url: \"postgres://h/d\", table: t }} }}\nexpect: at-least-once\n"
+    );
+    assert!(
+        error_of(&stray).contains("boundaries[0].postgres"),
+        "{}",
+        error_of(&stray)
+    );
+}

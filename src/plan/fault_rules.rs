@@ -24,6 +24,8 @@ pub(super) const MOST_FIRINGS: u64 = 10_000;
 pub(super) struct Context {
     /// Some boundary is observed by the `http` sink (the one sink that can hold an answer).
     pub http_sink: bool,
+    /// Some boundary is observed by the `postgres` sink (it sees a row only once committed).
+    pub postgres_sink: bool,
     /// `consumer.instances`.
     pub instances: u64,
     /// The consumer goes through the proxy (on by default).
@@ -476,6 +478,14 @@ fn countable(moment: Moment, event: EventKind, ctx: &Context) -> Result<(), Brok
     }
     if event.seen_by_proxy() && !ctx.proxy {
         return Err(broken(path, format!("`{form}: {name}` {NEEDS_PROXY}")));
+    }
+    if moment == Moment::During && !ctx.http_sink && ctx.postgres_sink {
+        return Err(broken(
+            ".during",
+            "`during: effect` holds the sink's answer, and a postgres sink answers nothing: it sees \
+             a row only once its transaction has committed, so no fault can land inside the \
+             write. Use `after: effect` (fires when the committed row is seen)",
+        ));
     }
     if moment == Moment::During && !ctx.http_sink {
         return Err(broken(

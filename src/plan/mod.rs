@@ -100,6 +100,7 @@ impl Default for Loaded {
                 idempotency_key: None,
                 expect: Semantics::ExactlyOnce,
                 output: None,
+                postgres: None,
             }],
         }
     }
@@ -130,6 +131,8 @@ pub struct Boundary {
     /// `kafka-topic`: the output topic as written (`{run}` not yet replaced), its isolation
     /// and partitions.
     pub output: Option<OutputTopicSpec>,
+    /// `postgres`: the database and table the consumer writes.
+    pub postgres: Option<PostgresSpec>,
 }
 
 /// A `kafka-topic` boundary's output topic, typed.
@@ -343,6 +346,9 @@ pub enum SinkKind {
     /// (`EXACTLY_OUTPUT_TOPIC`), read back by the harness under `read_committed`.
     #[serde(rename = "kafka-topic")]
     KafkaTopic,
+    /// The consumer writes rows into a PostgreSQL table (`postgres`), observed by logical
+    /// replication: every committed insert or update of a row is an effect.
+    Postgres,
 }
 
 /// Which records of an output topic are effects.
@@ -364,7 +370,7 @@ pub struct BoundarySpec {
     /// Its name, unique in the plan (letters, digits, `-` and `_`): it heads its row of the
     /// report and names its variables (`EXACTLY_EFFECT_URL_<NAME>`, `{effect_url:NAME}`).
     pub name: String,
-    /// `http`, `file` or `stdout`.
+    /// `http`, `file`, `stdout`, `kafka-topic` or `postgres`.
     pub sink: SinkKind,
     /// How to find the message ID in an effect (as `effects.id`).
     #[serde(default = "default_effect_id")]
@@ -385,6 +391,9 @@ pub struct BoundarySpec {
     /// `kafka-topic`: partitions of the output topic (default: `broker.partitions`).
     #[serde(default)]
     pub partitions: Option<Count>,
+    /// `postgres`: the database and table the consumer writes.
+    #[serde(default)]
+    pub postgres: Option<PostgresSpec>,
 }
 
 impl SinkKind {
@@ -395,6 +404,7 @@ impl SinkKind {
             SinkKind::File => "file",
             SinkKind::Stdout => "stdout",
             SinkKind::KafkaTopic => "kafka-topic",
+            SinkKind::Postgres => "postgres",
         }
     }
 
@@ -402,16 +412,37 @@ impl SinkKind {
     pub fn has_headers(self) -> bool {
         match self {
             SinkKind::Http | SinkKind::KafkaTopic => true,
-            SinkKind::File | SinkKind::Stdout => false,
+            SinkKind::File | SinkKind::Stdout | SinkKind::Postgres => false,
         }
     }
+}
+
+/// Where a `postgres` sink looks: the database and the table the consumer writes. Each
+/// committed row change is read as a JSON object of its columns, so `effects.id` names a
+/// column (`json:/message_id`) or a path into a json/jsonb column (`json:/payload/id`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSpec {
+    /// Connection URL, `postgres://user:password@host:port/database`; the user needs the
+    /// REPLICATION attribute and must own `table` (reports show it with the password hidden).
+    pub url: String,
+    /// The table the consumer writes (`name` or `schema.name`); it must exist when the run
+    /// starts (see `setup`).
+    pub table: String,
+    /// Optional SQL run once before the run starts watching (e.g. `CREATE TABLE IF NOT
+    /// EXISTS ...`), on the same connection.
+    #[serde(default)]
+    pub setup: Option<String>,
+    /// Optional: more columns of each row to show beside its ID in the report.
+    #[serde(default)]
+    pub columns: Vec<String>,
 }
 
 /// Where effects are observed and how an effect names its message.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EffectSpec {
-    /// `http`, `file` or `stdout`.
+    /// `http`, `file`, `stdout` or `postgres`.
     pub sink: SinkKind,
     /// How to find the message ID in an effect: `json:/pointer`, `regex:(...)`, `header:Name`
     /// or `body`.
@@ -421,6 +452,9 @@ pub struct EffectSpec {
     /// provider (a repeated key is replayed, not applied again).
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// For `sink: postgres`: the database and table the consumer writes.
+    #[serde(default)]
+    pub postgres: Option<PostgresSpec>,
 }
 
 /// One fault: exactly one action field, its parameters and a trigger.

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use super::fault_rules::{self, Context};
 use super::{
-    Boundary, BrokerKind, Extractor, Fault, Loaded, OutputTopicSpec, Plan, RestartPolicy, SinkKind,
-    DEFAULT_BOUNDARY,
+    Boundary, BrokerKind, Extractor, Fault, Loaded, OutputTopicSpec, Plan, PostgresSpec,
+    RestartPolicy, SinkKind, DEFAULT_BOUNDARY,
 };
 
 /// One thing wrong with a plan.
@@ -77,6 +77,58 @@ pub fn validate(plan: &Plan) -> Result<Loaded, Vec<Problem>> {
         // Every `None` above was kept as a problem, so the list is never empty.
         _ => Err(problems.0),
     }
+}
+
+/// `effects.postgres` goes with `sink: postgres`, and only with it.
+fn postgres_rules(
+    path: &str,
+    sink: SinkKind,
+    spec: Option<&PostgresSpec>,
+    problems: &mut Problems,
+) -> Option<PostgresSpec> {
+    match (sink, spec) {
+        (SinkKind::Postgres, None) => problems.add(
+            path,
+            "`sink: postgres` needs `postgres:` with `url` and `table`, e.g. postgres: {url: \
+             \"postgres://exactly:exactly@127.0.0.1:5432/exactly\", table: orders}",
+        ),
+        (SinkKind::Postgres, Some(pg)) => {
+            if <tokio_postgres::Config as std::str::FromStr>::from_str(&pg.url).is_err() {
+                problems.add(
+                    format!("{path}.postgres.url"),
+                    "not a connection URL: use postgres://user:password@host:port/database",
+                );
+            }
+            if !valid_table_name(&pg.table) {
+                problems.add(
+                    format!("{path}.postgres.table"),
+                    "a table name is `name` or `schema.name` (letters, digits, `_`)",
+                );
+            }
+            return Some(pg.clone());
+        }
+        (SinkKind::Http | SinkKind::File | SinkKind::Stdout | SinkKind::KafkaTopic, Some(_)) => {
+            problems.add(
+                format!("{path}.postgres"),
+                "`postgres:` is read only with `sink: postgres`",
+            )
+        }
+        (SinkKind::Http | SinkKind::File | SinkKind::Stdout | SinkKind::KafkaTopic, None) => {}
+    }
+    None
+}
+
+/// True for `name` or `schema.name` made of letters, digits and `_` (not starting with a
+/// digit): safe to put in SQL as it is.
+fn valid_table_name(table: &str) -> bool {
+    let parts: Vec<&str> = table.split('.').collect();
+    parts.len() <= 2
+        && parts.iter().all(|p| {
+            p.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
 }
 
 /// Which broker fields go with which kind of broker.
@@ -155,6 +207,8 @@ fn boundary_rules(plan: &Plan, problems: &mut Problems) -> Option<Vec<Boundary>>
                 id: &effects.id,
                 idempotency_key: effects.idempotency_key.as_deref(),
             };
+            let postgres =
+                postgres_rules("effects", effects.sink, effects.postgres.as_ref(), problems);
             let (id, idempotency_key) = effect_rules(&written, problems)?;
             Some(vec![Boundary {
                 name: DEFAULT_BOUNDARY.into(),
@@ -165,6 +219,7 @@ fn boundary_rules(plan: &Plan, problems: &mut Problems) -> Option<Vec<Boundary>>
                 idempotency_key,
                 expect,
                 output: None,
+                postgres,
             }])
         }
         (None, false) => declared_boundaries(plan, problems),
@@ -213,6 +268,7 @@ fn declared_boundaries(plan: &Plan, problems: &mut Problems) -> Option<Vec<Bound
             idempotency_key: b.idempotency_key.as_deref(),
         };
         let output = output_topic(plan, b, &path, problems);
+        let postgres = postgres_rules(&path, b.sink, b.postgres.as_ref(), problems);
         match (effect_rules(&written, problems), expect, &mut typed) {
             (Some((id, idempotency_key)), Some(expect), Some(list)) => list.push(Boundary {
                 name: b.name.clone(),
@@ -223,6 +279,7 @@ fn declared_boundaries(plan: &Plan, problems: &mut Problems) -> Option<Vec<Bound
                 idempotency_key,
                 expect,
                 output,
+                postgres,
             }),
             _ => typed = None,
         }
@@ -283,6 +340,11 @@ fn effect_rules(
 ) -> Option<(Extractor, Option<Extractor>)> {
     let effect_id = match Extractor::parse(written.id) {
         Err(e) => Err(e),
+        Ok(rule) if rule.needs_headers() && written.sink == SinkKind::Postgres => Err(
+            "a postgres effect is a row, read as a JSON object of its columns: use `json:/column` \
+             or `json:/column/path` (into a json or jsonb column)"
+                .to_owned(),
+        ),
         Ok(rule) if rule.needs_headers() && !written.sink.has_headers() => Err(
             "file and stdout effects are lines without headers: use `json:/field`, `regex:...` or `body`"
                 .to_owned(),
@@ -307,14 +369,16 @@ fn effect_rules(
 
 /// Each fault typed, or every broken rule of every fault kept (`None`).
 fn fault_rules(plan: &Plan, problems: &mut Problems) -> Option<Vec<Fault>> {
-    let ctx = Context {
-        http_sink: plan
-            .effects
+    let sinks = || {
+        plan.effects
             .as_ref()
             .map(|e| e.sink)
             .into_iter()
             .chain(plan.boundaries.iter().map(|b| b.sink))
-            .any(|s| s == SinkKind::Http),
+    };
+    let ctx = Context {
+        http_sink: sinks().any(|s| s == SinkKind::Http),
+        postgres_sink: sinks().any(|s| s == SinkKind::Postgres),
         instances: plan.consumer.instances.get(),
         proxy: plan.via_proxy(),
         kind: plan.broker.kind,
@@ -424,5 +488,17 @@ fn counts_bounded(plan: &Plan, faults: Option<&[Fault]>, problems: &mut Problems
             );
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_table_name;
+
+    #[test]
+    fn postgres_tables_are_plain_identifiers() {
+        assert!(valid_table_name("orders") && valid_table_name("shop.orders_2"));
+        assert!(!valid_table_name("orders; drop table x") && !valid_table_name("1x"));
+        assert!(!valid_table_name("a.b.c") && !valid_table_name(""));
     }
 }

@@ -199,6 +199,20 @@ fn summary(md: &mut String, rec: &Judgement) {
     let _ = writeln!(md, "Verdict: **{}**\n", rec.verdict);
     let _ = writeln!(md, "Expectation: {}\n", expectation_line(rec));
     let _ = writeln!(md, "{}\n", summary_sentence(rec));
+    if rec.counts.redeliveries_absorbed > 0 {
+        let _ = writeln!(
+            md,
+            "{} redeliver{} of a message after its effect wrote nothing more: absorbed by the \
+             consumer's dedup (a dedup table, offsets stored with the data, an idempotent \
+             write), or not processed again before the end.\n",
+            rec.counts.redeliveries_absorbed,
+            if rec.counts.redeliveries_absorbed == 1 {
+                "y"
+            } else {
+                "ies"
+            }
+        );
+    }
     if rec.mock_broker() {
         let _ = writeln!(md, "> **Warning: {MOCK_WARNING}.**\n");
     }
@@ -322,6 +336,14 @@ fn impact(md: &mut String, rec: &Judgement) {
     ];
     for (label, n) in rows {
         let _ = writeln!(md, "| {label} | {n} |");
+    }
+    if k.redeliveries_absorbed > 0 {
+        let _ = writeln!(
+            md,
+            "| redeliveries after the one effect that wrote nothing (absorbed by dedup, or not \
+             processed again before the end) | {} |",
+            k.redeliveries_absorbed
+        );
     }
     let hit_nothing = match rec.faults_hit_nothing.len() {
         0 => String::new(),
@@ -616,7 +638,12 @@ fn anomaly(md: &mut String, rec: &Judgement, a: &Anomaly) {
             ),
             _ => String::new(),
         };
-        let _ = writeln!(md, "- {}: effect {how} by {who}{witness}", secs(e.t_us));
+        let row = e.attribution.row.as_ref().map(row_text).unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "- {}: effect {how} by {who}{witness}{row}",
+            secs(e.t_us)
+        );
     }
     if let Some(c) = rec.commits_ahead.for_id(&a.id) {
         let _ = writeln!(
@@ -974,6 +1001,19 @@ fn text(s: &str) -> String {
 /// Text inside a table cell.
 fn cell(s: &str) -> String {
     text(s).replace('|', "\\|")
+}
+
+/// `; row insert committed at LSN 0/16B3748 (2026-12-01T00:18:34Z, xid 1066), payload: {...}`
+fn row_text(r: &crate::timeline::RowCommit) -> String {
+    let mut out = format!(
+        "; row {} committed at LSN {} ({}, xid {})",
+        r.op, r.lsn, r.commit_time, r.xid
+    );
+    for (column, value) in &r.columns {
+        let shown: String = value.to_string().chars().take(120).collect();
+        out.push_str(&format!(", {column}: `{}`", shown.replace('`', "'")));
+    }
+    out
 }
 
 #[cfg(test)]

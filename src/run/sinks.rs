@@ -1,7 +1,7 @@
-//! The sinks phase: starts one effect sink (HTTP, file or stdout) per boundary of the plan
-//! before the consumer, each bound to the roster so an HTTP sink attributes effects by the
-//! live consumer process groups and each recording its boundary's name on its events; stops
-//! them all at the end of the run.
+//! The sinks phase: starts one effect sink (HTTP, file, stdout, kafka-topic or postgres) per
+//! boundary of the plan before the consumer, each bound to the roster so the HTTP and postgres
+//! sinks attribute effects by the live consumer process groups and each recording its
+//! boundary's name on its events; stops them all at the end of the run.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,7 +19,8 @@ use crate::gate::Gate;
 use crate::plan::{Boundary, SinkKind, TopicIsolation};
 use crate::sink::http::HttpSink;
 use crate::sink::kafka_topic::KafkaTopicSink;
-use crate::sink::owner::Group;
+use crate::sink::owner::{Group, SocketOwners};
+use crate::sink::postgres::PostgresSink;
 use crate::sink::rule_check::WrongRule;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::{file, EffectRecorder};
@@ -39,6 +40,8 @@ struct BoundarySink {
     kafka: Option<KafkaTopicSink>,
     /// The output topic, `{run}` replaced, for `sink: kafka-topic`.
     output_topic: Option<String>,
+    /// The replication reader, for `sink: postgres`.
+    postgres: Option<PostgresSink>,
     /// Where incarnations write their effect files (`sink: file`).
     effects_dir: PathBuf,
     /// A clone of the sink's recorder: it knows when the ID rule read none of the first effects.
@@ -117,6 +120,7 @@ impl Sinks {
             file_task: None,
             kafka: None,
             output_topic: None,
+            postgres: None,
             effects_dir,
             recorder: recorder.clone(),
         };
@@ -159,6 +163,18 @@ impl Sinks {
                 opened.kafka = Some(sink);
                 opened.output_topic = Some(topic);
             }
+            SinkKind::Postgres => {
+                let Some(spec) = &boundary.postgres else {
+                    unreachable!("loading gives every postgres boundary its database");
+                };
+                let owners = SocketOwners::new();
+                let roster = roster.clone();
+                owners.bind(Arc::new(move || {
+                    roster.live_groups().into_iter().map(Group::from).collect()
+                }));
+                let sink = PostgresSink::start(spec, ctx.run_id, recorder, owners).await?;
+                opened.postgres = Some(sink);
+            }
         }
         Ok(opened)
     }
@@ -194,6 +210,9 @@ impl Sinks {
         for b in &mut self.boundaries {
             if let Some(sink) = b.http.take() {
                 sink.join().await;
+            }
+            if let Some(sink) = b.postgres.take() {
+                sink.stop().await;
             }
         }
     }

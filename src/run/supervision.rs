@@ -208,7 +208,9 @@ fn boundary_contract(a: &BoundaryAddress, instance: u32, incarnation: u32) -> Bo
         SinkKind::File => file::effect_file(&a.effects_dir, instance, incarnation)
             .display()
             .to_string(),
-        SinkKind::Http | SinkKind::Stdout | SinkKind::KafkaTopic => String::new(),
+        SinkKind::Http | SinkKind::Stdout | SinkKind::KafkaTopic | SinkKind::Postgres => {
+            String::new()
+        }
     };
     BoundaryContract {
         name: a.name.clone(),

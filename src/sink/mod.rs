@@ -12,6 +12,7 @@ pub mod file;
 pub mod http;
 pub mod kafka_topic;
 pub mod owner;
+pub mod postgres;
 pub mod rule_check;
 pub mod stdout;
 
@@ -85,7 +86,7 @@ impl EffectRecorder {
         attribution: Attribution,
     ) -> Option<Arc<Stamped>> {
         let made_by = (instance, incarnation, attribution);
-        self.record_keyed(headers, None, body, made_by)
+        self.record_made(headers, None, body, made_by, None)
     }
 
     /// [`EffectRecorder::record`] for an effect with a key (a Kafka record).
@@ -94,7 +95,35 @@ impl EffectRecorder {
         headers: &[(String, String)],
         key: Option<&str>,
         body: &str,
+        made_by: (Option<u32>, Option<u32>, Attribution),
+    ) -> Option<Arc<Stamped>> {
+        self.record_made(headers, key, body, made_by, None)
+    }
+
+    /// Records one committed row change (`body`: the row as JSON) like [`Self::record`];
+    /// `unchanged` (an update that changed no column) is recorded as `replayed`, the
+    /// idempotent provider's replay, whatever the idempotency key says.
+    pub fn record_row(
+        &self,
+        body: &str,
+        unchanged: bool,
+        (instance, incarnation): (Option<u32>, Option<u32>),
+        attribution: Attribution,
+    ) -> Option<Arc<Stamped>> {
+        let forced = unchanged.then_some(EffectOutcome::Replayed);
+        let made_by = (instance, incarnation, attribution);
+        self.record_made(&[], None, body, made_by, forced)
+    }
+
+    /// Records one effect made by `made_by`; `forced` overrides the outcome the idempotency
+    /// key would give.
+    fn record_made(
+        &self,
+        headers: &[(String, String)],
+        key: Option<&str>,
+        body: &str,
         (instance, incarnation, attribution): (Option<u32>, Option<u32>, Attribution),
+        forced: Option<EffectOutcome>,
     ) -> Option<Arc<Stamped>> {
         let Some(id) = self.id.extract_record(headers, key, body) else {
             self.timeline.record(Event::EffectRejected {
@@ -129,6 +158,7 @@ impl EffectRecorder {
             }
             None => EffectOutcome::Applied,
         };
+        let outcome = forced.unwrap_or(outcome);
         Some(self.timeline.record(Event::Effect {
             id,
             instance,
@@ -220,6 +250,7 @@ mod tests {
                     by: Some(AttributedBy::Socket),
                     pid: Some(4242),
                     note: None,
+                    row: None,
                 },
             },
         };
