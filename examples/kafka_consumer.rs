@@ -42,8 +42,8 @@
 //!   exactly-once: a redelivery writes nothing);
 //! - `offsets-in-db`: the row and the partition's next offset (`consumer_offsets`) in one
 //!   transaction, a message behind the stored offset skipped; on assignment it seeks to the
-//!   stored offsets. Kafka's committed offset is only a lag hint here (committed in the
-//!   background after the transaction), never what it resumes from.
+//!   stored offsets. It never commits to Kafka (a plan reads its progress with
+//!   `postgres.offsets`).
 //!
 //! `--sink http|file|stdout` picks where effects go: POST to `EXACTLY_EFFECT_URL` (default),
 //! a line appended to `EXACTLY_EFFECT_FILE`, or a line `effect <payload>` on stdout.
@@ -701,11 +701,8 @@ fn write_row(
                     msg.offset()
                 );
             }
+            // No Kafka commit: it resumes from the database's offset, nothing else.
             std::thread::sleep(work);
-            // a lag hint for monitoring only: it resumes from the database's offset
-            if let Err(e) = consumer.commit_message(msg, CommitMode::Async) {
-                eprintln!("kafka_consumer: lag-hint commit failed: {e}");
-            }
         }
         Mode::CommitBeforeEffect
         | Mode::CommitAfterEffect

@@ -378,6 +378,18 @@ pub enum Event {
         /// (an open transaction, a broker that stopped answering): effects may be missing.
         complete: bool,
     },
+    /// The consumer's own record of its progress, read by the harness once the consumers
+    /// stopped from where the plan says the consumer keeps it (`postgres.offsets`: offsets
+    /// stored with the data): the next offset it will read, per partition. Such a consumer
+    /// resumes from these, not from the group's committed offsets, so the judge counts work
+    /// done by them.
+    StoredOffsets {
+        /// Where they were read (`postgres <table>: <query>`).
+        source: String,
+        /// Next offset per partition.
+        #[serde(with = "partition_map")]
+        committed: BTreeMap<i32, i64>,
+    },
     /// What the harness's own transient group member did (the `rebalance` fault): it joins the
     /// group under test, holds its share of partitions without consuming or committing, then
     /// leaves, forcing two rebalances on the consumer.

@@ -230,6 +230,45 @@ fn db_then_commit_duplicates_under_kills_and_each_row_names_the_process_that_wro
 }
 
 #[test]
+fn a_postgres_boundary_is_judged_under_its_own_name() {
+    require_postgres();
+    require_kafka();
+    let dir = tempfile::tempdir().unwrap();
+    // The shipped plan's one sink, declared as a boundary named `rows` with its own promise.
+    let plan = plan_copy("postgres-db-then-commit.yaml", dir.path(), |t| {
+        let (head, rest) = t.split_once("effects:\n").expect("an effects section");
+        let (section, tail) = rest.split_once("faults:\n").expect("a faults section");
+        let indented: String = section.lines().map(|l| format!("  {l}\n")).collect();
+        let boundary = indented.replacen(
+            "    sink: postgres",
+            "  - name: rows\n    sink: postgres",
+            1,
+        );
+        format!("{head}boundaries:\n{boundary}faults:\n{tail}")
+            .replace("expect: at-least-once", "expect: exactly-once")
+    });
+    let ran = run_file(&plan, dir.path(), &[]);
+    let why = &ran.why;
+    let rows = &ran.report["boundaries"][0];
+    assert_eq!(rows["name"], "rows", "{why}");
+    assert_eq!(rows["sink"], "postgres", "{why}");
+    assert_eq!(rows["verdict"], "DUPLICATED", "{why}");
+    assert_eq!(ran.report["verdict"], "DUPLICATED", "{why}");
+    assert_eq!(
+        ran.out.status.code(),
+        Some(1),
+        "exactly-once broken at rows: {why}"
+    );
+    assert!(
+        ran.events.iter().any(|e| matches!(
+            &e.event,
+            Event::Effect { boundary: Some(b), .. } if b == "rows"
+        )),
+        "effects name their boundary: {why}"
+    );
+}
+
+#[test]
 fn a_database_down_at_start_ends_the_run_with_exit_4_in_seconds_with_the_password_hidden() {
     let text = python_plan("pg_down", "--mode, dedup-table", "", 5, "").replace(
         "url: postgres://exactly:exactly@127.0.0.1:5432/exactly",
@@ -319,6 +358,46 @@ fn offsets_in_db_is_exact_under_kills_pauses_and_rebalances() {
     assert_eq!(
         ran.report["faults_fired"].as_array().map(Vec::len),
         Some(4),
+        "{why}"
+    );
+    let commits = ran
+        .events
+        .iter()
+        .filter(|e| matches!(e.event, Event::Commit { .. }))
+        .count();
+    assert_eq!(commits, 0, "it never commits to Kafka: {why}");
+    let stored: Vec<i64> = ran
+        .events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::StoredOffsets { committed, .. } => Some(committed.values().copied().collect()),
+            _ => None,
+        })
+        .expect("the stored offsets were read");
+    assert_eq!(stored.len(), 3, "one row per partition: {why}");
+    assert!(
+        ran.md.contains("offsets the consumer stored with its data"),
+        "the report says what counted the work done: {}",
+        ran.md
+    );
+}
+
+#[test]
+fn offsets_in_db_without_its_stored_offsets_read_is_not_counted_done() {
+    require_postgres();
+    require_kafka();
+    // The same consumer and faults, but the plan does not say where its progress is: nothing
+    // was committed to Kafka, so the promise cannot be known (exit 3), whatever was observed.
+    let ran = run_shipped("postgres-offsets-in-db.yaml", |t| {
+        t.lines()
+            .filter(|l| !l.trim_start().starts_with("offsets:"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    });
+    let why = &ran.why;
+    assert_eq!(ran.out.status.code(), Some(3), "{why}");
+    assert!(
+        ran.report["counts"]["not_counted_done"].as_u64() > Some(0),
         "{why}"
     );
 }

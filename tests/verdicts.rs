@@ -319,8 +319,10 @@ verdicts! {
                 topic["committed_records"].as_u64().unwrap() + aborted,
                 "{why}"
             );
-            let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
-            assert!(md.contains("records of aborted transactions"), "{md}");
+            if aborted > 0 {
+                let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
+                assert!(md.contains("records of aborted transactions"), "{md}");
+            }
             // The email's duplicates are named for what they are: outside the transaction.
             let groups = r.report["boundaries"][1]["mechanisms"].as_array().unwrap();
             assert!(!groups.is_empty(), "{why}");

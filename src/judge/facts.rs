@@ -136,6 +136,8 @@ pub(crate) struct FactsReader<'a> {
     faults: Vec<FaultRecord>,
     incarnations: HashMap<(u32, u32), Incarnation>,
     last_progress: Option<&'a Stamped>,
+    /// The consumer's own stored offsets (`stored_offsets`), when the plan reads them.
+    stored_offsets: Option<&'a Stamped>,
     remainder: Option<Remainder<'a>>,
     end: Option<(EndReason, u64)>,
     last_t_us: Option<u64>,
@@ -154,6 +156,35 @@ pub(crate) struct FactsReader<'a> {
     survivors: Vec<SurvivingProcess>,
     warnings: Vec<String>,
     output_topics: Vec<OutputTopicRead>,
+}
+
+/// The progress the judge counts work done by: the consumer's own stored offsets when the
+/// plan had them read (they replace the group's committed offsets, which such a consumer does
+/// not resume from; the end offsets stay the broker's), with a note saying so for the report.
+fn with_stored_offsets(
+    broker: Option<ProgressSnapshot>,
+    stored: Option<&Stamped>,
+) -> (Option<ProgressSnapshot>, Option<String>) {
+    let Some(Stamped {
+        t_us,
+        event: Event::StoredOffsets { source, committed },
+        ..
+    }) = stored
+    else {
+        return (broker, None);
+    };
+    let note = format!(
+        "work is counted done by the offsets the consumer stored with its data ({source}), not \
+         by the group's committed offsets: {} partition(s) read once the consumers stopped",
+        committed.len()
+    );
+    let end = broker.map(|p| p.end).unwrap_or_default();
+    let progress = ProgressSnapshot {
+        t_us: *t_us,
+        committed: committed.clone(),
+        end,
+    };
+    (Some(progress), Some(note))
 }
 
 /// Why the broker's answer fences a zombie, if it does: its producer epoch is stale, or
@@ -227,6 +258,7 @@ impl<'a> FactsReader<'a> {
             Event::Progress { .. } if self.last_progress.is_none_or(|p| st.seq >= p.seq) => {
                 self.last_progress = Some(st);
             }
+            Event::StoredOffsets { .. } => self.stored_offsets = Some(st),
             Event::OutputTopicRead {
                 topic,
                 isolation,
@@ -413,6 +445,7 @@ impl<'a> FactsReader<'a> {
             }),
             _ => None,
         });
+        let (progress, stored_note) = with_stored_offsets(progress, self.stored_offsets);
         let mut incarnations: Vec<Incarnation> = self.incarnations.into_values().collect();
         incarnations.sort_by_key(|i| {
             (
@@ -447,6 +480,7 @@ impl<'a> FactsReader<'a> {
             output_topics: self.output_topics,
         };
         facts.tally_faults();
+        facts.warnings.extend(stored_note);
         if let Some((instance, incarnation, sink, sample)) = self.first_torn {
             facts.warnings.push(format!(
                 "{} torn line{} (a last line without its newline: its writer died mid-write) never counted as effects; the first, from consumer[{instance}] incarnation {incarnation} ({sink} sink): `{sample}`",

@@ -436,6 +436,13 @@ pub struct PostgresSpec {
     /// Optional: more columns of each row to show beside its ID in the report.
     #[serde(default)]
     pub columns: Vec<String>,
+    /// Optional, Kafka only: a query giving the offsets the consumer stores with its data,
+    /// one row per partition, `(partition, next offset)`; `{group}` and `{topic}` are
+    /// replaced by the run's (as SQL string literals). Read once the consumers stopped, they
+    /// count work done instead of the group's committed offsets, which a consumer that keeps
+    /// its offsets in the database does not resume from.
+    #[serde(default)]
+    pub offsets: Option<String>,
 }
 
 /// Where effects are observed and how an effect names its message.

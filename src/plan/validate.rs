@@ -82,7 +82,7 @@ pub fn validate(plan: &Plan) -> Result<Loaded, Vec<Problem>> {
 /// `effects.postgres` goes with `sink: postgres`, and only with it.
 fn postgres_rules(
     path: &str,
-    sink: SinkKind,
+    (sink, kind): (SinkKind, BrokerKind),
     spec: Option<&PostgresSpec>,
     problems: &mut Problems,
 ) -> Option<PostgresSpec> {
@@ -103,6 +103,12 @@ fn postgres_rules(
                 problems.add(
                     format!("{path}.postgres.table"),
                     "a table name is `name` or `schema.name` (letters, digits, `_`)",
+                );
+            }
+            if pg.offsets.is_some() && kind != BrokerKind::Kafka {
+                problems.add(
+                    format!("{path}.postgres.offsets"),
+                    "stored offsets are Kafka partitions' offsets: `offsets` needs `broker.kind: kafka`",
                 );
             }
             return Some(pg.clone());
@@ -207,8 +213,12 @@ fn boundary_rules(plan: &Plan, problems: &mut Problems) -> Option<Vec<Boundary>>
                 id: &effects.id,
                 idempotency_key: effects.idempotency_key.as_deref(),
             };
-            let postgres =
-                postgres_rules("effects", effects.sink, effects.postgres.as_ref(), problems);
+            let postgres = postgres_rules(
+                "effects",
+                (effects.sink, plan.broker.kind),
+                effects.postgres.as_ref(),
+                problems,
+            );
             let (id, idempotency_key) = effect_rules(&written, problems)?;
             Some(vec![Boundary {
                 name: DEFAULT_BOUNDARY.into(),
@@ -268,7 +278,12 @@ fn declared_boundaries(plan: &Plan, problems: &mut Problems) -> Option<Vec<Bound
             idempotency_key: b.idempotency_key.as_deref(),
         };
         let output = output_topic(plan, b, &path, problems);
-        let postgres = postgres_rules(&path, b.sink, b.postgres.as_ref(), problems);
+        let postgres = postgres_rules(
+            &path,
+            (b.sink, plan.broker.kind),
+            b.postgres.as_ref(),
+            problems,
+        );
         match (effect_rules(&written, problems), expect, &mut typed) {
             (Some((id, idempotency_key)), Some(expect), Some(list)) => list.push(Boundary {
                 name: b.name.clone(),

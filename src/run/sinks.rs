@@ -172,7 +172,12 @@ impl Sinks {
                 owners.bind(Arc::new(move || {
                     roster.live_groups().into_iter().map(Group::from).collect()
                 }));
-                let sink = PostgresSink::start(spec, ctx.run_id, recorder, owners).await?;
+                let at = (
+                    ctx.run_id,
+                    ctx.endpoint.group.as_str(),
+                    ctx.endpoint.source.as_str(),
+                );
+                let sink = PostgresSink::start(spec, at, recorder, owners).await?;
                 opened.postgres = Some(sink);
             }
         }

@@ -19,7 +19,7 @@ pub mod pgoutput;
 pub mod url;
 pub mod writer;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
@@ -31,7 +31,7 @@ use super::owner::SocketOwners;
 use super::EffectRecorder;
 use crate::error::InfraError;
 use crate::plan::PostgresSpec;
-use crate::timeline::RowCommit;
+use crate::timeline::{Event, RowCommit};
 use pgoutput::{Datum, Message, Relation};
 pub use url::DbUrl;
 use writer::Backend;
@@ -62,15 +62,18 @@ struct Watch {
     name: String,
     /// The table as the plan wrote it (for the trigger's DROP).
     table_sql: String,
+    /// `postgres.offsets` with the run's group and topic in it: read once the stream is read.
+    offsets_query: Option<String>,
 }
 
 impl PostgresSink {
     /// Connects to the plan's database, sets up the publication, the writer trigger and the
     /// temporary slot, and starts reading the stream. Fails (exit 4) within seconds when the
     /// database cannot be reached, naming the URL with its password hidden.
+    /// `(run_id, group, topic)` name the run and fill `postgres.offsets`'s placeholders.
     pub async fn start(
         spec: &PostgresSpec,
-        run_id: &str,
+        (run_id, group, topic): (&str, &str, &str),
         recorder: EffectRecorder,
         owners: SocketOwners,
     ) -> Result<PostgresSink, InfraError> {
@@ -108,6 +111,10 @@ impl PostgresSink {
             columns: spec.columns.clone(),
             name,
             table_sql: spec.table.clone(),
+            offsets_query: spec.offsets.as_ref().map(|q| {
+                q.replace("{group}", &sql_literal(group))
+                    .replace("{topic}", &sql_literal(topic))
+            }),
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(watch.run(stop.clone()));
@@ -361,7 +368,47 @@ impl Watch {
             ));
         }
         let _ = tokio::time::timeout(CONNECT_DEADLINE, self.repl.shutdown()).await;
+        if let Some(query) = &self.offsets_query {
+            self.read_stored_offsets(query).await;
+        }
         teardown(&self.client, &self.name, &self.table_sql).await;
+    }
+
+    /// Reads the offsets the consumer stored with its data (`postgres.offsets`) and records
+    /// them for the judge; a query that fails is a warning, and the judge keeps the group's
+    /// committed offsets.
+    async fn read_stored_offsets(&self, query: &str) {
+        let rows = tokio::time::timeout(CONNECT_DEADLINE, self.client.query(query, &[])).await;
+        let rows = match rows {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => return self.offsets_unread(&db_error(&e)),
+            Err(_) => return self.offsets_unread(&format!("no answer in {CONNECT_DEADLINE:?}")),
+        };
+        let mut committed = BTreeMap::new();
+        for row in &rows {
+            match (integer(row, 0), integer(row, 1)) {
+                (Some(partition), Some(next)) => {
+                    let partition = i32::try_from(partition).unwrap_or(i32::MAX);
+                    committed.insert(partition, next);
+                }
+                _ => {
+                    return self.offsets_unread(
+                        "each row must be (partition, next offset), two integer columns",
+                    )
+                }
+            }
+        }
+        self.recorder.note(Event::StoredOffsets {
+            source: format!("postgres `{}`: {query}", self.table_sql),
+            committed,
+        });
+    }
+
+    fn offsets_unread(&self, why: &str) {
+        self.recorder.warn(format!(
+            "postgres sink: the stored offsets (`postgres.offsets`) could not be read: {why}; \
+             work is counted done by the group's committed offsets instead"
+        ));
     }
 
     /// The sink could not read every committed row: recorded as effects it could not read, so
@@ -473,6 +520,19 @@ fn same_row(old: &[Datum], new: &[Datum]) -> bool {
             .iter()
             .zip(new)
             .all(|(a, b)| a == b || matches!(a, Datum::Unchanged) || matches!(b, Datum::Unchanged))
+}
+
+/// `text` as an SQL string literal (quotes doubled).
+fn sql_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Column `i` of `row` as an integer, whichever integer type it has.
+fn integer(row: &tokio_postgres::Row, i: usize) -> Option<i64> {
+    row.try_get::<_, i64>(i)
+        .ok()
+        .or_else(|| row.try_get::<_, i32>(i).ok().map(i64::from))
+        .or_else(|| row.try_get::<_, i16>(i).ok().map(i64::from))
 }
 
 /// A pgoutput time (microseconds since 2000-01-01 UTC) in RFC 3339.
