@@ -1,12 +1,12 @@
 //! Failures around a run that are the harness's, not the consumer's: they exit 4
-//! (infrastructure) and say what failed. These need no broker: the embedded mock cluster, or
-//! no run at all.
+//! (infrastructure) and say what failed. Most need no broker (the embedded mock cluster, or no
+//! run at all); the output topic's needs the real Kafka.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{exactly, explain, plan_copy, run_plan};
+use common::{exactly, explain, plan_copy, require_kafka, run_plan};
 
 #[test]
 fn a_timeline_file_that_cannot_be_written_ends_the_run_with_exit_4_naming_it() {
@@ -58,4 +58,31 @@ fn reports_that_cannot_be_written_exit_4() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("cannot write reports in"), "{stderr}");
+}
+
+#[test]
+fn an_output_topic_that_exists_already_exits_4_with_the_fix() {
+    require_kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = format!("orders-out-fixed-{}", std::process::id());
+    let plan = plan_copy("kafka-produce-then-commit.yaml", dir.path(), |t| {
+        let t = t
+            .replace("topic: orders-out-{run}", &format!("topic: {topic}"))
+            .replace("messages: 100", "messages: 5");
+        // no faults: the first run only has to create the topic
+        let (head, tail) = t.split_once("faults:").unwrap();
+        let tail = tail.split_once("limits:").unwrap().1;
+        format!("{head}limits:{tail}")
+    });
+    // A run without faults proves nothing (exit 3), but it created the topic.
+    let (first, report) = run_plan(&plan, &dir.path().join("first"), &[]);
+    assert_eq!(first.status.code(), Some(3), "{}", explain(&first, &report));
+    let (second, report) = run_plan(&plan, &dir.path().join("second"), &[]);
+    let why = explain(&second, &report);
+    assert_eq!(second.status.code(), Some(4), "{why}");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains(&topic) && stderr.contains("exists already (put {run} in"),
+        "{why}"
+    );
 }

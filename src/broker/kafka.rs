@@ -201,28 +201,11 @@ impl KafkaBroker {
 
     /// Creates the topic and waits until every partition has a leader.
     pub async fn create_topic(&self) -> Result<(), InfraError> {
-        let admin: AdminClient<DefaultClientContext> = base_config(&self.bootstrap, &self.extra)
-            .create()
-            .map_err(|e| InfraError::new(format!("cannot create a Kafka admin client: {e}")))?;
-        let topic = NewTopic::new(
-            &self.topic,
-            self.partitions,
-            TopicReplication::Fixed(self.replication),
-        );
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = admin
-            .create_topics([&topic], &opts)
+        let config = base_config(&self.bootstrap, &self.extra);
+        // A topic that exists already is used as it is.
+        create_topic_once(&config, &self.topic, (self.partitions, self.replication))
             .await
-            .map_err(|e| InfraError::new(format!("cannot create topic {}: {e}", self.topic)))?;
-        for r in results {
-            if let Err((name, code)) = r {
-                if code != RDKafkaErrorCode::TopicAlreadyExists {
-                    return Err(InfraError::new(format!(
-                        "cannot create topic {name}: {code}"
-                    )));
-                }
-            }
-        }
+            .map_err(|e| InfraError::new(format!("cannot create topic {e}")))?;
         self.wait_for_leaders().await
     }
 
@@ -373,4 +356,31 @@ fn base_config(bootstrap: &str, extra: &BTreeMap<String, String>) -> ClientConfi
         c.set(k, v);
     }
     c
+}
+
+/// Creates `topic` with `(partitions, replication)` through an admin client made of `config`:
+/// `Ok(true)` when it was created, `Ok(false)` when it existed already; an error starts with
+/// the topic's name (the caller says what the topic was for).
+pub(crate) async fn create_topic_once(
+    config: &ClientConfig,
+    topic: &str,
+    (partitions, replication): (i32, i32),
+) -> Result<bool, String> {
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .map_err(|e| format!("{topic}: cannot create a Kafka admin client: {e}"))?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics([&new], &opts)
+        .await
+        .map_err(|e| format!("{topic}: {e}"))?;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => return Ok(false),
+            Err((name, code)) => return Err(format!("{name}: {code}")),
+        }
+    }
+    Ok(true)
 }

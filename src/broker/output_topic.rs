@@ -11,14 +11,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
+
+use super::kafka::create_topic_once;
 
 use crate::error::InfraError;
 
@@ -98,33 +97,15 @@ impl OutputTopic {
     /// Creates the topic fresh (an existing one is an error: its records would be read as
     /// this run's effects).
     pub async fn create(&self) -> Result<(), InfraError> {
-        let admin: AdminClient<DefaultClientContext> = self
-            .config()
-            .create()
-            .map_err(|e| InfraError::new(format!("cannot create a Kafka admin client: {e}")))?;
-        let topic = NewTopic::new(
-            &self.topic,
-            self.partitions,
-            TopicReplication::Fixed(self.replication),
-        );
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = admin.create_topics([&topic], &opts).await.map_err(|e| {
-            InfraError::new(format!("cannot create output topic {}: {e}", self.topic))
-        })?;
-        for r in results {
-            if let Err((name, code)) = r {
-                let hint = match code {
-                    RDKafkaErrorCode::TopicAlreadyExists => {
-                        " (it exists already: put {run} in the boundary's topic)"
-                    }
-                    _ => "",
-                };
-                return Err(InfraError::new(format!(
-                    "cannot create output topic {name}: {code}{hint}"
-                )));
-            }
+        let shape = (self.partitions, self.replication);
+        match create_topic_once(&self.config(), &self.topic, shape).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(InfraError::new(format!(
+                "cannot create output topic {}: it exists already (put {{run}} in the boundary's topic)",
+                self.topic
+            ))),
+            Err(e) => Err(InfraError::new(format!("cannot create output topic {e}"))),
         }
-        Ok(())
     }
 
     /// Reads every partition from its first offset at `isolation` on a thread of its own,
