@@ -98,6 +98,16 @@ impl OutputTopic {
     /// Creates the topic fresh (an existing one is an error: its records would be read as
     /// this run's effects).
     pub async fn create(&self) -> Result<(), InfraError> {
+        self.make(false).await
+    }
+
+    /// Creates the topic, keeping one that exists (a dead-letter topic: the IDs of other runs'
+    /// records there are no ID of this run's ledger).
+    pub async fn create_or_keep(&self) -> Result<(), InfraError> {
+        self.make(true).await
+    }
+
+    async fn make(&self, keep_existing: bool) -> Result<(), InfraError> {
         let admin: AdminClient<DefaultClientContext> = self
             .config()
             .create()
@@ -113,6 +123,9 @@ impl OutputTopic {
         })?;
         for r in results {
             if let Err((name, code)) = r {
+                if keep_existing && code == RDKafkaErrorCode::TopicAlreadyExists {
+                    continue;
+                }
                 let hint = match code {
                     RDKafkaErrorCode::TopicAlreadyExists => {
                         " (it exists already: put {run} in the boundary's topic)"

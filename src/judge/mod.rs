@@ -46,6 +46,7 @@ pub mod key_order;
 mod ledger;
 pub mod mechanism;
 pub mod model;
+pub mod poison;
 mod verdict;
 
 #[cfg(test)]
@@ -54,6 +55,8 @@ mod boundary_tests;
 pub(crate) mod fixtures;
 #[cfg(test)]
 mod honesty;
+#[cfg(test)]
+mod poison_tests;
 #[cfg(test)]
 mod props;
 #[cfg(test)]
@@ -67,8 +70,9 @@ pub use judgement::{BoundaryJudgement, Judgement};
 pub use ledger::FailedProduce;
 pub use model::{
     Anomaly, Counts, EffectSeen, ExitStatus, Expectation, ExpectationState, InconclusiveReason,
-    Outcome, UnfiredFault, Verdict,
+    Outcome, Stall, UnfiredFault, Verdict,
 };
+pub use poison::PoisonFate;
 
 use facts::{FactsReader, RunFacts};
 use ledger::{Ledger, Produce};
@@ -105,9 +109,11 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
     // The oracle is blind to loss when the sink rejected effects (an ID's effect may be among
     // them) or saw none of the produced messages at all (DESIGN §12).
     // An output topic not read to its end may hold the missing effect too.
+    // So may a dead-letter destination not read whole: the message may have been diverted.
     let oracle_blind = facts.rejected > 0
         || tally.on_ledger == 0
-        || facts.output_topics.iter().any(|t| !t.complete);
+        || facts.output_topics.iter().any(|t| !t.complete)
+        || facts.dead_letters_unread().is_some();
     let classified = ledger.classify(&facts, oracle_blind, &mut counts);
     let mut anomalies = classified.anomalies;
     effects::attach(events, &ledger, &tally, &mut anomalies);
@@ -117,6 +123,8 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
     counts.duplicated -= counts.harness_duplicated;
     counts.phantom = tally.phantoms.len() as u64;
     anomalies.extend(tally.phantoms);
+    let poison = poison::fates(events, &facts, &anomalies);
+    counts.poison = poison.count;
     counts.rejected = facts.rejected;
     counts.torn_lines = facts.torn_lines;
     if let Some(r) = &facts.run {
@@ -126,6 +134,7 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
         recorded: ledger.len() as u64,
         acked_without_effect: classified.acked_without_effect,
         effects_on_ledger: tally.on_ledger,
+        stalls: poison.stalls,
     };
     let ruling = verdict::rule(&facts, &counts, &evidence);
     let mut warnings = facts.warnings;
@@ -165,6 +174,7 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
         bypasses: facts.bypasses,
         faults_bypassed: facts.faults_bypassed,
         output_topics: facts.output_topics,
+        poison: poison.fates,
         boundaries: Vec::new(),
     }
 }

@@ -60,6 +60,7 @@ pub fn validate(plan: &Plan) -> Result<Loaded, Vec<Problem>> {
             "the command is empty: write the program and its arguments, e.g. [./my-consumer, --flag]",
         );
     }
+    poison_rules(plan, &mut problems);
     let boundaries = boundary_rules(plan, &mut problems);
     if plan.limits.deadline <= plan.limits.settle {
         problems.add(
@@ -76,6 +77,37 @@ pub fn validate(plan: &Plan) -> Result<Loaded, Vec<Problem>> {
         }
         // Every `None` above was kept as a problem, so the list is never empty.
         _ => Err(problems.0),
+    }
+}
+
+/// `workload.poison` names its messages one way, and a poison body is not the template.
+fn poison_rules(plan: &Plan, problems: &mut Problems) {
+    let Some(p) = &plan.workload.poison else {
+        return;
+    };
+    match (p.nth, p.every) {
+        (Some(_), Some(_)) => problems.add(
+            "workload.poison",
+            "write one of `nth` (one poison message) or `every` (every N-th), not both",
+        ),
+        (None, None) => problems.add(
+            "workload.poison",
+            "say which messages are poison: `nth: 5` (the 5th) or `every: 10` (every 10th)",
+        ),
+        (Some(n), None) if n.get() > plan.workload.messages.get() => problems.add(
+            "workload.poison.nth",
+            format!(
+                "the workload has {} messages: `nth` must be at most that",
+                plan.workload.messages.get()
+            ),
+        ),
+        _ => {}
+    }
+    if p.payload == plan.workload.payload {
+        problems.add(
+            "workload.poison.payload",
+            "the poison payload is the workload's own template: write a body the consumer cannot decode",
+        );
     }
 }
 
