@@ -406,12 +406,16 @@ impl fmt::Display for Stall {
                     write!(f, ", committed offset {c}")?;
                 }
                 if let Some(b) = self.behind {
-                    write!(f, ", {b} record{} behind it", plural(b.max(0) as u64))?;
+                    write!(
+                        f,
+                        ", {b} record{} behind it never processed",
+                        plural(b.max(0) as u64)
+                    )?;
                 }
             }
             _ => write!(
                 f,
-                "queue stuck on poison {}, still there at the end",
+                "poison {} never settled: still in the queue when the consumers stopped",
                 self.id
             )?,
         }
@@ -586,7 +590,7 @@ impl fmt::Display for InconclusiveReason {
             ),
             InconclusiveReason::StalledOnPoison { stalls } => write!(
                 f,
-                "the consumer stopped moving at a poison message (liveness): {}; the messages behind it were never processed",
+                "the consumer stopped moving at a poison message (liveness): {}",
                 stalls.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
             ),
         }

@@ -130,3 +130,53 @@ fn a_run_without_poison_has_no_poison_findings() {
     assert!(rec.poison.is_empty());
     assert_eq!((rec.counts.poison, rec.verdict), (0, Verdict::Exact));
 }
+
+#[test]
+fn an_amqp_poison_message_still_in_the_queue_at_the_end_is_a_stall_with_its_deliveries() {
+    let mut tl = Tl::new();
+    let mut info: RunInfo = crate::judge::fixtures::info(&["kill: consumer"], 2, "at-least-once");
+    info.broker = "amqp".into();
+    tl.push(Event::RunStarted(info));
+    let mut poisoned = produced_event("p-1", None, Some(1), ProduceStatus::Acked);
+    if let Event::Produced { poison, .. } = &mut poisoned {
+        *poison = true;
+    }
+    tl.push(poisoned)
+        .push(produced_event("p-2", None, Some(2), ProduceStatus::Acked));
+    tl.process(1, ProcessPhase::Started).fault(0, true);
+    for redelivered in [false, true, true] {
+        tl.push(Event::Delivered {
+            id: "p-1".into(),
+            instance: 0,
+            incarnation: 1,
+            partition: None,
+            offset: Some(1),
+            redelivered,
+        });
+    }
+    tl.effect("p-2", 1).end(EndReason::Settled);
+    tl.push(Event::QueueRemainder {
+        ids: vec!["p-1".into()],
+        complete: true,
+    });
+    let rec = analyze(&tl.events);
+    assert_eq!(
+        (rec.verdict, rec.counts.pending),
+        (Verdict::Inconclusive, 1)
+    );
+    let stalls = rec
+        .inconclusive_reasons
+        .iter()
+        .find_map(|r| match r {
+            InconclusiveReason::StalledOnPoison { stalls } => Some(stalls.clone()),
+            _ => None,
+        })
+        .expect("a stall");
+    assert_eq!((stalls[0].id.as_str(), stalls[0].deliveries), ("p-1", 3));
+    assert_eq!((stalls[0].committed, stalls[0].behind), (None, None));
+    assert!(
+        stalls[0].to_string().contains("never settled"),
+        "{}",
+        stalls[0]
+    );
+}
