@@ -153,7 +153,7 @@ pub struct KafkaBroker {
     extra: BTreeMap<String, String>,
     progress_reader: BaseConsumer,
     /// `broker.dead_letter`: the topic the consumer diverts poison to, read after the run.
-    dead_letter: Option<super::output_topic::OutputTopic>,
+    dead_letter: Option<Box<super::output_topic::OutputTopic>>,
 }
 
 impl KafkaBroker {
@@ -205,12 +205,14 @@ impl KafkaBroker {
     /// Names the dead-letter topic (`broker.dead_letter`, `{run}` replaced): one partition,
     /// made by [`KafkaBroker::create_dead_letter`], read by [`KafkaBroker::read_dead_letters`].
     pub fn with_dead_letter(mut self, topic: Option<String>) -> KafkaBroker {
-        self.dead_letter = topic.map(|topic| super::output_topic::OutputTopic {
-            bootstrap: self.bootstrap.clone(),
-            topic,
-            partitions: 1,
-            replication: self.replication,
-            extra: self.extra.clone(),
+        self.dead_letter = topic.map(|topic| {
+            Box::new(super::output_topic::OutputTopic {
+                bootstrap: self.bootstrap.clone(),
+                topic,
+                partitions: 1,
+                replication: self.replication,
+                extra: self.extra.clone(),
+            })
         });
         self
     }

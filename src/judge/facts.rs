@@ -138,6 +138,16 @@ pub(crate) struct DeadLetterRead<'a> {
     pub(crate) complete: bool,
 }
 
+impl<'a> DeadLetterRead<'a> {
+    fn new(destination: &'a str, ids: &'a [String], complete: bool) -> Self {
+        DeadLetterRead {
+            destination,
+            ids: ids.iter().map(String::as_str).collect(),
+            complete,
+        }
+    }
+}
+
 /// Reads the run facts during pass 1, one event at a time.
 #[derive(Default)]
 pub(crate) struct FactsReader<'a> {
@@ -291,13 +301,7 @@ impl<'a> FactsReader<'a> {
                 ids,
                 complete,
                 ..
-            } => {
-                self.dead_letters = Some(DeadLetterRead {
-                    destination,
-                    ids: ids.iter().map(String::as_str).collect(),
-                    complete: *complete,
-                });
-            }
+            } => self.dead_letters = Some(DeadLetterRead::new(destination, ids, *complete)),
             Event::TornLine {
                 instance,
                 incarnation,
