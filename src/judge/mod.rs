@@ -139,6 +139,14 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
     let ruling = verdict::rule(&facts, &counts, &evidence);
     let mut warnings = facts.warnings;
     warnings.extend(observations(&counts));
+    if poison.diverted_not_poison > 0 {
+        warnings.push(format!(
+            "{} diverted message{} {} not poison: the consumer dead-lettered work it could have done",
+            poison.diverted_not_poison,
+            plural(poison.diverted_not_poison),
+            if poison.diverted_not_poison == 1 { "was" } else { "were" }
+        ));
+    }
     warnings.extend(ruling.unknown_expectation);
     Judgement {
         run: facts.run,

@@ -45,6 +45,9 @@ pub(crate) struct PoisonReport {
     pub(crate) fates: Vec<PoisonFate>,
     /// Where the consumer stopped moving.
     pub(crate) stalls: Vec<Stall>,
+    /// Diverted IDs that were not poison: the consumer dead-lettered messages it could have
+    /// processed (accounted for, but worth a warning).
+    pub(crate) diverted_not_poison: u64,
 }
 
 /// Reads the poison messages' fates: `anomalies` give the outcomes of the IDs not EXACT.
@@ -66,7 +69,13 @@ pub(crate) fn fates(events: &[Stamped], facts: &RunFacts, anomalies: &[Anomaly])
             }
         }
     }
-    let mut report = PoisonReport::default();
+    let mut report = PoisonReport {
+        diverted_not_poison: anomalies
+            .iter()
+            .filter(|a| a.outcome == Outcome::Diverted && !seen.contains(a.id.as_str()))
+            .count() as u64,
+        ..PoisonReport::default()
+    };
     if poison.is_empty() {
         return report;
     }

@@ -180,3 +180,17 @@ fn an_amqp_poison_message_still_in_the_queue_at_the_end_is_a_stall_with_its_deli
         stalls[0]
     );
 }
+
+#[test]
+fn a_diverted_message_that_was_not_poison_is_warned_about() {
+    // m-2 had no effect and is in the dead-letter topic, though only m-1 is poison.
+    let rec = analyze(&poison_run(&["m-0", "m-3"], 4, Some((&["m-1", "m-2"], true))).events);
+    assert_eq!(rec.counts.diverted, 2);
+    assert!(
+        rec.warnings
+            .iter()
+            .any(|w| w.starts_with("1 diverted message was not poison")),
+        "{:?}",
+        rec.warnings
+    );
+}
