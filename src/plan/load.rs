@@ -471,5 +471,10 @@ limits: { settle: 5s, deadline: 5s }
             "{ messages: 10, payload: x, poison: { nth: 1, payload: x } }",
         );
         assert!(error_of(&same).contains("the workload's own template"));
+        let own = MINIMAL.replace(
+            "kind: kafka",
+            "kind: kafka, topic: 't-{run}', dead_letter: 't-{run}'",
+        );
+        assert!(error_of(&own).contains("the run's own topic or queue"));
     }
 }

@@ -114,6 +114,16 @@ fn poison_rules(plan: &Plan, problems: &mut Problems) {
 /// Which broker fields go with which kind of broker.
 fn broker_rules(plan: &Plan, problems: &mut Problems) {
     let b = &plan.broker;
+    let source = match b.kind {
+        BrokerKind::Kafka => b.topic.as_str(),
+        BrokerKind::Amqp => b.queue_name(),
+    };
+    if b.dead_letter.as_deref().is_some_and(|d| d == source) {
+        problems.add(
+            "broker.dead_letter",
+            "the dead-letter destination is the run's own topic or queue: every message read there would count as diverted; name another, e.g. orders-dlq-{run}",
+        );
+    }
     match b.kind {
         BrokerKind::Amqp => {
             if b.url.is_none() {
