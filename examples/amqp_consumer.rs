@@ -15,6 +15,12 @@
 //! - `idempotent`: like ack-after-effect, with `Idempotency-Key: <id>` on the effect, so an
 //!   idempotent provider turns the redelivered copy into a no-op (effectively exactly-once).
 //!
+//! `--on-poison dead-letter|retry-forever` decodes each payload as JSON first (without it, a
+//! payload is never decoded): a message that does not decode is poison. `dead-letter` answers
+//! `basic.nack(requeue=false)`: the broker dead-letters it (to the queue the plan's
+//! `broker.dead_letter` names) and the queue moves on. `retry-forever` answers
+//! `basic.nack(requeue=true)` after 200 ms: the broker hands it back, again and again.
+//!
 //! The message ID is the `message_id` property, else the `exactly-id` header, else the payload.
 //!
 //! `--prefetch N` sets `basic.qos` (default: `EXACTLY_PREFETCH`, else 10): how many unacked
@@ -40,7 +46,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
 use tokio::signal::unix::{signal, SignalKind};
@@ -53,8 +61,19 @@ enum Mode {
     Idempotent,
 }
 
+/// What to do with a message whose payload does not decode (`--on-poison`).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum OnPoison {
+    /// `basic.nack(requeue=false)`: the broker dead-letters it.
+    DeadLetter,
+    /// `basic.nack(requeue=true)` after a pause: the broker redelivers it, forever.
+    RetryForever,
+}
+
 struct Args {
     mode: Mode,
+    /// `--on-poison`: decode payloads as JSON, and what to do with one that does not.
+    on_poison: Option<OnPoison>,
     sink: Sink,
     work: Duration,
     prefetch: u16,
@@ -71,6 +90,7 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut args = Args {
         mode: Mode::AckAfterEffect,
+        on_poison: None,
         sink: Sink::Http,
         work: Duration::ZERO,
         prefetch,
@@ -88,6 +108,13 @@ fn parse_args() -> Result<Args, String> {
                     "idempotent" => Mode::Idempotent,
                     other => return Err(format!("unknown mode {other}")),
                 }
+            }
+            "--on-poison" => {
+                args.on_poison = Some(match value()?.as_str() {
+                    "dead-letter" => OnPoison::DeadLetter,
+                    "retry-forever" => OnPoison::RetryForever,
+                    other => return Err(format!("unknown --on-poison {other}")),
+                })
             }
             "--sink" => args.sink = value()?.parse()?,
             "--work-ms" => {
@@ -205,6 +232,12 @@ async fn consume(args: Args) -> i32 {
         let ack_now = received.is_multiple_of(args.multiple_ack);
         let id = message_id(&delivery);
         let payload = String::from_utf8_lossy(&delivery.data).into_owned();
+        if let Some(policy) = args.on_poison {
+            if serde_json::from_str::<serde_json::Value>(&payload).is_err() {
+                reject_poison(&delivery, &id, policy).await;
+                continue;
+            }
+        }
 
         if args.mode == Mode::AckBeforeEffect && ack_now {
             ack(&delivery, args.multiple_ack > 1).await;
@@ -258,6 +291,26 @@ async fn connect(url: &str) -> Result<Connection, lapin::Error> {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+}
+
+/// A poison delivery: nacked without requeue (dead-lettered) or, after a pause, with requeue
+/// (handed back by the broker, forever).
+async fn reject_poison(delivery: &Delivery, id: &str, policy: OnPoison) {
+    let requeue = policy == OnPoison::RetryForever;
+    if requeue {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "amqp_consumer: cannot decode {id} (delivery {}, redelivered {}); basic.nack requeue={requeue}",
+        delivery.delivery_tag, delivery.redelivered
+    );
+    let options = BasicNackOptions {
+        multiple: false,
+        requeue,
+    };
+    if let Err(e) = delivery.acker.nack(options).await {
+        eprintln!("amqp_consumer: nack failed: {e}");
     }
 }
 

@@ -45,6 +45,13 @@
 //!   stored offsets. It never commits to Kafka (a plan reads its progress with
 //!   `postgres.offsets`).
 //!
+//! `--on-poison dead-letter|retry-forever` decodes each payload as JSON first (without it, a
+//! payload is never decoded): a message that does not decode is poison. `dead-letter` produces
+//! it unchanged (key, `exactly-id` header) to `EXACTLY_DEAD_LETTER`, waits for the broker's
+//! acknowledgement, then marks it done as the mode marks any message (commit, or store for the
+//! periodic modes): the partition moves on. `retry-forever` retries the decode every 200 ms,
+//! never giving up and never committing past it: the partition stalls behind it.
+//!
 //! `--sink http|file|stdout` picks where effects go: POST to `EXACTLY_EFFECT_URL` (default),
 //! a line appended to `EXACTLY_EFFECT_FILE`, or a line `effect <payload>` on stdout.
 //! `--also-sink http|file|stdout` sends each effect to a second place too, just before the
@@ -127,8 +134,19 @@ impl Mode {
     }
 }
 
+/// What to do with a message whose payload does not decode (`--on-poison`).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum OnPoison {
+    /// Produce it to the dead-letter topic, then mark it done.
+    DeadLetter,
+    /// Retry decoding it until stopped, never moving past it.
+    RetryForever,
+}
+
 struct Args {
     mode: Mode,
+    /// `--on-poison`: decode payloads as JSON, and what to do with one that does not.
+    on_poison: Option<OnPoison>,
     sink: Sink,
     /// A second place each effect goes, just before the first (`--also-sink`): a second
     /// boundary of the same loop.
@@ -150,6 +168,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         mode: Mode::CommitAfterEffect,
+        on_poison: None,
         sink: Sink::Http,
         also_sink: None,
         work: Duration::ZERO,
@@ -181,6 +200,13 @@ fn parse_args() -> Result<Args, String> {
                     "offsets-in-db" => Mode::OffsetsInDb,
                     other => return Err(format!("unknown mode {other}")),
                 }
+            }
+            "--on-poison" => {
+                args.on_poison = Some(match value()?.as_str() {
+                    "dead-letter" => OnPoison::DeadLetter,
+                    "retry-forever" => OnPoison::RetryForever,
+                    other => return Err(format!("unknown --on-poison {other}")),
+                })
             }
             "--sink" => args.sink = value()?.parse()?,
             "--also-sink" => args.also_sink = Some(value()?.parse()?),
@@ -562,6 +588,7 @@ fn main() {
         side_client(&topic, stop.clone());
     }
 
+    let dead_letter = (args.on_poison == Some(OnPoison::DeadLetter)).then(DeadLetter::open);
     let mut last_commit = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if periodic && last_commit.elapsed() >= args.commit_every {
@@ -598,6 +625,16 @@ fn main() {
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .unwrap_or_default();
 
+        if args.on_poison.is_some() && !decodes(&payload) {
+            match &dead_letter {
+                Some(dlq) => {
+                    dlq.divert(&msg, &id);
+                    mark_done(&consumer, &msg, args.mode);
+                }
+                None => retry_forever(&payload, &id, msg.partition(), msg.offset(), &stop),
+            }
+            continue;
+        }
         if let Some(db) = &db {
             let mut db = db.lock().unwrap_or_else(|p| p.into_inner());
             write_row(
@@ -713,6 +750,95 @@ fn write_row(
         | Mode::Transactional
         | Mode::TransactionalWithEmail
         | Mode::ProduceThenCommit => unreachable!("not a database mode"),
+    }
+}
+
+/// True when the payload decodes as JSON (what this consumer's work reads).
+fn decodes(payload: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(payload).is_ok()
+}
+
+/// The dead-letter producer (`--on-poison dead-letter`): poison goes to `EXACTLY_DEAD_LETTER`.
+struct DeadLetter {
+    producer: BaseProducer,
+    topic: String,
+}
+
+impl DeadLetter {
+    fn open() -> DeadLetter {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", env(PROGRAM, "EXACTLY_KAFKA_BOOTSTRAP"))
+            .set("enable.idempotence", "true")
+            .set("log_level", "4")
+            .create()
+            .expect("producer config is valid");
+        DeadLetter {
+            producer,
+            topic: env(PROGRAM, "EXACTLY_DEAD_LETTER"),
+        }
+    }
+
+    /// Produces the poison message unchanged to the dead-letter topic and waits for the
+    /// broker's acknowledgement; a failure ends the process (the next incarnation redoes it).
+    fn divert(&self, msg: &rdkafka::message::BorrowedMessage<'_>, id: &str) {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "exactly-id",
+            value: Some(id.as_bytes()),
+        });
+        let record = BaseRecord::to(&self.topic)
+            .key(msg.key().unwrap_or(id.as_bytes()))
+            .payload(msg.payload().unwrap_or_default())
+            .headers(headers);
+        let sent = self
+            .producer
+            .send(record)
+            .map_err(|(e, _)| e.to_string())
+            .and_then(|()| self.producer.flush(TXN_TIMEOUT).map_err(|e| e.to_string()));
+        if let Err(e) = sent {
+            eprintln!("kafka_consumer: cannot dead-letter {id}: {e}; stopping");
+            std::process::exit(1);
+        }
+        eprintln!(
+            "kafka_consumer: poison {id} (partition {} offset {}) dead-lettered to {}",
+            msg.partition(),
+            msg.offset(),
+            self.topic
+        );
+    }
+}
+
+/// Marks a diverted message done the way `mode` marks any message.
+fn mark_done(
+    consumer: &BaseConsumer<Hooks>,
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+    mode: Mode,
+) {
+    match mode {
+        Mode::CommitPeriodic | Mode::CommitOnRevoke => {
+            if let Err(e) = consumer.store_offset_from_message(msg) {
+                eprintln!("kafka_consumer: cannot mark the message done: {e}");
+            }
+        }
+        // offsets-in-db resumes from the database only: nothing to mark in Kafka
+        Mode::AutoCommit | Mode::OffsetsInDb => {}
+        Mode::DbThenCommit | Mode::CommitThenDb | Mode::DedupTable => commit(consumer, msg),
+        Mode::CommitBeforeEffect
+        | Mode::CommitAfterEffect
+        | Mode::Idempotent
+        | Mode::Transactional
+        | Mode::TransactionalWithEmail
+        | Mode::ProduceThenCommit => commit(consumer, msg),
+    }
+}
+
+/// `--on-poison retry-forever`: retries decoding the payload every 200 ms until stopped (it
+/// never will decode): the partition never moves past it.
+fn retry_forever(payload: &str, id: &str, partition: i32, offset: i64, stop: &AtomicBool) {
+    eprintln!(
+        "kafka_consumer: cannot decode {id} (partition {partition} offset {offset}); retrying until it decodes"
+    );
+    while !stop.load(Ordering::Relaxed) && !decodes(payload) {
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -58,6 +58,9 @@ pub enum Event {
         /// The broker's or client's error, when not acknowledged.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// A poison message (`workload.poison`): its body is made undecodable.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        poison: bool,
     },
     /// The sink observed one side effect.
     Effect {
@@ -329,6 +332,19 @@ pub enum Event {
         /// False when the drain could not finish (the remainder may be incomplete).
         complete: bool,
     },
+    /// What the plan's dead-letter destination (`broker.dead_letter`) held once the consumers
+    /// stopped, read by the harness from the real broker: the IDs there were diverted by the
+    /// consumer, neither lost nor effected.
+    DeadLetters {
+        /// The dead-letter topic (Kafka) or queue (AMQP).
+        destination: String,
+        /// Records or messages read.
+        records: u64,
+        /// The IDs they carry (`exactly-id` header, else key or `message_id`), in read order.
+        ids: Vec<String>,
+        /// False when the read could not finish: an ID missing here may still be there.
+        complete: bool,
+    },
     /// A transactional request of a consumer and the broker's answer, seen by the Kafka proxy
     /// (recorded as the response passes).
     Txn {
@@ -480,6 +496,10 @@ pub struct RunInfo {
     /// for a plan with one `effects` sink (its one boundary is the run itself: `expect`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub boundaries: Vec<BoundaryInfo>,
+    /// The plan's dead-letter topic or queue (`{run}` replaced), when it declares one: the
+    /// judge then needs its `dead_letters` read before it may call a message lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<String>,
 }
 
 /// One boundary of a run as the judge needs it: which effects are its own, and its promise.

@@ -5,10 +5,14 @@
 //! Keys: by default every message is its own key (the ID). With `workload.keys: K` the
 //! messages are spread round-robin over K keys (`{run}-key{k}`), each with its own sequence
 //! 1, 2, 3..., so the report can tell when effects for one key happen out of produce order.
+//!
+//! Poison (`workload.poison`): the chosen messages get the poison body instead of the template,
+//! so the consumer cannot decode them; their ID stays in the key and the `exactly-id` header
+//! (set by the brokers for every message), and their `produced` event says `poison`.
 
 use std::time::Duration;
 
-use crate::plan::Rate;
+use crate::plan::{PoisonSpec, Rate};
 
 /// One message to produce.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,8 +25,19 @@ pub struct Message {
     pub key: String,
     /// 1-based position among the messages of the same key.
     pub key_seq: u64,
-    /// Payload with the template filled in.
+    /// Payload with the template filled in (the poison body, for a poison message).
     pub payload: String,
+    /// True for a poison message (`workload.poison`).
+    pub poison: bool,
+}
+
+/// Fills a payload template with a message's fields.
+fn fill(template: &str, id: &str, seq: u64, key: &str, run: &str) -> String {
+    template
+        .replace("{id}", id)
+        .replace("{seq}", &seq.to_string())
+        .replace("{key}", key)
+        .replace("{run}", run)
 }
 
 /// The `seq`-th message (from 1) of run `run`; `keys` is `workload.keys` (None: every message
@@ -33,17 +48,14 @@ pub fn message(run: &str, seq: u64, keys: Option<u64>, template: &str) -> Messag
         Some(k) if k > 0 => (format!("{run}-key{}", (seq - 1) % k), (seq - 1) / k + 1),
         _ => (id.clone(), 1),
     };
-    let payload = template
-        .replace("{id}", &id)
-        .replace("{seq}", &seq.to_string())
-        .replace("{key}", &key)
-        .replace("{run}", run);
+    let payload = fill(template, &id, seq, &key, run);
     Message {
         id,
         seq,
         key,
         key_seq,
         payload,
+        poison: false,
     }
 }
 
@@ -56,6 +68,8 @@ pub struct MessageFactory {
     pub keys: Option<u64>,
     /// The payload template.
     pub template: String,
+    /// `workload.poison`: which messages are poison and their body.
+    pub poison: Option<PoisonSpec>,
 }
 
 impl MessageFactory {
@@ -65,12 +79,18 @@ impl MessageFactory {
             run: run.to_owned(),
             keys: None,
             template: template.to_owned(),
+            poison: None,
         }
     }
 
     /// The `seq`-th message, from 1.
     pub fn message(&self, seq: u64) -> Message {
-        message(&self.run, seq, self.keys, &self.template)
+        let mut m = message(&self.run, seq, self.keys, &self.template);
+        if let Some(p) = self.poison.as_ref().filter(|p| p.is_poison(seq)) {
+            m.payload = fill(&p.payload, &m.id, seq, &m.key, &self.run);
+            m.poison = true;
+        }
+        m
     }
 }
 
@@ -92,6 +112,7 @@ impl Message {
             offset,
             status,
             error,
+            poison: self.poison,
         }
     }
 }
@@ -162,6 +183,25 @@ mod tests {
         let expected: Vec<(String, u64)> =
             expected.iter().map(|(k, n)| (k.to_string(), *n)).collect();
         assert_eq!(keyed, expected);
+    }
+
+    #[test]
+    fn poison_messages_get_the_poison_body_and_keep_their_id() {
+        let spec = |nth: Option<u64>, every: Option<u64>| PoisonSpec {
+            nth: nth.map(crate::plan::Count::new),
+            every: every.map(crate::plan::Count::new),
+            payload: "bad {id}".into(),
+        };
+        let mut f = MessageFactory::new("r", r#"{"id":"{id}"}"#);
+        f.poison = Some(spec(None, Some(3)));
+        let poisoned: Vec<u64> = (1..=9).filter(|&s| f.message(s).poison).collect();
+        assert_eq!(poisoned, [3, 6, 9]);
+        let m = f.message(6);
+        assert_eq!((m.id.as_str(), m.payload.as_str()), ("r-6", "bad r-6"));
+        assert_eq!(f.message(5).payload, r#"{"id":"r-5"}"#);
+        f.poison = Some(spec(Some(4), None));
+        let poisoned: Vec<u64> = (1..=9).filter(|&s| f.message(s).poison).collect();
+        assert_eq!(poisoned, [4]);
     }
 
     #[test]

@@ -127,6 +127,8 @@ pub struct AmqpBroker {
     control: Mutex<Option<Channel>>,
     /// The publishing channel while `produce` runs (kept so `close` can close it).
     publisher: Mutex<Option<Channel>>,
+    /// `broker.dead_letter`: the queue the run's queue dead-letters to, drained after the run.
+    dead_letter: Option<String>,
 }
 
 impl AmqpBroker {
@@ -189,7 +191,103 @@ impl AmqpBroker {
             connection,
             control: Mutex::new(Some(control)),
             publisher: Mutex::new(None),
+            dead_letter: None,
         })
+    }
+
+    /// Names the dead-letter queue (`broker.dead_letter`, `{run}` replaced): `prepare` declares
+    /// it and makes the run's queue dead-letter to it through the default exchange, so a
+    /// `basic.nack(requeue=false)` or `basic.reject(requeue=false)` of the consumer lands there.
+    pub fn with_dead_letter(mut self, queue: Option<String>) -> AmqpBroker {
+        self.dead_letter = queue;
+        self
+    }
+
+    /// The run queue's arguments: where it dead-letters to, when the plan says.
+    fn queue_arguments(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        if let Some(dlq) = &self.dead_letter {
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(LongString::from("")),
+            );
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(LongString::from(dlq.as_str())),
+            );
+        }
+        args
+    }
+
+    /// Declares the dead-letter queue fresh and durable (an old one is deleted with its
+    /// messages first), when the plan names one.
+    async fn prepare_dead_letter(&self, channel: &Channel) -> Result<(), InfraError> {
+        let Some(dlq) = &self.dead_letter else {
+            return Ok(());
+        };
+        let fail = |what: &str, e: AmqpOpError| {
+            InfraError::new(format!(
+                "cannot {what} dead-letter queue {dlq} on RabbitMQ at {} ({e})",
+                self.shown_url
+            ))
+        };
+        within(
+            OP_TIMEOUT,
+            "queue.delete",
+            channel.queue_delete(dlq.as_str().into(), QueueDeleteOptions::default()),
+        )
+        .await
+        .map_err(|e| fail("delete the old", e))?;
+        within(
+            OP_TIMEOUT,
+            "queue.declare",
+            channel.queue_declare(
+                dlq.as_str().into(),
+                QueueDeclareOptions::durable(),
+                FieldTable::default(),
+            ),
+        )
+        .await
+        .map_err(|e| fail("declare", e))?;
+        Ok(())
+    }
+
+    /// After the run: takes every message of the dead-letter queue (`basic.get`, acking each)
+    /// and returns their IDs (as [`AmqpBroker::drain_remaining`] reads them), with the queue's
+    /// name; `None` when the plan names no dead-letter queue. Bounded by the drain's deadline.
+    pub async fn drain_dead_letters(
+        &self,
+        id_rule: &Extractor,
+    ) -> Option<(String, Result<super::dead_letter::DeadLetters, AmqpOpError>)> {
+        let dlq = self.dead_letter.clone()?;
+        let read = async {
+            let channel = self.control_channel().await?;
+            let deadline = Instant::now() + DRAIN_TIMEOUT;
+            let mut read = super::dead_letter::DeadLetters::default();
+            while Instant::now() < deadline {
+                let got = within(
+                    OP_TIMEOUT,
+                    "basic.get",
+                    channel.basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false }),
+                )
+                .await?;
+                let Some(message) = got else {
+                    read.complete = true;
+                    return Ok(read);
+                };
+                let delivery = message.delivery;
+                read.records += 1;
+                read.ids
+                    .extend(message_ids(id_rule, &delivery.properties, &delivery.data));
+                delivery
+                    .acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(AmqpOpError::Refused)?;
+            }
+            Ok(read)
+        };
+        Some((dlq.clone(), read.await))
     }
 
     /// With `create`: makes the queue fresh and durable (a queue of the same name left by an
@@ -231,13 +329,14 @@ impl AmqpBroker {
             .control_channel()
             .await
             .map_err(|e| fail("open a channel", e))?;
+        self.prepare_dead_letter(&channel).await?;
         within(
             OP_TIMEOUT,
             "queue.declare",
             channel.queue_declare(
                 queue.into(),
                 QueueDeclareOptions::durable(),
-                FieldTable::default(),
+                self.queue_arguments(),
             ),
         )
         .await

@@ -152,6 +152,8 @@ pub struct KafkaBroker {
     replication: i32,
     extra: BTreeMap<String, String>,
     progress_reader: BaseConsumer,
+    /// `broker.dead_letter`: the topic the consumer diverts poison to, read after the run.
+    dead_letter: Option<Box<super::output_topic::OutputTopic>>,
 }
 
 impl KafkaBroker {
@@ -177,6 +179,7 @@ impl KafkaBroker {
             replication: target.replication,
             extra: extra.clone(),
             progress_reader,
+            dead_letter: None,
         };
         let deadline = Instant::now() + connect_timeout;
         loop {
@@ -197,6 +200,37 @@ impl KafkaBroker {
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
+    }
+
+    /// Names the dead-letter topic (`broker.dead_letter`, `{run}` replaced): one partition,
+    /// made by [`KafkaBroker::create_dead_letter`], read by [`KafkaBroker::read_dead_letters`].
+    pub fn with_dead_letter(mut self, topic: Option<String>) -> KafkaBroker {
+        self.dead_letter = topic.map(|topic| {
+            Box::new(super::output_topic::OutputTopic {
+                bootstrap: self.bootstrap.clone(),
+                topic,
+                partitions: 1,
+                replication: self.replication,
+                extra: self.extra.clone(),
+            })
+        });
+        self
+    }
+
+    /// Makes the dead-letter topic, when the plan names one.
+    pub async fn create_dead_letter(&self) -> Result<(), InfraError> {
+        match &self.dead_letter {
+            Some(t) => super::dead_letter::create_topic(t).await,
+            None => Ok(()),
+        }
+    }
+
+    /// What the dead-letter topic holds, with its name; `None` when the plan names none.
+    pub async fn read_dead_letters(
+        &self,
+    ) -> Option<(String, Result<super::dead_letter::DeadLetters, InfraError>)> {
+        let t = self.dead_letter.as_ref()?;
+        Some((t.topic.clone(), super::dead_letter::read_topic(t).await))
     }
 
     /// Creates the topic and waits until every partition has a leader.

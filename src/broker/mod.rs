@@ -3,6 +3,7 @@
 //! through [`connect`] and [`Broker`].
 
 pub mod amqp;
+pub mod dead_letter;
 pub mod group_member;
 pub mod kafka;
 pub mod output_topic;
@@ -127,6 +128,8 @@ pub struct Endpoint {
     pub prefetch: Option<u64>,
     /// True when the broker is the embedded mock cluster.
     pub mock: bool,
+    /// The dead-letter topic or queue (`broker.dead_letter`, `{run}` replaced).
+    pub dead_letter: Option<String>,
 }
 
 impl Endpoint {
@@ -154,6 +157,10 @@ pub struct Connected {
 /// Connects to the plan's broker (starting the embedded cluster for a Kafka plan without
 /// `bootstrap`) and prepares the topic or queue named after `run_id`.
 pub async fn connect(spec: &BrokerSpec, run_id: &str) -> Result<Connected, InfraError> {
+    let dead_letter = spec
+        .dead_letter
+        .as_ref()
+        .map(|d| d.replace("{run}", run_id));
     match spec.kind {
         BrokerKind::Kafka => {
             let mut target = KafkaTarget {
@@ -171,8 +178,9 @@ pub async fn connect(spec: &BrokerSpec, run_id: &str) -> Result<Connected, Infra
                     Some(cluster)
                 }
             };
-            let k =
-                kafka::KafkaBroker::connect(&target, &spec.config, spec.connect_timeout).await?;
+            let k = kafka::KafkaBroker::connect(&target, &spec.config, spec.connect_timeout)
+                .await?
+                .with_dead_letter(dead_letter.clone());
             let broker = Broker::Kafka(k);
             // The mock cluster has its topic already; a real one gets it fresh.
             broker.prepare(spec.create && embedded.is_none()).await?;
@@ -185,6 +193,7 @@ pub async fn connect(spec: &BrokerSpec, run_id: &str) -> Result<Connected, Infra
                     group: target.group,
                     prefetch: None,
                     mock: embedded.is_some(),
+                    dead_letter,
                 },
                 _embedded: embedded,
             })
@@ -200,7 +209,8 @@ pub async fn connect(spec: &BrokerSpec, run_id: &str) -> Result<Connected, Infra
                 spec.routing_key.as_deref(),
                 spec.connect_timeout,
             )
-            .await?;
+            .await?
+            .with_dead_letter(dead_letter.clone());
             let broker = Broker::Amqp(Box::new(a));
             broker.prepare(spec.create).await?;
             Ok(Connected {
@@ -212,6 +222,7 @@ pub async fn connect(spec: &BrokerSpec, run_id: &str) -> Result<Connected, Infra
                     group: String::new(),
                     prefetch: spec.prefetch.map(|p| p.get()),
                     mock: false,
+                    dead_letter,
                 },
                 _embedded: None,
             })
@@ -231,8 +242,14 @@ impl Broker {
     /// Creates the topic fresh, or checks it exists.
     pub async fn prepare(&self, create: bool) -> Result<(), InfraError> {
         match self {
-            Broker::Kafka(k) if create => k.create_topic().await,
-            Broker::Kafka(k) => k.wait_for_leaders().await,
+            Broker::Kafka(k) if create => {
+                k.create_topic().await?;
+                k.create_dead_letter().await
+            }
+            Broker::Kafka(k) => {
+                k.wait_for_leaders().await?;
+                k.create_dead_letter().await
+            }
             Broker::Amqp(a) => a.prepare(create).await,
         }
     }
@@ -272,7 +289,11 @@ impl Broker {
         open_holders: &(dyn Fn() -> usize + Sync),
     ) {
         match self {
-            Broker::Kafka(_) => {}
+            Broker::Kafka(k) => {
+                if let Some((topic, read)) = k.read_dead_letters().await {
+                    record_dead_letters(timeline, &topic, read);
+                }
+            }
             // With the consumers gone, their unacknowledged messages are back in the queue:
             // what is left there is pending; the rest left the queue.
             Broker::Amqp(a) => {
@@ -286,10 +307,29 @@ impl Broker {
                     }
                 };
                 timeline.record(Event::QueueRemainder { ids, complete });
+                if let Some((queue, read)) = a.drain_dead_letters(id_rule).await {
+                    record_dead_letters(timeline, &queue, read);
+                }
                 a.close().await;
             }
         }
     }
+}
+
+/// Records a read of the dead-letter destination; a failed one as a warning and an
+/// incomplete, empty read (the judge then proves no loss).
+fn record_dead_letters<E: std::fmt::Display>(
+    timeline: &Timeline,
+    destination: &str,
+    read: Result<dead_letter::DeadLetters, E>,
+) {
+    let read = read.unwrap_or_else(|e| {
+        timeline.record(Event::Warning {
+            message: format!("cannot read the dead-letter destination {destination}: {e}"),
+        });
+        dead_letter::DeadLetters::default()
+    });
+    timeline.record(read.event(destination));
 }
 
 #[cfg(test)]

@@ -97,9 +97,20 @@ impl OutputTopic {
     /// Creates the topic fresh (an existing one is an error: its records would be read as
     /// this run's effects).
     pub async fn create(&self) -> Result<(), InfraError> {
+        self.make(false).await
+    }
+
+    /// Creates the topic, keeping one that exists (a dead-letter topic: the IDs of other runs'
+    /// records there are no ID of this run's ledger).
+    pub async fn create_or_keep(&self) -> Result<(), InfraError> {
+        self.make(true).await
+    }
+
+    async fn make(&self, keep_existing: bool) -> Result<(), InfraError> {
         let shape = (self.partitions, self.replication);
         match create_topic_once(&self.config(), &self.topic, shape).await {
             Ok(true) => Ok(()),
+            Ok(false) if keep_existing => Ok(()),
             Ok(false) => Err(InfraError::new(format!(
                 "cannot create output topic {}: it exists already (put {{run}} in the boundary's topic)",
                 self.topic

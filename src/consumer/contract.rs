@@ -29,6 +29,8 @@ pub struct Contract {
     pub effect_file: String,
     /// The output topic to produce to (the first `kafka-topic` boundary; empty without one).
     pub output_topic: String,
+    /// The dead-letter topic (Kafka) or queue (AMQP) of `broker.dead_letter` (empty without one).
+    pub dead_letter: String,
     /// Instance index, from 0.
     pub instance: u32,
     /// Incarnation, from 1.
@@ -87,7 +89,7 @@ impl BoundaryContract {
 
 impl Contract {
     /// `(ENV_NAME, placeholder, value)` for every contract variable.
-    fn entries(&self) -> [(&'static str, &'static str, String); 14] {
+    fn entries(&self) -> [(&'static str, &'static str, String); 15] {
         [
             ("EXACTLY_RUN", "{run}", self.run.clone()),
             ("EXACTLY_BROKER", "{broker}", self.broker.clone()),
@@ -120,6 +122,11 @@ impl Contract {
                 "EXACTLY_OUTPUT_TOPIC",
                 "{output_topic}",
                 self.output_topic.clone(),
+            ),
+            (
+                "EXACTLY_DEAD_LETTER",
+                "{dead_letter}",
+                self.dead_letter.clone(),
             ),
             ("EXACTLY_INSTANCE", "{instance}", self.instance.to_string()),
             (
@@ -190,7 +197,8 @@ mod tests {
         assert!(names.contains(&"EXACTLY_EFFECT_URL".to_owned()));
         assert!(names.contains(&"EXACTLY_EFFECT_URL_SHARED".to_owned()));
         assert!(names.contains(&"EXACTLY_INCARNATION".to_owned()));
-        assert_eq!(names.len(), 14);
+        assert!(names.contains(&"EXACTLY_DEAD_LETTER".to_owned()));
+        assert_eq!(names.len(), 15);
     }
 
     #[test]
@@ -213,7 +221,7 @@ mod tests {
             "EXACTLY_EFFECT_URL_EMAIL_OUT".to_owned(),
             "http://e/effect/0/1".to_owned()
         )));
-        assert_eq!(env.len(), 18);
+        assert_eq!(env.len(), 19);
     }
 
     #[test]

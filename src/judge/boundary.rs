@@ -205,6 +205,8 @@ fn summed_counts<'a>(parts: impl Iterator<Item = &'a Counts>) -> Counts {
             unconfirmed_loss,
             pending,
             unconfirmed,
+            diverted,
+            poison,
             phantom,
             failed_effected,
             rejected,
@@ -216,6 +218,7 @@ fn summed_counts<'a>(parts: impl Iterator<Item = &'a Counts>) -> Counts {
             (*expected, *produce_records, *produced);
         (sum.failed, sum.indeterminate, sum.multi_offset) =
             (*failed, *indeterminate, *multi_offset);
+        sum.poison = *poison;
         for (total, n) in [
             (&mut sum.effected, effected),
             (&mut sum.effects_applied, effects_applied),
@@ -227,6 +230,7 @@ fn summed_counts<'a>(parts: impl Iterator<Item = &'a Counts>) -> Counts {
             (&mut sum.unconfirmed_loss, unconfirmed_loss),
             (&mut sum.pending, pending),
             (&mut sum.unconfirmed, unconfirmed),
+            (&mut sum.diverted, diverted),
             (&mut sum.phantom, phantom),
             (&mut sum.failed_effected, failed_effected),
             (&mut sum.rejected, rejected),

@@ -128,6 +128,26 @@ pub(crate) struct Remainder<'a> {
     pub(crate) complete: bool,
 }
 
+/// What the plan's dead-letter topic or queue held after the run (`dead_letters`).
+pub(crate) struct DeadLetterRead<'a> {
+    /// The topic or queue.
+    pub(crate) destination: &'a str,
+    /// The IDs read there.
+    pub(crate) ids: HashSet<&'a str>,
+    /// False when the read did not finish.
+    pub(crate) complete: bool,
+}
+
+impl<'a> DeadLetterRead<'a> {
+    fn new(destination: &'a str, ids: &'a [String], complete: bool) -> Self {
+        DeadLetterRead {
+            destination,
+            ids: ids.iter().map(String::as_str).collect(),
+            complete,
+        }
+    }
+}
+
 /// Reads the run facts during pass 1, one event at a time.
 #[derive(Default)]
 pub(crate) struct FactsReader<'a> {
@@ -139,6 +159,7 @@ pub(crate) struct FactsReader<'a> {
     /// The consumer's own stored offsets (`stored_offsets`), when the plan reads them.
     stored_offsets: Option<&'a Stamped>,
     remainder: Option<Remainder<'a>>,
+    dead_letters: Option<DeadLetterRead<'a>>,
     end: Option<(EndReason, u64)>,
     last_t_us: Option<u64>,
     rejected: u64,
@@ -307,6 +328,12 @@ impl<'a> FactsReader<'a> {
                     complete: *complete,
                 });
             }
+            Event::DeadLetters {
+                destination,
+                ids,
+                complete,
+                ..
+            } => self.dead_letters = Some(DeadLetterRead::new(destination, ids, *complete)),
             Event::TornLine {
                 instance,
                 incarnation,
@@ -464,6 +491,7 @@ impl<'a> FactsReader<'a> {
             incarnations,
             progress,
             remainder: self.remainder,
+            dead_letters: self.dead_letters,
             end: self.end,
             ended_at_us: self.end.map(|(_, t)| t).or(self.last_t_us),
             rejected: self.rejected,
@@ -524,6 +552,8 @@ pub(crate) struct RunFacts<'a> {
     pub(crate) progress: Option<ProgressSnapshot>,
     /// The queue's remainder (AMQP).
     pub(crate) remainder: Option<Remainder<'a>>,
+    /// What the dead-letter destination held after the run.
+    pub(crate) dead_letters: Option<DeadLetterRead<'a>>,
     /// Why and when the run ended.
     pub(crate) end: Option<(EndReason, u64)>,
     /// When the run ended, or the last event's time when it never did.
@@ -555,6 +585,24 @@ pub(crate) struct RunFacts<'a> {
 }
 
 impl RunFacts<'_> {
+    /// The plan's dead-letter destination when it was not read whole after the run (no
+    /// `dead_letters` event, or one that did not finish).
+    pub(crate) fn dead_letters_unread(&self) -> Option<String> {
+        let declared = self.run.as_ref()?.dead_letter.as_ref()?;
+        match &self.dead_letters {
+            Some(read) if read.complete => None,
+            Some(read) => Some(read.destination.to_owned()),
+            None => Some(declared.clone()),
+        }
+    }
+
+    /// True when `id` was read in the dead-letter destination.
+    pub(crate) fn diverted(&self, id: &str) -> bool {
+        self.dead_letters
+            .as_ref()
+            .is_some_and(|read| read.ids.contains(id))
+    }
+
     /// Fired means applied (DESIGN §12), never merely matched, and exercised: an application
     /// that hit nothing (see [`hit_nothing`]) does not count either. A planned fault never
     /// applied is unfired; one applied only when it hit nothing is listed apart.

@@ -29,6 +29,7 @@ pub(crate) fn produced_event(
         offset,
         status,
         error: None,
+        poison: false,
     }
 }
 
@@ -216,6 +217,7 @@ pub(crate) fn info(faults: &[&str], messages: u64, expect: &str) -> RunInfo {
         reproduce: "exactly run plans/kafka-commit-after-effect.yaml --seed 42".into(),
         effects_id: Some("json:/order_id".into()),
         boundaries: Vec::new(),
+        dead_letter: None,
     }
 }
 

@@ -101,6 +101,10 @@ pub struct Judgement {
     /// What was read back from output topics (`kafka-topic` boundaries): records under each
     /// isolation level, and those of aborted transactions.
     pub output_topics: Vec<OutputTopicRead>,
+    /// What became of each poison message (`workload.poison`), the first
+    /// [`POISON_SAMPLES`](crate::judge::poison::POISON_SAMPLES), and whether its partition or
+    /// queue kept moving after it.
+    pub poison: Vec<crate::judge::poison::PoisonFate>,
     /// For a run whose plan declared `boundaries`: each boundary's own judgement, in plan
     /// order. The fields above are then the overall ruling (verdict, claim, shortfalls), the
     /// run facts every boundary shares, counts summed over the boundaries, and no anomalies

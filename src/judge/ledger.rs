@@ -264,10 +264,15 @@ impl<'a> Ledger<'a> {
                 ProduceStatus::Acked => {
                     counts.produced += 1;
                     acked_without_effect += u64::from(e.applied == 0);
-                    e.by_effects(|| match (e.consumed(facts), oracle_blind) {
-                        (true, false) => Outcome::Lost,
-                        (true, true) => Outcome::UnconfirmedLoss,
-                        (false, _) => Outcome::Pending,
+                    e.by_effects(|| {
+                        if facts.diverted(e.id) {
+                            return Outcome::Diverted;
+                        }
+                        match (e.consumed(facts), oracle_blind) {
+                            (true, false) => Outcome::Lost,
+                            (true, true) => Outcome::UnconfirmedLoss,
+                            (false, _) => Outcome::Pending,
+                        }
                     })
                 }
                 ProduceStatus::Indeterminate => {
@@ -360,6 +365,7 @@ fn count_outcome(outcome: Outcome, counts: &mut Counts) {
         Outcome::UnconfirmedLoss => counts.unconfirmed_loss += 1,
         Outcome::Pending => counts.pending += 1,
         Outcome::Unconfirmed => counts.unconfirmed += 1,
+        Outcome::Diverted => counts.diverted += 1,
         Outcome::Phantom => unreachable!("ledger IDs are never phantom"),
     }
 }

@@ -47,6 +47,7 @@ pub mod key_order;
 mod ledger;
 pub mod mechanism;
 pub mod model;
+pub mod poison;
 mod verdict;
 
 #[cfg(test)]
@@ -55,6 +56,8 @@ mod boundary_tests;
 pub(crate) mod fixtures;
 #[cfg(test)]
 mod honesty;
+#[cfg(test)]
+mod poison_tests;
 #[cfg(test)]
 mod props;
 #[cfg(test)]
@@ -68,8 +71,9 @@ pub use judgement::{BoundaryJudgement, Judgement};
 pub use ledger::FailedProduce;
 pub use model::{
     Anomaly, Counts, EffectSeen, ExitStatus, Expectation, ExpectationState, InconclusiveReason,
-    Outcome, UnfiredFault, Verdict,
+    Outcome, Stall, UnfiredFault, Verdict,
 };
+pub use poison::PoisonFate;
 
 use facts::{FactsReader, RunFacts};
 use ledger::{Ledger, Produce};
@@ -106,9 +110,11 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
     // The oracle is blind to loss when the sink rejected effects (an ID's effect may be among
     // them) or saw none of the produced messages at all (DESIGN §12).
     // An output topic not read to its end may hold the missing effect too.
+    // So may a dead-letter destination not read whole: the message may have been diverted.
     let oracle_blind = facts.rejected > 0
         || tally.on_ledger == 0
-        || facts.output_topics.iter().any(|t| !t.complete);
+        || facts.output_topics.iter().any(|t| !t.complete)
+        || facts.dead_letters_unread().is_some();
     let classified = ledger.classify(&facts, oracle_blind, &mut counts);
     let mut anomalies = classified.anomalies;
     effects::attach(events, &ledger, &tally, &mut anomalies);
@@ -118,6 +124,8 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
     counts.duplicated -= counts.harness_duplicated;
     counts.phantom = tally.phantoms.len() as u64;
     anomalies.extend(tally.phantoms);
+    let poison = poison::fates(events, &facts, &anomalies);
+    counts.poison = poison.count;
     counts.rejected = facts.rejected;
     counts.redeliveries_absorbed = absorbed::redeliveries_absorbed(events);
     counts.torn_lines = facts.torn_lines;
@@ -128,10 +136,19 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
         recorded: ledger.len() as u64,
         acked_without_effect: classified.acked_without_effect,
         effects_on_ledger: tally.on_ledger,
+        stalls: poison.stalls,
     };
     let ruling = verdict::rule(&facts, &counts, &evidence);
     let mut warnings = facts.warnings;
     warnings.extend(observations(&counts));
+    if poison.diverted_not_poison > 0 {
+        warnings.push(format!(
+            "{} diverted message{} {} not poison: the consumer dead-lettered work it could have done",
+            poison.diverted_not_poison,
+            plural(poison.diverted_not_poison),
+            if poison.diverted_not_poison == 1 { "was" } else { "were" }
+        ));
+    }
     warnings.extend(ruling.unknown_expectation);
     Judgement {
         run: facts.run,
@@ -167,6 +184,7 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
         bypasses: facts.bypasses,
         faults_bypassed: facts.faults_bypassed,
         output_topics: facts.output_topics,
+        poison: poison.fates,
         boundaries: Vec::new(),
     }
 }

@@ -160,6 +160,9 @@ pub enum Outcome {
     Unconfirmed,
     /// Effects for an ID the workload never produced.
     Phantom,
+    /// Acknowledged, no applied effect, and read in the plan's dead-letter topic or queue
+    /// after the run: the consumer diverted it. Neither lost nor effected: accounted for.
+    Diverted,
     /// Exactly one applied effect.
     Exact,
 }
@@ -174,18 +177,21 @@ impl Outcome {
             Outcome::Pending => "pending",
             Outcome::Unconfirmed => "unconfirmed",
             Outcome::Phantom => "phantom",
+            Outcome::Diverted => "diverted",
             Outcome::Exact => "exact",
         }
     }
 
-    /// The anomaly outcomes in report order.
-    pub const ANOMALIES: [Outcome; 6] = [
+    /// The outcomes other than EXACT, listed per ID, in report order (`diverted` is no
+    /// anomaly of the verdict, but its IDs are listed).
+    pub const ANOMALIES: [Outcome; 7] = [
         Outcome::Lost,
         Outcome::Duplicated,
         Outcome::UnconfirmedLoss,
         Outcome::Pending,
         Outcome::Unconfirmed,
         Outcome::Phantom,
+        Outcome::Diverted,
     ];
 }
 
@@ -197,8 +203,8 @@ impl fmt::Display for Outcome {
 
 /// Totals of one run. IDs are counted once whatever the number of produce records.
 ///
-/// Invariant: `exact + duplicated + lost + unconfirmed_loss + pending + unconfirmed ==
-/// produced + indeterminate`.
+/// Invariant: `exact + duplicated + lost + unconfirmed_loss + pending + unconfirmed + diverted
+/// == produced + indeterminate`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
     /// Messages the workload was to produce (`RunInfo::messages`; 0 when unknown).
@@ -236,6 +242,11 @@ pub struct Counts {
     pub pending: u64,
     /// Indeterminate IDs without an applied effect.
     pub unconfirmed: u64,
+    /// Acknowledged IDs without an applied effect found in the plan's dead-letter topic or
+    /// queue: diverted by the consumer, neither lost nor effected.
+    pub diverted: u64,
+    /// Poison messages of the workload (`workload.poison`) on the ledger.
+    pub poison: u64,
     /// Distinct effect IDs that were never produced.
     pub phantom: u64,
     /// Failed IDs that nevertheless had effects (not judged; reported as a warning).
@@ -359,6 +370,67 @@ pub enum InconclusiveReason {
         /// How many.
         count: u64,
     },
+    /// The plan's dead-letter topic or queue could not be read whole after the run: an ID with
+    /// no effect may have been diverted there, so no loss is proven.
+    DeadLettersUnread {
+        /// The dead-letter topic or queue.
+        destination: String,
+    },
+    /// The consumer stopped moving at a poison message (a liveness finding): its partition's
+    /// committed offset never passed it, or the queue still held it when the run ended; the
+    /// messages behind it were never processed.
+    StalledOnPoison {
+        /// Where each stall happened.
+        stalls: Vec<Stall>,
+    },
+}
+
+/// Where a consumer stopped moving at a poison message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stall {
+    /// The poison message's ID.
+    pub id: String,
+    /// Its partition (Kafka).
+    pub partition: Option<i32>,
+    /// Its offset (Kafka), where the partition stuck.
+    pub offset: Option<i64>,
+    /// The group's last committed offset on that partition (Kafka).
+    pub committed: Option<i64>,
+    /// Records after it in its partition that were never committed (Kafka).
+    pub behind: Option<i64>,
+    /// How many times the proxy saw it handed to the consumer.
+    pub deliveries: u64,
+}
+
+impl fmt::Display for Stall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.partition, self.offset) {
+            (Some(p), Some(o)) => {
+                write!(f, "partition {p} stuck at offset {o} (poison {})", self.id)?;
+                if let Some(c) = self.committed {
+                    write!(f, ", committed offset {c}")?;
+                }
+                if let Some(b) = self.behind {
+                    write!(
+                        f,
+                        ", {b} record{} behind it never processed",
+                        plural(b.max(0) as u64)
+                    )?;
+                }
+            }
+            _ => write!(
+                f,
+                "poison {} never settled: still in the queue when the consumers stopped",
+                self.id
+            )?,
+        }
+        write!(
+            f,
+            ", handed to the consumer {} time{}",
+            self.deliveries,
+            plural(self.deliveries)
+        )
+    }
 }
 
 /// A consumer process the harness could not end (a `descendant` event with fate `survived`).
@@ -406,6 +478,8 @@ impl InconclusiveReason {
             InconclusiveReason::FaultsBypassed { .. } => "faults_bypassed",
             InconclusiveReason::HarnessDuplicated { .. } => "harness_duplicated",
             InconclusiveReason::DescendantsSurvived { .. } => "descendants_survived",
+            InconclusiveReason::DeadLettersUnread { .. } => "dead_letters_unread",
+            InconclusiveReason::StalledOnPoison { .. } => "stalled_on_poison",
         }
     }
 }
@@ -514,6 +588,15 @@ impl fmt::Display for InconclusiveReason {
             InconclusiveReason::OutputTopicUnread { topic } => write!(
                 f,
                 "the output topic {topic} could not be read to its end once the run stopped (an open transaction, or the broker stopped answering): a missing effect proves no loss, and an unread record may be a second one"
+            ),
+            InconclusiveReason::DeadLettersUnread { destination } => write!(
+                f,
+                "the dead-letter destination {destination} could not be read whole after the run: a message without an effect may have been diverted there, so none is proven lost"
+            ),
+            InconclusiveReason::StalledOnPoison { stalls } => write!(
+                f,
+                "the consumer stopped moving at a poison message (liveness): {}",
+                stalls.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
             ),
         }
     }

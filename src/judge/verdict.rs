@@ -41,6 +41,8 @@ pub(crate) struct LedgerEvidence {
     pub(crate) acked_without_effect: u64,
     /// Effects (applied or replayed) that named a produced ID.
     pub(crate) effects_on_ledger: u64,
+    /// Where the consumer stopped moving at a poison message.
+    pub(crate) stalls: Vec<crate::judge::model::Stall>,
 }
 
 /// Rules on a run from its facts and its counts.
@@ -139,6 +141,14 @@ fn shortfalls(
             topic: topic.topic.clone(),
         });
     }
+    if let Some(destination) = facts.dead_letters_unread() {
+        reasons.push(InconclusiveReason::DeadLettersUnread { destination });
+    }
+    if !ledger.stalls.is_empty() {
+        reasons.push(InconclusiveReason::StalledOnPoison {
+            stalls: ledger.stalls.clone(),
+        });
+    }
     if counts.pending > 0 {
         reasons.push(InconclusiveReason::Pending {
             count: counts.pending,
@@ -231,7 +241,9 @@ fn blinds(reason: &InconclusiveReason, verdict: Verdict) -> Blind {
         InconclusiveReason::HarnessDuplicated { .. } => Blind::Duplicate,
         InconclusiveReason::Pending { .. }
         | InconclusiveReason::NoProgress { .. }
-        | InconclusiveReason::LedgerIncomplete { .. } => Blind::Loss,
+        | InconclusiveReason::LedgerIncomplete { .. }
+        | InconclusiveReason::DeadLettersUnread { .. }
+        | InconclusiveReason::StalledOnPoison { .. } => Blind::Loss,
         InconclusiveReason::NoRunInfo
         | InconclusiveReason::RunNotEnded
         | InconclusiveReason::Aborted

@@ -446,4 +446,35 @@ limits: { settle: 5s, deadline: 5s }
         .unwrap();
         assert_eq!(plan.workload.keys.map(|k| k.get()), Some(4));
     }
+
+    #[test]
+    fn poison_names_its_messages_one_way() {
+        let with = |poison: &str| {
+            MINIMAL.replace(
+                "{ messages: 10 }",
+                &format!("{{ messages: 10, poison: {poison} }}"),
+            )
+        };
+        let plan = parse_plan(Path::new("p.yaml"), &with("{ every: 5 }")).unwrap();
+        let poison = plan.workload.poison.expect("poison");
+        assert!(poison.is_poison(5) && poison.is_poison(10) && !poison.is_poison(4));
+        for (bad, text) in [
+            ("{ nth: 2, every: 5 }", "not both"),
+            ("{ payload: x }", "say which messages are poison"),
+            ("{ nth: 11 }", "at most that"),
+        ] {
+            let e = error_of(&with(bad));
+            assert!(e.starts_with("p.yaml:3:") && e.contains(text), "{e}");
+        }
+        let same = MINIMAL.replace(
+            "{ messages: 10 }",
+            "{ messages: 10, payload: x, poison: { nth: 1, payload: x } }",
+        );
+        assert!(error_of(&same).contains("the workload's own template"));
+        let own = MINIMAL.replace(
+            "kind: kafka",
+            "kind: kafka, topic: 't-{run}', dead_letter: 't-{run}'",
+        );
+        assert!(error_of(&own).contains("the run's own topic or queue"));
+    }
 }

@@ -205,6 +205,14 @@ pub struct BrokerSpec {
     /// AMQP prefetch handed to the consumer as `EXACTLY_PREFETCH`.
     #[serde(default)]
     pub prefetch: Option<Count>,
+    /// Where the consumer diverts messages it cannot process (a dead-letter destination the
+    /// harness reads after the run): Kafka, a topic created fresh (`{run}` replaced), handed
+    /// to the consumer as `EXACTLY_DEAD_LETTER` / `{dead_letter}`; AMQP, a queue declared
+    /// fresh, which the run's queue dead-letters to (`x-dead-letter-exchange` the default
+    /// exchange, `x-dead-letter-routing-key` this queue), so `basic.nack(requeue=false)` and
+    /// `basic.reject(requeue=false)` land there. IDs read there are judged `diverted`.
+    #[serde(default)]
+    pub dead_letter: Option<String>,
     /// How long to keep trying to reach the broker before giving up (exit 4).
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -231,6 +239,38 @@ pub struct Workload {
     /// own key, and order is not checked).
     #[serde(default)]
     pub keys: Option<Count>,
+    /// Poison messages: the chosen messages get `payload` instead of the template (made
+    /// undecodable for the consumer) and keep their ID in key and `exactly-id` header, so they
+    /// are still judged.
+    #[serde(default)]
+    pub poison: Option<PoisonSpec>,
+}
+
+/// `workload.poison`: which messages are poison (exactly one of `nth`, `every`) and their body.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoisonSpec {
+    /// The one poison message, by its position in the workload (1 = the first).
+    #[serde(default)]
+    pub nth: Option<Count>,
+    /// Every N-th message is poison (N, 2N, ...).
+    #[serde(default)]
+    pub every: Option<Count>,
+    /// The poison body; `{id}`, `{seq}`, `{key}` and `{run}` are replaced (default: text no
+    /// JSON decoder reads).
+    #[serde(default = "default_poison_payload")]
+    pub payload: String,
+}
+
+impl PoisonSpec {
+    /// True when the `seq`-th message (from 1) is poison.
+    pub fn is_poison(&self, seq: u64) -> bool {
+        match (self.nth, self.every) {
+            (Some(n), _) => seq == n.get(),
+            (None, Some(e)) => seq.is_multiple_of(e.get()),
+            (None, None) => false,
+        }
+    }
 }
 
 /// The consumer under test and its supervision.
@@ -706,6 +746,9 @@ fn default_partitions() -> Count {
 }
 fn default_payload() -> String {
     r#"{"id":"{id}"}"#.into()
+}
+fn default_poison_payload() -> String {
+    "poison {id}: not a message this consumer can decode".into()
 }
 fn default_effect_id() -> String {
     "json:/id".into()

@@ -60,6 +60,7 @@ pub fn validate(plan: &Plan) -> Result<Loaded, Vec<Problem>> {
             "the command is empty: write the program and its arguments, e.g. [./my-consumer, --flag]",
         );
     }
+    poison_rules(plan, &mut problems);
     let boundaries = boundary_rules(plan, &mut problems);
     if plan.limits.deadline <= plan.limits.settle {
         problems.add(
@@ -137,9 +138,50 @@ fn valid_table_name(table: &str) -> bool {
         })
 }
 
+/// `workload.poison` names its messages one way, and a poison body is not the template.
+fn poison_rules(plan: &Plan, problems: &mut Problems) {
+    let Some(p) = &plan.workload.poison else {
+        return;
+    };
+    match (p.nth, p.every) {
+        (Some(_), Some(_)) => problems.add(
+            "workload.poison",
+            "write one of `nth` (one poison message) or `every` (every N-th), not both",
+        ),
+        (None, None) => problems.add(
+            "workload.poison",
+            "say which messages are poison: `nth: 5` (the 5th) or `every: 10` (every 10th)",
+        ),
+        (Some(n), None) if n.get() > plan.workload.messages.get() => problems.add(
+            "workload.poison.nth",
+            format!(
+                "the workload has {} messages: `nth` must be at most that",
+                plan.workload.messages.get()
+            ),
+        ),
+        _ => {}
+    }
+    if p.payload == plan.workload.payload {
+        problems.add(
+            "workload.poison.payload",
+            "the poison payload is the workload's own template: write a body the consumer cannot decode",
+        );
+    }
+}
+
 /// Which broker fields go with which kind of broker.
 fn broker_rules(plan: &Plan, problems: &mut Problems) {
     let b = &plan.broker;
+    let source = match b.kind {
+        BrokerKind::Kafka => b.topic.as_str(),
+        BrokerKind::Amqp => b.queue_name(),
+    };
+    if b.dead_letter.as_deref().is_some_and(|d| d == source) {
+        problems.add(
+            "broker.dead_letter",
+            "the dead-letter destination is the run's own topic or queue: every message read there would count as diverted; name another, e.g. orders-dlq-{run}",
+        );
+    }
     match b.kind {
         BrokerKind::Amqp => {
             if b.url.is_none() {

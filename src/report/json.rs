@@ -20,7 +20,7 @@ use crate::timeline::{FaultRecord, ProcessRef, ProduceStatus, RunInfo};
 /// The version of the `report.json` layout.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// At most this many anomalies of each outcome are listed (6 outcomes: 1200 in all).
+/// At most this many anomalies of each outcome are listed (7 outcomes: 1400 in all).
 pub const ANOMALIES_PER_OUTCOME: usize = 200;
 
 #[derive(Serialize)]
@@ -76,6 +76,8 @@ struct JsonReport<'a> {
     warnings: &'a [String],
     /// What was read back from output topics (`kafka-topic` boundaries).
     output_topics: &'a [crate::judge::OutputTopicRead],
+    /// What became of each poison message, and whether its partition or queue kept moving.
+    poison: &'a [crate::judge::PoisonFate],
     /// Each boundary's own ruling, for a plan that declared `boundaries` (the top level is
     /// then the overall ruling, its counts summed over the boundaries); empty for a plan with
     /// one `effects` sink, whose top level is its one boundary.
@@ -347,6 +349,7 @@ pub fn render(rec: &Judgement) -> std::io::Result<String> {
         rejected_effects: &rec.rejected_samples,
         warnings: &rec.warnings,
         output_topics: &rec.output_topics,
+        poison: &rec.poison,
         boundaries: rec.boundaries.iter().map(JsonBoundary::new).collect(),
     };
     let mut text = serde_json::to_string_pretty(&report).map_err(std::io::Error::other)?;

@@ -15,6 +15,9 @@ use super::{summary_sentence, verdict_table};
 use crate::judge::{ExpectationState, Judgement, Verdict};
 use crate::timeline::EndReason;
 
+/// How many diverted IDs the `diverted_ids` property lists.
+const DIVERTED_LISTED: usize = 50;
+
 /// The suite (and report) name.
 pub const SUITE: &str = "exactly";
 
@@ -114,6 +117,15 @@ fn case(rec: &Judgement, name: String) -> TestCase {
     ];
     if !rec.bypasses.is_empty() {
         props.push(("bypass_connections", rec.bypasses.len().to_string()));
+    }
+    if rec.counts.diverted > 0 {
+        let diverted: Vec<&str> = rec
+            .anomalies_of(crate::judge::Outcome::Diverted)
+            .map(|a| a.id.as_str())
+            .take(DIVERTED_LISTED)
+            .collect();
+        props.push(("diverted", rec.counts.diverted.to_string()));
+        props.push(("diverted_ids", diverted.join(" ")));
     }
     if let Some(r) = &rec.run {
         props.push(("run", r.run.clone()));

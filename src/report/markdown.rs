@@ -38,6 +38,7 @@ pub fn render(rec: &Judgement) -> String {
     anomalies(&mut md, rec);
     commit_window(&mut md, rec);
     output_topics(&mut md, rec);
+    poison(&mut md, rec);
     reasons(&mut md, rec);
     rejected(&mut md, rec);
     warnings(&mut md, rec);
@@ -72,6 +73,7 @@ fn render_boundaries(rec: &Judgement) -> String {
             anomalies,
             commit_window,
             output_topics,
+            poison,
             reasons,
             rejected,
         ] {
@@ -126,6 +128,52 @@ fn output_topics(md: &mut String, rec: &Judgement) {
             );
         }
     }
+}
+
+/// The poison messages: what became of each, and whether its partition or queue kept moving.
+fn poison(md: &mut String, rec: &Judgement) {
+    if rec.poison.is_empty() {
+        return;
+    }
+    let k = &rec.counts;
+    let _ = writeln!(
+        md,
+        "## Poison messages
+"
+    );
+    let _ = writeln!(
+        md,
+        "{} poison message{} ({} diverted to the dead-letter destination).
+",
+        k.poison,
+        if k.poison == 1 { "" } else { "s" },
+        k.diverted
+    );
+    let _ = writeln!(
+        md,
+        "| ID | outcome | partition | offset | deliveries | kept moving |\n|---|---|---|---|---|---|"
+    );
+    let opt = |v: Option<i64>| v.map_or("-".to_owned(), |v| v.to_string());
+    for p in &rec.poison {
+        let moving = match p.moved_on {
+            Some(true) => "yes",
+            Some(false) => "**no: stuck**",
+            None => "unknown",
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {moving} |",
+            code(&p.id),
+            p.outcome,
+            opt(p.partition.map(i64::from)),
+            opt(p.offset),
+            p.deliveries
+        );
+    }
+    if (k.poison as usize) > rec.poison.len() {
+        let _ = writeln!(md, "\n(the first {} listed)", rec.poison.len());
+    }
+    md.push('\n');
 }
 
 /// The boundary table: each boundary's promise, verdict, counts and mechanisms.
@@ -574,6 +622,7 @@ fn heading(outcome: Outcome) -> &'static str {
         Outcome::Pending => "Pending",
         Outcome::Unconfirmed => "Unconfirmed",
         Outcome::Phantom => "Phantom",
+        Outcome::Diverted => "Diverted",
         Outcome::Exact => "Exact",
     }
 }
@@ -600,6 +649,12 @@ fn explain(outcome: Outcome, amqp: bool) -> &'static str {
             "The produce timed out and no effect was seen: it may never have been stored. Not judged for loss."
         }
         (Outcome::Phantom, _) => "Effects for IDs the workload never produced.",
+        (Outcome::Diverted, false) => {
+            "Acknowledged, never applied, and found in the plan's dead-letter topic after the run: the consumer diverted it. Neither lost nor effected."
+        }
+        (Outcome::Diverted, true) => {
+            "Confirmed, never applied, and found in the plan's dead-letter queue after the run: the consumer rejected it there. Neither lost nor effected."
+        }
         (Outcome::Exact, _) => "Applied once.",
     }
 }

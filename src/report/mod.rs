@@ -155,6 +155,15 @@ fn count_rows(rows: &mut Vec<(String, String)>, k: &crate::judge::Counts) {
     add("lost", k.lost.to_string());
     add("pending", k.pending.to_string());
     add("phantom", k.phantom.to_string());
+    if k.poison > 0 || k.diverted > 0 {
+        add(
+            "diverted",
+            format!(
+                "{} to the dead-letter destination (of {} poison)",
+                k.diverted, k.poison
+            ),
+        );
+    }
     // Shown only when they apply: the blind oracle's counts.
     if k.unconfirmed_loss > 0 || k.rejected > 0 {
         add(
@@ -281,6 +290,18 @@ pub(crate) fn summary_sentence(rec: &Judgement) -> String {
         ),
         Verdict::Exact if k.exact == n => format!(
             "All {n} messages were processed exactly once {context}{}.",
+            not_done(k.not_counted_done)
+        ),
+        Verdict::Exact if k.diverted > 0 => format!(
+            "{} of {n} messages were processed exactly once {context}; {} {} diverted to the dead-letter destination (accounted for, never applied){}{}.",
+            k.exact,
+            k.diverted,
+            were(k.diverted),
+            if k.unconfirmed > 0 {
+                format!("; {} had an indeterminate produce and were never seen", k.unconfirmed)
+            } else {
+                String::new()
+            },
             not_done(k.not_counted_done)
         ),
         Verdict::Exact => format!(

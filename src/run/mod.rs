@@ -149,6 +149,7 @@ pub async fn run(
         reproduce,
         effects_id: Some(first.id_rule.clone()),
         boundaries,
+        dead_letter: endpoint.dead_letter.clone(),
     }));
 
     let stop = CancellationToken::new();
@@ -237,6 +238,7 @@ async fn produce_workload(ctx: &RunContext<'_>) -> Result<Workload, Error> {
             run: ctx.run_id.to_owned(),
             keys: plan.workload.keys.map(|k| k.get()),
             template: plan.workload.payload.clone(),
+            poison: plan.workload.poison.clone(),
         };
         let (count, rate) = (plan.workload.messages.get(), plan.workload.rate);
         async move { broker.produce(&messages, count, rate, &timeline).await }

@@ -195,6 +195,7 @@ fn contract_for(ctx: &RunContext<'_>, sinks: &Sinks, proxy: Option<&Proxy>) -> C
             output_topic: first(SinkKind::KafkaTopic)
                 .map(|(_, c)| c.output_topic.clone())
                 .unwrap_or_default(),
+            dead_letter: endpoint.dead_letter.clone().unwrap_or_default(),
             instance,
             incarnation,
             boundaries: if declared { each } else { Vec::new() },

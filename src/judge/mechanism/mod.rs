@@ -234,6 +234,7 @@ fn explain_one(index: &Index, a: &Anomaly) -> Explanation {
         | Outcome::Pending
         | Outcome::Unconfirmed
         | Outcome::Phantom
+        | Outcome::Diverted
         | Outcome::Exact => index.lost(a),
     };
     let mut evidence = found.evidence;

@@ -103,7 +103,7 @@ fn where_it_happened(
                     .map(|s| (s.by, s.t_us, "counted done without an effect"))
             })
             .or_else(|| last_delivery().map(|(by, t)| (by, t, "last delivered"))),
-        Outcome::UnconfirmedLoss | Outcome::Pending | Outcome::Unconfirmed => {
+        Outcome::UnconfirmedLoss | Outcome::Pending | Outcome::Unconfirmed | Outcome::Diverted => {
             last_delivery().map(|(by, t)| (by, t, "last delivered"))
         }
         Outcome::Exact => None,

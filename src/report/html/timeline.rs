@@ -402,7 +402,7 @@ fn markers_on(svg: &mut Svg, marks: &[Marker], lane: Option<u32>, scale: Scale, 
         let glyph = match m.outcome {
             Outcome::Duplicated | Outcome::Phantom => DIAMOND,
             Outcome::Lost | Outcome::UnconfirmedLoss => DOT,
-            Outcome::Pending | Outcome::Unconfirmed | Outcome::Exact => SQUARE,
+            Outcome::Pending | Outcome::Unconfirmed | Outcome::Diverted | Outcome::Exact => SQUARE,
         };
         let class = format!("mark anomaly {}", m.outcome.as_str());
         let attrs = format!(r#"data-id="{}" tabindex="0""#, super::svg::esc(&m.id));
