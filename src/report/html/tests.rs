@@ -361,3 +361,98 @@ fn random_timelines_render_with_one_marker_per_fault_and_anomaly() {
         assert_eq!(html.matches("<script").count(), 2, "seed {seed}");
     }
 }
+
+/// Two boundaries over two messages, both committed: `out` (exactly-once) sees only m-0 (m-1
+/// LOST there), `email` (at-least-once) sees m-0 once and m-1 twice, the second time from the
+/// incarnation restarted after the kill (DUPLICATED there).
+fn two_boundaries() -> Tl {
+    use crate::timeline::{BoundaryInfo, EffectOutcome, Event};
+    let mut tl = Tl::new();
+    tl.start(&["kill: consumer"], 2, "exactly-once");
+    if let Event::RunStarted(info) = &mut tl.events[0].event {
+        info.boundaries = [("out", "exactly-once"), ("email", "at-least-once")]
+            .iter()
+            .map(|(name, expect)| BoundaryInfo {
+                name: (*name).into(),
+                sink: "http".into(),
+                expect: (*expect).into(),
+                id: "json:/id".into(),
+            })
+            .collect();
+    }
+    tl.produced("m-0", 0, 0)
+        .produced("m-1", 0, 1)
+        .process(1, ProcessPhase::Started);
+    let effect = |tl: &mut Tl, id: &str, boundary: &str, incarnation: u32| {
+        tl.push(Event::Effect {
+            boundary: Some(boundary.into()),
+            id: id.into(),
+            instance: Some(0),
+            incarnation: Some(incarnation),
+            outcome: EffectOutcome::Applied,
+            sink: "http".into(),
+            attribution: Default::default(),
+        });
+    };
+    effect(&mut tl, "m-0", "out", 1);
+    effect(&mut tl, "m-0", "email", 1);
+    effect(&mut tl, "m-1", "email", 1);
+    tl.fault(0, true)
+        .process(1, ProcessPhase::Exited)
+        .process(2, ProcessPhase::Started);
+    effect(&mut tl, "m-1", "email", 2);
+    tl.progress(&[(0, 2)]).end(EndReason::Settled);
+    tl
+}
+
+#[test]
+fn a_run_with_boundaries_shows_each_boundary_verdict_counts_and_root_cause() {
+    let tl = two_boundaries();
+    let rec = analyze(&tl.events);
+    let html = render(&rec, &tl.events).expect("the page renders");
+    assert!(
+        html.contains(r#"<table class="boundaries" id="boundaries">"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r##"<tr class="boundary-row" data-boundary="out"><td><a href="#boundary-1">out</a></td><td>http</td><td>exactly-once</td><td><span class="verdict small bad">LOST</span></td><td><span class="promise bad">violated</span></td><td>1</td><td>1</td><td>0</td><td>1</td><td>0</td>"##),
+        "{html}"
+    );
+    assert!(
+        html.contains(r##"<tr class="boundary-row" data-boundary="email"><td><a href="#boundary-2">email</a></td><td>http</td><td>at-least-once</td><td><span class="verdict small bad">DUPLICATED</span></td><td><span class="promise exact">met</span></td><td>2</td><td>1</td><td>1</td><td>0</td><td>0</td>"##),
+        "{html}"
+    );
+    // Each boundary's own section, its root cause and anomalies under it.
+    for (n, verdict) in [(1, "LOST"), (2, "DUPLICATED")] {
+        let at = html
+            .find(&format!(r#"<section class="boundary" id="boundary-{n}">"#))
+            .expect("a section per boundary");
+        assert!(
+            html[at..].contains(&format!(": {verdict} (http sink")),
+            "{html}"
+        );
+        assert!(html.contains(&format!(r#"id="anomalies-{n}""#)), "{html}");
+    }
+    assert!(
+        html.contains(r#"id="root-cause-2""#),
+        "the email's duplicate is explained"
+    );
+    // One marker per anomaly of each boundary: m-1 lost at out and duplicated at email.
+    assert_eq!(html.matches(r#"class="mark anomaly "#).count(), 2, "{html}");
+    assert!(html.contains("m-1 lost at out"), "{html}");
+    assert!(html.contains("m-1 duplicated at email"), "{html}");
+    // The search names both outcomes and each effect's boundary.
+    let lives = lives::collect(&rec, &tl.events);
+    let data = lives::to_json(&lives, |_| None);
+    assert_eq!(data["ids"]["m-1"]["o"], "lost at out; duplicated at email");
+    let sinks: Vec<&serde_json::Value> = data["ids"]["m-1"]["s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s[1] == "e")
+        .map(|s| &s[4])
+        .collect();
+    assert_eq!(sinks, ["email (http)", "email (http)"]);
+    // The counts table keeps the shared ledger only: per-ID counts are per boundary.
+    assert!(!html.contains("<th>duplicated</th><td>"), "{html}");
+}
