@@ -225,6 +225,99 @@ fn rabbitmq_auto_ack_loses_and_ack_after_effect_duplicates_without_loss() {
     assert_eq!(output.status.code(), Some(0), "{why}");
 }
 
+/// True when Chromium can be run; false (with a message) when it is missing outside CI.
+fn chromium_or_skip() -> bool {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .any(|c| {
+            std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {c}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Chromium is missing and CI is set: install it (scripts/test does)"
+        );
+        eprintln!("SKIPPED: Chromium is not installed; the audit.html browser check did not run");
+    }
+    found
+}
+
+#[test]
+fn the_audit_page_shows_the_contract_and_links_every_run_report() {
+    require_rabbitmq();
+    let cells = "kill-after-effect,kill-before-ack";
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_copy("audit-amqp.yaml", dir.path(), same);
+    let out = dir.path().join("audit");
+    let output = exactly(&[
+        "audit",
+        plan.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--repeats",
+        "2",
+        "--cells",
+        cells,
+    ]);
+    let a = read_json(&out.join("audit.json"));
+    let why = explain(&output, &a);
+    let page = out.join("audit.html");
+    let html = std::fs::read_to_string(&page).unwrap_or_else(|_| panic!("no audit.html: {why}"));
+    assert!(html.contains(a["conclusion"].as_str().unwrap()), "{why}");
+    // Every run of every cell is a link to its own report.html, which exists, with its verdict.
+    let mut links = 0;
+    for c in a["cells"].as_array().unwrap() {
+        let fault = c["fault"].as_str().unwrap();
+        assert!(
+            html.contains(&format!(r#"<tr class="cell" data-cell="{fault}">"#)),
+            "{fault}'s row: {why}"
+        );
+        for d in c["details"].as_array().unwrap() {
+            let name = Path::new(d["run_dir"].as_str().unwrap())
+                .file_name()
+                .unwrap();
+            let href = format!("{}/report.html", name.to_str().unwrap());
+            assert!(out.join(&href).is_file(), "{href} exists: {why}");
+            let verdict = d["verdict"].as_str().unwrap();
+            assert!(
+                html.contains(&format!(r#"href="{href}" title="seed {}"#, d["seed"])),
+                "{href} is linked: {why}"
+            );
+            assert!(html.contains(&format!(">{verdict}</a>")), "{why}");
+            links += 1;
+        }
+    }
+    assert_eq!(links, 4, "two cells, two repeats: {why}");
+    assert!(out.join("calibration/report.html").is_file(), "{why}");
+    assert!(
+        html.contains(r#"<a href="calibration/report.html">"#),
+        "{why}"
+    );
+    if !chromium_or_skip() {
+        return;
+    }
+    let seen = std::process::Command::new(common::root().join("scripts/view-report"))
+        .arg(&page)
+        .args(["--screenshot", out.join("audit.png").to_str().unwrap()])
+        .args([
+            "--count",
+            "#contract tr.cell",
+            "--count",
+            "#contract a.verdict",
+        ])
+        .output()
+        .expect("view-report runs");
+    let seen: Value = serde_json::from_slice(&seen.stdout).expect("view-report prints JSON");
+    assert_eq!(seen["console_errors"], Value::Array(vec![]), "{seen}");
+    assert_eq!(seen["requests"], Value::Array(vec![]), "{seen}");
+    assert_eq!(seen["counts"]["#contract tr.cell"], 2, "{seen}");
+    assert_eq!(seen["counts"]["#contract a.verdict"], 4, "{seen}");
+    assert!(seen["load_ms"].as_f64().unwrap() < 2_000.0, "{seen}");
+}
+
 #[test]
 fn a_consumer_whose_effects_cannot_be_read_stops_the_audit_at_calibration_with_exit_2() {
     require_kafka();

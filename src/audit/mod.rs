@@ -2,11 +2,12 @@
 //! plan. One fault-free run calibrates ([`calibrate`]); then every cell ([`cells`]) runs R
 //! times, each repeat a real run with its own run folder, through the same [`run::run`] that
 //! `exactly run` uses and judged by the same `judge::analyze`; the cells are summed up into the
-//! contract ([`contract`]) and written as audit.md, audit.json and junit.xml ([`output`]).
+//! contract ([`contract`]) and written as audit.md, audit.json and junit.xml ([`output`])
+//! and audit.html, the index page linking each run's report.html ([`page`]).
 //!
 //! Layout of an audit folder: `calibration/` (the fault-free run), `<cell>-<r>/` (each
 //! repeat's run folder, with its report.md), `plans/<cell>-<r>.yaml` (the exact plan each
-//! repeat ran: `exactly run` on it reproduces it), and the three outputs.
+//! repeat ran: `exactly run` on it reproduces it), and the four outputs.
 //!
 //! Invariants: a cell's repeats run one after the other (the consumer under test gets the
 //! machine to itself); Ctrl-C ends the run in progress in order (as `exactly run` does), keeps
@@ -16,6 +17,7 @@ pub mod calibrate;
 pub mod cells;
 pub mod contract;
 pub mod output;
+pub mod page;
 mod runner;
 pub mod shrink;
 
@@ -249,7 +251,11 @@ impl Audit<'_> {
         if report.interrupted {
             summary.push_str("interrupted: only the runs that finished are counted\n");
         }
-        summary.push_str(&format!("audit: {}", self.dir.join("audit.md").display()));
+        summary.push_str(&format!(
+            "audit: {} (page: {})",
+            self.dir.join("audit.md").display(),
+            self.dir.join("audit.html").display()
+        ));
         Ok(AuditOutcome {
             dir: self.dir.clone(),
             exit_code: report.exit_code,

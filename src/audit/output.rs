@@ -1,7 +1,8 @@
 //! The audit's outputs, in its folder: `audit.json` (the contract, every cell with its
 //! verdict counts, mechanisms and run folders), `audit.md` (the contract table and the
 //! conclusion, for people) and `junit.xml` (a testcase per cell: failed when a run of it broke
-//! the plan's `expect`, skipped when it does not apply).
+//! the plan's `expect`, skipped when it does not apply); `audit.html` is rendered by
+//! [`crate::audit::page`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -134,13 +135,15 @@ fn cell_json(c: &CellResult) -> CellJson {
     }
 }
 
-/// Writes audit.json, audit.md and junit.xml into `dir`.
+/// Writes audit.json, audit.md, junit.xml and audit.html into `dir`.
 pub fn write(dir: &Path, report: &AuditReport) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
     std::fs::write(dir.join("audit.json"), json + "\n")?;
     std::fs::write(dir.join("audit.md"), markdown(report))?;
     std::fs::write(dir.join("junit.xml"), junit(report)?)?;
+    let page = crate::audit::page::render(report).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("audit.html"), page)?;
     Ok(())
 }
 

@@ -33,7 +33,8 @@ const TABLE_ROWS: usize = 20;
 /// Warnings shown.
 const WARNINGS: usize = 50;
 
-const CSS: &str = include_str!("page.css");
+/// The stylesheet (also the audit page's).
+pub(crate) const CSS: &str = include_str!("page.css");
 const JS: &str = include_str!("search.js");
 
 /// One mechanism group as the page shows it.
@@ -195,8 +196,8 @@ fn classes(rec: &Judgement) -> (&'static str, &'static str) {
     )
 }
 
-/// The CSS class of a verdict.
-fn verdict_class(verdict: Verdict) -> &'static str {
+/// The CSS class of a verdict (also the audit page's).
+pub(crate) fn verdict_class(verdict: Verdict) -> &'static str {
     match verdict {
         Verdict::Exact => "exact",
         Verdict::Duplicated | Verdict::Lost | Verdict::LostAndDuplicated => "bad",
