@@ -392,6 +392,51 @@ fn ctrl_c_keeps_the_runs_that_finished_and_says_so() {
 }
 
 #[test]
+fn a_failing_cell_of_several_faults_names_its_minimal_fault_set() {
+    require_kafka();
+    // Periodic commits repeat the work a rebalance revokes: the scale cell (+1, then -1) breaks
+    // exactly-once, and the audit shrinks its first failing run to the faults that matter.
+    let (output, a) = audit(
+        "audit-kafka.yaml",
+        "commit-periodic",
+        "scale",
+        &["--expect", "exactly-once"],
+        &same,
+    );
+    let why = explain(&output, &a);
+    let cell = &a["cells"][0];
+    assert_eq!(cell["fault"], "scale", "{why}");
+    let failed = cell["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["exit_code"] == 1);
+    assert!(failed, "the scale cell broke exactly-once: {why}");
+    assert_eq!(output.status.code(), Some(1), "{why}");
+    let shrunk = &cell["shrunk"];
+    let faults = shrunk["faults"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{why}"));
+    assert_eq!(shrunk["faults_before"], 2, "{why}");
+    assert!(!faults.is_empty() && faults.len() <= 2, "{why}");
+    let plan = Path::new(shrunk["plan"].as_str().unwrap());
+    assert!(plan.ends_with("plans/scale-shrunk.yaml"), "{why}");
+    let text = std::fs::read_to_string(plan).unwrap();
+    assert!(text.contains("exactly run"), "{text}");
+    // audit.md and audit.html name it under the cell; junit carries it as a property.
+    let out = plan.parent().unwrap().parent().unwrap();
+    for file in ["audit.md", "audit.html"] {
+        let page = std::fs::read_to_string(out.join(file)).unwrap();
+        assert!(
+            page.contains("Minimal fault set (shrunk from 2 faults"),
+            "{file}: {page}"
+        );
+    }
+    let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    assert!(junit.contains(r#"name="minimal_faults""#), "{junit}");
+}
+
+#[test]
 fn shrink_reduces_five_kills_where_one_matters_to_that_one() {
     require_kafka();
     let dir = tempfile::tempdir().unwrap();

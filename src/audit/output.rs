@@ -71,6 +71,9 @@ pub struct CellJson {
     pub details: Vec<crate::audit::contract::RunResult>,
     /// True when an interruption cut its repeats short.
     pub interrupted: bool,
+    /// For a failing cell of several faults: the smallest set of them that still fails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shrunk: Option<crate::audit::contract::Shrunk>,
 }
 
 impl AuditReport {
@@ -132,6 +135,7 @@ fn cell_json(c: &CellResult) -> CellJson {
         run_dirs: c.runs.iter().map(|r| r.run_dir.clone()).collect(),
         details: c.runs.clone(),
         interrupted: c.interrupted,
+        shrunk: c.shrunk.clone(),
     }
 }
 
@@ -226,8 +230,26 @@ fn markdown(r: &AuditReport) -> String {
             ));
         }
         out.push('\n');
+        if let Some(s) = &c.shrunk {
+            out.push_str(&format!("  {}\n", shrunk_line(s)));
+        }
     }
     out
+}
+
+/// "Minimal fault set (shrunk from 2 faults of `run`): `f`; it broke the claim in 4 of 5
+/// confirmation replays; `exactly run plan` replays it."
+pub fn shrunk_line(s: &crate::audit::contract::Shrunk) -> String {
+    let faults: Vec<String> = s.faults.iter().map(|f| format!("`{f}`")).collect();
+    format!(
+        "Minimal fault set (shrunk from {} faults of `{}`): {}; it broke the claim in {} of {} confirmation replays; `exactly run {}` replays it.",
+        s.faults_before,
+        s.from,
+        faults.join(", "),
+        s.confirmed.0,
+        s.confirmed.1,
+        s.plan
+    )
 }
 
 fn junit(r: &AuditReport) -> std::io::Result<String> {
@@ -258,6 +280,12 @@ fn junit(r: &AuditReport) -> std::io::Result<String> {
                 ("runs", c.runs.to_string()),
                 ("mechanisms", c.mechanisms.join(",")),
                 ("fault", c.description.clone()),
+                (
+                    "minimal_faults",
+                    c.shrunk
+                        .as_ref()
+                        .map_or(String::new(), |s| s.faults.join("; ")),
+                ),
             ]
             .into_iter()
             .map(|(k, v)| Property::new(k, v)),

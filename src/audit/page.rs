@@ -34,6 +34,8 @@ struct Row {
     mechanisms: String,
     hit: String,
     links: Vec<RunLink>,
+    /// The minimal fault set of a failing multi-fault cell, in a sentence (or empty).
+    shrunk: String,
 }
 
 /// The page.
@@ -141,6 +143,10 @@ fn row(c: &CellJson) -> Row {
         mechanisms: c.mechanisms.join(", "),
         hit: format!("{}/{}", c.faults_hit, c.faults_armed),
         links,
+        shrunk: c
+            .shrunk
+            .as_ref()
+            .map_or(String::new(), crate::audit::output::shrunk_line),
     }
 }
 
@@ -188,7 +194,19 @@ mod tests {
             run_dirs: runs.iter().map(|r| r.run_dir.clone()).collect(),
             details: runs,
             interrupted: false,
+            shrunk: None,
         };
+        let mut scale = cell(
+            "scale",
+            vec![run("/tmp/a/scale-1", Verdict::Duplicated, "violated")],
+        );
+        scale.shrunk = Some(crate::audit::contract::Shrunk {
+            from: "/tmp/a/scale-1".into(),
+            plan: "/tmp/a/plans/scale-shrunk.yaml".into(),
+            faults: vec!["scale -1 when {after: effect, nth: 60}".into()],
+            faults_before: 2,
+            confirmed: (4, 5),
+        });
         let mut na = cell("rebalance", Vec::new());
         (na.applicable, na.reason) = (false, Some("no group <here>".into()));
         AuditReport {
@@ -212,6 +230,7 @@ mod tests {
                         run("/tmp/a/kill-during-effect-2", Verdict::Exact, "met"),
                     ],
                 ),
+                scale,
                 na,
             ],
         }
@@ -241,6 +260,10 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("at-least-once: duplicates after crash_after_effect"));
+        assert!(
+            html.contains(r#"<tr class="shrunk" data-cell="scale"><td colspan="10">Minimal fault set (shrunk from 2 faults of `/tmp/a/scale-1`): `scale -1 when {after: effect, nth: 60}`; it broke the claim in 4 of 5"#),
+            "{html}"
+        );
     }
 
     #[test]
