@@ -172,10 +172,6 @@ fn a_large_run_keeps_every_anomaly_and_samples_the_rest() {
 /// A random timeline: every kind of event the page draws, with odd values (unknown exit
 /// statuses, holds longer than the run, huge times, commits that go back, IDs never produced).
 fn random_timeline(seed: u64) -> Vec<Stamped> {
-    use crate::timeline::{
-        AckPhase, AckVerb, ClosedBy, CommitPhase, CommittedOffset, DeliveredIds, Event,
-        FaultRecord, HeldAt, MemberChange, ProcessRef, RebalanceKind,
-    };
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut tl = Tl::new();
@@ -189,136 +185,8 @@ fn random_timeline(seed: u64) -> Vec<Stamped> {
             "exactly-once",
         );
     }
-    let id = |rng: &mut rand_chacha::ChaCha8Rng| format!("m-{}", rng.random_range(0..25));
-    let who =
-        |rng: &mut rand_chacha::ChaCha8Rng| (rng.random_range(0..3u32), rng.random_range(1..4u32));
     for _ in 0..rng.random_range(0..120) {
-        let (instance, incarnation) = who(&mut rng);
-        let event = match rng.random_range(0..14) {
-            0 | 1 => crate::judge::fixtures::produced_event(
-                &id(&mut rng),
-                Some(rng.random_range(0..4)),
-                Some(rng.random_range(0..30)),
-                crate::timeline::ProduceStatus::Acked,
-            ),
-            2 | 3 => crate::judge::fixtures::effect_event(
-                &id(&mut rng),
-                rng.random_bool(0.9).then_some(instance),
-                Some(incarnation),
-                crate::timeline::EffectOutcome::Applied,
-            ),
-            4 => Event::Process {
-                instance,
-                incarnation,
-                pid: 7,
-                phase: if rng.random_bool(0.5) {
-                    ProcessPhase::Started
-                } else {
-                    ProcessPhase::Exited
-                },
-                status: ["exit 0", "signal SIGKILL", "signal SIGTERM", "?"]
-                    .get(rng.random_range(0..5))
-                    .map(|s| s.to_string()),
-            },
-            5 => Event::Fault(FaultRecord {
-                fault: rng.random_range(0..3),
-                action: "kill".into(),
-                target: "consumer".into(),
-                trigger: "at: 1s".into(),
-                matched_at_us: rng.random_range(0..5_000_000),
-                fired_at_us: rng.random_range(0..5_000_000),
-                trigger_latency_us: 5,
-                applied: rng.random_bool(0.7),
-                detail: "<b>".into(),
-                hit: vec![ProcessRef {
-                    instance,
-                    incarnation,
-                }],
-                length_us: rng.random_bool(0.5).then(|| rng.random_range(0..u64::MAX)),
-                through_proxy: false,
-            }),
-            6 => Event::Commit {
-                instance,
-                incarnation,
-                group: "g".into(),
-                member: "m".into(),
-                generation: 1,
-                offsets: vec![CommittedOffset {
-                    topic: "orders-r1".into(),
-                    partition: rng.random_range(0..4),
-                    offset: rng.random_range(-1..30),
-                }],
-                phase: [
-                    CommitPhase::Request,
-                    CommitPhase::Response,
-                    CommitPhase::Dropped,
-                ][rng.random_range(0..3)],
-                error: rng.random_bool(0.2).then(|| "FENCED".to_string()),
-            },
-            7 => Event::Ack {
-                instance,
-                incarnation,
-                channel: 1,
-                delivery_tag: 3,
-                multiple: rng.random_bool(0.5),
-                verb: [AckVerb::Ack, AckVerb::Nack, AckVerb::Reject][rng.random_range(0..3)],
-                requeue: rng.random_bool(0.5),
-                ids: vec![id(&mut rng), id(&mut rng)],
-                phase: [AckPhase::Request, AckPhase::Forwarded, AckPhase::Dropped]
-                    [rng.random_range(0..3)],
-            },
-            8 => Event::Rebalance {
-                instance,
-                incarnation,
-                group: "g".into(),
-                change: RebalanceKind::Assign,
-                member: String::new(),
-                generation: None,
-                assignment: Some((0..rng.random_range(0..4)).collect()),
-                error: None,
-                protocols: None,
-                session_timeout_ms: None,
-            },
-            9 => Event::GroupMember {
-                group: "g".into(),
-                change: if rng.random_bool(0.5) {
-                    MemberChange::Assigned
-                } else {
-                    MemberChange::Revoked
-                },
-                partitions: Some(vec![rng.random_range(0..4)]),
-                error: None,
-            },
-            10 => Event::Held {
-                instance,
-                incarnation,
-                at: HeldAt::CommitRequest,
-                event: 1,
-                held_us: rng.random_range(0..u64::MAX / 2),
-                released: rng.random_bool(0.5),
-            },
-            11 => {
-                let mut records = DeliveredIds::default();
-                records.push(rng.random_range(0..30), &id(&mut rng));
-                Event::DeliveredBatch {
-                    instance,
-                    incarnation,
-                    partition: rng.random_range(0..4),
-                    records,
-                }
-            }
-            12 => Event::ConnectionClosed {
-                instance,
-                incarnation,
-                by: ClosedBy::Severed,
-                unacked: 3,
-                detail: "reset".into(),
-            },
-            _ => Event::Progress {
-                committed: [(0, rng.random_range(0..30))].into(),
-                end: [(0, 30)].into(),
-            },
-        };
+        let event = random_event(&mut rng);
         tl.push(event);
     }
     if rng.random_bool(0.7) {
@@ -332,6 +200,163 @@ fn random_timeline(seed: u64) -> Vec<Stamped> {
         e.t_us = e.t_us.saturating_add(jump);
     }
     tl.events
+}
+
+/// A random `fault` event hitting `instance#incarnation`.
+fn random_fault(
+    rng: &mut rand_chacha::ChaCha8Rng,
+    instance: u32,
+    incarnation: u32,
+) -> crate::timeline::Event {
+    use crate::timeline::{Event, FaultRecord, ProcessRef};
+    use rand::Rng;
+    Event::Fault(FaultRecord {
+        fault: rng.random_range(0..3),
+        action: "kill".into(),
+        target: "consumer".into(),
+        trigger: "at: 1s".into(),
+        matched_at_us: rng.random_range(0..5_000_000),
+        fired_at_us: rng.random_range(0..5_000_000),
+        trigger_latency_us: 5,
+        applied: rng.random_bool(0.7),
+        detail: "<b>".into(),
+        hit: vec![ProcessRef {
+            instance,
+            incarnation,
+        }],
+        length_us: rng.random_bool(0.5).then(|| rng.random_range(0..u64::MAX)),
+        through_proxy: false,
+    })
+}
+
+/// A random `commit` event of `instance#incarnation`, in any phase.
+fn random_commit(
+    rng: &mut rand_chacha::ChaCha8Rng,
+    instance: u32,
+    incarnation: u32,
+) -> crate::timeline::Event {
+    use crate::timeline::{CommitPhase, CommittedOffset, Event};
+    use rand::Rng;
+    Event::Commit {
+        instance,
+        incarnation,
+        group: "g".into(),
+        member: "m".into(),
+        generation: 1,
+        offsets: vec![CommittedOffset {
+            topic: "orders-r1".into(),
+            partition: rng.random_range(0..4),
+            offset: rng.random_range(-1..30),
+        }],
+        phase: [
+            CommitPhase::Request,
+            CommitPhase::Response,
+            CommitPhase::Dropped,
+        ][rng.random_range(0..3)],
+        error: rng.random_bool(0.2).then(|| "FENCED".to_string()),
+    }
+}
+
+/// One random event of a kind the page draws (see [`random_timeline`]).
+fn random_event(rng: &mut rand_chacha::ChaCha8Rng) -> crate::timeline::Event {
+    use crate::timeline::{
+        AckPhase, AckVerb, ClosedBy, DeliveredIds, Event, HeldAt, MemberChange, RebalanceKind,
+    };
+    use rand::Rng;
+    let id = |rng: &mut rand_chacha::ChaCha8Rng| format!("m-{}", rng.random_range(0..25));
+    let (instance, incarnation) = (rng.random_range(0..3u32), rng.random_range(1..4u32));
+    match rng.random_range(0..14) {
+        0 | 1 => crate::judge::fixtures::produced_event(
+            &id(rng),
+            Some(rng.random_range(0..4)),
+            Some(rng.random_range(0..30)),
+            crate::timeline::ProduceStatus::Acked,
+        ),
+        2 | 3 => crate::judge::fixtures::effect_event(
+            &id(rng),
+            rng.random_bool(0.9).then_some(instance),
+            Some(incarnation),
+            crate::timeline::EffectOutcome::Applied,
+        ),
+        4 => Event::Process {
+            instance,
+            incarnation,
+            pid: 7,
+            phase: if rng.random_bool(0.5) {
+                ProcessPhase::Started
+            } else {
+                ProcessPhase::Exited
+            },
+            status: ["exit 0", "signal SIGKILL", "signal SIGTERM", "?"]
+                .get(rng.random_range(0..5))
+                .map(|s| s.to_string()),
+        },
+        5 => random_fault(rng, instance, incarnation),
+        6 => random_commit(rng, instance, incarnation),
+        7 => Event::Ack {
+            instance,
+            incarnation,
+            channel: 1,
+            delivery_tag: 3,
+            multiple: rng.random_bool(0.5),
+            verb: [AckVerb::Ack, AckVerb::Nack, AckVerb::Reject][rng.random_range(0..3)],
+            requeue: rng.random_bool(0.5),
+            ids: vec![id(rng), id(rng)],
+            phase: [AckPhase::Request, AckPhase::Forwarded, AckPhase::Dropped]
+                [rng.random_range(0..3)],
+        },
+        8 => Event::Rebalance {
+            instance,
+            incarnation,
+            group: "g".into(),
+            change: RebalanceKind::Assign,
+            member: String::new(),
+            generation: None,
+            assignment: Some((0..rng.random_range(0..4)).collect()),
+            error: None,
+            protocols: None,
+            session_timeout_ms: None,
+        },
+        9 => Event::GroupMember {
+            group: "g".into(),
+            change: if rng.random_bool(0.5) {
+                MemberChange::Assigned
+            } else {
+                MemberChange::Revoked
+            },
+            partitions: Some(vec![rng.random_range(0..4)]),
+            error: None,
+        },
+        10 => Event::Held {
+            instance,
+            incarnation,
+            at: HeldAt::CommitRequest,
+            event: 1,
+            held_us: rng.random_range(0..u64::MAX / 2),
+            released: rng.random_bool(0.5),
+        },
+        11 => {
+            let mut records = DeliveredIds::default();
+            records.push(rng.random_range(0..30), &id(rng));
+            Event::DeliveredBatch {
+                instance,
+                incarnation,
+                partition: rng.random_range(0..4),
+                records,
+            }
+        }
+        12 => Event::ConnectionClosed {
+            instance,
+            incarnation,
+            by: ClosedBy::Severed,
+            unacked: 3,
+            detail: "reset".into(),
+        },
+        _ => Event::Progress {
+            committed: [(0, rng.random_range(0..30))].into(),
+            end: [(0, 30)].into(),
+        },
+    }
 }
 
 #[test]
