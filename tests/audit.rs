@@ -418,7 +418,10 @@ fn a_failing_cell_of_several_faults_names_its_minimal_fault_set() {
         .as_array()
         .unwrap_or_else(|| panic!("{why}"));
     assert_eq!(shrunk["faults_before"], 2, "{why}");
-    assert!(!faults.is_empty() && faults.len() <= 2, "{why}");
+    // The scale-up alone repeats revoked work (measured: `scale: +1 when after: effect, nth: 1`,
+    // 5 of 5 confirmations, in 10 replays).
+    assert_eq!(faults.len(), 1, "{why}");
+    assert!(faults[0].as_str().unwrap().starts_with("scale:"), "{why}");
     let plan = Path::new(shrunk["plan"].as_str().unwrap());
     assert!(plan.ends_with("plans/scale-shrunk.yaml"), "{why}");
     let text = std::fs::read_to_string(plan).unwrap();
