@@ -319,6 +319,42 @@ fn the_audit_page_shows_the_contract_and_links_every_run_report() {
 }
 
 #[test]
+fn on_a_terminal_the_progress_is_one_line_per_cell_rewritten_in_place() {
+    require_rabbitmq();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_copy("audit-amqp.yaml", dir.path(), same);
+    let out = dir.path().join("audit");
+    let command = format!(
+        "{} audit {} --out {} --repeats 2 --cells kill-after-effect,sever",
+        common::exactly_bin().display(),
+        plan.display(),
+        out.display()
+    );
+    // util-linux `script` gives the audit a pseudo-terminal and copies what it wrote.
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(common::root())
+        .output()
+        .expect("script (util-linux) runs");
+    let tty = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{tty}");
+    // Lines as the terminal shows them: each \r rewrites the line it is on.
+    let shown: Vec<&str> = tty
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r').rsplit('\r').next().unwrap_or(""))
+        .filter(|l| l.contains("] "))
+        .collect();
+    assert_eq!(shown.len(), 2, "one line per cell: {shown:?}\n{tty}");
+    assert!(
+        shown[0].contains("] 2/4 kill-after-effect 2/2: "),
+        "{shown:?}"
+    );
+    assert!(shown[1].contains("] 4/4 sever 2/2: "), "{shown:?}");
+    assert!(tty.contains("\r\x1b[2K"), "rewritten in place: {tty}");
+    assert!(!tty.contains("exactly: run "), "no line per run: {tty}");
+}
+
+#[test]
 fn a_consumer_whose_effects_cannot_be_read_stops_the_audit_at_calibration_with_exit_2() {
     require_kafka();
     let wrong_rule = |t: String| t.replace("id: json:/order_id", "id: json:/nowhere");
