@@ -225,6 +225,135 @@ fn rabbitmq_auto_ack_loses_and_ack_after_effect_duplicates_without_loss() {
     assert_eq!(output.status.code(), Some(0), "{why}");
 }
 
+/// True when Chromium can be run; false (with a message) when it is missing outside CI.
+fn chromium_or_skip() -> bool {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .any(|c| {
+            std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {c}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Chromium is missing and CI is set: install it (scripts/test does)"
+        );
+        eprintln!("SKIPPED: Chromium is not installed; the audit.html browser check did not run");
+    }
+    found
+}
+
+#[test]
+fn the_audit_page_shows_the_contract_and_links_every_run_report() {
+    require_rabbitmq();
+    let cells = "kill-after-effect,kill-before-ack";
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_copy("audit-amqp.yaml", dir.path(), same);
+    let out = dir.path().join("audit");
+    let output = exactly(&[
+        "audit",
+        plan.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--repeats",
+        "2",
+        "--cells",
+        cells,
+    ]);
+    let a = read_json(&out.join("audit.json"));
+    let why = explain(&output, &a);
+    let page = out.join("audit.html");
+    let html = std::fs::read_to_string(&page).unwrap_or_else(|_| panic!("no audit.html: {why}"));
+    assert!(html.contains(a["conclusion"].as_str().unwrap()), "{why}");
+    // Every run of every cell is a link to its own report.html, which exists, with its verdict.
+    let mut links = 0;
+    for c in a["cells"].as_array().unwrap() {
+        let fault = c["fault"].as_str().unwrap();
+        assert!(
+            html.contains(&format!(r#"<tr class="cell" data-cell="{fault}">"#)),
+            "{fault}'s row: {why}"
+        );
+        for d in c["details"].as_array().unwrap() {
+            let name = Path::new(d["run_dir"].as_str().unwrap())
+                .file_name()
+                .unwrap();
+            let href = format!("{}/report.html", name.to_str().unwrap());
+            assert!(out.join(&href).is_file(), "{href} exists: {why}");
+            let verdict = d["verdict"].as_str().unwrap();
+            assert!(
+                html.contains(&format!(r#"href="{href}" title="seed {}"#, d["seed"])),
+                "{href} is linked: {why}"
+            );
+            assert!(html.contains(&format!(">{verdict}</a>")), "{why}");
+            links += 1;
+        }
+    }
+    assert_eq!(links, 4, "two cells, two repeats: {why}");
+    assert!(out.join("calibration/report.html").is_file(), "{why}");
+    assert!(
+        html.contains(r#"<a href="calibration/report.html">"#),
+        "{why}"
+    );
+    if !chromium_or_skip() {
+        return;
+    }
+    let seen = std::process::Command::new(common::root().join("scripts/view-report"))
+        .arg(&page)
+        .args(["--screenshot", out.join("audit.png").to_str().unwrap()])
+        .args([
+            "--count",
+            "#contract tr.cell",
+            "--count",
+            "#contract a.verdict",
+        ])
+        .output()
+        .expect("view-report runs");
+    let seen: Value = serde_json::from_slice(&seen.stdout).expect("view-report prints JSON");
+    assert_eq!(seen["console_errors"], Value::Array(vec![]), "{seen}");
+    assert_eq!(seen["requests"], Value::Array(vec![]), "{seen}");
+    assert_eq!(seen["counts"]["#contract tr.cell"], 2, "{seen}");
+    assert_eq!(seen["counts"]["#contract a.verdict"], 4, "{seen}");
+    assert!(seen["load_ms"].as_f64().unwrap() < 2_000.0, "{seen}");
+}
+
+#[test]
+fn on_a_terminal_the_progress_is_one_line_per_cell_rewritten_in_place() {
+    require_rabbitmq();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_copy("audit-amqp.yaml", dir.path(), same);
+    let out = dir.path().join("audit");
+    let command = format!(
+        "{} audit {} --out {} --repeats 2 --cells kill-after-effect,sever",
+        common::exactly_bin().display(),
+        plan.display(),
+        out.display()
+    );
+    // util-linux `script` gives the audit a pseudo-terminal and copies what it wrote.
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(common::root())
+        .output()
+        .expect("script (util-linux) runs");
+    let tty = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{tty}");
+    // Lines as the terminal shows them: each \r rewrites the line it is on.
+    let shown: Vec<&str> = tty
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r').rsplit('\r').next().unwrap_or(""))
+        .filter(|l| l.contains("] "))
+        .collect();
+    assert_eq!(shown.len(), 2, "one line per cell: {shown:?}\n{tty}");
+    assert!(
+        shown[0].contains("] 2/4 kill-after-effect 2/2: "),
+        "{shown:?}"
+    );
+    assert!(shown[1].contains("] 4/4 sever 2/2: "), "{shown:?}");
+    assert!(tty.contains("\r\x1b[2K"), "rewritten in place: {tty}");
+    assert!(!tty.contains("exactly: run "), "no line per run: {tty}");
+}
+
 #[test]
 fn a_consumer_whose_effects_cannot_be_read_stops_the_audit_at_calibration_with_exit_2() {
     require_kafka();
@@ -296,6 +425,54 @@ fn ctrl_c_keeps_the_runs_that_finished_and_says_so() {
     assert_eq!(cells[0]["interrupted"], true, "{why}");
     let md = std::fs::read_to_string(out.join("audit.md")).unwrap();
     assert!(md.contains("Interrupted"), "{md}");
+}
+
+#[test]
+fn a_failing_cell_of_several_faults_names_its_minimal_fault_set() {
+    require_kafka();
+    // Periodic commits repeat the work a rebalance revokes: the scale cell (+1, then -1) breaks
+    // exactly-once, and the audit shrinks its first failing run to the faults that matter.
+    let (output, a) = audit(
+        "audit-kafka.yaml",
+        "commit-periodic",
+        "scale",
+        &["--expect", "exactly-once"],
+        &same,
+    );
+    let why = explain(&output, &a);
+    let cell = &a["cells"][0];
+    assert_eq!(cell["fault"], "scale", "{why}");
+    let failed = cell["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["exit_code"] == 1);
+    assert!(failed, "the scale cell broke exactly-once: {why}");
+    assert_eq!(output.status.code(), Some(1), "{why}");
+    let shrunk = &cell["shrunk"];
+    let faults = shrunk["faults"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{why}"));
+    assert_eq!(shrunk["faults_before"], 2, "{why}");
+    // The scale-up alone repeats revoked work (measured: `scale: +1 when after: effect, nth: 1`,
+    // 5 of 5 confirmations, in 10 replays).
+    assert_eq!(faults.len(), 1, "{why}");
+    assert!(faults[0].as_str().unwrap().starts_with("scale:"), "{why}");
+    let plan = Path::new(shrunk["plan"].as_str().unwrap());
+    assert!(plan.ends_with("plans/scale-shrunk.yaml"), "{why}");
+    let text = std::fs::read_to_string(plan).unwrap();
+    assert!(text.contains("exactly run"), "{text}");
+    // audit.md and audit.html name it under the cell; junit carries it as a property.
+    let out = plan.parent().unwrap().parent().unwrap();
+    for file in ["audit.md", "audit.html"] {
+        let page = std::fs::read_to_string(out.join(file)).unwrap();
+        assert!(
+            page.contains("Minimal fault set (shrunk from 2 faults"),
+            "{file}: {page}"
+        );
+    }
+    let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    assert!(junit.contains(r#"name="minimal_faults""#), "{junit}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! report.html as a person sees it: real runs (the demo on the embedded mock, an AMQP plan and
-//! the rebalance plan on the real brokers) and a synthetic 100,000-message run, each opened in
+//! the rebalance plan and kafka-eos-email, with its two boundaries, on the real brokers) and a
+//! synthetic 100,000-message run, each opened in
 //! headless Chromium through `scripts/view-report` (the DevTools protocol over a pipe). The page
 //! must load with no console error and no request, carry one marker per fired fault and per
 //! anomaly, show both effects of a duplicated ID with their writers when searched, and open in
@@ -74,17 +75,26 @@ fn fired_faults(dir: &Path) -> u64 {
         .count() as u64
 }
 
-/// Every anomaly of the run (report.json caps its list and says how many it left out).
+/// Every anomaly of the run (report.json caps its list and says how many it left out), and
+/// of each boundary of a run with boundaries (their overall ruling lists none).
 fn anomalies(report: &Value) -> u64 {
-    report["anomalies"].as_array().unwrap().len() as u64
-        + report["anomalies_truncated"].as_u64().unwrap()
+    let one = |r: &Value| {
+        r["anomalies"].as_array().unwrap().len() as u64 + r["anomalies_truncated"].as_u64().unwrap()
+    };
+    one(report)
+        + report["boundaries"]
+            .as_array()
+            .map_or(0, |bs| bs.iter().map(one).sum())
 }
 
-/// The first duplicated ID with its applied effects' writers (`consumer[I]#N`).
+/// The first duplicated ID (of the run, else of a boundary) with its applied effects'
+/// writers (`consumer[I]#N`).
 fn a_duplicate(report: &Value) -> Option<(String, Vec<String>)> {
-    let dup = report["anomalies"]
-        .as_array()?
-        .iter()
+    let boundaries = report["boundaries"].as_array().cloned().unwrap_or_default();
+    let dup = std::iter::once(report)
+        .chain(boundaries.iter())
+        .filter_map(|r| r["anomalies"].as_array())
+        .flatten()
         .find(|a| a["outcome"] == "duplicated")?;
     let writers = dup["effects"]
         .as_array()?
@@ -211,6 +221,71 @@ fn the_rebalance_page_loads_clean_with_its_ownership_lanes() {
     assert!(
         html.contains("the harness&#39;s transient group member"),
         "the member's share is drawn"
+    );
+}
+
+#[test]
+fn a_page_with_boundaries_shows_each_boundary_verdict_and_root_cause() {
+    if !chromium_or_skip() {
+        return;
+    }
+    require_kafka();
+    let tmp = tempfile::tempdir().unwrap();
+    run_and_check("kafka-eos-email.yaml", tmp.path(), &["DUPLICATED", "EXACT"]);
+    let dir = std::env::var_os("REPORT_HTML_KEEP").map_or(tmp.path().join("run"), |d| {
+        Path::new(&d).join("kafka-eos-email")
+    });
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    let boundaries = report["boundaries"].as_array().expect("boundaries");
+    assert_eq!(boundaries.len(), 2, "{report}");
+    let seen = Command::new(root().join("scripts/view-report"))
+        .arg(dir.join("report.html"))
+        .args(["--count", "#boundaries .boundary-row"])
+        .args(["--count", "section.boundary"])
+        .output()
+        .expect("view-report runs");
+    let seen: Value = serde_json::from_slice(&seen.stdout).expect("view-report prints JSON");
+    assert_eq!(seen["counts"]["#boundaries .boundary-row"], 2, "{seen}");
+    assert_eq!(seen["counts"]["section.boundary"], 2, "{seen}");
+    for (i, b) in boundaries.iter().enumerate() {
+        let (name, verdict, kept) = (
+            b["name"].as_str().unwrap(),
+            b["verdict"].as_str().unwrap(),
+            b["expectation_state"].as_str().unwrap(),
+        );
+        let c = &b["counts"];
+        let row = format!(
+            r#"<tr class="boundary-row" data-boundary="{name}"><td><a href="{}">{name}</a></td><td>{}</td><td>{}</td><td><span class="verdict small {}">{verdict}</span></td><td><span class="promise {}">{kept}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"#,
+            format_args!("#boundary-{}", i + 1),
+            b["sink"].as_str().unwrap(),
+            b["expect"].as_str().unwrap(),
+            if verdict == "EXACT" { "exact" } else { "bad" },
+            if kept == "met" { "exact" } else { "bad" },
+            c["effected"],
+            c["exact"],
+            c["duplicated"],
+            c["lost"],
+            c["pending"],
+        );
+        assert!(html.contains(&row), "{name}'s row: {row}");
+        let section = format!(r#"<section class="boundary" id="boundary-{}">"#, i + 1);
+        assert!(html.contains(&section), "{name}'s section");
+        if !b["mechanisms"].as_array().unwrap().is_empty() {
+            assert!(
+                html.contains(&format!(r#"<section id="root-cause-{}">"#, i + 1)),
+                "{name}'s root cause is shown"
+            );
+        }
+    }
+    // The email's duplicates are effects outside the transaction, in its root cause.
+    if boundaries[1]["verdict"] == "DUPLICATED" {
+        assert!(html.contains("<code>effect_outside_transaction</code>"));
+    }
+    assert!(
+        html.contains("Output topic orders-out-"),
+        "the output topic read is told"
     );
 }
 

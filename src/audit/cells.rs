@@ -54,8 +54,9 @@ pub const ALL: [CellKind; 11] = [
     CellKind::Scale,
 ];
 
-/// How long a network or pause cell lasts when no session timeout was seen (AMQP, KIP-848).
-const UNTIMED_LENGTH: Duration = Duration::from_secs(3);
+/// The shortest and longest a pause or partition lasts when no session timeout was seen
+/// (AMQP, KIP-848): then it is a third of the calibration's working time, within these.
+const UNTIMED_LENGTH: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 
 /// What a transient member holds for in the rebalance cell.
 const REBALANCE_HOLD: Duration = Duration::from_secs(2);
@@ -242,11 +243,16 @@ impl CellKind {
     }
 
     /// How long the cell's fault lasts: past the session timeout (half as long again, and a
-    /// second) for a pause or a partition; a fixed hold for a rebalance; none otherwise.
+    /// second) for a pause or a partition; with no session timeout seen (AMQP), a third of
+    /// the calibration's working time (first start to last effect), so the consumer stands
+    /// still for a third of its work whatever its pace, within [`UNTIMED_LENGTH`]; a fixed
+    /// hold for a rebalance; none otherwise.
     pub fn length(self, cal: &Calibration) -> Duration {
+        let (shortest, longest) = UNTIMED_LENGTH;
+        let a_third_of_the_work = Duration::from_micros(cal.busy_us / 3).clamp(shortest, longest);
         let past_session = cal
             .session_timeout()
-            .map_or(UNTIMED_LENGTH, |s| s + s / 2 + Duration::from_secs(1));
+            .map_or(a_third_of_the_work, |s| s + s / 2 + Duration::from_secs(1));
         match self {
             CellKind::Pause | CellKind::Partition => past_session,
             CellKind::Rebalance => REBALANCE_HOLD,
@@ -366,6 +372,26 @@ mod tests {
         let cal = calibration(20, 0, Some(2000));
         assert!(CellKind::Pause.length(&cal) > Duration::from_millis(2000));
         assert!(CellKind::Partition.length(&cal) > Duration::from_millis(2000));
+    }
+
+    #[test]
+    fn without_a_session_timeout_a_pause_lasts_a_third_of_the_calibrated_work() {
+        let mut cal = calibration(0, 100, None);
+        cal.busy_us = 9_000_000;
+        assert_eq!(CellKind::Pause.length(&cal), Duration::from_secs(3));
+        assert_eq!(CellKind::Partition.length(&cal), Duration::from_secs(3));
+        cal.busy_us = 1_200_000;
+        assert_eq!(
+            CellKind::Pause.length(&cal),
+            Duration::from_secs(1),
+            "at least 1 s"
+        );
+        cal.busy_us = 600_000_000;
+        assert_eq!(
+            CellKind::Pause.length(&cal),
+            Duration::from_secs(30),
+            "at most 30 s"
+        );
     }
 
     #[test]

@@ -84,6 +84,25 @@ pub struct CellResult {
     pub runs: Vec<RunResult>,
     /// True when the audit was interrupted before every repeat finished.
     pub interrupted: bool,
+    /// For a cell of several faults that broke the claim: the smallest set of them that still
+    /// breaks it, found by shrinking its first failing run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shrunk: Option<Shrunk>,
+}
+
+/// The minimal fault set a failing multi-fault cell shrank to.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Shrunk {
+    /// The failing run it started from.
+    pub from: String,
+    /// The plan file written (`exactly run` on it replays it).
+    pub plan: String,
+    /// The faults left, as a plan describes them.
+    pub faults: Vec<String>,
+    /// Faults before shrinking.
+    pub faults_before: usize,
+    /// Confirmation replays that broke the claim, and how many ran.
+    pub confirmed: (u32, u32),
 }
 
 impl CellResult {
@@ -283,6 +302,7 @@ mod tests {
             reason: None,
             runs,
             interrupted: false,
+            shrunk: None,
         }
     }
 

@@ -2,11 +2,12 @@
 //! plan. One fault-free run calibrates ([`calibrate`]); then every cell ([`cells`]) runs R
 //! times, each repeat a real run with its own run folder, through the same [`run::run`] that
 //! `exactly run` uses and judged by the same `judge::analyze`; the cells are summed up into the
-//! contract ([`contract`]) and written as audit.md, audit.json and junit.xml ([`output`]).
+//! contract ([`contract`]) and written as audit.md, audit.json and junit.xml ([`output`])
+//! and audit.html, the index page linking each run's report.html ([`page`]).
 //!
 //! Layout of an audit folder: `calibration/` (the fault-free run), `<cell>-<r>/` (each
 //! repeat's run folder, with its report.md), `plans/<cell>-<r>.yaml` (the exact plan each
-//! repeat ran: `exactly run` on it reproduces it), and the three outputs.
+//! repeat ran: `exactly run` on it reproduces it), and the four outputs.
 //!
 //! Invariants: a cell's repeats run one after the other (the consumer under test gets the
 //! machine to itself); Ctrl-C ends the run in progress in order (as `exactly run` does), keeps
@@ -16,6 +17,8 @@ pub mod calibrate;
 pub mod cells;
 pub mod contract;
 pub mod output;
+pub mod page;
+mod progress;
 mod runner;
 pub mod shrink;
 
@@ -29,6 +32,7 @@ use crate::plan::{self, Plan, Semantics};
 use calibrate::{Calibration, CalibrationStop};
 use cells::CellKind;
 use contract::{CellResult, RunResult};
+use progress::Progress;
 pub use runner::judge_folder;
 use runner::Runner;
 
@@ -58,6 +62,11 @@ pub struct AuditOutcome {
     /// The contract table and the conclusion, for the terminal.
     pub summary: String,
 }
+
+/// Replays per shrinking step (it still fails when one of them does), as `exactly shrink`.
+const SHRINK_REPLAYS: u32 = 3;
+/// Replays confirming the shrunk plan, as `exactly shrink`.
+const SHRINK_CONFIRM: u32 = 5;
 
 /// Runs a whole audit of a validated plan (its faults ignored).
 pub async fn audit(
@@ -167,8 +176,8 @@ impl Audit<'_> {
         seed: u64,
     ) -> Result<(Vec<CellResult>, bool), Error> {
         let kind = self.base.broker.kind;
-        let total = selected.len() as u64 * u64::from(self.opts.repeats);
-        let mut done = 0u64;
+        let repeats = self.opts.repeats;
+        let mut progress = Progress::new(selected.len() as u64 * u64::from(repeats));
         let mut results = Vec::new();
         for (i, cell) in selected.iter().enumerate() {
             let name = cell.name(kind);
@@ -179,47 +188,110 @@ impl Audit<'_> {
                 reason: None,
                 runs: Vec::new(),
                 interrupted: false,
+                shrunk: None,
             };
             if let Err(why) = cell.applies(&self.base, cal) {
-                say(format!("cell {name}: not applicable: {why}"));
+                progress.skipped(
+                    u64::from(repeats),
+                    &format!("cell {name}: not applicable: {why}"),
+                );
                 (result.applicable, result.reason) = (false, Some(why));
-                done += u64::from(self.opts.repeats);
                 results.push(result);
                 continue;
             }
-            for r in 1..=self.opts.repeats {
+            for r in 1..=repeats {
                 let run_seed = seed
                     .wrapping_add((i as u64 + 1) * 1000)
                     .wrapping_add(u64::from(r));
+                progress.started(name, r, repeats);
                 let judged = self.run_cell(*cell, cal, r, run_seed).await?;
                 if result.description.is_empty() {
                     result.description = judged.faults.clone();
                 }
                 if self.abort.is_cancelled() {
-                    say(format!("interrupted: {} not counted", judged.dir_str()));
+                    progress.line(&format!("interrupted: {} not counted", judged.dir_str()));
                     result.interrupted = true;
                     results.push(result);
                     return Ok((results, true));
                 }
                 let mut run = RunResult::from_judgement(judged.dir_str(), run_seed, &judged.rec);
                 run.failure = judged.failure.clone();
-                done += 1;
-                say(format!(
-                    "{} cell {name} {r}/{}: {} ({})",
-                    bar(done, total),
-                    self.opts.repeats,
-                    run.verdict,
-                    if run.mechanisms.is_empty() {
-                        "—".into()
-                    } else {
-                        run.mechanisms.join(", ")
-                    }
-                ));
+                let mechanisms = match run.mechanisms.is_empty() {
+                    true => "—".to_owned(),
+                    false => run.mechanisms.join(", "),
+                };
+                progress.finished(name, r, repeats, run.verdict.as_str(), &mechanisms);
                 result.runs.push(run);
             }
+            progress.cell_done();
+            let shrunk = self.shrink_cell(&result, &mut progress).await;
+            if self.abort.is_cancelled() {
+                progress.line(&format!(
+                    "interrupted while shrinking {name}: no minimal fault set"
+                ));
+                results.push(result);
+                return Ok((results, true));
+            }
+            result.shrunk = match shrunk {
+                Ok(s) => s,
+                // The cell's runs stand; only its minimal fault set is missing, and said so.
+                Err(e) => {
+                    progress.line(&format!("cell {name}: could not shrink: {e}"));
+                    None
+                }
+            };
             results.push(result);
         }
         Ok((results, false))
+    }
+
+    /// For a cell of several faults whose run broke the claim, the smallest set of them that
+    /// still breaks it: its first failing run shrunk (`exactly shrink`, its replays in that
+    /// run's `shrink/` folder), the plan written as `plans/<cell>-shrunk.yaml`.
+    async fn shrink_cell(
+        &self,
+        cell: &CellResult,
+        progress: &mut Progress,
+    ) -> Result<Option<contract::Shrunk>, Error> {
+        let Some(failing) = cell
+            .runs
+            .iter()
+            .find(|r| r.faults_planned > 1 && r.exit_code == crate::error::exit::VIOLATED)
+        else {
+            return Ok(None);
+        };
+        progress.line(&format!(
+            "cell {}: {} broke the claim with {} faults: shrinking it",
+            cell.fault, failing.run_dir, failing.faults_planned
+        ));
+        let out = self
+            .dir
+            .join("plans")
+            .join(format!("{}-shrunk.yaml", cell.fault));
+        let opts = shrink::ShrinkOptions {
+            dir: PathBuf::from(&failing.run_dir),
+            out: Some(out.clone()),
+            replays: SHRINK_REPLAYS,
+            confirm: SHRINK_CONFIRM,
+        };
+        let outcome = shrink::shrink(&opts, self.abort.clone()).await?;
+        let left = plan::load_plan(&outcome.plan)?;
+        let faults: Vec<String> = left.loaded.faults.iter().map(|f| f.to_string()).collect();
+        progress.line(&format!(
+            "cell {}: shrunk to {} fault(s), broke the claim in {} of {} confirmations: {}",
+            cell.fault,
+            faults.len(),
+            outcome.confirmed.0,
+            outcome.confirmed.1,
+            faults.join("; ")
+        ));
+        Ok(Some(contract::Shrunk {
+            from: failing.run_dir.clone(),
+            plan: outcome.plan.display().to_string(),
+            faults,
+            faults_before: outcome.faults.0,
+            confirmed: outcome.confirmed,
+        }))
     }
 
     /// One repeat of a cell: its faults drawn with `seed`, a deadline long enough for them.
@@ -249,7 +321,11 @@ impl Audit<'_> {
         if report.interrupted {
             summary.push_str("interrupted: only the runs that finished are counted\n");
         }
-        summary.push_str(&format!("audit: {}", self.dir.join("audit.md").display()));
+        summary.push_str(&format!(
+            "audit: {} (page: {})",
+            self.dir.join("audit.md").display(),
+            self.dir.join("audit.html").display()
+        ));
         Ok(AuditOutcome {
             dir: self.dir.clone(),
             exit_code: report.exit_code,
@@ -258,19 +334,8 @@ impl Audit<'_> {
     }
 }
 
-/// A progress bar across the audit's runs: `[#####-----] 5/10`.
-fn bar(done: u64, total: u64) -> String {
-    let width = 20u64;
-    let filled = (done * width).checked_div(total).unwrap_or(width) as usize;
-    format!(
-        "[{}{}] {done}/{total}",
-        "#".repeat(filled),
-        "-".repeat(width as usize - filled.min(width as usize))
-    )
-}
-
 fn say(msg: String) {
-    eprintln!("exactly audit: {msg}");
+    progress::say(&msg);
 }
 
 /// `reports/audit-<plan>-<YYYYMMDDTHHMMSS>`.

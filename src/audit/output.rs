@@ -1,7 +1,8 @@
 //! The audit's outputs, in its folder: `audit.json` (the contract, every cell with its
 //! verdict counts, mechanisms and run folders), `audit.md` (the contract table and the
 //! conclusion, for people) and `junit.xml` (a testcase per cell: failed when a run of it broke
-//! the plan's `expect`, skipped when it does not apply).
+//! the plan's `expect`, skipped when it does not apply); `audit.html` is rendered by
+//! [`crate::audit::page`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -70,6 +71,9 @@ pub struct CellJson {
     pub details: Vec<crate::audit::contract::RunResult>,
     /// True when an interruption cut its repeats short.
     pub interrupted: bool,
+    /// For a failing cell of several faults: the smallest set of them that still fails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shrunk: Option<crate::audit::contract::Shrunk>,
 }
 
 impl AuditReport {
@@ -131,16 +135,19 @@ fn cell_json(c: &CellResult) -> CellJson {
         run_dirs: c.runs.iter().map(|r| r.run_dir.clone()).collect(),
         details: c.runs.clone(),
         interrupted: c.interrupted,
+        shrunk: c.shrunk.clone(),
     }
 }
 
-/// Writes audit.json, audit.md and junit.xml into `dir`.
+/// Writes audit.json, audit.md, junit.xml and audit.html into `dir`.
 pub fn write(dir: &Path, report: &AuditReport) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
     std::fs::write(dir.join("audit.json"), json + "\n")?;
     std::fs::write(dir.join("audit.md"), markdown(report))?;
     std::fs::write(dir.join("junit.xml"), junit(report)?)?;
+    let page = crate::audit::page::render(report).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("audit.html"), page)?;
     Ok(())
 }
 
@@ -223,8 +230,26 @@ fn markdown(r: &AuditReport) -> String {
             ));
         }
         out.push('\n');
+        if let Some(s) = &c.shrunk {
+            out.push_str(&format!("  {}\n", shrunk_line(s)));
+        }
     }
     out
+}
+
+/// "Minimal fault set (shrunk from 2 faults of `run`): `f`; it broke the claim in 4 of 5
+/// confirmation replays; `exactly run plan` replays it."
+pub fn shrunk_line(s: &crate::audit::contract::Shrunk) -> String {
+    let faults: Vec<String> = s.faults.iter().map(|f| format!("`{f}`")).collect();
+    format!(
+        "Minimal fault set (shrunk from {} faults of `{}`): {}; it broke the claim in {} of {} confirmation replays; `exactly run {}` replays it.",
+        s.faults_before,
+        s.from,
+        faults.join(", "),
+        s.confirmed.0,
+        s.confirmed.1,
+        s.plan
+    )
 }
 
 fn junit(r: &AuditReport) -> std::io::Result<String> {
@@ -255,6 +280,12 @@ fn junit(r: &AuditReport) -> std::io::Result<String> {
                 ("runs", c.runs.to_string()),
                 ("mechanisms", c.mechanisms.join(",")),
                 ("fault", c.description.clone()),
+                (
+                    "minimal_faults",
+                    c.shrunk
+                        .as_ref()
+                        .map_or(String::new(), |s| s.faults.join("; ")),
+                ),
             ]
             .into_iter()
             .map(|(k, v)| Property::new(k, v)),

@@ -119,7 +119,10 @@ pub async fn run(
         })
         .collect();
     let say = |msg: String| eprintln!("exactly: {msg}");
-    say(format!("run {run_id} → {}", dir.display()));
+    // Runs without a bar on a terminal are the audit's and shrink's: their own line shows them.
+    if opts.progress_bar || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        say(format!("run {run_id} → {}", dir.display()));
+    }
     let connected = broker::connect(&plan.broker, &run_id).await?;
     let endpoint = connected.endpoint.clone();
     if endpoint.mock {

@@ -13,7 +13,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Value};
 
-use crate::judge::{Judgement, Outcome};
+use super::parts;
+use crate::judge::Judgement;
 use crate::timeline::{
     AckPhase, AckVerb, AttributedBy, Attribution, CommitPhase, EffectOutcome, Event, ProcessRef,
     ProduceStatus, Stamped,
@@ -82,8 +83,9 @@ pub enum What {
 /// One message ID's life.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Life {
-    /// Its outcome when it is an anomaly; `None` for an exact (or failed) ID.
-    pub outcome: Option<Outcome>,
+    /// Its outcome when it is an anomaly (`duplicated`; with boundaries, where:
+    /// `duplicated at email; lost at ledger`); `None` for an exact (or failed) ID.
+    pub outcome: Option<String>,
     /// When it was produced, and where it was stored.
     pub produced: Option<Step>,
     /// Deliveries the proxy saw.
@@ -172,14 +174,18 @@ pub fn collect(rec: &Judgement, events: &[Stamped]) -> Lives {
                 outcome,
                 sink,
                 attribution,
-                ..
+                boundary,
             } => {
                 if let Some(life) = lives.ids.get_mut(id.as_str()) {
                     let by = instance.zip(*incarnation).map(|(i, n)| ProcessRef {
                         instance: i,
                         incarnation: n,
                     });
-                    let s = effect_step(t, by, *outcome, sink, attribution);
+                    // With boundaries the sink is named by its boundary: `email (http)`.
+                    let sink = boundary
+                        .as_ref()
+                        .map_or_else(|| sink.clone(), |b| format!("{b} ({sink})"));
+                    let s = effect_step(t, by, *outcome, &sink, attribution);
                     push(&mut life.effects, &mut life.more, s);
                 }
             }
@@ -367,16 +373,20 @@ fn ack_words(
 /// order, all of them or an even spread of them up to [`LIVES`].
 fn choose(rec: &Judgement, events: &[Stamped]) -> Lives {
     let mut lives = Lives::default();
-    for a in rec.anomalies.iter().take(ANOMALY_LIVES) {
-        lives.ids.insert(
-            a.id.clone(),
-            Life {
-                outcome: Some(a.outcome),
-                ..Life::default()
-            },
-        );
+    let parts = parts::of(rec);
+    let mut anomalous: HashSet<&str> = HashSet::new();
+    for (part, a) in parts::anomalies(&parts) {
+        anomalous.insert(a.id.as_str());
+        if lives.ids.len() >= ANOMALY_LIVES && !lives.ids.contains_key(&a.id) {
+            continue;
+        }
+        let words = format!("{}{}", a.outcome.as_str(), part.at());
+        let life = lives.ids.entry(a.id.clone()).or_default();
+        life.outcome = Some(match life.outcome.take() {
+            Some(before) => format!("{before}; {words}"),
+            None => words,
+        });
     }
-    let anomalous: HashSet<&str> = rec.anomalies.iter().map(|a| a.id.as_str()).collect();
     // Two passes over the produce records and no list of every ID: a run of millions of IDs
     // costs no memory here. A retried ID counts once per record (a rare few).
     let others = || {
@@ -389,7 +399,7 @@ fn choose(rec: &Judgement, events: &[Stamped]) -> Lives {
     lives.total = (k.produced + k.failed + k.indeterminate + k.phantom) as usize;
     let n = others().count();
     let room = LIVES.saturating_sub(lives.ids.len());
-    lives.sampled = n > room || rec.anomalies.len() > ANOMALY_LIVES;
+    lives.sampled = n > room || anomalous.len() > ANOMALY_LIVES;
     // `room` positions spread evenly over the others, first and last included (strictly
     // increasing when there are more others than room).
     let step = |i: usize| i * n.saturating_sub(1) / room.saturating_sub(1).max(1);
@@ -464,8 +474,8 @@ pub fn to_json(lives: &Lives, mechanism_of: impl Fn(&str) -> Option<String>) -> 
         steps.sort_by_key(|s| s.t_us);
         let steps: Vec<Value> = steps.into_iter().map(step_json).collect();
         let mut v = json!({ "s": steps });
-        if let Some(o) = life.outcome {
-            v["o"] = json!(o.as_str());
+        if let Some(o) = &life.outcome {
+            v["o"] = json!(o);
         }
         if let Some(m) = mechanism_of(id) {
             v["m"] = json!(m);

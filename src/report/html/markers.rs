@@ -4,9 +4,13 @@
 //! else its last delivery); a pending or unconfirmed ID at its last delivery. An anomaly no
 //! consumer can be tied to goes on the unattributed lane at its produce time.
 //!
+//! A run with boundaries marks each boundary's anomalies (an ID lost at one and duplicated
+//! at another gets two markers).
+//!
 //! Invariant: every anomaly gets one marker, up to [`MARKERS`]; the page says how many more.
 
 use super::lives::{name, Lives};
+use super::parts;
 use crate::judge::{Anomaly, Judgement, Outcome};
 use crate::timeline::{EffectOutcome, ProcessRef};
 
@@ -28,14 +32,16 @@ pub struct Marker {
     pub title: String,
 }
 
-/// The markers of the first [`MARKERS`] anomalies.
+/// The markers of the first [`MARKERS`] anomalies (of every boundary, for a run with
+/// boundaries: each boundary's anomalies with its own evidence, the boundary in the title).
 pub fn place(rec: &Judgement, lives: &Lives) -> Vec<Marker> {
-    rec.anomalies
-        .iter()
+    let parts = parts::of(rec);
+    parts::anomalies(&parts)
         .take(MARKERS)
-        .map(|a| {
-            let (by, t_us, why) = where_it_happened(rec, lives, a);
-            let mechanism = rec
+        .map(|(part, a)| {
+            let (by, t_us, why) = where_it_happened(part.rec, lives, a);
+            let mechanism = part
+                .rec
                 .mechanisms
                 .of(&a.id)
                 .map(|m| format!(", mechanism {}", m.as_str()))
@@ -47,9 +53,10 @@ pub fn place(rec: &Judgement, lives: &Lives) -> Vec<Marker> {
                 instance: by.map(|p| p.instance),
                 t_us,
                 title: format!(
-                    "{} {}{mechanism}: {why} at {} by {who} (click to search it)",
+                    "{} {}{}{mechanism}: {why} at {} by {who} (click to search it)",
                     a.id,
                     a.outcome.as_str(),
+                    part.at(),
                     super::super::secs(t_us)
                 ),
             }

@@ -22,6 +22,7 @@ use crate::timeline::{EndReason, Stamped};
 mod activity;
 mod lives;
 mod markers;
+mod parts;
 mod svg;
 mod timeline;
 
@@ -32,7 +33,8 @@ const TABLE_ROWS: usize = 20;
 /// Warnings shown.
 const WARNINGS: usize = 50;
 
-const CSS: &str = include_str!("page.css");
+/// The stylesheet (also the audit page's).
+pub(crate) const CSS: &str = include_str!("page.css");
 const JS: &str = include_str!("search.js");
 
 /// One mechanism group as the page shows it.
@@ -54,6 +56,42 @@ struct OutcomeIds {
     ids: Vec<String>,
 }
 
+/// One row of the header's boundary table.
+struct BoundaryRow {
+    name: String,
+    sink: String,
+    expect: String,
+    verdict: &'static str,
+    verdict_class: &'static str,
+    kept: &'static str,
+    kept_class: &'static str,
+    effected: u64,
+    exact: u64,
+    duplicated: u64,
+    lost: u64,
+    pending: u64,
+    mechanisms: String,
+    anchor: String,
+}
+
+/// The findings of one part: the run's own, or one boundary's under its heading.
+struct Section {
+    /// Empty for a run with one sink; `Boundary email: DUPLICATED (http sink, promise ...)`.
+    heading: String,
+    /// Appended to the element IDs: empty for a run with one sink, `-1`, `-2`... per boundary.
+    suffix: String,
+    /// The boundary's own summary sentence (empty for a run with one sink: the header has it).
+    summary: String,
+    groups: Vec<Group>,
+    outcomes: Vec<OutcomeIds>,
+    commits_ahead: Vec<Vec<String>>,
+    commits_ahead_count: u64,
+    key_order: Vec<Vec<String>>,
+    key_order_count: u64,
+    topics: Vec<String>,
+    reasons: Vec<(&'static str, Vec<String>)>,
+}
+
 /// The page.
 #[derive(Template)]
 #[template(path = "report.html")]
@@ -68,18 +106,13 @@ struct Page {
     summary: String,
     alerts: Vec<String>,
     reproduce: String,
+    boundaries: Vec<BoundaryRow>,
     counts: Vec<(&'static str, String)>,
     svg: String,
     notes: Vec<String>,
     lives_note: String,
-    groups: Vec<Group>,
-    outcomes: Vec<OutcomeIds>,
-    commits_ahead: Vec<Vec<String>>,
-    commits_ahead_count: u64,
-    key_order: Vec<Vec<String>>,
-    key_order_count: u64,
+    sections: Vec<Section>,
     closed: Vec<Vec<String>>,
-    reasons: Vec<(&'static str, Vec<String>)>,
     warnings: Vec<String>,
     warnings_count: usize,
     css: &'static str,
@@ -91,9 +124,8 @@ struct Page {
 pub fn render(rec: &Judgement, events: &[Stamped]) -> Result<String, askama::Error> {
     let lives = lives::collect(rec, events);
     let drawn = timeline::draw(rec, events, &lives);
-    let mut data = lives::to_json(&lives, |id| {
-        rec.mechanisms.of(id).map(|m| m.as_str().to_string())
-    });
+    let parts = parts::of(rec);
+    let mut data = lives::to_json(&lives, |id| parts::mechanisms_of(&parts, id));
     data["faults"] = rec
         .faults
         .iter()
@@ -135,18 +167,13 @@ pub fn render(rec: &Judgement, events: &[Stamped]) -> Result<String, askama::Err
             .run
             .as_ref()
             .map_or(String::new(), |r| r.reproduce.clone()),
+        boundaries: boundary_rows(rec),
         counts: counts(rec),
         svg: drawn.svg,
         notes: drawn.notes,
         lives_note: lives_note(&lives),
-        groups: groups(rec),
-        outcomes: outcomes(rec),
-        commits_ahead: commits_ahead(rec),
-        commits_ahead_count: rec.commits_ahead.count,
-        key_order: key_order(rec),
-        key_order_count: rec.key_order.count,
+        sections: sections(rec),
         closed: closed(rec),
-        reasons: reasons(rec),
         warnings: rec.warnings.iter().take(WARNINGS).cloned().collect(),
         warnings_count: rec.warnings.len(),
         css: CSS,
@@ -163,17 +190,28 @@ fn script_json(value: &serde_json::Value) -> String {
 
 /// CSS classes for the verdict and the promise.
 fn classes(rec: &Judgement) -> (&'static str, &'static str) {
-    let verdict = match rec.verdict {
+    (
+        verdict_class(rec.verdict),
+        promise_class(rec.expectation_state),
+    )
+}
+
+/// The CSS class of a verdict (also the audit page's).
+pub(crate) fn verdict_class(verdict: Verdict) -> &'static str {
+    match verdict {
         Verdict::Exact => "exact",
         Verdict::Duplicated | Verdict::Lost | Verdict::LostAndDuplicated => "bad",
         Verdict::Inconclusive => "unknown",
-    };
-    let promise = match rec.expectation_state {
+    }
+}
+
+/// The CSS class of a promise's state.
+fn promise_class(state: ExpectationState) -> &'static str {
+    match state {
         ExpectationState::Met => "exact",
         ExpectationState::Violated => "bad",
         ExpectationState::Unknown => "unknown",
-    };
-    (verdict, promise)
+    }
 }
 
 /// "kafka at 127.0.0.1:9092, topic t, group g, seed 42".
@@ -248,6 +286,12 @@ fn counts(rec: &Judgement) -> Vec<(&'static str, String)> {
                 }),
         ),
     ];
+    if !rec.boundaries.is_empty() {
+        // Per-ID outcomes belong to each boundary (the table above); the ledger and the run
+        // are shared.
+        rows.retain(|(k, _)| matches!(*k, "produced" | "faults" | "ended"));
+        return rows;
+    }
     if k.unconfirmed_loss > 0 || k.rejected > 0 {
         rows.push((
             "unconfirmed",
@@ -289,6 +333,110 @@ fn lives_note(lives: &lives::Lives) -> String {
             lives::ANOMALY_LIVES
         ),
     }
+}
+
+/// The header's table of a run with boundaries: each boundary's verdict, promise, counts and
+/// mechanisms; empty for a run with one sink.
+fn boundary_rows(rec: &Judgement) -> Vec<BoundaryRow> {
+    rec.boundaries
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let j = &b.judgement;
+            // One entry per mechanism, over the faults it followed.
+            let mut by_title: Vec<(&str, u64)> = Vec::new();
+            for g in &j.mechanisms.groups {
+                match by_title.iter_mut().find(|(t, _)| *t == g.title) {
+                    Some((_, n)) => *n += g.count,
+                    None => by_title.push((&g.title, g.count)),
+                }
+            }
+            let mechanisms: Vec<String> = by_title
+                .iter()
+                .map(|(title, n)| format!("{title} ({n})"))
+                .collect();
+            BoundaryRow {
+                name: b.name.clone(),
+                sink: b.sink.clone(),
+                expect: b.expect.clone(),
+                verdict: j.verdict.as_str(),
+                verdict_class: verdict_class(j.verdict),
+                kept: j.expectation_state.as_str(),
+                kept_class: promise_class(j.expectation_state),
+                effected: j.counts.effected,
+                exact: j.counts.exact,
+                duplicated: j.counts.duplicated,
+                lost: j.counts.lost,
+                pending: j.counts.pending,
+                mechanisms: mechanisms.join("; "),
+                anchor: format!("boundary-{}", i + 1),
+            }
+        })
+        .collect()
+}
+
+/// The findings of each part: the run's, or each boundary's under its heading.
+fn sections(rec: &Judgement) -> Vec<Section> {
+    parts::of(rec)
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let r = p.rec;
+            let (heading, suffix, summary) = match rec.boundaries.get(i) {
+                Some(b) if p.boundary.is_some() => (
+                    format!(
+                        "Boundary {}: {} ({} sink, promise {}: {})",
+                        b.name,
+                        r.verdict,
+                        b.sink,
+                        b.expect,
+                        r.expectation_state.as_str()
+                    ),
+                    format!("-{}", i + 1),
+                    summary_sentence(r),
+                ),
+                _ => (String::new(), String::new(), String::new()),
+            };
+            Section {
+                heading,
+                suffix,
+                summary,
+                groups: groups(r),
+                outcomes: outcomes(r),
+                commits_ahead: commits_ahead(r),
+                commits_ahead_count: r.commits_ahead.count,
+                key_order: key_order(r),
+                key_order_count: r.key_order.count,
+                topics: topics(r),
+                reasons: reasons(r),
+            }
+        })
+        .collect()
+}
+
+/// What was read back from an output topic, in a sentence each.
+fn topics(rec: &Judgement) -> Vec<String> {
+    rec.output_topics
+        .iter()
+        .map(|t| {
+            let aborted = match t.aborted_records {
+                0 => "no record of an aborted transaction".to_string(),
+                n => format!(
+                    "{n} record{} of aborted transactions ({} naming a message): never effects under read_committed, but a read_uncommitted reader downstream would have seen them",
+                    if n == 1 { "" } else { "s" },
+                    t.aborted_with_id
+                ),
+            };
+            format!(
+                "Output topic {}: effects read {}; {} records under read_committed, {} under read_uncommitted; {aborted}.{}",
+                t.topic,
+                t.isolation,
+                t.committed_records,
+                t.uncommitted_records,
+                if t.complete { "" } else { " Not read to its end once the run stopped: effects may be missing." }
+            )
+        })
+        .collect()
 }
 
 /// The mechanism groups with their evidence chains.

@@ -522,11 +522,11 @@ fn segments(
 /// Sentences about what the drawing leaves out.
 fn notes(rec: &Judgement, act: &Activity, marks: &[Marker], partitions: &[i32]) -> Vec<String> {
     let mut notes = Vec::new();
-    if rec.anomalies.len() > marks.len() {
+    let anomalies = super::parts::anomalies(&super::parts::of(rec)).count();
+    if anomalies > marks.len() {
         notes.push(format!(
-            "The first {} of {} anomalies are marked (cap {MARKERS}); report.json lists them all.",
+            "The first {} of {anomalies} anomalies are marked (cap {MARKERS}); report.json lists them all.",
             marks.len(),
-            rec.anomalies.len()
         ));
     }
     for (what, m) in [
