@@ -19,6 +19,10 @@
 //!   synchronously when partitions are taken away (the revoke callback: eager revoke,
 //!   cooperative incremental revoke, KIP-848 revocation, and the final revoke on close), so a
 //!   rebalance hands over only unfinished work.
+//! - `ignore-commit-errors`: like `commit-after-effect`, and says so: a commit the broker
+//!   refuses is logged and forgotten (the next message's commit, if any, covers it);
+//! - `commit-retry`: like `commit-after-effect`, and a commit that fails is retried (the same
+//!   offset, up to 5 more times, 200 ms apart) before the next message;
 //!
 //! - `transactional`: consume-transform-produce with Kafka transactions: per message, begin a
 //!   transaction, produce the result to `EXACTLY_OUTPUT_TOPIC` (header `exactly-id`), send the
@@ -76,6 +80,8 @@ enum Mode {
     Transactional,
     TransactionalWithEmail,
     ProduceThenCommit,
+    IgnoreCommitErrors,
+    CommitRetry,
 }
 
 impl Mode {
@@ -136,6 +142,8 @@ fn parse_args() -> Result<Args, String> {
                     "transactional" => Mode::Transactional,
                     "transactional-with-email" => Mode::TransactionalWithEmail,
                     "produce-then-commit" => Mode::ProduceThenCommit,
+                    "ignore-commit-errors" => Mode::IgnoreCommitErrors,
+                    "commit-retry" => Mode::CommitRetry,
                     other => return Err(format!("unknown mode {other}")),
                 }
             }
@@ -508,8 +516,18 @@ fn main() {
             &payload,
             (args.mode == Mode::Idempotent).then_some(id.as_str()),
         );
-        if matches!(args.mode, Mode::CommitAfterEffect | Mode::Idempotent) {
-            commit(&consumer, &msg);
+        match args.mode {
+            Mode::CommitAfterEffect | Mode::Idempotent | Mode::IgnoreCommitErrors => {
+                commit(&consumer, &msg)
+            }
+            Mode::CommitRetry => commit_with_retries(&consumer, &msg),
+            Mode::CommitBeforeEffect
+            | Mode::AutoCommit
+            | Mode::CommitPeriodic
+            | Mode::CommitOnRevoke
+            | Mode::Transactional
+            | Mode::TransactionalWithEmail
+            | Mode::ProduceThenCommit => {}
         }
         if periodic {
             // Done: the next periodic commit (or the revoke callback) covers it.
@@ -543,5 +561,28 @@ fn side_client(topic: &str, stop: Arc<AtomicBool>) {
 fn commit(consumer: &BaseConsumer<Hooks>, msg: &rdkafka::message::BorrowedMessage<'_>) {
     if let Err(e) = consumer.commit_message(msg, CommitMode::Sync) {
         eprintln!("kafka_consumer: commit failed: {e}");
+    }
+}
+
+/// `commit-retry`: commits `msg`, retrying a failed commit up to 5 more times, 200 ms apart.
+fn commit_with_retries(
+    consumer: &BaseConsumer<Hooks>,
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+) {
+    const RETRIES: u32 = 5;
+    for attempt in 0..=RETRIES {
+        match consumer.commit_message(msg, CommitMode::Sync) {
+            Ok(()) => {
+                if attempt > 0 {
+                    eprintln!("kafka_consumer: commit succeeded on retry {attempt}");
+                }
+                return;
+            }
+            Err(e) if attempt < RETRIES => {
+                eprintln!("kafka_consumer: commit failed ({e}); retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => eprintln!("kafka_consumer: commit failed after {RETRIES} retries: {e}"),
+        }
     }
 }

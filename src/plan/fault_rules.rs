@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use super::{
-    BrokerKind, Count, EventKind, Fault, FaultAction, FaultSpec, Moment, ScaleStep, Target,
-    Trigger, When, DEFAULT_GRACE,
+    BrokerKind, CommitErrorForm, Count, EventKind, Fault, FaultAction, FaultSpec, KafkaError,
+    Moment, ProtocolReply, ScaleStep, Target, Trigger, When, DEFAULT_GRACE,
 };
 
 /// Most times one `every` or `random` trigger may fire: the nemesis lays out every fire time
@@ -117,6 +117,8 @@ enum Written<'a> {
     Sever(Target),
     Rebalance(&'a str),
     Scale(i32),
+    CommitError(&'a str),
+    FetchError(&'a str),
 }
 
 impl Written<'_> {
@@ -130,6 +132,8 @@ impl Written<'_> {
             Written::Sever(_) => "sever",
             Written::Rebalance(_) => "rebalance",
             Written::Scale(_) => "scale",
+            Written::CommitError(_) => "commit_error",
+            Written::FetchError(_) => "fetch_error",
         }
     }
 }
@@ -145,6 +149,8 @@ fn written_actions(spec: &FaultSpec) -> Vec<Written<'_>> {
         spec.sever.map(Written::Sever),
         spec.rebalance.as_deref().map(Written::Rebalance),
         spec.scale.map(Written::Scale),
+        spec.commit_error.as_deref().map(Written::CommitError),
+        spec.fetch_error.as_deref().map(Written::FetchError),
     ]
     .into_iter()
     .flatten()
@@ -158,7 +164,7 @@ fn action(spec: &FaultSpec, ctx: &Context, found: &mut Findings) -> Option<Fault
         [] => {
             found.0.push(broken(
                 "",
-                "a fault needs an action: add `kill: consumer`, `terminate: consumer`, `pause: consumer`, `partition: consumer`, `latency: 200ms`, `sever: consumer`, `rebalance: group` or `scale: +1`",
+                "a fault needs an action: add `kill: consumer`, `terminate: consumer`, `pause: consumer`, `partition: consumer`, `latency: 200ms`, `sever: consumer`, `rebalance: group`, `scale: +1`, `commit_error: REBALANCE_IN_PROGRESS` or `fetch_error: OFFSET_OUT_OF_RANGE`",
             ));
             return None;
         }
@@ -238,7 +244,70 @@ fn action(spec: &FaultSpec, ctx: &Context, found: &mut Findings) -> Option<Fault
             ));
             return None;
         }
+        Written::CommitError(name) => {
+            let error = found.keep(kafka_error(".commit_error", name));
+            let form = found.keep(commit_form(spec.form.as_deref()));
+            found.all([proxied(), kafka_only(".commit_error", ctx.kind)])?;
+            reply(
+                spec,
+                ProtocolReply::CommitError {
+                    error: error?,
+                    form: form?,
+                },
+            )
+        }
+        Written::FetchError(name) => {
+            let error = found.keep(kafka_error(".fetch_error", name));
+            found.all([proxied(), kafka_only(".fetch_error", ctx.kind)])?;
+            reply(spec, ProtocolReply::FetchError { error: error? })
+        }
     })
+}
+
+/// A protocol reply on `target:` (default every instance).
+fn reply(spec: &FaultSpec, reply: ProtocolReply) -> FaultAction {
+    FaultAction::Reply {
+        target: spec.target.unwrap_or(Target::AllInstances),
+        reply,
+    }
+}
+
+/// A Kafka error code a protocol fault may answer with, by Kafka's name.
+fn kafka_error(path: &str, name: &str) -> Result<KafkaError, Broken> {
+    KafkaError::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = KafkaError::ALL.iter().map(|e| e.name()).collect();
+        broken(
+            path,
+            format!(
+                "unknown Kafka error `{name}`: write one of {}",
+                names.join(", ")
+            ),
+        )
+    })
+}
+
+/// `form:` of a `commit_error`: `dropped` or `ambiguous` (required: the two differ in what
+/// the broker stores).
+fn commit_form(form: Option<&str>) -> Result<CommitErrorForm, Broken> {
+    match form {
+        Some("dropped") => Ok(CommitErrorForm::Dropped),
+        Some("ambiguous") => Ok(CommitErrorForm::Ambiguous),
+        Some(_) | None => Err(broken(
+            ".form",
+            "`commit_error` needs `form: dropped` (the broker never stores the offsets) or `form: ambiguous` (the broker stores them; the consumer is told the commit failed)",
+        )),
+    }
+}
+
+/// A Kafka protocol fault needs a Kafka plan.
+fn kafka_only(path: &str, kind: BrokerKind) -> Result<(), Broken> {
+    match kind {
+        BrokerKind::Kafka => Ok(()),
+        BrokerKind::Amqp => Err(broken(
+            path,
+            "a Kafka protocol fault needs a Kafka plan (`broker.kind: kafka`)",
+        )),
+    }
 }
 
 /// `rebalance` names `group`, the one thing it can do.
@@ -267,7 +336,7 @@ fn rebalance_broker(kind: BrokerKind) -> Result<(), Broken> {
 fn parameters_fit(spec: &FaultSpec, action: &FaultAction, found: &mut Findings) {
     let (takes_grace, takes_target) = match action {
         FaultAction::Terminate { .. } | FaultAction::Scale(ScaleStep::Down { .. }) => (true, false),
-        FaultAction::Latency { .. } => (false, true),
+        FaultAction::Latency { .. } | FaultAction::Reply { .. } => (false, true),
         FaultAction::Kill { .. }
         | FaultAction::Pause { .. }
         | FaultAction::Partition { .. }
@@ -284,7 +353,20 @@ fn parameters_fit(spec: &FaultSpec, action: &FaultAction, found: &mut Findings) 
     if spec.target.is_some() && !takes_target {
         found.0.push(broken(
             ".target",
-            "`target` goes with `latency`; other actions name their target themselves",
+            "`target` goes with `latency`, `commit_error` or `fetch_error`; other actions name their target themselves",
+        ));
+    }
+    let takes_form = matches!(
+        action,
+        FaultAction::Reply {
+            reply: ProtocolReply::CommitError { .. },
+            ..
+        }
+    );
+    if spec.form.is_some() && !takes_form {
+        found.0.push(broken(
+            ".form",
+            "`form` goes with `commit_error` (`dropped` or `ambiguous`)",
         ));
     }
 }

@@ -74,7 +74,7 @@ use super::{
 };
 use crate::error::InfraError;
 use crate::gate::{Gate, HoldDecision, HoldPoint};
-use crate::plan::Target;
+use crate::plan::{ProtocolReply, Target};
 use crate::proxy::control::NetworkControl;
 use crate::timeline::{Event, Timeline};
 use conn::{Conn, Requests, Responses};
@@ -258,6 +258,10 @@ impl NetworkControl for KafkaProxy {
 
     fn sever(&self, target: Target) -> Option<String> {
         self.shared.registry.sever(target)
+    }
+
+    fn reply(&self, target: Target, reply: ProtocolReply) -> Option<String> {
+        self.shared.registry.arm_reply(target, reply)
     }
 }
 
