@@ -45,6 +45,10 @@ pub enum Mechanism {
     /// Committed past by a consumer that was never handed it (Kafka: no Fetch response
     /// carried its offset to the committer): an offset reset to the end, or a seek ahead.
     NeverDelivered,
+    /// Committed past by a consumer that was never handed it, after a Fetch was answered
+    /// OFFSET_OUT_OF_RANGE (a `fetch_error` fault) and its client reset its position past the
+    /// message (`auto.offset.reset=latest`): a silent skip.
+    OffsetResetSkipped,
     /// Committed (acked) before its effect by a consumer still running when the run ended
     /// before it settled: work cut off by the end of the run, or skipped; the evidence cannot
     /// tell which.
@@ -74,6 +78,7 @@ impl Mechanism {
             Mechanism::Skipped => "skipped",
             Mechanism::DroppedByConsumer => "dropped_by_consumer",
             Mechanism::NeverDelivered => "never_delivered",
+            Mechanism::OffsetResetSkipped => "offset_reset_skipped",
             Mechanism::UnfinishedAtEnd => "unfinished_at_end",
             Mechanism::EffectOutsideTransaction => "effect_outside_transaction",
             Mechanism::Unexplained => "unexplained",
@@ -130,6 +135,9 @@ impl Mechanism {
             }
             (Mechanism::NeverDelivered, _) => {
                 "Committed past by a consumer that never received it (offset reset or seek ahead)"
+            }
+            (Mechanism::OffsetResetSkipped, _) => {
+                "Skipped by an offset reset: a Fetch answered OFFSET_OUT_OF_RANGE, the position jumped past it (never received, committed past)"
             }
             (Mechanism::UnfinishedAtEnd, false) => {
                 "Committed before its effect; the run ended with the consumer still running (never applied)"
@@ -194,6 +202,9 @@ impl Mechanism {
             }
             (Mechanism::NeverDelivered, _) => {
                 "The consumer jumped over messages it never read: use auto.offset.reset=earliest for a group that must not miss work, and do not seek past uncommitted offsets."
+            }
+            (Mechanism::OffsetResetSkipped, _) => {
+                "auto.offset.reset=latest turns an out-of-range fetch into silent loss: use `earliest` (or `none` and handle the error: alert, then seek to the committed offset or the log start), and monitor resets."
             }
             (Mechanism::UnfinishedAtEnd, _) => {
                 "Mark work done only after its effect: a stop (a deploy, or the end of this run) loses whatever was marked done and not yet applied. If the run's deadline cut the work short, raise `limits.deadline`."
