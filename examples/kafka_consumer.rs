@@ -47,7 +47,10 @@
 //! consumer connect to a broker address of its own, as a consumer with a hard-coded address
 //! would); `--effect-timeout-ms N` is how long one HTTP effect attempt waits for the sink's
 //! answer (30000); `--side-client` also opens a second client on the address the contract
-//! hands it, which only reads metadata (as an admin or health-check client would).
+//! hands it, which only reads metadata (as an admin or health-check client would);
+//! `--start-at-zero` commits offset 0 of every partition before the first incarnation
+//! subscribes (with `--config auto.offset.reset=latest`, the reset then applies only to a
+//! fetch position the broker refuses, not to the group's first start).
 
 #[path = "shared/effects.rs"]
 mod effects;
@@ -110,6 +113,8 @@ struct Args {
     effect_timeout: Duration,
     /// Open a metadata-only side client on the contract's bootstrap address.
     side_client: bool,
+    /// Commit offset 0 of every partition before the first incarnation subscribes.
+    start_at_zero: bool,
     /// The transactional modes' `transaction.timeout.ms`.
     txn_timeout_ms: u32,
 }
@@ -125,6 +130,7 @@ fn parse_args() -> Result<Args, String> {
         config: Vec::new(),
         effect_timeout: effects::HTTP_TIMEOUT,
         side_client: false,
+        start_at_zero: false,
         txn_timeout_ms: 10_000,
     };
     let mut it = std::env::args().skip(1);
@@ -173,6 +179,7 @@ fn parse_args() -> Result<Args, String> {
                 )
             }
             "--side-client" => args.side_client = true,
+            "--start-at-zero" => args.start_at_zero = true,
             "--txn-timeout-ms" => {
                 args.txn_timeout_ms = value()?
                     .parse()
@@ -455,6 +462,9 @@ fn main() {
     let consumer: BaseConsumer<Hooks> = config
         .create_with_context(hooks)
         .expect("consumer config is valid");
+    if args.start_at_zero && std::env::var("EXACTLY_INCARNATION").as_deref() == Ok("1") {
+        commit_zero(&consumer, &topic);
+    }
     consumer.subscribe(&[&topic]).expect("subscribe");
     eprintln!(
         "kafka_consumer: mode {:?}, work {:?}, instance {} incarnation {}",
@@ -562,6 +572,30 @@ fn commit(consumer: &BaseConsumer<Hooks>, msg: &rdkafka::message::BorrowedMessag
     if let Err(e) = consumer.commit_message(msg, CommitMode::Sync) {
         eprintln!("kafka_consumer: commit failed: {e}");
     }
+}
+
+/// `--start-at-zero`: commits offset 0 of every partition of `topic` (outside the group's
+/// generations, as a fresh group allows), so that a consumer with `auto.offset.reset=latest`
+/// starts from the beginning the first time and the reset policy applies only to a fetch
+/// position the broker refuses.
+fn commit_zero(consumer: &BaseConsumer<Hooks>, topic: &str) {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("topic metadata");
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(0))
+                .expect("partition offset");
+        }
+    }
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .expect("commit offset 0");
+    eprintln!(
+        "kafka_consumer: committed offset 0 of {} partition(s)",
+        tpl.count()
+    );
 }
 
 /// `commit-retry`: commits `msg`, retrying a failed commit up to 5 more times, 200 ms apart.

@@ -99,6 +99,10 @@ pub enum ProtocolReply {
         /// The error code the consumer is told.
         error: KafkaError,
     },
+    /// The next Fetch response for the topic under test carries its first partition's
+    /// records twice (the batch repeated right after itself): a redelivery the client must
+    /// tolerate.
+    FetchTwice,
 }
 
 /// Whether the broker stores a commit the consumer is told failed.
@@ -206,6 +210,7 @@ impl ProtocolReply {
         match self {
             ProtocolReply::CommitError { .. } => "commit_error",
             ProtocolReply::FetchError { .. } => "fetch_error",
+            ProtocolReply::FetchTwice => "fetch_twice",
         }
     }
 
@@ -216,6 +221,7 @@ impl ProtocolReply {
                 format!("{} ({})", error.name(), form.as_str())
             }
             ProtocolReply::FetchError { error } => error.name().to_string(),
+            ProtocolReply::FetchTwice => "with its records twice".to_string(),
         }
     }
 }

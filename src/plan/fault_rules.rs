@@ -119,6 +119,7 @@ enum Written<'a> {
     Scale(i32),
     CommitError(&'a str),
     FetchError(&'a str),
+    FetchTwice(Target),
 }
 
 impl Written<'_> {
@@ -134,6 +135,7 @@ impl Written<'_> {
             Written::Scale(_) => "scale",
             Written::CommitError(_) => "commit_error",
             Written::FetchError(_) => "fetch_error",
+            Written::FetchTwice(_) => "fetch_twice",
         }
     }
 }
@@ -151,6 +153,7 @@ fn written_actions(spec: &FaultSpec) -> Vec<Written<'_>> {
         spec.scale.map(Written::Scale),
         spec.commit_error.as_deref().map(Written::CommitError),
         spec.fetch_error.as_deref().map(Written::FetchError),
+        spec.fetch_twice.map(Written::FetchTwice),
     ]
     .into_iter()
     .flatten()
@@ -260,6 +263,13 @@ fn action(spec: &FaultSpec, ctx: &Context, found: &mut Findings) -> Option<Fault
             let error = found.keep(kafka_error(".fetch_error", name));
             found.all([proxied(), kafka_only(".fetch_error", ctx.kind)])?;
             reply(spec, ProtocolReply::FetchError { error: error? })
+        }
+        Written::FetchTwice(target) => {
+            found.all([proxied(), kafka_only(".fetch_twice", ctx.kind)])?;
+            FaultAction::Reply {
+                target,
+                reply: ProtocolReply::FetchTwice,
+            }
         }
     })
 }

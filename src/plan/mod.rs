@@ -476,6 +476,10 @@ pub struct FaultSpec {
     /// `NOT_LEADER_OR_FOLLOWER`...).
     #[serde(default)]
     pub fetch_error: Option<String>,
+    /// Kafka: the target's next Fetch response for the topic under test carries its records
+    /// twice (`fetch_twice: consumer` or `consumer[i]`).
+    #[serde(default)]
+    pub fetch_twice: Option<Target>,
     /// Duration of a pause, partition, latency or rebalance.
     #[serde(default, rename = "for", with = "humantime_serde")]
     #[schemars(with = "Option<String>")]

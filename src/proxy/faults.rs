@@ -227,7 +227,9 @@ impl Registry {
                 plural(live.len()),
                 match reply {
                     ProtocolReply::CommitError { .. } => "OffsetCommit",
-                    ProtocolReply::FetchError { .. } => "Fetch of the topic under test",
+                    ProtocolReply::FetchError { .. } | ProtocolReply::FetchTwice => {
+                        "Fetch of the topic under test"
+                    }
                 },
                 reply.describe()
             )

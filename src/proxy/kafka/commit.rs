@@ -132,7 +132,9 @@ impl Conn {
             Some(ProtocolReply::CommitError { error, form }) => {
                 self.refuse_commit(corr, info, frame, error, form)
             }
-            Some(ProtocolReply::FetchError { .. }) | None => Handled::Forward(frame),
+            Some(ProtocolReply::FetchError { .. } | ProtocolReply::FetchTwice) | None => {
+                Handled::Forward(frame)
+            }
         }
     }
 

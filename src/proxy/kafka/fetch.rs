@@ -89,12 +89,19 @@ impl Conn {
             None
         } else {
             self.shared.registry.take_reply(self.instance, |r| {
-                matches!(r, ProtocolReply::FetchError { .. })
+                matches!(
+                    r,
+                    ProtocolReply::FetchError { .. } | ProtocolReply::FetchTwice
+                )
             })
         };
         let refused = match armed {
             Some(ProtocolReply::FetchError { error }) => {
                 self.refuse_fetch(&mut body, std::mem::take(fetched), error, version);
+                true
+            }
+            Some(ProtocolReply::FetchTwice) => {
+                self.fetch_twice(&mut body, fetched, version);
                 true
             }
             Some(ProtocolReply::CommitError { .. }) | None => false,
@@ -153,6 +160,53 @@ impl Conn {
             offsets,
             broker: format!(
                 "the broker's answer carried {withheld} bytes of records from the fetch positions; none reached the client"
+            ),
+        });
+    }
+
+    /// Repeats the records of the first partition of `fetched` right after themselves in
+    /// `body` (the deliveries then list what was sent: every record twice), and records it.
+    fn fetch_twice(
+        &self,
+        body: &mut FetchResponse,
+        fetched: &mut [FetchedPartition],
+        version: i16,
+    ) {
+        let Some(first) = fetched.first_mut() else {
+            return;
+        };
+        let mut twice = Vec::with_capacity(first.records.len() * 2);
+        twice.extend_from_slice(&first.records);
+        twice.extend_from_slice(&first.records);
+        let twice = Bytes::from(twice);
+        for t in &mut body.responses {
+            let topic = self
+                .shared
+                .topic_name(t.topic.0.as_str(), t.topic_id.as_bytes());
+            if topic != self.shared.topic {
+                continue;
+            }
+            for p in &mut t.partitions {
+                if p.partition_index == first.partition {
+                    p.records = Some(twice.clone());
+                }
+            }
+        }
+        let bytes = first.records.len();
+        first.records = twice;
+        self.record(Event::Replied {
+            instance: self.instance,
+            incarnation: self.incarnation,
+            api: "Fetch".into(),
+            version,
+            sent: "RECORDS_TWICE".into(),
+            offsets: vec![CommittedOffset {
+                topic: first.topic.clone(),
+                partition: first.partition,
+                offset: first.fetch_offset,
+            }],
+            broker: format!(
+                "the broker's answer carried {bytes} bytes of records; the client got them twice in a row"
             ),
         });
     }
