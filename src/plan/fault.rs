@@ -103,6 +103,12 @@ pub enum ProtocolReply {
     /// records twice (the batch repeated right after itself): a redelivery the client must
     /// tolerate.
     FetchTwice,
+    /// The next group heartbeat (classic Heartbeat or KIP-848 ConsumerGroupHeartbeat) is
+    /// answered with `error` (UNKNOWN_MEMBER_ID, FENCED_MEMBER_EPOCH: the member is fenced).
+    HeartbeatError {
+        /// The error code the consumer is told.
+        error: KafkaError,
+    },
 }
 
 /// Whether the broker stores a commit the consumer is told failed.
@@ -211,6 +217,7 @@ impl ProtocolReply {
             ProtocolReply::CommitError { .. } => "commit_error",
             ProtocolReply::FetchError { .. } => "fetch_error",
             ProtocolReply::FetchTwice => "fetch_twice",
+            ProtocolReply::HeartbeatError { .. } => "heartbeat_error",
         }
     }
 
@@ -220,8 +227,10 @@ impl ProtocolReply {
             ProtocolReply::CommitError { error, form } => {
                 format!("{} ({})", error.name(), form.as_str())
             }
-            ProtocolReply::FetchError { error } => error.name().to_string(),
-            ProtocolReply::FetchTwice => "with its records twice".to_string(),
+            ProtocolReply::FetchError { error } | ProtocolReply::HeartbeatError { error } => {
+                error.name().to_string()
+            }
+            ProtocolReply::FetchTwice => "its records twice".to_string(),
         }
     }
 }

@@ -120,6 +120,7 @@ enum Written<'a> {
     CommitError(&'a str),
     FetchError(&'a str),
     FetchTwice(Target),
+    HeartbeatError(&'a str),
 }
 
 impl Written<'_> {
@@ -136,6 +137,7 @@ impl Written<'_> {
             Written::CommitError(_) => "commit_error",
             Written::FetchError(_) => "fetch_error",
             Written::FetchTwice(_) => "fetch_twice",
+            Written::HeartbeatError(_) => "heartbeat_error",
         }
     }
 }
@@ -154,6 +156,7 @@ fn written_actions(spec: &FaultSpec) -> Vec<Written<'_>> {
         spec.commit_error.as_deref().map(Written::CommitError),
         spec.fetch_error.as_deref().map(Written::FetchError),
         spec.fetch_twice.map(Written::FetchTwice),
+        spec.heartbeat_error.as_deref().map(Written::HeartbeatError),
     ]
     .into_iter()
     .flatten()
@@ -264,6 +267,11 @@ fn action(spec: &FaultSpec, ctx: &Context, found: &mut Findings) -> Option<Fault
             found.all([proxied(), kafka_only(".fetch_error", ctx.kind)])?;
             reply(spec, ProtocolReply::FetchError { error: error? })
         }
+        Written::HeartbeatError(name) => {
+            let error = found.keep(kafka_error(".heartbeat_error", name));
+            found.all([proxied(), kafka_only(".heartbeat_error", ctx.kind)])?;
+            reply(spec, ProtocolReply::HeartbeatError { error: error? })
+        }
         Written::FetchTwice(target) => {
             found.all([proxied(), kafka_only(".fetch_twice", ctx.kind)])?;
             FaultAction::Reply {
@@ -363,7 +371,7 @@ fn parameters_fit(spec: &FaultSpec, action: &FaultAction, found: &mut Findings) 
     if spec.target.is_some() && !takes_target {
         found.0.push(broken(
             ".target",
-            "`target` goes with `latency`, `commit_error` or `fetch_error`; other actions name their target themselves",
+            "`target` goes with `latency`, `commit_error`, `fetch_error` or `heartbeat_error`; other actions name their target themselves",
         ));
     }
     let takes_form = matches!(

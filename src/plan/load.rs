@@ -283,7 +283,7 @@ consumer: { command: [c] }\neffects: { sink: http }\nexpect: at-least-once\n";
     #[test]
     fn protocol_faults_parse_with_their_error_by_name_and_form() {
         let src = format!(
-            "{MINIMAL}faults:\n  - commit_error: REBALANCE_IN_PROGRESS\n    form: dropped\n    when: {{ before: commit, nth: 5 }}\n  - commit_error: REQUEST_TIMED_OUT\n    form: ambiguous\n    target: consumer[0]\n    when: {{ before: commit, nth: 7 }}\n  - fetch_error: OFFSET_OUT_OF_RANGE\n    when: {{ at: 2s }}\n"
+            "{MINIMAL}faults:\n  - commit_error: REBALANCE_IN_PROGRESS\n    form: dropped\n    when: {{ before: commit, nth: 5 }}\n  - commit_error: REQUEST_TIMED_OUT\n    form: ambiguous\n    target: consumer[0]\n    when: {{ before: commit, nth: 7 }}\n  - fetch_error: OFFSET_OUT_OF_RANGE\n    when: {{ at: 2s }}\n  - fetch_twice: consumer[0]\n    when: {{ after: effect, nth: 3 }}\n  - heartbeat_error: UNKNOWN_MEMBER_ID\n    when: {{ at: 4s }}\n"
         );
         let plan = parse_plan(Path::new("p.yaml"), &src).unwrap();
         let faults: Vec<String> = plan.loaded.faults.iter().map(|f| f.to_string()).collect();
@@ -293,6 +293,8 @@ consumer: { command: [c] }\neffects: { sink: http }\nexpect: at-least-once\n";
                 "commit_error: REBALANCE_IN_PROGRESS (dropped) on consumer when before: commit, nth: 5",
                 "commit_error: REQUEST_TIMED_OUT (ambiguous) on consumer[0] when before: commit, nth: 7",
                 "fetch_error: OFFSET_OUT_OF_RANGE on consumer when at: 2s",
+                "fetch_twice: its records twice on consumer[0] when after: effect, nth: 3",
+                "heartbeat_error: UNKNOWN_MEMBER_ID on consumer when at: 4s",
             ]
         );
         assert!(plan.loaded.faults.iter().all(|f| f.through_proxy()));

@@ -480,6 +480,10 @@ pub struct FaultSpec {
     /// twice (`fetch_twice: consumer` or `consumer[i]`).
     #[serde(default)]
     pub fetch_twice: Option<Target>,
+    /// Kafka: the target's next group heartbeat is answered with this error code, by name
+    /// (`UNKNOWN_MEMBER_ID` for the classic protocol, `FENCED_MEMBER_EPOCH` for KIP-848).
+    #[serde(default)]
+    pub heartbeat_error: Option<String>,
     /// Duration of a pause, partition, latency or rebalance.
     #[serde(default, rename = "for", with = "humantime_serde")]
     #[schemars(with = "Option<String>")]

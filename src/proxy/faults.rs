@@ -230,6 +230,7 @@ impl Registry {
                     ProtocolReply::FetchError { .. } | ProtocolReply::FetchTwice => {
                         "Fetch of the topic under test"
                     }
+                    ProtocolReply::HeartbeatError { .. } => "group heartbeat",
                 },
                 reply.describe()
             )

@@ -132,9 +132,12 @@ impl Conn {
             Some(ProtocolReply::CommitError { error, form }) => {
                 self.refuse_commit(corr, info, frame, error, form)
             }
-            Some(ProtocolReply::FetchError { .. } | ProtocolReply::FetchTwice) | None => {
-                Handled::Forward(frame)
-            }
+            Some(
+                ProtocolReply::FetchError { .. }
+                | ProtocolReply::FetchTwice
+                | ProtocolReply::HeartbeatError { .. },
+            )
+            | None => Handled::Forward(frame),
         }
     }
 

@@ -104,7 +104,8 @@ impl Conn {
                 self.fetch_twice(&mut body, fetched, version);
                 true
             }
-            Some(ProtocolReply::CommitError { .. }) | None => false,
+            Some(ProtocolReply::CommitError { .. } | ProtocolReply::HeartbeatError { .. })
+            | None => false,
         };
         if body.node_endpoints.is_empty() && !refused {
             return Ok(Handled::Forward(frame));
