@@ -31,6 +31,9 @@ pub enum Mechanism {
     RedeliveredSameProcess,
     /// The same process applied the effect more than once from one delivery.
     ConsumerRetry,
+    /// One Fetch response carried the same record twice (a repeated batch: `fetch_twice`, or a
+    /// broker-side redelivery) and the client handed both copies to the application.
+    FetchedTwice,
     /// The broker stored the message twice (a producer retry): two offsets, one ID.
     ProducerDuplicate,
     /// Delivered and applied again although the broker had accepted a commit (ack) covering
@@ -73,6 +76,7 @@ impl Mechanism {
             Mechanism::Zombie => "zombie",
             Mechanism::RedeliveredSameProcess => "redelivered_same_process",
             Mechanism::ConsumerRetry => "consumer_retry",
+            Mechanism::FetchedTwice => "fetched_twice",
             Mechanism::ProducerDuplicate => "producer_duplicate",
             Mechanism::RedeliveredAfterCommit => "redelivered_after_commit",
             Mechanism::Skipped => "skipped",
@@ -119,6 +123,9 @@ impl Mechanism {
                 "Handed again to the same process (its own requeue, a recover or a reconnect), applied again"
             }
             (Mechanism::ConsumerRetry, _) => "Consumer-side retry: one process applied it twice",
+            (Mechanism::FetchedTwice, _) => {
+                "Delivered twice in one Fetch response (a repeated batch), applied once per copy"
+            }
             (Mechanism::ProducerDuplicate, _) => {
                 "Stored twice by the broker (a producer retry), applied once per copy"
             }
@@ -187,6 +194,9 @@ impl Mechanism {
             }
             (Mechanism::ConsumerRetry, _) => {
                 "The consumer retried an effect within one process: send the same idempotency key on every retry, or check the first attempt's outcome before retrying."
+            }
+            (Mechanism::FetchedTwice, _) => {
+                "The client does not drop a record repeated within one Fetch answer: make the effect idempotent (an idempotency key keyed by the message ID), or skip records at or below the last offset processed per partition."
             }
             (Mechanism::ProducerDuplicate, _) => {
                 "Enable the idempotent producer (enable.idempotence=true) or deduplicate on the message ID."

@@ -139,7 +139,9 @@ impl Conn {
                 if refused.iter().any(|f| f.partition == p.partition_index) {
                     withheld += p.records.as_ref().map_or(0, Bytes::len);
                     p.error_code = error.code();
-                    p.records = None;
+                    // Empty, not null: librdkafka refuses a null record set in a flexible
+                    // Fetch ("invalid MessageSetSize -1") before it reads the error.
+                    p.records = Some(Bytes::new());
                     p.aborted_transactions = None;
                 }
             }
