@@ -73,3 +73,124 @@ fn mechanisms(report: &Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Asserts the run's verdict and exit code.
+fn verdict(r: &Ran, verdict: &str, exit: i32) {
+    let why = &r.why;
+    assert_eq!(r.report["verdict"], verdict, "{why}");
+    assert_eq!(r.out.status.code(), Some(exit), "{why}");
+}
+
+#[test]
+fn a_dropped_last_commit_is_never_stored_and_the_report_says_a_restart_would_redo_it() {
+    let r = run("kafka-commit-error.yaml", |t| t);
+    verdict(&r, "EXACT", 3);
+    let why = &r.why;
+    let replies = replies(&r.events);
+    assert_eq!(replies.len(), 1, "{why}");
+    assert_eq!(replies[0].0, "OffsetCommit");
+    assert_eq!(replies[0].1, "REBALANCE_IN_PROGRESS");
+    assert!(replies[0].2.starts_with("never forwarded"), "{why}");
+    // The judge reads the truth: the refused commit is `dropped`, never an accepted response.
+    assert_eq!(commits(&r.events, CommitPhase::Dropped), 1, "{why}");
+    assert_eq!(r.report["counts"]["not_counted_done"], 1, "{why}");
+    assert_eq!(r.report["expectation_state"], "unknown", "{why}");
+}
+
+#[test]
+fn a_consumer_that_retries_the_refused_commit_gets_it_stored() {
+    let r = run("kafka-commit-error.yaml", |t| {
+        t.replace("ignore-commit-errors", "commit-retry")
+    });
+    verdict(&r, "EXACT", 0);
+    let why = &r.why;
+    assert_eq!(replies(&r.events).len(), 1, "{why}");
+    assert_eq!(commits(&r.events, CommitPhase::Dropped), 1, "{why}");
+    assert_eq!(r.report["counts"]["not_counted_done"], 0, "{why}");
+}
+
+#[test]
+fn an_ambiguous_commit_is_stored_although_the_consumer_was_told_it_failed() {
+    let r = run("kafka-ambiguous-commit.yaml", |t| t);
+    verdict(&r, "EXACT", 0);
+    let why = &r.why;
+    let replies = replies(&r.events);
+    assert_eq!(replies.len(), 1, "{why}");
+    assert_eq!(replies[0].1, "REBALANCE_IN_PROGRESS");
+    assert!(
+        replies[0].2.starts_with("forwarded: the broker stored"),
+        "{why}"
+    );
+    assert_eq!(commits(&r.events, CommitPhase::Dropped), 0, "{why}");
+    assert_eq!(r.report["counts"]["not_counted_done"], 0, "{why}");
+}
+
+#[test]
+fn an_out_of_range_fetch_with_reset_latest_loses_what_it_skipped_as_offset_reset_skipped() {
+    let r = run("kafka-offset-reset-latest.yaml", |t| t);
+    verdict(&r, "LOST", 1);
+    let why = &r.why;
+    assert!(r.report["counts"]["lost"].as_u64().unwrap() > 0, "{why}");
+    assert_eq!(mechanisms(&r.report), ["offset_reset_skipped"], "{why}");
+    let replies = replies(&r.events);
+    assert_eq!(replies.len(), 1, "{why}");
+    assert_eq!(
+        (replies[0].0.as_str(), replies[0].1.as_str()),
+        ("Fetch", "OFFSET_OUT_OF_RANGE")
+    );
+}
+
+#[test]
+fn a_batch_fetched_twice_is_applied_twice_by_a_plain_consumer() {
+    let r = run("kafka-fetch-redelivery.yaml", |t| t);
+    verdict(&r, "DUPLICATED", 0);
+    let why = &r.why;
+    assert_eq!(r.report["counts"]["lost"], 0, "{why}");
+    assert_eq!(mechanisms(&r.report), ["fetched_twice"], "{why}");
+    assert_eq!(replies(&r.events).len(), 1, "{why}");
+}
+
+#[test]
+fn a_batch_fetched_twice_stays_exact_for_an_idempotent_consumer() {
+    let r = run("kafka-fetch-redelivery.yaml", |t| {
+        t.replace("commit-after-effect", "idempotent").replace(
+            "  id: json:/order_id\n",
+            "  id: json:/order_id\n  idempotency_key: header:Idempotency-Key\n",
+        )
+    });
+    verdict(&r, "EXACT", 0);
+    let why = &r.why;
+    assert!(
+        r.report["counts"]["effects_replayed"].as_u64().unwrap() >= 1,
+        "{why}"
+    );
+}
+
+#[test]
+fn a_fenced_heartbeat_makes_the_member_rejoin_and_redoes_nothing() {
+    let r = run("kafka-fenced-heartbeat.yaml", |t| t);
+    verdict(&r, "EXACT", 0);
+    let why = &r.why;
+    let replies = replies(&r.events);
+    assert_eq!(replies.len(), 1, "{why}");
+    assert_eq!(
+        (replies[0].0.as_str(), replies[0].1.as_str()),
+        ("Heartbeat", "UNKNOWN_MEMBER_ID")
+    );
+    // The client rejoined under a new member id after the fence.
+    let fenced_at = r
+        .events
+        .iter()
+        .find(|st| matches!(st.event, Event::Replied { .. }))
+        .map(|st| st.seq)
+        .unwrap();
+    let rejoined = r.events.iter().any(|st| {
+        st.seq > fenced_at
+            && matches!(
+                &st.event,
+                Event::Rebalance { change, .. }
+                    if *change == exactly::timeline::RebalanceKind::Assign
+            )
+    });
+    assert!(rejoined, "{why}");
+}
