@@ -117,6 +117,12 @@ enum Written<'a> {
     Sever(Target),
     Rebalance(&'a str),
     Scale(i32),
+    Reply(WrittenReply<'a>),
+}
+
+/// A protocol-fault field of a written fault, with its value as written.
+#[derive(Debug, Clone, Copy)]
+enum WrittenReply<'a> {
     CommitError(&'a str),
     FetchError(&'a str),
     FetchTwice(Target),
@@ -134,10 +140,10 @@ impl Written<'_> {
             Written::Sever(_) => "sever",
             Written::Rebalance(_) => "rebalance",
             Written::Scale(_) => "scale",
-            Written::CommitError(_) => "commit_error",
-            Written::FetchError(_) => "fetch_error",
-            Written::FetchTwice(_) => "fetch_twice",
-            Written::HeartbeatError(_) => "heartbeat_error",
+            Written::Reply(WrittenReply::CommitError(_)) => "commit_error",
+            Written::Reply(WrittenReply::FetchError(_)) => "fetch_error",
+            Written::Reply(WrittenReply::FetchTwice(_)) => "fetch_twice",
+            Written::Reply(WrittenReply::HeartbeatError(_)) => "heartbeat_error",
         }
     }
 }
@@ -153,10 +159,17 @@ fn written_actions(spec: &FaultSpec) -> Vec<Written<'_>> {
         spec.sever.map(Written::Sever),
         spec.rebalance.as_deref().map(Written::Rebalance),
         spec.scale.map(Written::Scale),
-        spec.commit_error.as_deref().map(Written::CommitError),
-        spec.fetch_error.as_deref().map(Written::FetchError),
-        spec.fetch_twice.map(Written::FetchTwice),
-        spec.heartbeat_error.as_deref().map(Written::HeartbeatError),
+        spec.commit_error
+            .as_deref()
+            .map(|e| Written::Reply(WrittenReply::CommitError(e))),
+        spec.fetch_error
+            .as_deref()
+            .map(|e| Written::Reply(WrittenReply::FetchError(e))),
+        spec.fetch_twice
+            .map(|t| Written::Reply(WrittenReply::FetchTwice(t))),
+        spec.heartbeat_error
+            .as_deref()
+            .map(|e| Written::Reply(WrittenReply::HeartbeatError(e))),
     ]
     .into_iter()
     .flatten()
@@ -250,10 +263,25 @@ fn action(spec: &FaultSpec, ctx: &Context, found: &mut Findings) -> Option<Fault
             ));
             return None;
         }
-        Written::CommitError(name) => {
+        Written::Reply(written) => {
+            let action = protocol_reply(spec, written, found);
+            found.all([proxied(), kafka_only(&format!(".{name}"), ctx.kind)])?;
+            action?
+        }
+    })
+}
+
+/// A protocol fault, with its error code by name and (`commit_error`) its form; every broken
+/// rule is kept in `found`.
+fn protocol_reply(
+    spec: &FaultSpec,
+    written: WrittenReply<'_>,
+    found: &mut Findings,
+) -> Option<FaultAction> {
+    Some(match written {
+        WrittenReply::CommitError(name) => {
             let error = found.keep(kafka_error(".commit_error", name));
             let form = found.keep(commit_form(spec.form.as_deref()));
-            found.all([proxied(), kafka_only(".commit_error", ctx.kind)])?;
             reply(
                 spec,
                 ProtocolReply::CommitError {
@@ -262,23 +290,18 @@ fn action(spec: &FaultSpec, ctx: &Context, found: &mut Findings) -> Option<Fault
                 },
             )
         }
-        Written::FetchError(name) => {
-            let error = found.keep(kafka_error(".fetch_error", name));
-            found.all([proxied(), kafka_only(".fetch_error", ctx.kind)])?;
-            reply(spec, ProtocolReply::FetchError { error: error? })
+        WrittenReply::FetchError(name) => {
+            let error = found.keep(kafka_error(".fetch_error", name))?;
+            reply(spec, ProtocolReply::FetchError { error })
         }
-        Written::HeartbeatError(name) => {
-            let error = found.keep(kafka_error(".heartbeat_error", name));
-            found.all([proxied(), kafka_only(".heartbeat_error", ctx.kind)])?;
-            reply(spec, ProtocolReply::HeartbeatError { error: error? })
+        WrittenReply::HeartbeatError(name) => {
+            let error = found.keep(kafka_error(".heartbeat_error", name))?;
+            reply(spec, ProtocolReply::HeartbeatError { error })
         }
-        Written::FetchTwice(target) => {
-            found.all([proxied(), kafka_only(".fetch_twice", ctx.kind)])?;
-            FaultAction::Reply {
-                target,
-                reply: ProtocolReply::FetchTwice,
-            }
-        }
+        WrittenReply::FetchTwice(target) => FaultAction::Reply {
+            target,
+            reply: ProtocolReply::FetchTwice,
+        },
     })
 }
 
