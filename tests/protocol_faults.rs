@@ -166,10 +166,23 @@ fn a_batch_fetched_twice_stays_exact_for_an_idempotent_consumer() {
     );
 }
 
+/// A fenced member's run: never LOST; a duplicate, if any, is the finished work whose commit
+/// the fence refused, redone once the partition came back (`revoked_uncommitted`).
+fn never_lost_after_a_fence(r: &Ran) {
+    let why = &r.why;
+    assert_eq!(r.out.status.code(), Some(0), "{why}");
+    assert_eq!(r.report["counts"]["lost"], 0, "{why}");
+    let v = r.report["verdict"].as_str().unwrap_or_default();
+    assert!(v == "EXACT" || v == "DUPLICATED", "{why}");
+    for m in mechanisms(&r.report) {
+        assert_eq!(m, "revoked_uncommitted", "{why}");
+    }
+}
+
 #[test]
-fn a_fenced_heartbeat_makes_the_member_rejoin_and_redoes_nothing() {
+fn a_fenced_heartbeat_makes_the_member_rejoin_and_loses_nothing() {
     let r = run("kafka-fenced-heartbeat.yaml", |t| t);
-    verdict(&r, "EXACT", 0);
+    never_lost_after_a_fence(&r);
     let why = &r.why;
     let replies = replies(&r.events);
     assert_eq!(replies.len(), 1, "{why}");
@@ -193,4 +206,43 @@ fn a_fenced_heartbeat_makes_the_member_rejoin_and_redoes_nothing() {
             )
     });
     assert!(rejoined, "{why}");
+}
+
+#[test]
+fn a_fetch_answered_not_leader_is_fetched_again_from_the_same_position() {
+    let r = run("kafka-offset-reset-latest.yaml", |t| {
+        t.replace(
+            "fetch_error: OFFSET_OUT_OF_RANGE",
+            "fetch_error: NOT_LEADER_OR_FOLLOWER",
+        )
+    });
+    // The client refreshes its metadata and asks again from the position it had: nothing
+    // skipped, even with auto.offset.reset=latest.
+    verdict(&r, "EXACT", 0);
+    let why = &r.why;
+    let replies = replies(&r.events);
+    assert_eq!(replies.len(), 1, "{why}");
+    assert_eq!(replies[0].1, "NOT_LEADER_OR_FOLLOWER");
+}
+
+#[test]
+fn a_kip848_heartbeat_answered_fenced_member_epoch_rejoins_and_loses_nothing() {
+    let r = run("kafka-fenced-heartbeat.yaml", |t| {
+        t.replace(
+            "heartbeat_error: UNKNOWN_MEMBER_ID",
+            "heartbeat_error: FENCED_MEMBER_EPOCH",
+        )
+        .replace(
+            "--work-ms, \"2\"]",
+            "--work-ms, \"2\", --config, group.protocol=consumer]",
+        )
+    });
+    never_lost_after_a_fence(&r);
+    let why = &r.why;
+    let replies = replies(&r.events);
+    assert_eq!(replies.len(), 1, "{why}");
+    assert_eq!(
+        (replies[0].0.as_str(), replies[0].1.as_str()),
+        ("ConsumerGroupHeartbeat", "FENCED_MEMBER_EPOCH")
+    );
 }
