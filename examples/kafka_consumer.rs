@@ -19,6 +19,10 @@
 //!   synchronously when partitions are taken away (the revoke callback: eager revoke,
 //!   cooperative incremental revoke, KIP-848 revocation, and the final revoke on close), so a
 //!   rebalance hands over only unfinished work.
+//! - `ignore-commit-errors`: like `commit-after-effect`, and says so: a commit the broker
+//!   refuses is logged and forgotten (the next message's commit, if any, covers it);
+//! - `commit-retry`: like `commit-after-effect`, and a commit that fails is retried (the same
+//!   offset, up to 5 more times, 200 ms apart) before the next message;
 //!
 //! - `transactional`: consume-transform-produce with Kafka transactions: per message, begin a
 //!   transaction, produce the result to `EXACTLY_OUTPUT_TOPIC` (header `exactly-id`), send the
@@ -64,7 +68,10 @@
 //! consumer connect to a broker address of its own, as a consumer with a hard-coded address
 //! would); `--effect-timeout-ms N` is how long one HTTP effect attempt waits for the sink's
 //! answer (30000); `--side-client` also opens a second client on the address the contract
-//! hands it, which only reads metadata (as an admin or health-check client would).
+//! hands it, which only reads metadata (as an admin or health-check client would);
+//! `--start-at-zero` commits offset 0 of every partition before the first incarnation
+//! subscribes (with `--config auto.offset.reset=latest`, the reset then applies only to a
+//! fetch position the broker refuses, not to the group's first start).
 
 #[path = "shared/db.rs"]
 mod db;
@@ -106,6 +113,8 @@ enum Mode {
     CommitThenDb,
     DedupTable,
     OffsetsInDb,
+    IgnoreCommitErrors,
+    CommitRetry,
 }
 
 impl Mode {
@@ -129,7 +138,9 @@ impl Mode {
             | Mode::CommitOnRevoke
             | Mode::Transactional
             | Mode::TransactionalWithEmail
-            | Mode::ProduceThenCommit => false,
+            | Mode::ProduceThenCommit
+            | Mode::IgnoreCommitErrors
+            | Mode::CommitRetry => false,
         }
     }
 }
@@ -161,6 +172,8 @@ struct Args {
     effect_timeout: Duration,
     /// Open a metadata-only side client on the contract's bootstrap address.
     side_client: bool,
+    /// Commit offset 0 of every partition before the first incarnation subscribes.
+    start_at_zero: bool,
     /// The transactional modes' `transaction.timeout.ms`.
     txn_timeout_ms: u32,
 }
@@ -177,6 +190,7 @@ fn parse_args() -> Result<Args, String> {
         config: Vec::new(),
         effect_timeout: effects::HTTP_TIMEOUT,
         side_client: false,
+        start_at_zero: false,
         txn_timeout_ms: 10_000,
     };
     let mut it = std::env::args().skip(1);
@@ -198,6 +212,8 @@ fn parse_args() -> Result<Args, String> {
                     "commit-then-db" => Mode::CommitThenDb,
                     "dedup-table" => Mode::DedupTable,
                     "offsets-in-db" => Mode::OffsetsInDb,
+                    "ignore-commit-errors" => Mode::IgnoreCommitErrors,
+                    "commit-retry" => Mode::CommitRetry,
                     other => return Err(format!("unknown mode {other}")),
                 }
             }
@@ -234,6 +250,7 @@ fn parse_args() -> Result<Args, String> {
                 )
             }
             "--side-client" => args.side_client = true,
+            "--start-at-zero" => args.start_at_zero = true,
             "--txn-timeout-ms" => {
                 args.txn_timeout_ms = value()?
                     .parse()
@@ -575,6 +592,9 @@ fn main() {
     let consumer: BaseConsumer<Hooks> = config
         .create_with_context(hooks)
         .expect("consumer config is valid");
+    if args.start_at_zero && std::env::var("EXACTLY_INCARNATION").as_deref() == Ok("1") {
+        commit_zero(&consumer, &topic);
+    }
     consumer.subscribe(&[&topic]).expect("subscribe");
     eprintln!(
         "kafka_consumer: mode {:?}, work {:?}, instance {} incarnation {}",
@@ -660,8 +680,22 @@ fn main() {
             &payload,
             (args.mode == Mode::Idempotent).then_some(id.as_str()),
         );
-        if matches!(args.mode, Mode::CommitAfterEffect | Mode::Idempotent) {
-            commit(&consumer, &msg);
+        match args.mode {
+            Mode::CommitAfterEffect | Mode::Idempotent | Mode::IgnoreCommitErrors => {
+                commit(&consumer, &msg)
+            }
+            Mode::CommitRetry => commit_with_retries(&consumer, &msg),
+            Mode::CommitBeforeEffect
+            | Mode::AutoCommit
+            | Mode::CommitPeriodic
+            | Mode::CommitOnRevoke
+            | Mode::Transactional
+            | Mode::TransactionalWithEmail
+            | Mode::ProduceThenCommit
+            | Mode::DbThenCommit
+            | Mode::CommitThenDb
+            | Mode::DedupTable
+            | Mode::OffsetsInDb => {}
         }
         if periodic {
             // Done: the next periodic commit (or the revoke callback) covers it.
@@ -749,7 +783,9 @@ fn write_row(
         | Mode::CommitOnRevoke
         | Mode::Transactional
         | Mode::TransactionalWithEmail
-        | Mode::ProduceThenCommit => unreachable!("not a database mode"),
+        | Mode::ProduceThenCommit
+        | Mode::IgnoreCommitErrors
+        | Mode::CommitRetry => unreachable!("not a database mode"),
     }
 }
 
@@ -827,7 +863,9 @@ fn mark_done(
         | Mode::Idempotent
         | Mode::Transactional
         | Mode::TransactionalWithEmail
-        | Mode::ProduceThenCommit => commit(consumer, msg),
+        | Mode::ProduceThenCommit
+        | Mode::IgnoreCommitErrors => commit(consumer, msg),
+        Mode::CommitRetry => commit_with_retries(consumer, msg),
     }
 }
 
@@ -845,5 +883,52 @@ fn retry_forever(payload: &str, id: &str, partition: i32, offset: i64, stop: &At
 fn commit(consumer: &BaseConsumer<Hooks>, msg: &rdkafka::message::BorrowedMessage<'_>) {
     if let Err(e) = consumer.commit_message(msg, CommitMode::Sync) {
         eprintln!("kafka_consumer: commit failed: {e}");
+    }
+}
+
+/// `--start-at-zero`: commits offset 0 of every partition of `topic` (outside the group's
+/// generations, as a fresh group allows), so that a consumer with `auto.offset.reset=latest`
+/// starts from the beginning the first time and the reset policy applies only to a fetch
+/// position the broker refuses.
+fn commit_zero(consumer: &BaseConsumer<Hooks>, topic: &str) {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("topic metadata");
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(0))
+                .expect("partition offset");
+        }
+    }
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .expect("commit offset 0");
+    eprintln!(
+        "kafka_consumer: committed offset 0 of {} partition(s)",
+        tpl.count()
+    );
+}
+
+/// `commit-retry`: commits `msg`, retrying a failed commit up to 5 more times, 200 ms apart.
+fn commit_with_retries(
+    consumer: &BaseConsumer<Hooks>,
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+) {
+    const RETRIES: u32 = 5;
+    for attempt in 0..=RETRIES {
+        match consumer.commit_message(msg, CommitMode::Sync) {
+            Ok(()) => {
+                if attempt > 0 {
+                    eprintln!("kafka_consumer: commit succeeded on retry {attempt}");
+                }
+                return;
+            }
+            Err(e) if attempt < RETRIES => {
+                eprintln!("kafka_consumer: commit failed ({e}); retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => eprintln!("kafka_consumer: commit failed after {RETRIES} retries: {e}"),
+        }
     }
 }

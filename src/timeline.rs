@@ -446,6 +446,26 @@ pub enum Event {
         /// Ended by the harness, or still alive after SIGKILL.
         fate: DescendantFate,
     },
+    /// The proxy answered a consumer's request with a protocol fault's reply (`commit_error`,
+    /// `fetch_error`) instead of the broker's answer: what the consumer was told, and what the
+    /// broker had.
+    Replied {
+        /// Instance that sent the request.
+        instance: u32,
+        /// Its incarnation.
+        incarnation: u32,
+        /// The API answered (`OffsetCommit`, `Fetch`).
+        api: String,
+        /// The request's version: the reply is encoded at it.
+        version: i16,
+        /// The error code the consumer was told, by name.
+        sent: String,
+        /// The partitions the reply names, with the offsets concerned (committed offsets for
+        /// OffsetCommit, fetch positions for Fetch).
+        offsets: Vec<CommittedOffset>,
+        /// What the broker had: whether it stored a commit, what a Fetch answer held.
+        broker: String,
+    },
     /// Something the report should mention that is not a finding about the consumer.
     Warning {
         /// What happened.

@@ -177,6 +177,8 @@ pub(crate) struct FactsReader<'a> {
     survivors: Vec<SurvivingProcess>,
     warnings: Vec<String>,
     output_topics: Vec<OutputTopicRead>,
+    /// When the proxy answered a request with a protocol fault's reply (`replied` events).
+    reply_times: Vec<u64>,
 }
 
 /// The progress the judge counts work done by: the consumer's own stored offsets when the
@@ -399,6 +401,7 @@ impl<'a> FactsReader<'a> {
                 self.holds.count += 1;
                 self.holds.dropped += u64::from(!released);
             }
+            Event::Replied { .. } => self.reply_times.push(st.t_us),
             Event::Bypass {
                 instance,
                 incarnation,
@@ -507,7 +510,7 @@ impl<'a> FactsReader<'a> {
             warnings: self.warnings,
             output_topics: self.output_topics,
         };
-        facts.tally_faults();
+        facts.tally_faults(&self.reply_times);
         facts.warnings.extend(stored_note);
         if let Some((instance, incarnation, sink, sample)) = self.first_torn {
             facts.warnings.push(format!(
@@ -606,7 +609,13 @@ impl RunFacts<'_> {
     /// Fired means applied (DESIGN §12), never merely matched, and exercised: an application
     /// that hit nothing (see [`hit_nothing`]) does not count either. A planned fault never
     /// applied is unfired; one applied only when it hit nothing is listed apart.
-    fn tally_faults(&mut self) {
+    /// Sorts the planned faults into fired, never applied and applied without effect (`hit
+    /// nothing`: a process fault that reached no process, or a protocol fault armed on the
+    /// proxy that no `replied` event followed: no request came for it to answer).
+    fn tally_faults(&mut self, reply_times: &[u64]) {
+        let unanswered = |f: &FaultRecord| {
+            is_protocol_reply(f) && !reply_times.iter().any(|t| *t >= f.fired_at_us)
+        };
         let indices = |keep: &dyn Fn(&FaultRecord) -> bool| -> Vec<usize> {
             let mut v: Vec<usize> = self
                 .faults
@@ -618,7 +627,7 @@ impl RunFacts<'_> {
             v.dedup();
             v
         };
-        let fired = indices(&|f| f.applied && !hit_nothing(f));
+        let fired = indices(&|f| f.applied && !hit_nothing(f) && !unanswered(f));
         let applied = indices(&|f| f.applied);
         let planned_faults = self
             .run
@@ -654,6 +663,15 @@ impl RunFacts<'_> {
     pub(crate) fn end_reason(&self) -> Option<EndReason> {
         self.end.map(|(r, _)| r)
     }
+}
+
+/// True for a protocol fault (`commit_error`, `fetch_error`, `fetch_twice`, `heartbeat_error`):
+/// applying it arms the proxy; it is exercised only when the proxy answers a request with it.
+fn is_protocol_reply(f: &FaultRecord) -> bool {
+    matches!(
+        f.action.as_str(),
+        "commit_error" | "fetch_error" | "fetch_twice" | "heartbeat_error"
+    )
 }
 
 /// True when a fault was applied yet hit nothing: an action aimed at consumer processes or

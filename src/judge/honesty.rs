@@ -469,3 +469,39 @@ fn a_descendant_the_harness_ended_changes_nothing() {
     assert_eq!(rec.verdict, Verdict::Exact);
     assert_eq!(rec.exit_code(), 0);
 }
+
+#[test]
+fn a_protocol_fault_no_request_came_to_answer_is_not_exercised() {
+    let hit = vec![ProcessRef {
+        instance: 0,
+        incarnation: 1,
+    }];
+    // Armed on the proxy, but no `replied` event follows: nothing was answered with it.
+    let rec = with_only_fault(fault_record("fetch_error", hit.clone()));
+    assert_eq!(rec.verdict, Verdict::Inconclusive);
+    assert_eq!(rec.faults_hit_nothing.len(), 1);
+    assert_eq!(codes(&rec.inconclusive_reasons), vec!["faults_hit_nothing"]);
+
+    // Answered: exercised.
+    let mut tl = Tl::new();
+    tl.start(&["fetch_error: OFFSET_OUT_OF_RANGE"], 1, "at-least-once")
+        .produced("a", 0, 0)
+        .process(1, ProcessPhase::Started)
+        .push(fault_record("fetch_error", hit))
+        .push(Event::Replied {
+            instance: 0,
+            incarnation: 1,
+            api: "Fetch".into(),
+            version: 12,
+            sent: "OFFSET_OUT_OF_RANGE".into(),
+            offsets: Vec::new(),
+            broker: "records withheld".into(),
+        });
+    tl.effect("a", 1)
+        .progress(&[(0, 1)])
+        .end(EndReason::Settled);
+    let rec = analyze(&tl.events);
+    assert!(rec.faults_hit_nothing.is_empty());
+    assert_eq!(rec.faults_fired, [0]);
+    assert_eq!(rec.verdict, Verdict::Exact);
+}

@@ -94,6 +94,9 @@ pub struct Judgement {
     /// The sink's answers to effects held for `during: effect` faults, and how long (answered
     /// once the fault ended; `dropped`: withheld, the consumer was being stopped).
     pub effect_holds: Holds,
+    /// Requests the proxy answered with a protocol fault's reply (`commit_error`,
+    /// `fetch_error`): what the consumer was told and what the broker had.
+    pub replies: Vec<crate::judge::replies::Reply>,
     /// Consumer connections the run's watch found straight to the broker, past the proxy.
     pub bypasses: Vec<Bypass>,
     /// Planned faults that fired only while a bypass escaped them (not exercised).

@@ -48,6 +48,7 @@ mod ledger;
 pub mod mechanism;
 pub mod model;
 pub mod poison;
+pub mod replies;
 mod verdict;
 
 #[cfg(test)]
@@ -181,6 +182,7 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
         connections_closed: facts.connections_closed,
         holds: facts.holds,
         effect_holds: facts.effect_holds,
+        replies: replies::replies(events),
         bypasses: facts.bypasses,
         faults_bypassed: facts.faults_bypassed,
         output_topics: facts.output_topics,

@@ -79,6 +79,9 @@ pub fn apply(
             length,
         } => on_network(levers, target, network()?.latency(target, delay, length)),
         FaultAction::Sever { target } => on_network(levers, target, network()?.sever(target)),
+        FaultAction::Reply { target, reply } => {
+            on_network(levers, target, network()?.reply(target, reply))
+        }
         FaultAction::Rebalance { hold } => {
             let detail = levers.group.as_deref()?.rebalance(hold, protocol)?;
             Some(Applied {

@@ -73,6 +73,166 @@ pub enum FaultAction {
     },
     /// One more instance, or one fewer.
     Scale(ScaleStep),
+    /// The proxy answers the target's next request of one API with what the plan chose instead
+    /// of the broker's answer (a Kafka protocol fault: `commit_error`, `fetch_error`...).
+    Reply {
+        /// Whose connections.
+        target: Target,
+        /// What is answered, to which request.
+        reply: ProtocolReply,
+    },
+}
+
+/// A Kafka protocol fault: which request of the target is answered, and with what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolReply {
+    /// The next OffsetCommit is answered with `error` on every partition.
+    CommitError {
+        /// The error code the consumer is told.
+        error: KafkaError,
+        /// Whether the broker stores the commit.
+        form: CommitErrorForm,
+    },
+    /// The next Fetch response for the topic under test carries `error` on its partitions,
+    /// with no records.
+    FetchError {
+        /// The error code the consumer is told.
+        error: KafkaError,
+    },
+    /// The next Fetch response for the topic under test carries its first partition's
+    /// records twice (the batch repeated right after itself): a redelivery the client must
+    /// tolerate.
+    FetchTwice,
+    /// The next group heartbeat (classic Heartbeat or KIP-848 ConsumerGroupHeartbeat) is
+    /// answered with `error` (UNKNOWN_MEMBER_ID, FENCED_MEMBER_EPOCH: the member is fenced).
+    HeartbeatError {
+        /// The error code the consumer is told.
+        error: KafkaError,
+    },
+}
+
+/// Whether the broker stores a commit the consumer is told failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitErrorForm {
+    /// The proxy never forwards the offsets: the broker never stores them.
+    Dropped,
+    /// The proxy forwards the commit, the broker stores it, and the consumer is told it
+    /// failed.
+    Ambiguous,
+}
+
+/// The Kafka error codes a protocol fault may answer with (a closed set: the ones a consumer
+/// meets on the paths the proxy can fault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaError {
+    /// 1: the fetch offset is outside the log.
+    OffsetOutOfRange,
+    /// 3: the topic or partition is unknown to this broker.
+    UnknownTopicOrPartition,
+    /// 6: this broker does not lead the partition.
+    NotLeaderOrFollower,
+    /// 7: the request timed out on the broker.
+    RequestTimedOut,
+    /// 15: the group coordinator is not available.
+    CoordinatorNotAvailable,
+    /// 16: this broker is not the group's coordinator.
+    NotCoordinator,
+    /// 22: the generation is stale.
+    IllegalGeneration,
+    /// 25: the member is unknown to the coordinator (fenced).
+    UnknownMemberId,
+    /// 27: the group is rebalancing.
+    RebalanceInProgress,
+    /// 110: the member epoch is fenced (KIP-848).
+    FencedMemberEpoch,
+}
+
+impl KafkaError {
+    /// Every code, in code order.
+    pub const ALL: [KafkaError; 10] = [
+        KafkaError::OffsetOutOfRange,
+        KafkaError::UnknownTopicOrPartition,
+        KafkaError::NotLeaderOrFollower,
+        KafkaError::RequestTimedOut,
+        KafkaError::CoordinatorNotAvailable,
+        KafkaError::NotCoordinator,
+        KafkaError::IllegalGeneration,
+        KafkaError::UnknownMemberId,
+        KafkaError::RebalanceInProgress,
+        KafkaError::FencedMemberEpoch,
+    ];
+
+    /// The wire code.
+    pub fn code(self) -> i16 {
+        match self {
+            KafkaError::OffsetOutOfRange => 1,
+            KafkaError::UnknownTopicOrPartition => 3,
+            KafkaError::NotLeaderOrFollower => 6,
+            KafkaError::RequestTimedOut => 7,
+            KafkaError::CoordinatorNotAvailable => 15,
+            KafkaError::NotCoordinator => 16,
+            KafkaError::IllegalGeneration => 22,
+            KafkaError::UnknownMemberId => 25,
+            KafkaError::RebalanceInProgress => 27,
+            KafkaError::FencedMemberEpoch => 110,
+        }
+    }
+
+    /// Kafka's name for it (`REBALANCE_IN_PROGRESS`), as the plan writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            KafkaError::OffsetOutOfRange => "OFFSET_OUT_OF_RANGE",
+            KafkaError::UnknownTopicOrPartition => "UNKNOWN_TOPIC_OR_PARTITION",
+            KafkaError::NotLeaderOrFollower => "NOT_LEADER_OR_FOLLOWER",
+            KafkaError::RequestTimedOut => "REQUEST_TIMED_OUT",
+            KafkaError::CoordinatorNotAvailable => "COORDINATOR_NOT_AVAILABLE",
+            KafkaError::NotCoordinator => "NOT_COORDINATOR",
+            KafkaError::IllegalGeneration => "ILLEGAL_GENERATION",
+            KafkaError::UnknownMemberId => "UNKNOWN_MEMBER_ID",
+            KafkaError::RebalanceInProgress => "REBALANCE_IN_PROGRESS",
+            KafkaError::FencedMemberEpoch => "FENCED_MEMBER_EPOCH",
+        }
+    }
+
+    /// The code named `name` (Kafka's spelling), if it is one a fault may answer with.
+    pub fn from_name(name: &str) -> Option<KafkaError> {
+        KafkaError::ALL.into_iter().find(|e| e.name() == name)
+    }
+}
+
+impl CommitErrorForm {
+    /// The plan's word: `dropped` or `ambiguous`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommitErrorForm::Dropped => "dropped",
+            CommitErrorForm::Ambiguous => "ambiguous",
+        }
+    }
+}
+
+impl ProtocolReply {
+    /// The plan's word for the fault (`commit_error`, `fetch_error`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolReply::CommitError { .. } => "commit_error",
+            ProtocolReply::FetchError { .. } => "fetch_error",
+            ProtocolReply::FetchTwice => "fetch_twice",
+            ProtocolReply::HeartbeatError { .. } => "heartbeat_error",
+        }
+    }
+
+    /// What the consumer is told, in words: `REBALANCE_IN_PROGRESS (dropped)`.
+    pub fn describe(self) -> String {
+        match self {
+            ProtocolReply::CommitError { error, form } => {
+                format!("{} ({})", error.name(), form.as_str())
+            }
+            ProtocolReply::FetchError { error } | ProtocolReply::HeartbeatError { error } => {
+                error.name().to_string()
+            }
+            ProtocolReply::FetchTwice => "its records twice".to_string(),
+        }
+    }
 }
 
 /// The step of a `scale` fault.
@@ -140,6 +300,7 @@ impl FaultAction {
             FaultAction::Sever { .. } => "sever",
             FaultAction::Rebalance { .. } => "rebalance",
             FaultAction::Scale(_) => "scale",
+            FaultAction::Reply { reply, .. } => reply.name(),
         }
     }
 
@@ -151,7 +312,8 @@ impl FaultAction {
             | FaultAction::Pause { target, .. }
             | FaultAction::Partition { target, .. }
             | FaultAction::Latency { target, .. }
-            | FaultAction::Sever { target } => target,
+            | FaultAction::Sever { target }
+            | FaultAction::Reply { target, .. } => target,
             FaultAction::Rebalance { .. } | FaultAction::Scale(_) => Target::AllInstances,
         }
     }
@@ -166,7 +328,8 @@ impl FaultAction {
             FaultAction::Kill { .. }
             | FaultAction::Terminate { .. }
             | FaultAction::Sever { .. }
-            | FaultAction::Scale(_) => None,
+            | FaultAction::Scale(_)
+            | FaultAction::Reply { .. } => None,
         }
     }
 
@@ -179,17 +342,19 @@ impl FaultAction {
             | FaultAction::Latency { .. }
             | FaultAction::Sever { .. }
             | FaultAction::Rebalance { .. }
-            | FaultAction::Scale(_) => false,
+            | FaultAction::Scale(_)
+            | FaultAction::Reply { .. } => false,
         }
     }
 
     /// True for actions the proxy applies to the consumer's connections (partition, latency,
-    /// sever): a connection that bypasses the proxy escapes them.
+    /// sever, protocol replies): a connection that bypasses the proxy escapes them.
     pub fn on_proxied_connections(&self) -> bool {
         match self {
             FaultAction::Partition { .. }
             | FaultAction::Latency { .. }
-            | FaultAction::Sever { .. } => true,
+            | FaultAction::Sever { .. }
+            | FaultAction::Reply { .. } => true,
             FaultAction::Kill { .. }
             | FaultAction::Terminate { .. }
             | FaultAction::Pause { .. }
@@ -209,7 +374,8 @@ impl FaultAction {
             | FaultAction::Latency { .. }
             | FaultAction::Sever { .. }
             | FaultAction::Rebalance { .. }
-            | FaultAction::Scale(ScaleStep::Down { .. }) => 0,
+            | FaultAction::Scale(ScaleStep::Down { .. })
+            | FaultAction::Reply { .. } => 0,
         }
     }
 }
@@ -264,6 +430,9 @@ impl fmt::Display for Fault {
             FaultAction::Rebalance { hold } => write!(f, "{name}: group for {}", duration(hold))?,
             FaultAction::Scale(ScaleStep::Up) => write!(f, "{name}: +1")?,
             FaultAction::Scale(ScaleStep::Down { .. }) => write!(f, "{name}: -1")?,
+            FaultAction::Reply { target, reply } => {
+                write!(f, "{name}: {} on {target}", reply.describe())?
+            }
         }
         write!(f, " when {}", self.when)
     }

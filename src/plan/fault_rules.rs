@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use super::{
-    BrokerKind, Count, EventKind, Fault, FaultAction, FaultSpec, Moment, ScaleStep, Target,
-    Trigger, When, DEFAULT_GRACE,
+    BrokerKind, CommitErrorForm, Count, EventKind, Fault, FaultAction, FaultSpec, KafkaError,
+    Moment, ProtocolReply, ScaleStep, Target, Trigger, When, DEFAULT_GRACE,
 };
 
 /// Most times one `every` or `random` trigger may fire: the nemesis lays out every fire time
@@ -119,6 +119,16 @@ enum Written<'a> {
     Sever(Target),
     Rebalance(&'a str),
     Scale(i32),
+    Reply(WrittenReply<'a>),
+}
+
+/// A protocol-fault field of a written fault, with its value as written.
+#[derive(Debug, Clone, Copy)]
+enum WrittenReply<'a> {
+    CommitError(&'a str),
+    FetchError(&'a str),
+    FetchTwice(Target),
+    HeartbeatError(&'a str),
 }
 
 impl Written<'_> {
@@ -132,6 +142,10 @@ impl Written<'_> {
             Written::Sever(_) => "sever",
             Written::Rebalance(_) => "rebalance",
             Written::Scale(_) => "scale",
+            Written::Reply(WrittenReply::CommitError(_)) => "commit_error",
+            Written::Reply(WrittenReply::FetchError(_)) => "fetch_error",
+            Written::Reply(WrittenReply::FetchTwice(_)) => "fetch_twice",
+            Written::Reply(WrittenReply::HeartbeatError(_)) => "heartbeat_error",
         }
     }
 }
@@ -147,6 +161,17 @@ fn written_actions(spec: &FaultSpec) -> Vec<Written<'_>> {
         spec.sever.map(Written::Sever),
         spec.rebalance.as_deref().map(Written::Rebalance),
         spec.scale.map(Written::Scale),
+        spec.commit_error
+            .as_deref()
+            .map(|e| Written::Reply(WrittenReply::CommitError(e))),
+        spec.fetch_error
+            .as_deref()
+            .map(|e| Written::Reply(WrittenReply::FetchError(e))),
+        spec.fetch_twice
+            .map(|t| Written::Reply(WrittenReply::FetchTwice(t))),
+        spec.heartbeat_error
+            .as_deref()
+            .map(|e| Written::Reply(WrittenReply::HeartbeatError(e))),
     ]
     .into_iter()
     .flatten()
@@ -160,7 +185,7 @@ fn action(spec: &FaultSpec, ctx: &Context, found: &mut Findings) -> Option<Fault
         [] => {
             found.0.push(broken(
                 "",
-                "a fault needs an action: add `kill: consumer`, `terminate: consumer`, `pause: consumer`, `partition: consumer`, `latency: 200ms`, `sever: consumer`, `rebalance: group` or `scale: +1`",
+                "a fault needs an action: add `kill: consumer`, `terminate: consumer`, `pause: consumer`, `partition: consumer`, `latency: 200ms`, `sever: consumer`, `rebalance: group`, `scale: +1`, `commit_error: REBALANCE_IN_PROGRESS` or `fetch_error: OFFSET_OUT_OF_RANGE`",
             ));
             return None;
         }
@@ -240,7 +265,92 @@ fn action(spec: &FaultSpec, ctx: &Context, found: &mut Findings) -> Option<Fault
             ));
             return None;
         }
+        Written::Reply(written) => {
+            let action = protocol_reply(spec, written, found);
+            found.all([proxied(), kafka_only(&format!(".{name}"), ctx.kind)])?;
+            action?
+        }
     })
+}
+
+/// A protocol fault, with its error code by name and (`commit_error`) its form; every broken
+/// rule is kept in `found`.
+fn protocol_reply(
+    spec: &FaultSpec,
+    written: WrittenReply<'_>,
+    found: &mut Findings,
+) -> Option<FaultAction> {
+    Some(match written {
+        WrittenReply::CommitError(name) => {
+            let error = found.keep(kafka_error(".commit_error", name));
+            let form = found.keep(commit_form(spec.form.as_deref()));
+            reply(
+                spec,
+                ProtocolReply::CommitError {
+                    error: error?,
+                    form: form?,
+                },
+            )
+        }
+        WrittenReply::FetchError(name) => {
+            let error = found.keep(kafka_error(".fetch_error", name))?;
+            reply(spec, ProtocolReply::FetchError { error })
+        }
+        WrittenReply::HeartbeatError(name) => {
+            let error = found.keep(kafka_error(".heartbeat_error", name))?;
+            reply(spec, ProtocolReply::HeartbeatError { error })
+        }
+        WrittenReply::FetchTwice(target) => FaultAction::Reply {
+            target,
+            reply: ProtocolReply::FetchTwice,
+        },
+    })
+}
+
+/// A protocol reply on `target:` (default every instance).
+fn reply(spec: &FaultSpec, reply: ProtocolReply) -> FaultAction {
+    FaultAction::Reply {
+        target: spec.target.unwrap_or(Target::AllInstances),
+        reply,
+    }
+}
+
+/// A Kafka error code a protocol fault may answer with, by Kafka's name.
+fn kafka_error(path: &str, name: &str) -> Result<KafkaError, Broken> {
+    KafkaError::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = KafkaError::ALL.iter().map(|e| e.name()).collect();
+        broken(
+            path,
+            format!(
+                "unknown Kafka error `{name}`: write one of {}",
+                names.join(", ")
+            ),
+        )
+    })
+}
+
+/// `form:` of a `commit_error`: `dropped` or `ambiguous` (required: the two differ in what
+/// the broker stores).
+fn commit_form(form: Option<&str>) -> Result<CommitErrorForm, Broken> {
+    match form {
+        Some("dropped") => Ok(CommitErrorForm::Dropped),
+        Some("ambiguous") => Ok(CommitErrorForm::Ambiguous),
+        Some(_) | None => Err(broken(
+            ".form",
+            "`commit_error` needs `form: dropped` (the broker never stores the offsets) or `form: ambiguous` (the broker stores them; the consumer is told the commit failed)",
+        )),
+    }
+}
+
+/// A Kafka protocol fault needs a Kafka plan.
+fn kafka_only(path: &str, kind: BrokerKind) -> Result<(), Broken> {
+    match kind {
+        BrokerKind::Kafka => Ok(()),
+        BrokerKind::Amqp => Err(broken(
+            path,
+            "a Kafka protocol fault needs a Kafka plan (`broker.kind: kafka`)",
+        )),
+    }
 }
 
 /// `rebalance` names `group`, the one thing it can do.
@@ -269,7 +379,7 @@ fn rebalance_broker(kind: BrokerKind) -> Result<(), Broken> {
 fn parameters_fit(spec: &FaultSpec, action: &FaultAction, found: &mut Findings) {
     let (takes_grace, takes_target) = match action {
         FaultAction::Terminate { .. } | FaultAction::Scale(ScaleStep::Down { .. }) => (true, false),
-        FaultAction::Latency { .. } => (false, true),
+        FaultAction::Latency { .. } | FaultAction::Reply { .. } => (false, true),
         FaultAction::Kill { .. }
         | FaultAction::Pause { .. }
         | FaultAction::Partition { .. }
@@ -286,7 +396,20 @@ fn parameters_fit(spec: &FaultSpec, action: &FaultAction, found: &mut Findings) 
     if spec.target.is_some() && !takes_target {
         found.0.push(broken(
             ".target",
-            "`target` goes with `latency`; other actions name their target themselves",
+            "`target` goes with `latency`, `commit_error`, `fetch_error` or `heartbeat_error`; other actions name their target themselves",
+        ));
+    }
+    let takes_form = matches!(
+        action,
+        FaultAction::Reply {
+            reply: ProtocolReply::CommitError { .. },
+            ..
+        }
+    );
+    if spec.form.is_some() && !takes_form {
+        found.0.push(broken(
+            ".form",
+            "`form` goes with `commit_error` (`dropped` or `ambiguous`)",
         ));
     }
 }

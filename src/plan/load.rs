@@ -280,6 +280,56 @@ consumer: { command: [c] }\neffects: { sink: http }\nexpect: at-least-once\n";
         assert!(e.contains("`grace` goes with"), "{e}");
     }
 
+    #[test]
+    fn protocol_faults_parse_with_their_error_by_name_and_form() {
+        let src = format!(
+            "{MINIMAL}faults:\n  - commit_error: REBALANCE_IN_PROGRESS\n    form: dropped\n    when: {{ before: commit, nth: 5 }}\n  - commit_error: REQUEST_TIMED_OUT\n    form: ambiguous\n    target: consumer[0]\n    when: {{ before: commit, nth: 7 }}\n  - fetch_error: OFFSET_OUT_OF_RANGE\n    when: {{ at: 2s }}\n  - fetch_twice: consumer[0]\n    when: {{ after: effect, nth: 3 }}\n  - heartbeat_error: UNKNOWN_MEMBER_ID\n    when: {{ at: 4s }}\n"
+        );
+        let plan = parse_plan(Path::new("p.yaml"), &src).unwrap();
+        let faults: Vec<String> = plan.loaded.faults.iter().map(|f| f.to_string()).collect();
+        assert_eq!(
+            faults,
+            [
+                "commit_error: REBALANCE_IN_PROGRESS (dropped) on consumer when before: commit, nth: 5",
+                "commit_error: REQUEST_TIMED_OUT (ambiguous) on consumer[0] when before: commit, nth: 7",
+                "fetch_error: OFFSET_OUT_OF_RANGE on consumer when at: 2s",
+                "fetch_twice: its records twice on consumer[0] when after: effect, nth: 3",
+                "heartbeat_error: UNKNOWN_MEMBER_ID on consumer when at: 4s",
+            ]
+        );
+        assert!(plan.loaded.faults.iter().all(|f| f.through_proxy()));
+    }
+
+    #[test]
+    fn protocol_faults_name_a_known_error_a_form_and_need_kafka_and_the_proxy() {
+        let e = error_of(&format!(
+            "{MINIMAL}faults:\n  - commit_error: REBALANCING\n    form: dropped\n    when: {{ at: 1s }}\n"
+        ));
+        assert!(e.starts_with("p.yaml:8:"), "{e}");
+        assert!(e.contains("REBALANCE_IN_PROGRESS"), "{e}");
+        let e = error_of(&format!(
+            "{MINIMAL}faults:\n  - commit_error: REBALANCE_IN_PROGRESS\n    when: {{ at: 1s }}\n"
+        ));
+        assert!(e.contains("form: dropped"), "{e}");
+        let e = error_of(&format!(
+            "{MINIMAL}faults:\n  - fetch_error: OFFSET_OUT_OF_RANGE\n    form: dropped\n    when: {{ at: 1s }}\n"
+        ));
+        assert!(e.contains("`form` goes with `commit_error`"), "{e}");
+        let no_proxy = MINIMAL.replace("{ command: [c] }", "{ command: [c], via_proxy: false }");
+        let e = error_of(&format!(
+            "{no_proxy}faults:\n  - fetch_error: NOT_LEADER_OR_FOLLOWER\n    when: {{ at: 1s }}\n"
+        ));
+        assert!(e.contains("via_proxy"), "{e}");
+        let amqp = MINIMAL.replace(
+            "kind: kafka",
+            "kind: amqp, url: \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+        );
+        let e = error_of(&format!(
+            "{amqp}faults:\n  - fetch_error: NOT_LEADER_OR_FOLLOWER\n    when: {{ at: 1s }}\n"
+        ));
+        assert!(e.contains("needs a Kafka plan"), "{e}");
+    }
+
     /// The `file:line` of every problem, in the order shown.
     fn lines_of(e: &PlanError) -> Vec<usize> {
         e.problems

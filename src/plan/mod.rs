@@ -28,7 +28,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use effect_id::Extractor;
-pub use fault::{Fault, FaultAction, Moment, ScaleStep, Trigger, DEFAULT_GRACE};
+pub use fault::{
+    CommitErrorForm, Fault, FaultAction, KafkaError, Moment, ProtocolReply, ScaleStep, Trigger,
+    DEFAULT_GRACE,
+};
 pub use load::{load_plan, parse_plan, PlanError, PlanProblem};
 pub use span::Position;
 pub use validate::{LONGEST, MOST_INSTANCES, MOST_PARTITIONS};
@@ -528,7 +531,7 @@ pub struct FaultSpec {
     /// Close the target's broker connections with a TCP reset.
     #[serde(default)]
     pub sever: Option<Target>,
-    /// Who `latency` applies to (default: every instance).
+    /// Who `latency`, `commit_error` and `fetch_error` apply to (default: every instance).
     #[serde(default)]
     pub target: Option<Target>,
     /// `group`: a transient member (the harness's own consumer) joins the consumer's group,
@@ -540,6 +543,28 @@ pub struct FaultSpec {
     /// gracefully (SIGTERM, SIGKILL after `grace`) and do not restart it.
     #[serde(default)]
     pub scale: Option<i32>,
+    /// Kafka: the target's next OffsetCommit is answered with this error code, by name
+    /// (`REBALANCE_IN_PROGRESS`, `COORDINATOR_NOT_AVAILABLE`, `REQUEST_TIMED_OUT`...); `form`
+    /// says whether the broker stores it.
+    #[serde(default)]
+    pub commit_error: Option<String>,
+    /// With `commit_error`: `dropped` (the broker never sees the offsets) or `ambiguous` (the
+    /// broker stores them; the consumer is told the commit failed).
+    #[serde(default)]
+    pub form: Option<String>,
+    /// Kafka: the target's next Fetch response for the topic under test carries this error
+    /// code on its partitions, with no records (`OFFSET_OUT_OF_RANGE`,
+    /// `NOT_LEADER_OR_FOLLOWER`...).
+    #[serde(default)]
+    pub fetch_error: Option<String>,
+    /// Kafka: the target's next Fetch response for the topic under test carries its records
+    /// twice (`fetch_twice: consumer` or `consumer[i]`).
+    #[serde(default)]
+    pub fetch_twice: Option<Target>,
+    /// Kafka: the target's next group heartbeat is answered with this error code, by name
+    /// (`UNKNOWN_MEMBER_ID` for the classic protocol, `FENCED_MEMBER_EPOCH` for KIP-848).
+    #[serde(default)]
+    pub heartbeat_error: Option<String>,
     /// Duration of a pause, partition, latency or rebalance.
     #[serde(default, rename = "for", with = "humantime_serde")]
     #[schemars(with = "Option<String>")]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::plan::Target;
+use crate::plan::{ProtocolReply, Target};
 
 /// Network faults on a consumer's broker connections, applied by a protocol-aware proxy.
 /// Each returns a description of what it hit, or `None` when the target has no connection
@@ -17,4 +17,10 @@ pub trait NetworkControl: Send + Sync {
     fn latency(&self, target: Target, delay: Duration, length: Duration) -> Option<String>;
     /// Close the target's connections with a TCP reset.
     fn sever(&self, target: Target) -> Option<String>;
+    /// Answer the target's next request of `reply`'s API with `reply` instead of the broker's
+    /// answer (Kafka protocol faults). A proxy that cannot fault that protocol applies nothing.
+    fn reply(&self, target: Target, reply: ProtocolReply) -> Option<String> {
+        let _ = (target, reply);
+        None
+    }
 }

@@ -1,6 +1,8 @@
 //! The per-instance connection [`Registry`] and the network faults on it (partition, latency,
 //! sever): a fault is set per instance, so connections the instance opens while it lasts obey it
-//! too; each connection's pumps consult it through their [`FaultView`].
+//! too; each connection's pumps consult it through their [`FaultView`]. It also keeps the
+//! protocol replies armed per instance ([`Registry::arm_reply`]): the protocol's handler takes
+//! one ([`Registry::take_reply`]) when the request it answers comes by, once.
 //!
 //! Invariants: a fault needs at least one live connection to count as applied (else the action
 //! reports nothing); a partition or latency heals by itself after its length, and waits end at
@@ -14,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::plan::Target;
+use crate::plan::{ProtocolReply, Target};
 
 /// The network faults in force on one instance.
 #[derive(Debug, Default, Clone, Copy)]
@@ -27,6 +29,8 @@ struct RegistryInner {
     next_id: u64,
     conns: Vec<HashMap<u64, CancellationToken>>,
     faults: Vec<InstanceFaults>,
+    /// Per instance, the protocol replies armed and not yet given, oldest first.
+    replies: Vec<Vec<ProtocolReply>>,
 }
 
 /// The live proxied connections of every instance, and the network faults on them. A fault
@@ -103,6 +107,7 @@ impl Registry {
                 next_id: 0,
                 conns: (0..instances).map(|_| HashMap::new()).collect(),
                 faults: vec![InstanceFaults::default(); instances as usize],
+                replies: vec![Vec::new(); instances as usize],
             })),
             stop,
         }
@@ -200,6 +205,48 @@ impl Registry {
                 humantime::format_duration(length)
             )
         })
+    }
+
+    /// Arms `reply` on the target's instances (those with a live connection): the next request
+    /// it answers on any of their connections gets it, once per instance.
+    pub fn arm_reply(&self, target: Target, reply: ProtocolReply) -> Option<String> {
+        let instances = self.instances_of(target);
+        let mut inner = self.lock();
+        let live: Vec<usize> = instances
+            .into_iter()
+            .filter(|&i| !inner.conns[i].is_empty())
+            .collect();
+        for &i in &live {
+            inner.replies[i].push(reply);
+        }
+        (!live.is_empty()).then(|| {
+            format!(
+                "armed {} on {target} ({} instance{}): the next {} is answered {}",
+                reply.name(),
+                live.len(),
+                plural(live.len()),
+                match reply {
+                    ProtocolReply::CommitError { .. } => "OffsetCommit",
+                    ProtocolReply::FetchError { .. } | ProtocolReply::FetchTwice => {
+                        "Fetch of the topic under test"
+                    }
+                    ProtocolReply::HeartbeatError { .. } => "group heartbeat",
+                },
+                reply.describe()
+            )
+        })
+    }
+
+    /// Takes the oldest reply armed on `instance` that `answers` accepts, if any.
+    pub fn take_reply(
+        &self,
+        instance: u32,
+        answers: impl Fn(&ProtocolReply) -> bool,
+    ) -> Option<ProtocolReply> {
+        let mut inner = self.lock();
+        let armed = inner.replies.get_mut(instance as usize)?;
+        let at = armed.iter().position(answers)?;
+        Some(armed.remove(at))
     }
 
     /// Closes the target's connections with a reset on both sides.

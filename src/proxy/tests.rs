@@ -149,3 +149,29 @@ async fn a_partition_holds_frames_until_it_heals() {
     guard.view.pass(start).await;
     assert!(start.elapsed() >= Duration::from_millis(200));
 }
+
+#[test]
+fn a_protocol_reply_needs_a_live_connection_and_is_taken_once_by_the_request_it_answers() {
+    use crate::plan::{CommitErrorForm, KafkaError, ProtocolReply};
+    let registry = Registry::new(2, CancellationToken::new());
+    let refuse = ProtocolReply::CommitError {
+        error: KafkaError::RebalanceInProgress,
+        form: CommitErrorForm::Dropped,
+    };
+    // No connection yet: not applied.
+    assert_eq!(registry.arm_reply(Target::AllInstances, refuse), None);
+    let _conn = registry.register(1);
+    let detail = registry.arm_reply(Target::AllInstances, refuse).unwrap();
+    assert!(detail.contains("1 instance"), "{detail}");
+    assert!(
+        detail.contains("REBALANCE_IN_PROGRESS (dropped)"),
+        "{detail}"
+    );
+    let is_commit = |r: &ProtocolReply| matches!(r, ProtocolReply::CommitError { .. });
+    let is_fetch = |r: &ProtocolReply| matches!(r, ProtocolReply::FetchTwice);
+    // Instance 0 had no connection: nothing armed there; a Fetch does not take a commit's.
+    assert_eq!(registry.take_reply(0, is_commit), None);
+    assert_eq!(registry.take_reply(1, is_fetch), None);
+    assert_eq!(registry.take_reply(1, is_commit), Some(refuse));
+    assert_eq!(registry.take_reply(1, is_commit), None, "once");
+}

@@ -64,6 +64,8 @@ struct JsonReport<'a> {
     holds: &'a crate::judge::Holds,
     /// The sink's answers held for `during: effect` faults, and how long.
     effect_holds: &'a crate::judge::Holds,
+    /// Requests the proxy answered with a protocol fault's reply, and what the broker had.
+    protocol_replies: &'a [crate::judge::replies::Reply],
     /// Proxied consumer connections that ended before the run did (AMQP).
     connections_closed: &'a [crate::judge::ConnectionClosed],
     /// Partition ownership over time (assignments seen by the proxy).
@@ -342,6 +344,7 @@ pub fn render(rec: &Judgement) -> std::io::Result<String> {
         connections_closed: &rec.connections_closed,
         holds: &rec.holds,
         effect_holds: &rec.effect_holds,
+        protocol_replies: &rec.replies,
         consumer_settings: &rec.consumer_settings,
         incarnations: &rec.incarnations,
         progress: rec.last_progress.as_ref(),

@@ -412,6 +412,9 @@ fn timeline(md: &mut String, rec: &Judgement) {
     incarnation_rows(&mut rows, rec);
     connection_rows(&mut rows, rec);
     ownership_rows(&mut rows, rec);
+    for r in &rec.replies {
+        rows.push((r.t_us, r.describe()));
+    }
     end_rows(&mut rows, rec);
     // A stable sort: rows of one instant keep the order above.
     rows.sort_by_key(|(t, _)| *t);

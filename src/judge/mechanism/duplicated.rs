@@ -118,6 +118,26 @@ impl Index<'_> {
             ev.push(delivery_evidence(d.t_us, d.seq, w1, note));
         }
         let window = (first_handed, t2);
+        if let Some(d) = handed
+            .windows(2)
+            .find(|pair| pair[0].seq == pair[1].seq)
+            .map(|pair| pair[0])
+        {
+            ev.push(Evidence {
+                t_us: d.t_us,
+                seq: Some(d.seq),
+                what: format!(
+                    "one Fetch response carried it twice to {} (the same offset in a repeated \
+                     batch), and its client handed both copies to the application",
+                    name(w1)
+                ),
+            });
+            let fault = self.fault_on(&[w1], (0, d.t_us), false);
+            if let Some((seq, f)) = fault {
+                ev.push(fault_evidence(seq, f));
+            }
+            return Finding::blaming(Mechanism::FetchedTwice, fault, ev);
+        }
         if let Some(mark) = self.marked_done(a, w1, t2) {
             ev.push(self.marked_evidence(w1, mark));
             let fault = self.fault_on(&[w1], window, true);

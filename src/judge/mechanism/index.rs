@@ -111,6 +111,21 @@ pub(crate) struct Index<'a> {
     rejoins: Vec<(u64, u64, ProcessRef)>,
     /// Anomalous IDs the broker stored at more than one offset.
     stored_twice: HashSet<&'a str>,
+    /// Fetch responses the proxy answered with a `fetch_error` reply, in time order.
+    pub(crate) fetch_errors: Vec<FetchError<'a>>,
+}
+
+/// A Fetch the proxy answered with an error instead of the broker's records (a `replied`
+/// event of a `fetch_error` fault).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FetchError<'a> {
+    pub(crate) t_us: u64,
+    pub(crate) seq: u64,
+    pub(crate) to: ProcessRef,
+    /// The error code the consumer was told.
+    pub(crate) sent: &'a str,
+    /// The fetch positions it had asked from.
+    pub(crate) positions: &'a [CommittedOffset],
 }
 
 /// The index while it is built, with the scratch state of the pass.
@@ -152,6 +167,7 @@ impl<'a> Index<'a> {
                 member_assignments: Vec::new(),
                 rejoins: Vec::new(),
                 stored_twice: HashSet::new(),
+                fetch_errors: Vec::new(),
             },
             ids: wanted.iter().map(|a| a.id.as_str()).collect(),
             topic: info.map(|i| i.topic.as_str()).unwrap_or_default(),
@@ -221,9 +237,23 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// Deliveries and group changes.
+    /// Deliveries, group changes and the proxy's Fetch error replies.
     fn observe_group(&mut self, st: &'a Stamped) {
         match &st.event {
+            Event::Replied {
+                instance,
+                incarnation,
+                api,
+                sent,
+                offsets,
+                ..
+            } if api == "Fetch" => self.index.fetch_errors.push(FetchError {
+                t_us: st.t_us,
+                seq: st.seq,
+                to: pref(*instance, *incarnation),
+                sent,
+                positions: offsets,
+            }),
             Event::Delivered {
                 id,
                 instance,

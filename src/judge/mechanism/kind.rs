@@ -31,6 +31,9 @@ pub enum Mechanism {
     RedeliveredSameProcess,
     /// The same process applied the effect more than once from one delivery.
     ConsumerRetry,
+    /// One Fetch response carried the same record twice (a repeated batch: `fetch_twice`, or a
+    /// broker-side redelivery) and the client handed both copies to the application.
+    FetchedTwice,
     /// The broker stored the message twice (a producer retry): two offsets, one ID.
     ProducerDuplicate,
     /// Delivered and applied again although the broker had accepted a commit (ack) covering
@@ -45,6 +48,10 @@ pub enum Mechanism {
     /// Committed past by a consumer that was never handed it (Kafka: no Fetch response
     /// carried its offset to the committer): an offset reset to the end, or a seek ahead.
     NeverDelivered,
+    /// Committed past by a consumer that was never handed it, after a Fetch was answered
+    /// OFFSET_OUT_OF_RANGE (a `fetch_error` fault) and its client reset its position past the
+    /// message (`auto.offset.reset=latest`): a silent skip.
+    OffsetResetSkipped,
     /// Committed (acked) before its effect by a consumer still running when the run ended
     /// before it settled: work cut off by the end of the run, or skipped; the evidence cannot
     /// tell which.
@@ -69,11 +76,13 @@ impl Mechanism {
             Mechanism::Zombie => "zombie",
             Mechanism::RedeliveredSameProcess => "redelivered_same_process",
             Mechanism::ConsumerRetry => "consumer_retry",
+            Mechanism::FetchedTwice => "fetched_twice",
             Mechanism::ProducerDuplicate => "producer_duplicate",
             Mechanism::RedeliveredAfterCommit => "redelivered_after_commit",
             Mechanism::Skipped => "skipped",
             Mechanism::DroppedByConsumer => "dropped_by_consumer",
             Mechanism::NeverDelivered => "never_delivered",
+            Mechanism::OffsetResetSkipped => "offset_reset_skipped",
             Mechanism::UnfinishedAtEnd => "unfinished_at_end",
             Mechanism::EffectOutsideTransaction => "effect_outside_transaction",
             Mechanism::Unexplained => "unexplained",
@@ -114,6 +123,9 @@ impl Mechanism {
                 "Handed again to the same process (its own requeue, a recover or a reconnect), applied again"
             }
             (Mechanism::ConsumerRetry, _) => "Consumer-side retry: one process applied it twice",
+            (Mechanism::FetchedTwice, _) => {
+                "Delivered twice in one Fetch response (a repeated batch), applied once per copy"
+            }
             (Mechanism::ProducerDuplicate, _) => {
                 "Stored twice by the broker (a producer retry), applied once per copy"
             }
@@ -130,6 +142,9 @@ impl Mechanism {
             }
             (Mechanism::NeverDelivered, _) => {
                 "Committed past by a consumer that never received it (offset reset or seek ahead)"
+            }
+            (Mechanism::OffsetResetSkipped, _) => {
+                "Skipped by an offset reset: a Fetch answered OFFSET_OUT_OF_RANGE, the position jumped past it (never received, committed past)"
             }
             (Mechanism::UnfinishedAtEnd, false) => {
                 "Committed before its effect; the run ended with the consumer still running (never applied)"
@@ -180,6 +195,9 @@ impl Mechanism {
             (Mechanism::ConsumerRetry, _) => {
                 "The consumer retried an effect within one process: send the same idempotency key on every retry, or check the first attempt's outcome before retrying."
             }
+            (Mechanism::FetchedTwice, _) => {
+                "The client does not drop a record repeated within one Fetch answer: make the effect idempotent (an idempotency key keyed by the message ID), or skip records at or below the last offset processed per partition."
+            }
             (Mechanism::ProducerDuplicate, _) => {
                 "Enable the idempotent producer (enable.idempotence=true) or deduplicate on the message ID."
             }
@@ -194,6 +212,9 @@ impl Mechanism {
             }
             (Mechanism::NeverDelivered, _) => {
                 "The consumer jumped over messages it never read: use auto.offset.reset=earliest for a group that must not miss work, and do not seek past uncommitted offsets."
+            }
+            (Mechanism::OffsetResetSkipped, _) => {
+                "auto.offset.reset=latest turns an out-of-range fetch into silent loss: use `earliest` (or `none` and handle the error: alert, then seek to the committed offset or the log start), and monitor resets."
             }
             (Mechanism::UnfinishedAtEnd, _) => {
                 "Mark work done only after its effect: a stop (a deploy, or the end of this run) loses whatever was marked done and not yet applied. If the run's deadline cut the work short, raise `limits.deadline`."

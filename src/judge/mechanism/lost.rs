@@ -12,7 +12,7 @@
 use crate::judge::mechanism::evidence::{
     delivery_evidence, fault_evidence, name, Evidence, Finding,
 };
-use crate::judge::mechanism::index::{Exit, Index};
+use crate::judge::mechanism::index::{Exit, FetchError, Index};
 use crate::judge::mechanism::kind::Mechanism;
 use crate::judge::model::Anomaly;
 use crate::timeline::{AckVerb, ProcessRef};
@@ -73,6 +73,9 @@ impl Index<'_> {
             },
         });
         if !self.amqp && !mark.no_ack && !self.deliveries_of(&a.id).any(|d| d.to == mark.who) {
+            if let Some(reset) = self.reset_before(a, mark) {
+                return self.offset_reset(a, mark, reset, ev);
+            }
             return self.never_delivered(a, mark.who, ev);
         }
         self.after_marking(mark, ev)
@@ -114,6 +117,58 @@ impl Index<'_> {
             seq: None,
             what,
         }
+    }
+
+    /// The proxy's OFFSET_OUT_OF_RANGE answer to a Fetch of `mark.who` from at or before the
+    /// message's offset, before the commit that passed it: the consumer's position was reset
+    /// over it (`auto.offset.reset=latest`).
+    fn reset_before(&self, a: &Anomaly, mark: Mark) -> Option<&FetchError<'_>> {
+        let (partition, offset) = (a.partition?, a.offset?);
+        self.fetch_errors.iter().find(|f| {
+            f.to == mark.who
+                && f.t_us <= mark.t_us
+                && f.sent == "OFFSET_OUT_OF_RANGE"
+                && f.positions
+                    .iter()
+                    .any(|p| p.partition == partition && p.offset <= offset)
+        })
+    }
+
+    /// Lost to an offset reset: the proxy told `mark.who` its fetch position was out of range,
+    /// the client reset it past the message, and its commit then passed the message it was
+    /// never handed. The `fetch_error` fault that armed the reply is named.
+    fn offset_reset(
+        &self,
+        a: &Anomaly,
+        mark: Mark,
+        reset: &FetchError<'_>,
+        mut ev: Vec<Evidence>,
+    ) -> Finding {
+        let from: Vec<String> = reset
+            .positions
+            .iter()
+            .map(|p| format!("offset {} of partition {}", p.offset, p.partition))
+            .collect();
+        ev.push(Evidence {
+            t_us: reset.t_us,
+            seq: Some(reset.seq),
+            what: format!(
+                "the proxy answered {}'s Fetch from {} with {}: its client reset its position \
+                 (auto.offset.reset) past {}, which no Fetch response ever carried to it",
+                name(mark.who),
+                from.join(", "),
+                reset.sent,
+                match (a.partition, a.offset) {
+                    (Some(p), Some(o)) => format!("offset {o} of partition {p}"),
+                    _ => "the message".to_owned(),
+                }
+            ),
+        });
+        let fault = self.fault_on(&[mark.who], (0, reset.t_us), false);
+        if let Some((fseq, f)) = fault {
+            ev.push(fault_evidence(fseq, f));
+        }
+        Finding::blaming(Mechanism::OffsetResetSkipped, fault, ev)
     }
 
     /// Kafka: `who` committed past the message without any Fetch response carrying it to

@@ -775,3 +775,90 @@ fn work_requeued_when_the_harness_stops_a_consumer_after_the_run_is_not_a_crash(
         "{facts:?}"
     );
 }
+
+#[test]
+fn offsets_skipped_after_an_out_of_range_fetch_reply_are_offset_reset_skipped() {
+    // The proxy answered consumer[0]#1's Fetch from offset 1 with OFFSET_OUT_OF_RANGE (a
+    // fetch_error fault); its client reset to the end (3) and committed past m-1 and m-2,
+    // which no Fetch response carried to it. m-0 went before the reset and is EXACT.
+    let mut run = Run::kafka(4);
+    run.started(0, 1)
+        .assigned(0, 1, &[0])
+        .delivered("m-0", 0, 1)
+        .effect("m-0", 0, 1)
+        .committed(0, 1, 1)
+        .fault(0, "fetch_error", &[(0, 1)], 0);
+    run.tl.push(Event::Replied {
+        instance: 0,
+        incarnation: 1,
+        api: "Fetch".into(),
+        version: 12,
+        sent: "OFFSET_OUT_OF_RANGE".into(),
+        offsets: vec![committed("orders-r1", 0, 1)],
+        broker: "records withheld".into(),
+    });
+    let mech = run
+        .delivered("m-3", 0, 1)
+        .effect("m-3", 0, 1)
+        .committed(0, 1, 4)
+        .end(4);
+    for id in ["m-1", "m-2"] {
+        assert_eq!(mech.of(id), Some(Mechanism::OffsetResetSkipped), "{id}");
+    }
+    assert_eq!(mech.of("m-0"), None);
+    assert_eq!(fault_of(&mech, Mechanism::OffsetResetSkipped), Some(0));
+    let facts = facts_of(&mech, Mechanism::OffsetResetSkipped);
+    assert!(
+        facts
+            .iter()
+            .any(|f| f.contains("with OFFSET_OUT_OF_RANGE: its client reset its position")),
+        "{facts:?}"
+    );
+}
+
+#[test]
+fn a_record_carried_twice_by_one_fetch_response_and_applied_twice_is_fetched_twice() {
+    // A fetch_twice fault: one delivered_batch lists m-1 twice (the batch repeated); the
+    // client handed both copies over and consumer[0]#1 applied it twice, committing between.
+    let mut run = Run::kafka(3);
+    run.started(0, 1)
+        .assigned(0, 1, &[0])
+        .fault(0, "fetch_twice", &[(0, 1)], 0);
+    run.tl.push(Event::DeliveredBatch {
+        instance: 0,
+        incarnation: 1,
+        partition: 0,
+        records: [
+            (0, "m-0"),
+            (1, "m-1"),
+            (2, "m-2"),
+            (0, "m-0"),
+            (1, "m-1"),
+            (2, "m-2"),
+        ]
+        .into_iter()
+        .collect(),
+    });
+    let mech = run
+        .effect("m-0", 0, 1)
+        .committed(0, 1, 1)
+        .effect("m-1", 0, 1)
+        .committed(0, 1, 2)
+        .effect("m-2", 0, 1)
+        .committed(0, 1, 3)
+        .effect("m-0", 0, 1)
+        .effect("m-1", 0, 1)
+        .effect("m-2", 0, 1)
+        .end(3);
+    for id in ["m-0", "m-1", "m-2"] {
+        assert_eq!(mech.of(id), Some(Mechanism::FetchedTwice), "{id}");
+    }
+    assert_eq!(fault_of(&mech, Mechanism::FetchedTwice), Some(0));
+    let facts = facts_of(&mech, Mechanism::FetchedTwice);
+    assert!(
+        facts
+            .iter()
+            .any(|f| f.contains("one Fetch response carried it twice")),
+        "{facts:?}"
+    );
+}

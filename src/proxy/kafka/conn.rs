@@ -331,10 +331,12 @@ impl Conn {
                 Handled::Forward(frame)
             }
             ApiKey::Heartbeat => {
+                let frame = self.heartbeat_or_fence(frame, key, version);
                 self.heartbeat_response(&frame, version, &p.ctx);
                 Handled::Forward(frame)
             }
             ApiKey::ConsumerGroupHeartbeat => {
+                let frame = self.heartbeat_or_fence(frame, key, version);
                 self.consumer_group_heartbeat_response(&frame, version, &p.ctx)
                     .await;
                 Handled::Forward(frame)

@@ -7,6 +7,11 @@
 //! response's bytes) so the response is forwarded without waiting for them; records before the
 //! offset the client asked from are never counted as delivered; a partition whose records cannot
 //! be read fails the run (the evidence would be incomplete).
+//!
+//! A `fetch_error` armed on the instance is taken by its next Fetch response that carries
+//! records of the topic under test: those partitions go to the client with the error code and
+//! no records (re-encoded at the request's version), nothing of them counts as delivered, and
+//! a `replied` event names the positions the client had asked from.
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
@@ -16,8 +21,9 @@ use super::lock;
 use super::records::delivered_records;
 use super::rewrite::RewriteError;
 use super::wire::{decode_response, encode_response};
+use crate::plan::{KafkaError, ProtocolReply};
 use crate::proxy::Handled;
-use crate::timeline::Event;
+use crate::timeline::{CommittedOffset, Event};
 
 /// One partition's records in a Fetch response, and what reading their deliveries needs.
 pub(super) struct FetchedPartition {
@@ -79,7 +85,29 @@ impl Conn {
         // Only what the records' reading needs is taken now (the fetch positions as this
         // response answers them); the records are read by the caller.
         *fetched = self.fetched_partitions(&body, read_committed);
-        if body.node_endpoints.is_empty() {
+        let armed = if fetched.is_empty() {
+            None
+        } else {
+            self.shared.registry.take_reply(self.instance, |r| {
+                matches!(
+                    r,
+                    ProtocolReply::FetchError { .. } | ProtocolReply::FetchTwice
+                )
+            })
+        };
+        let refused = match armed {
+            Some(ProtocolReply::FetchError { error }) => {
+                self.refuse_fetch(&mut body, std::mem::take(fetched), error, version);
+                true
+            }
+            Some(ProtocolReply::FetchTwice) => {
+                self.fetch_twice(&mut body, fetched, version);
+                true
+            }
+            Some(ProtocolReply::CommitError { .. } | ProtocolReply::HeartbeatError { .. })
+            | None => false,
+        };
+        if body.node_endpoints.is_empty() && !refused {
             return Ok(Handled::Forward(frame));
         }
         for n in &mut body.node_endpoints {
@@ -88,6 +116,102 @@ impl Conn {
         Ok(Handled::Forward(encode_response(
             &header, key, version, &body,
         )?))
+    }
+
+    /// Puts `error` on the partitions of `refused` in `body` in place of their records, and
+    /// records what the client was told (a `replied` event).
+    fn refuse_fetch(
+        &self,
+        body: &mut FetchResponse,
+        refused: Vec<FetchedPartition>,
+        error: KafkaError,
+        version: i16,
+    ) {
+        let mut withheld = 0usize;
+        for t in &mut body.responses {
+            let topic = self
+                .shared
+                .topic_name(t.topic.0.as_str(), t.topic_id.as_bytes());
+            if topic != self.shared.topic {
+                continue;
+            }
+            for p in &mut t.partitions {
+                if refused.iter().any(|f| f.partition == p.partition_index) {
+                    withheld += p.records.as_ref().map_or(0, Bytes::len);
+                    p.error_code = error.code();
+                    // Empty, not null: librdkafka refuses a null record set in a flexible
+                    // Fetch ("invalid MessageSetSize -1") before it reads the error.
+                    p.records = Some(Bytes::new());
+                    p.aborted_transactions = None;
+                }
+            }
+        }
+        let offsets = refused
+            .iter()
+            .map(|f| CommittedOffset {
+                topic: f.topic.clone(),
+                partition: f.partition,
+                offset: f.fetch_offset,
+            })
+            .collect();
+        self.record(Event::Replied {
+            instance: self.instance,
+            incarnation: self.incarnation,
+            api: "Fetch".into(),
+            version,
+            sent: error.name().into(),
+            offsets,
+            broker: format!(
+                "the broker's answer carried {withheld} bytes of records from the fetch positions; none reached the client"
+            ),
+        });
+    }
+
+    /// Repeats the records of the first partition of `fetched` right after themselves in
+    /// `body` (the deliveries then list what was sent: every record twice), and records it.
+    fn fetch_twice(
+        &self,
+        body: &mut FetchResponse,
+        fetched: &mut [FetchedPartition],
+        version: i16,
+    ) {
+        let Some(first) = fetched.first_mut() else {
+            return;
+        };
+        let mut twice = Vec::with_capacity(first.records.len() * 2);
+        twice.extend_from_slice(&first.records);
+        twice.extend_from_slice(&first.records);
+        let twice = Bytes::from(twice);
+        for t in &mut body.responses {
+            let topic = self
+                .shared
+                .topic_name(t.topic.0.as_str(), t.topic_id.as_bytes());
+            if topic != self.shared.topic {
+                continue;
+            }
+            for p in &mut t.partitions {
+                if p.partition_index == first.partition {
+                    p.records = Some(twice.clone());
+                }
+            }
+        }
+        let bytes = first.records.len();
+        first.records = twice;
+        self.record(Event::Replied {
+            instance: self.instance,
+            incarnation: self.incarnation,
+            api: "Fetch".into(),
+            version,
+            sent: "RECORDS_TWICE".into(),
+            offsets: vec![CommittedOffset {
+                topic: first.topic.clone(),
+                partition: first.partition,
+                offset: first.fetch_offset,
+            }],
+            broker: format!(
+                "the broker's answer carried {bytes} bytes of records; the client got them twice in a row"
+            ),
+        });
     }
 
     /// The partitions of the topic under test in a Fetch response that carry records, with

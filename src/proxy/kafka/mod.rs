@@ -15,7 +15,9 @@
 //!   decodes). Every other frame is forwarded byte for byte.
 //! - `fetch.rs`: the fetch positions Fetch requests ask from, and the deliveries of Fetch
 //!   responses; `records.rs`: which fetched records the client hands to its application (pure).
-//! - `commit.rs`: OffsetCommit requests and responses, their `commit` events and their holds.
+//! - `commit.rs`: OffsetCommit requests and responses, their `commit` events and their holds,
+//!   and the `commit_error` fault; `fetch.rs` also applies `fetch_error` and `fetch_twice`.
+//! - `fence.rs`: the `heartbeat_error` fault (a heartbeat answered with a fencing error).
 //! - `group.rs`: group membership, classic (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) and
 //!   KIP-848 (ConsumerGroupHeartbeat), as `rebalance` events.
 //! - `topics.rs`: topic ids → names (KIP-848 and recent Fetch versions name topics by id).
@@ -48,6 +50,7 @@
 
 mod commit;
 mod conn;
+mod fence;
 mod fetch;
 mod group;
 mod records;
@@ -74,7 +77,7 @@ use super::{
 };
 use crate::error::InfraError;
 use crate::gate::{Gate, HoldDecision, HoldPoint};
-use crate::plan::Target;
+use crate::plan::{ProtocolReply, Target};
 use crate::proxy::control::NetworkControl;
 use crate::timeline::{Event, Timeline};
 use conn::{Conn, Requests, Responses};
@@ -258,6 +261,10 @@ impl NetworkControl for KafkaProxy {
 
     fn sever(&self, target: Target) -> Option<String> {
         self.shared.registry.sever(target)
+    }
+
+    fn reply(&self, target: Target, reply: ProtocolReply) -> Option<String> {
+        self.shared.registry.arm_reply(target, reply)
     }
 }
 

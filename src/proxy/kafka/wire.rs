@@ -181,6 +181,39 @@ pub(super) fn decode_response<T: Decodable>(
     Ok((header, body))
 }
 
+/// Decodes a request of type `T` with its header from its whole frame (to rewrite it).
+pub(super) fn decode_request_with_header<T: Decodable>(
+    frame: &Bytes,
+    key: ApiKey,
+    version: i16,
+) -> Result<(RequestHeader, T), WireError> {
+    let mut b = frame.slice(4..);
+    let header = RequestHeader::decode(&mut b, key.request_header_version(version))
+        .map_err(|e| WireError::decode(key, version, Part::RequestHeader, e))?;
+    let body = T::decode(&mut b, version)
+        .map_err(|e| WireError::decode(key, version, Part::Request, e))?;
+    Ok((header, body))
+}
+
+/// Encodes a request (its header, then `body`) into a whole frame.
+pub(super) fn encode_request<T: Encodable>(
+    header: &RequestHeader,
+    key: ApiKey,
+    version: i16,
+    body: &T,
+) -> Result<Bytes, WireError> {
+    let mut out = BytesMut::with_capacity(256);
+    out.put_i32(0);
+    header
+        .encode(&mut out, key.request_header_version(version))
+        .map_err(|e| WireError::encode(key, version, Part::RequestHeader, e))?;
+    body.encode(&mut out, version)
+        .map_err(|e| WireError::encode(key, version, Part::Request, e))?;
+    let len = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(out.freeze())
+}
+
 /// Encodes a response (its header, then `body`) into a whole frame.
 pub(super) fn encode_response<T: Encodable>(
     header: &ResponseHeader,
