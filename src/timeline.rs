@@ -348,6 +348,10 @@ pub enum Event {
         /// EndTxn: commit (true) or abort (false).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         committed: Option<bool>,
+        /// TxnOffsetCommit: the consumed offsets it adds to the transaction (they count as
+        /// committed once the transaction commits).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        offsets: Vec<CommittedOffset>,
         /// The broker's error (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH: a fenced zombie).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,

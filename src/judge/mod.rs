@@ -21,6 +21,9 @@
 //! - An acknowledged ID is LOST only when the broker proves it was consumed: its offset is below
 //!   the committed offset of its partition in the *last* `progress` event. Without that proof a
 //!   zero-effect ID is PENDING, which can make the run INCONCLUSIVE but never EXACT.
+//! - ...and (Kafka) only when a consumer connection the proxy watched had a commit past it
+//!   accepted (`committers`): committed past by nobody seen, it is an UNCONFIRMED LOSS and
+//!   the run says whose word is missing (`committer_unknown`).
 //! - ...and only when the oracle could see its effect: with effects the sink rejected, or no
 //!   effect naming any produced ID at all, such an ID is an UNCONFIRMED LOSS, never lost.
 //! - A claim is met only when the evidence covers what it forbids (`verdict`); otherwise it is
@@ -38,6 +41,7 @@ use crate::timeline::{Event, Stamped};
 mod boundary;
 pub mod bypass;
 pub mod commit_window;
+mod committers;
 mod effects;
 mod facts;
 mod harness;

@@ -128,7 +128,7 @@ fn shortfalls(
         let first = facts.rejected_samples.first();
         reasons.push(InconclusiveReason::EffectsUnread {
             rejected: facts.rejected,
-            unconfirmed_loss: counts.unconfirmed_loss,
+            unconfirmed_loss: counts.unconfirmed_loss - counts.committer_unknown,
             rule: facts.run.as_ref().and_then(|r| r.effects_id.clone()),
             reason: first.map(|s| s.reason.clone()),
             sample: first.map(|s| s.sample.clone()),
@@ -137,6 +137,11 @@ fn shortfalls(
     for topic in facts.output_topics.iter().filter(|t| !t.complete) {
         reasons.push(InconclusiveReason::OutputTopicUnread {
             topic: topic.topic.clone(),
+        });
+    }
+    if counts.committer_unknown > 0 {
+        reasons.push(InconclusiveReason::CommitterUnknown {
+            count: counts.committer_unknown,
         });
     }
     if counts.pending > 0 {
@@ -230,6 +235,7 @@ fn blinds(reason: &InconclusiveReason, verdict: Verdict) -> Blind {
         | InconclusiveReason::FaultsBypassed { .. } => Blind::Neither,
         InconclusiveReason::HarnessDuplicated { .. } => Blind::Duplicate,
         InconclusiveReason::Pending { .. }
+        | InconclusiveReason::CommitterUnknown { .. }
         | InconclusiveReason::NoProgress { .. }
         | InconclusiveReason::LedgerIncomplete { .. } => Blind::Loss,
         InconclusiveReason::NoRunInfo

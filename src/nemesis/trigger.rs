@@ -286,6 +286,7 @@ mod tests {
             producer_id: 1,
             producer_epoch: 0,
             committed,
+            offsets: Vec::new(),
             error: error.map(Into::into),
         };
         let mut t = TriggerState::new(&when, 0, None);

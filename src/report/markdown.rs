@@ -566,7 +566,7 @@ fn explain(outcome: Outcome, amqp: bool) -> &'static str {
         }
         (Outcome::Duplicated, _) => "Applied more than once.",
         (Outcome::UnconfirmedLoss, _) => {
-            "The broker counts it done and no effect was read for it, but the oracle was blind (the sink rejected effects it could not read, or saw no effect of any produced message): not proven lost."
+            "The broker counts it done and no effect was read for it, but the oracle was blind (the sink rejected effects it could not read, or saw no effect of any produced message) or no consumer connection through the proxy was seen committing past it: not proven lost."
         }
         (Outcome::Pending, false) => {
             "Acknowledged, not applied, and not committed past when the run ended: no proof either way."

@@ -1,7 +1,8 @@
 //! Kafka transactions seen through the proxy: InitProducerId, AddPartitionsToTxn,
 //! AddOffsetsToTxn, TxnOffsetCommit and EndTxn, each recorded as one `txn` event when its
 //! response passes (who asked, the transactional id, the producer id and epoch, commit or
-//! abort, and the broker's error: PRODUCER_FENCED / INVALID_PRODUCER_EPOCH show a fenced
+//! abort, the offsets a TxnOffsetCommit adds, and the broker's error: PRODUCER_FENCED /
+//! INVALID_PRODUCER_EPOCH show a fenced
 //! zombie). Observed only: the frames are forwarded as they came.
 
 use bytes::Bytes;
@@ -13,7 +14,7 @@ use kafka_protocol::messages::{
 
 use super::conn::{Conn, Ctx};
 use super::wire::{decode_request, decode_response, error_name, WireError};
-use crate::timeline::{Event, TxnOp};
+use crate::timeline::{CommittedOffset, Event, TxnOp};
 
 /// What a transactional request said, for the event its response completes.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub(super) struct TxnInfo {
     producer_id: i64,
     producer_epoch: i16,
     committed: Option<bool>,
+    /// TxnOffsetCommit: the offsets it adds to the transaction.
+    offsets: Vec<CommittedOffset>,
 }
 
 /// The transactional APIs, or `None` for any other.
@@ -35,6 +38,20 @@ pub(super) fn txn_op(key: ApiKey) -> Option<TxnOp> {
         ApiKey::EndTxn => Some(TxnOp::EndTxn),
         _ => None,
     }
+}
+
+/// The offsets a TxnOffsetCommit adds to its transaction.
+fn txn_offsets(r: &TxnOffsetCommitRequest) -> Vec<CommittedOffset> {
+    r.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| CommittedOffset {
+                topic: t.name.0.to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+            })
+        })
+        .collect()
 }
 
 /// The first non-zero error code, as Kafka names it.
@@ -57,6 +74,7 @@ impl Conn {
             producer_id: pid,
             producer_epoch: epoch,
             committed,
+            offsets: Vec::new(),
         };
         let info = match op {
             TxnOp::InitProducerId => {
@@ -89,7 +107,10 @@ impl Conn {
             TxnOp::TxnOffsetCommit => {
                 let r: TxnOffsetCommitRequest = decode_request(frame, key, version)?;
                 let tid = Some(r.transactional_id.0.to_string());
-                info(tid, r.producer_id.0, r.producer_epoch, None)
+                TxnInfo {
+                    offsets: txn_offsets(&r),
+                    ..info(tid, r.producer_id.0, r.producer_epoch, None)
+                }
             }
             TxnOp::EndTxn => {
                 let r: EndTxnRequest = decode_request(frame, key, version)?;
@@ -113,6 +134,7 @@ impl Conn {
                     producer_id,
                     producer_epoch,
                     committed: info.committed,
+                    offsets: info.offsets,
                     error,
                 });
             }
