@@ -348,6 +348,11 @@ pub enum Event {
         /// EndTxn: commit (true) or abort (false).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         committed: Option<bool>,
+        /// True for an EndTxn request on its way to the broker, recorded only when a
+        /// `before: end_txn` trigger holds EndTxn requests (no answer yet); false for the
+        /// broker's answer, the `txn` event every reader of transactions counts.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        request: bool,
         /// TxnOffsetCommit: the consumed offsets it adds to the transaction (they count as
         /// committed once the transaction commits).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -560,6 +565,8 @@ pub enum HeldAt {
     CommitResponse,
     /// An AMQP basic.ack/nack/reject on its way to the broker.
     AckRequest,
+    /// A Kafka EndTxn request (commit) on its way to the broker (`before: end_txn`).
+    EndTxnRequest,
     /// The HTTP sink's answer to an effect (`during: effect`), held by the harness until the
     /// fault that fired on it ended (or withheld: the consumer was being stopped).
     Effect,

@@ -135,6 +135,7 @@ fn a_fenced_zombie_transaction_is_said_and_other_refusals_are_not() {
         producer_id: 7,
         producer_epoch: 0,
         committed: (op == TxnOp::EndTxn).then_some(true),
+        request: false,
         offsets: Vec::new(),
         error: Some(error.into()),
     };

@@ -99,6 +99,7 @@ impl CommitsReader {
                 committed,
                 offsets,
                 error,
+                request: false,
                 ..
             } => {
                 let who = ProcessRef {
@@ -154,6 +155,7 @@ mod tests {
             producer_id: 7,
             producer_epoch: 0,
             committed,
+            request: false,
             offsets,
             error: None,
         }

@@ -449,13 +449,11 @@ fn countable(moment: Moment, event: EventKind, ctx: &Context) -> Result<(), Brok
     let path = format!(".{form}");
     let wrong_broker = wrong_broker(event, ctx.kind);
     let is_request = match event {
-        EventKind::Commit | EventKind::Ack => true,
-        // EndTxn is observed, not held: `after:` only.
-        EventKind::Effect
-        | EventKind::Deliver
-        | EventKind::Rebalance
-        | EventKind::Produced
-        | EventKind::EndTxn => false,
+        // `before: end_txn` holds the transaction's commit request.
+        EventKind::Commit | EventKind::Ack | EventKind::EndTxn => true,
+        EventKind::Effect | EventKind::Deliver | EventKind::Rebalance | EventKind::Produced => {
+            false
+        }
     };
     let supported = match moment {
         Moment::After => wrong_broker.is_none(),
@@ -466,7 +464,7 @@ fn countable(moment: Moment, event: EventKind, ctx: &Context) -> Result<(), Brok
         let fix = match moment {
             Moment::During => "`during:` holds the sink's answer: use `during: effect`",
             Moment::After | Moment::Before => wrong_broker.unwrap_or(
-                "`before:` holds a protocol request: use `before: commit` (Kafka) or `before: ack` (AMQP)",
+                "`before:` holds a protocol request: use `before: commit` or `before: end_txn` (Kafka), or `before: ack` (AMQP)",
             ),
         };
         return Err(broken(

@@ -524,8 +524,9 @@ pub enum EventKind {
     Rebalance,
     /// A message acknowledged by the broker to the workload producer.
     Produced,
-    /// A Kafka transaction committed (EndTxn accepted by the broker, seen by the proxy before
-    /// the client hears of it).
+    /// A Kafka transaction committed: `after:` its EndTxn accepted by the broker, seen by the
+    /// proxy before the client hears of it; `before:` its EndTxn (commit) request, held by the
+    /// proxy before it reaches the broker.
     #[serde(rename = "end_txn")]
     EndTxn,
 }

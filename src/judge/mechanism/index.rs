@@ -358,6 +358,7 @@ impl<'a> Builder<'a> {
             committed,
             offsets,
             error,
+            request: false,
             ..
         } = &st.event
         else {

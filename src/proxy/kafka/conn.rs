@@ -156,6 +156,12 @@ impl Conn {
         } else {
             None
         };
+        let end_txn = match &ctx {
+            Ctx::Txn(info) if self.shared.gate.holds(HoldPoint::EndTxnRequest) => {
+                info.commits().then(|| info.clone())
+            }
+            _ => None,
+        };
         {
             let mut inflight = lock(&self.inflight);
             if inflight.len() >= MAX_IN_FLIGHT {
@@ -173,9 +179,10 @@ impl Conn {
                 },
             );
         }
-        match commit {
-            Some(info) => self.pass_commit_request(corr, &info, frame).await,
-            None => Handled::Forward(frame),
+        match (commit, end_txn) {
+            (Some(info), _) => self.pass_commit_request(corr, &info, frame).await,
+            (None, Some(info)) => self.pass_end_txn_request(corr, info, frame).await,
+            (None, None) => Handled::Forward(frame),
         }
     }
 

@@ -12,8 +12,11 @@ use kafka_protocol::messages::{
     InitProducerIdResponse, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 
+use super::commit::CommitHold;
 use super::conn::{Conn, Ctx};
 use super::wire::{decode_request, decode_response, error_name, WireError};
+use super::{lock, HoldDecision};
+use crate::proxy::Handled;
 use crate::timeline::{CommittedOffset, Event, TxnOp};
 
 /// What a transactional request said, for the event its response completes.
@@ -37,6 +40,13 @@ pub(super) fn txn_op(key: ApiKey) -> Option<TxnOp> {
         ApiKey::TxnOffsetCommit => Some(TxnOp::TxnOffsetCommit),
         ApiKey::EndTxn => Some(TxnOp::EndTxn),
         _ => None,
+    }
+}
+
+impl TxnInfo {
+    /// True for an EndTxn that commits its transaction.
+    pub(super) fn commits(&self) -> bool {
+        self.op == TxnOp::EndTxn && self.committed == Some(true)
     }
 }
 
@@ -121,6 +131,36 @@ impl Conn {
         Ok(Ctx::Txn(info))
     }
 
+    /// Records an EndTxn (commit) request (correlation id `corr`) as a `txn` event with
+    /// `request`, and waits for the nemesis (`before: end_txn`): a withheld request is never
+    /// forwarded (nor awaited), so the transaction never commits.
+    pub(super) async fn pass_end_txn_request(
+        &self,
+        corr: i32,
+        info: TxnInfo,
+        frame: Bytes,
+    ) -> Handled {
+        let seq = self
+            .record(Event::Txn {
+                instance: self.instance,
+                incarnation: self.incarnation,
+                op: info.op,
+                transactional_id: info.transactional_id,
+                producer_id: info.producer_id,
+                producer_epoch: info.producer_epoch,
+                committed: info.committed,
+                request: true,
+                offsets: Vec::new(),
+                error: None,
+            })
+            .seq;
+        if self.hold(CommitHold::EndTxn, seq).await == HoldDecision::Withhold {
+            lock(&self.inflight).remove(&corr);
+            return Handled::Drop;
+        }
+        Handled::Forward(frame)
+    }
+
     /// Records the `txn` event a transactional response completes (a response the proxy
     /// cannot read is a warning; the frame is forwarded either way).
     pub(super) fn txn_response(&self, frame: &Bytes, key: ApiKey, version: i16, info: TxnInfo) {
@@ -134,6 +174,7 @@ impl Conn {
                     producer_id,
                     producer_epoch,
                     committed: info.committed,
+                    request: false,
                     offsets: info.offsets,
                     error,
                 });
