@@ -289,6 +289,12 @@ verdicts! {
             let topic = &r.report["boundaries"][0]["output_topics"][0];
             assert_eq!(topic["complete"], true, "{why}");
             assert_eq!(topic["committed_records"], 100, "{why}");
+            // The kill while the proxy held the 30th transaction commit request fired.
+            let faults = r.report["faults"].as_array().unwrap();
+            let before = faults
+                .iter()
+                .find(|f| f["trigger"].as_str().unwrap().contains("before: end_txn"));
+            assert!(before.is_some_and(|f| f["applied"] == true), "{why}");
         },
         ..ROW
     };
