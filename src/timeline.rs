@@ -361,6 +361,24 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A consumer's own Produce (to its output topic) and the broker's answer, seen by the Kafka
+    /// proxy as the answer passes: who sent which records where, so each output record can be
+    /// attributed to the incarnation that wrote it.
+    ConsumerProduce {
+        /// Instance.
+        instance: u32,
+        /// Incarnation.
+        incarnation: u32,
+        /// The transactional id, when the producer is transactional.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transactional_id: Option<String>,
+        /// The producer id of its record batches (-1: not idempotent).
+        producer_id: i64,
+        /// Their producer epoch.
+        producer_epoch: i16,
+        /// One entry per partition written.
+        batches: Vec<ProducedBatch>,
+    },
     /// What the harness read back from a `kafka-topic` boundary's output topic once the run
     /// stopped: records under `read_committed` (the effects) and under `read_uncommitted`,
     /// whose extra records belong to aborted (or still open) transactions: never effects, but
@@ -501,6 +519,22 @@ pub struct CommittedOffset {
     pub partition: i32,
     /// The next offset the group will read.
     pub offset: i64,
+}
+
+/// The records one consumer Produce wrote to one partition, and the broker's answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProducedBatch {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The offset the broker gave the first record (-1 when refused).
+    pub base_offset: i64,
+    /// Records sent (over every record batch of the partition).
+    pub records: u32,
+    /// The broker's error, when it refused them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Where an OffsetCommit is.

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
-use exactly::timeline::{read_events, Event, HeldAt, Stamped, TxnOp};
+use exactly::timeline::{read_events, Event, HeldAt, ProcessPhase, Stamped, TxnOp};
 
 /// The Kafka jars `scripts/brokers fetch` put in the checkout's cache.
 fn kafka_lib() -> PathBuf {
@@ -111,6 +111,64 @@ fn a_kill_while_the_proxy_holds_the_commit_request_aborts_the_transaction_and_st
     let topic = &report["boundaries"][0]["output_topics"][0];
     assert!(topic["aborted_records"].as_u64().unwrap() >= 1, "{why}");
     assert_eq!(topic["committed_records"], 60, "{why}");
+    assert_eq!(report["boundaries"][0]["verdict"], "EXACT", "{why}");
+    assert_eq!(out.status.code(), Some(0), "{why}");
+}
+
+#[test]
+fn a_kill_after_its_produce_is_acknowledged_lands_before_the_commit_and_stays_exact() {
+    require_kafka();
+    let (out, report, events) = run_java_pipeline("{ after: produce, nth: 15 }");
+    let why = format!("{}\n{report:#}", String::from_utf8_lossy(&out.stderr));
+    // The proxy recorded the pipeline's own produces, each attributed to its incarnation and
+    // transactional producer, to the output topic.
+    let produces: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::ConsumerProduce {
+                incarnation,
+                transactional_id,
+                producer_id,
+                batches,
+                ..
+            } => Some((
+                *incarnation,
+                transactional_id.clone(),
+                *producer_id,
+                batches,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert!(produces.len() >= 60, "{why}");
+    assert!(
+        produces.iter().all(|(_, tid, pid, batches)| tid.is_some()
+            && *pid >= 0
+            && batches
+                .iter()
+                .all(|b| b.topic.starts_with("orders-out") && b.records >= 1)),
+        "{why}"
+    );
+    // The kill fired on the 15th acknowledged produce, and a second incarnation produced.
+    let fault = &report["faults"][0];
+    assert_eq!(fault["applied"], true, "{why}");
+    assert!(produces.iter().any(|p| p.0 == 2), "{why}");
+    let started = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                &e.event,
+                Event::Process {
+                    phase: ProcessPhase::Started,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(started >= 2, "{why}");
+    // Produced but not yet committed when killed: aborted, never an effect; orders-out EXACT.
+    let topic = &report["boundaries"][0]["output_topics"][0];
+    assert!(topic["aborted_records"].as_u64().unwrap() >= 1, "{why}");
     assert_eq!(report["boundaries"][0]["verdict"], "EXACT", "{why}");
     assert_eq!(out.status.code(), Some(0), "{why}");
 }

@@ -174,7 +174,7 @@ fn held_at(event: EventKind, moment: Moment) -> Option<HoldPoint> {
         | (EventKind::Ack, Moment::After)
         | (EventKind::EndTxn, Moment::After | Moment::During)
         | (
-            EventKind::Deliver | EventKind::Rebalance | EventKind::Produced,
+            EventKind::Deliver | EventKind::Rebalance | EventKind::Produced | EventKind::Produce,
             Moment::After | Moment::Before | Moment::During,
         ) => None,
     }
@@ -212,6 +212,12 @@ fn counts(kind: EventKind, moment: Moment, event: &Event) -> bool {
                 ..
             },
         ) => *request == (moment == Moment::Before),
+        // A consumer's own Produce every partition of which the broker accepted.
+        (EventKind::Produce, Event::ConsumerProduce { batches, .. }) => {
+            moment == Moment::After
+                && !batches.is_empty()
+                && batches.iter().all(|b| b.error.is_none())
+        }
         (EventKind::Deliver, Event::Delivered { .. }) => true,
         (EventKind::Commit, Event::Commit { phase, error, .. }) => match moment {
             Moment::Before => *phase == CommitPhase::Request,
@@ -236,7 +242,8 @@ fn belongs_to(instance: Option<u32>, event: &Event) -> bool {
         | Event::Ack { instance, .. }
         | Event::Commit { instance, .. }
         | Event::Rebalance { instance, .. }
-        | Event::Txn { instance, .. } => Some(*instance),
+        | Event::Txn { instance, .. }
+        | Event::ConsumerProduce { instance, .. } => Some(*instance),
         _ => return true,
     };
     of == Some(wanted)
@@ -343,6 +350,42 @@ mod tests {
         assert_eq!(got, [Match::No, Match::No, Match::No, Match::FireWhileHeld]);
         assert_eq!(HoldPoint::of(&events[3]), Some(HoldPoint::EndTxnRequest));
         assert_eq!(HoldPoint::of(&events[1]), None);
+    }
+
+    #[test]
+    fn after_produce_counts_the_consumers_produces_the_broker_accepted() {
+        use crate::timeline::ProducedBatch;
+        let when = Trigger::Count {
+            moment: Moment::After,
+            event: EventKind::Produce,
+            nth: Count::new(2),
+        };
+        let produce = |instance, error: Option<&str>| Event::ConsumerProduce {
+            instance,
+            incarnation: 1,
+            transactional_id: None,
+            producer_id: 3,
+            producer_epoch: 0,
+            batches: vec![ProducedBatch {
+                topic: "orders-out".into(),
+                partition: 0,
+                base_offset: 10,
+                records: 2,
+                error: error.map(Into::into),
+            }],
+        };
+        let mut t = TriggerState::new(&when, 0, Some(0));
+        assert_eq!(t.hold_point(), None, "observed, not held");
+        let got: Vec<Match> = [
+            produce(0, None),
+            produce(0, Some("NOT_LEADER_OR_FOLLOWER")),
+            produce(1, None),
+            produce(0, None),
+        ]
+        .iter()
+        .map(|e| t.on_event(e))
+        .collect();
+        assert_eq!(got, [Match::No, Match::No, Match::No, Match::Fire]);
     }
 
     #[test]

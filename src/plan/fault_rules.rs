@@ -451,9 +451,11 @@ fn countable(moment: Moment, event: EventKind, ctx: &Context) -> Result<(), Brok
     let is_request = match event {
         // `before: end_txn` holds the transaction's commit request.
         EventKind::Commit | EventKind::Ack | EventKind::EndTxn => true,
-        EventKind::Effect | EventKind::Deliver | EventKind::Rebalance | EventKind::Produced => {
-            false
-        }
+        EventKind::Effect
+        | EventKind::Deliver
+        | EventKind::Rebalance
+        | EventKind::Produced
+        | EventKind::Produce => false,
     };
     let supported = match moment {
         Moment::After => wrong_broker.is_none(),
@@ -488,8 +490,8 @@ fn countable(moment: Moment, event: EventKind, ctx: &Context) -> Result<(), Brok
 fn wrong_broker(event: EventKind, kind: BrokerKind) -> Option<&'static str> {
     match kind {
         BrokerKind::Amqp => match event {
-            EventKind::Commit | EventKind::Rebalance | EventKind::EndTxn => {
-                Some("an AMQP plan counts `ack`s, not commits, rebalances or transactions")
+            EventKind::Commit | EventKind::Rebalance | EventKind::EndTxn | EventKind::Produce => {
+                Some("an AMQP plan counts `ack`s, not commits, rebalances, transactions or a consumer's Kafka produce")
             }
             EventKind::Effect | EventKind::Ack | EventKind::Deliver | EventKind::Produced => None,
         },
@@ -500,7 +502,8 @@ fn wrong_broker(event: EventKind, kind: BrokerKind) -> Option<&'static str> {
             | EventKind::Deliver
             | EventKind::Rebalance
             | EventKind::Produced
-            | EventKind::EndTxn => None,
+            | EventKind::EndTxn
+            | EventKind::Produce => None,
         },
     }
 }

@@ -50,6 +50,7 @@ mod commit;
 mod conn;
 mod fetch;
 mod group;
+mod produce;
 mod records;
 mod rewrite;
 mod topics;
