@@ -715,6 +715,21 @@ pub struct Attribution {
         skip_serializing_if = "Option::is_none"
     )]
     pub note: Option<String>,
+    /// `kafka-topic` sink: the output record the effect was read from, which the judge ties
+    /// to the consumer Produce (`consumer_produce`) that wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordPlace>,
+}
+
+/// Where an output record sits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordPlace {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
 }
 
 impl Attribution {
@@ -739,6 +754,9 @@ pub enum AttributedBy {
     File,
     /// The stdout of the incarnation that printed it.
     Stdout,
+    /// The Kafka proxy saw that incarnation's Produce write the output record (its partition
+    /// and offset within the records the broker acknowledged).
+    Producer,
     /// Nothing tied it to a consumer process; the note says why.
     Unknown,
 }

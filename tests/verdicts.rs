@@ -374,6 +374,19 @@ verdicts! {
             assert_eq!(b["counts"]["lost"], 0, "{why}");
             // No transactions: nothing aborted.
             assert_eq!(b["output_topics"][0]["aborted_records"], 0, "{why}");
+            // Each copy names the incarnation whose Produce (seen by the proxy) wrote it: a
+            // duplicate was written by the killed incarnation and again by its successor.
+            let two_writers = b["anomalies"].as_array().unwrap().iter().any(|a| {
+                let writers: std::collections::BTreeSet<u64> = a["effects"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| e["attributed_by"] == "producer")
+                    .filter_map(|e| e["incarnation"].as_u64())
+                    .collect();
+                a["outcome"] == "duplicated" && writers.len() >= 2
+            });
+            assert!(two_writers, "{why}");
         },
         ..ROW
     };

@@ -610,6 +610,15 @@ fn anomaly(md: &mut String, rec: &Judgement, a: &Anomaly) {
         let witness = match (e.attribution.by, e.attribution.pid) {
             (Some(AttributedBy::Socket), Some(pid)) => format!(" (its socket, pid {pid})"),
             (Some(AttributedBy::Url), _) => " (by the URL it posted to)".to_string(),
+            (Some(AttributedBy::Producer), _) => match &e.attribution.record {
+                Some(r) => format!(
+                    " (its Produce wrote {} partition {} offset {})",
+                    code(&r.topic),
+                    r.partition,
+                    r.offset
+                ),
+                None => " (its Produce wrote the record)".to_string(),
+            },
             (Some(AttributedBy::Unknown), _) => format!(
                 " ({})",
                 text(e.attribution.note.as_deref().unwrap_or("no witness"))

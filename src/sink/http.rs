@@ -178,6 +178,7 @@ fn decide(socket: Result<Owner, Unknown>, url: (Option<u32>, Option<u32>)) -> De
                     note: claimed.map(|(i, n)| {
                         format!("posted to the URL of consumer[{i}] incarnation {n}")
                     }),
+                    record: None,
                 },
                 disagreement: claimed.map(|c| (found, c)),
             }
@@ -189,6 +190,7 @@ fn decide(socket: Result<Owner, Unknown>, url: (Option<u32>, Option<u32>)) -> De
                 by: Some(AttributedBy::Url),
                 pid: None,
                 note: Some(format!("socket: {}", unknown.reason)),
+                record: None,
             },
             disagreement: None,
         },
@@ -199,6 +201,7 @@ fn decide(socket: Result<Owner, Unknown>, url: (Option<u32>, Option<u32>)) -> De
                 by: Some(AttributedBy::Unknown),
                 pid: None,
                 note: Some(unknown.reason),
+                record: None,
             },
             disagreement: None,
         },

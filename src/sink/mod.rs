@@ -220,6 +220,7 @@ mod tests {
                     by: Some(AttributedBy::Socket),
                     pid: Some(4242),
                     note: None,
+                    record: None,
                 },
             },
         };
