@@ -35,8 +35,11 @@ pub(crate) struct EffectTally {
 /// ranges `[base, base + records)` and the incarnation that wrote them.
 #[derive(Default)]
 struct Writers {
-    ranges: HashMap<(String, i32), Vec<(i64, i64, u32, u32)>>,
+    ranges: HashMap<(String, i32), Vec<Written>>,
 }
+
+/// Offsets `[.0, .1)` written by instance `.2`, incarnation `.3`.
+type Written = (i64, i64, u32, u32);
 
 impl Writers {
     /// Reads every `consumer_produce` event (none in most runs: then empty, no cost).

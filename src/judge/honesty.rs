@@ -495,9 +495,11 @@ fn txn(op: crate::timeline::TxnOp, committed: Option<bool>, offset: i64) -> Even
         producer_epoch: 0,
         committed,
         request: false,
-        offsets: (offset > 0)
-            .then(|| vec![offset_of("orders-r1", 0, offset)])
-            .unwrap_or_default(),
+        offsets: if offset > 0 {
+            vec![offset_of("orders-r1", 0, offset)]
+        } else {
+            Vec::new()
+        },
         error: None,
     }
 }
