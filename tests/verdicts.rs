@@ -387,6 +387,14 @@ verdicts! {
                 a["outcome"] == "duplicated" && writers.len() >= 2
             });
             assert!(two_writers, "{why}");
+            // Named for what it is: output produced again, outside any transaction.
+            let groups = b["mechanisms"].as_array().unwrap();
+            assert!(
+                groups
+                    .iter()
+                    .any(|g| g["mechanism"] == "output_without_transaction"),
+                "{why}"
+            );
         },
         ..ROW
     };

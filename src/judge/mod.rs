@@ -88,7 +88,7 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
     if declared.is_empty() {
         return analyze_one(events);
     }
-    let parts = declared
+    let mut parts: Vec<BoundaryJudgement> = declared
         .iter()
         .enumerate()
         .map(|(i, b)| BoundaryJudgement {
@@ -98,6 +98,7 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
             judgement: analyze_one(&boundary::view(events, b, i == 0)),
         })
         .collect();
+    boundary::name_output_without_transaction(events, &mut parts);
     boundary::overall(parts)
 }
 
