@@ -1,6 +1,6 @@
 //! The gate: lets the nemesis decide whether a source lets a held event go on. Sources that can
 //! hold an event in flight (the HTTP sink holding its answer to an effect, the proxy holding an
-//! OffsetCommit request or its response, or an AMQP ack) record the event, then wait for the
+//! OffsetCommit request or its response, an EndTxn request, or an AMQP ack) record the event, then wait for the
 //! [`HoldDecision`] on that event's sequence number; the nemesis gives one decision per event at
 //! the hold points the plan uses. Either side may arrive first. Points the plan does not use are
 //! never held.
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::timeline::{AckPhase, CommitPhase, Event};
+use crate::timeline::{AckPhase, CommitPhase, Event, TxnOp};
 
 /// What the nemesis tells the side holding an event: let it go on, or never.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,9 @@ pub enum HoldPoint {
     CommitResponse,
     /// An AMQP basic.ack/nack/reject on its way to the broker (`before: ack`).
     AckRequest,
+    /// A Kafka EndTxn request committing a transaction, on its way to the broker
+    /// (`before: end_txn`).
+    EndTxnRequest,
 }
 
 impl HoldPoint {
@@ -55,6 +58,11 @@ impl HoldPoint {
                 phase: AckPhase::Request,
                 ..
             } => Some(HoldPoint::AckRequest),
+            Event::Txn {
+                op: TxnOp::EndTxn,
+                request: true,
+                ..
+            } => Some(HoldPoint::EndTxnRequest),
             _ => None,
         }
     }

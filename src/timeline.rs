@@ -364,9 +364,36 @@ pub enum Event {
         /// EndTxn: commit (true) or abort (false).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         committed: Option<bool>,
+        /// True for an EndTxn request on its way to the broker, recorded only when a
+        /// `before: end_txn` trigger holds EndTxn requests (no answer yet); false for the
+        /// broker's answer, the `txn` event every reader of transactions counts.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        request: bool,
+        /// TxnOffsetCommit: the consumed offsets it adds to the transaction (they count as
+        /// committed once the transaction commits).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        offsets: Vec<CommittedOffset>,
         /// The broker's error (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH: a fenced zombie).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+    },
+    /// A consumer's own Produce (to its output topic) and the broker's answer, seen by the Kafka
+    /// proxy as the answer passes: who sent which records where, so each output record can be
+    /// attributed to the incarnation that wrote it.
+    ConsumerProduce {
+        /// Instance.
+        instance: u32,
+        /// Incarnation.
+        incarnation: u32,
+        /// The transactional id, when the producer is transactional.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transactional_id: Option<String>,
+        /// The producer id of its record batches (-1: not idempotent).
+        producer_id: i64,
+        /// Their producer epoch.
+        producer_epoch: i16,
+        /// One entry per partition written.
+        batches: Vec<ProducedBatch>,
     },
     /// What the harness read back from a `kafka-topic` boundary's output topic once the run
     /// stopped: records under `read_committed` (the effects) and under `read_uncommitted`,
@@ -546,6 +573,22 @@ pub struct CommittedOffset {
     pub offset: i64,
 }
 
+/// The records one consumer Produce wrote to one partition, and the broker's answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProducedBatch {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The offset the broker gave the first record (-1 when refused).
+    pub base_offset: i64,
+    /// Records sent (over every record batch of the partition).
+    pub records: u32,
+    /// The broker's error, when it refused them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Where an OffsetCommit is.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -608,6 +651,8 @@ pub enum HeldAt {
     CommitResponse,
     /// An AMQP basic.ack/nack/reject on its way to the broker.
     AckRequest,
+    /// A Kafka EndTxn request (commit) on its way to the broker (`before: end_txn`).
+    EndTxnRequest,
     /// The HTTP sink's answer to an effect (`during: effect`), held by the harness until the
     /// fault that fired on it ended (or withheld: the consumer was being stopped).
     Effect,
@@ -725,6 +770,10 @@ pub struct Attribution {
     /// The committed database transaction the effect was read from (`postgres` sink).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row: Option<RowCommit>,
+    /// `kafka-topic` sink: the output record the effect was read from, which the judge ties
+    /// to the consumer Produce (`consumer_produce`) that wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordPlace>,
 }
 
 /// Where a `postgres` effect was seen: its row change and the transaction that committed it.
@@ -741,6 +790,17 @@ pub struct RowCommit {
     /// The plan's extra columns of the row (`effects.postgres.columns`).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub columns: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Where an output record sits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordPlace {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
 }
 
 impl Attribution {
@@ -765,6 +825,9 @@ pub enum AttributedBy {
     File,
     /// The stdout of the incarnation that printed it.
     Stdout,
+    /// The Kafka proxy saw that incarnation's Produce write the output record (its partition
+    /// and offset within the records the broker acknowledged).
+    Producer,
     /// Nothing tied it to a consumer process; the note says why.
     Unknown,
 }

@@ -337,7 +337,13 @@ fn on_a_terminal_the_progress_is_one_line_per_cell_rewritten_in_place() {
         .output()
         .expect("script (util-linux) runs");
     let tty = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{tty}");
+    // What the cells find is not this test's concern (a sever run can be INCONCLUSIVE, exit 3);
+    // the audit must have finished and judged (0, 1 or 3), not failed (2, 4).
+    assert!(
+        matches!(output.status.code(), Some(0 | 1 | 3)),
+        "{:?} {tty}",
+        output.status
+    );
     // Lines as the terminal shows them: each \r rewrites the line it is on.
     let shown: Vec<&str> = tty
         .split('\n')

@@ -289,6 +289,12 @@ verdicts! {
             let topic = &r.report["boundaries"][0]["output_topics"][0];
             assert_eq!(topic["complete"], true, "{why}");
             assert_eq!(topic["committed_records"], 100, "{why}");
+            // The kill while the proxy held the 30th transaction commit request fired.
+            let faults = r.report["faults"].as_array().unwrap();
+            let before = faults
+                .iter()
+                .find(|f| f["trigger"].as_str().unwrap().contains("before: end_txn"));
+            assert!(before.is_some_and(|f| f["applied"] == true), "{why}");
         },
         ..ROW
     };
@@ -370,6 +376,27 @@ verdicts! {
             assert_eq!(b["counts"]["lost"], 0, "{why}");
             // No transactions: nothing aborted.
             assert_eq!(b["output_topics"][0]["aborted_records"], 0, "{why}");
+            // Each copy names the incarnation whose Produce (seen by the proxy) wrote it: a
+            // duplicate was written by the killed incarnation and again by its successor.
+            let two_writers = b["anomalies"].as_array().unwrap().iter().any(|a| {
+                let writers: std::collections::BTreeSet<u64> = a["effects"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| e["attributed_by"] == "producer")
+                    .filter_map(|e| e["incarnation"].as_u64())
+                    .collect();
+                a["outcome"] == "duplicated" && writers.len() >= 2
+            });
+            assert!(two_writers, "{why}");
+            // Named for what it is: output produced again, outside any transaction.
+            let groups = b["mechanisms"].as_array().unwrap();
+            assert!(
+                groups
+                    .iter()
+                    .any(|g| g["mechanism"] == "output_without_transaction"),
+                "{why}"
+            );
         },
         ..ROW
     };

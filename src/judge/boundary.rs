@@ -15,7 +15,7 @@
 //! unknown, met only when every boundary's is met.
 
 use crate::judge::judgement::{BoundaryJudgement, Judgement};
-use crate::judge::mechanism::Mechanisms;
+use crate::judge::mechanism::{Mechanism, Mechanisms};
 use std::collections::HashSet;
 
 use crate::judge::model::{Counts, ExpectationState, Outcome, Verdict};
@@ -132,6 +132,44 @@ fn name_effects_outside_the_transaction(parts: &mut [BoundaryJudgement]) {
     }
 }
 
+/// When the consumer wrote its output topic without transactions (every Produce the proxy saw
+/// had no transactional id), the duplicates at a `kafka-topic` boundary are results produced
+/// twice around a crash before the offset commit: their mechanism says so.
+pub(crate) fn name_output_without_transaction(events: &[Stamped], parts: &mut [BoundaryJudgement]) {
+    let (mut plain, mut transactional) = (0u64, 0u64);
+    for st in events {
+        if let Event::ConsumerProduce {
+            transactional_id, ..
+        } = &st.event
+        {
+            match transactional_id {
+                Some(_) => transactional += 1,
+                None => plain += 1,
+            }
+        }
+    }
+    if plain == 0 || transactional > 0 {
+        return;
+    }
+    let why = format!(
+        "none of the consumer's {plain} produce{} through the proxy belonged to a transaction",
+        if plain == 1 { "" } else { "s" }
+    );
+    for p in parts.iter_mut().filter(|p| p.sink == "kafka-topic") {
+        let j = &mut p.judgement;
+        let duplicated: HashSet<&str> = j
+            .anomalies
+            .iter()
+            .filter(|a| a.outcome == Outcome::Duplicated)
+            .map(|a| a.id.as_str())
+            .collect();
+        if !duplicated.is_empty() {
+            j.mechanisms
+                .rename_duplicates(Mechanism::OutputWithoutTransaction, &why, &duplicated);
+        }
+    }
+}
+
 /// Lost and duplicated where any boundary proves them; else INCONCLUSIVE where any is; else
 /// EXACT.
 fn combined_verdict(verdicts: impl Iterator<Item = Verdict>) -> Verdict {
@@ -203,6 +241,7 @@ fn summed_counts<'a>(parts: impl Iterator<Item = &'a Counts>) -> Counts {
             harness_duplicated,
             lost,
             unconfirmed_loss,
+            committer_unknown,
             pending,
             unconfirmed,
             diverted,
@@ -228,6 +267,7 @@ fn summed_counts<'a>(parts: impl Iterator<Item = &'a Counts>) -> Counts {
             (&mut sum.harness_duplicated, harness_duplicated),
             (&mut sum.lost, lost),
             (&mut sum.unconfirmed_loss, unconfirmed_loss),
+            (&mut sum.committer_unknown, committer_unknown),
             (&mut sum.pending, pending),
             (&mut sum.unconfirmed, unconfirmed),
             (&mut sum.diverted, diverted),

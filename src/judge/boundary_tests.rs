@@ -135,6 +135,8 @@ fn a_fenced_zombie_transaction_is_said_and_other_refusals_are_not() {
         producer_id: 7,
         producer_epoch: 0,
         committed: (op == TxnOp::EndTxn).then_some(true),
+        request: false,
+        offsets: Vec::new(),
         error: Some(error.into()),
     };
     let mut tl = Tl::new();
@@ -152,4 +154,64 @@ fn a_fenced_zombie_transaction_is_said_and_other_refusals_are_not() {
     assert_eq!(fenced.len(), 2, "{:?}", rec.warnings);
     assert!(fenced[0].contains("KIP-447"), "{}", fenced[0]);
     assert!(fenced[1].contains("EndTxn (commit)") && fenced[1].contains("newer epoch"));
+}
+
+#[test]
+fn a_duplicate_at_an_output_topic_written_without_transactions_is_named_so() {
+    use crate::judge::mechanism::Mechanism;
+    use crate::timeline::ProducedBatch;
+    let run = |transactional_id: Option<&str>| {
+        let mut tl = Tl::new();
+        tl.start(&[KILL], 1, "at-least-once");
+        if let Event::RunStarted(info) = &mut tl.events[0].event {
+            let mut out = boundary("out", "at-least-once");
+            out.sink = "kafka-topic".into();
+            info.boundaries = vec![out];
+        }
+        tl.produced("m-0", 0, 0).fault(0, true);
+        for incarnation in [1, 2] {
+            tl.push(Event::ConsumerProduce {
+                instance: 0,
+                incarnation,
+                transactional_id: transactional_id.map(Into::into),
+                producer_id: 5,
+                producer_epoch: 0,
+                batches: vec![ProducedBatch {
+                    topic: "out".into(),
+                    partition: 0,
+                    base_offset: i64::from(incarnation) - 1,
+                    records: 1,
+                    error: None,
+                }],
+            });
+            tl.push(Event::Effect {
+                boundary: Some("out".into()),
+                id: "m-0".into(),
+                instance: Some(0),
+                incarnation: Some(incarnation),
+                outcome: EffectOutcome::Applied,
+                sink: "kafka-topic".into(),
+                attribution: Default::default(),
+            });
+        }
+        tl.progress(&[(0, 1)]).end(EndReason::Settled);
+        analyze(&tl.events)
+    };
+    let plain = run(None);
+    let out = &plain.boundaries[0].judgement;
+    assert_eq!(out.verdict, Verdict::Duplicated);
+    assert_eq!(
+        out.mechanisms.of("m-0"),
+        Some(Mechanism::OutputWithoutTransaction)
+    );
+    assert!(out.mechanisms.groups[0]
+        .title
+        .contains("none of the consumer's 2 produces"));
+    // Transactional produces: a duplicate there is something else, named by the rules.
+    let txn = run(Some("billing-0"));
+    let out = &txn.boundaries[0].judgement;
+    assert_ne!(
+        out.mechanisms.of("m-0"),
+        Some(Mechanism::OutputWithoutTransaction)
+    );
 }

@@ -4,11 +4,15 @@
 //!
 //! Invariants: only `applied` effects change an outcome (a `replayed` effect is counted and
 //! listed, never a duplicate nor a proof of processing); pass 3 does not hash again (pass 2
-//! remembers each effect's ledger index) and is skipped when no anomaly has an effect.
+//! remembers each effect's ledger index) and is skipped when no anomaly has an effect; an
+//! output-topic effect is attributed to the incarnation whose acknowledged Produce (a
+//! `consumer_produce` event) wrote its record's offset.
 
 use crate::judge::ledger::{IdMap, Ledger, Place};
 use crate::judge::model::{Anomaly, Counts, EffectSeen, Outcome};
-use crate::timeline::{Attribution, EffectOutcome, Event, Stamped};
+use std::collections::HashMap;
+
+use crate::timeline::{AttributedBy, Attribution, EffectOutcome, Event, RecordPlace, Stamped};
 
 /// The ledger index of an effect whose ID is not in the ledger (a phantom).
 const NOT_IN_LEDGER: u32 = u32::MAX;
@@ -23,6 +27,56 @@ pub(crate) struct EffectTally {
     /// The ledger index of each effect event in timeline order ([`NOT_IN_LEDGER`] for a
     /// phantom).
     owners: Vec<u32>,
+    /// Who wrote each output record (`kafka-topic` effects).
+    writers: Writers,
+}
+
+/// The consumer Produces the proxy saw acknowledged: per (topic, partition) the offset
+/// ranges `[base, base + records)` and the incarnation that wrote them.
+#[derive(Default)]
+struct Writers {
+    ranges: HashMap<(String, i32), Vec<Written>>,
+}
+
+/// Offsets `[.0, .1)` written by instance `.2`, incarnation `.3`.
+type Written = (i64, i64, u32, u32);
+
+impl Writers {
+    /// Reads every `consumer_produce` event (none in most runs: then empty, no cost).
+    fn read(events: &[Stamped]) -> Writers {
+        let mut w = Writers::default();
+        for st in events {
+            let Event::ConsumerProduce {
+                instance,
+                incarnation,
+                batches,
+                ..
+            } = &st.event
+            else {
+                continue;
+            };
+            for b in batches
+                .iter()
+                .filter(|b| b.error.is_none() && b.base_offset >= 0)
+            {
+                let end = b.base_offset + i64::from(b.records);
+                w.ranges
+                    .entry((b.topic.clone(), b.partition))
+                    .or_default()
+                    .push((b.base_offset, end, *instance, *incarnation));
+            }
+        }
+        w
+    }
+
+    /// The incarnation whose acknowledged Produce wrote the record at `place`.
+    fn of(&self, place: &RecordPlace) -> Option<(u32, u32)> {
+        self.ranges
+            .get(&(place.topic.clone(), place.partition))?
+            .iter()
+            .find(|r| r.0 <= place.offset && place.offset < r.1)
+            .map(|r| (r.2, r.3))
+    }
 }
 
 /// One `effect` event's fields.
@@ -37,8 +91,10 @@ struct EffectEvent<'a> {
 }
 
 impl EffectEvent<'_> {
-    fn seen(&self) -> EffectSeen {
-        EffectSeen {
+    /// The effect as reported; an output record no process was named for is attributed to the
+    /// incarnation whose Produce wrote it, when the proxy saw one.
+    fn seen(&self, writers: &Writers) -> EffectSeen {
+        let mut seen = EffectSeen {
             seq: self.st.seq,
             t_us: self.st.t_us,
             instance: self.instance,
@@ -46,7 +102,17 @@ impl EffectEvent<'_> {
             outcome: self.outcome,
             sink: self.sink.to_owned(),
             attribution: self.attribution.clone(),
+        };
+        let writer = match (&self.attribution.record, self.instance) {
+            (Some(place), None) => writers.of(place),
+            _ => None,
+        };
+        if let Some((instance, incarnation)) = writer {
+            seen.instance = Some(instance);
+            seen.incarnation = Some(incarnation);
+            seen.attribution.by = Some(AttributedBy::Producer);
         }
+        seen
     }
 }
 
@@ -81,6 +147,7 @@ pub(crate) fn count(events: &[Stamped], ledger: &mut Ledger, counts: &mut Counts
         phantoms: Vec::new(),
         on_ledger: 0,
         owners: Vec::new(),
+        writers: Writers::read(events),
     };
     for e in effect_events(events) {
         let applied = match e.outcome {
@@ -107,7 +174,7 @@ pub(crate) fn count(events: &[Stamped], ledger: &mut Ledger, counts: &mut Counts
                     phantoms.push(phantom(e.id));
                     phantoms.len() - 1
                 });
-                phantoms[p].effects.push(e.seen());
+                phantoms[p].effects.push(e.seen(&tally.writers));
             }
         }
     }
@@ -141,6 +208,6 @@ pub(crate) fn attach(
         let Some(a) = ledger.anomaly_of(owner as usize) else {
             continue;
         };
-        anomalies[a].effects.push(e.seen());
+        anomalies[a].effects.push(e.seen(&tally.writers));
     }
 }

@@ -2,8 +2,9 @@
 //! — what the run announced, its faults, the consumer processes, the broker's last progress
 //! (or the queue's remainder), how the run ended, the sink's rejections, the proxy's view of
 //! consumer settings, closed connections and holds, the sink's holds of effect answers, the
-//! connections that bypassed the proxy, the consumer's processes that outlived SIGKILL, and the
-//! `warning` events.
+//! connections that bypassed the proxy, the consumer's processes that outlived SIGKILL, the
+//! commits the broker accepted from watched connections (`committers`), and the `warning`
+//! events.
 //!
 //! Invariant: facts are read in one pass in timeline order, one event at a time; the latest
 //! `progress` event by sequence number is the one that decides lost versus pending.
@@ -13,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 
 use crate::judge::bypass::{bypassed_faults, Bypass};
+use crate::judge::committers::{CommitsReader, CommitsSeen};
 use crate::judge::model::{SurvivingProcess, UnfiredFault, FAILED_SAMPLES};
 use crate::timeline::{
     DescendantFate, EndReason, Event, FaultRecord, HeldAt, ProcessPhase, RunInfo, Stamped, TxnOp,
@@ -179,6 +181,7 @@ pub(crate) struct FactsReader<'a> {
     output_topics: Vec<OutputTopicRead>,
     /// When the proxy answered a request with a protocol fault's reply (`replied` events).
     reply_times: Vec<u64>,
+    commits: CommitsReader,
 }
 
 /// The progress the judge counts work done by: the consumer's own stored offsets when the
@@ -251,8 +254,10 @@ impl<'a> FactsReader<'a> {
     /// Takes in one event (every event, for the time of the last one).
     pub(crate) fn observe(&mut self, st: &'a Stamped) {
         self.last_t_us = Some(self.last_t_us.map_or(st.t_us, |t| t.max(st.t_us)));
+        self.commits.observe(&st.event);
         match &st.event {
             Event::RunStarted(info) => {
+                self.commits.scope(&info.topic, &info.group);
                 if self.run.is_none() {
                     self.run = Some(info.clone());
                 } else {
@@ -509,6 +514,7 @@ impl<'a> FactsReader<'a> {
             survivors: self.survivors,
             warnings: self.warnings,
             output_topics: self.output_topics,
+            commits_seen: self.commits.finish(),
         };
         facts.tally_faults(&self.reply_times);
         facts.warnings.extend(stored_note);
@@ -585,6 +591,8 @@ pub(crate) struct RunFacts<'a> {
     pub(crate) survivors: Vec<SurvivingProcess>,
     /// `warning` events in order, then the facts' own observations.
     pub(crate) warnings: Vec<String>,
+    /// The commits of watched consumer connections the broker accepted (Kafka).
+    pub(crate) commits_seen: CommitsSeen,
 }
 
 impl RunFacts<'_> {

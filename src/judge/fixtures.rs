@@ -181,7 +181,30 @@ impl Tl {
         }))
     }
 
+    /// The broker's progress, after the accepted commit of it by consumer[0] (its incarnation
+    /// last started) that the proxy records when a consumer commits through it (the
+    /// committing connection every proven Kafka loss needs).
     pub(crate) fn progress(&mut self, committed: &[(i32, i64)]) -> &mut Tl {
+        let offsets: Vec<CommittedOffset> = committed
+            .iter()
+            .filter(|(_, o)| *o > 0)
+            .map(|&(p, o)| self::committed("orders-r1", p, o))
+            .collect();
+        if !offsets.is_empty() {
+            let who = (0, self.live.unwrap_or(1));
+            self.push(commit_event(
+                "billing-r1",
+                who,
+                offsets,
+                CommitPhase::Response,
+            ));
+        }
+        self.progress_uncommitted(committed)
+    }
+
+    /// The broker's progress alone: what it counts done, with no commit of it seen through
+    /// the proxy (a commit that bypassed it, offsets moved by another client).
+    pub(crate) fn progress_uncommitted(&mut self, committed: &[(i32, i64)]) -> &mut Tl {
         let committed: BTreeMap<i32, i64> = committed.iter().copied().collect();
         self.push(Event::Progress {
             end: committed.clone(),

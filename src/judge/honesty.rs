@@ -505,3 +505,76 @@ fn a_protocol_fault_no_request_came_to_answer_is_not_exercised() {
     assert_eq!(rec.faults_fired, [0]);
     assert_eq!(rec.verdict, Verdict::Exact);
 }
+
+// Loss needs the broker's word and the committing connection (issue 13).
+
+/// `a` effected, `b` not, the group's offset past both; `commits` are the events the proxy
+/// saw before the broker's progress was read.
+fn committed_by(commits: &[Event]) -> Judgement {
+    let mut tl = run_of(&["a", "b"], "at-least-once");
+    tl.effect("a", 1);
+    for c in commits {
+        tl.push(c.clone());
+    }
+    tl.progress_uncommitted(&[(0, 2)]).end(EndReason::Settled);
+    analyze(&tl.events)
+}
+
+fn txn(op: crate::timeline::TxnOp, committed: Option<bool>, offset: i64) -> Event {
+    use crate::judge::fixtures::committed as offset_of;
+    Event::Txn {
+        instance: 0,
+        incarnation: 1,
+        op,
+        transactional_id: Some("billing-0".into()),
+        producer_id: 7,
+        producer_epoch: 0,
+        committed,
+        request: false,
+        offsets: if offset > 0 {
+            vec![offset_of("orders-r1", 0, offset)]
+        } else {
+            Vec::new()
+        },
+        error: None,
+    }
+}
+
+#[test]
+fn a_commit_nobody_was_seen_making_proves_no_loss() {
+    let rec = committed_by(&[]);
+    assert_eq!(rec.verdict, Verdict::Inconclusive);
+    assert_eq!(outcome_of(&rec, "b"), Some(Outcome::UnconfirmedLoss));
+    assert_eq!(
+        (rec.counts.lost, rec.counts.committer_unknown),
+        (0, 1),
+        "committed past by no watched connection"
+    );
+    assert_eq!(codes(&rec.inconclusive_reasons), vec!["committer_unknown"]);
+    let text = rec.inconclusive_reasons[0].to_string();
+    assert!(text.contains("committing connection is unknown"), "{text}");
+    assert_eq!(rec.exit_code(), 3);
+}
+
+#[test]
+fn offsets_sent_to_a_committed_transaction_are_the_brokers_word() {
+    use crate::timeline::TxnOp;
+    let rec = committed_by(&[
+        txn(TxnOp::TxnOffsetCommit, None, 2),
+        txn(TxnOp::EndTxn, Some(true), 0),
+    ]);
+    assert_eq!(rec.verdict, Verdict::Lost);
+    assert_eq!(outcome_of(&rec, "b"), Some(Outcome::Lost));
+    assert_ne!(
+        rec.mechanisms.of("b"),
+        Some(crate::judge::mechanism::Mechanism::Unexplained),
+        "the transaction's commit is the mark"
+    );
+    // The same offsets in a transaction that aborted were never committed by that connection.
+    let rec = committed_by(&[
+        txn(TxnOp::TxnOffsetCommit, None, 2),
+        txn(TxnOp::EndTxn, Some(false), 0),
+    ]);
+    assert_eq!(rec.verdict, Verdict::Inconclusive);
+    assert_eq!(rec.counts.committer_unknown, 1);
+}

@@ -5,8 +5,9 @@
 //! Invariants: identity is the message ID, never the offset; the first acknowledged record
 //! gives an ID's partition and offset; an acknowledged ID is LOST only when the broker proves
 //! it was consumed (its offset is below its partition's committed offset in the last
-//! `progress` event, or the AMQP queue's whole remainder no longer holds it), else PENDING;
-//! one hash lookup per event.
+//! `progress` event, or the AMQP queue's whole remainder no longer holds it), else PENDING,
+//! and (Kafka) only when a watched consumer connection's accepted commit passed it, else an
+//! UNCONFIRMED LOSS counted in `committer_unknown`; one hash lookup per event.
 
 use std::collections::hash_map;
 use std::collections::HashMap;
@@ -117,6 +118,17 @@ impl Entry<'_> {
                 p.committed.get(&part).is_some_and(|&c| off < c)
             }
             _ => false,
+        }
+    }
+
+    /// Whether the word that counts the ID done came from a watched consumer connection. AMQP:
+    /// the queue's remainder is the broker's own word. Kafka: a commit past its offset, from a
+    /// connection through the proxy, that the broker accepted (`committers`).
+    fn committer_known(&self, facts: &RunFacts) -> bool {
+        match (&facts.remainder, self.partition, self.offset) {
+            (Some(_), ..) => true,
+            (None, Some(part), Some(off)) => facts.commits_seen.covers(part, off),
+            (None, ..) => false,
         }
     }
 
@@ -264,16 +276,19 @@ impl<'a> Ledger<'a> {
                 ProduceStatus::Acked => {
                     counts.produced += 1;
                     acked_without_effect += u64::from(e.applied == 0);
-                    e.by_effects(|| {
+                    let outcome = e.by_effects(|| {
                         if facts.diverted(e.id) {
                             return Outcome::Diverted;
                         }
-                        match (e.consumed(facts), oracle_blind) {
-                            (true, false) => Outcome::Lost,
-                            (true, true) => Outcome::UnconfirmedLoss,
-                            (false, _) => Outcome::Pending,
+                        match (e.consumed(facts), oracle_blind, e.committer_known(facts)) {
+                            (true, false, true) => Outcome::Lost,
+                            (true, ..) => Outcome::UnconfirmedLoss,
+                            (false, ..) => Outcome::Pending,
                         }
-                    })
+                    });
+                    let unknown = outcome == Outcome::UnconfirmedLoss && !oracle_blind;
+                    counts.committer_unknown += u64::from(unknown);
+                    outcome
                 }
                 ProduceStatus::Indeterminate => {
                     counts.indeterminate += 1;

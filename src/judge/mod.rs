@@ -21,6 +21,9 @@
 //! - An acknowledged ID is LOST only when the broker proves it was consumed: its offset is below
 //!   the committed offset of its partition in the *last* `progress` event. Without that proof a
 //!   zero-effect ID is PENDING, which can make the run INCONCLUSIVE but never EXACT.
+//! - ...and (Kafka) only when a consumer connection the proxy watched had a commit past it
+//!   accepted (`committers`): committed past by nobody seen, it is an UNCONFIRMED LOSS and
+//!   the run says whose word is missing (`committer_unknown`).
 //! - ...and only when the oracle could see its effect: with effects the sink rejected, or no
 //!   effect naming any produced ID at all, such an ID is an UNCONFIRMED LOSS, never lost.
 //! - A claim is met only when the evidence covers what it forbids (`verdict`); otherwise it is
@@ -39,6 +42,7 @@ mod absorbed;
 mod boundary;
 pub mod bypass;
 pub mod commit_window;
+mod committers;
 mod effects;
 mod facts;
 mod harness;
@@ -90,7 +94,7 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
     if declared.is_empty() {
         return analyze_one(events);
     }
-    let parts = declared
+    let mut parts: Vec<BoundaryJudgement> = declared
         .iter()
         .enumerate()
         .map(|(i, b)| BoundaryJudgement {
@@ -100,6 +104,7 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
             judgement: analyze_one(&boundary::view(events, b, i == 0)),
         })
         .collect();
+    boundary::name_output_without_transaction(events, &mut parts);
     boundary::overall(parts)
 }
 

@@ -238,6 +238,10 @@ pub struct Counts {
     /// Acknowledged IDs the broker counts done, without an applied effect, while the oracle
     /// was blind (effects rejected by the sink, or no effect at all): not provably lost.
     pub unconfirmed_loss: u64,
+    /// Of `unconfirmed_loss`: Kafka IDs the broker counts done (committed past) with no
+    /// applied effect, while the oracle saw, but with no accepted commit past them from any
+    /// consumer connection the proxy watched: whose word counted them done is unknown.
+    pub committer_unknown: u64,
     /// Acknowledged IDs not (provably) consumed and without an applied effect.
     pub pending: u64,
     /// Indeterminate IDs without an applied effect.
@@ -286,6 +290,13 @@ pub enum InconclusiveReason {
     FaultsHitNothing {
         /// Which ones.
         faults: Vec<UnfiredFault>,
+    },
+    /// Kafka: messages committed past with no effect, but no consumer connection the proxy
+    /// watched had a commit past them accepted: the committing connection is unknown, so the
+    /// loss is not proven (issue 13: loss needs the broker's word and the committer).
+    CommitterUnknown {
+        /// How many (`Counts::committer_unknown`).
+        count: u64,
     },
     /// Acknowledged messages were neither effected nor consumed when the run ended.
     Pending {
@@ -464,6 +475,7 @@ impl InconclusiveReason {
             InconclusiveReason::NoFaultPlanned => "no_fault_planned",
             InconclusiveReason::FaultsNotFired { .. } => "faults_not_fired",
             InconclusiveReason::FaultsHitNothing { .. } => "faults_hit_nothing",
+            InconclusiveReason::CommitterUnknown { .. } => "committer_unknown",
             InconclusiveReason::Pending { .. } => "pending",
             InconclusiveReason::LedgerIncomplete { .. } => "ledger_incomplete",
             InconclusiveReason::RunNotEnded => "run_not_ended",
@@ -512,6 +524,13 @@ impl fmt::Display for InconclusiveReason {
                     fault_list(faults)
                 )
             }
+            InconclusiveReason::CommitterUnknown { count } => write!(
+                f,
+                "{count} message{s} the group committed past without an effect, but no consumer connection through the proxy had a commit past {them} accepted (a commit that bypassed the proxy, offsets reset or moved by another client, a group member outside the run): the committing connection is unknown, so {them} {are} not proven lost",
+                s = plural(*count),
+                them = if *count == 1 { "it" } else { "them" },
+                are = if *count == 1 { "is" } else { "are" },
+            ),
             InconclusiveReason::Pending { count } => write!(
                 f,
                 "{count} message{} still pending at the end (not processed, not committed past)",

@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
-use crate::judge::fixtures::{at, effect_event, info, produced_event};
+use crate::judge::fixtures::{
+    at, commit_event, committed as committed_offset, effect_event, info, produced_event,
+};
 use crate::timeline::{
-    EffectOutcome, EndReason, Event, FaultRecord, ProcessRef, ProduceStatus, Stamped,
+    CommitPhase, EffectOutcome, EndReason, Event, FaultRecord, ProcessRef, ProduceStatus, Stamped,
 };
 
 /// One generated message: status, partition, applied and replayed effect counts, and an
@@ -38,6 +40,9 @@ struct Case {
     missing: u64,
     /// `effect_rejected` events (effects the sink could not read).
     rejected: u32,
+    /// Per partition: whether the consumer's commit of its progress went through the proxy
+    /// (an accepted `commit` event), else the broker's offset has no known committer.
+    seen: [bool; 3],
 }
 
 fn status() -> impl Strategy<Value = ProduceStatus> {
@@ -89,11 +94,12 @@ fn case() -> impl Strategy<Value = Case> {
         (
             prop::collection::vec(prop::bool::weighted(0.9), 3),
             prop_oneof![6 => Just(0u32), 1 => 1..3u32],
+            prop::array::uniform3(prop::bool::weighted(0.85)),
         ),
     )
         .prop_map(
             |(msgs, commit, progress, planned, fired, end, expect, phantoms, missing, more)| {
-                let (hits, rejected) = more;
+                let (hits, rejected, seen) = more;
                 Case {
                     msgs,
                     commit,
@@ -106,6 +112,7 @@ fn case() -> impl Strategy<Value = Case> {
                     phantoms,
                     missing,
                     rejected,
+                    seen,
                 }
             },
         )
@@ -196,6 +203,18 @@ fn build(c: &Case, shuffle: &[usize]) -> (Vec<Stamped>, Vec<i64>, BTreeMap<i32, 
         .map(|p| (p as i32, next[p] * c.commit[p] as i64 / 4))
         .collect();
     if c.progress {
+        // The real proxy records the consumer's accepted commit before the broker's progress
+        // is read; an unseen one leaves the offset without a known committer.
+        for (&p, &next) in committed.iter() {
+            if next > 0 && c.seen[p as usize] {
+                events.push(commit_event(
+                    "billing-r1",
+                    (0, 1),
+                    vec![committed_offset("orders-r1", p, next)],
+                    CommitPhase::Response,
+                ));
+            }
+        }
         events.push(Event::Progress {
             committed: committed.clone(),
             end: committed.clone(),
@@ -233,6 +252,7 @@ fn with_shuffle() -> impl Strategy<Value = (Case, Vec<usize>)> {
 struct Oracle {
     lost: u64,
     unconfirmed_loss: u64,
+    committer_unknown: u64,
     dup: u64,
     exact: u64,
     not_counted_done: u64,
@@ -245,16 +265,23 @@ fn oracle(c: &Case, offsets: &[i64], committed: &BTreeMap<i32, i64>) -> Oracle {
     let done = |m: &Msg, off: i64| c.progress && off < committed[&m.partition];
     // Blind: effects went unread, or no effect named any produced ID.
     let blind = c.rejected > 0 || c.msgs.iter().all(|m| m.applied + m.replayed == 0);
-    let consumed_without_effect = c
-        .msgs
-        .iter()
-        .zip(offsets)
-        .filter(|(m, off)| m.status == ProduceStatus::Acked && m.applied == 0 && done(m, **off))
-        .count() as u64;
+    let consumed_without_effect = |by_seen: bool| {
+        c.msgs
+            .iter()
+            .zip(offsets)
+            .filter(|(m, _)| m.status == ProduceStatus::Acked && m.applied == 0)
+            .filter(|(m, off)| done(m, **off) && c.seen[m.partition as usize] == by_seen)
+            .count() as u64
+    };
+    let (known, unknown) = (
+        consumed_without_effect(true),
+        consumed_without_effect(false),
+    );
     let count = |f: &dyn Fn(&Msg) -> bool| c.msgs.iter().filter(|m| f(m)).count() as u64;
     Oracle {
-        lost: if blind { 0 } else { consumed_without_effect },
-        unconfirmed_loss: if blind { consumed_without_effect } else { 0 },
+        lost: if blind { 0 } else { known },
+        unconfirmed_loss: if blind { known + unknown } else { unknown },
+        committer_unknown: if blind { 0 } else { unknown },
         dup: count(&|m| judged(m) && m.applied >= 2),
         exact: count(&|m| judged(m) && m.applied == 1),
         not_counted_done: c
@@ -304,6 +331,7 @@ proptest! {
 
         prop_assert_eq!(rec.counts.lost, o.lost);
         prop_assert_eq!(rec.counts.unconfirmed_loss, o.unconfirmed_loss);
+        prop_assert_eq!(rec.counts.committer_unknown, o.committer_unknown);
         prop_assert_eq!(rec.counts.duplicated, o.dup);
         prop_assert_eq!(rec.counts.exact, o.exact);
         prop_assert_eq!(rec.counts.not_counted_done, o.not_counted_done);
@@ -329,6 +357,7 @@ proptest! {
             || (0..c.planned).any(|f| !(c.fired[f] && c.hits[f]))
             || c.rejected > 0
             || k.pending > 0
+            || o.committer_unknown > 0
             || c.missing > 0
             || !matches!(c.end, Some(EndReason::Settled | EndReason::Deadline))
             || o.exact + o.dup == 0;

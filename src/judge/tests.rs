@@ -697,3 +697,62 @@ fn one_million_ids_reconcile_in_well_under_a_few_seconds() {
     assert_eq!(rec.counts.produced, 1_000_000);
     assert!(took < std::time::Duration::from_secs(2), "{took:?}");
 }
+
+#[test]
+fn output_records_are_attributed_to_the_incarnation_whose_produce_wrote_them() {
+    use crate::timeline::{AttributedBy, Attribution, ProducedBatch, RecordPlace};
+    let produce = |incarnation, base_offset| Event::ConsumerProduce {
+        instance: 0,
+        incarnation,
+        transactional_id: None,
+        producer_id: 9,
+        producer_epoch: 0,
+        batches: vec![ProducedBatch {
+            topic: "out".into(),
+            partition: 1,
+            base_offset,
+            records: 2,
+            error: None,
+        }],
+    };
+    let effect = |id: &str, offset| Event::Effect {
+        id: id.into(),
+        instance: None,
+        incarnation: None,
+        outcome: EffectOutcome::Applied,
+        sink: "kafka-topic".into(),
+        boundary: None,
+        attribution: Attribution {
+            record: Some(RecordPlace {
+                topic: "out".into(),
+                partition: 1,
+                offset,
+            }),
+            ..Attribution::default()
+        },
+    };
+    let mut tl = clean(&["a", "b"], "at-least-once");
+    // Incarnation 1 wrote a and b at 0-1, was killed before its commit; incarnation 2 wrote
+    // them again at 2-3. Offset 7 was written by no Produce the proxy saw.
+    tl.push(produce(1, 0))
+        .push(effect("a", 0))
+        .push(effect("b", 1))
+        .push(produce(2, 2))
+        .push(effect("a", 2))
+        .push(effect("b", 3))
+        .push(effect("b", 7))
+        .progress(&[(0, 2)])
+        .end(EndReason::Settled);
+    let rec = analyze(&tl.events);
+    assert_eq!(rec.verdict, Verdict::Duplicated);
+    let writers = |id: &str| -> Vec<(Option<u32>, Option<AttributedBy>)> {
+        let a = rec.anomalies.iter().find(|a| a.id == id).unwrap();
+        a.effects
+            .iter()
+            .map(|e| (e.incarnation, e.attribution.by))
+            .collect()
+    };
+    let by = Some(AttributedBy::Producer);
+    assert_eq!(writers("a"), [(Some(1), by), (Some(2), by)]);
+    assert_eq!(writers("b"), [(Some(1), by), (Some(2), by), (None, None)]);
+}

@@ -130,7 +130,7 @@ fn shortfalls(
         let first = facts.rejected_samples.first();
         reasons.push(InconclusiveReason::EffectsUnread {
             rejected: facts.rejected,
-            unconfirmed_loss: counts.unconfirmed_loss,
+            unconfirmed_loss: counts.unconfirmed_loss - counts.committer_unknown,
             rule: facts.run.as_ref().and_then(|r| r.effects_id.clone()),
             reason: first.map(|s| s.reason.clone()),
             sample: first.map(|s| s.sample.clone()),
@@ -147,6 +147,11 @@ fn shortfalls(
     if !ledger.stalls.is_empty() {
         reasons.push(InconclusiveReason::StalledOnPoison {
             stalls: ledger.stalls.clone(),
+        });
+    }
+    if counts.committer_unknown > 0 {
+        reasons.push(InconclusiveReason::CommitterUnknown {
+            count: counts.committer_unknown,
         });
     }
     if counts.pending > 0 {
@@ -240,6 +245,7 @@ fn blinds(reason: &InconclusiveReason, verdict: Verdict) -> Blind {
         | InconclusiveReason::FaultsBypassed { .. } => Blind::Neither,
         InconclusiveReason::HarnessDuplicated { .. } => Blind::Duplicate,
         InconclusiveReason::Pending { .. }
+        | InconclusiveReason::CommitterUnknown { .. }
         | InconclusiveReason::NoProgress { .. }
         | InconclusiveReason::LedgerIncomplete { .. }
         | InconclusiveReason::DeadLettersUnread { .. }

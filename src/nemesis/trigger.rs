@@ -160,18 +160,21 @@ pub fn hold_point(trigger: &Trigger) -> Option<HoldPoint> {
 
 /// Where an event counted at `moment` is held: the HTTP sink's answer during an effect, a
 /// commit request before it reaches the broker, the broker's commit response after it accepted
-/// one, an AMQP ack before it reaches the broker. Nothing else is held.
+/// one, an AMQP ack before it reaches the broker, a transaction's EndTxn (commit) request
+/// before it reaches the broker. Nothing else is held.
 fn held_at(event: EventKind, moment: Moment) -> Option<HoldPoint> {
     match (event, moment) {
         (EventKind::Effect, Moment::During) => Some(HoldPoint::Effect),
         (EventKind::Commit, Moment::Before) => Some(HoldPoint::CommitRequest),
         (EventKind::Commit, Moment::After) => Some(HoldPoint::CommitResponse),
         (EventKind::Ack, Moment::Before) => Some(HoldPoint::AckRequest),
+        (EventKind::EndTxn, Moment::Before) => Some(HoldPoint::EndTxnRequest),
         (EventKind::Effect, Moment::After | Moment::Before)
         | (EventKind::Commit | EventKind::Ack, Moment::During)
         | (EventKind::Ack, Moment::After)
+        | (EventKind::EndTxn, Moment::After | Moment::During)
         | (
-            EventKind::Deliver | EventKind::Rebalance | EventKind::Produced | EventKind::EndTxn,
+            EventKind::Deliver | EventKind::Rebalance | EventKind::Produced | EventKind::Produce,
             Moment::After | Moment::Before | Moment::During,
         ) => None,
     }
@@ -197,16 +200,24 @@ fn counts(kind: EventKind, moment: Moment, event: &Event) -> bool {
             moment != Moment::During || sink == SinkKind::Http.as_str()
         }
         (EventKind::Produced, Event::Produced { .. }) => true,
-        // A transaction the broker committed (its EndTxn answer passing the proxy).
+        // A transaction the broker committed (its EndTxn answer passing the proxy), or
+        // (`before:`) a commit request the proxy holds on its way to the broker.
         (
             EventKind::EndTxn,
             Event::Txn {
                 op: TxnOp::EndTxn,
                 committed: Some(true),
                 error: None,
+                request,
                 ..
             },
-        ) => true,
+        ) => *request == (moment == Moment::Before),
+        // A consumer's own Produce every partition of which the broker accepted.
+        (EventKind::Produce, Event::ConsumerProduce { batches, .. }) => {
+            moment == Moment::After
+                && !batches.is_empty()
+                && batches.iter().all(|b| b.error.is_none())
+        }
         (EventKind::Deliver, Event::Delivered { .. }) => true,
         (EventKind::Commit, Event::Commit { phase, error, .. }) => match moment {
             Moment::Before => *phase == CommitPhase::Request,
@@ -231,7 +242,8 @@ fn belongs_to(instance: Option<u32>, event: &Event) -> bool {
         | Event::Ack { instance, .. }
         | Event::Commit { instance, .. }
         | Event::Rebalance { instance, .. }
-        | Event::Txn { instance, .. } => Some(*instance),
+        | Event::Txn { instance, .. }
+        | Event::ConsumerProduce { instance, .. } => Some(*instance),
         _ => return true,
     };
     of == Some(wanted)
@@ -286,6 +298,8 @@ mod tests {
             producer_id: 1,
             producer_epoch: 0,
             committed,
+            request: false,
+            offsets: Vec::new(),
             error: error.map(Into::into),
         };
         let mut t = TriggerState::new(&when, 0, None);
@@ -303,6 +317,75 @@ mod tests {
             got,
             [Match::No, Match::No, Match::No, Match::No, Match::Fire]
         );
+    }
+
+    #[test]
+    fn before_end_txn_counts_commit_requests_and_holds_the_nth() {
+        let when = Trigger::Count {
+            moment: Moment::Before,
+            event: EventKind::EndTxn,
+            nth: Count::new(2),
+        };
+        let txn = |committed, request| Event::Txn {
+            instance: 0,
+            incarnation: 1,
+            op: TxnOp::EndTxn,
+            transactional_id: Some("t".into()),
+            producer_id: 1,
+            producer_epoch: 0,
+            committed: Some(committed),
+            request,
+            offsets: Vec::new(),
+            error: None,
+        };
+        let mut t = TriggerState::new(&when, 0, None);
+        assert_eq!(t.hold_point(), Some(HoldPoint::EndTxnRequest));
+        let events = [
+            txn(true, true),
+            txn(true, false), // its answer: not a request
+            txn(false, true), // an abort is not a commit
+            txn(true, true),
+        ];
+        let got: Vec<Match> = events.iter().map(|e| t.on_event(e)).collect();
+        assert_eq!(got, [Match::No, Match::No, Match::No, Match::FireWhileHeld]);
+        assert_eq!(HoldPoint::of(&events[3]), Some(HoldPoint::EndTxnRequest));
+        assert_eq!(HoldPoint::of(&events[1]), None);
+    }
+
+    #[test]
+    fn after_produce_counts_the_consumers_produces_the_broker_accepted() {
+        use crate::timeline::ProducedBatch;
+        let when = Trigger::Count {
+            moment: Moment::After,
+            event: EventKind::Produce,
+            nth: Count::new(2),
+        };
+        let produce = |instance, error: Option<&str>| Event::ConsumerProduce {
+            instance,
+            incarnation: 1,
+            transactional_id: None,
+            producer_id: 3,
+            producer_epoch: 0,
+            batches: vec![ProducedBatch {
+                topic: "orders-out".into(),
+                partition: 0,
+                base_offset: 10,
+                records: 2,
+                error: error.map(Into::into),
+            }],
+        };
+        let mut t = TriggerState::new(&when, 0, Some(0));
+        assert_eq!(t.hold_point(), None, "observed, not held");
+        let got: Vec<Match> = [
+            produce(0, None),
+            produce(0, Some("NOT_LEADER_OR_FOLLOWER")),
+            produce(1, None),
+            produce(0, None),
+        ]
+        .iter()
+        .map(|e| t.on_event(e))
+        .collect();
+        assert_eq!(got, [Match::No, Match::No, Match::No, Match::Fire]);
     }
 
     #[test]

@@ -574,13 +574,13 @@ fn countable(moment: Moment, event: EventKind, ctx: &Context) -> Result<(), Brok
     let path = format!(".{form}");
     let wrong_broker = wrong_broker(event, ctx.kind);
     let is_request = match event {
-        EventKind::Commit | EventKind::Ack => true,
-        // EndTxn is observed, not held: `after:` only.
+        // `before: end_txn` holds the transaction's commit request.
+        EventKind::Commit | EventKind::Ack | EventKind::EndTxn => true,
         EventKind::Effect
         | EventKind::Deliver
         | EventKind::Rebalance
         | EventKind::Produced
-        | EventKind::EndTxn => false,
+        | EventKind::Produce => false,
     };
     let supported = match moment {
         Moment::After => wrong_broker.is_none(),
@@ -591,7 +591,7 @@ fn countable(moment: Moment, event: EventKind, ctx: &Context) -> Result<(), Brok
         let fix = match moment {
             Moment::During => "`during:` holds the sink's answer: use `during: effect`",
             Moment::After | Moment::Before => wrong_broker.unwrap_or(
-                "`before:` holds a protocol request: use `before: commit` (Kafka) or `before: ack` (AMQP)",
+                "`before:` holds a protocol request: use `before: commit` or `before: end_txn` (Kafka), or `before: ack` (AMQP)",
             ),
         };
         return Err(broken(
@@ -623,8 +623,8 @@ fn countable(moment: Moment, event: EventKind, ctx: &Context) -> Result<(), Brok
 fn wrong_broker(event: EventKind, kind: BrokerKind) -> Option<&'static str> {
     match kind {
         BrokerKind::Amqp => match event {
-            EventKind::Commit | EventKind::Rebalance | EventKind::EndTxn => {
-                Some("an AMQP plan counts `ack`s, not commits, rebalances or transactions")
+            EventKind::Commit | EventKind::Rebalance | EventKind::EndTxn | EventKind::Produce => {
+                Some("an AMQP plan counts `ack`s, not commits, rebalances, transactions or a consumer's Kafka produce")
             }
             EventKind::Effect | EventKind::Ack | EventKind::Deliver | EventKind::Produced => None,
         },
@@ -635,7 +635,8 @@ fn wrong_broker(event: EventKind, kind: BrokerKind) -> Option<&'static str> {
             | EventKind::Deliver
             | EventKind::Rebalance
             | EventKind::Produced
-            | EventKind::EndTxn => None,
+            | EventKind::EndTxn
+            | EventKind::Produce => None,
         },
     }
 }

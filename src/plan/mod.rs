@@ -630,10 +630,14 @@ pub enum EventKind {
     Rebalance,
     /// A message acknowledged by the broker to the workload producer.
     Produced,
-    /// A Kafka transaction committed (EndTxn accepted by the broker, seen by the proxy before
-    /// the client hears of it).
+    /// A Kafka transaction committed: `after:` its EndTxn accepted by the broker, seen by the
+    /// proxy before the client hears of it; `before:` its EndTxn (commit) request, held by the
+    /// proxy before it reaches the broker.
     #[serde(rename = "end_txn")]
     EndTxn,
+    /// A consumer's own Produce (to its output topic) acknowledged by the broker, seen by the
+    /// proxy before the client hears of it (`after:` only).
+    Produce,
 }
 
 impl EventKind {
@@ -647,6 +651,7 @@ impl EventKind {
             EventKind::Rebalance => "rebalance",
             EventKind::Produced => "produced",
             EventKind::EndTxn => "end_txn",
+            EventKind::Produce => "produce",
         }
     }
 
@@ -657,7 +662,8 @@ impl EventKind {
             | EventKind::Ack
             | EventKind::Deliver
             | EventKind::Rebalance
-            | EventKind::EndTxn => true,
+            | EventKind::EndTxn
+            | EventKind::Produce => true,
             EventKind::Effect | EventKind::Produced => false,
         }
     }
@@ -809,7 +815,9 @@ mod tests {
     #[test]
     fn event_kind_words_are_what_serde_reads_and_writes() {
         use EventKind::*;
-        for kind in [Effect, Commit, Ack, Deliver, Rebalance, Produced, EndTxn] {
+        for kind in [
+            Effect, Commit, Ack, Deliver, Rebalance, Produced, EndTxn, Produce,
+        ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
     }

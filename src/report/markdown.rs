@@ -640,7 +640,7 @@ fn explain(outcome: Outcome, amqp: bool) -> &'static str {
         }
         (Outcome::Duplicated, _) => "Applied more than once.",
         (Outcome::UnconfirmedLoss, _) => {
-            "The broker counts it done and no effect was read for it, but the oracle was blind (the sink rejected effects it could not read, or saw no effect of any produced message): not proven lost."
+            "The broker counts it done and no effect was read for it, but the oracle was blind (the sink rejected effects it could not read, or saw no effect of any produced message) or no consumer connection through the proxy was seen committing past it: not proven lost."
         }
         (Outcome::Pending, false) => {
             "Acknowledged, not applied, and not committed past when the run ended: no proof either way."
@@ -690,6 +690,15 @@ fn anomaly(md: &mut String, rec: &Judgement, a: &Anomaly) {
         let witness = match (e.attribution.by, e.attribution.pid) {
             (Some(AttributedBy::Socket), Some(pid)) => format!(" (its socket, pid {pid})"),
             (Some(AttributedBy::Url), _) => " (by the URL it posted to)".to_string(),
+            (Some(AttributedBy::Producer), _) => match &e.attribution.record {
+                Some(r) => format!(
+                    " (its Produce wrote {} partition {} offset {})",
+                    code(&r.topic),
+                    r.partition,
+                    r.offset
+                ),
+                None => " (its Produce wrote the record)".to_string(),
+            },
             (Some(AttributedBy::Unknown), _) => format!(
                 " ({})",
                 text(e.attribution.note.as_deref().unwrap_or("no witness"))

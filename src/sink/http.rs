@@ -179,6 +179,7 @@ fn decide(socket: Result<Owner, Unknown>, url: (Option<u32>, Option<u32>)) -> De
                         format!("posted to the URL of consumer[{i}] incarnation {n}")
                     }),
                     row: None,
+                    record: None,
                 },
                 disagreement: claimed.map(|c| (found, c)),
             }
@@ -191,6 +192,7 @@ fn decide(socket: Result<Owner, Unknown>, url: (Option<u32>, Option<u32>)) -> De
                 pid: None,
                 note: Some(format!("socket: {}", unknown.reason)),
                 row: None,
+                record: None,
             },
             disagreement: None,
         },
@@ -202,6 +204,7 @@ fn decide(socket: Result<Owner, Unknown>, url: (Option<u32>, Option<u32>)) -> De
                 pid: None,
                 note: Some(unknown.reason),
                 row: None,
+                record: None,
             },
             disagreement: None,
         },

@@ -5,8 +5,9 @@
 //! `output_topic_read` event at the end: what a non-transactional reader downstream would
 //! have seen, never effects.
 //!
-//! Effects are not attributed to a process here (the record names none); each names its
-//! message by the boundary's rule (`header:`, `key`, `json:`, `regex:`, `body`).
+//! Effects are not attributed to a process here (the record names none): each carries its
+//! record's place, which the judge ties to the consumer Produce the proxy saw write it; each
+//! names its message by the boundary's rule (`header:`, `key`, `json:`, `regex:`, `body`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::EffectRecorder;
 use crate::broker::output_topic::{Isolation, OutputRecord, OutputTopic, ReadEnd};
 use crate::error::InfraError;
-use crate::timeline::{Attribution, Event};
+use crate::timeline::{Attribution, Event, RecordPlace};
 
 /// How many aborted records' IDs the event names.
 const ABORTED_SAMPLES: usize = 20;
@@ -26,6 +27,19 @@ const JOIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// `(partition, offset)` of a record.
 type Place = (i32, i64);
+
+/// An effect's attribution as this sink knows it: no process, the record's place (the judge
+/// finds the incarnation whose Produce wrote it).
+fn record_attribution(topic: &str, partition: i32, offset: i64) -> Attribution {
+    Attribution {
+        record: Some(RecordPlace {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+        }),
+        ..Attribution::default()
+    }
+}
 
 /// The two readers of one output topic.
 pub struct KafkaTopicSink {
@@ -50,6 +64,7 @@ impl KafkaTopicSink {
         let effect_places: Arc<Mutex<BTreeSet<Place>>> = Arc::default();
         let places = effect_places.clone();
         let effect_recorder = recorder.clone();
+        let topic = output.topic.clone();
         let effects = output.read(isolation, stop.clone(), move |r| {
             places
                 .lock()
@@ -59,7 +74,11 @@ impl KafkaTopicSink {
                 &r.headers,
                 r.key.as_deref(),
                 &r.payload,
-                (None, None, Attribution::default()),
+                (
+                    None,
+                    None,
+                    record_attribution(&topic, r.partition, r.offset),
+                ),
             );
         })?;
         let other_isolation = match isolation {

@@ -251,6 +251,7 @@ mod tests {
                     pid: Some(4242),
                     note: None,
                     row: None,
+                    record: None,
                 },
             },
         };

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use crate::judge::model::{Anomaly, ExitStatus};
 use crate::timeline::{
     AckPhase, AckVerb, CommitPhase, CommittedOffset, EndReason, Event, FaultRecord, MemberChange,
-    ProcessPhase, ProcessRef, ProduceStatus, RebalanceKind, Stamped,
+    ProcessPhase, ProcessRef, ProduceStatus, RebalanceKind, Stamped, TxnOp,
 };
 
 /// A consumer incarnation's reference.
@@ -139,6 +139,8 @@ struct Builder<'a> {
     offsets_of: HashMap<&'a str, (i32, i64)>,
     /// Each committer's last commit request (a response may not repeat its offsets).
     last_request: HashMap<ProcessRef, &'a [CommittedOffset]>,
+    /// Accepted TxnOffsetCommits whose transaction has not ended, per transactional id.
+    in_txn: HashMap<&'a str, Vec<(ProcessRef, &'a [CommittedOffset])>>,
 }
 
 impl<'a> Index<'a> {
@@ -173,6 +175,7 @@ impl<'a> Index<'a> {
             topic: info.map(|i| i.topic.as_str()).unwrap_or_default(),
             offsets_of: HashMap::new(),
             last_request: HashMap::new(),
+            in_txn: HashMap::new(),
         };
         for st in events {
             builder.observe(st);
@@ -216,6 +219,7 @@ impl<'a> Builder<'a> {
                 error,
                 ..
             } => self.commit(st, pref(*instance, *incarnation), offsets, *phase, error),
+            Event::Txn { .. } => self.txn(st),
             Event::Ack {
                 instance,
                 incarnation,
@@ -370,6 +374,46 @@ impl<'a> Builder<'a> {
                 }
             }
             (CommitPhase::Dropped, _) => {}
+        }
+    }
+
+    /// Offsets sent to a transaction count as committed when its EndTxn commits (at that
+    /// moment); an abort, a refused EndTxn or a new InitProducerId drops them.
+    fn txn(&mut self, st: &'a Stamped) {
+        let Event::Txn {
+            instance,
+            incarnation,
+            op,
+            transactional_id: Some(tid),
+            committed,
+            offsets,
+            error,
+            request: false,
+            ..
+        } = &st.event
+        else {
+            return;
+        };
+        let (who, tid) = (pref(*instance, *incarnation), tid.as_str());
+        match (op, error, committed) {
+            (TxnOp::TxnOffsetCommit, None, _) => {
+                self.index.saw_marks = true;
+                self.in_txn.entry(tid).or_default().push((who, offsets));
+            }
+            (TxnOp::EndTxn, None, Some(true)) => {
+                for (by, offsets) in self.in_txn.remove(tid).unwrap_or_default() {
+                    let list = self.index.commits.entry(by).or_default();
+                    for c in offsets.iter().filter(|c| c.topic == self.topic) {
+                        list.push((st.t_us, st.seq, c.partition, c.offset));
+                    }
+                }
+            }
+            (TxnOp::EndTxn, ..) | (TxnOp::InitProducerId, ..) => {
+                self.in_txn.remove(tid);
+            }
+            (TxnOp::TxnOffsetCommit, Some(_), _)
+            | (TxnOp::AddPartitionsToTxn, ..)
+            | (TxnOp::AddOffsetsToTxn, ..) => {}
         }
     }
 

@@ -61,6 +61,11 @@ pub enum Mechanism {
     /// (named from the boundaries of one run: another boundary's output topic is EXACT under
     /// read_committed).
     EffectOutsideTransaction,
+    /// Written twice to an output topic by a consumer that produces without transactions
+    /// (produce, then a separate offset commit): killed between the two, its successor
+    /// produced the result again (named from the proxy's `consumer_produce` events: none
+    /// carried a transactional id).
+    OutputWithoutTransaction,
     /// The timeline lacks what naming the mechanism needs (see the evidence).
     Unexplained,
 }
@@ -85,6 +90,7 @@ impl Mechanism {
             Mechanism::OffsetResetSkipped => "offset_reset_skipped",
             Mechanism::UnfinishedAtEnd => "unfinished_at_end",
             Mechanism::EffectOutsideTransaction => "effect_outside_transaction",
+            Mechanism::OutputWithoutTransaction => "output_without_transaction",
             Mechanism::Unexplained => "unexplained",
         }
     }
@@ -155,6 +161,9 @@ impl Mechanism {
             (Mechanism::EffectOutsideTransaction, _) => {
                 "Effect outside the transaction: the transaction was aborted and redone, but this effect was not part of it and went out again"
             }
+            (Mechanism::OutputWithoutTransaction, _) => {
+                "Produced again: the output was written without a transaction, so the produce before the crash stayed when its offset commit never happened"
+            }
             (Mechanism::Unexplained, _) => "Not enough evidence to name the mechanism",
         }
     }
@@ -221,6 +230,9 @@ impl Mechanism {
             }
             (Mechanism::EffectOutsideTransaction, _) => {
                 "Kafka transactions cover only the records and offsets they write: an HTTP call, an email or a database write inside the loop is not undone when the transaction aborts. Make that effect idempotent (key it by the message ID), or produce it as a record inside the transaction and let a separate idempotent consumer of that topic perform it (transactional outbox)."
+            }
+            (Mechanism::OutputWithoutTransaction, _) => {
+                "Produce and commit the consumed offsets in one Kafka transaction (transactional.id, sendOffsetsToTransaction, isolation.level=read_committed downstream), or have downstream readers deduplicate on the message ID."
             }
             (Mechanism::Unexplained, _) => {
                 "Route the consumer through the proxy (`consumer.via_proxy: true`) and use the http sink so commits, deliveries and effect owners are on the timeline."

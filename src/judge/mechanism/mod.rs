@@ -109,7 +109,17 @@ impl Mechanisms {
     /// `why` says which boundary of the same run shows the transaction worked (its output
     /// exact under read_committed). The mechanism found first stays in the title.
     pub(crate) fn outside_transaction(&mut self, why: &str, duplicated: &HashSet<&str>) {
-        let outside = Mechanism::EffectOutsideTransaction;
+        self.rename_duplicates(Mechanism::EffectOutsideTransaction, why, duplicated);
+    }
+
+    /// Names every duplicate of the consumer's own making `outside`, `why` giving the evidence;
+    /// the mechanism found first stays in the title.
+    pub(crate) fn rename_duplicates(
+        &mut self,
+        outside: Mechanism,
+        why: &str,
+        duplicated: &HashSet<&str>,
+    ) {
         for g in &mut self.groups {
             let duplicates = g
                 .samples

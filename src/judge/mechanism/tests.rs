@@ -400,10 +400,30 @@ fn amqp_no_ack_delivery_then_a_kill_is_named_as_such() {
 
 #[test]
 fn without_proxy_evidence_a_loss_is_unexplained_and_says_why() {
-    let mech = Run::kafka(2).started(0, 1).effect("m-0", 0, 1).end(2);
+    // AMQP: the queue's remainder is the broker's own word; nothing says who took it.
+    let mech = Run::amqp(2)
+        .started(0, 1)
+        .effect("m-0", 0, 1)
+        .drained()
+        .judge();
     assert_eq!(mech.of("m-1"), Some(Mechanism::Unexplained));
     let evidence = &mech.groups[0].samples[0].evidence;
     assert!(evidence[0].what.contains("did not go through the proxy"));
+}
+
+#[test]
+fn kafka_committed_past_by_no_watched_connection_is_not_a_proven_loss() {
+    // Issue 13: the group's offset passed m-1, but no commit through the proxy did.
+    let mut run = Run::kafka(2);
+    run.started(0, 1).effect("m-0", 0, 1);
+    run.tl
+        .progress_uncommitted(&[(0, 2)])
+        .end(EndReason::Settled);
+    let rec = analyze(&run.tl.events);
+    assert_eq!(rec.counts.lost, 0);
+    assert_eq!(rec.counts.committer_unknown, 1);
+    assert_eq!(rec.verdict, crate::judge::Verdict::Inconclusive);
+    assert!(rec.mechanisms.of("m-1").is_none());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! OffsetCommit: what a consumer commits and what the broker answers, as `commit` events
-//! (request, response, dropped), the holds at the gate for `before: commit` (the request)
-//! and `after: commit` (the response), and the `commit_error` protocol fault.
+//! (request, response, dropped), the holds at the gate for `before: commit` (the request),
+//! `after: commit` (the response) and a transaction commit for `before: end_txn`, and the
+//! `commit_error` protocol fault.
 //!
 //! Invariants: the `commit` event of a request is in the timeline before the request can be
 //! held or forwarded; a withheld request is never forwarded and is recorded as dropped; a
@@ -57,11 +58,13 @@ pub(super) struct CommitInfo {
 
 /// Which side of an OffsetCommit a hold stops.
 #[derive(Debug, Clone, Copy)]
-enum CommitHold {
+pub(super) enum CommitHold {
     /// The request, on its way to the broker (`before: commit`).
     Request,
     /// The response, on its way to the consumer (`after: commit`).
     Response,
+    /// A transaction's EndTxn (commit) request, on its way to the broker (`before: end_txn`).
+    EndTxn,
 }
 
 impl CommitHold {
@@ -69,6 +72,7 @@ impl CommitHold {
         match self {
             CommitHold::Request => HoldPoint::CommitRequest,
             CommitHold::Response => HoldPoint::CommitResponse,
+            CommitHold::EndTxn => HoldPoint::EndTxnRequest,
         }
     }
 
@@ -76,6 +80,7 @@ impl CommitHold {
         match self {
             CommitHold::Request => HeldAt::CommitRequest,
             CommitHold::Response => HeldAt::CommitResponse,
+            CommitHold::EndTxn => HeldAt::EndTxnRequest,
         }
     }
 }
@@ -289,7 +294,7 @@ impl Conn {
 
     /// Waits for the nemesis's verdict on event `seq`, measuring the hold and warning when it
     /// nears the client's request timeout.
-    async fn hold(&self, side: CommitHold, seq: u64) -> HoldDecision {
+    pub(super) async fn hold(&self, side: CommitHold, seq: u64) -> HoldDecision {
         let point = side.point();
         let start = Instant::now();
         let warn_after = CLIENT_REQUEST_TIMEOUT.mul_f64(0.8);

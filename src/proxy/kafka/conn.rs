@@ -39,6 +39,8 @@ pub(super) enum Ctx {
     Group(Membership),
     /// A transactional request: what it said (`txn.rs`).
     Txn(super::txn::TxnInfo),
+    /// A consumer's own Produce: what it sent (`produce.rs`).
+    Produce(super::produce::ProduceInfo),
     /// A Fetch: its isolation level.
     Fetch {
         /// The client reads committed records only (aborted transactions are not delivered).
@@ -156,6 +158,12 @@ impl Conn {
         } else {
             None
         };
+        let end_txn = match &ctx {
+            Ctx::Txn(info) if self.shared.gate.holds(HoldPoint::EndTxnRequest) => {
+                info.commits().then(|| info.clone())
+            }
+            _ => None,
+        };
         {
             let mut inflight = lock(&self.inflight);
             if inflight.len() >= MAX_IN_FLIGHT {
@@ -173,9 +181,10 @@ impl Conn {
                 },
             );
         }
-        match commit {
-            Some(info) => self.pass_commit_request(corr, &info, frame).await,
-            None => Handled::Forward(frame),
+        match (commit, end_txn) {
+            (Some(info), _) => self.pass_commit_request(corr, &info, frame).await,
+            (None, Some(info)) => self.pass_end_txn_request(corr, info, frame).await,
+            (None, None) => Handled::Forward(frame),
         }
     }
 
@@ -212,6 +221,7 @@ impl Conn {
                 let r: FetchRequest = decode_request(frame, key, version)?;
                 self.fetch_request(&r)
             }
+            ApiKey::Produce => self.produce_request(frame, key, version)?,
             ApiKey::JoinGroup => {
                 let r: JoinGroupRequest = decode_request(frame, key, version)?;
                 Ctx::Group(self.join_group_request(&r))
@@ -318,6 +328,9 @@ impl Conn {
                 self.rewritten(key, version, rewritten)
             }
             ApiKey::Produce => {
+                if let Ctx::Produce(info) = &p.ctx {
+                    self.produce_answered(&frame, version, info);
+                }
                 let rewritten = self.produce_response(frame, version);
                 self.rewritten(key, version, rewritten)
             }

@@ -53,6 +53,7 @@ mod conn;
 mod fence;
 mod fetch;
 mod group;
+mod produce;
 mod records;
 mod rewrite;
 mod topics;

@@ -1,7 +1,8 @@
 //! Kafka transactions seen through the proxy: InitProducerId, AddPartitionsToTxn,
 //! AddOffsetsToTxn, TxnOffsetCommit and EndTxn, each recorded as one `txn` event when its
 //! response passes (who asked, the transactional id, the producer id and epoch, commit or
-//! abort, and the broker's error: PRODUCER_FENCED / INVALID_PRODUCER_EPOCH show a fenced
+//! abort, the offsets a TxnOffsetCommit adds, and the broker's error: PRODUCER_FENCED /
+//! INVALID_PRODUCER_EPOCH show a fenced
 //! zombie). Observed only: the frames are forwarded as they came.
 
 use bytes::Bytes;
@@ -11,9 +12,12 @@ use kafka_protocol::messages::{
     InitProducerIdResponse, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 
+use super::commit::CommitHold;
 use super::conn::{Conn, Ctx};
 use super::wire::{decode_request, decode_response, error_name, WireError};
-use crate::timeline::{Event, TxnOp};
+use super::{lock, HoldDecision};
+use crate::proxy::Handled;
+use crate::timeline::{CommittedOffset, Event, TxnOp};
 
 /// What a transactional request said, for the event its response completes.
 #[derive(Debug, Clone)]
@@ -23,6 +27,8 @@ pub(super) struct TxnInfo {
     producer_id: i64,
     producer_epoch: i16,
     committed: Option<bool>,
+    /// TxnOffsetCommit: the offsets it adds to the transaction.
+    offsets: Vec<CommittedOffset>,
 }
 
 /// The transactional APIs, or `None` for any other.
@@ -35,6 +41,27 @@ pub(super) fn txn_op(key: ApiKey) -> Option<TxnOp> {
         ApiKey::EndTxn => Some(TxnOp::EndTxn),
         _ => None,
     }
+}
+
+impl TxnInfo {
+    /// True for an EndTxn that commits its transaction.
+    pub(super) fn commits(&self) -> bool {
+        self.op == TxnOp::EndTxn && self.committed == Some(true)
+    }
+}
+
+/// The offsets a TxnOffsetCommit adds to its transaction.
+fn txn_offsets(r: &TxnOffsetCommitRequest) -> Vec<CommittedOffset> {
+    r.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| CommittedOffset {
+                topic: t.name.0.to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+            })
+        })
+        .collect()
 }
 
 /// The first non-zero error code, as Kafka names it.
@@ -57,6 +84,7 @@ impl Conn {
             producer_id: pid,
             producer_epoch: epoch,
             committed,
+            offsets: Vec::new(),
         };
         let info = match op {
             TxnOp::InitProducerId => {
@@ -89,7 +117,10 @@ impl Conn {
             TxnOp::TxnOffsetCommit => {
                 let r: TxnOffsetCommitRequest = decode_request(frame, key, version)?;
                 let tid = Some(r.transactional_id.0.to_string());
-                info(tid, r.producer_id.0, r.producer_epoch, None)
+                TxnInfo {
+                    offsets: txn_offsets(&r),
+                    ..info(tid, r.producer_id.0, r.producer_epoch, None)
+                }
             }
             TxnOp::EndTxn => {
                 let r: EndTxnRequest = decode_request(frame, key, version)?;
@@ -98,6 +129,36 @@ impl Conn {
             }
         };
         Ok(Ctx::Txn(info))
+    }
+
+    /// Records an EndTxn (commit) request (correlation id `corr`) as a `txn` event with
+    /// `request`, and waits for the nemesis (`before: end_txn`): a withheld request is never
+    /// forwarded (nor awaited), so the transaction never commits.
+    pub(super) async fn pass_end_txn_request(
+        &self,
+        corr: i32,
+        info: TxnInfo,
+        frame: Bytes,
+    ) -> Handled {
+        let seq = self
+            .record(Event::Txn {
+                instance: self.instance,
+                incarnation: self.incarnation,
+                op: info.op,
+                transactional_id: info.transactional_id,
+                producer_id: info.producer_id,
+                producer_epoch: info.producer_epoch,
+                committed: info.committed,
+                request: true,
+                offsets: Vec::new(),
+                error: None,
+            })
+            .seq;
+        if self.hold(CommitHold::EndTxn, seq).await == HoldDecision::Withhold {
+            lock(&self.inflight).remove(&corr);
+            return Handled::Drop;
+        }
+        Handled::Forward(frame)
     }
 
     /// Records the `txn` event a transactional response completes (a response the proxy
@@ -113,6 +174,8 @@ impl Conn {
                     producer_id,
                     producer_epoch,
                     committed: info.committed,
+                    request: false,
+                    offsets: info.offsets,
                     error,
                 });
             }

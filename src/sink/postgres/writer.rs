@@ -103,6 +103,7 @@ pub async fn attribute(
                     client.port()
                 )),
                 row: None,
+                record: None,
             },
         ),
         Err(u) => unknown(format!(
