@@ -7,6 +7,9 @@
 //! so a new kind of fault does not compile until every one of those places handles it.
 
 use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use super::{Count, EventKind, Target};
@@ -73,6 +76,33 @@ pub enum FaultAction {
     },
     /// One more instance, or one fewer.
     Scale(ScaleStep),
+    /// The AMQP proxy sends the consumer a protocol answer RabbitMQ could have sent.
+    Amqp {
+        /// Whose connections (`target:`, default every instance; the first one that can take
+        /// it).
+        target: Target,
+        /// What is sent.
+        fault: AmqpFault,
+    },
+}
+
+/// A protocol fault of the AMQP proxy (`amqp:` in a plan).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AmqpFault {
+    /// The last delivery the proxy forwarded is sent again with `redelivered=true` under a
+    /// delivery tag of the proxy's own (the broker's tags after it are shifted; an ack of the
+    /// proxy's tag is absorbed, never reaching RabbitMQ).
+    Redeliver,
+}
+
+impl AmqpFault {
+    /// The plan's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AmqpFault::Redeliver => "redeliver",
+        }
+    }
 }
 
 /// The step of a `scale` fault.
@@ -140,6 +170,7 @@ impl FaultAction {
             FaultAction::Sever { .. } => "sever",
             FaultAction::Rebalance { .. } => "rebalance",
             FaultAction::Scale(_) => "scale",
+            FaultAction::Amqp { .. } => "amqp",
         }
     }
 
@@ -151,7 +182,8 @@ impl FaultAction {
             | FaultAction::Pause { target, .. }
             | FaultAction::Partition { target, .. }
             | FaultAction::Latency { target, .. }
-            | FaultAction::Sever { target } => target,
+            | FaultAction::Sever { target }
+            | FaultAction::Amqp { target, .. } => target,
             FaultAction::Rebalance { .. } | FaultAction::Scale(_) => Target::AllInstances,
         }
     }
@@ -166,6 +198,7 @@ impl FaultAction {
             FaultAction::Kill { .. }
             | FaultAction::Terminate { .. }
             | FaultAction::Sever { .. }
+            | FaultAction::Amqp { .. }
             | FaultAction::Scale(_) => None,
         }
     }
@@ -178,6 +211,7 @@ impl FaultAction {
             | FaultAction::Partition { .. }
             | FaultAction::Latency { .. }
             | FaultAction::Sever { .. }
+            | FaultAction::Amqp { .. }
             | FaultAction::Rebalance { .. }
             | FaultAction::Scale(_) => false,
         }
@@ -189,7 +223,8 @@ impl FaultAction {
         match self {
             FaultAction::Partition { .. }
             | FaultAction::Latency { .. }
-            | FaultAction::Sever { .. } => true,
+            | FaultAction::Sever { .. }
+            | FaultAction::Amqp { .. } => true,
             FaultAction::Kill { .. }
             | FaultAction::Terminate { .. }
             | FaultAction::Pause { .. }
@@ -209,6 +244,7 @@ impl FaultAction {
             | FaultAction::Latency { .. }
             | FaultAction::Sever { .. }
             | FaultAction::Rebalance { .. }
+            | FaultAction::Amqp { .. }
             | FaultAction::Scale(ScaleStep::Down { .. }) => 0,
         }
     }
@@ -264,6 +300,9 @@ impl fmt::Display for Fault {
             FaultAction::Rebalance { hold } => write!(f, "{name}: group for {}", duration(hold))?,
             FaultAction::Scale(ScaleStep::Up) => write!(f, "{name}: +1")?,
             FaultAction::Scale(ScaleStep::Down { .. }) => write!(f, "{name}: -1")?,
+            FaultAction::Amqp { target, fault } => {
+                write!(f, "{name}: {} on {target}", fault.as_str())?
+            }
         }
         write!(f, " when {}", self.when)
     }

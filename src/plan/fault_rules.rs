@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use super::{
-    BrokerKind, Count, EventKind, Fault, FaultAction, FaultSpec, Moment, ScaleStep, Target,
-    Trigger, When, DEFAULT_GRACE,
+    AmqpFault, BrokerKind, Count, EventKind, Fault, FaultAction, FaultSpec, Moment, ScaleStep,
+    Target, Trigger, When, DEFAULT_GRACE,
 };
 
 /// Most times one `every` or `random` trigger may fire: the nemesis lays out every fire time
@@ -117,6 +117,7 @@ enum Written<'a> {
     Sever(Target),
     Rebalance(&'a str),
     Scale(i32),
+    Amqp(AmqpFault),
 }
 
 impl Written<'_> {
@@ -130,6 +131,7 @@ impl Written<'_> {
             Written::Sever(_) => "sever",
             Written::Rebalance(_) => "rebalance",
             Written::Scale(_) => "scale",
+            Written::Amqp(_) => "amqp",
         }
     }
 }
@@ -145,6 +147,7 @@ fn written_actions(spec: &FaultSpec) -> Vec<Written<'_>> {
         spec.sever.map(Written::Sever),
         spec.rebalance.as_deref().map(Written::Rebalance),
         spec.scale.map(Written::Scale),
+        spec.amqp.map(Written::Amqp),
     ]
     .into_iter()
     .flatten()
@@ -158,7 +161,7 @@ fn action(spec: &FaultSpec, ctx: &Context, found: &mut Findings) -> Option<Fault
         [] => {
             found.0.push(broken(
                 "",
-                "a fault needs an action: add `kill: consumer`, `terminate: consumer`, `pause: consumer`, `partition: consumer`, `latency: 200ms`, `sever: consumer`, `rebalance: group` or `scale: +1`",
+                "a fault needs an action: add `kill: consumer`, `terminate: consumer`, `pause: consumer`, `partition: consumer`, `latency: 200ms`, `sever: consumer`, `rebalance: group`, `scale: +1` or `amqp: redeliver`",
             ));
             return None;
         }
@@ -229,6 +232,16 @@ fn action(spec: &FaultSpec, ctx: &Context, found: &mut Findings) -> Option<Fault
             fits?;
             FaultAction::Rebalance { hold: hold? }
         }
+        Written::Amqp(fault) => {
+            let (through_proxy, on_amqp) =
+                (found.keep(proxied()), found.keep(amqp_broker(ctx.kind)));
+            through_proxy?;
+            on_amqp?;
+            FaultAction::Amqp {
+                target: spec.target.unwrap_or(Target::AllInstances),
+                fault,
+            }
+        }
         Written::Scale(1) => FaultAction::Scale(ScaleStep::Up),
         Written::Scale(-1) => FaultAction::Scale(ScaleStep::Down { grace }),
         Written::Scale(_) => {
@@ -263,11 +276,22 @@ fn rebalance_broker(kind: BrokerKind) -> Result<(), Broken> {
     }
 }
 
+/// An `amqp:` protocol fault needs a RabbitMQ broker.
+fn amqp_broker(kind: BrokerKind) -> Result<(), Broken> {
+    match kind {
+        BrokerKind::Amqp => Ok(()),
+        BrokerKind::Kafka => Err(broken(
+            ".amqp",
+            "`amqp:` faults are AMQP protocol answers the RabbitMQ proxy sends; this plan's broker is Kafka (use `broker.kind: amqp`, or a Kafka fault)",
+        )),
+    }
+}
+
 /// `grace` and `target` only where the action uses them.
 fn parameters_fit(spec: &FaultSpec, action: &FaultAction, found: &mut Findings) {
     let (takes_grace, takes_target) = match action {
         FaultAction::Terminate { .. } | FaultAction::Scale(ScaleStep::Down { .. }) => (true, false),
-        FaultAction::Latency { .. } => (false, true),
+        FaultAction::Latency { .. } | FaultAction::Amqp { .. } => (false, true),
         FaultAction::Kill { .. }
         | FaultAction::Pause { .. }
         | FaultAction::Partition { .. }
@@ -284,7 +308,7 @@ fn parameters_fit(spec: &FaultSpec, action: &FaultAction, found: &mut Findings) 
     if spec.target.is_some() && !takes_target {
         found.0.push(broken(
             ".target",
-            "`target` goes with `latency`; other actions name their target themselves",
+            "`target` goes with `latency` or `amqp`; other actions name their target themselves",
         ));
     }
 }

@@ -28,7 +28,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use effect_id::Extractor;
-pub use fault::{Fault, FaultAction, Moment, ScaleStep, Trigger, DEFAULT_GRACE};
+pub use fault::{AmqpFault, Fault, FaultAction, Moment, ScaleStep, Trigger, DEFAULT_GRACE};
 pub use load::{load_plan, parse_plan, PlanError, PlanProblem};
 pub use span::Position;
 pub use validate::{LONGEST, MOST_INSTANCES, MOST_PARTITIONS};
@@ -487,7 +487,11 @@ pub struct FaultSpec {
     /// Close the target's broker connections with a TCP reset.
     #[serde(default)]
     pub sever: Option<Target>,
-    /// Who `latency` applies to (default: every instance).
+    /// A protocol fault the AMQP proxy injects toward the consumer (`redeliver`: re-send the
+    /// last delivery it forwarded, with `redelivered=true` and a tag of its own). RabbitMQ only.
+    #[serde(default)]
+    pub amqp: Option<AmqpFault>,
+    /// Who `latency` or `amqp` applies to (default: every instance).
     #[serde(default)]
     pub target: Option<Target>,
     /// `group`: a transient member (the harness's own consumer) joins the consumer's group,

@@ -16,6 +16,8 @@
 //! - `conn.rs`: one connection's per-channel state;
 //! - `deliveries.rs`: the broker→client side: deliveries and the outstanding delivery tags;
 //! - `acks.rs`: the client→broker side: acks resolved to IDs, their hold, consumer settings;
+//! - `inject.rs`: protocol faults sent to the consumer (`amqp: redeliver`) and the delivery
+//!   tags they shift;
 //! - this file: the proxy's lifecycle, one connection from accept to close, and the two
 //!   directions as frame handlers.
 //!
@@ -33,6 +35,7 @@ mod acks;
 mod conn;
 mod deliveries;
 mod framing;
+mod inject;
 mod url;
 
 pub use framing::AmqpFraming;
@@ -51,8 +54,8 @@ use super::{
 };
 use crate::error::InfraError;
 use crate::gate::{Gate, HoldDecision, HoldPoint};
-use crate::plan::Target;
-use crate::proxy::control::NetworkControl;
+use crate::plan::{AmqpFault, Target};
+use crate::proxy::control::{Injection, NetworkControl};
 use crate::timeline::{AckPhase, ClosedBy, Event, Timeline};
 use acks::AckRecord;
 use conn::Conn;
@@ -73,6 +76,8 @@ struct Shared {
     tasks: Tasks,
     failure: Mutex<Option<String>>,
     unobserved: AtomicU64,
+    /// Every live connection, by instance: where an `amqp:` fault is armed.
+    live: Mutex<Vec<(u32, std::sync::Weak<Conn>)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -166,6 +171,7 @@ impl AmqpProxy {
             tasks: Tasks::default(),
             failure: Mutex::default(),
             unobserved: AtomicU64::new(0),
+            live: Mutex::default(),
         });
         for (instance, listener) in listeners.into_iter().enumerate() {
             let s = shared.clone();
@@ -245,6 +251,36 @@ impl NetworkControl for AmqpProxy {
     fn sever(&self, target: Target) -> Option<String> {
         self.shared.registry.sever(target)
     }
+
+    fn amqp_fault(&self, target: Target, fault: AmqpFault) -> Option<Injection> {
+        match fault {
+            AmqpFault::Redeliver => self.arm_redeliver(target),
+        }
+    }
+}
+
+impl AmqpProxy {
+    /// Arms a `redeliver` on the first live connection of `target` that consumes and has none
+    /// armed; `None` when there is none.
+    fn arm_redeliver(&self, target: Target) -> Option<Injection> {
+        let (mut answer, outcome) = tokio::sync::oneshot::channel();
+        let mut live = lock(&self.shared.live);
+        live.retain(|(_, c)| c.strong_count() > 0);
+        for (instance, conn) in live.iter() {
+            let hit = match target {
+                Target::AllInstances => true,
+                Target::Instance(i) => i == *instance,
+            };
+            let Some(conn) = conn.upgrade().filter(|c| hit && c.consumes()) else {
+                continue;
+            };
+            match conn.arm_redeliver(answer) {
+                Ok(()) => return Some(outcome),
+                Err(back) => answer = back,
+            }
+        }
+        None
+    }
 }
 
 /// One accepted connection, from accept to close.
@@ -265,11 +301,15 @@ async fn serve(shared: Arc<Shared>, client: TcpStream, instance: u32) {
     let _ = upstream.set_nodelay(true);
     let guard = shared.registry.register(instance);
     let conn = Arc::new(Conn::new(shared.clone(), instance, incarnation));
+    lock(&shared.live).push((instance, Arc::downgrade(&conn)));
     let mut requests = Requests {
         conn: conn.clone(),
         unwritten: None,
     };
-    let mut responses = Responses(conn.clone());
+    let mut responses = Responses {
+        conn: conn.clone(),
+        forged: None,
+    };
     let end = serve_connection(
         client,
         upstream,
@@ -339,10 +379,18 @@ impl FrameHandler for Requests {
             }
             return Handled::Drop;
         }
-        if let Some(ack) = &self.unwritten {
-            self.conn.settle(ack);
+        let Some(ack) = self.unwritten.take() else {
+            return Handled::Forward(frame);
+        };
+        self.conn.settle(&ack);
+        match self.conn.to_broker(frame, ack.multiple) {
+            Some(frame) => {
+                self.unwritten = Some(ack);
+                Handled::Forward(frame)
+            }
+            // It names only the proxy's own tags (`amqp: redeliver`): RabbitMQ never hears it.
+            None => Handled::Drop,
         }
-        Handled::Forward(frame)
     }
 
     fn needs_written(&self) -> bool {
@@ -364,13 +412,38 @@ impl Drop for Requests {
     }
 }
 
-/// The broker→client direction: observed, always forwarded at once.
-struct Responses(Arc<Conn>);
+/// The broker→client direction: observed and forwarded at once (delivery tags shifted past
+/// the proxy's own), with an injected copy right after a delivery an `amqp: redeliver` copies.
+struct Responses {
+    conn: Arc<Conn>,
+    /// A forged delivery appended to the last forwarded frame, until it is written.
+    forged: Option<inject::Forged>,
+}
 
 impl FrameHandler for Responses {
     fn on_frame(&mut self, frame: Bytes) -> impl std::future::Future<Output = Handled> + Send {
-        self.0.on_broker_frame(&frame);
-        std::future::ready(Handled::Forward(frame))
+        let frame = self.conn.to_client(frame);
+        self.conn.on_broker_frame(&frame);
+        let handled = match self.conn.capture(&frame) {
+            None => Handled::Forward(frame),
+            Some((copy, forged)) => {
+                self.forged = Some(forged);
+                let mut both = bytes::BytesMut::from(&frame[..]);
+                both.extend_from_slice(&copy);
+                Handled::Forward(both.freeze())
+            }
+        };
+        std::future::ready(handled)
+    }
+
+    fn needs_written(&self) -> bool {
+        self.forged.is_some()
+    }
+
+    fn on_written(&mut self) {
+        if let Some(forged) = self.forged.take() {
+            self.conn.forged_written(forged);
+        }
     }
 }
 

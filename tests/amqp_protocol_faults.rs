@@ -1,0 +1,109 @@
+//! AMQP protocol faults the proxy injects (`amqp:` faults), against the real RabbitMQ: what the
+//! example consumer does with them shows in the verdict, the exit code, the `fault` event (what
+//! was sent) and the reports.
+
+mod common;
+
+use common::*;
+use exactly::timeline::{read_events, Event, FaultRecord};
+use serde_json::Value;
+
+/// One finished run: exit code, report.json, report.md, the `fault` events, the account.
+struct Ran {
+    code: Option<i32>,
+    report: Value,
+    markdown: String,
+    faults: Vec<FaultRecord>,
+    redelivered: Vec<String>,
+    why: String,
+}
+
+fn run(plan: &str, edit: impl Fn(String) -> String) -> Ran {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = plan_copy(plan, tmp.path(), edit);
+    let dir = tmp.path().join("run");
+    let (out, report) = run_plan(&plan, &dir, &[]);
+    let events = read_events(&dir.join("events.jsonl")).expect("events.jsonl");
+    let faults = events
+        .iter()
+        .filter_map(|st| match &st.event {
+            Event::Fault(f) => Some(f.clone()),
+            _ => None,
+        })
+        .collect();
+    let redelivered = events
+        .iter()
+        .filter_map(|st| match &st.event {
+            Event::Delivered {
+                id,
+                redelivered: true,
+                ..
+            } => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    Ran {
+        code: out.status.code(),
+        why: explain(&out, &report),
+        markdown: std::fs::read_to_string(dir.join("report.md")).unwrap_or_default(),
+        report,
+        faults,
+        redelivered,
+    }
+}
+
+/// The one applied `redeliver` fault: its detail names the ID it re-sent.
+fn redelivered_id(r: &Ran) -> String {
+    let why = &r.why;
+    assert_eq!(r.faults.len(), 1, "{:?} {why}", r.faults);
+    let f = &r.faults[0];
+    assert!(f.applied, "{f:?} {why}");
+    assert_eq!(f.action, "amqp", "{why}");
+    assert!(f.detail.contains("redelivered=true"), "{f:?}");
+    assert_eq!(r.redelivered.len(), 1, "one forged delivery: {why}");
+    let id = r.redelivered[0].clone();
+    assert!(f.detail.contains(&format!("(ID {id})")), "{f:?}");
+    id
+}
+
+#[test]
+fn a_redelivered_copy_is_effected_twice_by_a_consumer_that_does_not_deduplicate() {
+    require_rabbitmq();
+    let r = run("amqp-redelivered.yaml", |t| t);
+    let why = &r.why;
+    assert_eq!(r.report["verdict"], "DUPLICATED", "{why}");
+    assert_eq!(r.code, Some(1), "exactly-once broken: {why}");
+    let id = redelivered_id(&r);
+    let counts = &r.report["counts"];
+    assert_eq!(counts["lost"], 0, "the absorbed ack lost nothing: {why}");
+    assert_eq!(counts["duplicated"], 1, "{why}");
+    let dup: Vec<&Value> = r.report["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["outcome"] == "duplicated")
+        .collect();
+    assert_eq!(
+        dup[0]["id"],
+        id.as_str(),
+        "the re-sent ID is the duplicate: {why}"
+    );
+    assert!(r.markdown.contains(&id), "{}", r.markdown);
+    assert!(r.markdown.contains("redelivered=true"), "{}", r.markdown);
+}
+
+#[test]
+fn an_idempotent_consumer_absorbs_the_redelivered_copy() {
+    require_rabbitmq();
+    let r = run("amqp-redelivered.yaml", |t| {
+        t.replace("ack-after-effect", "idempotent").replace(
+            "  id: json:/order_id",
+            "  id: json:/order_id\n  idempotency_key: header:Idempotency-Key",
+        )
+    });
+    let why = &r.why;
+    assert_eq!(r.report["verdict"], "EXACT", "{why}");
+    assert_eq!(r.code, Some(0), "{why}");
+    redelivered_id(&r);
+    assert_eq!(r.report["counts"]["exact"], 100, "{why}");
+}
