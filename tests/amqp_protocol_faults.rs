@@ -107,3 +107,35 @@ fn an_idempotent_consumer_absorbs_the_redelivered_copy() {
     redelivered_id(&r);
     assert_eq!(r.report["counts"]["exact"], 100, "{why}");
 }
+
+#[test]
+fn a_cancelled_consumer_exits_loudly_is_restarted_and_the_run_stays_exact() {
+    require_rabbitmq();
+    let r = run("amqp-cancel.yaml", |t| t);
+    let why = &r.why;
+    assert_eq!(r.report["verdict"], "EXACT", "{why}");
+    assert_eq!(r.code, Some(0), "{why}");
+    assert_eq!(r.faults.len(), 1, "{:?} {why}", r.faults);
+    let f = &r.faults[0];
+    assert!(f.applied, "{f:?} {why}");
+    assert!(
+        f.detail.contains("sent basic.cancel (consumer tag"),
+        "{f:?}"
+    );
+    assert!(f.detail.contains("cancelled at RabbitMQ first"), "{f:?}");
+    assert_eq!(r.report["counts"]["exact"], 100, "{why}");
+    // The example consumer does not hang on the cancel: it exits with 1 and the restart
+    // subscribes again; the report shows both.
+    assert!(
+        r.markdown
+            .contains("consumer[0] incarnation 1 exited (exit 1)"),
+        "{}",
+        r.markdown
+    );
+    assert!(r.markdown.contains("sent basic.cancel"), "{}", r.markdown);
+    assert!(
+        r.markdown.contains("consumer[0] incarnation 2"),
+        "{}",
+        r.markdown
+    );
+}

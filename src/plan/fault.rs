@@ -94,6 +94,10 @@ pub enum AmqpFault {
     /// delivery tag of the proxy's own (the broker's tags after it are shifted; an ack of the
     /// proxy's tag is absorbed, never reaching RabbitMQ).
     Redeliver,
+    /// A server-sent `basic.cancel` (nowait) of the consumer, as RabbitMQ sends when its
+    /// queue is deleted or fails over; the proxy cancels it at RabbitMQ first, so nothing more
+    /// is delivered to it. The consumer must subscribe again or exit loudly.
+    Cancel,
 }
 
 impl AmqpFault {
@@ -101,6 +105,7 @@ impl AmqpFault {
     pub fn as_str(self) -> &'static str {
         match self {
             AmqpFault::Redeliver => "redeliver",
+            AmqpFault::Cancel => "cancel",
         }
     }
 }

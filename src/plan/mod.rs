@@ -488,7 +488,8 @@ pub struct FaultSpec {
     #[serde(default)]
     pub sever: Option<Target>,
     /// A protocol fault the AMQP proxy injects toward the consumer (`redeliver`: re-send the
-    /// last delivery it forwarded, with `redelivered=true` and a tag of its own). RabbitMQ only.
+    /// next delivery it forwards, with `redelivered=true` and a tag of its own; `cancel`: a
+    /// server-sent `basic.cancel`). RabbitMQ only.
     #[serde(default)]
     pub amqp: Option<AmqpFault>,
     /// Who `latency` or `amqp` applies to (default: every instance).

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex};
 
 use super::framing::{method_name, AmqpFraming};
-use super::inject::Capture;
+use super::inject::{Cancel, Capture};
 use super::{lock, Shared};
 
 /// What follows a content-bearing method from the broker on one channel.
@@ -65,6 +65,12 @@ pub(super) struct Conn {
     pub(super) capturing: AtomicBool,
     /// Some channel has forged tags (acks and deliveries are then translated).
     pub(super) forged_any: AtomicBool,
+    /// An armed `amqp: cancel`.
+    pub(super) cancel: Mutex<Option<Cancel>>,
+    /// Wakes the client→broker side when it has a frame to inject.
+    pub(super) wake_broker_side: tokio::sync::Notify,
+    /// Wakes the broker→client side when it has a frame to inject.
+    pub(super) wake_client_side: tokio::sync::Notify,
 }
 
 impl Conn {
@@ -95,6 +101,9 @@ impl Conn {
             capture: Mutex::default(),
             capturing: AtomicBool::new(false),
             forged_any: AtomicBool::new(false),
+            cancel: Mutex::default(),
+            wake_broker_side: tokio::sync::Notify::new(),
+            wake_client_side: tokio::sync::Notify::new(),
         }
     }
 

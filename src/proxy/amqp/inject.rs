@@ -1,5 +1,5 @@
-//! Protocol faults the proxy injects toward the consumer (`amqp:` faults), and the delivery-tag
-//! bookkeeping that keeps RabbitMQ unaware of them.
+//! Protocol faults the proxy injects toward the consumer (`amqp:` faults), and the bookkeeping
+//! that keeps RabbitMQ consistent with them.
 //!
 //! `redeliver`: once armed on a connection, the next delivery the broker sends on it is
 //! forwarded, then sent again at once with `redelivered=true` under a delivery tag of the
@@ -11,6 +11,12 @@
 //! forged tags is absorbed (RabbitMQ never hears of a tag it did not issue). A `multiple` ack
 //! up to a forged tag settles the broker's tags below it; tag 0 with `multiple` ("all") passes
 //! as is.
+//!
+//! `cancel`: a `basic.cancel` (nowait) of the connection's first consumer is written to RabbitMQ
+//! (so it delivers nothing more to it and expects no answer), then, once that is on the
+//! broker's socket, to the consumer, as RabbitMQ's own consumer-cancel notification (nowait:
+//! the client sends no `cancel-ok`). Each side's frame waits until that direction is between
+//! frames and outside any content ([`ContentFollower`]).
 //!
 //! Invariants: the tag space of a channel changes only when a forged delivery was written; a
 //! channel that closes forgets its forged tags with the rest of its state (both sides start
@@ -29,6 +35,9 @@ use super::framing::{
 use super::lock;
 use crate::proxy::control::Sent;
 use crate::timeline::Event;
+
+/// Where an injected fault's outcome goes: what was sent, or why not.
+pub(super) type Answer = tokio::sync::oneshot::Sender<Result<Sent, String>>;
 
 /// An armed `redeliver` and the delivery it copies, as far as it has arrived.
 #[derive(Debug)]
@@ -273,5 +282,173 @@ impl Conn {
             instance: self.instance,
             incarnation: self.incarnation,
         }));
+    }
+}
+
+/// Where an armed `cancel` stands: first toward RabbitMQ (so it stops delivering to the
+/// consumer), then toward the consumer (as RabbitMQ's own consumer-cancel notification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CancelStage {
+    /// `basic.cancel` (nowait) to be written to the broker.
+    ToBroker,
+    /// Written to the broker; `basic.cancel` (nowait) to be written to the consumer.
+    ToClient,
+}
+
+/// An armed `amqp: cancel`.
+#[derive(Debug)]
+pub(super) struct Cancel {
+    answer: tokio::sync::oneshot::Sender<Result<Sent, String>>,
+    channel: u16,
+    consumer_tag: String,
+    stage: CancelStage,
+}
+
+/// Follows one direction's content (a method with content, its header, its body frames), so
+/// nothing is injected on a channel between them.
+#[derive(Debug, Default)]
+pub(super) struct ContentFollower {
+    /// The channel whose content is in flight, and its body bytes left (None: header next).
+    on: Option<(u16, Option<u64>)>,
+}
+
+impl ContentFollower {
+    /// Follows one frame of this direction.
+    pub(super) fn follow(&mut self, frame: &[u8]) {
+        let Some((kind, ch, payload)) = frame_parts(frame) else {
+            return;
+        };
+        match (kind, self.on) {
+            (1, _) => {
+                let ids = method_ids(payload);
+                // basic.publish, basic.return, basic.deliver, basic.get-ok carry content.
+                if matches!(ids, Some((BASIC, 40 | 50 | BASIC_DELIVER | BASIC_GET_OK))) {
+                    self.on = Some((ch, None));
+                }
+            }
+            (2, Some((on, None))) if on == ch => {
+                let size = payload
+                    .get(4..12)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u64::from_be_bytes);
+                self.on = (size > 0).then_some((ch, Some(size)));
+            }
+            (3, Some((on, Some(left)))) if on == ch => {
+                let left = left.saturating_sub(payload.len() as u64);
+                self.on = (left > 0).then_some((ch, Some(left)));
+            }
+            _ => {}
+        }
+    }
+
+    /// No content is in flight: a frame may be injected.
+    pub(super) fn between(&self) -> bool {
+        self.on.is_none()
+    }
+}
+
+/// A `basic.cancel` with `nowait` on `channel` for `consumer_tag`, encoded.
+fn cancel_frame(channel: u16, consumer_tag: &str) -> Option<Bytes> {
+    use amq_protocol::frame::{gen_frame, AMQPFrame, WriteContext};
+    use amq_protocol::protocol::{basic, AMQPClass};
+    let frame = AMQPFrame::Method(
+        channel,
+        AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+            consumer_tag: consumer_tag.into(),
+            nowait: true,
+        })),
+    );
+    let written = gen_frame(&frame)(WriteContext::from(Vec::new())).ok()?;
+    Some(Bytes::from(written.write))
+}
+
+impl Conn {
+    /// Arms a `cancel` of this connection's first consumer; gives the answer back when a fault
+    /// is armed already or no consumer is known.
+    pub(super) fn arm_cancel(
+        &self,
+        answer: tokio::sync::oneshot::Sender<Result<Sent, String>>,
+    ) -> Result<(), tokio::sync::oneshot::Sender<Result<Sent, String>>> {
+        let consumer = {
+            let channels = lock(&self.channels);
+            let mut all: Vec<(u16, String)> = channels
+                .iter()
+                .flat_map(|(ch, s)| s.no_ack_of.keys().map(|t| (*ch, t.clone())))
+                .collect();
+            all.sort();
+            all.into_iter().next()
+        };
+        let mut cancel = lock(&self.cancel);
+        let Some((channel, consumer_tag)) = consumer.filter(|_| cancel.is_none()) else {
+            return Err(answer);
+        };
+        *cancel = Some(Cancel {
+            answer,
+            channel,
+            consumer_tag,
+            stage: CancelStage::ToBroker,
+        });
+        drop(cancel);
+        self.wake_broker_side.notify_one();
+        Ok(())
+    }
+
+    /// The armed cancel's frame for the side at `stage`, once one is due there; waits.
+    /// Cancel-safe: the state changes only when the frame was written.
+    pub(super) async fn cancel_due(&self, stage: CancelStage) -> Bytes {
+        let wake = match stage {
+            CancelStage::ToBroker => &self.wake_broker_side,
+            CancelStage::ToClient => &self.wake_client_side,
+        };
+        loop {
+            let due = {
+                let mut cancel = lock(&self.cancel);
+                if cancel.as_ref().is_some_and(|c| c.answer.is_closed()) {
+                    // The nemesis gave up waiting (recorded as not applied).
+                    *cancel = None;
+                }
+                cancel
+                    .as_ref()
+                    .filter(|c| c.stage == stage)
+                    .and_then(|c| cancel_frame(c.channel, &c.consumer_tag))
+            };
+            if let Some(frame) = due {
+                return frame;
+            }
+            wake.notified().await;
+        }
+    }
+
+    /// The armed cancel's frame at `stage` was written: on to the consumer, or answered.
+    pub(super) fn cancel_written(&self, stage: CancelStage) {
+        let mut cancel = lock(&self.cancel);
+        match stage {
+            CancelStage::ToBroker => {
+                if let Some(c) = cancel.as_mut() {
+                    c.stage = CancelStage::ToClient;
+                }
+                drop(cancel);
+                self.wake_client_side.notify_one();
+            }
+            CancelStage::ToClient => {
+                let Some(c) = cancel.take() else { return };
+                drop(cancel);
+                if let Some(state) = lock(&self.channels).get_mut(&c.channel) {
+                    state.no_ack_of.remove(&c.consumer_tag);
+                }
+                let detail = format!(
+                    "sent basic.cancel (consumer tag {}, channel {}) to consumer[{}], as \
+                     RabbitMQ does when a queue is deleted or fails over; the consumer was \
+                     cancelled at RabbitMQ first (basic.cancel nowait), so nothing more is \
+                     delivered to it",
+                    c.consumer_tag, c.channel, self.instance
+                );
+                let _ = c.answer.send(Ok(Sent {
+                    detail,
+                    instance: self.instance,
+                    incarnation: self.incarnation,
+                }));
+            }
+        }
     }
 }

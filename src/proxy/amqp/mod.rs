@@ -59,6 +59,7 @@ use crate::proxy::control::{Injection, NetworkControl};
 use crate::timeline::{AckPhase, ClosedBy, Event, Timeline};
 use acks::AckRecord;
 use conn::Conn;
+use inject::{CancelStage, ContentFollower};
 use url::{redact, split_url, UrlParts};
 
 /// Frames the proxy could not read that get a warning of their own; later ones are counted.
@@ -254,15 +255,21 @@ impl NetworkControl for AmqpProxy {
 
     fn amqp_fault(&self, target: Target, fault: AmqpFault) -> Option<Injection> {
         match fault {
-            AmqpFault::Redeliver => self.arm_redeliver(target),
+            AmqpFault::Redeliver => self.arm(target, |c, a| c.arm_redeliver(a)),
+            AmqpFault::Cancel => self.arm(target, |c, a| c.arm_cancel(a)),
         }
     }
 }
 
 impl AmqpProxy {
-    /// Arms a `redeliver` on the first live connection of `target` that consumes and has none
-    /// armed; `None` when there is none.
-    fn arm_redeliver(&self, target: Target) -> Option<Injection> {
+    /// Arms a protocol fault with `arm` on the first live connection of `target` that consumes
+    /// and takes it (`arm` gives the answer back when the connection has one armed already);
+    /// `None` when there is none.
+    fn arm(
+        &self,
+        target: Target,
+        arm: impl Fn(&Conn, inject::Answer) -> Result<(), inject::Answer>,
+    ) -> Option<Injection> {
         let (mut answer, outcome) = tokio::sync::oneshot::channel();
         let mut live = lock(&self.shared.live);
         live.retain(|(_, c)| c.strong_count() > 0);
@@ -274,7 +281,7 @@ impl AmqpProxy {
             let Some(conn) = conn.upgrade().filter(|c| hit && c.consumes()) else {
                 continue;
             };
-            match conn.arm_redeliver(answer) {
+            match arm(&conn, answer) {
                 Ok(()) => return Some(outcome),
                 Err(back) => answer = back,
             }
@@ -305,10 +312,14 @@ async fn serve(shared: Arc<Shared>, client: TcpStream, instance: u32) {
     let mut requests = Requests {
         conn: conn.clone(),
         unwritten: None,
+        content: ContentFollower::default(),
+        injecting: false,
     };
     let mut responses = Responses {
         conn: conn.clone(),
         forged: None,
+        content: ContentFollower::default(),
+        injecting: false,
     };
     let end = serve_connection(
         client,
@@ -362,10 +373,15 @@ struct Requests {
     /// An ack recorded as a request and not yet written to the broker: if the connection
     /// ends first, it was never forwarded (recorded as dropped when this is dropped).
     unwritten: Option<AckRecord>,
+    /// The client's content in flight (nothing is injected inside it).
+    content: ContentFollower,
+    /// An injected `basic.cancel` is being written.
+    injecting: bool,
 }
 
 impl FrameHandler for Requests {
     async fn on_frame(&mut self, frame: Bytes) -> Handled {
+        self.content.follow(&frame);
         let Some(ack) = self.conn.on_client_frame(&frame) else {
             return Handled::Forward(frame);
         };
@@ -394,13 +410,25 @@ impl FrameHandler for Requests {
     }
 
     fn needs_written(&self) -> bool {
-        self.unwritten.is_some()
+        self.unwritten.is_some() || self.injecting
     }
 
     fn on_written(&mut self) {
         if let Some(ack) = self.unwritten.take() {
             self.conn.ack_event(&ack, AckPhase::Forwarded);
         }
+        if std::mem::take(&mut self.injecting) {
+            self.conn.cancel_written(CancelStage::ToBroker);
+        }
+    }
+
+    async fn injected(&mut self) -> Bytes {
+        if !self.content.between() {
+            std::future::pending::<()>().await;
+        }
+        let frame = self.conn.cancel_due(CancelStage::ToBroker).await;
+        self.injecting = true;
+        frame
     }
 }
 
@@ -418,11 +446,16 @@ struct Responses {
     conn: Arc<Conn>,
     /// A forged delivery appended to the last forwarded frame, until it is written.
     forged: Option<inject::Forged>,
+    /// The broker's content in flight (nothing is injected inside it).
+    content: ContentFollower,
+    /// An injected `basic.cancel` is being written.
+    injecting: bool,
 }
 
 impl FrameHandler for Responses {
     fn on_frame(&mut self, frame: Bytes) -> impl std::future::Future<Output = Handled> + Send {
         let frame = self.conn.to_client(frame);
+        self.content.follow(&frame);
         self.conn.on_broker_frame(&frame);
         let handled = match self.conn.capture(&frame) {
             None => Handled::Forward(frame),
@@ -437,13 +470,25 @@ impl FrameHandler for Responses {
     }
 
     fn needs_written(&self) -> bool {
-        self.forged.is_some()
+        self.forged.is_some() || self.injecting
     }
 
     fn on_written(&mut self) {
         if let Some(forged) = self.forged.take() {
             self.conn.forged_written(forged);
         }
+        if std::mem::take(&mut self.injecting) {
+            self.conn.cancel_written(CancelStage::ToClient);
+        }
+    }
+
+    async fn injected(&mut self) -> Bytes {
+        if !self.content.between() {
+            std::future::pending::<()>().await;
+        }
+        let frame = self.conn.cancel_due(CancelStage::ToClient).await;
+        self.injecting = true;
+        frame
     }
 }
 

@@ -320,6 +320,8 @@ async fn a_withheld_ack_is_dropped_and_an_answered_one_forwarded() {
     let mut requests = Requests {
         conn: conn.clone(),
         unwritten: None,
+        content: inject::ContentFollower::default(),
+        injecting: false,
     };
     let g = gate.clone();
     let decider = tokio::spawn(async move {
@@ -385,6 +387,8 @@ async fn an_ack_whose_connection_ends_while_held_is_dropped() {
         let mut requests = Requests {
             conn: conn.clone(),
             unwritten: None,
+            content: inject::ContentFollower::default(),
+            injecting: false,
         };
         let held = requests.on_frame(Bytes::from(ack(1, 1, false)));
         // The connection ends (the pump is dropped) while the ack waits for a verdict.
@@ -665,4 +669,62 @@ fn a_redeliver_given_up_by_the_nemesis_is_never_sent_late() {
     assert!(copy.is_none());
     let (shifted, _) = from_broker(&conn, deliver(1, "c", 2, false));
     assert_eq!(tag_of(&shifted), 2, "no tag was forged");
+}
+
+#[test]
+fn nothing_is_injected_inside_a_content_and_a_cancel_goes_to_the_broker_first() {
+    let mut content = inject::ContentFollower::default();
+    assert!(content.between());
+    content.follow(&deliver(1, "c", 1, false));
+    assert!(!content.between(), "header next");
+    content.follow(&header(1, with_id("m")));
+    assert!(!content.between(), "2 body bytes next");
+    content.follow(&encode(&AMQPFrame::Body(1, b"{}".to_vec())));
+    assert!(content.between());
+
+    let (conn, _) = test_conn(Gate::open());
+    let (answer, _) = tokio::sync::oneshot::channel();
+    assert!(conn.arm_cancel(answer).is_err(), "no consumer yet");
+    conn.on_client_frame(&consume(1, "c", false));
+    let (answer, mut outcome) = tokio::sync::oneshot::channel();
+    conn.arm_cancel(answer).expect("armed");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let expect = method(
+        1,
+        basic::AMQPMethod::Cancel(basic::Cancel {
+            consumer_tag: "c".into(),
+            nowait: true,
+        }),
+    );
+    let to_broker = rt.block_on(conn.cancel_due(inject::CancelStage::ToBroker));
+    assert_eq!(&to_broker[..], &expect[..]);
+    let early = rt.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            conn.cancel_due(inject::CancelStage::ToClient),
+        )
+        .await
+    });
+    assert!(
+        early.is_err(),
+        "the consumer hears of it only once RabbitMQ has"
+    );
+    conn.cancel_written(inject::CancelStage::ToBroker);
+    let to_client = rt.block_on(conn.cancel_due(inject::CancelStage::ToClient));
+    assert_eq!(&to_client[..], &expect[..]);
+    assert!(
+        outcome.try_recv().is_err(),
+        "not answered before it is written"
+    );
+    conn.cancel_written(inject::CancelStage::ToClient);
+    let sent = outcome.try_recv().expect("answered").expect("sent");
+    assert!(
+        sent.detail.contains("consumer tag c, channel 1"),
+        "{}",
+        sent.detail
+    );
+    assert!(!conn.consumes(), "the cancelled consumer is forgotten");
 }
