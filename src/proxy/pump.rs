@@ -104,6 +104,8 @@ pub async fn pump<F: Framing + ?Sized, H: FrameHandler>(
                 let filled = tokio::select! {
                     filled = from.fill(framing) => filled,
                     bytes = handler.injected() => {
+                        // A made-up frame obeys the network faults as a forwarded one does.
+                        faults.pass(Instant::now()).await;
                         if let Err(e) = to.write_all(&bytes).await {
                             return PumpEnd::Io(e);
                         }

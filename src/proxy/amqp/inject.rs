@@ -27,7 +27,10 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 
+use amq_protocol::frame::parsing::parse_content_header;
+
 use super::conn::Conn;
+use super::deliveries::message_id;
 use super::framing::{
     frame_parts, method_ids, BASIC, BASIC_ACK, BASIC_DELIVER, BASIC_GET_OK, BASIC_NACK,
     BASIC_REJECT,
@@ -54,6 +57,8 @@ pub(super) struct Capture {
 pub(super) struct Copying {
     channel: u16,
     tag: u64,
+    /// Its message ID, from its content header.
+    id: Option<String>,
     frames: BytesMut,
     body_left: Option<u64>,
 }
@@ -62,6 +67,7 @@ pub(super) struct Copying {
 #[derive(Debug)]
 pub(super) struct Forged {
     answer: tokio::sync::oneshot::Sender<Result<Sent, String>>,
+    id: Option<String>,
     channel: u16,
     tag: u64,
     original: u64,
@@ -188,6 +194,7 @@ impl Conn {
                 capture.copying = Some(Copying {
                     channel: ch,
                     tag,
+                    id: None,
                     frames: BytesMut::from(frame),
                     body_left: None,
                 });
@@ -197,6 +204,9 @@ impl Conn {
                 let size = u64::from_be_bytes(payload.get(4..12)?.try_into().ok()?);
                 c.frames.extend_from_slice(frame);
                 c.body_left = Some(size);
+                c.id = parse_content_header(payload)
+                    .ok()
+                    .and_then(|(_, h)| message_id(&h.properties));
             }
             (Some(c), 3) if c.channel == ch && c.body_left.is_some() => {
                 c.frames.extend_from_slice(frame);
@@ -237,12 +247,15 @@ impl Conn {
             let mut channels = lock(&self.channels);
             let state = channels.entry(c.channel).or_default();
             state.forged.push(forged_tag);
-            let id = state.outstanding.get(&c.tag).cloned().flatten();
-            state.outstanding.insert(forged_tag, id);
+            // Tracked like the original: a no-ack consumer's copy awaits no ack either.
+            if state.outstanding.contains_key(&c.tag) {
+                state.outstanding.insert(forged_tag, c.id.clone());
+            }
         }
         self.forged_any.store(true, Ordering::Relaxed);
         let forged = Forged {
             answer,
+            id: c.id,
             channel: c.channel,
             tag: forged_tag,
             original: c.tag,
@@ -253,10 +266,7 @@ impl Conn {
     /// A forged delivery is on the consumer's socket: its `delivered` event, and the fault's
     /// answer with what was sent.
     pub(super) fn forged_written(&self, forged: Forged) {
-        let id = lock(&self.channels)
-            .get(&forged.channel)
-            .and_then(|s| s.outstanding.get(&forged.tag).cloned())
-            .flatten();
+        let id = forged.id;
         if let Some(id) = &id {
             self.shared.timeline.record(Event::Delivered {
                 id: id.clone(),

@@ -728,3 +728,23 @@ fn nothing_is_injected_inside_a_content_and_a_cancel_goes_to_the_broker_first() 
     );
     assert!(!conn.consumes(), "the cancelled consumer is forgotten");
 }
+
+#[test]
+fn a_no_ack_consumers_copy_awaits_no_ack_but_names_its_id() {
+    let (conn, _) = test_conn(Gate::open());
+    conn.on_client_frame(&consume(1, "c", true));
+    let (answer, mut outcome) = tokio::sync::oneshot::channel();
+    conn.arm_redeliver(answer).expect("armed");
+    from_broker(&conn, deliver(1, "c", 1, false));
+    from_broker(&conn, header(1, with_id("m-1")));
+    let (_, copy) = from_broker(&conn, encode(&AMQPFrame::Body(1, b"{}".to_vec())));
+    let (_, forged) = copy.expect("copied");
+    assert_eq!(
+        conn.unacked(),
+        0,
+        "neither the original nor the copy awaits an ack"
+    );
+    conn.forged_written(forged);
+    let sent = outcome.try_recv().expect("answered").expect("sent");
+    assert!(sent.detail.contains("(ID m-1)"), "{}", sent.detail);
+}
