@@ -139,3 +139,81 @@ fn a_cancelled_consumer_exits_loudly_is_restarted_and_the_run_stays_exact() {
         r.markdown
     );
 }
+
+#[test]
+fn a_consumer_that_ignores_the_cancel_is_a_liveness_finding_not_a_timeout() {
+    require_rabbitmq();
+    let r = run("amqp-cancel.yaml", |t| {
+        let script = root().join("tests/consumers/amqp_ignores_cancel.py");
+        t.lines()
+            .filter(|l| !l.contains("idempotency_key"))
+            .map(|l| {
+                if l.starts_with("  command:") {
+                    format!("  command: [python3, \"{}\"]", script.display())
+                } else {
+                    l.replace("deadline: 60s", "deadline: 12s")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let why = &r.why;
+    assert_eq!(r.report["verdict"], "INCONCLUSIVE", "{why}");
+    assert_eq!(
+        r.code,
+        Some(3),
+        "pending work proves neither loss nor duplicate: {why}"
+    );
+    assert!(r.faults[0].applied, "{:?} {why}", r.faults);
+    let reasons = r.report["inconclusive_reasons"].as_array().unwrap();
+    let cancelled = reasons
+        .iter()
+        .find(|x| x["code"] == "consumer_cancelled")
+        .unwrap_or_else(|| panic!("a consumer_cancelled reason: {why}"));
+    let consumers = cancelled["consumers"].as_array().unwrap();
+    assert_eq!(consumers.len(), 1, "{why}");
+    assert!(
+        consumers[0]
+            .as_str()
+            .unwrap()
+            .starts_with("consumer[0] incarnation 1 (cancelled at"),
+        "{why}"
+    );
+    assert!(r.report["counts"]["pending"].as_u64().unwrap() > 0, "{why}");
+    assert_eq!(r.report["counts"]["lost"], 0, "{why}");
+    assert!(
+        r.markdown.contains("never delivered") && r.markdown.contains("liveness"),
+        "{}",
+        r.markdown
+    );
+}
+
+#[test]
+fn a_consumer_that_is_restarted_after_the_cancel_is_no_liveness_finding() {
+    require_rabbitmq();
+    // The same plan with the example consumer (exits 1, restarted, subscribes again) has no
+    // such reason: the first test of this file asserts EXACT; here only the reason's absence
+    // under a run cut short, where pending messages remain.
+    let r = run("amqp-cancel.yaml", |t| {
+        t.replace("messages: 100", "messages: 3000")
+            .replace("deadline: 60s", "deadline: 4s")
+    });
+    let why = &r.why;
+    let reasons = r.report["inconclusive_reasons"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        r.faults[0].applied,
+        "the cancel was sent: {:?} {why}",
+        r.faults
+    );
+    assert!(
+        r.report["counts"]["pending"].as_u64().unwrap_or(0) > 0,
+        "work left pending, as in the liveness case: {why}"
+    );
+    assert!(
+        reasons.iter().all(|x| x["code"] != "consumer_cancelled"),
+        "{why}"
+    );
+}

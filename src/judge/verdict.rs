@@ -149,6 +149,12 @@ fn shortfalls(
             stalls: ledger.stalls.clone(),
         });
     }
+    let cancelled = facts.cancelled_never_resubscribed();
+    if counts.pending > 0 && !cancelled.is_empty() {
+        reasons.push(InconclusiveReason::ConsumerCancelled {
+            consumers: cancelled,
+        });
+    }
     if counts.pending > 0 {
         reasons.push(InconclusiveReason::Pending {
             count: counts.pending,
@@ -243,7 +249,8 @@ fn blinds(reason: &InconclusiveReason, verdict: Verdict) -> Blind {
         | InconclusiveReason::NoProgress { .. }
         | InconclusiveReason::LedgerIncomplete { .. }
         | InconclusiveReason::DeadLettersUnread { .. }
-        | InconclusiveReason::StalledOnPoison { .. } => Blind::Loss,
+        | InconclusiveReason::StalledOnPoison { .. }
+        | InconclusiveReason::ConsumerCancelled { .. } => Blind::Loss,
         InconclusiveReason::NoRunInfo
         | InconclusiveReason::RunNotEnded
         | InconclusiveReason::Aborted

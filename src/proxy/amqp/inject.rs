@@ -37,7 +37,7 @@ use super::framing::{
 };
 use super::lock;
 use crate::proxy::control::Sent;
-use crate::timeline::Event;
+use crate::timeline::{Event, CANCEL_SENT};
 
 /// Where an injected fault's outcome goes: what was sent, or why not.
 pub(super) type Answer = tokio::sync::oneshot::Sender<Result<Sent, String>>;
@@ -447,7 +447,7 @@ impl Conn {
                     state.no_ack_of.remove(&c.consumer_tag);
                 }
                 let detail = format!(
-                    "sent basic.cancel (consumer tag {}, channel {}) to consumer[{}], as \
+                    "{CANCEL_SENT} (consumer tag {}, channel {}) to consumer[{}], as \
                      RabbitMQ does when a queue is deleted or fails over; the consumer was \
                      cancelled at RabbitMQ first (basic.cancel nowait), so nothing more is \
                      delivered to it",
