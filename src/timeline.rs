@@ -876,6 +876,10 @@ pub struct FaultRecord {
     pub through_proxy: bool,
 }
 
+/// How the detail of an applied `amqp: cancel` fault begins (the judge reads it to find the
+/// consumers a server-sent `basic.cancel` reached).
+pub const CANCEL_SENT: &str = "sent basic.cancel";
+
 /// One consumer incarnation.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ProcessRef {

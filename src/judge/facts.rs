@@ -70,6 +70,9 @@ pub struct ConsumerSetting {
     pub no_ack: bool,
     /// Prefetch asked for, if any.
     pub prefetch: Option<u16>,
+    /// When the proxy saw the `basic.consume` (µs since run start).
+    #[serde(skip)]
+    pub t_us: u64,
 }
 
 /// The proxy's holds of one run.
@@ -387,6 +390,7 @@ impl<'a> FactsReader<'a> {
                 incarnation: *incarnation,
                 no_ack: *no_ack,
                 prefetch: *prefetch,
+                t_us: st.t_us,
             }),
             // The sink's holds of effect answers are the harness's, not the proxy's.
             Event::Held {
@@ -667,6 +671,35 @@ impl RunFacts<'_> {
         self.faults_fired = fired;
     }
 
+    /// The consumers a server-sent `basic.cancel` (`amqp: cancel`) reached whose instance never
+    /// subscribed again after it (no `basic.consume` from any of its incarnations), in words:
+    /// `consumer[0] incarnation 1 (cancelled at 0.452s)`.
+    pub(crate) fn cancelled_never_resubscribed(&self) -> Vec<String> {
+        self.faults
+            .iter()
+            .filter(|f| {
+                f.applied
+                    && f.action == "amqp"
+                    && f.detail.starts_with(crate::timeline::CANCEL_SENT)
+            })
+            .flat_map(|f| f.hit.iter().map(move |h| (f.fired_at_us, *h)))
+            .filter(|(t, h)| {
+                !self
+                    .consumer_settings
+                    .iter()
+                    .any(|s| s.instance == h.instance && s.t_us > *t)
+            })
+            .map(|(t, h)| {
+                format!(
+                    "consumer[{}] incarnation {} (cancelled at {:.3}s)",
+                    h.instance,
+                    h.incarnation,
+                    t as f64 / 1e6
+                )
+            })
+            .collect()
+    }
+
     /// Why the run ended, when it did.
     pub(crate) fn end_reason(&self) -> Option<EndReason> {
         self.end.map(|(r, _)| r)
@@ -689,7 +722,7 @@ fn is_protocol_reply(f: &FaultRecord) -> bool {
 pub fn hit_nothing(f: &FaultRecord) -> bool {
     let aims_at_consumers = matches!(
         f.action.as_str(),
-        "kill" | "terminate" | "pause" | "partition" | "latency" | "sever"
+        "kill" | "terminate" | "pause" | "partition" | "latency" | "sever" | "amqp"
     );
     f.applied && aims_at_consumers && f.hit.is_empty()
 }

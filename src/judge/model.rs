@@ -394,6 +394,13 @@ pub enum InconclusiveReason {
         /// Where each stall happened.
         stalls: Vec<Stall>,
     },
+    /// A server-sent `basic.cancel` (`amqp: cancel`) ended a consumer's subscription and its
+    /// instance never subscribed again while messages were left pending (a liveness finding:
+    /// the consumer neither re-subscribed nor exited to be restarted).
+    ConsumerCancelled {
+        /// The consumers cancelled, in words (`consumer[0] incarnation 1 (cancelled at 0.452s)`).
+        consumers: Vec<String>,
+    },
 }
 
 /// Where a consumer stopped moving at a poison message.
@@ -492,6 +499,7 @@ impl InconclusiveReason {
             InconclusiveReason::DescendantsSurvived { .. } => "descendants_survived",
             InconclusiveReason::DeadLettersUnread { .. } => "dead_letters_unread",
             InconclusiveReason::StalledOnPoison { .. } => "stalled_on_poison",
+            InconclusiveReason::ConsumerCancelled { .. } => "consumer_cancelled",
         }
     }
 }
@@ -616,6 +624,11 @@ impl fmt::Display for InconclusiveReason {
                 f,
                 "the consumer stopped moving at a poison message (liveness): {}",
                 stalls.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            ),
+            InconclusiveReason::ConsumerCancelled { consumers } => write!(
+                f,
+                "a server-sent basic.cancel ended the subscription of {} and no process of that instance subscribed again (liveness: the consumer neither re-subscribed nor exited to be restarted): the messages left pending were never delivered",
+                consumers.join(", ")
             ),
         }
     }

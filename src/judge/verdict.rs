@@ -154,6 +154,12 @@ fn shortfalls(
             count: counts.committer_unknown,
         });
     }
+    let cancelled = facts.cancelled_never_resubscribed();
+    if counts.pending > 0 && !cancelled.is_empty() {
+        reasons.push(InconclusiveReason::ConsumerCancelled {
+            consumers: cancelled,
+        });
+    }
     if counts.pending > 0 {
         reasons.push(InconclusiveReason::Pending {
             count: counts.pending,
@@ -249,7 +255,8 @@ fn blinds(reason: &InconclusiveReason, verdict: Verdict) -> Blind {
         | InconclusiveReason::NoProgress { .. }
         | InconclusiveReason::LedgerIncomplete { .. }
         | InconclusiveReason::DeadLettersUnread { .. }
-        | InconclusiveReason::StalledOnPoison { .. } => Blind::Loss,
+        | InconclusiveReason::StalledOnPoison { .. }
+        | InconclusiveReason::ConsumerCancelled { .. } => Blind::Loss,
         InconclusiveReason::NoRunInfo
         | InconclusiveReason::RunNotEnded
         | InconclusiveReason::Aborted

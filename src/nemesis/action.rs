@@ -15,7 +15,7 @@ use crate::broker::group_member::GroupProtocol;
 use crate::consumer::process::signal_group;
 use crate::consumer::Supervisor;
 use crate::plan::{FaultAction, ScaleStep, Target};
-use crate::proxy::control::NetworkControl;
+use crate::proxy::control::{Injection, NetworkControl};
 use crate::timeline::ProcessRef;
 
 /// Forces rebalances of the group under test with a transient member of the harness's own.
@@ -49,9 +49,30 @@ pub struct Applied {
     pub hit: Vec<ProcessRef>,
 }
 
-/// Applies `action` now; returns what it hit, or `None` when it could not be applied (no
+/// How an action lands: at once, or once the proxy has written what it injects.
+pub enum Landing {
+    /// Applied now: what it hit.
+    Now(Applied),
+    /// A protocol fault the proxy queued; the answer says what was sent, or why not.
+    Sending(Injection),
+}
+
+/// Applies `action`; returns how it lands, or `None` when it could not be applied (no
 /// targeted process alive, no proxy connection, no group member possible).
 pub fn apply(
+    action: &FaultAction,
+    levers: &Levers,
+    protocol: Option<&GroupProtocol>,
+) -> Option<Landing> {
+    if let FaultAction::Amqp { target, fault } = *action {
+        let queued = levers.network.as_deref()?.amqp_fault(target, fault)?;
+        return Some(Landing::Sending(queued));
+    }
+    apply_now(action, levers, protocol).map(Landing::Now)
+}
+
+/// Applies an action that lands at once (every one but the proxy's protocol faults).
+fn apply_now(
     action: &FaultAction,
     levers: &Levers,
     protocol: Option<&GroupProtocol>,
@@ -105,6 +126,8 @@ pub fn apply(
                 }],
             })
         }
+        // Lands once sent: `apply` queues it and never comes here.
+        FaultAction::Amqp { .. } => None,
     }
 }
 

@@ -24,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::group_member::GroupProtocol;
 use crate::gate::{Gate, HoldDecision, HoldPoint};
 use crate::plan::{Fault, FaultAction, Target};
+use crate::proxy::control::Injection;
 use crate::timeline::{Event, FaultRecord, HeldAt, ProcessPhase, Stamped, Timeline};
-use action::{Applied, Levers};
+use action::{Applied, Landing, Levers};
 use trigger::{Match, TriggerState};
 
 /// What the run loop needs to know to decide when the run may end.
@@ -242,8 +243,12 @@ impl Nemesis {
     fn fire(&mut self, i: usize, matched_at_us: u64) -> bool {
         let f = &self.faults[i];
         match action::apply(&f.action, &self.levers, self.protocol.as_ref()) {
-            Some(applied) => {
+            Some(Landing::Now(applied)) => {
                 self.record_applied(i, matched_at_us, applied);
+                true
+            }
+            Some(Landing::Sending(injection)) => {
+                self.record_once_sent(i, matched_at_us, injection);
                 true
             }
             None => {
@@ -284,6 +289,56 @@ impl Nemesis {
         }));
         self.fired += 1;
         self.last_fired_at = Some(Duration::from_micros(fired_at_us));
+    }
+
+    /// Records a protocol fault the proxy queued once it was written (applied, with what was
+    /// sent) or given up (not applied, why): never before the frames reached the consumer's
+    /// socket. Counted as fired at once, so the run does not end while it is on its way.
+    fn record_once_sent(&mut self, i: usize, matched_at_us: u64, injection: Injection) {
+        /// A queued fault not written within this is recorded as not applied.
+        const SEND_DEADLINE: Duration = Duration::from_secs(10);
+        self.fired += 1;
+        self.last_fired_at = Some(Duration::from_micros(self.timeline.now_us()));
+        let f = &self.faults[i];
+        let mut record = FaultRecord {
+            fault: f.index,
+            action: f.action.name().into(),
+            target: f.action.target().to_string(),
+            trigger: f.description.clone(),
+            matched_at_us,
+            fired_at_us: 0,
+            trigger_latency_us: 0,
+            applied: false,
+            detail: String::new(),
+            hit: Vec::new(),
+            length_us: None,
+            through_proxy: f.through_proxy,
+        };
+        let timeline = self.timeline.clone();
+        tokio::spawn(async move {
+            let outcome = match tokio::time::timeout(SEND_DEADLINE, injection).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => Err("the proxy's connection ended before it was sent".into()),
+                Err(_) => Err(format!(
+                    "not sent within {}s (no frame could carry it)",
+                    SEND_DEADLINE.as_secs()
+                )),
+            };
+            record.fired_at_us = timeline.now_us();
+            record.trigger_latency_us = record.fired_at_us.saturating_sub(matched_at_us);
+            match outcome {
+                Ok(sent) => {
+                    record.applied = true;
+                    record.detail = sent.detail;
+                    record.hit = vec![crate::timeline::ProcessRef {
+                        instance: sent.instance,
+                        incarnation: sent.incarnation,
+                    }];
+                }
+                Err(why) => record.detail = why,
+            }
+            timeline.record(Event::Fault(record));
+        });
     }
 
     fn record_not_applied(&mut self, i: usize, matched_at_us: u64, why: &str) {

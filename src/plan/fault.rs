@@ -7,6 +7,9 @@
 //! so a new kind of fault does not compile until every one of those places handles it.
 
 use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use super::{Count, EventKind, Target};
@@ -80,6 +83,14 @@ pub enum FaultAction {
         target: Target,
         /// What is answered, to which request.
         reply: ProtocolReply,
+    },
+    /// The AMQP proxy sends the consumer a protocol answer RabbitMQ could have sent.
+    Amqp {
+        /// Whose connections (`target:`, default every instance; the first one that can take
+        /// it).
+        target: Target,
+        /// What is sent.
+        fault: AmqpFault,
     },
 }
 
@@ -235,6 +246,30 @@ impl ProtocolReply {
     }
 }
 
+/// A protocol fault of the AMQP proxy (`amqp:` in a plan).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AmqpFault {
+    /// The last delivery the proxy forwarded is sent again with `redelivered=true` under a
+    /// delivery tag of the proxy's own (the broker's tags after it are shifted; an ack of the
+    /// proxy's tag is absorbed, never reaching RabbitMQ).
+    Redeliver,
+    /// A server-sent `basic.cancel` (nowait) of the consumer, as RabbitMQ sends when its
+    /// queue is deleted or fails over; the proxy cancels it at RabbitMQ first, so nothing more
+    /// is delivered to it. The consumer must subscribe again or exit loudly.
+    Cancel,
+}
+
+impl AmqpFault {
+    /// The plan's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AmqpFault::Redeliver => "redeliver",
+            AmqpFault::Cancel => "cancel",
+        }
+    }
+}
+
 /// The step of a `scale` fault.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ScaleStep {
@@ -301,6 +336,7 @@ impl FaultAction {
             FaultAction::Rebalance { .. } => "rebalance",
             FaultAction::Scale(_) => "scale",
             FaultAction::Reply { reply, .. } => reply.name(),
+            FaultAction::Amqp { .. } => "amqp",
         }
     }
 
@@ -314,6 +350,7 @@ impl FaultAction {
             | FaultAction::Latency { target, .. }
             | FaultAction::Sever { target }
             | FaultAction::Reply { target, .. } => target,
+            FaultAction::Amqp { target, .. } => target,
             FaultAction::Rebalance { .. } | FaultAction::Scale(_) => Target::AllInstances,
         }
     }
@@ -329,7 +366,8 @@ impl FaultAction {
             | FaultAction::Terminate { .. }
             | FaultAction::Sever { .. }
             | FaultAction::Scale(_)
-            | FaultAction::Reply { .. } => None,
+            | FaultAction::Reply { .. }
+            | FaultAction::Amqp { .. } => None,
         }
     }
 
@@ -341,6 +379,7 @@ impl FaultAction {
             | FaultAction::Partition { .. }
             | FaultAction::Latency { .. }
             | FaultAction::Sever { .. }
+            | FaultAction::Amqp { .. }
             | FaultAction::Rebalance { .. }
             | FaultAction::Scale(_)
             | FaultAction::Reply { .. } => false,
@@ -354,7 +393,8 @@ impl FaultAction {
             FaultAction::Partition { .. }
             | FaultAction::Latency { .. }
             | FaultAction::Sever { .. }
-            | FaultAction::Reply { .. } => true,
+            | FaultAction::Reply { .. }
+            | FaultAction::Amqp { .. } => true,
             FaultAction::Kill { .. }
             | FaultAction::Terminate { .. }
             | FaultAction::Pause { .. }
@@ -375,7 +415,8 @@ impl FaultAction {
             | FaultAction::Sever { .. }
             | FaultAction::Rebalance { .. }
             | FaultAction::Scale(ScaleStep::Down { .. })
-            | FaultAction::Reply { .. } => 0,
+            | FaultAction::Reply { .. }
+            | FaultAction::Amqp { .. } => 0,
         }
     }
 }
@@ -432,6 +473,9 @@ impl fmt::Display for Fault {
             FaultAction::Scale(ScaleStep::Down { .. }) => write!(f, "{name}: -1")?,
             FaultAction::Reply { target, reply } => {
                 write!(f, "{name}: {} on {target}", reply.describe())?
+            }
+            FaultAction::Amqp { target, fault } => {
+                write!(f, "{name}: {} on {target}", fault.as_str())?
             }
         }
         write!(f, " when {}", self.when)

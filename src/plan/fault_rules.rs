@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use super::{
-    BrokerKind, CommitErrorForm, Count, EventKind, Fault, FaultAction, FaultSpec, KafkaError,
-    Moment, ProtocolReply, ScaleStep, Target, Trigger, When, DEFAULT_GRACE,
+    AmqpFault, BrokerKind, CommitErrorForm, Count, EventKind, Fault, FaultAction, FaultSpec,
+    KafkaError, Moment, ProtocolReply, ScaleStep, Target, Trigger, When, DEFAULT_GRACE,
 };
 
 /// Most times one `every` or `random` trigger may fire: the nemesis lays out every fire time
@@ -120,6 +120,7 @@ enum Written<'a> {
     Rebalance(&'a str),
     Scale(i32),
     Reply(WrittenReply<'a>),
+    Amqp(AmqpFault),
 }
 
 /// A protocol-fault field of a written fault, with its value as written.
@@ -146,6 +147,7 @@ impl Written<'_> {
             Written::Reply(WrittenReply::FetchError(_)) => "fetch_error",
             Written::Reply(WrittenReply::FetchTwice(_)) => "fetch_twice",
             Written::Reply(WrittenReply::HeartbeatError(_)) => "heartbeat_error",
+            Written::Amqp(_) => "amqp",
         }
     }
 }
@@ -172,6 +174,7 @@ fn written_actions(spec: &FaultSpec) -> Vec<Written<'_>> {
         spec.heartbeat_error
             .as_deref()
             .map(|e| Written::Reply(WrittenReply::HeartbeatError(e))),
+        spec.amqp.map(Written::Amqp),
     ]
     .into_iter()
     .flatten()
@@ -185,7 +188,7 @@ fn action(spec: &FaultSpec, ctx: &Context, found: &mut Findings) -> Option<Fault
         [] => {
             found.0.push(broken(
                 "",
-                "a fault needs an action: add `kill: consumer`, `terminate: consumer`, `pause: consumer`, `partition: consumer`, `latency: 200ms`, `sever: consumer`, `rebalance: group`, `scale: +1`, `commit_error: REBALANCE_IN_PROGRESS` or `fetch_error: OFFSET_OUT_OF_RANGE`",
+                "a fault needs an action: add `kill: consumer`, `terminate: consumer`, `pause: consumer`, `partition: consumer`, `latency: 200ms`, `sever: consumer`, `rebalance: group`, `scale: +1`, `commit_error: REBALANCE_IN_PROGRESS`, `fetch_error: OFFSET_OUT_OF_RANGE` or `amqp: redeliver|cancel`",
             ));
             return None;
         }
@@ -255,6 +258,16 @@ fn action(spec: &FaultSpec, ctx: &Context, found: &mut Findings) -> Option<Fault
             let hold = found.keep(length());
             fits?;
             FaultAction::Rebalance { hold: hold? }
+        }
+        Written::Amqp(fault) => {
+            let (through_proxy, on_amqp) =
+                (found.keep(proxied()), found.keep(amqp_broker(ctx.kind)));
+            through_proxy?;
+            on_amqp?;
+            FaultAction::Amqp {
+                target: spec.target.unwrap_or(Target::AllInstances),
+                fault,
+            }
         }
         Written::Scale(1) => FaultAction::Scale(ScaleStep::Up),
         Written::Scale(-1) => FaultAction::Scale(ScaleStep::Down { grace }),
@@ -375,11 +388,24 @@ fn rebalance_broker(kind: BrokerKind) -> Result<(), Broken> {
     }
 }
 
+/// An `amqp:` protocol fault needs a RabbitMQ broker.
+fn amqp_broker(kind: BrokerKind) -> Result<(), Broken> {
+    match kind {
+        BrokerKind::Amqp => Ok(()),
+        BrokerKind::Kafka => Err(broken(
+            ".amqp",
+            "`amqp:` faults are AMQP protocol answers the RabbitMQ proxy sends; this plan's broker is Kafka (use `broker.kind: amqp`, or a Kafka fault)",
+        )),
+    }
+}
+
 /// `grace` and `target` only where the action uses them.
 fn parameters_fit(spec: &FaultSpec, action: &FaultAction, found: &mut Findings) {
     let (takes_grace, takes_target) = match action {
         FaultAction::Terminate { .. } | FaultAction::Scale(ScaleStep::Down { .. }) => (true, false),
-        FaultAction::Latency { .. } | FaultAction::Reply { .. } => (false, true),
+        FaultAction::Latency { .. } | FaultAction::Reply { .. } | FaultAction::Amqp { .. } => {
+            (false, true)
+        }
         FaultAction::Kill { .. }
         | FaultAction::Pause { .. }
         | FaultAction::Partition { .. }
@@ -396,7 +422,7 @@ fn parameters_fit(spec: &FaultSpec, action: &FaultAction, found: &mut Findings) 
     if spec.target.is_some() && !takes_target {
         found.0.push(broken(
             ".target",
-            "`target` goes with `latency`, `commit_error`, `fetch_error` or `heartbeat_error`; other actions name their target themselves",
+            "`target` goes with `latency`, `commit_error`, `fetch_error`, `heartbeat_error` or `amqp`; other actions name their target themselves",
         ));
     }
     let takes_form = matches!(

@@ -269,6 +269,35 @@ consumer: { command: [c] }\neffects: { sink: http }\nexpect: at-least-once\n";
     }
 
     #[test]
+    fn an_amqp_fault_needs_rabbitmq_and_takes_a_target() {
+        let e = error_of(&format!(
+            "{MINIMAL}faults:\n  - amqp: redeliver\n    when: {{ after: ack, nth: 2 }}\n"
+        ));
+        assert!(e.starts_with("p.yaml:8:"), "{e}");
+        assert!(e.contains("this plan's broker is Kafka"), "{e}");
+        let e = error_of(&format!(
+            "{MINIMAL}faults:\n  - amqp: resend\n    when: {{ at: 1s }}\n"
+        ));
+        assert!(e.contains("redeliver"), "{e}");
+        let amqp = MINIMAL.replace(
+            "kind: kafka",
+            "kind: amqp, url: \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+        );
+        let plan = parse_plan(
+            Path::new("p.yaml"),
+            &format!(
+                "{amqp}faults:\n  - amqp: redeliver\n    target: consumer\n    when: {{ after: ack, nth: 2 }}\n"
+            ),
+        )
+        .unwrap();
+        let fault = &plan.loaded.faults[0];
+        assert_eq!(
+            fault.to_string(),
+            "amqp: redeliver on consumer when after: ack, nth: 2"
+        );
+    }
+
+    #[test]
     fn scale_is_plus_or_minus_one_and_grace_goes_with_a_stop() {
         let e = error_of(&format!(
             "{MINIMAL}faults:\n  - scale: 2\n    when: {{ at: 1s }}\n"

@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 
 pub use effect_id::Extractor;
 pub use fault::{
-    CommitErrorForm, Fault, FaultAction, KafkaError, Moment, ProtocolReply, ScaleStep, Trigger,
-    DEFAULT_GRACE,
+    AmqpFault, CommitErrorForm, Fault, FaultAction, KafkaError, Moment, ProtocolReply, ScaleStep,
+    Trigger, DEFAULT_GRACE,
 };
 pub use load::{load_plan, parse_plan, PlanError, PlanProblem};
 pub use span::Position;
@@ -531,7 +531,13 @@ pub struct FaultSpec {
     /// Close the target's broker connections with a TCP reset.
     #[serde(default)]
     pub sever: Option<Target>,
-    /// Who `latency`, `commit_error` and `fetch_error` apply to (default: every instance).
+    /// A protocol fault the AMQP proxy injects toward the consumer (`redeliver`: re-send the
+    /// next delivery it forwards, with `redelivered=true` and a tag of its own; `cancel`: a
+    /// server-sent `basic.cancel`). RabbitMQ only.
+    #[serde(default)]
+    pub amqp: Option<AmqpFault>,
+    /// Who `latency`, `commit_error`, `fetch_error`, `heartbeat_error` and `amqp` apply to
+    /// (default: every instance).
     #[serde(default)]
     pub target: Option<Target>,
     /// `group`: a transient member (the harness's own consumer) joins the consumer's group,

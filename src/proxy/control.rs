@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use crate::plan::{ProtocolReply, Target};
+use tokio::sync::oneshot;
+
+use crate::plan::{AmqpFault, ProtocolReply, Target};
 
 /// Network faults on a consumer's broker connections, applied by a protocol-aware proxy.
 /// Each returns a description of what it hit, or `None` when the target has no connection
@@ -23,4 +25,26 @@ pub trait NetworkControl: Send + Sync {
         let _ = (target, reply);
         None
     }
+
+    /// Queue an AMQP protocol fault on one of the target's connections. `None` when no
+    /// connection of the target can take it now (or this proxy speaks another protocol); else
+    /// the answer comes once the proxy has written it to the consumer's socket (what was sent),
+    /// or given up (why).
+    fn amqp_fault(&self, _target: Target, _fault: AmqpFault) -> Option<Injection> {
+        None
+    }
+}
+
+/// The outcome of a queued protocol fault, known once its frames were written or given up.
+pub type Injection = oneshot::Receiver<Result<Sent, String>>;
+
+/// A protocol fault the proxy wrote to a consumer's socket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    /// What was sent, in words.
+    pub detail: String,
+    /// The instance whose connection carried it.
+    pub instance: u32,
+    /// Its incarnation.
+    pub incarnation: u32,
 }

@@ -49,6 +49,14 @@ pub trait FrameHandler: Send {
     /// say "it reached the other side"). Not called when the write failed or the connection
     /// ended first. Default: nothing.
     fn on_written(&mut self) {}
+
+    /// Frames the handler makes up itself (a protocol fault it injects), ready while the pump
+    /// waits for the sending side with no whole frame left: the pump writes them, then calls
+    /// [`FrameHandler::on_written`] if [`FrameHandler::needs_written`]. Must be cancel-safe
+    /// (it loses every race with a read). Default: never.
+    fn injected(&mut self) -> impl Future<Output = Bytes> + Send {
+        std::future::pending()
+    }
 }
 
 /// Why one direction of a connection stopped.
@@ -93,7 +101,21 @@ pub async fn pump<F: Framing + ?Sized, H: FrameHandler>(
                 if let Err(e) = flush(to, &mut out).await {
                     return PumpEnd::Io(e);
                 }
-                match from.fill(framing).await {
+                let filled = tokio::select! {
+                    filled = from.fill(framing) => filled,
+                    bytes = handler.injected() => {
+                        // A made-up frame obeys the network faults as a forwarded one does.
+                        faults.pass(Instant::now()).await;
+                        if let Err(e) = to.write_all(&bytes).await {
+                            return PumpEnd::Io(e);
+                        }
+                        if handler.needs_written() {
+                            handler.on_written();
+                        }
+                        continue;
+                    }
+                };
+                match filled {
                     Ok(true) => continue,
                     Ok(false) => return PumpEnd::Closed,
                     Err(ReadError::ClosedMidFrame) => return PumpEnd::ClosedMidFrame,

@@ -367,6 +367,7 @@ fn fault_context(faults: &[FaultRecord]) -> String {
                 "sever" => "cut off from the broker".to_string(),
                 "rebalance" => "rebalanced".to_string(),
                 "scale" => "scaled".to_string(),
+                "amqp" => "sent a protocol fault by the proxy".to_string(),
                 other => format!("hit by `{other}`"),
             };
             if *n == 1 {

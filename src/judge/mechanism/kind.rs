@@ -210,8 +210,11 @@ impl Mechanism {
             (Mechanism::ProducerDuplicate, _) => {
                 "Enable the idempotent producer (enable.idempotence=true) or deduplicate on the message ID."
             }
-            (Mechanism::RedeliveredAfterCommit, _) => {
+            (Mechanism::RedeliveredAfterCommit, false) => {
                 "Check for offset resets (auto.offset.reset) or commits that did not stick; an idempotency key makes the repeat harmless."
+            }
+            (Mechanism::RedeliveredAfterCommit, true) => {
+                "RabbitMQ may deliver a message again (marked redelivered) after its ack, when the ack was lost to a failover or a closed channel: deduplicate on the message ID, or send an idempotency key that makes the repeat harmless."
             }
             (Mechanism::Skipped, _) => {
                 "The consumer marked work done that it never did: check filters, error handlers and early returns that commit (ack) without the effect."

@@ -2,14 +2,16 @@
 //! acknowledged, the consumers' no-ack settings and the content header expected next; shared by
 //! the broker→client side (`deliveries.rs`) and the client→broker side (`acks.rs`).
 //!
-//! Invariant: the state is only observed from frames, never used to change one; a channel that
-//! closes or reopens starts afresh.
+//! Invariant: the state is only observed from frames, never used to change one, except the
+//! delivery tags an injected `amqp: redeliver` shifts (`inject.rs`); a channel that closes or
+//! reopens starts afresh.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex};
 
 use super::framing::{method_name, AmqpFraming};
+use super::inject::{Cancel, Capture};
 use super::{lock, Shared};
 
 /// What follows a content-bearing method from the broker on one channel.
@@ -43,6 +45,9 @@ pub(super) struct ChannelState {
     pub(super) gets: VecDeque<bool>,
     /// Whether the outstanding cap was hit already (one warning).
     pub(super) capped: bool,
+    /// Delivery tags the proxy made up (`amqp: redeliver`), ascending: the client's tag space
+    /// is the broker's shifted by those below (`inject.rs`).
+    pub(super) forged: Vec<u64>,
 }
 
 /// One proxied connection's protocol state, shared by its two directions.
@@ -54,6 +59,18 @@ pub(super) struct Conn {
     /// Negotiated heartbeat interval in seconds (0 = none).
     pub(super) heartbeat: AtomicU32,
     pub(super) channels: Mutex<HashMap<u16, ChannelState>>,
+    /// An armed `amqp: redeliver` and the delivery it copies.
+    pub(super) capture: Mutex<Option<Capture>>,
+    /// `capture` is armed (checked on every broker frame without the lock).
+    pub(super) capturing: AtomicBool,
+    /// Some channel has forged tags (acks and deliveries are then translated).
+    pub(super) forged_any: AtomicBool,
+    /// An armed `amqp: cancel`.
+    pub(super) cancel: Mutex<Option<Cancel>>,
+    /// Wakes the client→broker side when it has a frame to inject.
+    pub(super) wake_broker_side: tokio::sync::Notify,
+    /// Wakes the broker→client side when it has a frame to inject.
+    pub(super) wake_client_side: tokio::sync::Notify,
 }
 
 impl Conn {
@@ -65,6 +82,13 @@ impl Conn {
             .sum()
     }
 
+    /// Some channel of this connection has a consumer (a `basic.consume` was answered).
+    pub(super) fn consumes(&self) -> bool {
+        lock(&self.channels)
+            .values()
+            .any(|c| !c.no_ack_of.is_empty())
+    }
+
     /// The state of a new connection of `instance` in its `incarnation`.
     pub(super) fn new(shared: Arc<Shared>, instance: u32, incarnation: u32) -> Conn {
         Conn {
@@ -74,6 +98,12 @@ impl Conn {
             framing: AmqpFraming::new(),
             heartbeat: AtomicU32::new(0),
             channels: Mutex::default(),
+            capture: Mutex::default(),
+            capturing: AtomicBool::new(false),
+            forged_any: AtomicBool::new(false),
+            cancel: Mutex::default(),
+            wake_broker_side: tokio::sync::Notify::new(),
+            wake_client_side: tokio::sync::Notify::new(),
         }
     }
 

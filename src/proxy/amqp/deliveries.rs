@@ -28,7 +28,7 @@ const MAX_OUTSTANDING: usize = 1_000_000;
 pub(super) const ID_HEADER: &str = "exactly-id";
 
 /// The message ID of a delivery: `message_id`, else the `exactly-id` header.
-fn message_id(properties: &amq_protocol::protocol::BasicProperties) -> Option<String> {
+pub(super) fn message_id(properties: &amq_protocol::protocol::BasicProperties) -> Option<String> {
     if let Some(id) = properties.message_id() {
         if !id.as_str().is_empty() {
             return Some(id.as_str().to_string());

@@ -16,6 +16,8 @@
 //! - `conn.rs`: one connection's per-channel state;
 //! - `deliveries.rs`: the broker→client side: deliveries and the outstanding delivery tags;
 //! - `acks.rs`: the client→broker side: acks resolved to IDs, their hold, consumer settings;
+//! - `inject.rs`: protocol faults sent to the consumer (`amqp: redeliver`) and the delivery
+//!   tags they shift;
 //! - this file: the proxy's lifecycle, one connection from accept to close, and the two
 //!   directions as frame handlers.
 //!
@@ -33,6 +35,7 @@ mod acks;
 mod conn;
 mod deliveries;
 mod framing;
+mod inject;
 mod url;
 
 pub use framing::AmqpFraming;
@@ -51,11 +54,12 @@ use super::{
 };
 use crate::error::InfraError;
 use crate::gate::{Gate, HoldDecision, HoldPoint};
-use crate::plan::Target;
-use crate::proxy::control::NetworkControl;
+use crate::plan::{AmqpFault, Target};
+use crate::proxy::control::{Injection, NetworkControl};
 use crate::timeline::{AckPhase, ClosedBy, Event, Timeline};
 use acks::AckRecord;
 use conn::Conn;
+use inject::{CancelStage, ContentFollower};
 use url::{redact, split_url, UrlParts};
 
 /// Frames the proxy could not read that get a warning of their own; later ones are counted.
@@ -73,6 +77,8 @@ struct Shared {
     tasks: Tasks,
     failure: Mutex<Option<String>>,
     unobserved: AtomicU64,
+    /// Every live connection, by instance: where an `amqp:` fault is armed.
+    live: Mutex<Vec<(u32, std::sync::Weak<Conn>)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -166,6 +172,7 @@ impl AmqpProxy {
             tasks: Tasks::default(),
             failure: Mutex::default(),
             unobserved: AtomicU64::new(0),
+            live: Mutex::default(),
         });
         for (instance, listener) in listeners.into_iter().enumerate() {
             let s = shared.clone();
@@ -245,6 +252,42 @@ impl NetworkControl for AmqpProxy {
     fn sever(&self, target: Target) -> Option<String> {
         self.shared.registry.sever(target)
     }
+
+    fn amqp_fault(&self, target: Target, fault: AmqpFault) -> Option<Injection> {
+        match fault {
+            AmqpFault::Redeliver => self.arm(target, |c, a| c.arm_redeliver(a)),
+            AmqpFault::Cancel => self.arm(target, |c, a| c.arm_cancel(a)),
+        }
+    }
+}
+
+impl AmqpProxy {
+    /// Arms a protocol fault with `arm` on the first live connection of `target` that consumes
+    /// and takes it (`arm` gives the answer back when the connection has one armed already);
+    /// `None` when there is none.
+    fn arm(
+        &self,
+        target: Target,
+        arm: impl Fn(&Conn, inject::Answer) -> Result<(), inject::Answer>,
+    ) -> Option<Injection> {
+        let (mut answer, outcome) = tokio::sync::oneshot::channel();
+        let mut live = lock(&self.shared.live);
+        live.retain(|(_, c)| c.strong_count() > 0);
+        for (instance, conn) in live.iter() {
+            let hit = match target {
+                Target::AllInstances => true,
+                Target::Instance(i) => i == *instance,
+            };
+            let Some(conn) = conn.upgrade().filter(|c| hit && c.consumes()) else {
+                continue;
+            };
+            match arm(&conn, answer) {
+                Ok(()) => return Some(outcome),
+                Err(back) => answer = back,
+            }
+        }
+        None
+    }
 }
 
 /// One accepted connection, from accept to close.
@@ -265,11 +308,19 @@ async fn serve(shared: Arc<Shared>, client: TcpStream, instance: u32) {
     let _ = upstream.set_nodelay(true);
     let guard = shared.registry.register(instance);
     let conn = Arc::new(Conn::new(shared.clone(), instance, incarnation));
+    lock(&shared.live).push((instance, Arc::downgrade(&conn)));
     let mut requests = Requests {
         conn: conn.clone(),
         unwritten: None,
+        content: ContentFollower::default(),
+        injecting: false,
     };
-    let mut responses = Responses(conn.clone());
+    let mut responses = Responses {
+        conn: conn.clone(),
+        forged: None,
+        content: ContentFollower::default(),
+        injecting: false,
+    };
     let end = serve_connection(
         client,
         upstream,
@@ -322,10 +373,15 @@ struct Requests {
     /// An ack recorded as a request and not yet written to the broker: if the connection
     /// ends first, it was never forwarded (recorded as dropped when this is dropped).
     unwritten: Option<AckRecord>,
+    /// The client's content in flight (nothing is injected inside it).
+    content: ContentFollower,
+    /// An injected `basic.cancel` is being written.
+    injecting: bool,
 }
 
 impl FrameHandler for Requests {
     async fn on_frame(&mut self, frame: Bytes) -> Handled {
+        self.content.follow(&frame);
         let Some(ack) = self.conn.on_client_frame(&frame) else {
             return Handled::Forward(frame);
         };
@@ -339,20 +395,40 @@ impl FrameHandler for Requests {
             }
             return Handled::Drop;
         }
-        if let Some(ack) = &self.unwritten {
-            self.conn.settle(ack);
+        let Some(ack) = self.unwritten.take() else {
+            return Handled::Forward(frame);
+        };
+        self.conn.settle(&ack);
+        match self.conn.to_broker(frame, ack.multiple) {
+            Some(frame) => {
+                self.unwritten = Some(ack);
+                Handled::Forward(frame)
+            }
+            // It names only the proxy's own tags (`amqp: redeliver`): RabbitMQ never hears it.
+            None => Handled::Drop,
         }
-        Handled::Forward(frame)
     }
 
     fn needs_written(&self) -> bool {
-        self.unwritten.is_some()
+        self.unwritten.is_some() || self.injecting
     }
 
     fn on_written(&mut self) {
         if let Some(ack) = self.unwritten.take() {
             self.conn.ack_event(&ack, AckPhase::Forwarded);
         }
+        if std::mem::take(&mut self.injecting) {
+            self.conn.cancel_written(CancelStage::ToBroker);
+        }
+    }
+
+    async fn injected(&mut self) -> Bytes {
+        if !self.content.between() {
+            std::future::pending::<()>().await;
+        }
+        let frame = self.conn.cancel_due(CancelStage::ToBroker).await;
+        self.injecting = true;
+        frame
     }
 }
 
@@ -364,13 +440,55 @@ impl Drop for Requests {
     }
 }
 
-/// The broker→client direction: observed, always forwarded at once.
-struct Responses(Arc<Conn>);
+/// The broker→client direction: observed and forwarded at once (delivery tags shifted past
+/// the proxy's own), with an injected copy right after a delivery an `amqp: redeliver` copies.
+struct Responses {
+    conn: Arc<Conn>,
+    /// A forged delivery appended to the last forwarded frame, until it is written.
+    forged: Option<inject::Forged>,
+    /// The broker's content in flight (nothing is injected inside it).
+    content: ContentFollower,
+    /// An injected `basic.cancel` is being written.
+    injecting: bool,
+}
 
 impl FrameHandler for Responses {
     fn on_frame(&mut self, frame: Bytes) -> impl std::future::Future<Output = Handled> + Send {
-        self.0.on_broker_frame(&frame);
-        std::future::ready(Handled::Forward(frame))
+        let frame = self.conn.to_client(frame);
+        self.content.follow(&frame);
+        self.conn.on_broker_frame(&frame);
+        let handled = match self.conn.capture(&frame) {
+            None => Handled::Forward(frame),
+            Some((copy, forged)) => {
+                self.forged = Some(forged);
+                let mut both = bytes::BytesMut::from(&frame[..]);
+                both.extend_from_slice(&copy);
+                Handled::Forward(both.freeze())
+            }
+        };
+        std::future::ready(handled)
+    }
+
+    fn needs_written(&self) -> bool {
+        self.forged.is_some() || self.injecting
+    }
+
+    fn on_written(&mut self) {
+        if let Some(forged) = self.forged.take() {
+            self.conn.forged_written(forged);
+        }
+        if std::mem::take(&mut self.injecting) {
+            self.conn.cancel_written(CancelStage::ToClient);
+        }
+    }
+
+    async fn injected(&mut self) -> Bytes {
+        if !self.content.between() {
+            std::future::pending::<()>().await;
+        }
+        let frame = self.conn.cancel_due(CancelStage::ToClient).await;
+        self.injecting = true;
+        frame
     }
 }
 

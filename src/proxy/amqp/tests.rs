@@ -33,6 +33,7 @@ fn test_conn(gate: Gate) -> (Arc<Conn>, Timeline) {
         tasks: Tasks::default(),
         failure: Mutex::default(),
         unobserved: AtomicU64::new(0),
+        live: Mutex::default(),
     });
     (Arc::new(Conn::new(shared, 0, 1)), timeline)
 }
@@ -319,6 +320,8 @@ async fn a_withheld_ack_is_dropped_and_an_answered_one_forwarded() {
     let mut requests = Requests {
         conn: conn.clone(),
         unwritten: None,
+        content: inject::ContentFollower::default(),
+        injecting: false,
     };
     let g = gate.clone();
     let decider = tokio::spawn(async move {
@@ -384,6 +387,8 @@ async fn an_ack_whose_connection_ends_while_held_is_dropped() {
         let mut requests = Requests {
             conn: conn.clone(),
             unwritten: None,
+            content: inject::ContentFollower::default(),
+            injecting: false,
         };
         let held = requests.on_frame(Bytes::from(ack(1, 1, false)));
         // The connection ends (the pump is dropped) while the ack waits for a verdict.
@@ -562,4 +567,184 @@ proptest::proptest! {
         feed(&conn, true, &client_bytes);
         feed(&conn, false, &broker_bytes[cut..]);
     }
+}
+
+/// One broker frame through the broker→client side as `Responses` handles it: shifted, observed,
+/// followed by an armed `redeliver`.
+fn from_broker(conn: &Conn, frame: Vec<u8>) -> (Vec<u8>, Option<(Bytes, inject::Forged)>) {
+    let frame = conn.to_client(Bytes::from(frame));
+    conn.on_broker_frame(&frame);
+    let copy = conn.capture(&frame);
+    (frame.to_vec(), copy)
+}
+
+fn tag_of(frame: &[u8]) -> u64 {
+    inject::frame_tag(frame)
+        .expect("a frame with a delivery tag")
+        .1
+}
+
+#[test]
+fn a_redelivered_copy_takes_the_next_tag_and_the_broker_never_sees_it() {
+    let (conn, timeline) = test_conn(Gate::open());
+    let mut rx = timeline.subscribe();
+    conn.on_client_frame(&consume(1, "c", false));
+    let (answer, mut outcome) = tokio::sync::oneshot::channel();
+    conn.arm_redeliver(answer).expect("armed");
+    // Delivery 1, whole: the copy follows its body frame.
+    assert!(from_broker(&conn, deliver(1, "c", 1, false)).1.is_none());
+    assert!(from_broker(&conn, header(1, with_id("m-1"))).1.is_none());
+    let body = encode(&AMQPFrame::Body(1, b"{}".to_vec()));
+    let (_, copy) = from_broker(&conn, body.clone());
+    let (copy, forged) = copy.expect("the copy once the delivery is whole");
+    let frames = crate::proxy::split_frames(&conn.framing, &copy).0;
+    assert_eq!(frames.len(), 3, "method, header, body");
+    let expect = deliver(1, "c", 2, true);
+    assert_eq!(&frames[0][..], &expect[..], "tag 2, redelivered");
+    assert_eq!(&frames[2][..], &body[..]);
+    assert!(
+        outcome.try_recv().is_err(),
+        "not answered before it is written"
+    );
+    conn.forged_written(forged);
+    let sent = outcome.try_recv().expect("answered").expect("sent");
+    assert!(sent.detail.contains("(ID m-1)"), "{}", sent.detail);
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e.event.clone());
+    }
+    let delivered: Vec<_> = events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Delivered {
+                id,
+                offset,
+                redelivered,
+                ..
+            } => Some((id, offset, redelivered)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        delivered,
+        [
+            ("m-1".into(), Some(1), false),
+            ("m-1".into(), Some(2), true)
+        ]
+    );
+    // The broker's delivery 2 is the client's 3; nothing else is armed.
+    let (shifted, copy) = from_broker(&conn, deliver(1, "c", 2, false));
+    assert!(copy.is_none());
+    assert_eq!(tag_of(&shifted), 3);
+    // Acks go back to the broker's tags; the forged tag alone is absorbed.
+    let to_broker = |tag, multiple| {
+        conn.to_broker(Bytes::from(ack(1, tag, multiple)), multiple)
+            .map(|f| tag_of(&f))
+    };
+    assert_eq!(to_broker(2, false), None, "the forged tag is absorbed");
+    assert_eq!(to_broker(3, false), Some(2));
+    assert_eq!(to_broker(1, false), Some(1));
+    assert_eq!(
+        to_broker(2, true),
+        Some(1),
+        "up to the forged: the broker's 1"
+    );
+    assert_eq!(to_broker(3, true), Some(2));
+    assert_eq!(to_broker(0, true), Some(0), "all stays all");
+    // Another channel keeps its tags.
+    let other = conn.to_client(Bytes::from(deliver(2, "c", 1, false)));
+    assert_eq!(tag_of(&other), 1);
+}
+
+#[test]
+fn a_redeliver_given_up_by_the_nemesis_is_never_sent_late() {
+    let (conn, _) = test_conn(Gate::open());
+    conn.on_client_frame(&consume(1, "c", false));
+    let (answer, outcome) = tokio::sync::oneshot::channel();
+    conn.arm_redeliver(answer).expect("armed");
+    drop(outcome);
+    from_broker(&conn, deliver(1, "c", 1, false));
+    from_broker(&conn, header(1, with_id("m-1")));
+    let (_, copy) = from_broker(&conn, encode(&AMQPFrame::Body(1, b"{}".to_vec())));
+    assert!(copy.is_none());
+    let (shifted, _) = from_broker(&conn, deliver(1, "c", 2, false));
+    assert_eq!(tag_of(&shifted), 2, "no tag was forged");
+}
+
+#[test]
+fn nothing_is_injected_inside_a_content_and_a_cancel_goes_to_the_broker_first() {
+    let mut content = inject::ContentFollower::default();
+    assert!(content.between());
+    content.follow(&deliver(1, "c", 1, false));
+    assert!(!content.between(), "header next");
+    content.follow(&header(1, with_id("m")));
+    assert!(!content.between(), "2 body bytes next");
+    content.follow(&encode(&AMQPFrame::Body(1, b"{}".to_vec())));
+    assert!(content.between());
+
+    let (conn, _) = test_conn(Gate::open());
+    let (answer, _) = tokio::sync::oneshot::channel();
+    assert!(conn.arm_cancel(answer).is_err(), "no consumer yet");
+    conn.on_client_frame(&consume(1, "c", false));
+    let (answer, mut outcome) = tokio::sync::oneshot::channel();
+    conn.arm_cancel(answer).expect("armed");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let expect = method(
+        1,
+        basic::AMQPMethod::Cancel(basic::Cancel {
+            consumer_tag: "c".into(),
+            nowait: true,
+        }),
+    );
+    let to_broker = rt.block_on(conn.cancel_due(inject::CancelStage::ToBroker));
+    assert_eq!(&to_broker[..], &expect[..]);
+    let early = rt.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            conn.cancel_due(inject::CancelStage::ToClient),
+        )
+        .await
+    });
+    assert!(
+        early.is_err(),
+        "the consumer hears of it only once RabbitMQ has"
+    );
+    conn.cancel_written(inject::CancelStage::ToBroker);
+    let to_client = rt.block_on(conn.cancel_due(inject::CancelStage::ToClient));
+    assert_eq!(&to_client[..], &expect[..]);
+    assert!(
+        outcome.try_recv().is_err(),
+        "not answered before it is written"
+    );
+    conn.cancel_written(inject::CancelStage::ToClient);
+    let sent = outcome.try_recv().expect("answered").expect("sent");
+    assert!(
+        sent.detail.contains("consumer tag c, channel 1"),
+        "{}",
+        sent.detail
+    );
+    assert!(!conn.consumes(), "the cancelled consumer is forgotten");
+}
+
+#[test]
+fn a_no_ack_consumers_copy_awaits_no_ack_but_names_its_id() {
+    let (conn, _) = test_conn(Gate::open());
+    conn.on_client_frame(&consume(1, "c", true));
+    let (answer, mut outcome) = tokio::sync::oneshot::channel();
+    conn.arm_redeliver(answer).expect("armed");
+    from_broker(&conn, deliver(1, "c", 1, false));
+    from_broker(&conn, header(1, with_id("m-1")));
+    let (_, copy) = from_broker(&conn, encode(&AMQPFrame::Body(1, b"{}".to_vec())));
+    let (_, forged) = copy.expect("copied");
+    assert_eq!(
+        conn.unacked(),
+        0,
+        "neither the original nor the copy awaits an ack"
+    );
+    conn.forged_written(forged);
+    let sent = outcome.try_recv().expect("answered").expect("sent");
+    assert!(sent.detail.contains("(ID m-1)"), "{}", sent.detail);
 }
