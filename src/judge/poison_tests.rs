@@ -2,7 +2,7 @@
 //! the stall at a poison message the consumer never got past.
 
 use super::*;
-use crate::judge::fixtures::{produced_event, Tl};
+use crate::judge::fixtures::{commit_event, produced_event, Tl};
 use crate::timeline::{EndReason, ProcessPhase, ProduceStatus, RunInfo};
 
 /// A run of 4 messages on one partition (m-1 poison), a fired kill, the plan's dead-letter
@@ -22,6 +22,12 @@ fn poison_run(effected: &[&str], committed: i64, dead_letters: Option<(&[&str], 
     tl.process(1, ProcessPhase::Started).fault(0, true);
     for id in effected {
         tl.effect(id, 1);
+    }
+    // the commit the proxy saw the broker accept (a loss needs the committing connection)
+    if committed > 0 {
+        let offsets = vec![crate::judge::fixtures::committed("orders-r1", 0, committed)];
+        let accepted = crate::timeline::CommitPhase::Response;
+        tl.push(commit_event("billing-r1", (0, 1), offsets, accepted));
     }
     tl.push(Event::Progress {
         committed: [(0, committed)].into_iter().collect(),
