@@ -159,6 +159,33 @@ seed: 7
 }
 
 #[test]
+fn a_filter_bug_whose_commits_never_crossed_the_proxy_is_not_a_proven_loss() {
+    require_kafka();
+    require_example("kafka_misbehaving");
+    // The same filter bug as below, but the consumer talks to the broker directly: the group's
+    // offsets pass the skipped messages, yet no commit of them was seen, so the committing
+    // connection is unknown and the loss is not proven (issue 13).
+    let faults = "\n  - kill: consumer\n    when: { after: effect, nth: 3 }";
+    let plan = kafka_plan("skip-every-10th", 1, 50, faults).replace(
+        "  restart: { after: 300ms }",
+        "  restart: { after: 300ms }\n  via_proxy: false",
+    );
+    let ran = run(&plan);
+    let why = &ran.why;
+    assert_eq!(ran.report["verdict"], "INCONCLUSIVE", "{why}");
+    assert_eq!(ran.out.status.code(), Some(3), "{why}");
+    assert_eq!(ran.report["counts"]["lost"], 0, "{why}");
+    assert_eq!(ran.report["counts"]["committer_unknown"], 5, "{why}");
+    let reasons: Vec<&str> = ran.report["inconclusive_reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["code"].as_str())
+        .collect();
+    assert!(reasons.contains(&"committer_unknown"), "{reasons:?} {why}");
+}
+
+#[test]
 fn a_filter_bug_after_a_kill_is_skipped_and_blames_neither_the_kill_nor_the_harness_stop() {
     require_kafka();
     require_example("kafka_misbehaving");
