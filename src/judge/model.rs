@@ -532,13 +532,7 @@ impl fmt::Display for InconclusiveReason {
                     fault_list(faults)
                 )
             }
-            InconclusiveReason::CommitterUnknown { count } => write!(
-                f,
-                "{count} message{s} the group committed past without an effect, but no consumer connection through the proxy had a commit past {them} accepted (a commit that bypassed the proxy, offsets reset or moved by another client, a group member outside the run): the committing connection is unknown, so {them} {are} not proven lost",
-                s = plural(*count),
-                them = if *count == 1 { "it" } else { "them" },
-                are = if *count == 1 { "is" } else { "are" },
-            ),
+            InconclusiveReason::CommitterUnknown { count } => committer_unknown(f, *count),
             InconclusiveReason::Pending { count } => write!(
                 f,
                 "{count} message{} still pending at the end (not processed, not committed past)",
@@ -603,15 +597,9 @@ impl fmt::Display for InconclusiveReason {
             InconclusiveReason::PlanError => f.write_str(
                 "the run was stopped early: the plan's effect ID rule read none of the first effects (see the warnings)",
             ),
-            InconclusiveReason::DescendantsSurvived { processes } => write!(
-                f,
-                "{} consumer process{} outlived {} incarnation and could not be ended, not even by SIGKILL: {}; {} may still apply effects or commit, so no claim about the messages is known",
-                processes.len(),
-                if processes.len() == 1 { "" } else { "es" },
-                if processes.len() == 1 { "its" } else { "their" },
-                processes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-                if processes.len() == 1 { "it" } else { "they" },
-            ),
+            InconclusiveReason::DescendantsSurvived { processes } => {
+                descendants_survived(f, processes)
+            }
             InconclusiveReason::OutputTopicUnread { topic } => write!(
                 f,
                 "the output topic {topic} could not be read to its end once the run stopped (an open transaction, or the broker stopped answering): a missing effect proves no loss, and an unread record may be a second one"
@@ -632,6 +620,31 @@ impl fmt::Display for InconclusiveReason {
             ),
         }
     }
+}
+
+/// The text of [`InconclusiveReason::CommitterUnknown`].
+fn committer_unknown(f: &mut fmt::Formatter<'_>, count: u64) -> fmt::Result {
+    write!(
+        f,
+        "{count} message{s} the group committed past without an effect, but no consumer connection through the proxy had a commit past {them} accepted (a commit that bypassed the proxy, offsets reset or moved by another client, a group member outside the run): the committing connection is unknown, so {them} {are} not proven lost",
+        s = plural(count),
+        them = if count == 1 { "it" } else { "them" },
+        are = if count == 1 { "is" } else { "are" },
+    )
+}
+
+/// The text of [`InconclusiveReason::DescendantsSurvived`].
+fn descendants_survived(f: &mut fmt::Formatter<'_>, processes: &[SurvivingProcess]) -> fmt::Result {
+    let one = processes.len() == 1;
+    write!(
+        f,
+        "{} consumer process{} outlived {} incarnation and could not be ended, not even by SIGKILL: {}; {} may still apply effects or commit, so no claim about the messages is known",
+        processes.len(),
+        if one { "" } else { "es" },
+        if one { "its" } else { "their" },
+        processes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        if one { "it" } else { "they" },
+    )
 }
 
 /// The text of [`InconclusiveReason::NotCountedDone`], worded for the broker.
