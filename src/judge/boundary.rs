@@ -18,7 +18,7 @@ use crate::judge::judgement::{BoundaryJudgement, Judgement};
 use crate::judge::mechanism::{Mechanism, Mechanisms};
 use std::collections::HashSet;
 
-use crate::judge::model::{Counts, ExpectationState, Outcome, Verdict};
+use crate::judge::model::{Anomaly, Counts, ExpectationState, Outcome, Verdict};
 use crate::timeline::{BoundaryInfo, Event, Stamped};
 
 /// The boundaries the run declared (`run_started`), in plan order; empty for a run with one
@@ -120,12 +120,7 @@ fn name_effects_outside_the_transaction(parts: &mut [BoundaryJudgement]) {
     let Some(why) = held else { return };
     for p in parts.iter_mut().filter(|p| p.sink != "kafka-topic") {
         let j = &mut p.judgement;
-        let duplicated: HashSet<&str> = j
-            .anomalies
-            .iter()
-            .filter(|a| a.outcome == Outcome::Duplicated)
-            .map(|a| a.id.as_str())
-            .collect();
+        let duplicated = duplicated_ids(&j.anomalies);
         if !duplicated.is_empty() {
             j.mechanisms.outside_transaction(&why, &duplicated);
         }
@@ -157,12 +152,7 @@ pub(crate) fn name_output_without_transaction(events: &[Stamped], parts: &mut [B
     );
     for p in parts.iter_mut().filter(|p| p.sink == "kafka-topic") {
         let j = &mut p.judgement;
-        let duplicated: HashSet<&str> = j
-            .anomalies
-            .iter()
-            .filter(|a| a.outcome == Outcome::Duplicated)
-            .map(|a| a.id.as_str())
-            .collect();
+        let duplicated = duplicated_ids(&j.anomalies);
         if !duplicated.is_empty() {
             j.mechanisms
                 .rename_duplicates(Mechanism::OutputWithoutTransaction, &why, &duplicated);
@@ -282,4 +272,13 @@ fn summed_counts<'a>(parts: impl Iterator<Item = &'a Counts>) -> Counts {
         }
     }
     sum
+}
+
+/// The IDs a boundary's judgement found duplicated.
+fn duplicated_ids(anomalies: &[Anomaly]) -> HashSet<&str> {
+    anomalies
+        .iter()
+        .filter(|a| a.outcome == Outcome::Duplicated)
+        .map(|a| a.id.as_str())
+        .collect()
 }

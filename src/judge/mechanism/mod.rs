@@ -100,6 +100,22 @@ pub struct Mechanisms {
 }
 
 impl Mechanisms {
+    /// One `title (count)` per mechanism title, over the faults it followed, most IDs first:
+    /// the short form a boundary's row shows.
+    pub fn summary(&self) -> Vec<String> {
+        let mut by_title: Vec<(&str, u64)> = Vec::new();
+        for g in &self.groups {
+            match by_title.iter_mut().find(|(t, _)| *t == g.title) {
+                Some((_, n)) => *n += g.count,
+                None => by_title.push((&g.title, g.count)),
+            }
+        }
+        by_title
+            .iter()
+            .map(|(title, n)| format!("{title} ({n})"))
+            .collect()
+    }
+
     /// The mechanism named for `id`, if it was lost or duplicated.
     pub fn of(&self, id: &str) -> Option<Mechanism> {
         self.of_id.get(id).copied()

@@ -343,18 +343,7 @@ fn boundary_rows(rec: &Judgement) -> Vec<BoundaryRow> {
         .enumerate()
         .map(|(i, b)| {
             let j = &b.judgement;
-            // One entry per mechanism, over the faults it followed.
-            let mut by_title: Vec<(&str, u64)> = Vec::new();
-            for g in &j.mechanisms.groups {
-                match by_title.iter_mut().find(|(t, _)| *t == g.title) {
-                    Some((_, n)) => *n += g.count,
-                    None => by_title.push((&g.title, g.count)),
-                }
-            }
-            let mechanisms: Vec<String> = by_title
-                .iter()
-                .map(|(title, n)| format!("{title} ({n})"))
-                .collect();
+            let mechanisms = j.mechanisms.summary();
             BoundaryRow {
                 name: b.name.clone(),
                 sink: b.sink.clone(),
