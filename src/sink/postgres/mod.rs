@@ -163,6 +163,10 @@ async fn connect(url: &DbUrl) -> Result<Client, String> {
     Ok(client)
 }
 
+/// The advisory lock key under which exactly runs a plan's setup SQL (any constant no other
+/// program is likely to use: "exactly" in ASCII).
+const SETUP_LOCK: i64 = 0x65_7861_6374_6c79;
+
 /// The plan's setup SQL, a check of the table, the publication and the writer trigger.
 async fn setup(
     client: &Client,
@@ -177,9 +181,12 @@ async fn setup(
             .map_err(|e| db_error(&e))
     };
     if let Some(sql) = &spec.setup {
-        step(sql.clone())
-            .await
-            .map_err(|e| format!("the plan's setup SQL failed: {e}"))?;
+        // Runs that share a database (parallel CI jobs) take turns: two concurrent
+        // `CREATE TABLE IF NOT EXISTS` of one name can both miss it and one then fails.
+        step(format!("SELECT pg_advisory_lock({SETUP_LOCK})")).await?;
+        let ran = step(sql.clone()).await;
+        step(format!("SELECT pg_advisory_unlock({SETUP_LOCK})")).await?;
+        ran.map_err(|e| format!("the plan's setup SQL failed: {e}"))?;
     }
     let table = &spec.table;
     let identity = client
