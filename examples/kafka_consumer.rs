@@ -48,6 +48,9 @@
 //!   transaction, a message behind the stored offset skipped; on assignment it seeks to the
 //!   stored offsets. It never commits to Kafka (a plan reads its progress with
 //!   `postgres.offsets`).
+//! - `offset-then-db`: the offsets-in-db bug: the partition's next offset is stored in its own
+//!   transaction first, the row in a second one (at-most-once: a crash between the two loses
+//!   the message, by the consumer's own stored offset).
 //!
 //! `--on-poison dead-letter|retry-forever` decodes each payload as JSON first (without it, a
 //! payload is never decoded): a message that does not decode is poison. `dead-letter` produces
@@ -113,6 +116,7 @@ enum Mode {
     CommitThenDb,
     DedupTable,
     OffsetsInDb,
+    OffsetThenDb,
     IgnoreCommitErrors,
     CommitRetry,
 }
@@ -129,7 +133,11 @@ impl Mode {
     /// The database modes: the effect is a row, not a call to the sink.
     fn writes_db(self) -> bool {
         match self {
-            Mode::DbThenCommit | Mode::CommitThenDb | Mode::DedupTable | Mode::OffsetsInDb => true,
+            Mode::DbThenCommit
+            | Mode::CommitThenDb
+            | Mode::DedupTable
+            | Mode::OffsetsInDb
+            | Mode::OffsetThenDb => true,
             Mode::CommitBeforeEffect
             | Mode::CommitAfterEffect
             | Mode::Idempotent
@@ -212,6 +220,7 @@ fn parse_args() -> Result<Args, String> {
                     "commit-then-db" => Mode::CommitThenDb,
                     "dedup-table" => Mode::DedupTable,
                     "offsets-in-db" => Mode::OffsetsInDb,
+                    "offset-then-db" => Mode::OffsetThenDb,
                     "ignore-commit-errors" => Mode::IgnoreCommitErrors,
                     "commit-retry" => Mode::CommitRetry,
                     other => return Err(format!("unknown mode {other}")),
@@ -585,7 +594,9 @@ fn main() {
     let hooks = Hooks {
         commit_on_revoke: args.mode == Mode::CommitOnRevoke,
         offsets: match (&db, args.mode) {
-            (Some(db), Mode::OffsetsInDb) => Some((db.clone(), group.clone(), topic.clone())),
+            (Some(db), Mode::OffsetsInDb | Mode::OffsetThenDb) => {
+                Some((db.clone(), group.clone(), topic.clone()))
+            }
             _ => None,
         },
     };
@@ -695,7 +706,8 @@ fn main() {
             | Mode::DbThenCommit
             | Mode::CommitThenDb
             | Mode::DedupTable
-            | Mode::OffsetsInDb => {}
+            | Mode::OffsetsInDb
+            | Mode::OffsetThenDb => {}
         }
         if periodic {
             // Done: the next periodic commit (or the revoke callback) covers it.
@@ -774,6 +786,18 @@ fn write_row(
             }
             // No Kafka commit: it resumes from the database's offset, nothing else.
             std::thread::sleep(work);
+        }
+        Mode::OffsetThenDb => {
+            let at = (group, msg.topic(), msg.partition(), msg.offset());
+            if db.store_offset(at).unwrap_or_else(|e| fail(e)) == Written::Skipped {
+                eprintln!(
+                    "kafka_consumer: offset {} is behind the stored offset: skipped",
+                    msg.offset()
+                );
+                return;
+            }
+            std::thread::sleep(work);
+            db.insert(id, payload).unwrap_or_else(|e| fail(e));
         }
         Mode::CommitBeforeEffect
         | Mode::CommitAfterEffect
@@ -855,8 +879,8 @@ fn mark_done(
                 eprintln!("kafka_consumer: cannot mark the message done: {e}");
             }
         }
-        // offsets-in-db resumes from the database only: nothing to mark in Kafka
-        Mode::AutoCommit | Mode::OffsetsInDb => {}
+        // the offsets-in-db modes resume from the database only: nothing to mark in Kafka
+        Mode::AutoCommit | Mode::OffsetsInDb | Mode::OffsetThenDb => {}
         Mode::DbThenCommit | Mode::CommitThenDb | Mode::DedupTable => commit(consumer, msg),
         Mode::CommitBeforeEffect
         | Mode::CommitAfterEffect

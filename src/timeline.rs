@@ -265,6 +265,10 @@ pub enum Event {
         /// The prefetch it asked for with basic.qos, if it did.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prefetch: Option<u16>,
+        /// The heartbeat timeout its connection negotiated (`connection.tune-ok`), seconds; 0:
+        /// heartbeats off, so RabbitMQ never notices a consumer that stands still.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        heartbeat_s: Option<u16>,
     },
     /// A consumer's proxied AMQP connection ended before the run did (missed heartbeats after
     /// a partition, a crash, a `sever`); its unacknowledged messages go back to the queue:

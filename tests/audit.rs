@@ -223,6 +223,9 @@ fn rabbitmq_auto_ack_loses_and_ack_after_effect_duplicates_without_loss() {
     assert_eq!(total(&a, "LOST") + total(&a, "LOST+DUPLICATED"), 0, "{why}");
     assert_eq!(a["semantics"], "at-least-once", "{why}");
     assert_eq!(output.status.code(), Some(0), "{why}");
+    // The plan's URL asks for heartbeat=2: the proxy saw the negotiated value, and the pause
+    // and partition cells are sized past it.
+    assert_eq!(a["calibration"]["heartbeat_s"], 2, "{why}");
 }
 
 /// True when Chromium can be run; false (with a message) when it is missing outside CI.

@@ -403,6 +403,43 @@ fn offsets_in_db_without_its_stored_offsets_read_is_not_counted_done() {
 }
 
 #[test]
+fn offsets_stored_before_the_row_lose_work_by_the_consumer_s_own_word() {
+    require_postgres();
+    require_kafka();
+    // The offsets-in-db bug: the offset in its own transaction, then the row. A kill between
+    // the two leaves a stored offset past a message without its row; the stored offsets are
+    // the consumer's own word, so that is a proven loss, not an unconfirmed one.
+    let ran = run_shipped("postgres-offsets-in-db.yaml", |t| {
+        // 150 ms between the offset and the row: two kills at a time land there (a kill
+        // after an observed row has landed before the next offset in every run tried).
+        let faults = t.find("faults:").expect("the plan has faults");
+        let expect = t.find("expect:").expect("the plan has expect");
+        let t = format!(
+            "{}faults:\n  - kill: consumer\n    when: {{ at: 3s }}\n  - kill: consumer\n    when: {{ at: 7s }}\n{}",
+            &t[..faults],
+            &t[expect..]
+        );
+        t.replace("--mode, offsets-in-db", "--mode, offset-then-db")
+            .replace(r#"--work-ms, "20""#, r#"--work-ms, "150""#)
+            .replace("messages: 200", "messages: 60")
+            .replace("orders_offsets_in_db", "orders_offset_then_db")
+            .replace("expect: exactly-once", "expect: at-least-once")
+            // the lost IDs never settle: the run ends at its deadline
+            .replace("deadline: 90s", "deadline: 25s")
+    });
+    let why = &ran.why;
+    let counts = &ran.report["counts"];
+    assert!(counts["lost"].as_u64() >= Some(1), "{why}");
+    assert_eq!(counts["committer_unknown"], 0, "{why}");
+    assert_eq!(ran.report["verdict"], "LOST", "{why}");
+    assert_eq!(
+        ran.out.status.code(),
+        Some(1),
+        "at-least-once violated: {why}"
+    );
+}
+
+#[test]
 fn the_python_rabbitmq_dedup_consumer_is_exact_and_duplicates_without_its_dedup() {
     require_postgres();
     require_rabbitmq();

@@ -136,6 +136,44 @@ impl Db {
         })
     }
 
+    /// Stores the partition's next offset past `offset` in its own transaction, with no row
+    /// (the offsets-in-db bug of `offset-then-db`), unless the stored offset is already past
+    /// this message: then `Skipped`, nothing written.
+    pub fn store_offset(
+        &mut self,
+        (group, topic, partition, offset): (&str, &str, i32, i64),
+    ) -> Result<Written, tokio_postgres::Error> {
+        self.rt.block_on(async {
+            let tx = self.client.transaction().await?;
+            tx.execute(
+                "INSERT INTO consumer_offsets (grp, topic, part, next_offset) VALUES ($1, $2, $3, 0) \
+                 ON CONFLICT DO NOTHING",
+                &[&group, &topic, &partition],
+            )
+            .await?;
+            let row = tx
+                .query_one(
+                    "SELECT next_offset FROM consumer_offsets WHERE grp = $1 AND topic = $2 \
+                     AND part = $3 FOR UPDATE",
+                    &[&group, &topic, &partition],
+                )
+                .await?;
+            let next: i64 = row.get(0);
+            if offset < next {
+                tx.rollback().await?;
+                return Ok(Written::Skipped);
+            }
+            tx.execute(
+                "UPDATE consumer_offsets SET next_offset = $4 WHERE grp = $1 AND topic = $2 \
+                 AND part = $3",
+                &[&group, &topic, &partition, &(offset + 1)],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Written::Applied)
+        })
+    }
+
     /// The next offset stored for each partition of `topic` (seek there on assignment).
     pub fn stored_offsets(
         &mut self,

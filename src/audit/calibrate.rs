@@ -36,6 +36,9 @@ pub struct Calibration {
     pub joins: u64,
     /// The largest session timeout a classic JoinGroup asked for, ms.
     pub session_timeout_ms: Option<u64>,
+    /// The largest heartbeat timeout an AMQP connection negotiated, s (0: heartbeats off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_s: Option<u64>,
 }
 
 /// Why the audit cannot go on after calibration.
@@ -159,6 +162,7 @@ fn measure(run_dir: &str, events: &[Stamped], rec: &Judgement) -> Calibration {
         deliveries: 0,
         joins: 0,
         session_timeout_ms: None,
+        heartbeat_s: None,
     };
     let (mut first_start, mut last_effect) = (None, 0);
     for e in events {
@@ -175,6 +179,13 @@ fn measure(run_dir: &str, events: &[Stamped], rec: &Judgement) -> Calibration {
                 phase: AckPhase::Forwarded,
                 ..
             } => c.acks += 1,
+            Event::ConsumerSettings {
+                heartbeat_s: Some(s),
+                ..
+            } => {
+                let s = u64::from(*s);
+                c.heartbeat_s = Some(c.heartbeat_s.map_or(s, |h| h.max(s)));
+            }
             Event::Delivered { .. } => c.deliveries += 1,
             Event::DeliveredBatch { records, .. } => c.deliveries += records.len() as u64,
             Event::Rebalance {
@@ -196,9 +207,31 @@ fn measure(run_dir: &str, events: &[Stamped], rec: &Judgement) -> Calibration {
 }
 
 impl Calibration {
-    /// The session timeout the consumer asked for, when the proxy saw one.
-    pub fn session_timeout(&self) -> Option<Duration> {
-        self.session_timeout_ms.map(Duration::from_millis)
+    /// How long the broker waits before it takes a silent consumer for gone: the session
+    /// timeout a Kafka consumer asked for, or three times the heartbeat timeout an AMQP
+    /// connection negotiated (RabbitMQ checks what it received once per timeout and closes
+    /// after two silent checks; measured on RabbitMQ with a 5 s timeout: a consumer stopped
+    /// for 8.5 s kept its connection, one stopped for 16 s lost it 14.7 s in); `None` when the
+    /// proxy saw neither or heartbeats are off.
+    pub fn liveness_timeout(&self) -> Option<Duration> {
+        let heartbeat = self
+            .heartbeat_s
+            .filter(|&s| s > 0)
+            .map(|s| Duration::from_secs(3 * s));
+        self.session_timeout_ms
+            .map(Duration::from_millis)
+            .or(heartbeat)
+    }
+
+    /// The liveness timeout as the audit's outputs show it ("session timeout 45000 ms",
+    /// "heartbeat timeout 5 s", "heartbeats off", "session timeout not seen").
+    pub fn liveness_text(&self) -> String {
+        match (self.session_timeout_ms, self.heartbeat_s) {
+            (Some(ms), _) => format!("session timeout {ms} ms"),
+            (None, Some(0)) => "heartbeats off (RabbitMQ never notices a still consumer)".into(),
+            (None, Some(s)) => format!("heartbeat timeout {s} s"),
+            (None, None) => "session timeout not seen".into(),
+        }
     }
 
     /// Effects per commit (Kafka) or per ack (AMQP), when it committed or acked at all.
@@ -244,6 +277,23 @@ mod tests {
         // Started at 4 ms, effects at 5 and 6 ms: 2 ms busy, 1 ms a message.
         assert_eq!((cal.busy_us, cal.per_message_us), (2_000, 1_000));
         assert_eq!(cal.messages_per_mark(), Some(2.0));
+    }
+
+    #[test]
+    fn the_largest_negotiated_amqp_heartbeat_is_the_liveness_timeout() {
+        let mut tl = fault_free(2);
+        for (incarnation, heartbeat_s) in [(1, Some(0)), (2, Some(5)), (3, None)] {
+            tl.push(Event::ConsumerSettings {
+                instance: 0,
+                incarnation,
+                no_ack: false,
+                prefetch: None,
+                heartbeat_s,
+            });
+        }
+        let cal = calibrate("d", &tl.events, &analyze(&tl.events)).unwrap();
+        assert_eq!(cal.heartbeat_s, Some(5));
+        assert_eq!(cal.liveness_timeout(), Some(Duration::from_secs(15)));
     }
 
     #[test]

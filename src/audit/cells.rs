@@ -27,11 +27,11 @@ pub enum CellKind {
     KillAfterDeliver,
     /// SIGTERM, SIGKILL after the grace period.
     Terminate,
-    /// SIGSTOP longer than the session timeout (the zombie), then SIGCONT.
+    /// SIGSTOP longer than the session or heartbeat timeout (the zombie), then SIGCONT.
     Pause,
     /// A transient member joins the group, holds its share, leaves (Kafka).
     Rebalance,
-    /// Nothing forwarded either way, longer than the session timeout.
+    /// Nothing forwarded either way, longer than the session or heartbeat timeout.
     Partition,
     /// The consumer's broker connections closed with a reset.
     Sever,
@@ -54,8 +54,8 @@ pub const ALL: [CellKind; 11] = [
     CellKind::Scale,
 ];
 
-/// The shortest and longest a pause or partition lasts when no session timeout was seen
-/// (AMQP, KIP-848): then it is a third of the calibration's working time, within these.
+/// The shortest and longest a pause or partition lasts when no liveness timeout was seen
+/// (AMQP heartbeats off, KIP-848): then it is a third of the calibration's working time, within these.
 const UNTIMED_LENGTH: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 
 /// What a transient member holds for in the rebalance cell.
@@ -242,16 +242,17 @@ impl CellKind {
         }
     }
 
-    /// How long the cell's fault lasts: past the session timeout (half as long again, and a
-    /// second) for a pause or a partition; with no session timeout seen (AMQP), a third of
-    /// the calibration's working time (first start to last effect), so the consumer stands
-    /// still for a third of its work whatever its pace, within [`UNTIMED_LENGTH`]; a fixed
-    /// hold for a rebalance; none otherwise.
+    /// How long the cell's fault lasts: past the liveness timeout (Kafka's session timeout,
+    /// RabbitMQ's heartbeat timeout; half as long again, and a second) for a pause or a
+    /// partition, so the broker takes the consumer for gone; with none seen (heartbeats off),
+    /// a third of the calibration's working time (first start to last effect), so the
+    /// consumer stands still for a third of its work whatever its pace, within
+    /// [`UNTIMED_LENGTH`]; a fixed hold for a rebalance; none otherwise.
     pub fn length(self, cal: &Calibration) -> Duration {
         let (shortest, longest) = UNTIMED_LENGTH;
         let a_third_of_the_work = Duration::from_micros(cal.busy_us / 3).clamp(shortest, longest);
         let past_session = cal
-            .session_timeout()
+            .liveness_timeout()
             .map_or(a_third_of_the_work, |s| s + s / 2 + Duration::from_secs(1));
         match self {
             CellKind::Pause | CellKind::Partition => past_session,
@@ -319,6 +320,7 @@ mod tests {
             deliveries: 200,
             joins: 1,
             session_timeout_ms: session_ms,
+            heartbeat_s: None,
         }
     }
 
@@ -372,6 +374,24 @@ mod tests {
         let cal = calibration(20, 0, Some(2000));
         assert!(CellKind::Pause.length(&cal) > Duration::from_millis(2000));
         assert!(CellKind::Partition.length(&cal) > Duration::from_millis(2000));
+    }
+
+    #[test]
+    fn an_amqp_pause_and_partition_outlast_the_negotiated_heartbeat_timeout() {
+        let mut cal = calibration(0, 100, None);
+        cal.heartbeat_s = Some(5);
+        // Three timeouts (RabbitMQ's two silent checks, measured), half as long again, and 1 s.
+        let past = Duration::from_millis(23_500);
+        assert_eq!(CellKind::Pause.length(&cal), past);
+        assert_eq!(CellKind::Partition.length(&cal), past);
+        assert_eq!(cal.liveness_text(), "heartbeat timeout 5 s");
+        cal.heartbeat_s = Some(0);
+        cal.busy_us = 9_000_000;
+        assert_eq!(
+            CellKind::Pause.length(&cal),
+            Duration::from_secs(3),
+            "heartbeats off: nothing to outlast, a third of the work"
+        );
     }
 
     #[test]

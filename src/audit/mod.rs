@@ -155,13 +155,13 @@ impl Audit<'_> {
         let cal = calibrate::calibrate(&judged.dir_str(), &judged.events, &judged.rec);
         match &cal {
             Ok(c) => say(format!(
-                "calibration: {} of {} effected, {:.1} ms per message, {} commit(s), {} ack(s), session timeout {}",
+                "calibration: {} of {} effected, {:.1} ms per message, {} commit(s), {} ack(s), {}",
                 c.effected,
                 c.produced,
                 c.per_message_us as f64 / 1000.0,
                 c.commits,
                 c.acks,
-                c.session_timeout_ms.map_or("not seen".into(), |ms| format!("{ms} ms"))
+                c.liveness_text()
             )),
             Err(stop) => say(format!("calibration: {stop}")),
         }

@@ -201,7 +201,7 @@ fn markdown(r: &AuditReport) -> String {
     if let Some(c) = &r.calibration {
         out.push_str(&format!(
             "Calibration (no fault, `{}`): {} of {} messages effected, {:.1} ms per message, \
-             {} commit(s), {} ack(s), {} deliveries, session timeout {}.\n\n",
+             {} commit(s), {} ack(s), {} deliveries, {}.\n\n",
             c.run_dir,
             c.effected,
             c.produced,
@@ -209,8 +209,7 @@ fn markdown(r: &AuditReport) -> String {
             c.commits,
             c.acks,
             c.deliveries,
-            c.session_timeout_ms
-                .map_or("not seen".into(), |ms| format!("{ms} ms")),
+            c.liveness_text(),
         ));
     }
     out.push_str(&table(r));

@@ -68,14 +68,14 @@ pub fn render(r: &AuditReport) -> Result<String, askama::Error> {
     let (calibration, calibration_href) = match &r.calibration {
         Some(c) => (
             format!(
-                "Calibration (no fault): {} of {} messages effected, {:.1} ms per message, {} commit(s), {} ack(s), {} deliveries, session timeout {}.",
+                "Calibration (no fault): {} of {} messages effected, {:.1} ms per message, {} commit(s), {} ack(s), {} deliveries, {}.",
                 c.effected,
                 c.produced,
                 c.per_message_us as f64 / 1000.0,
                 c.commits,
                 c.acks,
                 c.deliveries,
-                c.session_timeout_ms.map_or("not seen".into(), |ms| format!("{ms} ms"))
+                c.liveness_text()
             ),
             report_href(&c.run_dir),
         ),

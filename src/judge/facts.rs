@@ -385,6 +385,7 @@ impl<'a> FactsReader<'a> {
                 incarnation,
                 no_ack,
                 prefetch,
+                ..
             } => self.consumer_settings.push(ConsumerSetting {
                 instance: *instance,
                 incarnation: *incarnation,
@@ -501,6 +502,7 @@ impl<'a> FactsReader<'a> {
             run: self.run,
             faults: self.faults,
             incarnations,
+            progress_is_stored: stored_note.is_some(),
             progress,
             remainder: self.remainder,
             dead_letters: self.dead_letters,
@@ -561,8 +563,12 @@ pub(crate) struct RunFacts<'a> {
     pub(crate) faults_hit_nothing: Vec<UnfiredFault>,
     /// Consumer processes, ordered by start time.
     pub(crate) incarnations: Vec<Incarnation>,
-    /// The broker's last progress (Kafka).
+    /// The broker's last progress (Kafka), or the consumer's own stored offsets in its place.
     pub(crate) progress: Option<ProgressSnapshot>,
+    /// The committed offsets of `progress` are the ones the consumer stored with its data
+    /// (`stored_offsets`): its own word, written by it into its own store, so a loss behind
+    /// them has a known committer (the consumer).
+    pub(crate) progress_is_stored: bool,
     /// The queue's remainder (AMQP).
     pub(crate) remainder: Option<Remainder<'a>>,
     /// What the dead-letter destination held after the run.

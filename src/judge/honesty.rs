@@ -578,3 +578,15 @@ fn offsets_sent_to_a_committed_transaction_are_the_brokers_word() {
     assert_eq!(rec.verdict, Verdict::Inconclusive);
     assert_eq!(rec.counts.committer_unknown, 1);
 }
+
+#[test]
+fn offsets_the_consumer_stored_with_its_data_are_its_own_word_for_a_loss() {
+    let stored = Event::StoredOffsets {
+        source: "postgres consumer_offsets".into(),
+        committed: [(0, 2)].into(),
+    };
+    let rec = committed_by(&[stored]);
+    assert_eq!(rec.verdict, Verdict::Lost, "{:?}", rec.inconclusive_reasons);
+    assert_eq!(outcome_of(&rec, "b"), Some(Outcome::Lost));
+    assert_eq!((rec.counts.lost, rec.counts.committer_unknown), (1, 0));
+}

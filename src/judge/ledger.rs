@@ -123,10 +123,12 @@ impl Entry<'_> {
 
     /// Whether the word that counts the ID done came from a watched consumer connection. AMQP:
     /// the queue's remainder is the broker's own word. Kafka: a commit past its offset, from a
-    /// connection through the proxy, that the broker accepted (`committers`).
+    /// connection through the proxy, that the broker accepted (`committers`); or the offsets
+    /// the consumer stored with its own data, which only it writes.
     fn committer_known(&self, facts: &RunFacts) -> bool {
         match (&facts.remainder, self.partition, self.offset) {
             (Some(_), ..) => true,
+            (None, Some(_), Some(_)) if facts.progress_is_stored => true,
             (None, Some(part), Some(off)) => facts.commits_seen.covers(part, off),
             (None, ..) => false,
         }

@@ -1336,6 +1336,7 @@ mod tests {
             incarnation: 1,
             no_ack: true,
             prefetch: Some(50),
+            heartbeat_s: None,
         });
         let md = render(&analyze(&tl.events));
         assert!(md.contains("**This consumer runs in no-ack mode**"), "{md}");

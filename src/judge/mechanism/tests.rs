@@ -382,6 +382,7 @@ fn amqp_no_ack_delivery_then_a_kill_is_named_as_such() {
         incarnation: 1,
         no_ack: true,
         prefetch: None,
+        heartbeat_s: None,
     });
     run.delivered("m-0", 0, 1)
         .delivered("m-1", 0, 1)

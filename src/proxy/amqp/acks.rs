@@ -160,6 +160,7 @@ impl Conn {
                     incarnation: self.incarnation,
                     no_ack: c.no_ack,
                     prefetch,
+                    heartbeat_s: u16::try_from(self.heartbeat.load(Ordering::Relaxed)).ok(),
                 });
             }
             _ => {}

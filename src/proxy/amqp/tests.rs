@@ -310,6 +310,33 @@ fn tune_ok_sets_the_frame_max_and_heartbeat() {
     assert_eq!(conn.heartbeat.load(Ordering::Relaxed), 7);
 }
 
+#[test]
+fn a_consume_records_the_heartbeat_its_connection_negotiated() {
+    let (conn, timeline) = test_conn(Gate::open());
+    let mut rx = timeline.subscribe();
+    conn.on_client_frame(&encode(&AMQPFrame::Method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
+            channel_max: 2047,
+            frame_max: 131072,
+            heartbeat: 7,
+        })),
+    )));
+    conn.on_client_frame(&consume(1, "c", false));
+    let e = rx.try_recv().unwrap();
+    assert!(
+        matches!(
+            e.event,
+            Event::ConsumerSettings {
+                heartbeat_s: Some(7),
+                ..
+            }
+        ),
+        "{:?}",
+        e.event
+    );
+}
+
 #[tokio::test]
 async fn a_withheld_ack_is_dropped_and_an_answered_one_forwarded() {
     let gate = Gate::holding([HoldPoint::AckRequest]);
