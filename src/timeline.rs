@@ -539,6 +539,11 @@ pub struct RunInfo {
     /// sink could not read effects; absent in timelines written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effects_id: Option<String>,
+    /// The sink kind that observes those effects (`http`, `kafka-topic`...): a plan's
+    /// `effects.sink`, or in a boundary's view of the timeline that boundary's; absent in
+    /// timelines written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effects_sink: Option<String>,
     /// The plan's boundaries, each judged on its own effects against its own promise; empty
     /// for a plan with one `effects` sink (its one boundary is the run itself: `expect`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -400,6 +400,40 @@ verdicts! {
         },
         ..ROW
     };
+    produce_then_commit_with_one_effects_sink_names_the_output_produced_again: Row {
+        plan: "kafka-produce-then-commit.yaml",
+        needs: Needs::Kafka,
+        // The same output topic as the plan's one `effects` sink instead of a boundary.
+        edit: |t| {
+            let written = "boundaries:\n  - name: orders-out\n    sink: kafka-topic\n    topic: orders-out-{run}\n    id: header:exactly-id\n    expect: at-least-once\n";
+            assert!(t.contains(written), "the plan's boundary changed: {t}");
+            t.replace(
+                written,
+                "effects:\n  sink: kafka-topic\n  topic: orders-out-{run}\n  id: header:exactly-id\nexpect: at-least-once\n",
+            )
+        },
+        verdict: Some("DUPLICATED"),
+        exit: 0,
+        exit_why: "at-least-once allows the results produced twice",
+        also: |r| {
+            let why = &r.why;
+            assert!(r.report.get("boundaries").is_none_or(|b| b.as_array().is_some_and(Vec::is_empty)), "{why}");
+            assert!(r.report["counts"]["duplicated"].as_u64().unwrap() > 0, "{why}");
+            assert_eq!(r.report["counts"]["lost"], 0, "{why}");
+            assert_eq!(r.report["output_topics"][0]["aborted_records"], 0, "{why}");
+            let groups = r.report["mechanisms"].as_array().unwrap();
+            assert!(
+                groups
+                    .iter()
+                    .any(|g| g["mechanism"] == "output_without_transaction"),
+                "{why}"
+            );
+            for dup in r.anomalies("duplicated") {
+                assert_eq!(dup["mechanism"], "output_without_transaction", "{why}");
+            }
+        },
+        ..ROW
+    };
     run_without_faults_is_inconclusive: Row {
         plan: "kafka-no-fault.yaml",
         needs: Needs::Kafka,

@@ -156,48 +156,55 @@ fn a_fenced_zombie_transaction_is_said_and_other_refusals_are_not() {
     assert!(fenced[1].contains("EndTxn (commit)") && fenced[1].contains("newer epoch"));
 }
 
-#[test]
-fn a_duplicate_at_an_output_topic_written_without_transactions_is_named_so() {
-    use crate::judge::mechanism::Mechanism;
+/// One message produced by two incarnations of a consumer to its output topic (killed
+/// between its produce and its commit), the copies read back at a `kafka-topic` boundary:
+/// declared under `boundaries` (named `out`) or the plan's one `effects` sink.
+fn produced_twice(transactional_id: Option<&str>, declared: bool) -> crate::judge::Judgement {
     use crate::timeline::ProducedBatch;
-    let run = |transactional_id: Option<&str>| {
-        let mut tl = Tl::new();
-        tl.start(&[KILL], 1, "at-least-once");
-        if let Event::RunStarted(info) = &mut tl.events[0].event {
+    let mut tl = Tl::new();
+    tl.start(&[KILL], 1, "at-least-once");
+    if let Event::RunStarted(info) = &mut tl.events[0].event {
+        info.effects_sink = Some("kafka-topic".into());
+        if declared {
             let mut out = boundary("out", "at-least-once");
             out.sink = "kafka-topic".into();
             info.boundaries = vec![out];
         }
-        tl.produced("m-0", 0, 0).fault(0, true);
-        for incarnation in [1, 2] {
-            tl.push(Event::ConsumerProduce {
-                instance: 0,
-                incarnation,
-                transactional_id: transactional_id.map(Into::into),
-                producer_id: 5,
-                producer_epoch: 0,
-                batches: vec![ProducedBatch {
-                    topic: "out".into(),
-                    partition: 0,
-                    base_offset: i64::from(incarnation) - 1,
-                    records: 1,
-                    error: None,
-                }],
-            });
-            tl.push(Event::Effect {
-                boundary: Some("out".into()),
-                id: "m-0".into(),
-                instance: Some(0),
-                incarnation: Some(incarnation),
-                outcome: EffectOutcome::Applied,
-                sink: "kafka-topic".into(),
-                attribution: Default::default(),
-            });
-        }
-        tl.progress(&[(0, 1)]).end(EndReason::Settled);
-        analyze(&tl.events)
-    };
-    let plain = run(None);
+    }
+    tl.produced("m-0", 0, 0).fault(0, true);
+    for incarnation in [1, 2] {
+        tl.push(Event::ConsumerProduce {
+            instance: 0,
+            incarnation,
+            transactional_id: transactional_id.map(Into::into),
+            producer_id: 5,
+            producer_epoch: 0,
+            batches: vec![ProducedBatch {
+                topic: "out".into(),
+                partition: 0,
+                base_offset: i64::from(incarnation) - 1,
+                records: 1,
+                error: None,
+            }],
+        });
+        tl.push(Event::Effect {
+            boundary: declared.then(|| "out".into()),
+            id: "m-0".into(),
+            instance: Some(0),
+            incarnation: Some(incarnation),
+            outcome: EffectOutcome::Applied,
+            sink: "kafka-topic".into(),
+            attribution: Default::default(),
+        });
+    }
+    tl.progress(&[(0, 1)]).end(EndReason::Settled);
+    analyze(&tl.events)
+}
+
+#[test]
+fn a_duplicate_at_an_output_topic_written_without_transactions_is_named_so() {
+    use crate::judge::mechanism::Mechanism;
+    let plain = produced_twice(None, true);
     let out = &plain.boundaries[0].judgement;
     assert_eq!(out.verdict, Verdict::Duplicated);
     assert_eq!(
@@ -208,10 +215,54 @@ fn a_duplicate_at_an_output_topic_written_without_transactions_is_named_so() {
         .title
         .contains("none of the consumer's 2 produces"));
     // Transactional produces: a duplicate there is something else, named by the rules.
-    let txn = run(Some("billing-0"));
+    let txn = produced_twice(Some("billing-0"), true);
     let out = &txn.boundaries[0].judgement;
     assert_ne!(
         out.mechanisms.of("m-0"),
+        Some(Mechanism::OutputWithoutTransaction)
+    );
+}
+
+#[test]
+fn a_plan_with_one_effects_sink_on_an_output_topic_gets_the_same_mechanism() {
+    use crate::judge::mechanism::Mechanism;
+    let plain = produced_twice(None, false);
+    assert!(plain.boundaries.is_empty());
+    assert_eq!(plain.verdict, Verdict::Duplicated);
+    assert_eq!(
+        plain.mechanisms.of("m-0"),
+        Some(Mechanism::OutputWithoutTransaction)
+    );
+    assert_eq!(
+        plain.mechanisms.groups[0].mechanism,
+        Mechanism::OutputWithoutTransaction
+    );
+    assert!(plain.mechanisms.groups[0]
+        .title
+        .contains("none of the consumer's 2 produces"));
+    let txn = produced_twice(Some("billing-0"), false);
+    assert_ne!(
+        txn.mechanisms.of("m-0"),
+        Some(Mechanism::OutputWithoutTransaction)
+    );
+    // Another sink's duplicate is never an output produced again, whatever the produces.
+    let mut other = Tl::new();
+    other.start(&[KILL], 1, "at-least-once");
+    other.produced("m-0", 0, 0).fault(0, true);
+    other.push(Event::ConsumerProduce {
+        instance: 0,
+        incarnation: 1,
+        transactional_id: None,
+        producer_id: 5,
+        producer_epoch: 0,
+        batches: Vec::new(),
+    });
+    other.effect("m-0", 1).effect("m-0", 2);
+    other.progress(&[(0, 1)]).end(EndReason::Settled);
+    let rec = analyze(&other.events);
+    assert_eq!(rec.verdict, Verdict::Duplicated);
+    assert_ne!(
+        rec.mechanisms.of("m-0"),
         Some(Mechanism::OutputWithoutTransaction)
     );
 }
