@@ -109,6 +109,79 @@ fn boundary_rows(r: &Ran) -> Vec<(String, String, Option<bool>)> {
         .unwrap_or_default()
 }
 
+/// The zombie's fencing line names the request and the error the broker answered it with, as
+/// the proxy recorded them: the group coordinator's (KIP-447: its TxnOffsetCommit refused for
+/// a lost membership) or the transaction coordinator's (a stale producer epoch); and, when the
+/// zombie's next EndTxn aborted, says so. report.md shows the same line.
+fn assert_fencing_said_as_the_broker_answered(r: &Ran, events: &[exactly::timeline::Stamped]) {
+    use exactly::timeline::TxnOp;
+    let why = &r.why;
+    let fencing = |op: TxnOp, e: &str| match e {
+        "PRODUCER_FENCED" | "INVALID_PRODUCER_EPOCH" => true,
+        "ILLEGAL_GENERATION" | "UNKNOWN_MEMBER_ID" | "FENCED_INSTANCE_ID" => {
+            op == TxnOp::TxnOffsetCommit
+        }
+        _ => false,
+    };
+    let refused = events.iter().position(|st| match &st.event {
+        Event::Txn {
+            instance: 0,
+            incarnation: 1,
+            op,
+            error: Some(e),
+            request: false,
+            ..
+        } => fencing(*op, e),
+        _ => false,
+    });
+    let Some(at) = refused else {
+        panic!("no fencing answer to consumer[0] incarnation 1 on the timeline: {why}");
+    };
+    let Event::Txn {
+        op,
+        error: Some(error),
+        ..
+    } = &events[at].event
+    else {
+        unreachable!()
+    };
+    let line = format!("consumer[0] incarnation 1 was fenced: its {op:?}");
+    let warnings = r.report["warnings"].as_array().unwrap();
+    let said = warnings
+        .iter()
+        .filter_map(|w| w.as_str())
+        .find(|w| w.starts_with(&line))
+        .unwrap_or_else(|| panic!("no line `{line}`: {warnings:?}; {why}"));
+    assert!(
+        said.contains(&format!("was refused with {error}")),
+        "{said}"
+    );
+    let aborted_next = events[at..].iter().find_map(|st| match &st.event {
+        Event::Txn {
+            instance: 0,
+            incarnation: 1,
+            op: TxnOp::EndTxn,
+            committed: Some(c),
+            error: None,
+            request: false,
+            ..
+        } => Some(!c),
+        _ => None,
+    });
+    if aborted_next == Some(true) {
+        assert!(
+            said.ends_with("its transaction was then aborted (EndTxn abort accepted)"),
+            "{said}"
+        );
+    }
+    let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
+    assert!(
+        md.contains(&format!("its {op:?} was refused with {error}")),
+        "{md}"
+    );
+    eprintln!("fencing line: {said}");
+}
+
 /// Runs `row`'s plan and asserts its verdict, exit code and the rest.
 fn check(row: Row) {
     match row.needs {
@@ -353,8 +426,9 @@ verdicts! {
                     .any(|w| w.as_str().unwrap().contains("consumer[0] incarnation 1 was fenced")),
                 "{why}"
             );
-            // The proxy decoded rdkafka's transactional traffic.
             let events = read_events(&r.dir.join("events.jsonl")).unwrap();
+            assert_fencing_said_as_the_broker_answered(r, &events);
+            // The proxy decoded rdkafka's transactional traffic.
             let txns = events
                 .iter()
                 .filter(|e| matches!(e.event, Event::Txn { .. }))

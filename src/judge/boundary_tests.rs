@@ -124,27 +124,42 @@ fn a_timeline_without_boundaries_is_judged_as_before() {
     assert_eq!(rec.exit_code(), 0);
 }
 
-#[test]
-fn a_fenced_zombie_transaction_is_said_and_other_refusals_are_not() {
+/// A transactional answer of consumer[0] `incarnation` to `op`, with the broker's `error`.
+fn txn(incarnation: u32, op: crate::timeline::TxnOp, commit: bool, error: Option<&str>) -> Event {
     use crate::timeline::TxnOp;
-    let txn = |op, error: &str| Event::Txn {
+    Event::Txn {
         instance: 0,
-        incarnation: 1,
+        incarnation,
         op,
         transactional_id: Some("g-0".into()),
         producer_id: 7,
         producer_epoch: 0,
-        committed: (op == TxnOp::EndTxn).then_some(true),
+        committed: (op == TxnOp::EndTxn).then_some(commit),
         request: false,
         offsets: Vec::new(),
-        error: Some(error.into()),
-    };
+        error: error.map(Into::into),
+    }
+}
+
+#[test]
+fn a_fenced_zombie_transaction_is_said_and_other_refusals_are_not() {
+    use crate::timeline::TxnOp;
     let mut tl = Tl::new();
     tl.start(&[KILL], 1, "exactly-once");
-    tl.push(txn(TxnOp::TxnOffsetCommit, "UNKNOWN_MEMBER_ID"))
-        .push(txn(TxnOp::EndTxn, "PRODUCER_FENCED"))
-        .push(txn(TxnOp::InitProducerId, "CONCURRENT_TRANSACTIONS"))
-        .push(txn(TxnOp::EndTxn, "UNKNOWN_MEMBER_ID"));
+    tl.push(txn(
+        1,
+        TxnOp::TxnOffsetCommit,
+        true,
+        Some("UNKNOWN_MEMBER_ID"),
+    ))
+    .push(txn(2, TxnOp::EndTxn, true, Some("PRODUCER_FENCED")))
+    .push(txn(
+        1,
+        TxnOp::InitProducerId,
+        true,
+        Some("CONCURRENT_TRANSACTIONS"),
+    ))
+    .push(txn(1, TxnOp::EndTxn, true, Some("UNKNOWN_MEMBER_ID")));
     let rec = analyze(&tl.events);
     let fenced: Vec<&String> = rec
         .warnings
@@ -154,6 +169,58 @@ fn a_fenced_zombie_transaction_is_said_and_other_refusals_are_not() {
     assert_eq!(fenced.len(), 2, "{:?}", rec.warnings);
     assert!(fenced[0].contains("KIP-447"), "{}", fenced[0]);
     assert!(fenced[1].contains("EndTxn (commit)") && fenced[1].contains("newer epoch"));
+}
+
+#[test]
+fn a_zombie_is_fenced_by_the_group_coordinator_or_by_its_epoch_and_the_line_says_how_it_ended() {
+    use crate::timeline::TxnOp;
+    // KIP-447: the group coordinator refuses the offsets of a lost membership, whatever the
+    // protocol (classic generation, KIP-848 member epoch, static member), then the zombie
+    // aborts; the transaction coordinator refuses a stale producer epoch.
+    let cases = [
+        (TxnOp::TxnOffsetCommit, "UNKNOWN_MEMBER_ID", "KIP-447"),
+        (TxnOp::TxnOffsetCommit, "ILLEGAL_GENERATION", "KIP-447"),
+        (TxnOp::TxnOffsetCommit, "FENCED_INSTANCE_ID", "KIP-447"),
+        (TxnOp::AddPartitionsToTxn, "PRODUCER_FENCED", "newer epoch"),
+        (TxnOp::EndTxn, "INVALID_PRODUCER_EPOCH", "newer epoch"),
+    ];
+    for (op, error, why) in cases {
+        let mut tl = Tl::new();
+        tl.start(&[KILL], 1, "exactly-once");
+        tl.push(txn(1, op, true, Some(error)))
+            .push(txn(2, TxnOp::EndTxn, true, None))
+            .push(txn(1, TxnOp::EndTxn, false, None));
+        let rec = analyze(&tl.events);
+        let line = rec
+            .warnings
+            .iter()
+            .find(|w| w.contains("was fenced"))
+            .unwrap_or_else(|| panic!("{error}: {:?}", rec.warnings));
+        let said = format!("consumer[0] incarnation 1 was fenced: its {op:?}");
+        assert!(line.starts_with(&said), "{line}");
+        assert!(line.contains(&format!("refused with {error}")), "{line}");
+        assert!(line.contains(why), "{line}");
+        // Another incarnation's commit says nothing of it; its own abort does.
+        assert!(
+            line.ends_with("; its transaction was then aborted (EndTxn abort accepted)"),
+            "{line}"
+        );
+    }
+    // A fenced request, then a commit the broker accepted after all: said, never hidden.
+    let mut tl = Tl::new();
+    tl.start(&[KILL], 1, "exactly-once");
+    tl.push(txn(
+        1,
+        TxnOp::TxnOffsetCommit,
+        true,
+        Some("ILLEGAL_GENERATION"),
+    ))
+    .push(txn(1, TxnOp::EndTxn, true, None));
+    let rec = analyze(&tl.events);
+    assert!(rec
+        .warnings
+        .iter()
+        .any(|w| w.ends_with("; yet its next EndTxn commit was accepted")));
 }
 
 /// One message produced by two incarnations of a consumer to its output topic (killed
