@@ -417,6 +417,10 @@ pub enum Event {
         aborted_ids: Vec<String>,
         /// How many of them name an ID at all.
         aborted_with_id: u64,
+        /// Every one of them, by partition and offset, with the ID it names (absent in
+        /// timelines written before it was recorded): what the judge names per ID.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        aborted: Vec<AbortedRecord>,
         /// False when a reader could not read every partition to its end once the run stopped
         /// (an open transaction, a broker that stopped answering): effects may be missing.
         complete: bool,
@@ -795,6 +799,19 @@ pub struct RowCommit {
     /// The plan's extra columns of the row (`effects.postgres.columns`).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub columns: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A record of an output topic that only `read_uncommitted` read: its transaction aborted
+/// (or never ended).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AbortedRecord {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// The message ID it names by the boundary's rule, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// Where an output record sits.

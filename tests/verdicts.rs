@@ -109,6 +109,80 @@ fn boundary_rows(r: &Ran) -> Vec<(String, String, Option<bool>)> {
         .unwrap_or_default()
 }
 
+/// Every ID with a record of an aborted transaction at boundary `b` (as its output topic's
+/// read recorded them, all of them) is named once in a mechanism group of its own: committed
+/// again at an EXACT boundary (what a read_uncommitted reader saw twice), each with the Produce
+/// that wrote the aborted record and the one that wrote the committed copy; listed after the
+/// boundary's own mechanisms and in report.md, never counted as a duplicate.
+fn assert_aborted_named(r: &Ran, b: usize) {
+    let why = &r.why;
+    let events = read_events(&r.dir.join("events.jsonl")).unwrap();
+    let ids: HashSet<String> = events
+        .iter()
+        .filter_map(|st| match &st.event {
+            Event::OutputTopicRead { aborted, .. } => Some(aborted),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|a| a.id.clone())
+        .collect();
+    let boundary = &r.report["boundaries"][b];
+    let groups = boundary["mechanisms"].as_array().unwrap();
+    let aborted: Vec<&Value> = groups
+        .iter()
+        .filter(|g| {
+            g["mechanism"] == "aborted_then_committed"
+                || g["mechanism"] == "aborted_never_committed"
+        })
+        .collect();
+    let named: u64 = aborted.iter().map(|g| g["count"].as_u64().unwrap()).sum();
+    assert_eq!(named, ids.len() as u64, "aborted IDs {ids:?}: {why}");
+    if boundary["verdict"] == "EXACT" {
+        assert!(
+            aborted
+                .iter()
+                .all(|g| g["mechanism"] == "aborted_then_committed"),
+            "{why}"
+        );
+        assert_eq!(boundary["counts"]["duplicated"], 0, "{why}");
+    }
+    // After the boundary's own mechanisms.
+    let first_aborted = groups.iter().position(|g| aborted.contains(&g));
+    assert!(
+        first_aborted.is_none_or(|i| groups[i..].iter().all(|g| aborted.contains(&g))),
+        "{why}"
+    );
+    for g in &aborted {
+        for sample in g["samples"].as_array().unwrap() {
+            assert!(ids.contains(sample["id"].as_str().unwrap()), "{why}");
+            let facts: Vec<&str> = sample["evidence"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| e["what"].as_str())
+                .collect();
+            assert!(
+                facts.iter().any(|f| f.contains("'s Produce wrote it to ")
+                    && f.contains("its transaction never committed")),
+                "{facts:?}"
+            );
+            if g["mechanism"] == "aborted_then_committed" {
+                assert!(
+                    facts
+                        .iter()
+                        .any(|f| f.contains("'s Produce wrote it again to ")),
+                    "{facts:?}"
+                );
+            }
+        }
+    }
+    if !ids.is_empty() {
+        let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
+        assert!(md.contains("Mechanism `aborted_"), "{md}");
+        eprintln!("aborted and named: {named} IDs in {} groups", aborted.len());
+    }
+}
+
 /// The zombie's fencing line names the request and the error the broker answered it with, as
 /// the proxy recorded them: the group coordinator's (KIP-447: its TxnOffsetCommit refused for
 /// a lost membership) or the transaction coordinator's (a stale producer epoch); and, when the
@@ -368,6 +442,11 @@ verdicts! {
                 .iter()
                 .find(|f| f["trigger"].as_str().unwrap().contains("before: end_txn"));
             assert!(before.is_some_and(|f| f["applied"] == true), "{why}");
+            // That transaction's record was acknowledged before its EndTxn was held: aborted,
+            // and named per ID (committed again by the next incarnation), never an effect.
+            assert!(topic["aborted_records"].as_u64().unwrap() >= 1, "{why}");
+            assert_eq!(r.report["boundaries"][0]["counts"]["exact"], 100, "{why}");
+            assert_aborted_named(r, 0);
         },
         ..ROW
     };
@@ -402,6 +481,7 @@ verdicts! {
                 let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
                 assert!(md.contains("records of aborted transactions"), "{md}");
             }
+            assert_aborted_named(r, 0);
             // The email's duplicates are named for what they are: outside the transaction.
             let groups = r.report["boundaries"][1]["mechanisms"].as_array().unwrap();
             assert!(!groups.is_empty(), "{why}");

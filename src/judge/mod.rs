@@ -54,6 +54,7 @@ pub mod model;
 pub mod poison;
 pub mod replies;
 mod verdict;
+mod writers;
 
 #[cfg(test)]
 mod boundary_tests;
