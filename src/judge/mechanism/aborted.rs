@@ -36,11 +36,14 @@ struct AbortedRead<'a> {
     ids: BTreeMap<&'a str, Vec<Place>>,
 }
 
+/// One transactional answer: (time, seq, op, commit or abort, the broker's error).
+type Answer<'a> = (u64, u64, TxnOp, Option<bool>, Option<&'a str>);
+
 /// The transactional answers a writer's transaction may have ended by.
 #[derive(Default)]
 struct TxnEnds<'a> {
     /// Per incarnation: (time, seq, op, committed, error) of every answer.
-    by_writer: HashMap<ProcessRef, Vec<(u64, u64, TxnOp, Option<bool>, Option<&'a str>)>>,
+    by_writer: HashMap<ProcessRef, Vec<Answer<'a>>>,
     /// Per transactional id: (time, seq, who, epoch) of each InitProducerId answered.
     inits: HashMap<&'a str, Vec<(u64, u64, ProcessRef, i16)>>,
 }
