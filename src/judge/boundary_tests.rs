@@ -221,6 +221,33 @@ fn a_zombie_is_fenced_by_the_group_coordinator_or_by_its_epoch_and_the_line_says
         .warnings
         .iter()
         .any(|w| w.ends_with("; yet its next EndTxn commit was accepted")));
+    // The zombie exits without an EndTxn; the next incarnation's InitProducerId of the same
+    // transactional id aborts its transaction (what rdkafka did on the real Kafka).
+    let mut tl = Tl::new();
+    tl.start(&[KILL], 1, "exactly-once");
+    tl.push(txn(
+        1,
+        TxnOp::TxnOffsetCommit,
+        true,
+        Some("UNKNOWN_MEMBER_ID"),
+    ))
+    .push(txn(
+        2,
+        TxnOp::InitProducerId,
+        true,
+        Some("CONCURRENT_TRANSACTIONS"),
+    ))
+    .push(txn(2, TxnOp::InitProducerId, true, None));
+    let rec = analyze(&tl.events);
+    let line = rec
+        .warnings
+        .iter()
+        .find(|w| w.contains("was fenced"))
+        .unwrap();
+    assert!(
+        line.ends_with("; its open transaction was aborted when consumer[0] incarnation 2's InitProducerId took its transactional id (epoch 0)"),
+        "{line}"
+    );
 }
 
 /// One message produced by two incarnations of a consumer to its output topic (killed

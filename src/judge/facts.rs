@@ -183,7 +183,9 @@ pub(crate) struct FactsReader<'a> {
     warnings: Vec<String>,
     /// Per incarnation, its fencing warning (an index into `warnings`) until its next EndTxn
     /// answer says how its transaction ended.
-    fenced: HashMap<(u32, u32), usize>,
+    /// With its transactional id: a later InitProducerId of that id aborts the open
+    /// transaction.
+    fenced: HashMap<(u32, u32), (usize, Option<String>)>,
     output_topics: Vec<OutputTopicRead>,
     /// When the proxy answered a request with a protocol fault's reply (`replied` events).
     reply_times: Vec<u64>,
@@ -356,8 +358,9 @@ impl<'a> FactsReader<'a> {
     }
 
     /// A transactional answer: one that fences a zombie is a warning naming the incarnation,
-    /// the request and the broker's error; the EndTxn that incarnation sends next says how its
-    /// transaction ended (aborted, as a fenced one must be, or committed after all).
+    /// the request and the broker's error; what follows says how its transaction ended: the
+    /// EndTxn that incarnation sends next (aborted, as a fenced one must be, or committed after
+    /// all), or the InitProducerId of a later producer with its transactional id.
     fn txn(&mut self, event: &Event) {
         let Event::Txn {
             instance,
@@ -388,10 +391,25 @@ impl<'a> FactsReader<'a> {
                     },
                     transactional_id.as_deref().unwrap_or("none"),
                 ));
-                self.fenced.insert(who, self.warnings.len() - 1);
+                self.fenced
+                    .insert(who, (self.warnings.len() - 1, transactional_id.clone()));
+            }
+            (TxnOp::InitProducerId, None, _) => {
+                // A later producer with the zombie's transactional id: the coordinator aborts
+                // the open transaction as it bumps the epoch.
+                let zombie = self
+                    .fenced
+                    .iter()
+                    .find(|(w, (_, tid))| **w != who && tid.is_some() && *tid == *transactional_id);
+                if let Some((&w, &(line, _))) = zombie {
+                    self.fenced.remove(&w);
+                    self.warnings[line].push_str(&format!(
+                        "; its open transaction was aborted when consumer[{instance}] incarnation {incarnation}'s InitProducerId took its transactional id (epoch {producer_epoch})"
+                    ));
+                }
             }
             (TxnOp::EndTxn, None, Some(commit)) => {
-                if let Some(line) = self.fenced.remove(&who) {
+                if let Some((line, _)) = self.fenced.remove(&who) {
                     self.warnings[line].push_str(if *commit {
                         "; yet its next EndTxn commit was accepted"
                     } else {
@@ -401,10 +419,7 @@ impl<'a> FactsReader<'a> {
             }
             (TxnOp::EndTxn, None, None)
             | (
-                TxnOp::InitProducerId
-                | TxnOp::AddPartitionsToTxn
-                | TxnOp::AddOffsetsToTxn
-                | TxnOp::TxnOffsetCommit,
+                TxnOp::AddPartitionsToTxn | TxnOp::AddOffsetsToTxn | TxnOp::TxnOffsetCommit,
                 None,
                 _,
             ) => {}
