@@ -421,6 +421,10 @@ pub enum Event {
         aborted_ids: Vec<String>,
         /// How many of them name an ID at all.
         aborted_with_id: u64,
+        /// Every one of them, by partition and offset, with the ID it names (absent in
+        /// timelines written before it was recorded): what the judge names per ID.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        aborted: Vec<AbortedRecord>,
         /// False when a reader could not read every partition to its end once the run stopped
         /// (an open transaction, a broker that stopped answering): effects may be missing.
         complete: bool,
@@ -543,6 +547,11 @@ pub struct RunInfo {
     /// sink could not read effects; absent in timelines written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effects_id: Option<String>,
+    /// The sink kind that observes those effects (`http`, `kafka-topic`...): a plan's
+    /// `effects.sink`, or in a boundary's view of the timeline that boundary's; absent in
+    /// timelines written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effects_sink: Option<String>,
     /// The plan's boundaries, each judged on its own effects against its own promise; empty
     /// for a plan with one `effects` sink (its one boundary is the run itself: `expect`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -794,6 +803,19 @@ pub struct RowCommit {
     /// The plan's extra columns of the row (`effects.postgres.columns`).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub columns: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A record of an output topic that only `read_uncommitted` read: its transaction aborted
+/// (or never ended).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AbortedRecord {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// The message ID it names by the boundary's rule, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// Where an output record sits.

@@ -109,6 +109,168 @@ fn boundary_rows(r: &Ran) -> Vec<(String, String, Option<bool>)> {
         .unwrap_or_default()
 }
 
+/// Every ID with a record of an aborted transaction at boundary `b` (as its output topic's
+/// read recorded them, all of them) is named once in a mechanism group of its own: committed
+/// again at an EXACT boundary (what a read_uncommitted reader saw twice), each with the Produce
+/// that wrote the aborted record and the one that wrote the committed copy; listed after the
+/// boundary's own mechanisms and in report.md, never counted as a duplicate.
+fn assert_aborted_named(r: &Ran, b: usize) {
+    let why = &r.why;
+    let events = read_events(&r.dir.join("events.jsonl")).unwrap();
+    let ids: HashSet<String> = events
+        .iter()
+        .filter_map(|st| match &st.event {
+            Event::OutputTopicRead { aborted, .. } => Some(aborted),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|a| a.id.clone())
+        .collect();
+    let boundary = &r.report["boundaries"][b];
+    let groups = boundary["mechanisms"].as_array().unwrap();
+    let aborted: Vec<&Value> = groups
+        .iter()
+        .filter(|g| {
+            g["mechanism"] == "aborted_then_committed"
+                || g["mechanism"] == "aborted_never_committed"
+        })
+        .collect();
+    let named: u64 = aborted.iter().map(|g| g["count"].as_u64().unwrap()).sum();
+    assert_eq!(named, ids.len() as u64, "aborted IDs {ids:?}: {why}");
+    if boundary["verdict"] == "EXACT" {
+        assert!(
+            aborted
+                .iter()
+                .all(|g| g["mechanism"] == "aborted_then_committed"),
+            "{why}"
+        );
+        assert_eq!(boundary["counts"]["duplicated"], 0, "{why}");
+    }
+    // After the boundary's own mechanisms.
+    let first_aborted = groups.iter().position(|g| aborted.contains(&g));
+    assert!(
+        first_aborted.is_none_or(|i| groups[i..].iter().all(|g| aborted.contains(&g))),
+        "{why}"
+    );
+    for g in &aborted {
+        for sample in g["samples"].as_array().unwrap() {
+            assert!(ids.contains(sample["id"].as_str().unwrap()), "{why}");
+            let facts: Vec<&str> = sample["evidence"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| e["what"].as_str())
+                .collect();
+            // Its writer, when the broker's answer to that Produce reached the proxy (a kill
+            // while it is in flight leaves the record written and the answer unread: then
+            // the record itself, saying so).
+            assert!(
+                facts.iter().any(|f| (f.contains("'s Produce wrote it to ")
+                    || f.contains("no Produce of it was seen through the proxy"))
+                    && f.contains("its transaction never committed")),
+                "{facts:?}"
+            );
+            if g["mechanism"] == "aborted_then_committed" {
+                assert!(
+                    facts
+                        .iter()
+                        .any(|f| f.contains("'s Produce wrote it again to ")),
+                    "{facts:?}"
+                );
+            }
+        }
+    }
+    if !ids.is_empty() {
+        let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
+        assert!(md.contains("Mechanism `aborted_"), "{md}");
+        eprintln!("aborted and named: {named} IDs in {} groups", aborted.len());
+    }
+}
+
+/// The zombie's fencing line names the request and the error the broker answered it with, as
+/// the proxy recorded them: the group coordinator's (KIP-447: its TxnOffsetCommit refused for
+/// a lost membership) or the transaction coordinator's (a stale producer epoch); and, when the
+/// zombie's next EndTxn aborted, says so. report.md shows the same line.
+fn assert_fencing_said_as_the_broker_answered(r: &Ran, events: &[exactly::timeline::Stamped]) {
+    use exactly::timeline::TxnOp;
+    let why = &r.why;
+    let fencing = |op: TxnOp, e: &str| match e {
+        "PRODUCER_FENCED" | "INVALID_PRODUCER_EPOCH" => true,
+        "ILLEGAL_GENERATION" | "UNKNOWN_MEMBER_ID" | "FENCED_INSTANCE_ID" => {
+            op == TxnOp::TxnOffsetCommit
+        }
+        _ => false,
+    };
+    let refused = events.iter().position(|st| match &st.event {
+        Event::Txn {
+            instance: 0,
+            incarnation: 1,
+            op,
+            error: Some(e),
+            request: false,
+            ..
+        } => fencing(*op, e),
+        _ => false,
+    });
+    let Some(at) = refused else {
+        panic!("no fencing answer to consumer[0] incarnation 1 on the timeline: {why}");
+    };
+    let Event::Txn {
+        op,
+        error: Some(error),
+        ..
+    } = &events[at].event
+    else {
+        unreachable!()
+    };
+    let line = format!("consumer[0] incarnation 1 was fenced: its {op:?}");
+    let warnings = r.report["warnings"].as_array().unwrap();
+    let said = warnings
+        .iter()
+        .filter_map(|w| w.as_str())
+        .find(|w| w.starts_with(&line))
+        .unwrap_or_else(|| panic!("no line `{line}`: {warnings:?}; {why}"));
+    assert!(
+        said.contains(&format!("was refused with {error}")),
+        "{said}"
+    );
+    // How its transaction ended, as the proxy saw it next: its own EndTxn, or (rdkafka on
+    // Kafka 4.4: the zombie exits without one) the InitProducerId of its successor.
+    let ended = events[at..].iter().find_map(|st| match &st.event {
+        Event::Txn {
+            instance: 0,
+            incarnation: 1,
+            op: TxnOp::EndTxn,
+            committed: Some(false),
+            error: None,
+            request: false,
+            ..
+        } => Some("its transaction was then aborted (EndTxn abort accepted)".to_owned()),
+        Event::Txn {
+            instance: 0,
+            incarnation: n,
+            op: TxnOp::InitProducerId,
+            producer_epoch,
+            error: None,
+            request: false,
+            ..
+        } if *n > 1 => Some(format!(
+            "its open transaction was aborted when consumer[0] incarnation {n}'s \
+             InitProducerId took its transactional id (epoch {producer_epoch})"
+        )),
+        _ => None,
+    });
+    if let Some(end) = ended {
+        assert!(said.ends_with(&end), "{said} / {end}");
+    }
+    let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
+    assert!(
+        md.contains(&format!("its {op:?} was refused with {error}")),
+        "{md}"
+    );
+    eprintln!("fencing line: {said}");
+}
+
 /// Runs `row`'s plan and asserts its verdict, exit code and the rest.
 fn check(row: Row) {
     match row.needs {
@@ -295,6 +457,11 @@ verdicts! {
                 .iter()
                 .find(|f| f["trigger"].as_str().unwrap().contains("before: end_txn"));
             assert!(before.is_some_and(|f| f["applied"] == true), "{why}");
+            // That transaction's record was acknowledged before its EndTxn was held: aborted,
+            // and named per ID (committed again by the next incarnation), never an effect.
+            assert!(topic["aborted_records"].as_u64().unwrap() >= 1, "{why}");
+            assert_eq!(r.report["boundaries"][0]["counts"]["exact"], 100, "{why}");
+            assert_aborted_named(r, 0);
         },
         ..ROW
     };
@@ -329,6 +496,7 @@ verdicts! {
                 let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
                 assert!(md.contains("records of aborted transactions"), "{md}");
             }
+            assert_aborted_named(r, 0);
             // The email's duplicates are named for what they are: outside the transaction.
             let groups = r.report["boundaries"][1]["mechanisms"].as_array().unwrap();
             assert!(!groups.is_empty(), "{why}");
@@ -353,8 +521,11 @@ verdicts! {
                     .any(|w| w.as_str().unwrap().contains("consumer[0] incarnation 1 was fenced")),
                 "{why}"
             );
-            // The proxy decoded rdkafka's transactional traffic.
             let events = read_events(&r.dir.join("events.jsonl")).unwrap();
+            assert_fencing_said_as_the_broker_answered(r, &events);
+            // The zombie's own transaction (its produce before the pause) aborted: named.
+            assert_aborted_named(r, 0);
+            // The proxy decoded rdkafka's transactional traffic.
             let txns = events
                 .iter()
                 .filter(|e| matches!(e.event, Event::Txn { .. }))
@@ -397,6 +568,40 @@ verdicts! {
                     .any(|g| g["mechanism"] == "output_without_transaction"),
                 "{why}"
             );
+        },
+        ..ROW
+    };
+    produce_then_commit_with_one_effects_sink_names_the_output_produced_again: Row {
+        plan: "kafka-produce-then-commit.yaml",
+        needs: Needs::Kafka,
+        // The same output topic as the plan's one `effects` sink instead of a boundary.
+        edit: |t| {
+            let written = "boundaries:\n  - name: orders-out\n    sink: kafka-topic\n    topic: orders-out-{run}\n    id: header:exactly-id\n    expect: at-least-once\n";
+            assert!(t.contains(written), "the plan's boundary changed: {t}");
+            t.replace(
+                written,
+                "effects:\n  sink: kafka-topic\n  topic: orders-out-{run}\n  id: header:exactly-id\nexpect: at-least-once\n",
+            )
+        },
+        verdict: Some("DUPLICATED"),
+        exit: 0,
+        exit_why: "at-least-once allows the results produced twice",
+        also: |r| {
+            let why = &r.why;
+            assert!(r.report.get("boundaries").is_none_or(|b| b.as_array().is_some_and(Vec::is_empty)), "{why}");
+            assert!(r.report["counts"]["duplicated"].as_u64().unwrap() > 0, "{why}");
+            assert_eq!(r.report["counts"]["lost"], 0, "{why}");
+            assert_eq!(r.report["output_topics"][0]["aborted_records"], 0, "{why}");
+            let groups = r.report["mechanisms"].as_array().unwrap();
+            assert!(
+                groups
+                    .iter()
+                    .any(|g| g["mechanism"] == "output_without_transaction"),
+                "{why}"
+            );
+            for dup in r.anomalies("duplicated") {
+                assert_eq!(dup["mechanism"], "output_without_transaction", "{why}");
+            }
         },
         ..ROW
     };

@@ -44,7 +44,7 @@ impl RunResult {
             .mechanisms
             .groups
             .iter()
-            .filter(|g| !g.harness_hold)
+            .filter(|g| !g.harness_hold && !g.mechanism.read_uncommitted_only())
             .map(|g| g.mechanism.as_str().to_owned())
             .collect();
         mechanisms.dedup();

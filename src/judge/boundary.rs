@@ -53,6 +53,7 @@ pub(crate) fn view(events: &[Stamped], b: &BoundaryInfo, first: bool) -> Vec<Sta
                 let mut info = info.clone();
                 info.expect = b.expect.clone();
                 info.effects_id = Some(b.id.clone());
+                info.effects_sink = Some(b.sink.clone());
                 Stamped {
                     seq: st.seq,
                     t_us: st.t_us,
@@ -129,8 +130,21 @@ fn name_effects_outside_the_transaction(parts: &mut [BoundaryJudgement]) {
 
 /// When the consumer wrote its output topic without transactions (every Produce the proxy saw
 /// had no transactional id), the duplicates at a `kafka-topic` boundary are results produced
-/// twice around a crash before the offset commit: their mechanism says so.
-pub(crate) fn name_output_without_transaction(events: &[Stamped], parts: &mut [BoundaryJudgement]) {
+/// twice around a crash before the offset commit: their mechanism says so. `events` is the
+/// boundary's view (a plan's one `effects` sink is a boundary too): its `run_started` names
+/// the sink.
+pub(crate) fn name_output_without_transaction(
+    events: &[Stamped],
+    anomalies: &[Anomaly],
+    mechanisms: &mut Mechanisms,
+) {
+    let sink = events.iter().find_map(|st| match &st.event {
+        Event::RunStarted(info) => info.effects_sink.as_deref(),
+        _ => None,
+    });
+    if sink != Some("kafka-topic") {
+        return;
+    }
     let (mut plain, mut transactional) = (0u64, 0u64);
     for st in events {
         if let Event::ConsumerProduce {
@@ -150,13 +164,9 @@ pub(crate) fn name_output_without_transaction(events: &[Stamped], parts: &mut [B
         "none of the consumer's {plain} produce{} through the proxy belonged to a transaction",
         if plain == 1 { "" } else { "s" }
     );
-    for p in parts.iter_mut().filter(|p| p.sink == "kafka-topic") {
-        let j = &mut p.judgement;
-        let duplicated = duplicated_ids(&j.anomalies);
-        if !duplicated.is_empty() {
-            j.mechanisms
-                .rename_duplicates(Mechanism::OutputWithoutTransaction, &why, &duplicated);
-        }
+    let duplicated = duplicated_ids(anomalies);
+    if !duplicated.is_empty() {
+        mechanisms.rename_duplicates(Mechanism::OutputWithoutTransaction, &why, &duplicated);
     }
 }
 

@@ -124,27 +124,42 @@ fn a_timeline_without_boundaries_is_judged_as_before() {
     assert_eq!(rec.exit_code(), 0);
 }
 
-#[test]
-fn a_fenced_zombie_transaction_is_said_and_other_refusals_are_not() {
+/// A transactional answer of consumer[0] `incarnation` to `op`, with the broker's `error`.
+fn txn(incarnation: u32, op: crate::timeline::TxnOp, commit: bool, error: Option<&str>) -> Event {
     use crate::timeline::TxnOp;
-    let txn = |op, error: &str| Event::Txn {
+    Event::Txn {
         instance: 0,
-        incarnation: 1,
+        incarnation,
         op,
         transactional_id: Some("g-0".into()),
         producer_id: 7,
         producer_epoch: 0,
-        committed: (op == TxnOp::EndTxn).then_some(true),
+        committed: (op == TxnOp::EndTxn).then_some(commit),
         request: false,
         offsets: Vec::new(),
-        error: Some(error.into()),
-    };
+        error: error.map(Into::into),
+    }
+}
+
+#[test]
+fn a_fenced_zombie_transaction_is_said_and_other_refusals_are_not() {
+    use crate::timeline::TxnOp;
     let mut tl = Tl::new();
     tl.start(&[KILL], 1, "exactly-once");
-    tl.push(txn(TxnOp::TxnOffsetCommit, "UNKNOWN_MEMBER_ID"))
-        .push(txn(TxnOp::EndTxn, "PRODUCER_FENCED"))
-        .push(txn(TxnOp::InitProducerId, "CONCURRENT_TRANSACTIONS"))
-        .push(txn(TxnOp::EndTxn, "UNKNOWN_MEMBER_ID"));
+    tl.push(txn(
+        1,
+        TxnOp::TxnOffsetCommit,
+        true,
+        Some("UNKNOWN_MEMBER_ID"),
+    ))
+    .push(txn(2, TxnOp::EndTxn, true, Some("PRODUCER_FENCED")))
+    .push(txn(
+        1,
+        TxnOp::InitProducerId,
+        true,
+        Some("CONCURRENT_TRANSACTIONS"),
+    ))
+    .push(txn(1, TxnOp::EndTxn, true, Some("UNKNOWN_MEMBER_ID")));
     let rec = analyze(&tl.events);
     let fenced: Vec<&String> = rec
         .warnings
@@ -157,47 +172,133 @@ fn a_fenced_zombie_transaction_is_said_and_other_refusals_are_not() {
 }
 
 #[test]
-fn a_duplicate_at_an_output_topic_written_without_transactions_is_named_so() {
-    use crate::judge::mechanism::Mechanism;
-    use crate::timeline::ProducedBatch;
-    let run = |transactional_id: Option<&str>| {
+fn a_zombie_is_fenced_by_the_group_coordinator_or_by_its_epoch_and_the_line_says_how_it_ended() {
+    use crate::timeline::TxnOp;
+    // KIP-447: the group coordinator refuses the offsets of a lost membership, whatever the
+    // protocol (classic generation, KIP-848 member epoch, static member), then the zombie
+    // aborts; the transaction coordinator refuses a stale producer epoch.
+    let cases = [
+        (TxnOp::TxnOffsetCommit, "UNKNOWN_MEMBER_ID", "KIP-447"),
+        (TxnOp::TxnOffsetCommit, "ILLEGAL_GENERATION", "KIP-447"),
+        (TxnOp::TxnOffsetCommit, "FENCED_INSTANCE_ID", "KIP-447"),
+        (TxnOp::AddPartitionsToTxn, "PRODUCER_FENCED", "newer epoch"),
+        (TxnOp::EndTxn, "INVALID_PRODUCER_EPOCH", "newer epoch"),
+    ];
+    for (op, error, why) in cases {
         let mut tl = Tl::new();
-        tl.start(&[KILL], 1, "at-least-once");
-        if let Event::RunStarted(info) = &mut tl.events[0].event {
+        tl.start(&[KILL], 1, "exactly-once");
+        tl.push(txn(1, op, true, Some(error)))
+            .push(txn(2, TxnOp::EndTxn, true, None))
+            .push(txn(1, TxnOp::EndTxn, false, None));
+        let rec = analyze(&tl.events);
+        let line = rec
+            .warnings
+            .iter()
+            .find(|w| w.contains("was fenced"))
+            .unwrap_or_else(|| panic!("{error}: {:?}", rec.warnings));
+        let said = format!("consumer[0] incarnation 1 was fenced: its {op:?}");
+        assert!(line.starts_with(&said), "{line}");
+        assert!(line.contains(&format!("refused with {error}")), "{line}");
+        assert!(line.contains(why), "{line}");
+        // Another incarnation's commit says nothing of it; its own abort does.
+        assert!(
+            line.ends_with("; its transaction was then aborted (EndTxn abort accepted)"),
+            "{line}"
+        );
+    }
+    // A fenced request, then a commit the broker accepted after all: said, never hidden.
+    let mut tl = Tl::new();
+    tl.start(&[KILL], 1, "exactly-once");
+    tl.push(txn(
+        1,
+        TxnOp::TxnOffsetCommit,
+        true,
+        Some("ILLEGAL_GENERATION"),
+    ))
+    .push(txn(1, TxnOp::EndTxn, true, None));
+    let rec = analyze(&tl.events);
+    assert!(rec
+        .warnings
+        .iter()
+        .any(|w| w.ends_with("; yet its next EndTxn commit was accepted")));
+    // The zombie exits without an EndTxn; the next incarnation's InitProducerId of the same
+    // transactional id aborts its transaction (what rdkafka did on the real Kafka).
+    let mut tl = Tl::new();
+    tl.start(&[KILL], 1, "exactly-once");
+    tl.push(txn(
+        1,
+        TxnOp::TxnOffsetCommit,
+        true,
+        Some("UNKNOWN_MEMBER_ID"),
+    ))
+    .push(txn(
+        2,
+        TxnOp::InitProducerId,
+        true,
+        Some("CONCURRENT_TRANSACTIONS"),
+    ))
+    .push(txn(2, TxnOp::InitProducerId, true, None));
+    let rec = analyze(&tl.events);
+    let line = rec
+        .warnings
+        .iter()
+        .find(|w| w.contains("was fenced"))
+        .unwrap();
+    assert!(
+        line.ends_with("; its open transaction was aborted when consumer[0] incarnation 2's InitProducerId took its transactional id (epoch 0)"),
+        "{line}"
+    );
+}
+
+/// One message produced by two incarnations of a consumer to its output topic (killed
+/// between its produce and its commit), the copies read back at a `kafka-topic` boundary:
+/// declared under `boundaries` (named `out`) or the plan's one `effects` sink.
+fn produced_twice(transactional_id: Option<&str>, declared: bool) -> crate::judge::Judgement {
+    use crate::timeline::ProducedBatch;
+    let mut tl = Tl::new();
+    tl.start(&[KILL], 1, "at-least-once");
+    if let Event::RunStarted(info) = &mut tl.events[0].event {
+        info.effects_sink = Some("kafka-topic".into());
+        if declared {
             let mut out = boundary("out", "at-least-once");
             out.sink = "kafka-topic".into();
             info.boundaries = vec![out];
         }
-        tl.produced("m-0", 0, 0).fault(0, true);
-        for incarnation in [1, 2] {
-            tl.push(Event::ConsumerProduce {
-                instance: 0,
-                incarnation,
-                transactional_id: transactional_id.map(Into::into),
-                producer_id: 5,
-                producer_epoch: 0,
-                batches: vec![ProducedBatch {
-                    topic: "out".into(),
-                    partition: 0,
-                    base_offset: i64::from(incarnation) - 1,
-                    records: 1,
-                    error: None,
-                }],
-            });
-            tl.push(Event::Effect {
-                boundary: Some("out".into()),
-                id: "m-0".into(),
-                instance: Some(0),
-                incarnation: Some(incarnation),
-                outcome: EffectOutcome::Applied,
-                sink: "kafka-topic".into(),
-                attribution: Default::default(),
-            });
-        }
-        tl.progress(&[(0, 1)]).end(EndReason::Settled);
-        analyze(&tl.events)
-    };
-    let plain = run(None);
+    }
+    tl.produced("m-0", 0, 0).fault(0, true);
+    for incarnation in [1, 2] {
+        tl.push(Event::ConsumerProduce {
+            instance: 0,
+            incarnation,
+            transactional_id: transactional_id.map(Into::into),
+            producer_id: 5,
+            producer_epoch: 0,
+            batches: vec![ProducedBatch {
+                topic: "out".into(),
+                partition: 0,
+                base_offset: i64::from(incarnation) - 1,
+                records: 1,
+                error: None,
+            }],
+        });
+        tl.push(Event::Effect {
+            boundary: declared.then(|| "out".into()),
+            id: "m-0".into(),
+            instance: Some(0),
+            incarnation: Some(incarnation),
+            outcome: EffectOutcome::Applied,
+            sink: "kafka-topic".into(),
+            attribution: Default::default(),
+        });
+    }
+    tl.progress(&[(0, 1)]).end(EndReason::Settled);
+    analyze(&tl.events)
+}
+
+#[test]
+fn a_duplicate_at_an_output_topic_written_without_transactions_is_named_so() {
+    use crate::judge::mechanism::Mechanism;
+    let plain = produced_twice(None, true);
     let out = &plain.boundaries[0].judgement;
     assert_eq!(out.verdict, Verdict::Duplicated);
     assert_eq!(
@@ -208,10 +309,54 @@ fn a_duplicate_at_an_output_topic_written_without_transactions_is_named_so() {
         .title
         .contains("none of the consumer's 2 produces"));
     // Transactional produces: a duplicate there is something else, named by the rules.
-    let txn = run(Some("billing-0"));
+    let txn = produced_twice(Some("billing-0"), true);
     let out = &txn.boundaries[0].judgement;
     assert_ne!(
         out.mechanisms.of("m-0"),
+        Some(Mechanism::OutputWithoutTransaction)
+    );
+}
+
+#[test]
+fn a_plan_with_one_effects_sink_on_an_output_topic_gets_the_same_mechanism() {
+    use crate::judge::mechanism::Mechanism;
+    let plain = produced_twice(None, false);
+    assert!(plain.boundaries.is_empty());
+    assert_eq!(plain.verdict, Verdict::Duplicated);
+    assert_eq!(
+        plain.mechanisms.of("m-0"),
+        Some(Mechanism::OutputWithoutTransaction)
+    );
+    assert_eq!(
+        plain.mechanisms.groups[0].mechanism,
+        Mechanism::OutputWithoutTransaction
+    );
+    assert!(plain.mechanisms.groups[0]
+        .title
+        .contains("none of the consumer's 2 produces"));
+    let txn = produced_twice(Some("billing-0"), false);
+    assert_ne!(
+        txn.mechanisms.of("m-0"),
+        Some(Mechanism::OutputWithoutTransaction)
+    );
+    // Another sink's duplicate is never an output produced again, whatever the produces.
+    let mut other = Tl::new();
+    other.start(&[KILL], 1, "at-least-once");
+    other.produced("m-0", 0, 0).fault(0, true);
+    other.push(Event::ConsumerProduce {
+        instance: 0,
+        incarnation: 1,
+        transactional_id: None,
+        producer_id: 5,
+        producer_epoch: 0,
+        batches: Vec::new(),
+    });
+    other.effect("m-0", 1).effect("m-0", 2);
+    other.progress(&[(0, 1)]).end(EndReason::Settled);
+    let rec = analyze(&other.events);
+    assert_eq!(rec.verdict, Verdict::Duplicated);
+    assert_ne!(
+        rec.mechanisms.of("m-0"),
         Some(Mechanism::OutputWithoutTransaction)
     );
 }

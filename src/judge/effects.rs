@@ -10,9 +10,9 @@
 
 use crate::judge::ledger::{IdMap, Ledger, Place};
 use crate::judge::model::{Anomaly, Counts, EffectSeen, Outcome};
-use std::collections::HashMap;
+use crate::judge::writers::Writers;
 
-use crate::timeline::{AttributedBy, Attribution, EffectOutcome, Event, RecordPlace, Stamped};
+use crate::timeline::{AttributedBy, Attribution, EffectOutcome, Event, Stamped};
 
 /// The ledger index of an effect whose ID is not in the ledger (a phantom).
 const NOT_IN_LEDGER: u32 = u32::MAX;
@@ -29,54 +29,6 @@ pub(crate) struct EffectTally {
     owners: Vec<u32>,
     /// Who wrote each output record (`kafka-topic` effects).
     writers: Writers,
-}
-
-/// The consumer Produces the proxy saw acknowledged: per (topic, partition) the offset
-/// ranges `[base, base + records)` and the incarnation that wrote them.
-#[derive(Default)]
-struct Writers {
-    ranges: HashMap<(String, i32), Vec<Written>>,
-}
-
-/// Offsets `[.0, .1)` written by instance `.2`, incarnation `.3`.
-type Written = (i64, i64, u32, u32);
-
-impl Writers {
-    /// Reads every `consumer_produce` event (none in most runs: then empty, no cost).
-    fn read(events: &[Stamped]) -> Writers {
-        let mut w = Writers::default();
-        for st in events {
-            let Event::ConsumerProduce {
-                instance,
-                incarnation,
-                batches,
-                ..
-            } = &st.event
-            else {
-                continue;
-            };
-            for b in batches
-                .iter()
-                .filter(|b| b.error.is_none() && b.base_offset >= 0)
-            {
-                let end = b.base_offset + i64::from(b.records);
-                w.ranges
-                    .entry((b.topic.clone(), b.partition))
-                    .or_default()
-                    .push((b.base_offset, end, *instance, *incarnation));
-            }
-        }
-        w
-    }
-
-    /// The incarnation whose acknowledged Produce wrote the record at `place`.
-    fn of(&self, place: &RecordPlace) -> Option<(u32, u32)> {
-        self.ranges
-            .get(&(place.topic.clone(), place.partition))?
-            .iter()
-            .find(|r| r.0 <= place.offset && place.offset < r.1)
-            .map(|r| (r.2, r.3))
-    }
 }
 
 /// One `effect` event's fields.
@@ -104,12 +56,12 @@ impl EffectEvent<'_> {
             attribution: self.attribution.clone(),
         };
         let writer = match (&self.attribution.record, self.instance) {
-            (Some(place), None) => writers.of(place),
+            (Some(place), None) => writers.of(&place.topic, place.partition, place.offset),
             _ => None,
         };
-        if let Some((instance, incarnation)) = writer {
-            seen.instance = Some(instance);
-            seen.incarnation = Some(incarnation);
+        if let Some(w) = writer {
+            seen.instance = Some(w.who.instance);
+            seen.incarnation = Some(w.who.incarnation);
             seen.attribution.by = Some(AttributedBy::Producer);
         }
         seen

@@ -181,6 +181,11 @@ pub(crate) struct FactsReader<'a> {
     bypasses: Vec<Bypass>,
     survivors: Vec<SurvivingProcess>,
     warnings: Vec<String>,
+    /// Per incarnation, its fencing warning (an index into `warnings`) until its next EndTxn
+    /// answer says how its transaction ended.
+    /// With its transactional id: a later InitProducerId of that id aborts the open
+    /// transaction.
+    fenced: HashMap<(u32, u32), (usize, Option<String>)>,
     output_topics: Vec<OutputTopicRead>,
     /// When the proxy answered a request with a protocol fault's reply (`replied` events).
     reply_times: Vec<u64>,
@@ -218,7 +223,7 @@ fn with_stored_offsets(
 
 /// Why the broker's answer fences a zombie, if it does: its producer epoch is stale, or
 /// (KIP-447) its offsets name a group membership it no longer has.
-fn fencing(op: TxnOp, error: &str) -> Option<&'static str> {
+pub(crate) fn fencing(op: TxnOp, error: &str) -> Option<&'static str> {
     if matches!(error, "PRODUCER_FENCED" | "INVALID_PRODUCER_EPOCH") {
         return Some("a newer epoch owns its transactional id (a newer incarnation started, or the broker aborted the transaction that timed out), so the zombie's transaction cannot commit");
     }
@@ -310,28 +315,7 @@ impl<'a> FactsReader<'a> {
                 aborted_ids: aborted_ids.clone(),
                 complete: *complete,
             }),
-            Event::Txn {
-                instance,
-                incarnation,
-                op,
-                transactional_id,
-                producer_epoch,
-                committed,
-                error: Some(error),
-                ..
-            } => {
-                if let Some(why) = fencing(*op, error) {
-                    self.warnings.push(format!(
-                        "consumer[{instance}] incarnation {incarnation} was fenced: its {op:?}{} was refused with {error} (transactional id {}, epoch {producer_epoch}): {why}",
-                        match committed {
-                            Some(true) => " (commit)",
-                            Some(false) => " (abort)",
-                            None => "",
-                        },
-                        transactional_id.as_deref().unwrap_or("none"),
-                    ));
-                }
-            }
+            Event::Txn { .. } => self.txn(&st.event),
             Event::QueueRemainder { ids, complete } => {
                 self.remainder = Some(Remainder {
                     ids: ids.iter().map(String::as_str).collect(),
@@ -370,6 +354,75 @@ impl<'a> FactsReader<'a> {
             }),
             Event::RunEnded { reason } => self.end = Some((*reason, st.t_us)),
             _ => self.observe_proxy(st),
+        }
+    }
+
+    /// A transactional answer: one that fences a zombie is a warning naming the incarnation,
+    /// the request and the broker's error; what follows says how its transaction ended: the
+    /// EndTxn that incarnation sends next (aborted, as a fenced one must be, or committed after
+    /// all), or the InitProducerId of a later producer with its transactional id.
+    fn txn(&mut self, event: &Event) {
+        let Event::Txn {
+            instance,
+            incarnation,
+            op,
+            transactional_id,
+            producer_epoch,
+            committed,
+            error,
+            request: false,
+            ..
+        } = event
+        else {
+            return;
+        };
+        let who = (*instance, *incarnation);
+        match (op, error, committed) {
+            (_, Some(error), _) => {
+                let Some(why) = fencing(*op, error) else {
+                    return;
+                };
+                self.warnings.push(format!(
+                    "consumer[{instance}] incarnation {incarnation} was fenced: its {op:?}{} was refused with {error} (transactional id {}, epoch {producer_epoch}): {why}",
+                    match committed {
+                        Some(true) => " (commit)",
+                        Some(false) => " (abort)",
+                        None => "",
+                    },
+                    transactional_id.as_deref().unwrap_or("none"),
+                ));
+                self.fenced
+                    .insert(who, (self.warnings.len() - 1, transactional_id.clone()));
+            }
+            (TxnOp::InitProducerId, None, _) => {
+                // A later producer with the zombie's transactional id: the coordinator aborts
+                // the open transaction as it bumps the epoch.
+                let zombie = self
+                    .fenced
+                    .iter()
+                    .find(|(w, (_, tid))| **w != who && tid.is_some() && *tid == *transactional_id);
+                if let Some((&w, &(line, _))) = zombie {
+                    self.fenced.remove(&w);
+                    self.warnings[line].push_str(&format!(
+                        "; its open transaction was aborted when consumer[{instance}] incarnation {incarnation}'s InitProducerId took its transactional id (epoch {producer_epoch})"
+                    ));
+                }
+            }
+            (TxnOp::EndTxn, None, Some(commit)) => {
+                if let Some((line, _)) = self.fenced.remove(&who) {
+                    self.warnings[line].push_str(if *commit {
+                        "; yet its next EndTxn commit was accepted"
+                    } else {
+                        "; its transaction was then aborted (EndTxn abort accepted)"
+                    });
+                }
+            }
+            (TxnOp::EndTxn, None, None)
+            | (
+                TxnOp::AddPartitionsToTxn | TxnOp::AddOffsetsToTxn | TxnOp::TxnOffsetCommit,
+                None,
+                _,
+            ) => {}
         }
     }
 

@@ -239,6 +239,7 @@ pub(crate) fn info(faults: &[&str], messages: u64, expect: &str) -> RunInfo {
         messages,
         reproduce: "exactly run plans/kafka-commit-after-effect.yaml --seed 42".into(),
         effects_id: Some("json:/order_id".into()),
+        effects_sink: Some("http".into()),
         boundaries: Vec::new(),
         dead_letter: None,
     }

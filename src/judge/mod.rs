@@ -54,6 +54,7 @@ pub mod model;
 pub mod poison;
 pub mod replies;
 mod verdict;
+mod writers;
 
 #[cfg(test)]
 mod boundary_tests;
@@ -94,7 +95,7 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
     if declared.is_empty() {
         return analyze_one(events);
     }
-    let mut parts: Vec<BoundaryJudgement> = declared
+    let parts: Vec<BoundaryJudgement> = declared
         .iter()
         .enumerate()
         .map(|(i, b)| BoundaryJudgement {
@@ -104,7 +105,6 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
             judgement: analyze_one(&boundary::view(events, b, i == 0)),
         })
         .collect();
-    boundary::name_output_without_transaction(events, &mut parts);
     boundary::overall(parts)
 }
 
@@ -156,6 +156,8 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
         ));
     }
     warnings.extend(ruling.unknown_expectation);
+    let mut mechanisms = mechanism::explain(events, &anomalies, &harness_duplicated);
+    boundary::name_output_without_transaction(events, &anomalies, &mut mechanisms);
     Judgement {
         run: facts.run,
         verdict: ruling.verdict,
@@ -166,7 +168,7 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
         counts,
         inconclusive_reasons: ruling.inconclusive_reasons,
         caveats: ruling.caveats,
-        mechanisms: mechanism::explain(events, &anomalies, &harness_duplicated),
+        mechanisms,
         anomalies,
         faults: facts.faults,
         faults_planned: facts.faults_planned,

@@ -116,6 +116,37 @@ fn a_kafka_topic_boundary_has_its_output_topic_and_only_it_does() {
 }
 
 #[test]
+fn the_one_effects_sink_on_an_output_topic_has_its_output_topic_as_a_boundary_does() {
+    let src = format!(
+        "{HEAD}effects:\n  sink: kafka-topic\n  topic: out-{{run}}\n  isolation: read_uncommitted\n  \
+         partitions: 2\n  id: header:exactly-id\nexpect: at-least-once\n"
+    );
+    let plan = parse_plan(Path::new("p.yaml"), &src).unwrap();
+    let b = &plan.boundaries()[0];
+    assert!(!b.declared);
+    let output = b.output.clone().expect("an output topic");
+    assert_eq!(output.topic, "out-{run}");
+    assert_eq!(output.isolation, super::TopicIsolation::ReadUncommitted);
+    assert_eq!(output.partitions, 2);
+    let defaults =
+        format!("{HEAD}effects: {{ sink: kafka-topic, id: key }}\nexpect: at-least-once\n");
+    let plan = parse_plan(Path::new("p.yaml"), &defaults).unwrap();
+    let output = plan.boundaries()[0]
+        .output
+        .clone()
+        .expect("an output topic");
+    assert_eq!(output.topic, format!("{DEFAULT_BOUNDARY}-{{run}}"));
+    assert_eq!(output.isolation, super::TopicIsolation::ReadCommitted);
+    let topic_on_http =
+        format!("{HEAD}effects: {{ sink: http, topic: t }}\nexpect: at-least-once\n");
+    let error = error_of(&topic_on_http);
+    assert!(
+        error.contains("`topic` is for `sink: kafka-topic`"),
+        "{error}"
+    );
+}
+
+#[test]
 fn a_postgres_boundary_carries_its_database_and_a_missing_one_is_located() {
     let src = format!(
         "{HEAD}boundaries:\n  - name: rows\n    sink: postgres\n    id: json:/message_id\n    \

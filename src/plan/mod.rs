@@ -492,7 +492,7 @@ pub struct PostgresSpec {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EffectSpec {
-    /// `http`, `file`, `stdout` or `postgres`.
+    /// `http`, `file`, `stdout`, `kafka-topic` or `postgres`.
     pub sink: SinkKind,
     /// How to find the message ID in an effect: `json:/pointer`, `regex:(...)`, `header:Name`
     /// or `body`.
@@ -502,6 +502,16 @@ pub struct EffectSpec {
     /// provider (a repeated key is replayed, not applied again).
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// For `sink: kafka-topic`: the output topic, created fresh; `{run}` is replaced (default
+    /// `effects-{run}`), as a boundary's `topic`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// For `sink: kafka-topic`: which records are effects (default `read_committed`).
+    #[serde(default)]
+    pub isolation: Option<TopicIsolation>,
+    /// For `sink: kafka-topic`: partitions of the output topic (default: `broker.partitions`).
+    #[serde(default)]
+    pub partitions: Option<Count>,
     /// For `sink: postgres`: the database and table the consumer writes.
     #[serde(default)]
     pub postgres: Option<PostgresSpec>,

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use super::fault_rules::{self, Context};
 use super::{
-    Boundary, BrokerKind, Extractor, Fault, Loaded, OutputTopicSpec, Plan, PostgresSpec,
-    RestartPolicy, SinkKind, DEFAULT_BOUNDARY,
+    Boundary, BrokerKind, Count, Extractor, Fault, Loaded, OutputTopicSpec, Plan, PostgresSpec,
+    RestartPolicy, SinkKind, TopicIsolation, DEFAULT_BOUNDARY,
 };
 
 /// One thing wrong with a plan.
@@ -261,6 +261,14 @@ fn boundary_rules(plan: &Plan, problems: &mut Problems) -> Option<Vec<Boundary>>
                 effects.postgres.as_ref(),
                 problems,
             );
+            let topic = TopicFields {
+                name: DEFAULT_BOUNDARY,
+                sink: effects.sink,
+                topic: effects.topic.as_deref(),
+                isolation: effects.isolation,
+                partitions: effects.partitions,
+            };
+            let output = output_topic(plan, &topic, "effects", problems);
             let (id, idempotency_key) = effect_rules(&written, problems)?;
             Some(vec![Boundary {
                 name: DEFAULT_BOUNDARY.into(),
@@ -270,7 +278,7 @@ fn boundary_rules(plan: &Plan, problems: &mut Problems) -> Option<Vec<Boundary>>
                 id,
                 idempotency_key,
                 expect,
-                output: None,
+                output,
                 postgres,
             }])
         }
@@ -319,7 +327,14 @@ fn declared_boundaries(plan: &Plan, problems: &mut Problems) -> Option<Vec<Bound
             id: &b.id,
             idempotency_key: b.idempotency_key.as_deref(),
         };
-        let output = output_topic(plan, b, &path, problems);
+        let topic = TopicFields {
+            name: &b.name,
+            sink: b.sink,
+            topic: b.topic.as_deref(),
+            isolation: b.isolation,
+            partitions: b.partitions,
+        };
+        let output = output_topic(plan, &topic, &path, problems);
         let postgres = postgres_rules(
             &path,
             (b.sink, plan.broker.kind),
@@ -344,10 +359,19 @@ fn declared_boundaries(plan: &Plan, problems: &mut Problems) -> Option<Vec<Bound
     typed
 }
 
+/// A boundary's output-topic fields as written, under `effects` or an entry of `boundaries`.
+struct TopicFields<'a> {
+    name: &'a str,
+    sink: SinkKind,
+    topic: Option<&'a str>,
+    isolation: Option<TopicIsolation>,
+    partitions: Option<Count>,
+}
+
 /// A `kafka-topic` boundary's output topic; the topic fields on any other sink are problems.
 fn output_topic(
     plan: &Plan,
-    b: &super::BoundarySpec,
+    b: &TopicFields<'_>,
     path: &str,
     problems: &mut Problems,
 ) -> Option<OutputTopicSpec> {
@@ -360,7 +384,7 @@ fn output_topic(
             if present {
                 problems.add(
                     format!("{path}.{field}"),
-                    format!("`{field}` is for `sink: kafka-topic` boundaries"),
+                    format!("`{field}` is for `sink: kafka-topic`"),
                 );
             }
         }
@@ -375,8 +399,7 @@ fn output_topic(
     Some(OutputTopicSpec {
         topic: b
             .topic
-            .clone()
-            .unwrap_or_else(|| format!("{}-{{run}}", b.name)),
+            .map_or_else(|| format!("{}-{{run}}", b.name), str::to_owned),
         isolation: b.isolation.unwrap_or_default(),
         partitions: b.partitions.unwrap_or(plan.broker.partitions).get(),
     })

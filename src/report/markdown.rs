@@ -113,7 +113,7 @@ fn output_topics(md: &mut String, rec: &Judgement) {
             let ids: Vec<String> = t.aborted_ids.iter().map(|i| code(i)).collect();
             let _ = writeln!(
                 md,
-                "**{} records of aborted transactions** ({} naming a message, first: {}): never effects under read_committed, but a non-transactional reader downstream (read_uncommitted) would have seen them, and a message redone after the abort twice.\n",
+                "**{} records of aborted transactions** ({} naming a message, first: {}): never effects under read_committed, but a non-transactional reader downstream (read_uncommitted) would have seen them, and a message redone after the abort twice (each named under Root cause: `aborted_then_committed`, `aborted_never_committed`).\n",
                 t.aborted_records,
                 t.aborted_with_id,
                 if ids.is_empty() { "none".to_owned() } else { ids.join(", ") }
@@ -726,7 +726,8 @@ fn anomaly(md: &mut String, rec: &Judgement, a: &Anomaly) {
 }
 
 /// Lost and duplicated IDs grouped by how they happened and the fault before, each group with
-/// its evidence and what to do about it.
+/// its evidence and what to do about it; then the IDs of aborted transactions' records (what a
+/// read_uncommitted reader downstream saw), in groups of their own.
 fn root_causes(md: &mut String, rec: &Judgement) {
     let groups = &rec.mechanisms.groups;
     if groups.is_empty() {

@@ -151,6 +151,7 @@ pub async fn run(
         messages: plan.workload.messages.get(),
         reproduce,
         effects_id: Some(first.id_rule.clone()),
+        effects_sink: Some(first.sink.as_str().into()),
         boundaries,
         dead_letter: endpoint.dead_letter.clone(),
     }));

@@ -2,8 +2,8 @@
 //! back twice, from the first offset: under the boundary's isolation (`read_committed` by
 //! default) every record is an effect; under `read_uncommitted` too, and the records only
 //! that reader saw (aborted or never-committed transactions) are counted and named in one
-//! `output_topic_read` event at the end: what a non-transactional reader downstream would
-//! have seen, never effects.
+//! `output_topic_read` event at the end (each with its place and ID, for the judge to name
+//! per ID): what a non-transactional reader downstream would have seen, never effects.
 //!
 //! Effects are not attributed to a process here (the record names none): each carries its
 //! record's place, which the judge ties to the consumer Produce the proxy saw write it; each
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::EffectRecorder;
 use crate::broker::output_topic::{Isolation, OutputRecord, OutputTopic, ReadEnd};
 use crate::error::InfraError;
-use crate::timeline::{Attribution, Event, RecordPlace};
+use crate::timeline::{AbortedRecord, Attribution, Event, RecordPlace};
 
 /// How many aborted records' IDs the event names.
 const ABORTED_SAMPLES: usize = 20;
@@ -135,13 +135,17 @@ impl KafkaTopicSink {
             // Effects read uncommitted: the committed reader's places are the subset.
             Isolation::ReadUncommitted => Vec::new(),
         };
-        let ids: Vec<String> = aborted
+        let aborted: Vec<AbortedRecord> = aborted
             .iter()
-            .filter_map(|r| {
-                self.recorder
-                    .id_of(&r.headers, r.key.as_deref(), &r.payload)
+            .map(|r| AbortedRecord {
+                partition: r.partition,
+                offset: r.offset,
+                id: self
+                    .recorder
+                    .id_of(&r.headers, r.key.as_deref(), &r.payload),
             })
             .collect();
+        let ids: Vec<String> = aborted.iter().filter_map(|r| r.id.clone()).collect();
         self.recorder.note(Event::OutputTopicRead {
             boundary: self.recorder.boundary(),
             topic: self.topic,
@@ -151,6 +155,7 @@ impl KafkaTopicSink {
             aborted_records: aborted.len() as u64,
             aborted_with_id: ids.len() as u64,
             aborted_ids: ids.into_iter().take(ABORTED_SAMPLES).collect(),
+            aborted,
             complete: effects_end.complete && other_end.complete,
         });
     }

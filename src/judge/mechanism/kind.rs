@@ -66,11 +66,48 @@ pub enum Mechanism {
     /// produced the result again (named from the proxy's `consumer_produce` events: none
     /// carried a transactional id).
     OutputWithoutTransaction,
+    /// Its output record was written in a transaction that aborted, and the redone work
+    /// committed it again: a `read_committed` reader saw it once, a `read_uncommitted` (or
+    /// non-transactional) reader downstream twice. Never an effect at a `read_committed`
+    /// boundary, so never counted lost or duplicated there (named from the output topic's
+    /// `output_topic_read` event).
+    AbortedThenCommitted,
+    /// Its output record was written in a transaction that aborted and no committed record of
+    /// it followed: a `read_uncommitted` reader downstream saw output of work that never
+    /// committed (phantom work). Never an effect at a `read_committed` boundary.
+    AbortedNeverCommitted,
     /// The timeline lacks what naming the mechanism needs (see the evidence).
     Unexplained,
 }
 
 impl Mechanism {
+    /// True for what only a `read_uncommitted` reader of an output topic saw (records of
+    /// aborted transactions): a finding about downstream readers, never a loss or a duplicate
+    /// of the boundary it was named at.
+    pub fn read_uncommitted_only(self) -> bool {
+        match self {
+            Mechanism::AbortedThenCommitted | Mechanism::AbortedNeverCommitted => true,
+            Mechanism::CrashAfterEffect
+            | Mechanism::CrashAfterCommit
+            | Mechanism::NoAckDelivery
+            | Mechanism::RevokedUncommitted
+            | Mechanism::Zombie
+            | Mechanism::RedeliveredSameProcess
+            | Mechanism::ConsumerRetry
+            | Mechanism::FetchedTwice
+            | Mechanism::ProducerDuplicate
+            | Mechanism::RedeliveredAfterCommit
+            | Mechanism::Skipped
+            | Mechanism::DroppedByConsumer
+            | Mechanism::NeverDelivered
+            | Mechanism::OffsetResetSkipped
+            | Mechanism::UnfinishedAtEnd
+            | Mechanism::EffectOutsideTransaction
+            | Mechanism::OutputWithoutTransaction
+            | Mechanism::Unexplained => false,
+        }
+    }
+
     /// Snake-case name, as in report.json.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -91,6 +128,8 @@ impl Mechanism {
             Mechanism::UnfinishedAtEnd => "unfinished_at_end",
             Mechanism::EffectOutsideTransaction => "effect_outside_transaction",
             Mechanism::OutputWithoutTransaction => "output_without_transaction",
+            Mechanism::AbortedThenCommitted => "aborted_then_committed",
+            Mechanism::AbortedNeverCommitted => "aborted_never_committed",
             Mechanism::Unexplained => "unexplained",
         }
     }
@@ -164,6 +203,12 @@ impl Mechanism {
             (Mechanism::OutputWithoutTransaction, _) => {
                 "Produced again: the output was written without a transaction, so the produce before the crash stayed when its offset commit never happened"
             }
+            (Mechanism::AbortedThenCommitted, _) => {
+                "Aborted, then committed again: read_committed saw it once, a read_uncommitted (non-transactional) reader downstream saw it twice (not counted as effects here)"
+            }
+            (Mechanism::AbortedNeverCommitted, _) => {
+                "Aborted, never committed: a read_uncommitted (non-transactional) reader downstream saw output of work that never committed (phantom work; not counted as effects here)"
+            }
             (Mechanism::Unexplained, _) => "Not enough evidence to name the mechanism",
         }
     }
@@ -236,6 +281,9 @@ impl Mechanism {
             }
             (Mechanism::OutputWithoutTransaction, _) => {
                 "Produce and commit the consumed offsets in one Kafka transaction (transactional.id, sendOffsetsToTransaction, isolation.level=read_committed downstream), or have downstream readers deduplicate on the message ID."
+            }
+            (Mechanism::AbortedThenCommitted | Mechanism::AbortedNeverCommitted, _) => {
+                "Aborted records stay in the log: read a transactionally written topic with isolation.level=read_committed everywhere downstream (Kafka's Java consumer defaults to read_uncommitted; connectors, stream processors and ad-hoc tools may read uncommitted). A reader that cannot must deduplicate on the message ID and must not act on output whose transaction never committed."
             }
             (Mechanism::Unexplained, _) => {
                 "Route the consumer through the proxy (`consumer.via_proxy: true`) and use the http sink so commits, deliveries and effect owners are on the timeline."

@@ -15,7 +15,9 @@
 //!
 //! Layout: `kind` (the closed set of mechanisms), `index` (what the rules look up, built in one
 //! pass), `evidence` (the facts and the evidence the rules share), `duplicated` and `lost` (the
-//! rules), `ownership` (assignments over time); this file groups the explanations.
+//! rules), `aborted` (the records of aborted transactions an output topic's read named: what a
+//! read_uncommitted reader downstream saw, never a loss or a duplicate here), `ownership`
+//! (assignments over time); this file groups the explanations.
 //!
 //! Pure: events and the judge's anomalies in, explanations out.
 
@@ -26,6 +28,9 @@ use serde::Serialize;
 use crate::judge::model::{Anomaly, Outcome, MECHANISM_SAMPLES_PER_GROUP};
 use crate::timeline::Stamped;
 
+mod aborted;
+#[cfg(test)]
+mod aborted_tests;
 mod duplicated;
 mod evidence;
 mod index;
@@ -41,7 +46,8 @@ pub use ownership::{ownership, OwnershipChange};
 
 use index::Index;
 
-/// Why one ID was lost or duplicated.
+/// Why one ID was lost or duplicated (or, for a `read_uncommitted_only` mechanism, what a
+/// read_uncommitted reader downstream saw of it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Explanation {
     /// The message ID.
@@ -141,7 +147,7 @@ impl Mechanisms {
                 .samples
                 .first()
                 .is_some_and(|e| e.outcome == Outcome::Duplicated);
-            if g.harness_hold || !duplicates {
+            if g.harness_hold || !duplicates || g.mechanism.read_uncommitted_only() {
                 continue;
             }
             g.title = format!(
@@ -173,7 +179,8 @@ const HARNESS_HOLD_ADVICE: &str = "The harness held this effect's answer for a `
 
 /// Names the mechanism of every lost or duplicated anomaly; those in `harness_hold` (IDs
 /// duplicated by the consumer's retries of an answer the harness held, with the hold's
-/// evidence) are marked so.
+/// evidence) are marked so. The records of aborted transactions an output topic's read named
+/// get their groups too, after the others (`aborted`: never a loss or a duplicate here).
 pub fn explain(
     events: &[Stamped],
     anomalies: &[Anomaly],
@@ -183,13 +190,10 @@ pub fn explain(
         .iter()
         .filter(|a| matches!(a.outcome, Outcome::Lost | Outcome::Duplicated))
         .collect();
-    if wanted.is_empty() {
-        return Mechanisms::default();
-    }
-    let index = Index::build(events, &wanted);
-    let mut explanations: Vec<Explanation> = wanted
-        .iter()
-        .map(|a| {
+    let mut explanations: Vec<Explanation> = Vec::new();
+    if !wanted.is_empty() {
+        let index = Index::build(events, &wanted);
+        explanations.extend(wanted.iter().map(|a| {
             let mut e = explain_one(&index, a);
             if let Some(hold) = harness_hold.get(&a.id) {
                 e.harness_hold = true;
@@ -197,23 +201,43 @@ pub fn explain(
                 e.evidence.sort_by_key(|x| (x.t_us, x.seq));
             }
             e
-        })
-        .collect();
+        }));
+    }
+    explanations.extend(aborted::explain(events, anomalies));
+    if explanations.is_empty() {
+        return Mechanisms::default();
+    }
+    group(explanations, amqp(events))
+}
+
+/// True when the run's broker is RabbitMQ (its mechanisms are worded in acks and queues).
+fn amqp(events: &[Stamped]) -> bool {
+    events.iter().any(|st| match &st.event {
+        crate::timeline::Event::RunStarted(info) => info.broker == "amqp",
+        _ => false,
+    })
+}
+
+/// Groups explanations by mechanism, fault and the harness's hold: the consumer's own first,
+/// what only a read_uncommitted reader saw after them, most IDs first.
+fn group(mut explanations: Vec<Explanation>, amqp: bool) -> Mechanisms {
     explanations.sort_by_key(|e| {
         let first = e.evidence.first().map(|x| x.t_us);
-        (e.harness_hold, e.mechanism, e.fault, first)
+        let downstream = e.mechanism.read_uncommitted_only();
+        (e.harness_hold, downstream, e.mechanism, e.fault, first)
     });
-
     let mut out = Mechanisms::default();
     let mut slots: HashMap<(Mechanism, Option<usize>, bool), usize> = HashMap::new();
     for e in explanations {
-        out.of_id.insert(e.id.clone(), e.mechanism);
+        if !e.mechanism.read_uncommitted_only() {
+            out.of_id.insert(e.id.clone(), e.mechanism);
+        }
         if e.harness_hold {
             out.harness_hold.insert(e.id.clone());
         }
         let key = (e.mechanism, e.fault, e.harness_hold);
         let slot = *slots.entry(key).or_insert_with(|| {
-            let title = e.mechanism.title(index.amqp);
+            let title = e.mechanism.title(amqp);
             out.groups.push(MechanismGroup {
                 mechanism: e.mechanism,
                 fault: e.fault,
@@ -228,7 +252,7 @@ pub fn explain(
                 recommendation: if e.harness_hold {
                     HARNESS_HOLD_ADVICE.to_owned()
                 } else {
-                    e.mechanism.recommendation(index.amqp).to_owned()
+                    e.mechanism.recommendation(amqp).to_owned()
                 },
                 count: 0,
                 samples: Vec::new(),
@@ -243,7 +267,9 @@ pub fn explain(
     }
     out.groups.sort_by(|a, b| {
         let consumer_first = a.harness_hold.cmp(&b.harness_hold);
+        let downstream = |g: &MechanismGroup| g.mechanism.read_uncommitted_only();
         consumer_first
+            .then(downstream(a).cmp(&downstream(b)))
             .then(b.count.cmp(&a.count))
             .then(a.mechanism.cmp(&b.mechanism))
     });
