@@ -217,3 +217,82 @@ fn a_consumer_that_is_restarted_after_the_cancel_is_no_liveness_finding() {
         "{why}"
     );
 }
+
+/// The one applied `double-ack` fault: its detail says what the consumer was sent.
+fn double_ack_fault(r: &Ran) -> &FaultRecord {
+    let why = &r.why;
+    assert_eq!(r.faults.len(), 1, "{:?} {why}", r.faults);
+    let f = &r.faults[0];
+    assert!(f.applied, "{f:?} {why}");
+    assert_eq!(f.action, "amqp", "{why}");
+    assert!(
+        f.detail
+            .starts_with("sent channel.close 406 PRECONDITION_FAILED - unknown delivery tag"),
+        "{f:?}"
+    );
+    assert!(f.detail.contains("closed channel"), "{f:?}");
+    f
+}
+
+#[test]
+fn a_double_acks_channel_close_requeues_finished_work_that_is_then_done_twice() {
+    require_rabbitmq();
+    let r = run("amqp-double-ack.yaml", |t| t);
+    let why = &r.why;
+    assert_eq!(r.report["verdict"], "DUPLICATED", "{why}");
+    assert_eq!(r.code, Some(1), "exactly-once broken: {why}");
+    double_ack_fault(&r);
+    let counts = &r.report["counts"];
+    assert_eq!(counts["lost"], 0, "the requeue lost nothing: {why}");
+    let dups: Vec<&Value> = r.report["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["outcome"] == "duplicated")
+        .collect();
+    assert!(!dups.is_empty(), "{why}");
+    assert!(
+        dups.iter().all(|a| a["mechanism"] == "channel_closed"),
+        "{dups:?}"
+    );
+    // Each repeat is explained by the closed channel's requeue, blaming the fault, not as a
+    // crash or a retry.
+    let groups = r.report["mechanisms"].as_array().expect("mechanisms");
+    let mechanisms: Vec<&Value> = groups.iter().map(|g| &g["mechanism"]).collect();
+    assert!(
+        groups.iter().all(|g| g["mechanism"] == "channel_closed"),
+        "{mechanisms:?} {why}"
+    );
+    assert!(groups.iter().all(|g| g["fault"] == 0), "{groups:?}");
+    assert!(
+        r.markdown
+            .contains("closed at RabbitMQ while it held this message unacknowledged"),
+        "{}",
+        r.markdown
+    );
+    // The example consumer does not hang on the closed channel: it exits 1, is restarted and
+    // finishes the queue.
+    assert!(
+        r.markdown
+            .contains("consumer[0] incarnation 1 exited (exit 1)"),
+        "{}",
+        r.markdown
+    );
+    assert_eq!(counts["pending"], 0, "{why}");
+}
+
+#[test]
+fn an_idempotent_consumer_survives_the_double_acks_channel_close() {
+    require_rabbitmq();
+    let r = run("amqp-double-ack.yaml", |t| {
+        t.replace("ack-after-effect", "idempotent").replace(
+            "  id: json:/order_id",
+            "  id: json:/order_id\n  idempotency_key: header:Idempotency-Key",
+        )
+    });
+    let why = &r.why;
+    assert_eq!(r.report["verdict"], "EXACT", "{why}");
+    assert_eq!(r.code, Some(0), "{why}");
+    double_ack_fault(&r);
+    assert_eq!(r.report["counts"]["exact"], 100, "{why}");
+}

@@ -258,6 +258,13 @@ pub enum AmqpFault {
     /// queue is deleted or fails over; the proxy cancels it at RabbitMQ first, so nothing more
     /// is delivered to it. The consumer must subscribe again or exit loudly.
     Cancel,
+    /// RabbitMQ's answer to a second ack of a delivery tag, after the consumer's last ack (which
+    /// was forwarded: the broker settled it): a server-sent `channel.close` 406
+    /// PRECONDITION_FAILED ("unknown delivery tag N") on that ack's channel. The proxy closes
+    /// the same channel at RabbitMQ first, so RabbitMQ requeues every delivery the channel held
+    /// unacknowledged, as in the real incident. The consumer must open a channel and subscribe
+    /// again, or exit loudly.
+    DoubleAck,
 }
 
 impl AmqpFault {
@@ -266,6 +273,7 @@ impl AmqpFault {
         match self {
             AmqpFault::Redeliver => "redeliver",
             AmqpFault::Cancel => "cancel",
+            AmqpFault::DoubleAck => "double-ack",
         }
     }
 }

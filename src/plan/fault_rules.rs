@@ -188,7 +188,7 @@ fn action(spec: &FaultSpec, ctx: &Context, found: &mut Findings) -> Option<Fault
         [] => {
             found.0.push(broken(
                 "",
-                "a fault needs an action: add `kill: consumer`, `terminate: consumer`, `pause: consumer`, `partition: consumer`, `latency: 200ms`, `sever: consumer`, `rebalance: group`, `scale: +1`, `commit_error: REBALANCE_IN_PROGRESS`, `fetch_error: OFFSET_OUT_OF_RANGE` or `amqp: redeliver|cancel`",
+                "a fault needs an action: add `kill: consumer`, `terminate: consumer`, `pause: consumer`, `partition: consumer`, `latency: 200ms`, `sever: consumer`, `rebalance: group`, `scale: +1`, `commit_error: REBALANCE_IN_PROGRESS`, `fetch_error: OFFSET_OUT_OF_RANGE` or `amqp: redeliver|cancel|double-ack`",
             ));
             return None;
         }
