@@ -669,6 +669,9 @@ pub enum HeldAt {
     CommitResponse,
     /// An AMQP basic.ack/nack/reject on its way to the broker.
     AckRequest,
+    /// An AMQP basic.publish of the consumer held while its connection was blocked
+    /// (`amqp: blocked`); it has no event of its own, so the `held` event's `event` is 0.
+    Publish,
     /// A Kafka EndTxn request (commit) on its way to the broker (`before: end_txn`).
     EndTxnRequest,
     /// The HTTP sink's answer to an effect (`during: effect`), held by the harness until the

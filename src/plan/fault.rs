@@ -91,6 +91,8 @@ pub enum FaultAction {
         target: Target,
         /// What is sent.
         fault: AmqpFault,
+        /// How long it lasts (`blocked`: until `connection.unblocked`); None for the others.
+        length: Option<Duration>,
     },
 }
 
@@ -265,6 +267,11 @@ pub enum AmqpFault {
     /// unacknowledged, as in the real incident. The consumer must open a channel and subscribe
     /// again, or exit loudly.
     DoubleAck,
+    /// `connection.blocked` ("low on memory", as RabbitMQ says under a memory alarm) to a
+    /// consumer whose client announced the `connection.blocked` capability, for the fault's
+    /// `for:`; the connection's publishes are held meanwhile (RabbitMQ stops reading a
+    /// blocked connection that publishes), then `connection.unblocked`.
+    Blocked,
 }
 
 impl AmqpFault {
@@ -274,6 +281,7 @@ impl AmqpFault {
             AmqpFault::Redeliver => "redeliver",
             AmqpFault::Cancel => "cancel",
             AmqpFault::DoubleAck => "double-ack",
+            AmqpFault::Blocked => "blocked",
         }
     }
 }
@@ -370,12 +378,12 @@ impl FaultAction {
             | FaultAction::Partition { length, .. }
             | FaultAction::Latency { length, .. } => Some(length),
             FaultAction::Rebalance { hold } => Some(hold),
+            FaultAction::Amqp { length, .. } => length,
             FaultAction::Kill { .. }
             | FaultAction::Terminate { .. }
             | FaultAction::Sever { .. }
             | FaultAction::Scale(_)
-            | FaultAction::Reply { .. }
-            | FaultAction::Amqp { .. } => None,
+            | FaultAction::Reply { .. } => None,
         }
     }
 
@@ -482,8 +490,15 @@ impl fmt::Display for Fault {
             FaultAction::Reply { target, reply } => {
                 write!(f, "{name}: {} on {target}", reply.describe())?
             }
-            FaultAction::Amqp { target, fault } => {
-                write!(f, "{name}: {} on {target}", fault.as_str())?
+            FaultAction::Amqp {
+                target,
+                fault,
+                length,
+            } => {
+                write!(f, "{name}: {} on {target}", fault.as_str())?;
+                if let Some(length) = length {
+                    write!(f, " for {}", duration(length))?;
+                }
             }
         }
         write!(f, " when {}", self.when)

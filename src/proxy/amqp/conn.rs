@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex};
 
+use super::blocked::Block;
 use super::channel_close::ChannelClose;
 use super::framing::{method_name, AmqpFraming};
 use super::inject::{Cancel, Capture};
@@ -73,6 +74,12 @@ pub(super) struct Conn {
     pub(super) closing: Mutex<Option<ChannelClose>>,
     /// The channel and client delivery tag of the last ack written to RabbitMQ.
     pub(super) last_ack: Mutex<Option<(u16, u64)>>,
+    /// The client announced the `connection.blocked` capability (`connection.start-ok`).
+    pub(super) blocked_capable: AtomicBool,
+    /// An armed `amqp: blocked`, until `connection.unblocked` is written.
+    pub(super) block: Mutex<Option<Block>>,
+    /// Wakes the publishes a `blocked` holds once `connection.unblocked` is written.
+    pub(super) unblocked: tokio::sync::Notify,
     /// Wakes the client→broker side when it has a frame to inject.
     pub(super) wake_broker_side: tokio::sync::Notify,
     /// Wakes the broker→client side when it has a frame to inject.
@@ -110,6 +117,9 @@ impl Conn {
             cancel: Mutex::default(),
             closing: Mutex::default(),
             last_ack: Mutex::default(),
+            blocked_capable: AtomicBool::new(false),
+            block: Mutex::default(),
+            unblocked: tokio::sync::Notify::new(),
             wake_broker_side: tokio::sync::Notify::new(),
             wake_client_side: tokio::sync::Notify::new(),
         }

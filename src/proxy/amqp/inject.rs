@@ -29,6 +29,7 @@ use bytes::{Bytes, BytesMut};
 
 use amq_protocol::frame::parsing::parse_content_header;
 
+use super::blocked::BlockStage;
 use super::channel_close::CloseStage;
 use super::conn::Conn;
 use super::deliveries::message_id;
@@ -322,6 +323,8 @@ pub(super) enum Injected {
     Cancel(CancelStage),
     /// A frame of an `amqp: double-ack`.
     Close(CloseStage),
+    /// A frame of an `amqp: blocked`.
+    Block(BlockStage),
 }
 
 /// An armed `amqp: cancel`.
@@ -450,7 +453,23 @@ impl Conn {
             if let Some((frame, stage)) = self.close_due(side == Side::Broker) {
                 return (frame, Injected::Close(stage));
             }
-            wake.notified().await;
+            let block_ends = match side {
+                Side::Client => self.block_ends(),
+                Side::Broker => None,
+            };
+            if let Some((frame, stage)) = (side == Side::Client).then(|| self.block_due()).flatten()
+            {
+                return (frame, Injected::Block(stage));
+            }
+            match block_ends {
+                Some(at) => {
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => wake.notified().await,
+            }
         }
     }
 
@@ -459,6 +478,7 @@ impl Conn {
         match injected {
             Injected::Cancel(stage) => self.cancel_written(stage),
             Injected::Close(stage) => self.close_written(stage),
+            Injected::Block(stage) => self.block_written(stage),
         }
     }
 

@@ -18,6 +18,8 @@
 //! - `acks.rs`: the client→broker side: acks resolved to IDs, their hold, consumer settings;
 //! - `inject.rs`: protocol faults sent to the consumer (`amqp: redeliver`, `amqp: cancel`), the
 //!   delivery tags they shift, and the frames each side has due;
+//! - `blocked.rs`: `amqp: blocked`, `connection.blocked` and the publishes held until
+//!   `connection.unblocked`;
 //! - `channel_close.rs`: `amqp: double-ack`, a channel closed at both ends as RabbitMQ closes
 //!   it on a second ack of a tag;
 //! - this file: the proxy's lifecycle, one connection from accept to close, and the two
@@ -34,6 +36,7 @@
 //! heartbeat timeout lets RabbitMQ close the connection (a warning says so).
 
 mod acks;
+mod blocked;
 mod channel_close;
 mod conn;
 mod deliveries;
@@ -256,11 +259,21 @@ impl NetworkControl for AmqpProxy {
         self.shared.registry.sever(target)
     }
 
-    fn amqp_fault(&self, target: Target, fault: AmqpFault) -> Option<Injection> {
+    fn amqp_fault(
+        &self,
+        target: Target,
+        fault: AmqpFault,
+        length: Option<Duration>,
+    ) -> Option<Injection> {
         match fault {
             AmqpFault::Redeliver => self.arm(target, |c, a| c.arm_redeliver(a)),
             AmqpFault::Cancel => self.arm(target, |c, a| c.arm_cancel(a)),
             AmqpFault::DoubleAck => self.arm(target, |c, a| c.arm_double_ack(a)),
+            AmqpFault::Blocked => {
+                let length = length.unwrap_or(Duration::from_secs(1));
+                self.arm(target, |c, a| c.arm_blocked(a, length))
+                    .or_else(|| self.not_announced(target))
+            }
         }
     }
 }
@@ -291,6 +304,32 @@ impl AmqpProxy {
             }
         }
         None
+    }
+}
+
+impl AmqpProxy {
+    /// An `amqp: blocked` no connection of `target` could take because none announced the
+    /// `connection.blocked` capability (RabbitMQ notifies only those): answered at once with
+    /// why, so the fault event says it; `None` when `target` has no consuming connection.
+    fn not_announced(&self, target: Target) -> Option<Injection> {
+        let mut live = lock(&self.shared.live);
+        live.retain(|(_, c)| c.strong_count() > 0);
+        let (instance, _) = live.iter().find(|(instance, c)| {
+            let hit = match target {
+                Target::AllInstances => true,
+                Target::Instance(i) => i == *instance,
+            };
+            hit && c
+                .upgrade()
+                .is_some_and(|c| c.consumes() && !c.announced_blocked())
+        })?;
+        let (answer, outcome) = tokio::sync::oneshot::channel();
+        let _ = answer.send(Err(format!(
+            "consumer[{instance}]'s client did not announce the connection.blocked capability \
+             in its client-properties: RabbitMQ sends connection.blocked only to clients that \
+             do, so nothing was sent and its publishes were not held"
+        )));
+        Some(outcome)
     }
 }
 
@@ -390,6 +429,9 @@ impl FrameHandler for Requests {
             // On a channel an `amqp: double-ack` closed: RabbitMQ would ignore it.
             return Handled::Drop;
         }
+        // A blocked connection's publish waits (and everything after it, as RabbitMQ stops
+        // reading it).
+        self.conn.hold_if_publishing(&frame).await;
         let Some(ack) = self.conn.on_client_frame(&frame) else {
             return Handled::Forward(frame);
         };

@@ -946,3 +946,103 @@ fn a_channel_rabbitmq_closes_lists_what_it_requeued() {
     );
     assert_eq!(conn.unacked(), 0);
 }
+
+fn start_ok(capabilities: &[(&str, bool)]) -> Vec<u8> {
+    let mut caps = FieldTable::default();
+    for (k, v) in capabilities {
+        caps.insert((*k).into(), AMQPValue::Boolean(*v));
+    }
+    let mut props = FieldTable::default();
+    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    encode(&AMQPFrame::Method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+            client_properties: props,
+            mechanism: "PLAIN".into(),
+            response: "\0guest\0guest".into(),
+            locale: "en_US".into(),
+        })),
+    ))
+}
+
+fn publish(ch: u16) -> Vec<u8> {
+    method(
+        ch,
+        basic::AMQPMethod::Publish(basic::Publish {
+            exchange: "".into(),
+            routing_key: "out".into(),
+            mandatory: false,
+            immediate: false,
+        }),
+    )
+}
+
+#[tokio::test]
+async fn a_blocked_connection_holds_its_publishes_until_unblocked() {
+    use inject::Side;
+    let (conn, timeline) = test_conn(Gate::open());
+    let mut rx = timeline.subscribe();
+    conn.on_client_frame(&start_ok(&[("connection.blocked", false)]));
+    let (answer, _) = tokio::sync::oneshot::channel();
+    let length = std::time::Duration::from_millis(150);
+    assert!(
+        conn.arm_blocked(answer, length).is_err(),
+        "RabbitMQ notifies only a client that announced the capability"
+    );
+    conn.on_client_frame(&start_ok(&[("connection.blocked", true)]));
+    let (answer, mut outcome) = tokio::sync::oneshot::channel();
+    conn.arm_blocked(answer, length).expect("armed");
+    // Nothing is held before the consumer was told.
+    conn.hold_if_publishing(&publish(1)).await;
+    let (frame, stage) = conn.due(Side::Client).await;
+    let expect = encode(&AMQPFrame::Method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
+            reason: "low on memory".into(),
+        })),
+    ));
+    assert_eq!(&frame[..], &expect[..]);
+    assert!(
+        outcome.try_recv().is_err(),
+        "not answered before it is written"
+    );
+    conn.injected_written(stage);
+    let sent = outcome.try_recv().expect("answered").expect("sent");
+    assert!(
+        sent.detail.starts_with("sent connection.blocked"),
+        "{}",
+        sent.detail
+    );
+    let started = tokio::time::Instant::now();
+    // Acks and other frames pass; a publish waits for connection.unblocked.
+    conn.hold_if_publishing(&ack(1, 1, false)).await;
+    let writer = {
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let (frame, stage) = conn.due(Side::Client).await;
+            conn.injected_written(stage);
+            frame
+        })
+    };
+    conn.hold_if_publishing(&publish(1)).await;
+    let held_for = started.elapsed();
+    assert!(held_for >= length, "held {held_for:?}");
+    let unblocked = writer.await.unwrap();
+    let expect = encode(&AMQPFrame::Method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {})),
+    ));
+    assert_eq!(&unblocked[..], &expect[..]);
+    let held: Vec<_> = drain(&mut rx)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Held { at, held_us, .. } => Some((at, held_us)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].0, crate::timeline::HeldAt::Publish);
+    assert!(held[0].1 >= 100_000, "{held:?}");
+    // Unblocked: publishes pass again.
+    conn.hold_if_publishing(&publish(1)).await;
+}
