@@ -319,7 +319,10 @@ consumer: { command: [c] }\neffects: { sink: http }\nexpect: at-least-once\n";
             faults[0].to_string(),
             "amqp: blocked on consumer for 3s when after: ack, nth: 2"
         );
-        assert_eq!(faults[0].action.length(), Some(std::time::Duration::from_secs(3)));
+        assert_eq!(
+            faults[0].action.length(),
+            Some(std::time::Duration::from_secs(3))
+        );
         assert_eq!(
             faults[1].to_string(),
             "amqp: double-ack on consumer when after: ack, nth: 4"
