@@ -222,9 +222,8 @@ impl Conn {
             incarnation: self.incarnation,
             channel: ch,
             requeued: held.into_values().flatten().collect(),
-            detail: "closed at RabbitMQ by the proxy for an `amqp: double-ack` fault (as \
-                     RabbitMQ closes a channel on a second ack of a tag); RabbitMQ requeued \
-                     what it held unacknowledged"
+            detail: "the proxy closed it for an `amqp: double-ack` fault, as RabbitMQ closes \
+                     a channel on a second ack of a tag"
                 .into(),
         });
         self.wake_client_side.notify_one();
