@@ -286,6 +286,24 @@ pub enum Event {
         /// How it ended, in words.
         detail: String,
     },
+    /// One channel of a consumer's proxied AMQP connection closed at RabbitMQ's end while the
+    /// connection lived on: a channel exception RabbitMQ raised (a second ack of a tag is 406
+    /// PRECONDITION_FAILED), or the proxy's `amqp: double-ack` fault. RabbitMQ put the
+    /// deliveries the channel held unacknowledged back in the queue: `requeued` lists their
+    /// IDs as the proxy tracked them.
+    ChannelClosed {
+        /// Instance.
+        instance: u32,
+        /// Incarnation.
+        incarnation: u32,
+        /// The channel number.
+        channel: u16,
+        /// The IDs of the deliveries it held unacknowledged (requeued by RabbitMQ).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        requeued: Vec<String>,
+        /// Who closed it and why, in words.
+        detail: String,
+    },
     /// A consumer process connected straight to the broker, past the proxy (the run's watch
     /// reads every live consumer process's sockets from `/proc` about once a second); one
     /// event per connection, the first time it is seen. Network faults do not reach that
@@ -664,6 +682,9 @@ pub enum HeldAt {
     CommitResponse,
     /// An AMQP basic.ack/nack/reject on its way to the broker.
     AckRequest,
+    /// An AMQP basic.publish of the consumer held while its connection was blocked
+    /// (`amqp: blocked`); it has no event of its own, so the `held` event's `event` is 0.
+    Publish,
     /// A Kafka EndTxn request (commit) on its way to the broker (`before: end_txn`).
     EndTxnRequest,
     /// The HTTP sink's answer to an effect (`during: effect`), held by the harness until the
@@ -905,6 +926,9 @@ pub struct FaultRecord {
 /// How the detail of an applied `amqp: cancel` fault begins (the judge reads it to find the
 /// consumers a server-sent `basic.cancel` reached).
 pub const CANCEL_SENT: &str = "sent basic.cancel";
+
+/// How the detail of an applied `amqp: double-ack` fault begins.
+pub const CHANNEL_CLOSE_SENT: &str = "sent channel.close 406 PRECONDITION_FAILED";
 
 /// One consumer incarnation.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -730,27 +730,36 @@ impl RunFacts<'_> {
         self.faults_fired = fired;
     }
 
-    /// The consumers a server-sent `basic.cancel` (`amqp: cancel`) reached whose instance never
-    /// subscribed again after it (no `basic.consume` from any of its incarnations), in words:
-    /// `consumer[0] incarnation 1 (cancelled at 0.452s)`.
+    /// The consumers a server-sent `basic.cancel` (`amqp: cancel`) or `channel.close`
+    /// (`amqp: double-ack`) reached whose instance never subscribed again after it (no
+    /// `basic.consume` from any of its incarnations), in words: `consumer[0] incarnation 1
+    /// (cancelled at 0.452s)`, `... (channel closed at 0.452s)`.
     pub(crate) fn cancelled_never_resubscribed(&self) -> Vec<String> {
+        use crate::timeline::{CANCEL_SENT, CHANNEL_CLOSE_SENT};
         self.faults
             .iter()
-            .filter(|f| {
-                f.applied
-                    && f.action == "amqp"
-                    && f.detail.starts_with(crate::timeline::CANCEL_SENT)
+            .filter_map(|f| {
+                let what = if !f.applied || f.action != "amqp" {
+                    None
+                } else if f.detail.starts_with(CANCEL_SENT) {
+                    Some("cancelled")
+                } else if f.detail.starts_with(CHANNEL_CLOSE_SENT) {
+                    Some("channel closed")
+                } else {
+                    None
+                };
+                what.map(|w| (f, w))
             })
-            .flat_map(|f| f.hit.iter().map(move |h| (f.fired_at_us, *h)))
-            .filter(|(t, h)| {
+            .flat_map(|(f, w)| f.hit.iter().map(move |h| (f.fired_at_us, *h, w)))
+            .filter(|(t, h, _)| {
                 !self
                     .consumer_settings
                     .iter()
                     .any(|s| s.instance == h.instance && s.t_us > *t)
             })
-            .map(|(t, h)| {
+            .map(|(t, h, what)| {
                 format!(
-                    "consumer[{}] incarnation {} (cancelled at {:.3}s)",
+                    "consumer[{}] incarnation {} ({what} at {:.3}s)",
                     h.instance,
                     h.incarnation,
                     t as f64 / 1e6

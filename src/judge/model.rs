@@ -394,11 +394,13 @@ pub enum InconclusiveReason {
         /// Where each stall happened.
         stalls: Vec<Stall>,
     },
-    /// A server-sent `basic.cancel` (`amqp: cancel`) ended a consumer's subscription and its
-    /// instance never subscribed again while messages were left pending (a liveness finding:
+    /// A server-sent `basic.cancel` (`amqp: cancel`) or `channel.close` (`amqp: double-ack`)
+    /// ended a consumer's subscription and its instance never subscribed again while messages
+    /// were left pending (a liveness finding:
     /// the consumer neither re-subscribed nor exited to be restarted).
     ConsumerCancelled {
-        /// The consumers cancelled, in words (`consumer[0] incarnation 1 (cancelled at 0.452s)`).
+        /// The consumers cancelled, in words (`consumer[0] incarnation 1 (cancelled at 0.452s)`,
+        /// or `(channel closed at ...)` for `amqp: double-ack`).
         consumers: Vec<String>,
     },
 }
@@ -615,7 +617,7 @@ impl fmt::Display for InconclusiveReason {
             ),
             InconclusiveReason::ConsumerCancelled { consumers } => write!(
                 f,
-                "a server-sent basic.cancel ended the subscription of {} and no process of that instance subscribed again (liveness: the consumer neither re-subscribed nor exited to be restarted): the messages left pending were never delivered",
+                "a server-sent basic.cancel (or channel.close) ended the subscription of {} and no process of that instance subscribed again (liveness: the consumer neither re-subscribed nor exited to be restarted): the messages left pending were never delivered",
                 consumers.join(", ")
             ),
         }

@@ -756,3 +756,82 @@ fn output_records_are_attributed_to_the_incarnation_whose_produce_wrote_them() {
     assert_eq!(writers("a"), [(Some(1), by), (Some(2), by)]);
     assert_eq!(writers("b"), [(Some(1), by), (Some(2), by), (None, None)]);
 }
+
+/// An AMQP run whose consumer[0]#1 had its channel closed by `amqp: double-ack` after q-1 and
+/// two messages left in the queue; `resubscribed`: it sent `basic.consume` again after.
+fn channel_closed_run(resubscribed: bool) -> Judgement {
+    let mut tl = Tl::new();
+    tl.start(
+        &["amqp: double-ack when {after: ack, nth: 1}"],
+        3,
+        "at-least-once",
+    );
+    for (i, id) in ["q-1", "q-2", "q-3"].iter().enumerate() {
+        tl.push(produced_event(
+            id,
+            None,
+            Some(i as i64 + 1),
+            ProduceStatus::Acked,
+        ));
+    }
+    tl.process(1, ProcessPhase::Started).effect("q-1", 1);
+    tl.push(Event::Fault(crate::timeline::FaultRecord {
+        fault: 0,
+        action: "amqp".into(),
+        target: "consumer".into(),
+        trigger: "after: ack, nth: 1".into(),
+        matched_at_us: 1_000,
+        fired_at_us: 2_000,
+        trigger_latency_us: 1_000,
+        applied: true,
+        detail: format!(
+            "{} - unknown delivery tag 1 (channel 1) to consumer[0]",
+            crate::timeline::CHANNEL_CLOSE_SENT
+        ),
+        hit: vec![crate::timeline::ProcessRef {
+            instance: 0,
+            incarnation: 1,
+        }],
+        length_us: None,
+        through_proxy: true,
+    }));
+    if resubscribed {
+        tl.push(Event::ConsumerSettings {
+            instance: 0,
+            incarnation: 1,
+            no_ack: false,
+            prefetch: Some(10),
+        });
+    }
+    tl.push(Event::QueueRemainder {
+        ids: vec!["q-2".into(), "q-3".into()],
+        complete: true,
+    });
+    tl.end(EndReason::Deadline);
+    analyze(&tl.events)
+}
+
+#[test]
+fn a_consumer_whose_channel_was_closed_and_never_subscribed_again_is_a_liveness_finding() {
+    let stuck = channel_closed_run(false);
+    let reason = stuck
+        .inconclusive_reasons
+        .iter()
+        .find_map(|r| match r {
+            crate::judge::model::InconclusiveReason::ConsumerCancelled { consumers } => {
+                Some(consumers.clone())
+            }
+            _ => None,
+        })
+        .expect("a consumer_cancelled reason");
+    assert_eq!(reason.len(), 1);
+    assert!(
+        reason[0].starts_with("consumer[0] incarnation 1 (channel closed at"),
+        "{reason:?}"
+    );
+    let moved_on = channel_closed_run(true);
+    assert!(!moved_on.inconclusive_reasons.iter().any(|r| matches!(
+        r,
+        crate::judge::model::InconclusiveReason::ConsumerCancelled { .. }
+    )));
+}

@@ -64,8 +64,16 @@ pub fn apply(
     levers: &Levers,
     protocol: Option<&GroupProtocol>,
 ) -> Option<Landing> {
-    if let FaultAction::Amqp { target, fault } = *action {
-        let queued = levers.network.as_deref()?.amqp_fault(target, fault)?;
+    if let FaultAction::Amqp {
+        target,
+        fault,
+        length,
+    } = *action
+    {
+        let queued = levers
+            .network
+            .as_deref()?
+            .amqp_fault(target, fault, length)?;
         return Some(Landing::Sending(queued));
     }
     apply_now(action, levers, protocol).map(Landing::Now)

@@ -311,7 +311,7 @@ impl Nemesis {
             applied: false,
             detail: String::new(),
             hit: Vec::new(),
-            length_us: None,
+            length_us: f.action.length().map(|d| d.as_micros() as u64),
             through_proxy: f.through_proxy,
         };
         let timeline = self.timeline.clone();

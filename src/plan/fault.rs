@@ -91,6 +91,8 @@ pub enum FaultAction {
         target: Target,
         /// What is sent.
         fault: AmqpFault,
+        /// How long it lasts (`blocked`: until `connection.unblocked`); None for the others.
+        length: Option<Duration>,
     },
 }
 
@@ -258,6 +260,18 @@ pub enum AmqpFault {
     /// queue is deleted or fails over; the proxy cancels it at RabbitMQ first, so nothing more
     /// is delivered to it. The consumer must subscribe again or exit loudly.
     Cancel,
+    /// RabbitMQ's answer to a second ack of a delivery tag, after the consumer's last ack (which
+    /// was forwarded: the broker settled it): a server-sent `channel.close` 406
+    /// PRECONDITION_FAILED ("unknown delivery tag N") on that ack's channel. The proxy closes
+    /// the same channel at RabbitMQ first, so RabbitMQ requeues every delivery the channel held
+    /// unacknowledged, as in the real incident. The consumer must open a channel and subscribe
+    /// again, or exit loudly.
+    DoubleAck,
+    /// `connection.blocked` ("low on memory", as RabbitMQ says under a memory alarm) to a
+    /// consumer whose client announced the `connection.blocked` capability, for the fault's
+    /// `for:`; the connection's publishes are held meanwhile (RabbitMQ stops reading a
+    /// blocked connection that publishes), then `connection.unblocked`.
+    Blocked,
 }
 
 impl AmqpFault {
@@ -266,6 +280,8 @@ impl AmqpFault {
         match self {
             AmqpFault::Redeliver => "redeliver",
             AmqpFault::Cancel => "cancel",
+            AmqpFault::DoubleAck => "double-ack",
+            AmqpFault::Blocked => "blocked",
         }
     }
 }
@@ -362,12 +378,12 @@ impl FaultAction {
             | FaultAction::Partition { length, .. }
             | FaultAction::Latency { length, .. } => Some(length),
             FaultAction::Rebalance { hold } => Some(hold),
+            FaultAction::Amqp { length, .. } => length,
             FaultAction::Kill { .. }
             | FaultAction::Terminate { .. }
             | FaultAction::Sever { .. }
             | FaultAction::Scale(_)
-            | FaultAction::Reply { .. }
-            | FaultAction::Amqp { .. } => None,
+            | FaultAction::Reply { .. } => None,
         }
     }
 
@@ -474,8 +490,15 @@ impl fmt::Display for Fault {
             FaultAction::Reply { target, reply } => {
                 write!(f, "{name}: {} on {target}", reply.describe())?
             }
-            FaultAction::Amqp { target, fault } => {
-                write!(f, "{name}: {} on {target}", fault.as_str())?
+            FaultAction::Amqp {
+                target,
+                fault,
+                length,
+            } => {
+                write!(f, "{name}: {} on {target}", fault.as_str())?;
+                if let Some(length) = length {
+                    write!(f, " for {}", duration(length))?;
+                }
             }
         }
         write!(f, " when {}", self.when)

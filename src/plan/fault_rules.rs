@@ -188,7 +188,7 @@ fn action(spec: &FaultSpec, ctx: &Context, found: &mut Findings) -> Option<Fault
         [] => {
             found.0.push(broken(
                 "",
-                "a fault needs an action: add `kill: consumer`, `terminate: consumer`, `pause: consumer`, `partition: consumer`, `latency: 200ms`, `sever: consumer`, `rebalance: group`, `scale: +1`, `commit_error: REBALANCE_IN_PROGRESS`, `fetch_error: OFFSET_OUT_OF_RANGE` or `amqp: redeliver|cancel`",
+                "a fault needs an action: add `kill: consumer`, `terminate: consumer`, `pause: consumer`, `partition: consumer`, `latency: 200ms`, `sever: consumer`, `rebalance: group`, `scale: +1`, `commit_error: REBALANCE_IN_PROGRESS`, `fetch_error: OFFSET_OUT_OF_RANGE` or `amqp: redeliver|cancel|double-ack|blocked`",
             ));
             return None;
         }
@@ -262,11 +262,20 @@ fn action(spec: &FaultSpec, ctx: &Context, found: &mut Findings) -> Option<Fault
         Written::Amqp(fault) => {
             let (through_proxy, on_amqp) =
                 (found.keep(proxied()), found.keep(amqp_broker(ctx.kind)));
+            let length = match fault {
+                AmqpFault::Blocked => Some(found.keep(length())),
+                AmqpFault::Redeliver | AmqpFault::Cancel | AmqpFault::DoubleAck => None,
+            };
             through_proxy?;
             on_amqp?;
+            let length = match length {
+                Some(checked) => Some(checked?),
+                None => None,
+            };
             FaultAction::Amqp {
                 target: spec.target.unwrap_or(Target::AllInstances),
                 fault,
+                length,
             }
         }
         Written::Scale(1) => FaultAction::Scale(ScaleStep::Up),

@@ -298,6 +298,38 @@ consumer: { command: [c] }\neffects: { sink: http }\nexpect: at-least-once\n";
     }
 
     #[test]
+    fn amqp_blocked_needs_a_length_and_double_ack_takes_none() {
+        let amqp = MINIMAL.replace(
+            "kind: kafka",
+            "kind: amqp, url: \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+        );
+        let e = error_of(&format!(
+            "{amqp}faults:\n  - amqp: blocked\n    when: {{ after: ack, nth: 2 }}\n"
+        ));
+        assert!(e.contains("`amqp` needs a length: add `for: 5s`"), "{e}");
+        let plan = parse_plan(
+            Path::new("p.yaml"),
+            &format!(
+                "{amqp}faults:\n  - amqp: blocked\n    for: 3s\n    when: {{ after: ack, nth: 2 }}\n  - amqp: double-ack\n    when: {{ after: ack, nth: 4 }}\n"
+            ),
+        )
+        .unwrap();
+        let faults = &plan.loaded.faults;
+        assert_eq!(
+            faults[0].to_string(),
+            "amqp: blocked on consumer for 3s when after: ack, nth: 2"
+        );
+        assert_eq!(
+            faults[0].action.length(),
+            Some(std::time::Duration::from_secs(3))
+        );
+        assert_eq!(
+            faults[1].to_string(),
+            "amqp: double-ack on consumer when after: ack, nth: 4"
+        );
+    }
+
+    #[test]
     fn scale_is_plus_or_minus_one_and_grace_goes_with_a_stop() {
         let e = error_of(&format!(
             "{MINIMAL}faults:\n  - scale: 2\n    when: {{ at: 1s }}\n"

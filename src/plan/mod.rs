@@ -543,7 +543,9 @@ pub struct FaultSpec {
     pub sever: Option<Target>,
     /// A protocol fault the AMQP proxy injects toward the consumer (`redeliver`: re-send the
     /// next delivery it forwards, with `redelivered=true` and a tag of its own; `cancel`: a
-    /// server-sent `basic.cancel`). RabbitMQ only.
+    /// server-sent `basic.cancel`; `double-ack`: the channel closed with 406 PRECONDITION_FAILED
+    /// as RabbitMQ answers a second ack of a tag; `blocked`: `connection.blocked` for `for:`,
+    /// the connection's publishes held meanwhile). RabbitMQ only.
     #[serde(default)]
     pub amqp: Option<AmqpFault>,
     /// Who `latency`, `commit_error`, `fetch_error`, `heartbeat_error` and `amqp` apply to

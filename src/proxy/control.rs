@@ -30,7 +30,13 @@ pub trait NetworkControl: Send + Sync {
     /// connection of the target can take it now (or this proxy speaks another protocol); else
     /// the answer comes once the proxy has written it to the consumer's socket (what was sent),
     /// or given up (why).
-    fn amqp_fault(&self, _target: Target, _fault: AmqpFault) -> Option<Injection> {
+    /// `length` is how long a timed one lasts (`blocked`).
+    fn amqp_fault(
+        &self,
+        _target: Target,
+        _fault: AmqpFault,
+        _length: Option<Duration>,
+    ) -> Option<Injection> {
         None
     }
 }

@@ -1,8 +1,9 @@
 //! How a message came to be applied twice, from who applied it and what happened in between:
 //! stored twice by the broker, one process applying it again (a retry; or handed it again: a
 //! revocation when its ownership moved, else a same-process redelivery), a zombie writing after
-//! its work moved, a commit that did not stick, or the first writer losing the work before it
-//! committed it (a crash, a revocation, a stall).
+//! its work moved, a commit that did not stick, a channel RabbitMQ closed (and requeued) while
+//! it held the message unacked, or the first writer losing the work before it committed it (a
+//! crash, a revocation, a stall).
 //!
 //! Invariants: every path names what it read from the timeline; without an attributed effect
 //! the mechanism is `unexplained`. `revoked_uncommitted` needs an ownership change on the
@@ -14,7 +15,7 @@
 use crate::judge::mechanism::evidence::{
     delivery_evidence, effect_evidence, fault_evidence, name, unattributed, Evidence, Finding,
 };
-use crate::judge::mechanism::index::{pref, Index};
+use crate::judge::mechanism::index::{pref, ChannelRequeue, Index};
 use crate::judge::mechanism::kind::Mechanism;
 use crate::judge::model::{Anomaly, EffectSeen};
 use crate::timeline::{AckVerb, EffectOutcome, FaultRecord, ProcessRef};
@@ -143,8 +144,11 @@ impl Index<'_> {
             let fault = self.fault_on(&[w1], window, true);
             return Finding::blaming(Mechanism::RedeliveredAfterCommit, fault, ev);
         }
-        self.push_no_mark(&mut ev, w1, t1, t2);
         let again_at = handed[handed.len() - 1].t_us;
+        if let Some(r) = self.channel_requeue(&a.id, w1, (first_handed, again_at)) {
+            return self.channel_closed(r, ev);
+        }
+        self.push_no_mark(&mut ev, w1, t1, t2);
         if let Some((t, seq, what)) = self.moved_away(a, w1, (first_handed, again_at)) {
             ev.push(Evidence { t_us: t, seq, what });
             self.push_group_changes(&mut ev, t1, t2, &[w1]);
@@ -157,6 +161,28 @@ impl Index<'_> {
             ev.push(fault_evidence(seq, f));
         }
         Finding::blaming(Mechanism::RedeliveredSameProcess, fault, ev)
+    }
+
+    /// RabbitMQ closed the channel holding the message unacknowledged (a channel error, or the
+    /// `amqp: double-ack` fault that makes one) and requeued it: the fault blamed is the last
+    /// one that reached the holder before the close.
+    fn channel_closed(&self, r: &ChannelRequeue<'_>, mut ev: Vec<Evidence>) -> Finding {
+        ev.push(Evidence {
+            t_us: r.t_us,
+            seq: Some(r.seq),
+            what: format!(
+                "channel {} of {} closed at RabbitMQ while it held this message unacknowledged \
+                 ({}): RabbitMQ requeued it",
+                r.channel,
+                name(r.who),
+                r.detail
+            ),
+        });
+        let fault = self.fault_on(&[r.who], (0, r.t_us), false);
+        if let Some((seq, f)) = fault {
+            ev.push(fault_evidence(seq, f));
+        }
+        Finding::blaming(Mechanism::ChannelClosed, fault, ev)
     }
 
     /// The nacks and rejects with requeue by which `who` handed the message back to the queue
@@ -253,6 +279,9 @@ impl Index<'_> {
             ev.push(self.marked_evidence(w.first, mark));
             let fault = self.fault_on(&[w.first, w.second], (w.t1, w.t2), true);
             return Finding::blaming(Mechanism::RedeliveredAfterCommit, fault, ev);
+        }
+        if let Some(r) = self.channel_requeue(&a.id, w.first, (0, w.t2)) {
+            return self.channel_closed(r, ev);
         }
         if let Some(fault) = self.stalled_first_writer(w, &mut ev) {
             return Finding::blaming(Mechanism::Zombie, Some(fault), ev);

@@ -1,7 +1,7 @@
 //! The index the mechanism rules look up, built in one pass over the events: how each
 //! incarnation exited, the applied faults, the commits the broker accepted or refused, the
 //! acks, nacks, rejects and deliveries of the anomalous IDs, no-ack consumers, closed
-//! connections, group changes and assignments, the IDs the broker stored twice, and when and
+//! connections, channels closed at RabbitMQ with an anomalous ID unacked, group changes and assignments, the IDs the broker stored twice, and when and
 //! how the run ended; with the questions the rules ask of it (who marked a message done and
 //! when, who owned a partition, which fault hit whom before what, whether an exit was the
 //! harness's own stop).
@@ -69,6 +69,18 @@ pub(crate) struct Returned {
     pub(crate) requeue: bool,
 }
 
+/// A channel RabbitMQ closed while it held an anomalous ID unacknowledged (a `channel_closed`
+/// event): the message went back to the queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChannelRequeue<'a> {
+    pub(crate) t_us: u64,
+    pub(crate) seq: u64,
+    pub(crate) who: ProcessRef,
+    pub(crate) channel: u16,
+    /// Who closed it and why.
+    pub(crate) detail: &'a str,
+}
+
 /// A consumer connection that ended before the run did: (time, seq, unacked, how).
 type Closed = (u64, u64, u64, String);
 
@@ -94,6 +106,8 @@ pub(crate) struct Index<'a> {
     deliveries: HashMap<&'a str, Vec<Delivery>>,
     /// Consumer connections that ended before the run did, per incarnation.
     closed: HashMap<ProcessRef, Vec<Closed>>,
+    /// Channels closed at RabbitMQ holding the anomalous IDs unacknowledged, per ID.
+    channel_requeues: HashMap<&'a str, Vec<ChannelRequeue<'a>>>,
     /// When the run ended (`run_ended`), and whether it settled (the work was done and the
     /// effects quiet) rather than being cut off (deadline, abort, harness failure).
     pub(crate) end: Option<(u64, bool)>,
@@ -162,6 +176,7 @@ impl<'a> Index<'a> {
                 returns: HashMap::new(),
                 deliveries: HashMap::new(),
                 closed: HashMap::new(),
+                channel_requeues: HashMap::new(),
                 end: None,
                 no_ack: HashSet::new(),
                 group_changes: Vec::new(),
@@ -296,6 +311,31 @@ impl<'a> Builder<'a> {
                 let closed = (st.t_us, st.seq, *unacked, detail.clone());
                 let who = pref(*instance, *incarnation);
                 self.index.closed.entry(who).or_default().push(closed);
+            }
+            Event::ChannelClosed {
+                instance,
+                incarnation,
+                channel,
+                requeued,
+                detail,
+            } => {
+                let who = pref(*instance, *incarnation);
+                for id in requeued {
+                    let Some(&id) = self.ids.get(id.as_str()) else {
+                        continue;
+                    };
+                    self.index
+                        .channel_requeues
+                        .entry(id)
+                        .or_default()
+                        .push(ChannelRequeue {
+                            t_us: st.t_us,
+                            seq: st.seq,
+                            who,
+                            channel: *channel,
+                            detail,
+                        });
+                }
             }
             Event::RunEnded { reason } if self.index.end.is_none() => {
                 self.index.end = Some((st.t_us, *reason == EndReason::Settled));
@@ -665,6 +705,20 @@ impl Index<'_> {
     /// The nacks and rejects of `id` (an anomalous ID) forwarded to the broker, in order.
     pub(crate) fn returns_of(&self, id: &str) -> impl Iterator<Item = &Returned> + '_ {
         self.returns.get(id).into_iter().flatten()
+    }
+
+    /// The first channel of `who` closed at RabbitMQ between `from` and `to` while it held `id`
+    /// unacknowledged (RabbitMQ requeued it).
+    pub(crate) fn channel_requeue(
+        &self,
+        id: &str,
+        who: ProcessRef,
+        (from, to): (u64, u64),
+    ) -> Option<&ChannelRequeue<'_>> {
+        self.channel_requeues
+            .get(id)?
+            .iter()
+            .find(|r| r.who == who && r.t_us >= from && r.t_us <= to)
     }
 
     /// The connections of `who` that ended between `from` and `to`.

@@ -42,6 +42,10 @@ pub enum Mechanism {
     /// A live consumer committed past the message without applying it (a filter or an error
     /// path that skips work).
     Skipped,
+    /// RabbitMQ closed the channel the message was delivered on (a channel error: a second ack
+    /// of a tag is 406 PRECONDITION_FAILED) while the consumer held it unacknowledged, requeued
+    /// it, and it was applied again.
+    ChannelClosed,
     /// The consumer rejected the message without requeue (AMQP `basic.nack` / `basic.reject`
     /// with `requeue=false`) and never applied it.
     DroppedByConsumer,
@@ -121,6 +125,7 @@ impl Mechanism {
             Mechanism::FetchedTwice => "fetched_twice",
             Mechanism::ProducerDuplicate => "producer_duplicate",
             Mechanism::RedeliveredAfterCommit => "redelivered_after_commit",
+            Mechanism::ChannelClosed => "channel_closed",
             Mechanism::Skipped => "skipped",
             Mechanism::DroppedByConsumer => "dropped_by_consumer",
             Mechanism::NeverDelivered => "never_delivered",
@@ -179,6 +184,9 @@ impl Mechanism {
             }
             (Mechanism::RedeliveredAfterCommit, true) => {
                 "Applied again although its ack had reached the broker"
+            }
+            (Mechanism::ChannelClosed, _) => {
+                "Requeued when RabbitMQ closed the channel holding it unacked (a channel error such as a second ack of a tag), applied again"
             }
             (Mechanism::Skipped, false) => "Committed past by a live consumer, never applied",
             (Mechanism::Skipped, true) => "Acked by a live consumer, never applied",
@@ -260,6 +268,9 @@ impl Mechanism {
             }
             (Mechanism::RedeliveredAfterCommit, true) => {
                 "RabbitMQ may deliver a message again (marked redelivered) after its ack, when the ack was lost to a failover or a closed channel: deduplicate on the message ID, or send an idempotency key that makes the repeat harmless."
+            }
+            (Mechanism::ChannelClosed, _) => {
+                "A channel error (a second ack of a delivery tag, an ack on another channel: 406 PRECONDITION_FAILED) closes the channel, and RabbitMQ requeues every delivery it held unacknowledged, finished work included: ack each tag once and on the channel that delivered it, drop the closed channel's deliveries (their acks can no longer land), and make the effect idempotent (keyed by the message ID) for the redeliveries that follow."
             }
             (Mechanism::Skipped, _) => {
                 "The consumer marked work done that it never did: check filters, error handlers and early returns that commit (ack) without the effect."

@@ -883,3 +883,80 @@ fn a_record_carried_twice_by_one_fetch_response_and_applied_twice_is_fetched_twi
         "{facts:?}"
     );
 }
+
+impl Run {
+    /// AMQP: channel 1 of `i`/`n` closed at RabbitMQ holding `requeued` unacknowledged.
+    fn channel_closed(&mut self, i: u32, n: u32, requeued: &[&str]) -> &mut Run {
+        self.tl.push(Event::ChannelClosed {
+            instance: i,
+            incarnation: n,
+            channel: 1,
+            requeued: requeued.iter().map(|s| s.to_string()).collect(),
+            detail: "closed at RabbitMQ by the proxy for an `amqp: double-ack` fault".into(),
+        });
+        self
+    }
+}
+
+#[test]
+fn amqp_work_requeued_by_a_closed_channel_and_redone_after_an_exit_is_channel_closed() {
+    // The double ack's 406 closes the channel: m-1, effected but not yet acked, goes back to
+    // the queue; the consumer exits 1 on the channel error and its successor redoes m-1.
+    let mech = Run::amqp(2)
+        .started(0, 1)
+        .delivered("m-0", 0, 1)
+        .delivered("m-1", 0, 1)
+        .effect("m-0", 0, 1)
+        .settled("m-0", 0, 1, AckVerb::Ack, false)
+        .fault(0, "amqp", &[(0, 1)], 0)
+        .channel_closed(0, 1, &["m-1"])
+        .effect("m-1", 0, 1)
+        .exited(0, 1, "exit 1")
+        .started(0, 2)
+        .redelivered("m-1", 0, 2)
+        .effect("m-1", 0, 2)
+        .settled("m-1", 0, 2, AckVerb::Ack, false)
+        .drained()
+        .judge();
+    assert_eq!(mech.of("m-1"), Some(Mechanism::ChannelClosed));
+    assert_eq!(fault_of(&mech, Mechanism::ChannelClosed), Some(0));
+    let facts = facts_of(&mech, Mechanism::ChannelClosed);
+    assert!(
+        facts.iter().any(|f| f.contains(
+            "channel 1 of consumer[0]#1 closed at RabbitMQ while it held this message unacknowledged"
+        )),
+        "{facts:?}"
+    );
+}
+
+#[test]
+fn amqp_work_requeued_by_a_closed_channel_to_the_same_process_is_channel_closed() {
+    // The consumer opened a channel again and was handed its own requeued message.
+    let mech = Run::amqp(1)
+        .started(0, 1)
+        .delivered("m-0", 0, 1)
+        .effect("m-0", 0, 1)
+        .channel_closed(0, 1, &["m-0"])
+        .redelivered("m-0", 0, 1)
+        .effect("m-0", 0, 1)
+        .settled("m-0", 0, 1, AckVerb::Ack, false)
+        .drained()
+        .judge();
+    assert_eq!(mech.of("m-0"), Some(Mechanism::ChannelClosed));
+    // A channel that closed without the message is no explanation.
+    let mech = Run::amqp(2)
+        .started(0, 1)
+        .delivered("m-0", 0, 1)
+        .effect("m-0", 0, 1)
+        .channel_closed(0, 1, &["m-1"])
+        .settled("m-0", 0, 1, AckVerb::Reject, true)
+        .redelivered("m-0", 0, 1)
+        .effect("m-0", 0, 1)
+        .settled("m-0", 0, 1, AckVerb::Ack, false)
+        .delivered("m-1", 0, 1)
+        .effect("m-1", 0, 1)
+        .settled("m-1", 0, 1, AckVerb::Ack, false)
+        .drained()
+        .judge();
+    assert_eq!(mech.of("m-0"), Some(Mechanism::RedeliveredSameProcess));
+}

@@ -20,7 +20,7 @@ use super::conn::{ChannelState, Conn};
 use super::framing::{
     frame_parts, method_ids, method_name, BASIC, BASIC_ACK, BASIC_CONSUME, BASIC_GET, BASIC_NACK,
     BASIC_QOS, BASIC_RECOVER_ASYNC, BASIC_REJECT, CHANNEL, CHANNEL_CLOSE, CHANNEL_CLOSE_OK,
-    CHANNEL_OPEN, CONNECTION, CONNECTION_TUNE_OK,
+    CHANNEL_OPEN, CONNECTION, CONNECTION_START_OK, CONNECTION_TUNE_OK,
 };
 use super::{lock, HoldDecision, HoldPoint};
 use crate::timeline::{AckPhase, AckVerb, Event, HeldAt};
@@ -62,7 +62,7 @@ impl Conn {
                     BASIC,
                     BASIC_QOS | BASIC_CONSUME | BASIC_GET | BASIC_RECOVER_ASYNC
                 ) | (CHANNEL, CHANNEL_OPEN | CHANNEL_CLOSE | CHANNEL_CLOSE_OK)
-                    | (CONNECTION, CONNECTION_TUNE_OK)
+                    | (CONNECTION, CONNECTION_START_OK | CONNECTION_TUNE_OK)
             );
         if !interesting {
             return None;
@@ -123,6 +123,10 @@ impl Conn {
     fn on_client_setting(&self, ch: u16, method: AMQPClass) {
         let mut channels = lock(&self.channels);
         match method {
+            AMQPClass::Connection(connection::AMQPMethod::StartOk(s)) => {
+                let announced = super::blocked::announces_blocked(&s.client_properties);
+                self.blocked_capable.store(announced, Ordering::Relaxed);
+            }
             AMQPClass::Connection(connection::AMQPMethod::TuneOk(t)) => {
                 self.framing.set_frame_max(t.frame_max);
                 self.heartbeat

@@ -3,13 +3,16 @@
 //! the broker→client side (`deliveries.rs`) and the client→broker side (`acks.rs`).
 //!
 //! Invariant: the state is only observed from frames, never used to change one, except the
-//! delivery tags an injected `amqp: redeliver` shifts (`inject.rs`); a channel that closes or
-//! reopens starts afresh.
+//! delivery tags an injected `amqp: redeliver` shifts (`inject.rs`) and the frames of a channel
+//! an `amqp: double-ack` closes (`channel_close.rs`); a channel that closes or reopens starts
+//! afresh.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex};
 
+use super::blocked::Block;
+use super::channel_close::ChannelClose;
 use super::framing::{method_name, AmqpFraming};
 use super::inject::{Cancel, Capture};
 use super::{lock, Shared};
@@ -67,6 +70,16 @@ pub(super) struct Conn {
     pub(super) forged_any: AtomicBool,
     /// An armed `amqp: cancel`.
     pub(super) cancel: Mutex<Option<Cancel>>,
+    /// An armed `amqp: double-ack`, until the consumer has closed the channel too.
+    pub(super) closing: Mutex<Option<ChannelClose>>,
+    /// The channel and client delivery tag of the last ack written to RabbitMQ.
+    pub(super) last_ack: Mutex<Option<(u16, u64)>>,
+    /// The client announced the `connection.blocked` capability (`connection.start-ok`).
+    pub(super) blocked_capable: AtomicBool,
+    /// An armed `amqp: blocked`, until `connection.unblocked` is written.
+    pub(super) block: Mutex<Option<Block>>,
+    /// Wakes the publishes a `blocked` holds once `connection.unblocked` is written.
+    pub(super) unblocked: tokio::sync::Notify,
     /// Wakes the client→broker side when it has a frame to inject.
     pub(super) wake_broker_side: tokio::sync::Notify,
     /// Wakes the broker→client side when it has a frame to inject.
@@ -102,6 +115,11 @@ impl Conn {
             capturing: AtomicBool::new(false),
             forged_any: AtomicBool::new(false),
             cancel: Mutex::default(),
+            closing: Mutex::default(),
+            last_ack: Mutex::default(),
+            blocked_capable: AtomicBool::new(false),
+            block: Mutex::default(),
+            unblocked: tokio::sync::Notify::new(),
             wake_broker_side: tokio::sync::Notify::new(),
             wake_client_side: tokio::sync::Notify::new(),
         }

@@ -1,7 +1,8 @@
 //! The broker→client side: deliveries (`basic.deliver`, `basic.get-ok` and the content header
 //! that names the message) as `delivered` events, remembered by delivery tag until an ack
 //! settles them; consumer tags' no-ack, channel closes and `basic.recover-ok` that void the
-//! outstanding tags. Publisher confirms (the broker's own `basic.ack` / `basic.nack`) are not
+//! outstanding tags (a channel RabbitMQ closes is a `channel_closed` event listing the IDs it
+//! requeued). Publisher confirms (the broker's own `basic.ack` / `basic.nack`) are not
 //! consumer acks and are ignored.
 //!
 //! Invariants: every broker frame is forwarded as it came (this side never holds or changes
@@ -143,7 +144,22 @@ impl Conn {
                 // Every unacknowledged message goes back: the old tags are void.
                 channels.entry(ch).or_default().outstanding.clear();
             }
-            AMQPClass::Channel(channel::AMQPMethod::Close(_) | channel::AMQPMethod::CloseOk(_)) => {
+            AMQPClass::Channel(channel::AMQPMethod::Close(close)) => {
+                let held = channels.remove(&ch).map(|s| s.outstanding);
+                drop(channels);
+                // A channel exception: RabbitMQ requeues what the channel held unacknowledged.
+                self.shared.timeline.record(Event::ChannelClosed {
+                    instance: self.instance,
+                    incarnation: self.incarnation,
+                    channel: ch,
+                    requeued: held.unwrap_or_default().into_values().flatten().collect(),
+                    detail: format!(
+                        "RabbitMQ closed it: {} {} (class {}, method {})",
+                        close.reply_code, close.reply_text, close.class_id, close.method_id
+                    ),
+                });
+            }
+            AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
                 channels.remove(&ch);
             }
             _ => {}

@@ -22,6 +22,7 @@ const FRAME_MIN_SIZE: usize = 4096;
 
 // Class and method ids (AMQP 0-9-1).
 pub(super) const CONNECTION: u16 = 10;
+pub(super) const CONNECTION_START_OK: u16 = 11;
 pub(super) const CONNECTION_TUNE_OK: u16 = 31;
 pub(super) const CHANNEL: u16 = 20;
 pub(super) const CHANNEL_OPEN: u16 = 10;
@@ -31,6 +32,7 @@ pub(super) const BASIC: u16 = 60;
 pub(super) const BASIC_QOS: u16 = 10;
 pub(super) const BASIC_CONSUME: u16 = 20;
 pub(super) const BASIC_CONSUME_OK: u16 = 21;
+pub(super) const BASIC_PUBLISH: u16 = 40;
 pub(super) const BASIC_RETURN: u16 = 50;
 pub(super) const BASIC_DELIVER: u16 = 60;
 pub(super) const BASIC_GET: u16 = 70;
@@ -155,6 +157,7 @@ pub(super) fn method_name(class: u16, method: u16) -> String {
         (BASIC, BASIC_QOS) => "basic.qos".into(),
         (BASIC, BASIC_CONSUME) => "basic.consume".into(),
         (BASIC, BASIC_CONSUME_OK) => "basic.consume-ok".into(),
+        (CONNECTION, CONNECTION_START_OK) => "connection.start-ok".into(),
         (CONNECTION, CONNECTION_TUNE_OK) => "connection.tune-ok".into(),
         _ => format!("method {class}.{method}"),
     }

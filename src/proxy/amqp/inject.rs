@@ -29,6 +29,8 @@ use bytes::{Bytes, BytesMut};
 
 use amq_protocol::frame::parsing::parse_content_header;
 
+use super::blocked::BlockStage;
+use super::channel_close::CloseStage;
 use super::conn::Conn;
 use super::deliveries::message_id;
 use super::framing::{
@@ -305,6 +307,26 @@ pub(super) enum CancelStage {
     ToClient,
 }
 
+/// The side of a connection an injected frame goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    /// Toward RabbitMQ.
+    Broker,
+    /// Toward the consumer.
+    Client,
+}
+
+/// An injected frame, named so that its fault hears once it is written.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Injected {
+    /// A frame of an `amqp: cancel`.
+    Cancel(CancelStage),
+    /// A frame of an `amqp: double-ack`.
+    Close(CloseStage),
+    /// A frame of an `amqp: blocked`.
+    Block(BlockStage),
+}
+
 /// An armed `amqp: cancel`.
 #[derive(Debug)]
 pub(super) struct Cancel {
@@ -403,34 +425,65 @@ impl Conn {
         Ok(())
     }
 
-    /// The armed cancel's frame for the side at `stage`, once one is due there; waits.
-    /// Cancel-safe: the state changes only when the frame was written.
-    pub(super) async fn cancel_due(&self, stage: CancelStage) -> Bytes {
-        let wake = match stage {
-            CancelStage::ToBroker => &self.wake_broker_side,
-            CancelStage::ToClient => &self.wake_client_side,
+    /// The armed cancel's frame for the side at `stage`, if one is due there. Changes nothing
+    /// but forgetting a cancel the nemesis gave up on.
+    fn cancel_frame(&self, stage: CancelStage) -> Option<Bytes> {
+        let mut cancel = lock(&self.cancel);
+        if cancel.as_ref().is_some_and(|c| c.answer.is_closed()) {
+            // The nemesis gave up waiting (recorded as not applied).
+            *cancel = None;
+        }
+        cancel
+            .as_ref()
+            .filter(|c| c.stage == stage)
+            .and_then(|c| cancel_frame(c.channel, &c.consumer_tag))
+    }
+
+    /// The next frame an armed fault has due toward `side`, once one is; waits. Cancel-safe:
+    /// the state changes only when [`Conn::injected_written`] hears it was written.
+    pub(super) async fn due(&self, side: Side) -> (Bytes, Injected) {
+        let (wake, stage) = match side {
+            Side::Broker => (&self.wake_broker_side, CancelStage::ToBroker),
+            Side::Client => (&self.wake_client_side, CancelStage::ToClient),
         };
         loop {
-            let due = {
-                let mut cancel = lock(&self.cancel);
-                if cancel.as_ref().is_some_and(|c| c.answer.is_closed()) {
-                    // The nemesis gave up waiting (recorded as not applied).
-                    *cancel = None;
-                }
-                cancel
-                    .as_ref()
-                    .filter(|c| c.stage == stage)
-                    .and_then(|c| cancel_frame(c.channel, &c.consumer_tag))
-            };
-            if let Some(frame) = due {
-                return frame;
+            if let Some(frame) = self.cancel_frame(stage) {
+                return (frame, Injected::Cancel(stage));
             }
-            wake.notified().await;
+            if let Some((frame, stage)) = self.close_due(side == Side::Broker) {
+                return (frame, Injected::Close(stage));
+            }
+            let block_ends = match side {
+                Side::Client => self.block_ends(),
+                Side::Broker => None,
+            };
+            if let Some((frame, stage)) = (side == Side::Client).then(|| self.block_due()).flatten()
+            {
+                return (frame, Injected::Block(stage));
+            }
+            match block_ends {
+                Some(at) => {
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => wake.notified().await,
+            }
+        }
+    }
+
+    /// An injected frame was written: its fault goes on to its next stage, or is answered.
+    pub(super) fn injected_written(&self, injected: Injected) {
+        match injected {
+            Injected::Cancel(stage) => self.cancel_written(stage),
+            Injected::Close(stage) => self.close_written(stage),
+            Injected::Block(stage) => self.block_written(stage),
         }
     }
 
     /// The armed cancel's frame at `stage` was written: on to the consumer, or answered.
-    pub(super) fn cancel_written(&self, stage: CancelStage) {
+    fn cancel_written(&self, stage: CancelStage) {
         let mut cancel = lock(&self.cancel);
         match stage {
             CancelStage::ToBroker => {

@@ -16,8 +16,12 @@
 //! - `conn.rs`: one connection's per-channel state;
 //! - `deliveries.rs`: the broker→client side: deliveries and the outstanding delivery tags;
 //! - `acks.rs`: the client→broker side: acks resolved to IDs, their hold, consumer settings;
-//! - `inject.rs`: protocol faults sent to the consumer (`amqp: redeliver`) and the delivery
-//!   tags they shift;
+//! - `inject.rs`: protocol faults sent to the consumer (`amqp: redeliver`, `amqp: cancel`), the
+//!   delivery tags they shift, and the frames each side has due;
+//! - `blocked.rs`: `amqp: blocked`, `connection.blocked` and the publishes held until
+//!   `connection.unblocked`;
+//! - `channel_close.rs`: `amqp: double-ack`, a channel closed at both ends as RabbitMQ closes
+//!   it on a second ack of a tag;
 //! - this file: the proxy's lifecycle, one connection from accept to close, and the two
 //!   directions as frame handlers.
 //!
@@ -32,6 +36,8 @@
 //! heartbeat timeout lets RabbitMQ close the connection (a warning says so).
 
 mod acks;
+mod blocked;
+mod channel_close;
 mod conn;
 mod deliveries;
 mod framing;
@@ -59,7 +65,7 @@ use crate::proxy::control::{Injection, NetworkControl};
 use crate::timeline::{AckPhase, ClosedBy, Event, Timeline};
 use acks::AckRecord;
 use conn::Conn;
-use inject::{CancelStage, ContentFollower};
+use inject::{ContentFollower, Injected, Side};
 use url::{redact, split_url, UrlParts};
 
 /// Frames the proxy could not read that get a warning of their own; later ones are counted.
@@ -253,10 +259,21 @@ impl NetworkControl for AmqpProxy {
         self.shared.registry.sever(target)
     }
 
-    fn amqp_fault(&self, target: Target, fault: AmqpFault) -> Option<Injection> {
+    fn amqp_fault(
+        &self,
+        target: Target,
+        fault: AmqpFault,
+        length: Option<Duration>,
+    ) -> Option<Injection> {
         match fault {
             AmqpFault::Redeliver => self.arm(target, |c, a| c.arm_redeliver(a)),
             AmqpFault::Cancel => self.arm(target, |c, a| c.arm_cancel(a)),
+            AmqpFault::DoubleAck => self.arm(target, |c, a| c.arm_double_ack(a)),
+            AmqpFault::Blocked => {
+                let length = length.unwrap_or(Duration::from_secs(1));
+                self.arm(target, |c, a| c.arm_blocked(a, length))
+                    .or_else(|| self.not_announced(target))
+            }
         }
     }
 }
@@ -290,6 +307,32 @@ impl AmqpProxy {
     }
 }
 
+impl AmqpProxy {
+    /// An `amqp: blocked` no connection of `target` could take because none announced the
+    /// `connection.blocked` capability (RabbitMQ notifies only those): answered at once with
+    /// why, so the fault event says it; `None` when `target` has no consuming connection.
+    fn not_announced(&self, target: Target) -> Option<Injection> {
+        let mut live = lock(&self.shared.live);
+        live.retain(|(_, c)| c.strong_count() > 0);
+        let (instance, _) = live.iter().find(|(instance, c)| {
+            let hit = match target {
+                Target::AllInstances => true,
+                Target::Instance(i) => i == *instance,
+            };
+            hit && c
+                .upgrade()
+                .is_some_and(|c| c.consumes() && !c.announced_blocked())
+        })?;
+        let (answer, outcome) = tokio::sync::oneshot::channel();
+        let _ = answer.send(Err(format!(
+            "consumer[{instance}]'s client did not announce the connection.blocked capability \
+             in its client-properties: RabbitMQ sends connection.blocked only to clients that \
+             do, so nothing was sent and its publishes were not held"
+        )));
+        Some(outcome)
+    }
+}
+
 /// One accepted connection, from accept to close.
 async fn serve(shared: Arc<Shared>, client: TcpStream, instance: u32) {
     let incarnation = (shared.incarnation_of)(instance);
@@ -313,13 +356,13 @@ async fn serve(shared: Arc<Shared>, client: TcpStream, instance: u32) {
         conn: conn.clone(),
         unwritten: None,
         content: ContentFollower::default(),
-        injecting: false,
+        injecting: None,
     };
     let mut responses = Responses {
         conn: conn.clone(),
         forged: None,
         content: ContentFollower::default(),
-        injecting: false,
+        injecting: None,
     };
     let end = serve_connection(
         client,
@@ -375,13 +418,20 @@ struct Requests {
     unwritten: Option<AckRecord>,
     /// The client's content in flight (nothing is injected inside it).
     content: ContentFollower,
-    /// An injected `basic.cancel` is being written.
-    injecting: bool,
+    /// An injected frame being written.
+    injecting: Option<Injected>,
 }
 
 impl FrameHandler for Requests {
     async fn on_frame(&mut self, frame: Bytes) -> Handled {
         self.content.follow(&frame);
+        if self.conn.drop_client_frame(&frame) {
+            // On a channel an `amqp: double-ack` closed: RabbitMQ would ignore it.
+            return Handled::Drop;
+        }
+        // A blocked connection's publish waits (and everything after it, as RabbitMQ stops
+        // reading it).
+        self.conn.hold_if_publishing(&frame).await;
         let Some(ack) = self.conn.on_client_frame(&frame) else {
             return Handled::Forward(frame);
         };
@@ -410,15 +460,16 @@ impl FrameHandler for Requests {
     }
 
     fn needs_written(&self) -> bool {
-        self.unwritten.is_some() || self.injecting
+        self.unwritten.is_some() || self.injecting.is_some()
     }
 
     fn on_written(&mut self) {
         if let Some(ack) = self.unwritten.take() {
             self.conn.ack_event(&ack, AckPhase::Forwarded);
+            self.conn.ack_forwarded(&ack);
         }
-        if std::mem::take(&mut self.injecting) {
-            self.conn.cancel_written(CancelStage::ToBroker);
+        if let Some(injected) = self.injecting.take() {
+            self.conn.injected_written(injected);
         }
     }
 
@@ -426,8 +477,8 @@ impl FrameHandler for Requests {
         if !self.content.between() {
             std::future::pending::<()>().await;
         }
-        let frame = self.conn.cancel_due(CancelStage::ToBroker).await;
-        self.injecting = true;
+        let (frame, injected) = self.conn.due(Side::Broker).await;
+        self.injecting = Some(injected);
         frame
     }
 }
@@ -448,14 +499,18 @@ struct Responses {
     forged: Option<inject::Forged>,
     /// The broker's content in flight (nothing is injected inside it).
     content: ContentFollower,
-    /// An injected `basic.cancel` is being written.
-    injecting: bool,
+    /// An injected frame being written.
+    injecting: Option<Injected>,
 }
 
 impl FrameHandler for Responses {
     fn on_frame(&mut self, frame: Bytes) -> impl std::future::Future<Output = Handled> + Send {
         let frame = self.conn.to_client(frame);
         self.content.follow(&frame);
+        if self.conn.swallow_broker_frame(&frame) {
+            // RabbitMQ's close-ok to the proxy's own close (`amqp: double-ack`).
+            return std::future::ready(Handled::Drop);
+        }
         self.conn.on_broker_frame(&frame);
         let handled = match self.conn.capture(&frame) {
             None => Handled::Forward(frame),
@@ -470,15 +525,15 @@ impl FrameHandler for Responses {
     }
 
     fn needs_written(&self) -> bool {
-        self.forged.is_some() || self.injecting
+        self.forged.is_some() || self.injecting.is_some()
     }
 
     fn on_written(&mut self) {
         if let Some(forged) = self.forged.take() {
             self.conn.forged_written(forged);
         }
-        if std::mem::take(&mut self.injecting) {
-            self.conn.cancel_written(CancelStage::ToClient);
+        if let Some(injected) = self.injecting.take() {
+            self.conn.injected_written(injected);
         }
     }
 
@@ -486,8 +541,8 @@ impl FrameHandler for Responses {
         if !self.content.between() {
             std::future::pending::<()>().await;
         }
-        let frame = self.conn.cancel_due(CancelStage::ToClient).await;
-        self.injecting = true;
+        let (frame, injected) = self.conn.due(Side::Client).await;
+        self.injecting = Some(injected);
         frame
     }
 }

@@ -348,7 +348,7 @@ async fn a_withheld_ack_is_dropped_and_an_answered_one_forwarded() {
         conn: conn.clone(),
         unwritten: None,
         content: inject::ContentFollower::default(),
-        injecting: false,
+        injecting: None,
     };
     let g = gate.clone();
     let decider = tokio::spawn(async move {
@@ -415,7 +415,7 @@ async fn an_ack_whose_connection_ends_while_held_is_dropped() {
             conn: conn.clone(),
             unwritten: None,
             content: inject::ContentFollower::default(),
-            injecting: false,
+            injecting: None,
         };
         let held = requests.on_frame(Bytes::from(ack(1, 1, false)));
         // The connection ends (the pump is dropped) while the ack waits for a verdict.
@@ -726,12 +726,12 @@ fn nothing_is_injected_inside_a_content_and_a_cancel_goes_to_the_broker_first() 
             nowait: true,
         }),
     );
-    let to_broker = rt.block_on(conn.cancel_due(inject::CancelStage::ToBroker));
+    let to_broker = rt.block_on(conn.due(inject::Side::Broker)).0;
     assert_eq!(&to_broker[..], &expect[..]);
     let early = rt.block_on(async {
         tokio::time::timeout(
             std::time::Duration::from_millis(20),
-            conn.cancel_due(inject::CancelStage::ToClient),
+            conn.due(inject::Side::Client),
         )
         .await
     });
@@ -739,14 +739,14 @@ fn nothing_is_injected_inside_a_content_and_a_cancel_goes_to_the_broker_first() 
         early.is_err(),
         "the consumer hears of it only once RabbitMQ has"
     );
-    conn.cancel_written(inject::CancelStage::ToBroker);
-    let to_client = rt.block_on(conn.cancel_due(inject::CancelStage::ToClient));
+    conn.injected_written(inject::Injected::Cancel(inject::CancelStage::ToBroker));
+    let to_client = rt.block_on(conn.due(inject::Side::Client)).0;
     assert_eq!(&to_client[..], &expect[..]);
     assert!(
         outcome.try_recv().is_err(),
         "not answered before it is written"
     );
-    conn.cancel_written(inject::CancelStage::ToClient);
+    conn.injected_written(inject::Injected::Cancel(inject::CancelStage::ToClient));
     let sent = outcome.try_recv().expect("answered").expect("sent");
     assert!(
         sent.detail.contains("consumer tag c, channel 1"),
@@ -774,4 +774,302 @@ fn a_no_ack_consumers_copy_awaits_no_ack_but_names_its_id() {
     conn.forged_written(forged);
     let sent = outcome.try_recv().expect("answered").expect("sent");
     assert!(sent.detail.contains("(ID m-1)"), "{}", sent.detail);
+}
+
+fn channel_method(ch: u16, m: channel::AMQPMethod) -> Vec<u8> {
+    encode(&AMQPFrame::Method(ch, AMQPClass::Channel(m)))
+}
+
+fn channel_close(ch: u16, code: u16, text: &str, class_id: u16, method_id: u16) -> Vec<u8> {
+    channel_method(
+        ch,
+        channel::AMQPMethod::Close(channel::Close {
+            reply_code: code,
+            reply_text: text.into(),
+            class_id,
+            method_id,
+        }),
+    )
+}
+
+fn drain(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Arc<crate::timeline::Stamped>>,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e.event.clone());
+    }
+    events
+}
+
+#[test]
+fn a_double_ack_closes_the_channel_at_rabbitmq_first_then_tells_the_consumer_406() {
+    use inject::{Injected, Side};
+    let (conn, timeline) = test_conn(Gate::open());
+    let mut rx = timeline.subscribe();
+    conn.on_client_frame(&consume(1, "c", false));
+    deliver_all(&conn, &["m-1", "m-2", "m-3"]);
+    let (answer, _) = tokio::sync::oneshot::channel();
+    assert!(conn.arm_double_ack(answer).is_err(), "no ack to double yet");
+    let first = conn.on_client_frame(&ack(1, 1, false)).expect("an ack");
+    conn.settle(&first);
+    conn.ack_forwarded(&first);
+    let (answer, mut outcome) = tokio::sync::oneshot::channel();
+    conn.arm_double_ack(answer).expect("armed");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let (to_broker, stage) = rt.block_on(conn.due(Side::Broker));
+    assert_eq!(
+        &to_broker[..],
+        &channel_close(1, 200, "exactly: amqp double-ack fault", 0, 0)[..]
+    );
+    let early = rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_millis(20), conn.due(Side::Client)).await
+    });
+    assert!(
+        early.is_err(),
+        "the consumer hears of it once RabbitMQ closed it"
+    );
+    assert!(
+        !conn.drop_client_frame(&ack(1, 2, false)),
+        "not closing yet"
+    );
+    conn.injected_written(stage);
+    drain(&mut rx);
+    // From the close on, the consumer's frames on the channel never reach RabbitMQ.
+    assert!(conn.drop_client_frame(&ack(1, 2, false)));
+    assert!(
+        !conn.drop_client_frame(&ack(2, 1, false)),
+        "another channel"
+    );
+    let acks: Vec<_> = drain(&mut rx)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Ack { ids, phase, .. } => Some((ids, phase)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        acks,
+        [
+            (vec!["m-2".to_string()], AckPhase::Request),
+            (vec!["m-2".to_string()], AckPhase::Dropped)
+        ]
+    );
+    // A delivery RabbitMQ sent before it read the close goes on, and is requeued too.
+    let d = deliver(1, "c", 4, false);
+    assert!(!conn.swallow_broker_frame(&d));
+    conn.on_broker_frame(&d);
+    conn.on_broker_frame(&header(1, with_id("m-4")));
+    let close_ok = channel_method(1, channel::AMQPMethod::CloseOk(channel::CloseOk {}));
+    assert!(conn.swallow_broker_frame(&close_ok), "RabbitMQ's close-ok");
+    let closed: Vec<_> = drain(&mut rx)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::ChannelClosed {
+                channel, requeued, ..
+            } => Some((channel, requeued)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        closed,
+        [(1, vec!["m-2".into(), "m-3".into(), "m-4".into()])]
+    );
+    let (to_client, stage) = rt.block_on(conn.due(Side::Client));
+    assert_eq!(
+        &to_client[..],
+        &channel_close(
+            1,
+            406,
+            "PRECONDITION_FAILED - unknown delivery tag 1",
+            60,
+            80
+        )[..]
+    );
+    assert!(
+        outcome.try_recv().is_err(),
+        "not answered before it is written"
+    );
+    assert!(matches!(stage, Injected::Close(_)));
+    conn.injected_written(stage);
+    let sent = outcome.try_recv().expect("answered").expect("sent");
+    assert!(
+        sent.detail.starts_with(
+            "sent channel.close 406 PRECONDITION_FAILED - unknown delivery tag 1 (channel 1)"
+        ),
+        "{}",
+        sent.detail
+    );
+    assert!(
+        sent.detail.contains("requeued the 3 deliveries"),
+        "{}",
+        sent.detail
+    );
+    // The consumer's close-ok is swallowed; then the channel is its own again.
+    assert!(conn.drop_client_frame(&close_ok));
+    let open = channel_method(1, channel::AMQPMethod::Open(channel::Open {}));
+    assert!(!conn.drop_client_frame(&open));
+}
+
+#[test]
+fn a_consumer_that_closes_the_channel_itself_meanwhile_is_answered_close_ok() {
+    use inject::Side;
+    let (conn, _) = test_conn(Gate::open());
+    conn.on_client_frame(&consume(1, "c", false));
+    deliver_all(&conn, &["m-1"]);
+    let first = conn.on_client_frame(&ack(1, 1, false)).expect("an ack");
+    conn.ack_forwarded(&first);
+    let (answer, mut outcome) = tokio::sync::oneshot::channel();
+    conn.arm_double_ack(answer).expect("armed");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let (_, stage) = rt.block_on(conn.due(Side::Broker));
+    conn.injected_written(stage);
+    assert!(conn.drop_client_frame(&channel_close(1, 200, "bye", 0, 0)));
+    let close_ok = channel_method(1, channel::AMQPMethod::CloseOk(channel::CloseOk {}));
+    assert!(conn.swallow_broker_frame(&close_ok));
+    let why = outcome.try_recv().expect("answered").expect_err("not sent");
+    assert!(why.contains("closed channel 1 itself"), "{why}");
+    let (to_client, stage) = rt.block_on(conn.due(Side::Client));
+    assert_eq!(&to_client[..], &close_ok[..]);
+    conn.injected_written(stage);
+    let open = channel_method(1, channel::AMQPMethod::Open(channel::Open {}));
+    assert!(!conn.drop_client_frame(&open), "the fault is over");
+}
+
+#[test]
+fn a_channel_rabbitmq_closes_lists_what_it_requeued() {
+    let (conn, timeline) = test_conn(Gate::open());
+    let mut rx = timeline.subscribe();
+    conn.on_client_frame(&consume(1, "c", false));
+    deliver_all(&conn, &["m-1", "m-2"]);
+    conn.on_broker_frame(&channel_close(
+        1,
+        406,
+        "PRECONDITION_FAILED - unknown delivery tag 7",
+        60,
+        80,
+    ));
+    let closed: Vec<_> = drain(&mut rx)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::ChannelClosed {
+                requeued, detail, ..
+            } => Some((requeued, detail)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].0, ["m-1", "m-2"]);
+    assert!(
+        closed[0].1.contains("406 PRECONDITION_FAILED"),
+        "{}",
+        closed[0].1
+    );
+    assert_eq!(conn.unacked(), 0);
+}
+
+fn start_ok(capabilities: &[(&str, bool)]) -> Vec<u8> {
+    let mut caps = FieldTable::default();
+    for (k, v) in capabilities {
+        caps.insert((*k).into(), AMQPValue::Boolean(*v));
+    }
+    let mut props = FieldTable::default();
+    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    encode(&AMQPFrame::Method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+            client_properties: props,
+            mechanism: "PLAIN".into(),
+            response: "\0guest\0guest".into(),
+            locale: "en_US".into(),
+        })),
+    ))
+}
+
+fn publish(ch: u16) -> Vec<u8> {
+    method(
+        ch,
+        basic::AMQPMethod::Publish(basic::Publish {
+            exchange: "".into(),
+            routing_key: "out".into(),
+            mandatory: false,
+            immediate: false,
+        }),
+    )
+}
+
+#[tokio::test]
+async fn a_blocked_connection_holds_its_publishes_until_unblocked() {
+    use inject::Side;
+    let (conn, timeline) = test_conn(Gate::open());
+    let mut rx = timeline.subscribe();
+    conn.on_client_frame(&start_ok(&[("connection.blocked", false)]));
+    let (answer, _) = tokio::sync::oneshot::channel();
+    let length = std::time::Duration::from_millis(150);
+    assert!(
+        conn.arm_blocked(answer, length).is_err(),
+        "RabbitMQ notifies only a client that announced the capability"
+    );
+    conn.on_client_frame(&start_ok(&[("connection.blocked", true)]));
+    let (answer, mut outcome) = tokio::sync::oneshot::channel();
+    conn.arm_blocked(answer, length).expect("armed");
+    // Nothing is held before the consumer was told.
+    conn.hold_if_publishing(&publish(1)).await;
+    let (frame, stage) = conn.due(Side::Client).await;
+    let expect = encode(&AMQPFrame::Method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
+            reason: "low on memory".into(),
+        })),
+    ));
+    assert_eq!(&frame[..], &expect[..]);
+    assert!(
+        outcome.try_recv().is_err(),
+        "not answered before it is written"
+    );
+    conn.injected_written(stage);
+    let sent = outcome.try_recv().expect("answered").expect("sent");
+    assert!(
+        sent.detail.starts_with("sent connection.blocked"),
+        "{}",
+        sent.detail
+    );
+    let started = tokio::time::Instant::now();
+    // Acks and other frames pass; a publish waits for connection.unblocked.
+    conn.hold_if_publishing(&ack(1, 1, false)).await;
+    let writer = {
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let (frame, stage) = conn.due(Side::Client).await;
+            conn.injected_written(stage);
+            frame
+        })
+    };
+    conn.hold_if_publishing(&publish(1)).await;
+    let held_for = started.elapsed();
+    assert!(held_for >= length, "held {held_for:?}");
+    let unblocked = writer.await.unwrap();
+    let expect = encode(&AMQPFrame::Method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {})),
+    ));
+    assert_eq!(&unblocked[..], &expect[..]);
+    let held: Vec<_> = drain(&mut rx)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Held { at, held_us, .. } => Some((at, held_us)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].0, crate::timeline::HeldAt::Publish);
+    assert!(held[0].1 >= 100_000, "{held:?}");
+    // Unblocked: publishes pass again.
+    conn.hold_if_publishing(&publish(1)).await;
 }

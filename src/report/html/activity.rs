@@ -166,6 +166,7 @@ fn held_at(at: HeldAt) -> &'static str {
         HeldAt::CommitRequest => "commit request",
         HeldAt::CommitResponse => "commit response",
         HeldAt::AckRequest => "ack",
+        HeldAt::Publish => "publish (connection blocked)",
         HeldAt::EndTxnRequest => "transaction commit (EndTxn) request",
         HeldAt::Effect => "the sink's answer to an effect",
     }
