@@ -801,6 +801,7 @@ fn channel_closed_run(resubscribed: bool) -> Judgement {
             incarnation: 1,
             no_ack: false,
             prefetch: Some(10),
+            heartbeat_s: None,
         });
     }
     tl.push(Event::QueueRemainder {

@@ -101,6 +101,7 @@ impl Mechanism {
             | Mechanism::FetchedTwice
             | Mechanism::ProducerDuplicate
             | Mechanism::RedeliveredAfterCommit
+            | Mechanism::ChannelClosed
             | Mechanism::Skipped
             | Mechanism::DroppedByConsumer
             | Mechanism::NeverDelivered
