@@ -97,9 +97,29 @@ impl Db {
     /// for the transaction, so two owners of a partition cannot both write one message.
     pub fn insert_with_offset(
         &mut self,
-        (group, topic, partition, offset): (&str, &str, i32, i64),
+        at: (&str, &str, i32, i64),
         id: &str,
         payload: &str,
+    ) -> Result<Written, tokio_postgres::Error> {
+        self.advance_offset(at, Some((id, payload)))
+    }
+
+    /// Stores the partition's next offset past `offset` in its own transaction, with no row
+    /// (the offsets-in-db bug of `offset-then-db`), unless the stored offset is already past
+    /// this message: then `Skipped`, nothing written.
+    pub fn store_offset(
+        &mut self,
+        at: (&str, &str, i32, i64),
+    ) -> Result<Written, tokio_postgres::Error> {
+        self.advance_offset(at, None)
+    }
+
+    /// Moves the partition's stored next offset past `offset`, with `row` (ID, payload) in
+    /// the same transaction when given; `Skipped` when the stored offset is already past it.
+    fn advance_offset(
+        &mut self,
+        (group, topic, partition, offset): (&str, &str, i32, i64),
+        row: Option<(&str, &str)>,
     ) -> Result<Written, tokio_postgres::Error> {
         let table = self.table.clone();
         self.rt.block_on(async {
@@ -110,58 +130,23 @@ impl Db {
                 &[&group, &topic, &partition],
             )
             .await?;
-            let row = tx
+            let stored = tx
                 .query_one(
                     "SELECT next_offset FROM consumer_offsets WHERE grp = $1 AND topic = $2 \
                      AND part = $3 FOR UPDATE",
                     &[&group, &topic, &partition],
                 )
                 .await?;
-            let next: i64 = row.get(0);
+            let next: i64 = stored.get(0);
             if offset < next {
                 tx.rollback().await?;
                 return Ok(Written::Skipped);
             }
-            let sql =
-                format!("INSERT INTO {table} (message_id, payload) VALUES ($1, $2::text::jsonb)");
-            tx.execute(&sql, &[&id, &payload]).await?;
-            tx.execute(
-                "UPDATE consumer_offsets SET next_offset = $4 WHERE grp = $1 AND topic = $2 \
-                 AND part = $3",
-                &[&group, &topic, &partition, &(offset + 1)],
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(Written::Applied)
-        })
-    }
-
-    /// Stores the partition's next offset past `offset` in its own transaction, with no row
-    /// (the offsets-in-db bug of `offset-then-db`), unless the stored offset is already past
-    /// this message: then `Skipped`, nothing written.
-    pub fn store_offset(
-        &mut self,
-        (group, topic, partition, offset): (&str, &str, i32, i64),
-    ) -> Result<Written, tokio_postgres::Error> {
-        self.rt.block_on(async {
-            let tx = self.client.transaction().await?;
-            tx.execute(
-                "INSERT INTO consumer_offsets (grp, topic, part, next_offset) VALUES ($1, $2, $3, 0) \
-                 ON CONFLICT DO NOTHING",
-                &[&group, &topic, &partition],
-            )
-            .await?;
-            let row = tx
-                .query_one(
-                    "SELECT next_offset FROM consumer_offsets WHERE grp = $1 AND topic = $2 \
-                     AND part = $3 FOR UPDATE",
-                    &[&group, &topic, &partition],
-                )
-                .await?;
-            let next: i64 = row.get(0);
-            if offset < next {
-                tx.rollback().await?;
-                return Ok(Written::Skipped);
+            if let Some((id, payload)) = row {
+                let sql = format!(
+                    "INSERT INTO {table} (message_id, payload) VALUES ($1, $2::text::jsonb)"
+                );
+                tx.execute(&sql, &[&id, &payload]).await?;
             }
             tx.execute(
                 "UPDATE consumer_offsets SET next_offset = $4 WHERE grp = $1 AND topic = $2 \
