@@ -1005,6 +1005,7 @@ fn per_record() -> PerRecord {
             instance: 0,
             incarnation: 1,
             partition: 0,
+            range: None,
             records,
         });
     };

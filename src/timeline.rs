@@ -19,6 +19,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+mod acked;
+mod ranges;
+
+pub use acked::AckedOffsets;
+pub use ranges::{OffsetRange, UnresolvedOffsets, DELIVERY_RANGES_SWITCH};
+
 /// One event with its place in the run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Stamped {
@@ -168,7 +174,8 @@ pub enum Event {
     },
     /// The Kafka proxy saw records of one partition handed to a consumer in one Fetch
     /// response: one event per partition and response, not per record (a `delivered` event per
-    /// record cost the proxy more than forwarding the bytes).
+    /// record cost the proxy more than forwarding the bytes); or a few, in order, when some of
+    /// the response's batches are recorded as a `range` and others walked.
     DeliveredBatch {
         /// Instance they went to.
         instance: u32,
@@ -176,7 +183,13 @@ pub enum Event {
         incarnation: u32,
         /// Kafka partition.
         partition: i32,
+        /// In the file only: the offsets of records the ledger names, recorded from batch
+        /// headers without reading the records (`records` is then empty). [`read_events`]
+        /// replaces it with the records, so a timeline read back never carries one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range: Option<OffsetRange>,
         /// (offset, message ID) of each record, in offset order.
+        #[serde(default)]
         records: DeliveredIds,
     },
     /// A Kafka OffsetCommit seen by the proxy: the request, the broker's response, or a request
@@ -1133,6 +1146,15 @@ pub enum ReadEventsError {
         #[source]
         source: serde_json::Error,
     },
+    /// Deliveries recorded as offset ranges name offsets the ledger does not resolve.
+    #[error("{}: {source}", path.display())]
+    Unresolved {
+        /// The file.
+        path: PathBuf,
+        /// Which offsets.
+        #[source]
+        source: UnresolvedOffsets,
+    },
 }
 
 struct Inner {
@@ -1358,6 +1380,7 @@ fn write_line(buf: &mut Vec<u8>, e: &Stamped) {
             instance,
             incarnation,
             partition,
+            range,
             records,
         } if !records.is_empty() => {
             let empty = Stamped {
@@ -1367,6 +1390,7 @@ fn write_line(buf: &mut Vec<u8>, e: &Stamped) {
                     instance: *instance,
                     incarnation: *incarnation,
                     partition: *partition,
+                    range: *range,
                     records: DeliveredIds::default(),
                 },
             };
@@ -1392,7 +1416,8 @@ fn write_line(buf: &mut Vec<u8>, e: &Stamped) {
 }
 
 /// Reads `events.jsonl`; a torn last line (harness killed mid-write) is ignored, any other
-/// bad line is an error naming its line number.
+/// bad line is an error naming its line number. Deliveries recorded as offset ranges come back
+/// as records (`ranges.rs`), or as an error naming the offsets the ledger does not resolve.
 pub fn read_events(path: &Path) -> Result<Vec<Stamped>, ReadEventsError> {
     let io = |source| ReadEventsError::Io {
         path: path.to_owned(),
@@ -1420,6 +1445,10 @@ pub fn read_events(path: &Path) -> Result<Vec<Stamped>, ReadEventsError> {
             }
         }
     }
+    ranges::resolve(&mut events).map_err(|source| ReadEventsError::Unresolved {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(events)
 }
 
@@ -1461,7 +1490,7 @@ mod tests {
             let e = Stamped {
                 seq,
                 t_us: 5,
-                event: Event::DeliveredBatch { instance: 1, incarnation: 2, partition: 3, records },
+                event: Event::DeliveredBatch { instance: 1, incarnation: 2, partition: 3, range: None, records },
             };
             let mut fast = Vec::new();
             write_line(&mut fast, &e);

@@ -102,6 +102,7 @@ fn test_conn(gate: Gate) -> Arc<Conn> {
         failure: Mutex::default(),
         deliveries_first: AtomicBool::new(false),
         read_deliveries: AtomicBool::new(true),
+        acked: std::sync::OnceLock::new(),
     });
     Arc::new(Conn {
         shared,
@@ -348,6 +349,7 @@ async fn deliveries_are_recorded_after_the_write_or_before_the_forward() {
                     instance: 0,
                     incarnation: 1,
                     partition: 0,
+                    range: None,
                     records,
                 } = &e.event
                 {
