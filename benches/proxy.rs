@@ -1005,7 +1005,7 @@ fn per_record() -> PerRecord {
             instance: 0,
             incarnation: 1,
             partition: 0,
-            range: None,
+            ranges: Vec::new(),
             records,
         });
     };

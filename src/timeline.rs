@@ -174,8 +174,7 @@ pub enum Event {
     },
     /// The Kafka proxy saw records of one partition handed to a consumer in one Fetch
     /// response: one event per partition and response, not per record (a `delivered` event per
-    /// record cost the proxy more than forwarding the bytes); or a few, in order, when some of
-    /// the response's batches are recorded as a `range` and others walked.
+    /// record cost the proxy more than forwarding the bytes).
     DeliveredBatch {
         /// Instance they went to.
         instance: u32,
@@ -183,12 +182,14 @@ pub enum Event {
         incarnation: u32,
         /// Kafka partition.
         partition: i32,
-        /// In the file only: the offsets of records the ledger names, recorded from batch
-        /// headers without reading the records (`records` is then empty). [`read_events`]
-        /// replaces it with the records, so a timeline read back never carries one.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        range: Option<OffsetRange>,
-        /// (offset, message ID) of each record, in offset order.
+        /// In the file only: the first records handed on, as the offsets of batches the ledger
+        /// names, recorded from their headers without reading the records (in order; `records`
+        /// follow them). [`read_events`] puts their records in front of `records` and empties
+        /// it, so a timeline read back never carries one.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ranges: Vec<OffsetRange>,
+        /// (offset, message ID) of each record, in offset order (a repeated batch repeats
+        /// them).
         #[serde(default)]
         records: DeliveredIds,
     },
@@ -1380,7 +1381,7 @@ fn write_line(buf: &mut Vec<u8>, e: &Stamped) {
             instance,
             incarnation,
             partition,
-            range,
+            ranges,
             records,
         } if !records.is_empty() => {
             let empty = Stamped {
@@ -1390,7 +1391,7 @@ fn write_line(buf: &mut Vec<u8>, e: &Stamped) {
                     instance: *instance,
                     incarnation: *incarnation,
                     partition: *partition,
-                    range: *range,
+                    ranges: ranges.clone(),
                     records: DeliveredIds::default(),
                 },
             };
@@ -1485,12 +1486,14 @@ mod tests {
                 proptest::collection::vec((proptest::prelude::any::<i64>(), ".{0,12}"), 0..20),
             ],
             seq in proptest::prelude::any::<u64>(),
+            ranges in proptest::collection::vec(proptest::prelude::any::<(i64, i64)>(), 0..3),
         ) {
             let records: DeliveredIds = ids.iter().map(|(o, id)| (*o, id.as_str())).collect();
+            let ranges = ranges.into_iter().map(OffsetRange::from).collect();
             let e = Stamped {
                 seq,
                 t_us: 5,
-                event: Event::DeliveredBatch { instance: 1, incarnation: 2, partition: 3, range: None, records },
+                event: Event::DeliveredBatch { instance: 1, incarnation: 2, partition: 3, ranges, records },
             };
             let mut fast = Vec::new();
             write_line(&mut fast, &e);

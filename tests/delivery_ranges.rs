@@ -19,7 +19,7 @@ use serde_json::Value;
 struct Ran {
     out: Output,
     report: Value,
-    /// `delivered_batch` lines of events.jsonl that carry a range (as written, before reading).
+    /// `delivered_batch` lines of events.jsonl that carry ranges (as written, before reading).
     range_lines: usize,
     /// Every ID the timeline, read back, says was delivered.
     delivered: BTreeSet<String>,
@@ -94,14 +94,16 @@ fn run(plan: &str, ranges: bool) -> Ran {
     let raw = std::fs::read_to_string(&events_file).unwrap_or_default();
     let range_lines = raw
         .lines()
-        .filter(|l| l.contains(r#""kind":"delivered_batch""#) && l.contains(r#""range":["#))
+        .filter(|l| l.contains(r#""kind":"delivered_batch""#) && l.contains(r#""ranges":[["#))
         .count();
     let events = read_events(&events_file).expect("the timeline reads back, ranges resolved");
     let delivered = events
         .iter()
         .flat_map(|e| match &e.event {
-            Event::DeliveredBatch { range, records, .. } => {
-                assert_eq!(*range, None, "reading resolves every range");
+            Event::DeliveredBatch {
+                ranges, records, ..
+            } => {
+                assert!(ranges.is_empty(), "reading resolves every range");
                 records.iter().map(|(_, id)| id.to_owned()).collect()
             }
             _ => Vec::new(),

@@ -76,7 +76,7 @@ mod tests {
             instance: 0,
             incarnation: 2,
             partition: 0,
-            range: None,
+            ranges: Vec::new(),
             records: ids.iter().copied().collect::<DeliveredIds>(),
         }
     }

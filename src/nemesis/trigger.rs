@@ -183,8 +183,14 @@ fn held_at(event: EventKind, moment: Moment) -> Option<HoldPoint> {
 /// How many occurrences a trigger on `kind` at `moment` counts in `event` (a batch of Kafka
 /// deliveries counts each record, those of an offset range included; anything else 0 or 1).
 fn occurrences(kind: EventKind, moment: Moment, event: &Event) -> u64 {
-    if let (EventKind::Deliver, Event::DeliveredBatch { records, range, .. }) = (kind, event) {
-        return records.len() as u64 + range.map_or(0, |r| r.len());
+    if let (
+        EventKind::Deliver,
+        Event::DeliveredBatch {
+            records, ranges, ..
+        },
+    ) = (kind, event)
+    {
+        return records.len() as u64 + ranges.iter().map(|r| r.len()).sum::<u64>();
     }
     u64::from(counts(kind, moment, event))
 }
@@ -419,7 +425,7 @@ mod tests {
             instance: 0,
             incarnation: 1,
             partition: 0,
-            range: None,
+            ranges: Vec::new(),
             records: (0..n).map(|o| (o, format!("m-{o}"))).collect(),
         };
         let mut t = TriggerState::new(&when, 0, None);
@@ -439,7 +445,7 @@ mod tests {
             instance: 0,
             incarnation: 1,
             partition: 0,
-            range: Some(crate::timeline::OffsetRange { first, last }),
+            ranges: vec![crate::timeline::OffsetRange { first, last }],
             records: Default::default(),
         };
         let mut t = TriggerState::new(&when, 0, None);

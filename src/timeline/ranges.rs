@@ -3,10 +3,12 @@
 //!
 //! The proxy records a fetched batch as the range of offsets its header names, without reading
 //! its records, when the ledger already names every record in it (`acked.rs`): the harness
-//! produced them and the `produced` events map (partition, offset) to each ID. [`resolve`]
-//! turns every such range back into (offset, ID) records from those events, right after the
-//! file is read, so every reader of the timeline (judge, reports, audit) sees records as if the
-//! proxy had walked them.
+//! produced them and the `produced` events map (partition, offset) to each ID. A
+//! `delivered_batch` event keeps one Fetch response's partition whole: its `ranges` come first
+//! (in order; a repeated batch is a repeated range), then the `records` that were read.
+//! [`resolve`] turns every range back into (offset, ID) records from the `produced` events,
+//! right after the file is read, and puts them in front of the event's records, so every reader
+//! of the timeline (judge, reports, audit) sees the records as if the proxy had read them all.
 //!
 //! Invariant: a range never loses an offset silently. An offset no acknowledged produce names,
 //! or that two name (a broker that reused an acknowledged offset), fails the read with
@@ -73,12 +75,12 @@ pub struct UnresolvedOffsets {
     pub runs: Vec<(i32, OffsetRange)>,
 }
 
-/// Replaces every `delivered_batch` range in `events` with its records, each named by the
-/// acknowledged `produced` event of its (partition, offset). Events without a range are left as
-/// they are (a timeline with none costs one pass).
+/// Replaces the ranges of every `delivered_batch` in `events` with their records, each named by
+/// the acknowledged `produced` event of its (partition, offset), in front of the records read.
+/// Events without a range are left as they are (a timeline with none costs one pass).
 pub fn resolve(events: &mut [Stamped]) -> Result<(), UnresolvedOffsets> {
-    let has_range = |st: &Stamped| matches!(st.event, Event::DeliveredBatch { range: Some(_), .. });
-    if !events.iter().any(has_range) {
+    let has_ranges = |st: &Stamped| matches!(&st.event, Event::DeliveredBatch { ranges, .. } if !ranges.is_empty());
+    if !events.iter().any(has_ranges) {
         return Ok(());
     }
     let resolved = {
@@ -91,11 +93,20 @@ pub fn resolve(events: &mut [Stamped]) -> Result<(), UnresolvedOffsets> {
         for (i, st) in events.iter().enumerate() {
             if let Event::DeliveredBatch {
                 partition,
-                range: Some(range),
+                ranges,
+                records,
                 ..
             } = &st.event
             {
-                resolved.push((i, ledger.records(*partition, *range, &mut unresolved)));
+                if ranges.is_empty() {
+                    continue;
+                }
+                let mut ids = DeliveredIds::default();
+                for range in ranges {
+                    ledger.records(*partition, *range, &mut ids, &mut unresolved);
+                }
+                records.iter().for_each(|(offset, id)| ids.push(offset, id));
+                resolved.push((i, ids));
             }
         }
         if unresolved.count > 0 {
@@ -104,8 +115,11 @@ pub fn resolve(events: &mut [Stamped]) -> Result<(), UnresolvedOffsets> {
         resolved
     };
     for (i, ids) in resolved {
-        if let Event::DeliveredBatch { range, records, .. } = &mut events[i].event {
-            *range = None;
+        if let Event::DeliveredBatch {
+            ranges, records, ..
+        } = &mut events[i].event
+        {
+            ranges.clear();
             *records = ids;
         }
     }
@@ -145,20 +159,21 @@ impl<'a> Ledger<'a> {
         ledger
     }
 
-    /// The records of `range` in `partition`; offsets it cannot name go to `unresolved`.
+    /// Appends the records of `range` in `partition` to `out`; offsets it cannot name go to
+    /// `unresolved`.
     fn records(
         &self,
         partition: i32,
         range: OffsetRange,
+        out: &mut DeliveredIds,
         unresolved: &mut UnresolvedOffsets,
-    ) -> DeliveredIds {
-        let mut out = DeliveredIds::default();
+    ) {
         let acked = self.per_partition.get(&partition).copied().unwrap_or(0);
         if range.is_empty() || range.len() > acked {
             // Cannot all resolve (and a corrupt range must not be walked offset by offset).
             unresolved.count += range.len().max(1);
             unresolved.runs.push((partition, range));
-            return out;
+            return;
         }
         let mut missing: Option<OffsetRange> = None;
         for offset in range.first..=range.last {
@@ -182,7 +197,6 @@ impl<'a> Ledger<'a> {
             }
         }
         unresolved.runs.extend(missing.map(|m| (partition, m)));
-        out
     }
 }
 
@@ -216,7 +230,7 @@ mod tests {
             instance: 0,
             incarnation: 1,
             partition,
-            range: Some(OffsetRange { first, last }),
+            ranges: vec![OffsetRange { first, last }],
             records: DeliveredIds::default(),
         }
     }
@@ -235,10 +249,8 @@ mod tests {
     fn records_of(st: &Stamped) -> Vec<(i64, String)> {
         match &st.event {
             Event::DeliveredBatch {
-                range: None,
-                records,
-                ..
-            } => records.iter().map(|(o, id)| (o, id.to_owned())).collect(),
+                ranges, records, ..
+            } if ranges.is_empty() => records.iter().map(|(o, id)| (o, id.to_owned())).collect(),
             other => panic!("not a resolved batch: {other:?}"),
         }
     }
@@ -252,6 +264,26 @@ mod tests {
         let want: Vec<(i64, String)> = (3..=5).map(|o| (o, format!("m-{o}"))).collect();
         assert_eq!(records_of(&events[10]), want);
         assert_eq!(records_of(&events[11]), [(3, "m-3".to_owned())]);
+    }
+
+    #[test]
+    fn ranges_come_back_in_order_in_front_of_the_records_read_in_one_event() {
+        // A repeated batch (fetch_twice) and a last record read beyond the watermark.
+        let mut events = ledger_of_ten();
+        events.push(stamped(
+            10,
+            Event::DeliveredBatch {
+                instance: 0,
+                incarnation: 1,
+                partition: 0,
+                ranges: vec![(0, 1).into(), (0, 1).into()],
+                records: [(2, "m-2")].into_iter().collect(),
+            },
+        ));
+        resolve(&mut events).unwrap();
+        let want = [(0, "m-0"), (1, "m-1"), (0, "m-0"), (1, "m-1"), (2, "m-2")];
+        let want: Vec<(i64, String)> = want.iter().map(|(o, id)| (*o, id.to_string())).collect();
+        assert_eq!(records_of(&events[10]), want);
     }
 
     #[test]
@@ -307,7 +339,7 @@ mod tests {
                 instance: 0,
                 incarnation: 1,
                 partition: 0,
-                range: None,
+                ranges: Vec::new(),
                 records: walked,
             },
         ));
@@ -320,7 +352,7 @@ mod tests {
     fn a_range_is_written_as_a_pair_and_read_back() {
         let e = stamped(3, range(2, 40, 49));
         let line = serde_json::to_string(&e).unwrap();
-        assert!(line.contains(r#""range":[40,49]"#), "{line}");
+        assert!(line.contains(r#""ranges":[[40,49]]"#), "{line}");
         let back: Stamped = serde_json::from_str(&line).unwrap();
         assert_eq!(back, e);
     }

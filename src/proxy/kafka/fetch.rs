@@ -1,7 +1,7 @@
 //! Fetch: the offsets the client asks from (per connection, since fetch sessions omit
-//! unchanged partitions), and the deliveries of each Fetch response: a `delivered_batch` event
+//! unchanged partitions), and the deliveries of each Fetch response: one `delivered_batch` event
 //! per partition of the topic under test, listing the records the client hands to its
-//! application (or the offset range of batches the ledger names, see `records.rs`).
+//! application (batches the ledger names as offset ranges, see `records.rs`).
 //!
 //! Invariants: taking a response's partitions reads no record (the records stay handles on the
 //! response's bytes) so the response is forwarded without waiting for them; records before the
@@ -18,12 +18,12 @@ use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
 
 use super::conn::{Conn, Ctx};
 use super::lock;
-use super::records::{deliveries, Delivered};
+use super::records::deliveries;
 use super::rewrite::RewriteError;
 use super::wire::{decode_response, encode_response};
 use crate::plan::{KafkaError, ProtocolReply};
 use crate::proxy::Handled;
-use crate::timeline::{CommittedOffset, DeliveredIds, Event};
+use crate::timeline::{CommittedOffset, Event};
 
 /// One partition's records in a Fetch response, and what reading their deliveries needs.
 pub(super) struct FetchedPartition {
@@ -256,10 +256,10 @@ impl Conn {
         out
     }
 
-    /// Records the `delivered_batch` events of each fetched partition, listing the records the
-    /// client will hand to the application: one event, or one per run of batches read and of
-    /// batches recorded as an offset range (those the ledger names, when the run handed the
-    /// proxy its acknowledged offsets). A partition whose records cannot be read fails the run.
+    /// Records one `delivered_batch` event per fetched partition, listing the records the
+    /// client will hand to the application: batches the ledger names as offset ranges (when
+    /// the run handed the proxy its acknowledged offsets), the rest read record by record. A
+    /// partition whose records cannot be read fails the run.
     pub(super) fn record_deliveries(&self, fetched: Vec<FetchedPartition>) {
         let acked = self.shared.acked.get();
         for f in fetched {
@@ -271,17 +271,13 @@ impl Conn {
                 f.read_committed,
                 vouched_below,
             );
-            for d in delivered {
-                let (range, records) = match d {
-                    Delivered::Records(ids) => (None, ids),
-                    Delivered::Range(r) => (Some(r), DeliveredIds::default()),
-                };
+            if !delivered.is_empty() {
                 self.shared.timeline.record(Event::DeliveredBatch {
                     instance: self.instance,
                     incarnation: self.incarnation,
                     partition: f.partition,
-                    range,
-                    records,
+                    ranges: delivered.ranges,
+                    records: delivered.records,
                 });
             }
             if let Some(e) = err {

@@ -8,7 +8,7 @@ use kafka_protocol::records::{
 };
 
 use super::records::{delivered_records, deliveries, header_says, Delivered, HeaderSays};
-use crate::timeline::{DeliveredIds, OffsetRange};
+use crate::timeline::OffsetRange;
 
 /// How a test batch is made.
 #[derive(Debug, Clone, Copy)]
@@ -145,14 +145,30 @@ fn consecutive_range_batches_are_one_range_and_those_beyond_the_watermark_are_re
     }
     let (got, err) = deliveries(&all.freeze(), 1, &[], false, 6);
     assert_eq!(err, None);
-    let read: DeliveredIds = (6..=8).map(|o| (o, format!("m-{o}"))).collect();
-    assert_eq!(
-        got,
-        [
-            Delivered::Range(OffsetRange { first: 1, last: 5 }),
-            Delivered::Records(read)
-        ]
-    );
+    let want = Delivered {
+        ranges: vec![OffsetRange { first: 1, last: 5 }],
+        records: (6..=8).map(|o| (o, format!("m-{o}"))).collect(),
+    };
+    assert_eq!(got, want);
+}
+
+#[test]
+fn after_a_record_that_had_to_be_read_the_rest_is_read_too() {
+    // Ranges come first in the event: a range batch after a read record is read, in order.
+    let transactional = Shape {
+        transactional: true,
+        ..PLAIN
+    };
+    let mut all = BytesMut::new();
+    all.extend_from_slice(&batch(&[0, 1], PLAIN));
+    all.extend_from_slice(&batch(&[2], transactional));
+    all.extend_from_slice(&batch(&[3, 4], PLAIN));
+    let (got, _) = deliveries(&all.freeze(), 0, &[], false, 100);
+    let want = Delivered {
+        ranges: vec![OffsetRange { first: 0, last: 1 }],
+        records: (2..=4).map(|o| (o, format!("m-{o}"))).collect(),
+    };
+    assert_eq!(got, want);
 }
 
 #[test]
@@ -163,22 +179,20 @@ fn a_batch_sent_twice_is_two_ranges_in_order() {
     twice.extend_from_slice(&b);
     twice.extend_from_slice(&b);
     let (got, _) = deliveries(&twice.freeze(), 0, &[], false, 3);
-    let r = Delivered::Range(OffsetRange { first: 0, last: 2 });
-    assert_eq!(got, [r.clone(), r]);
+    let r = OffsetRange { first: 0, last: 2 };
+    assert_eq!(got.ranges, [r, r]);
+    assert!(got.records.is_empty());
 }
 
-/// The ranges of `delivered` turned into records by a ledger that names offset `o` `m-{o}`.
-fn resolved(delivered: Vec<Delivered>) -> Vec<(i64, String)> {
-    delivered
-        .into_iter()
-        .flat_map(|d| match d {
-            Delivered::Records(ids) => ids
-                .iter()
-                .map(|(o, id)| (o, id.to_owned()))
-                .collect::<Vec<_>>(),
-            Delivered::Range(r) => (r.first..=r.last).map(|o| (o, format!("m-{o}"))).collect(),
-        })
-        .collect()
+/// The ranges of `delivered` turned into records by a ledger that names offset `o` `m-{o}`,
+/// then its records.
+fn resolved(delivered: Delivered) -> Vec<(i64, String)> {
+    let ranged = delivered
+        .ranges
+        .iter()
+        .flat_map(|r| (r.first..=r.last).map(|o| (o, format!("m-{o}"))));
+    let read = delivered.records.iter().map(|(o, id)| (o, id.to_owned()));
+    ranged.chain(read).collect()
 }
 
 proptest::proptest! {

@@ -35,40 +35,36 @@ pub fn delivered_records(
     aborted: &[(i64, i64)],
     read_committed: bool,
 ) -> (DeliveredIds, Option<String>) {
+    // Nothing vouched for: no range.
     let (delivered, err) = deliveries(records, fetch_offset, aborted, read_committed, 0);
-    // Nothing vouched for: no range, one list of records at most.
-    let ids = delivered
-        .into_iter()
-        .find_map(|d| match d {
-            Delivered::Records(ids) => Some(ids),
-            Delivered::Range(_) => None,
-        })
-        .unwrap_or_default();
-    (ids, err)
+    (delivered.records, err)
 }
 
-/// What the client is handed from one partition's fetched bytes, in order: lists of records
-/// read from their batches, and ranges of offsets recorded from batch headers alone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivered {
-    /// Records read one by one (offset, ID).
-    Records(DeliveredIds),
-    /// Records the ledger names, every offset of the range (see [`header_says`]).
-    Range(OffsetRange),
+/// What the client is handed from one partition's fetched bytes: the records of `ranges`
+/// first (offsets recorded from batch headers alone, in order), then `records` (read one by
+/// one from their batches).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Batches the ledger names, every offset (see [`header_says`]); consecutive ones merged.
+    pub ranges: Vec<OffsetRange>,
+    /// Records read, (offset, ID), after those of `ranges`.
+    pub records: DeliveredIds,
 }
 
-/// As [`delivered_records`], except that a batch whose header alone tells its records, all
-/// below `vouched_below` (the ledger's watermark for this partition, `AckedOffsets`), is
-/// recorded as an offset range and not read ([`header_says`]); consecutive such batches make
-/// one range. `vouched_below <= 0` reads every record.
+/// As [`delivered_records`], except that batches whose header alone tells their records, all
+/// below `vouched_below` (the ledger's watermark for this partition, `AckedOffsets`), are
+/// recorded as offset ranges and not read ([`header_says`]), up to the first record that had to
+/// be read (so that ranges, then records, is the order the client got them in). Consecutive
+/// range batches make one range; a repeated batch is a repeated range. `vouched_below <= 0`
+/// reads every record.
 pub fn deliveries(
     records: &Bytes,
     fetch_offset: i64,
     aborted: &[(i64, i64)],
     read_committed: bool,
     vouched_below: i64,
-) -> (Vec<Delivered>, Option<String>) {
-    let mut out = Deliveries::default();
+) -> (Delivered, Option<String>) {
+    let mut out = Delivered::default();
     let mut filter = DeliveryFilter::new(fetch_offset, aborted, read_committed);
     // One list for the records of every plain batch, reused from batch to batch.
     let mut seen = Vec::new();
@@ -87,17 +83,17 @@ pub fn deliveries(
         };
         let range = at..at + batch.len();
         at = range.end;
-        if vouched_below > 0 {
+        if vouched_below > 0 && out.records.is_empty() {
             match header_says(batch, fetch_offset, vouched_below) {
                 HeaderSays::Range(r) => {
-                    out.range(r);
+                    out.push_range(r);
                     continue;
                 }
                 HeaderSays::Nothing => continue,
                 HeaderSays::Walk => {}
             }
         }
-        let mut deliver = |id: &[u8], offset| out.record(offset, id);
+        let mut deliver = |id: &[u8], offset| out.records.push_bytes(offset, id);
         if scan_plain_batch(records, range, &mut seen) {
             for r in seen.drain(..) {
                 filter.visit(r, &mut deliver);
@@ -125,33 +121,24 @@ pub fn deliveries(
             filter.visit(seen, &mut deliver);
         }
     };
-    (out.0, err)
+    (out, err)
 }
 
-/// The deliveries of one partition being gathered, in order.
-#[derive(Default)]
-struct Deliveries(Vec<Delivered>);
+impl Delivered {
+    /// True when the client is handed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty() && self.records.is_empty()
+    }
 
-impl Deliveries {
     /// Appends a range; one that continues the last range extends it.
-    fn range(&mut self, r: OffsetRange) {
-        if let Some(Delivered::Range(last)) = self.0.last_mut() {
+    fn push_range(&mut self, r: OffsetRange) {
+        if let Some(last) = self.ranges.last_mut() {
             if last.last.checked_add(1) == Some(r.first) {
                 last.last = r.last;
                 return;
             }
         }
-        self.0.push(Delivered::Range(r));
-    }
-
-    /// Appends a record read from its batch.
-    fn record(&mut self, offset: i64, id: &[u8]) {
-        if !matches!(self.0.last(), Some(Delivered::Records(_))) {
-            self.0.push(Delivered::Records(DeliveredIds::default()));
-        }
-        if let Some(Delivered::Records(ids)) = self.0.last_mut() {
-            ids.push_bytes(offset, id);
-        }
+        self.ranges.push(r);
     }
 }
 
