@@ -37,8 +37,12 @@ struct Watermark {
 
 impl AckedOffsets {
     /// Takes one acknowledged produce at (`partition`, `offset`); call it only once its
-    /// `produced` event is recorded on the timeline.
+    /// `produced` event is recorded on the timeline. A negative offset (a broker that did not
+    /// say where it stored the record) names no offset.
     pub fn acked(&self, partition: i32, offset: i64) {
+        if offset < 0 {
+            return;
+        }
         let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
         let w = partitions.entry(partition).or_default();
         if offset < w.below || !w.ahead.insert(offset) {
@@ -87,6 +91,15 @@ mod tests {
             a.acked(0, o);
         }
         assert_eq!(a.below(0), 1);
+    }
+
+    #[test]
+    fn an_acknowledgement_without_an_offset_names_none() {
+        let a = AckedOffsets::default();
+        for o in [0, -1, 1] {
+            a.acked(0, o);
+        }
+        assert_eq!(a.below(0), 2);
     }
 
     #[test]
