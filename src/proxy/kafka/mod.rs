@@ -27,9 +27,12 @@
 //! Deliveries: a Fetch response is forwarded first and its records are read right after it is
 //! on the client's socket (before the proxy reads anything more from the broker): one
 //! `delivered_batch` event per partition of the topic under test and Fetch response, listing
-//! the records the client hands to the application ([`delivered_records`]). Uncompressed v2
-//! batches are walked in place by [`scan_plain_batch`] (the crate still checks each batch
-//! header and CRC); every other batch is decoded by the crate. This keeps the proxy's cost off
+//! the records the client hands to the application ([`deliveries`]). A batch the harness's
+//! ledger names record by record (handed over with [`KafkaProxy::vouch_with`]) is recorded as
+//! its offset range from its header alone ([`header_says`]), and the timeline's reader turns the
+//! range back into records. Other uncompressed v2 batches are walked in place by
+//! [`scan_plain_batch`] (the crate still checks each batch header and CRC); every other batch
+//! is decoded by the crate. This keeps the proxy's cost off
 //! the consumer's path (issues 4 and 6); [`KafkaProxy::set_deliveries_before_forwarding`]
 //! restores "events before forwarding".
 //!
