@@ -3,7 +3,9 @@
 //!
 //! 0. The proxy's own CPU per fetched record, no broker: reading the IDs of a Fetch response's
 //!    records and recording its `delivered_batch` event (in memory, and written to an events
-//!    file by the timeline's writer thread), against one copy of the same bytes.
+//!    file by the timeline's writer thread), then recording the batches' offset range instead
+//!    (what the proxy does with batches the ledger names: a run's workload's), against one
+//!    copy of the same bytes.
 //! 1. Consumer throughput, direct vs through an in-process [`KafkaProxy`]: one topic of small
 //!    messages, consumed whole by the same consumer code with a fresh group each time, four
 //!    times per round: direct, through the proxy with the timeline in memory, and through the
@@ -11,7 +13,9 @@
 //!    matters; a real run also hands every event to the nemesis, which this does not model),
 //!    and through the proxy reading no record at all (forwarding and address rewriting only:
 //!    the floor, what the second TCP hop costs whatever the proxy does with the records).
-//!    The four take turns going first from round to round. The table compares each side's
+//!    The two proxied sides that read records are handed the acknowledged offsets of the
+//!    bench's producer, as a run's proxy is handed the workload's, so they record batches as
+//!    offset ranges as a run does. The four take turns going first from round to round. The table compares each side's
 //!    best run (see `main` for why) and prints the medians of the per-round ratios too. The
 //!    events file is flushed after each proxied consume (outside the timing), so its writing
 //!    never spills into the next side's run. BENCH_DEBUG adds, per consume, the stalls, the
@@ -46,8 +50,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use exactly::gate::Gate;
 use exactly::proxy::amqp::AmqpProxy;
-use exactly::proxy::kafka::KafkaProxy;
-use exactly::timeline::Timeline;
+use exactly::proxy::kafka::{deliveries, KafkaProxy};
+use exactly::timeline::{AckedOffsets, Timeline};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -56,12 +60,15 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DefaultProducerContext, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
+};
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
@@ -187,15 +194,40 @@ fn create_topic(rt: &Runtime, topic: &str) {
 }
 
 fn producer(linger_ms: &str) -> ThreadedProducer<DefaultProducerContext> {
+    producer_with(linger_ms, DefaultProducerContext)
+}
+
+fn producer_with<C: ProducerContext>(linger_ms: &str, context: C) -> ThreadedProducer<C> {
     ClientConfig::new()
         .set("bootstrap.servers", KAFKA)
         .set("linger.ms", linger_ms)
         .set("queue.buffering.max.messages", "1000000")
-        .create()
+        .create_with_context(context)
         .unwrap_or_else(|e| fail(&format!("producer: {e}")))
 }
 
-fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, payload: &[u8]) {
+/// A producer context noting each acknowledged offset, as the run's workload does: the proxy
+/// then records the batches it names as offset ranges, as in a real run.
+struct Acking(Arc<AckedOffsets>);
+
+impl ClientContext for Acking {}
+
+impl ProducerContext for Acking {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Ok(m) = result {
+            self.0.acked(m.partition(), m.offset());
+        }
+    }
+}
+
+fn send<C: ProducerContext<DeliveryOpaque = ()>>(
+    p: &ThreadedProducer<C>,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+) {
     let headers = OwnedHeaders::new().insert(Header {
         key: "exactly-id",
         value: Some(key),
@@ -243,6 +275,19 @@ fn consumer(bootstrap: &str, group: &str, topic: &str) -> BaseConsumer {
 struct Proxied {
     proxy: KafkaProxy,
     stop: CancellationToken,
+}
+
+/// A proxy as [`start_proxy`] makes it, vouching with the offsets the bench's producer had
+/// acknowledged (`acked`), as the run hands the workload's to its proxy.
+fn start_vouching_proxy(
+    rt: &Runtime,
+    topic: &str,
+    timeline: Timeline,
+    acked: &Arc<AckedOffsets>,
+) -> Proxied {
+    let px = start_proxy(rt, topic, timeline);
+    px.proxy.vouch_with(acked.clone());
+    px
 }
 
 fn start_proxy(rt: &Runtime, topic: &str, timeline: Timeline) -> Proxied {
@@ -362,7 +407,8 @@ fn throughput(rt: &Runtime) -> Throughput {
     let rounds = env_num("BENCH_ROUNDS", 5).max(1);
     let topic = unique("tp");
     create_topic(rt, &topic);
-    let p = producer("5");
+    let acked = Arc::new(AckedOffsets::default());
+    let p = producer_with("5", Acking(acked.clone()));
     let t0 = Instant::now();
     let pad = vec![b'x'; PAYLOAD];
     for i in 0..total {
@@ -374,6 +420,11 @@ fn throughput(rt: &Runtime) -> Throughput {
     println!(
         "  produced {total} messages of {PAYLOAD} B to {topic} ({PARTITIONS} partitions) in {:.1} s",
         t0.elapsed().as_secs_f64()
+    );
+    let vouched: i64 = (0..PARTITIONS).map(|p| acked.below(p)).sum();
+    println!(
+        "  {vouched} of them acknowledged at contiguous offsets: the proxied sides that read \
+         records record those as offset ranges"
     );
     let dir = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("tempdir: {e}")));
     let mut out = Throughput {
@@ -391,7 +442,7 @@ fn throughput(rt: &Runtime) -> Throughput {
             match side {
                 0 => d = consume_all(KAFKA, &topic, total),
                 1 => {
-                    let px = start_proxy(rt, &topic, Timeline::in_memory());
+                    let px = start_vouching_proxy(rt, &topic, Timeline::in_memory(), &acked);
                     v = consume_all(&px.proxy.bootstrap_for(0), &topic, total);
                     stop_proxy(rt, px);
                 }
@@ -399,7 +450,7 @@ fn throughput(rt: &Runtime) -> Throughput {
                     let file = dir.path().join(format!("events-{round}.jsonl"));
                     let timeline = Timeline::create(&file)
                         .unwrap_or_else(|e| fail(&format!("timeline file: {e}")));
-                    let px = start_proxy(rt, &topic, timeline.clone());
+                    let px = start_vouching_proxy(rt, &topic, timeline.clone(), &acked);
                     f = consume_all(&px.proxy.bootstrap_for(0), &topic, total);
                     stop_proxy(rt, px);
                     // As the run does before judging: every event is in the file.
@@ -976,14 +1027,16 @@ fn per_record() -> PerRecord {
     let reps = env_num("BENCH_MICRO_REPS", 300).max(1) as usize;
     let bytes = fetched_bytes(RECORDS);
     let n = (RECORDS * reps) as f64;
-    let time = |f: &mut dyn FnMut()| -> f64 {
+    // `times` more repetitions for a step too quick for the CPU clock's resolution.
+    let time_more = |times: usize, f: &mut dyn FnMut()| -> f64 {
         f(); // warm up
         let cpu = process_cpu_secs();
-        for _ in 0..reps {
+        for _ in 0..reps * times {
             f();
         }
-        (process_cpu_secs() - cpu) * 1e9 / n
+        (process_cpu_secs() - cpu) * 1e9 / (n * times as f64)
     };
+    let time = |f: &mut dyn FnMut()| time_more(1, f);
     let mut steps = Vec::new();
     steps.push((
         "copy the bytes (baseline)",
@@ -1005,6 +1058,7 @@ fn per_record() -> PerRecord {
             instance: 0,
             incarnation: 1,
             partition: 0,
+            ranges: Vec::new(),
             records,
         });
     };
@@ -1021,6 +1075,33 @@ fn per_record() -> PerRecord {
         time(&mut || {
             record_batch(&file);
             // Inside the timing: the writer thread's work is the point.
+            file.flush();
+        }),
+    ));
+    // The ledger names every record (the harness produced them): the proxy's path in a run.
+    let ranges = || {
+        let (delivered, err) = deliveries(&bytes, 0, &[], false, i64::MAX);
+        assert!(err.is_none() && delivered.ranges.len() == 1 && delivered.records.is_empty());
+        delivered
+    };
+    // Header-only: too quick for the CPU clock at the others' repetitions.
+    steps.push((
+        "record the batch's offset range",
+        time_more(100, &mut || {
+            std::hint::black_box(ranges());
+        }),
+    ));
+    steps.push((
+        "  + delivered_batch event, events.jsonl",
+        time_more(20, &mut || {
+            let delivered = ranges();
+            file.record(exactly::timeline::Event::DeliveredBatch {
+                instance: 0,
+                incarnation: 1,
+                partition: 0,
+                ranges: delivered.ranges,
+                records: delivered.records,
+            });
             file.flush();
         }),
     ));
@@ -1150,12 +1231,18 @@ fn main() {
     if let Some(m) = &micro {
         let base = m.steps[0].1;
         for (name, ns) in &m.steps {
+            // Sub-nanosecond steps (a range per batch) keep two significant digits.
+            let (ns_text, ratio) = if *ns < 1.0 {
+                (format!("{ns:.3} ns"), format!("{:.4}x", ns / base))
+            } else {
+                (format!("{ns:.1} ns"), format!("{:.2}x", ns / base))
+            };
             println!(
                 "{:<38}{:>10}{:>10}{:>13}",
                 format!("{name}"),
                 "-",
-                format!("{ns:.1} ns"),
-                format!("{:.2}x", ns / base)
+                ns_text,
+                ratio
             );
         }
     }

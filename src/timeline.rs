@@ -19,6 +19,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+mod acked;
+mod ranges;
+
+pub use acked::AckedOffsets;
+pub use ranges::{OffsetRange, UnresolvedOffsets, DELIVERY_RANGES_SWITCH};
+
 /// One event with its place in the run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Stamped {
@@ -176,7 +182,15 @@ pub enum Event {
         incarnation: u32,
         /// Kafka partition.
         partition: i32,
-        /// (offset, message ID) of each record, in offset order.
+        /// In the file only: the first records handed on, as the offsets of batches the ledger
+        /// names, recorded from their headers without reading the records (in order; `records`
+        /// follow them). [`read_events`] puts their records in front of `records` and empties
+        /// it, so a timeline read back never carries one.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ranges: Vec<OffsetRange>,
+        /// (offset, message ID) of each record, in offset order (a repeated batch repeats
+        /// them).
+        #[serde(default)]
         records: DeliveredIds,
     },
     /// A Kafka OffsetCommit seen by the proxy: the request, the broker's response, or a request
@@ -1133,6 +1147,15 @@ pub enum ReadEventsError {
         #[source]
         source: serde_json::Error,
     },
+    /// Deliveries recorded as offset ranges name offsets the ledger does not resolve.
+    #[error("{}: {source}", path.display())]
+    Unresolved {
+        /// The file.
+        path: PathBuf,
+        /// Which offsets.
+        #[source]
+        source: UnresolvedOffsets,
+    },
 }
 
 struct Inner {
@@ -1358,6 +1381,7 @@ fn write_line(buf: &mut Vec<u8>, e: &Stamped) {
             instance,
             incarnation,
             partition,
+            ranges,
             records,
         } if !records.is_empty() => {
             let empty = Stamped {
@@ -1367,6 +1391,7 @@ fn write_line(buf: &mut Vec<u8>, e: &Stamped) {
                     instance: *instance,
                     incarnation: *incarnation,
                     partition: *partition,
+                    ranges: ranges.clone(),
                     records: DeliveredIds::default(),
                 },
             };
@@ -1392,7 +1417,8 @@ fn write_line(buf: &mut Vec<u8>, e: &Stamped) {
 }
 
 /// Reads `events.jsonl`; a torn last line (harness killed mid-write) is ignored, any other
-/// bad line is an error naming its line number.
+/// bad line is an error naming its line number. Deliveries recorded as offset ranges come back
+/// as records (`ranges.rs`), or as an error naming the offsets the ledger does not resolve.
 pub fn read_events(path: &Path) -> Result<Vec<Stamped>, ReadEventsError> {
     let io = |source| ReadEventsError::Io {
         path: path.to_owned(),
@@ -1420,6 +1446,10 @@ pub fn read_events(path: &Path) -> Result<Vec<Stamped>, ReadEventsError> {
             }
         }
     }
+    ranges::resolve(&mut events).map_err(|source| ReadEventsError::Unresolved {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(events)
 }
 
@@ -1456,12 +1486,14 @@ mod tests {
                 proptest::collection::vec((proptest::prelude::any::<i64>(), ".{0,12}"), 0..20),
             ],
             seq in proptest::prelude::any::<u64>(),
+            ranges in proptest::collection::vec(proptest::prelude::any::<(i64, i64)>(), 0..3),
         ) {
             let records: DeliveredIds = ids.iter().map(|(o, id)| (*o, id.as_str())).collect();
+            let ranges = ranges.into_iter().map(OffsetRange::from).collect();
             let e = Stamped {
                 seq,
                 t_us: 5,
-                event: Event::DeliveredBatch { instance: 1, incarnation: 2, partition: 3, records },
+                event: Event::DeliveredBatch { instance: 1, incarnation: 2, partition: 3, ranges, records },
             };
             let mut fast = Vec::new();
             write_line(&mut fast, &e);

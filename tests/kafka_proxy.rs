@@ -61,6 +61,7 @@ async fn fresh_topic(
             n,
             Rate::Unlimited,
             &ledger,
+            &exactly::timeline::AckedOffsets::default(),
         )
         .await
         .expect("produce");

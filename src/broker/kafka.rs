@@ -23,7 +23,7 @@ use rdkafka::util::Timeout;
 use super::{KafkaTarget, Progress};
 use crate::error::InfraError;
 use crate::plan::Rate;
-use crate::timeline::{ProduceStatus, Timeline};
+use crate::timeline::{AckedOffsets, ProduceStatus, Timeline};
 use crate::workload::{self, Message, MessageFactory};
 
 /// The broker's view of progress could not be read.
@@ -275,13 +275,15 @@ impl KafkaBroker {
         }
     }
 
-    /// Produces the workload, recording one `produced` event per message (the ledger).
+    /// Produces the workload, recording one `produced` event per message (the ledger), and
+    /// each acknowledged offset in `acked` once its event is recorded.
     pub async fn produce(
         &self,
         messages: &MessageFactory,
         count: u64,
         rate: Rate,
         timeline: &Timeline,
+        acked: &AckedOffsets,
     ) -> Result<(), InfraError> {
         let producer: FutureProducer = {
             let mut c = base_config(&self.bootstrap, &self.extra);
@@ -303,7 +305,7 @@ impl KafkaBroker {
                 workload::wait_driving(wait, &mut in_flight).await;
             }
             let message = messages.message(seq);
-            in_flight.push(send_one(&producer, &self.topic, message, timeline));
+            in_flight.push(send_one(&producer, &self.topic, message, (timeline, acked)));
             while in_flight.len() >= MAX_IN_FLIGHT {
                 in_flight.next().await;
             }
@@ -347,8 +349,14 @@ impl KafkaBroker {
     }
 }
 
-/// Sends one message and records its fate.
-async fn send_one(producer: &FutureProducer, topic: &str, message: Message, timeline: &Timeline) {
+/// Sends one message and records its fate: on the timeline, then, when acknowledged, in the
+/// acknowledged offsets (so they never name an offset whose ID is not on the timeline).
+async fn send_one(
+    producer: &FutureProducer,
+    topic: &str,
+    message: Message,
+    (timeline, acked): (&Timeline, &AckedOffsets),
+) {
     let headers = OwnedHeaders::new().insert(Header {
         key: "exactly-id",
         value: Some(message.id.as_bytes()),
@@ -360,13 +368,17 @@ async fn send_one(producer: &FutureProducer, topic: &str, message: Message, time
     let result = producer
         .send(record, Timeout::After(DELIVERY_TIMEOUT))
         .await;
+    let mut at = None;
     let event = match result {
-        Ok(d) => message.produced(
-            Some(d.partition),
-            Some(d.offset),
-            ProduceStatus::Acked,
-            None,
-        ),
+        Ok(d) => {
+            at = Some((d.partition, d.offset));
+            message.produced(
+                Some(d.partition),
+                Some(d.offset),
+                ProduceStatus::Acked,
+                None,
+            )
+        }
         Err((e, _)) => {
             let status = match e {
                 KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => {
@@ -378,6 +390,9 @@ async fn send_one(producer: &FutureProducer, topic: &str, message: Message, time
         }
     };
     timeline.record(event);
+    if let Some((partition, offset)) = at {
+        acked.acked(partition, offset);
+    }
 }
 
 /// Settings every harness client shares: the address, quiet logs, the user's extras.

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::error::InfraError;
 use crate::plan::{BrokerKind, BrokerSpec, Extractor, Rate};
-use crate::timeline::{Event, Timeline};
+use crate::timeline::{AckedOffsets, Event, Timeline};
 use crate::workload::MessageFactory;
 
 /// The Kafka cluster, topic and consumer group of one run: where the workload goes and which
@@ -254,16 +254,18 @@ impl Broker {
         }
     }
 
-    /// Produces the workload and records the ledger.
+    /// Produces the workload and records the ledger; a Kafka broker also notes each
+    /// acknowledged offset in `acked` (for the proxy's offset ranges).
     pub async fn produce(
         &self,
         messages: &MessageFactory,
         count: u64,
         rate: Rate,
         timeline: &Timeline,
+        acked: &AckedOffsets,
     ) -> Result<(), InfraError> {
         match self {
-            Broker::Kafka(k) => k.produce(messages, count, rate, timeline).await,
+            Broker::Kafka(k) => k.produce(messages, count, rate, timeline, acked).await,
             Broker::Amqp(a) => a.produce(messages, count, rate, timeline).await,
         }
     }

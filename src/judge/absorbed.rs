@@ -76,6 +76,7 @@ mod tests {
             instance: 0,
             incarnation: 2,
             partition: 0,
+            ranges: Vec::new(),
             records: ids.iter().copied().collect::<DeliveredIds>(),
         }
     }

@@ -181,10 +181,16 @@ fn held_at(event: EventKind, moment: Moment) -> Option<HoldPoint> {
 }
 
 /// How many occurrences a trigger on `kind` at `moment` counts in `event` (a batch of Kafka
-/// deliveries counts each record; anything else 0 or 1).
+/// deliveries counts each record, those of an offset range included; anything else 0 or 1).
 fn occurrences(kind: EventKind, moment: Moment, event: &Event) -> u64 {
-    if let (EventKind::Deliver, Event::DeliveredBatch { records, .. }) = (kind, event) {
-        return records.len() as u64;
+    if let (
+        EventKind::Deliver,
+        Event::DeliveredBatch {
+            records, ranges, ..
+        },
+    ) = (kind, event)
+    {
+        return records.len() as u64 + ranges.iter().map(|r| r.len()).sum::<u64>();
     }
     u64::from(counts(kind, moment, event))
 }
@@ -419,12 +425,35 @@ mod tests {
             instance: 0,
             incarnation: 1,
             partition: 0,
+            ranges: Vec::new(),
             records: (0..n).map(|o| (o, format!("m-{o}"))).collect(),
         };
         let mut t = TriggerState::new(&when, 0, None);
         let got: Vec<Match> = [3, 3, 3].map(|n| t.on_event(&batch(n))).to_vec();
         assert_eq!(got, [Match::No, Match::Fire, Match::No]);
         assert_eq!(t.remaining(), 0);
+    }
+
+    #[test]
+    fn after_deliver_counts_each_offset_of_a_range_the_proxy_did_not_read() {
+        let when = Trigger::Count {
+            moment: Moment::After,
+            event: EventKind::Deliver,
+            nth: Count::new(5),
+        };
+        let range = |first: i64, last: i64| Event::DeliveredBatch {
+            instance: 0,
+            incarnation: 1,
+            partition: 0,
+            ranges: vec![crate::timeline::OffsetRange { first, last }],
+            records: Default::default(),
+        };
+        let mut t = TriggerState::new(&when, 0, None);
+        let got: Vec<Match> = [range(0, 2), range(3, 5), range(6, 8)]
+            .iter()
+            .map(|e| t.on_event(e))
+            .collect();
+        assert_eq!(got, [Match::No, Match::Fire, Match::No]);
     }
 
     #[test]

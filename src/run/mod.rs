@@ -34,7 +34,7 @@ use crate::consumer::Roster;
 use crate::error::{Error, InfraError};
 use crate::gate::Gate;
 use crate::plan::{Plan, Semantics};
-use crate::timeline::{BoundaryInfo, EndReason, Event, RunInfo, Timeline};
+use crate::timeline::{AckedOffsets, BoundaryInfo, EndReason, Event, RunInfo, Timeline};
 use sinks::Sinks;
 use supervision::Supervision;
 use tally::Tally;
@@ -76,6 +76,9 @@ struct RunContext<'a> {
     endpoint: &'a Endpoint,
     broker: &'a Arc<Broker>,
     timeline: &'a Timeline,
+    /// The workload's acknowledged offsets (Kafka): written by the produce phase, read by the
+    /// proxy to record fetched batches the ledger names as offset ranges.
+    acked: &'a Arc<AckedOffsets>,
     /// Cancelled when the run stops: every task the run started ends.
     stop: &'a CancellationToken,
     /// Cancelled on SIGINT/SIGTERM.
@@ -157,6 +160,7 @@ pub async fn run(
     }));
 
     let stop = CancellationToken::new();
+    let acked = Arc::new(AckedOffsets::default());
     let ctx = RunContext {
         plan,
         opts,
@@ -166,6 +170,7 @@ pub async fn run(
         endpoint: &endpoint,
         broker: &broker,
         timeline: &timeline,
+        acked: &acked,
         stop: &stop,
         abort: &abort,
     };
@@ -237,7 +242,8 @@ enum Workload {
 async fn produce_workload(ctx: &RunContext<'_>) -> Result<Workload, Error> {
     let plan = ctx.plan;
     let produce = {
-        let (broker, timeline) = (ctx.broker.clone(), ctx.timeline.clone());
+        let (broker, timeline, acked) =
+            (ctx.broker.clone(), ctx.timeline.clone(), ctx.acked.clone());
         let messages = crate::workload::MessageFactory {
             run: ctx.run_id.to_owned(),
             keys: plan.workload.keys.map(|k| k.get()),
@@ -245,7 +251,11 @@ async fn produce_workload(ctx: &RunContext<'_>) -> Result<Workload, Error> {
             poison: plan.workload.poison.clone(),
         };
         let (count, rate) = (plan.workload.messages.get(), plan.workload.rate);
-        async move { broker.produce(&messages, count, rate, &timeline).await }
+        async move {
+            broker
+                .produce(&messages, count, rate, &timeline, &acked)
+                .await
+        }
     };
     if plan.workload.during {
         return Ok(Workload::Producing(tokio::spawn(produce)));

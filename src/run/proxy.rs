@@ -13,6 +13,7 @@ use crate::plan::BrokerKind;
 use crate::proxy::amqp::AmqpProxy;
 use crate::proxy::control::NetworkControl;
 use crate::proxy::kafka::KafkaProxy;
+use crate::timeline::DELIVERY_RANGES_SWITCH;
 
 /// The run's proxy, whichever the broker.
 #[derive(Clone)]
@@ -40,8 +41,8 @@ pub(super) async fn start(
     };
     let (endpoint, timeline) = (ctx.endpoint, ctx.timeline.clone());
     let proxy = match endpoint.kind {
-        BrokerKind::Kafka => Proxy::Kafka(
-            KafkaProxy::start(
+        BrokerKind::Kafka => {
+            let proxy = KafkaProxy::start(
                 &endpoint.address,
                 &endpoint.source,
                 capacity,
@@ -50,8 +51,12 @@ pub(super) async fn start(
                 incarnation_of,
                 ctx.stop.clone(),
             )
-            .await?,
-        ),
+            .await?;
+            if delivery_ranges() {
+                proxy.vouch_with(ctx.acked.clone());
+            }
+            Proxy::Kafka(proxy)
+        }
         BrokerKind::Amqp => Proxy::Amqp(
             AmqpProxy::start(
                 &endpoint.address,
@@ -65,6 +70,12 @@ pub(super) async fn start(
         ),
     };
     Ok(Some(proxy))
+}
+
+/// Whether the Kafka proxy may record batches the ledger names as offset ranges: yes unless
+/// `EXACTLY_DELIVERY_RANGES=off` (then it reads every record, as before ranges).
+fn delivery_ranges() -> bool {
+    std::env::var(DELIVERY_RANGES_SWITCH).map_or(true, |v| v != "off")
 }
 
 impl Proxy {

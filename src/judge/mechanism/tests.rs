@@ -849,6 +849,7 @@ fn a_record_carried_twice_by_one_fetch_response_and_applied_twice_is_fetched_twi
         instance: 0,
         incarnation: 1,
         partition: 0,
+        ranges: Vec::new(),
         records: [
             (0, "m-0"),
             (1, "m-1"),

@@ -1,7 +1,7 @@
 //! Fetch: the offsets the client asks from (per connection, since fetch sessions omit
 //! unchanged partitions), and the deliveries of each Fetch response: one `delivered_batch` event
 //! per partition of the topic under test, listing the records the client hands to its
-//! application.
+//! application (batches the ledger names as offset ranges, see `records.rs`).
 //!
 //! Invariants: taking a response's partitions reads no record (the records stay handles on the
 //! response's bytes) so the response is forwarded without waiting for them; records before the
@@ -18,7 +18,7 @@ use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
 
 use super::conn::{Conn, Ctx};
 use super::lock;
-use super::records::delivered_records;
+use super::records::deliveries;
 use super::rewrite::RewriteError;
 use super::wire::{decode_response, encode_response};
 use crate::plan::{KafkaError, ProtocolReply};
@@ -257,18 +257,27 @@ impl Conn {
     }
 
     /// Records one `delivered_batch` event per fetched partition, listing the records the
-    /// client will hand to the application; a partition whose records cannot be read fails the
-    /// run.
+    /// client will hand to the application: batches the ledger names as offset ranges (when
+    /// the run handed the proxy its acknowledged offsets), the rest read record by record. A
+    /// partition whose records cannot be read fails the run.
     pub(super) fn record_deliveries(&self, fetched: Vec<FetchedPartition>) {
+        let acked = self.shared.acked.get();
         for f in fetched {
-            let (records, err) =
-                delivered_records(&f.records, f.fetch_offset, &f.aborted, f.read_committed);
-            if !records.is_empty() {
+            let vouched_below = acked.map_or(0, |a| a.below(f.partition));
+            let (delivered, err) = deliveries(
+                &f.records,
+                f.fetch_offset,
+                &f.aborted,
+                f.read_committed,
+                vouched_below,
+            );
+            if !delivered.is_empty() {
                 self.shared.timeline.record(Event::DeliveredBatch {
                     instance: self.instance,
                     incarnation: self.incarnation,
                     partition: f.partition,
-                    records,
+                    ranges: delivered.ranges,
+                    records: delivered.records,
                 });
             }
             if let Some(e) = err {

@@ -27,9 +27,12 @@
 //! Deliveries: a Fetch response is forwarded first and its records are read right after it is
 //! on the client's socket (before the proxy reads anything more from the broker): one
 //! `delivered_batch` event per partition of the topic under test and Fetch response, listing
-//! the records the client hands to the application ([`delivered_records`]). Uncompressed v2
-//! batches are walked in place by [`scan_plain_batch`] (the crate still checks each batch
-//! header and CRC); every other batch is decoded by the crate. This keeps the proxy's cost off
+//! the records the client hands to the application ([`deliveries`]). A batch the harness's
+//! ledger names record by record (handed over with [`KafkaProxy::vouch_with`]) is recorded as
+//! its offset range from its header alone ([`header_says`]), and the timeline's reader turns the
+//! range back into records. Other uncompressed v2 batches are walked in place by
+//! [`scan_plain_batch`] (the crate still checks each batch header and CRC); every other batch
+//! is decoded by the crate. This keeps the proxy's cost off
 //! the consumer's path (issues 4 and 6); [`KafkaProxy::set_deliveries_before_forwarding`]
 //! restores "events before forwarding".
 //!
@@ -61,12 +64,14 @@ mod txn;
 mod wire;
 
 pub use group::{assigned_partitions, AssignmentError};
-pub use records::{delivered_records, scan_plain_batch, SeenRecord};
+pub use records::{
+    delivered_records, deliveries, header_says, scan_plain_batch, Delivered, HeaderSays, SeenRecord,
+};
 pub use wire::{decodable_versions, error_name, request_ids, KafkaFraming};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -80,7 +85,7 @@ use crate::error::InfraError;
 use crate::gate::{Gate, HoldDecision, HoldPoint};
 use crate::plan::{ProtocolReply, Target};
 use crate::proxy::control::NetworkControl;
-use crate::timeline::{Event, Timeline};
+use crate::timeline::{AckedOffsets, Event, Timeline};
 use conn::{Conn, Requests, Responses};
 
 /// Where a listener's connections go.
@@ -112,6 +117,9 @@ struct Shared {
     deliveries_first: AtomicBool,
     /// Read Fetch responses' records at all (off only in the benchmark's floor measurement).
     read_deliveries: AtomicBool,
+    /// The workload's acknowledged offsets, once the run hands them over: batches below their
+    /// watermark are recorded as offset ranges (none handed over: every record is read).
+    acked: OnceLock<Arc<AckedOffsets>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -185,6 +193,7 @@ impl KafkaProxy {
             failure: Mutex::default(),
             deliveries_first: AtomicBool::new(false),
             read_deliveries: AtomicBool::new(true),
+            acked: OnceLock::new(),
         });
         for (instance, listener) in listeners.into_iter().enumerate() {
             Shared::spawn_listener(&shared, listener, instance as u32, Route::Bootstrap);
@@ -237,6 +246,15 @@ impl KafkaProxy {
     /// measure what forwarding alone costs next to forwarding and reading every record.
     pub fn set_read_deliveries(&self, read: bool) {
         self.shared.read_deliveries.store(read, Ordering::Relaxed);
+    }
+
+    /// Hands over the workload's acknowledged offsets of the topic under test (once; later
+    /// calls are ignored): from then on a fetched batch whose records the ledger names, every
+    /// offset below the watermark, is recorded as an offset range without reading its records
+    /// (`records::header_says`); the timeline's reader turns it back into records. Without
+    /// it, every record is read.
+    pub fn vouch_with(&self, acked: Arc<AckedOffsets>) {
+        let _ = self.shared.acked.set(acked);
     }
 
     /// Live proxied connections of `instance`.
@@ -379,5 +397,7 @@ pub fn direct_connections(pid: u32, addrs: &[String]) -> Vec<String> {
         .collect()
 }
 
+#[cfg(test)]
+mod range_tests;
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,9 @@
 //! Which fetched records the client hands to its application: the walk over one partition's
 //! record batches in a Fetch response ([`delivered_records`]), the filter that applies the
-//! fetch position, control records and aborted transactions, and the in-place scan of
+//! fetch position, control records and aborted transactions, the in-place scan of
 //! uncompressed v2 batches ([`scan_plain_batch`]) that spares the proxy the crate's per-record
-//! allocations.
+//! allocations, and the header-only decision ([`header_says`]) that records a batch the ledger
+//! already names as an offset range, without reading its records ([`deliveries`]).
 //!
 //! Pure functions of bytes: no I/O, no state. Invariant: the in-place scan either reads exactly
 //! what the kafka-protocol crate reads or refuses the batch, which the crate then decodes (the
@@ -13,7 +14,7 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
-use crate::timeline::DeliveredIds;
+use crate::timeline::{DeliveredIds, OffsetRange};
 
 /// The header carrying the message ID (design §4).
 pub(super) const ID_HEADER: &str = "exactly-id";
@@ -26,16 +27,45 @@ pub(super) const ID_HEADER: &str = "exactly-id";
 ///
 /// Uncompressed v2 batches go through [`scan_plain_batch`] (no allocation per record); every
 /// other batch, and any batch that scan refuses, is decoded by the kafka-protocol crate, whose
-/// answer is the reference (see [`scan_plain_batch`] for why both exist).
+/// answer is the reference (see [`scan_plain_batch`] for why both exist). Every record is read:
+/// [`deliveries`] with nothing vouched for.
 pub fn delivered_records(
     records: &Bytes,
     fetch_offset: i64,
     aborted: &[(i64, i64)],
     read_committed: bool,
 ) -> (DeliveredIds, Option<String>) {
-    let mut out = DeliveredIds::default();
+    // Nothing vouched for: no range.
+    let (delivered, err) = deliveries(records, fetch_offset, aborted, read_committed, 0);
+    (delivered.records, err)
+}
+
+/// What the client is handed from one partition's fetched bytes: the records of `ranges`
+/// first (offsets recorded from batch headers alone, in order), then `records` (read one by
+/// one from their batches).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Batches the ledger names, every offset (see [`header_says`]); consecutive ones merged.
+    pub ranges: Vec<OffsetRange>,
+    /// Records read, (offset, ID), after those of `ranges`.
+    pub records: DeliveredIds,
+}
+
+/// As [`delivered_records`], except that batches whose header alone tells their records, all
+/// below `vouched_below` (the ledger's watermark for this partition, `AckedOffsets`), are
+/// recorded as offset ranges and not read ([`header_says`]), up to the first record that had to
+/// be read (so that ranges, then records, is the order the client got them in). Consecutive
+/// range batches make one range; a repeated batch is a repeated range. `vouched_below <= 0`
+/// reads every record.
+pub fn deliveries(
+    records: &Bytes,
+    fetch_offset: i64,
+    aborted: &[(i64, i64)],
+    read_committed: bool,
+    vouched_below: i64,
+) -> (Delivered, Option<String>) {
+    let mut out = Delivered::default();
     let mut filter = DeliveryFilter::new(fetch_offset, aborted, read_committed);
-    let mut deliver = |id: &[u8], offset| out.push_bytes(offset, id);
     // One list for the records of every plain batch, reused from batch to batch.
     let mut seen = Vec::new();
     let mut at = 0;
@@ -53,6 +83,17 @@ pub fn delivered_records(
         };
         let range = at..at + batch.len();
         at = range.end;
+        if vouched_below > 0 && out.records.is_empty() {
+            match header_says(batch, fetch_offset, vouched_below) {
+                HeaderSays::Range(r) => {
+                    out.push_range(r);
+                    continue;
+                }
+                HeaderSays::Nothing => continue,
+                HeaderSays::Walk => {}
+            }
+        }
+        let mut deliver = |id: &[u8], offset| out.records.push_bytes(offset, id);
         if scan_plain_batch(records, range, &mut seen) {
             for r in seen.drain(..) {
                 filter.visit(r, &mut deliver);
@@ -81,6 +122,75 @@ pub fn delivered_records(
         }
     };
     (out, err)
+}
+
+impl Delivered {
+    /// True when the client is handed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty() && self.records.is_empty()
+    }
+
+    /// Appends a range; one that continues the last range extends it.
+    fn push_range(&mut self, r: OffsetRange) {
+        if let Some(last) = self.ranges.last_mut() {
+            if last.last.checked_add(1) == Some(r.first) {
+                last.last = r.last;
+                return;
+            }
+        }
+        self.ranges.push(r);
+    }
+}
+
+/// What one record batch's header alone says of the records the client is handed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderSays {
+    /// Exactly the records at these offsets, every one below the watermark.
+    Range(OffsetRange),
+    /// None: every record is before the fetch position.
+    Nothing,
+    /// Only reading the records tells (see [`header_says`]).
+    Walk,
+}
+
+/// Decides from the header of one whole batch (`batch`: base offset to its end) whether its
+/// records need reading. A range needs a v2 batch that is neither transactional (an aborted
+/// transaction's records are not handed to a read_committed client) nor a control batch
+/// (markers are never handed on), whose record count is its last offset delta + 1 (no offset
+/// missing, as compaction leaves), with a known compression (the header is never compressed,
+/// so a compressed batch is vouched for alike), clipped to the fetch position, and every
+/// offset of it below `vouched_below`. Anything else is walked.
+///
+/// The batch's CRC is not checked here (the walk's decoder checks it): it guards the records'
+/// bytes, which the range does not read, and the client (librdkafka's `check.crcs` is off by
+/// default) hands the records on whatever it says.
+pub fn header_says(batch: &[u8], fetch_offset: i64, vouched_below: i64) -> HeaderSays {
+    let Some(h) = batch.get(..V2_RECORDS_AT) else {
+        return HeaderSays::Walk;
+    };
+    let be_i64 = |at: usize| i64::from_be_bytes(h[at..at + 8].try_into().unwrap_or([0; 8]));
+    let be_i32 = |at: usize| i32::from_be_bytes(h[at..at + 4].try_into().unwrap_or([0; 4]));
+    let base = be_i64(0);
+    let magic = h[16];
+    let attributes = u16::from_be_bytes([h[21], h[22]]);
+    let last_delta = be_i32(23);
+    let count = be_i32(57);
+    let compression_known = attributes & 0x7 <= 4;
+    let transactional = attributes & (1 << 4) != 0;
+    let control = attributes & (1 << 5) != 0;
+    let no_gap = last_delta >= 0 && i64::from(count) == i64::from(last_delta) + 1;
+    if magic != 2 || !compression_known || transactional || control || !no_gap || base < 0 {
+        return HeaderSays::Walk;
+    }
+    let last = base.saturating_add(i64::from(last_delta));
+    let first = base.max(fetch_offset);
+    if first > last {
+        HeaderSays::Nothing
+    } else if last < vouched_below {
+        HeaderSays::Range(OffsetRange { first, last })
+    } else {
+        HeaderSays::Walk
+    }
 }
 
 /// What the delivery walk needs of one record, however its batch was decoded.

@@ -102,6 +102,7 @@ fn test_conn(gate: Gate) -> Arc<Conn> {
         failure: Mutex::default(),
         deliveries_first: AtomicBool::new(false),
         read_deliveries: AtomicBool::new(true),
+        acked: std::sync::OnceLock::new(),
     });
     Arc::new(Conn {
         shared,
@@ -331,6 +332,56 @@ async fn feed(conn: &Arc<Conn>, is_request: bool, key: ApiKey, version: i16, byt
     }
 }
 
+/// Handed the workload's acknowledged offsets, the proxy records a fetched batch below their
+/// watermark as its offset range, in the one event of that partition and response; without
+/// them (or beyond the watermark) it reads the records.
+#[tokio::test]
+async fn a_batch_the_ledger_names_is_recorded_as_its_offset_range() {
+    // The corpus's Fetch response carries offsets 10..=14 of partition 0, one batch each.
+    let range = |last| vec![crate::timeline::OffsetRange { first: 10, last }];
+    let cases = [
+        (None, (vec![], 5)),
+        (Some(15), (range(14), 0)),
+        (Some(14), (range(13), 1)),
+    ];
+    for (watermark, want) in cases {
+        let conn = test_conn(Gate::open());
+        if let Some(w) = watermark {
+            let acked = crate::timeline::AckedOffsets::default();
+            (0..w).for_each(|o| acked.acked(0, o));
+            conn.shared.acked.set(Arc::new(acked)).unwrap();
+        }
+        let mut rx = conn.shared.timeline.subscribe();
+        let mut responses = Responses {
+            conn: conn.clone(),
+            unread: Vec::new(),
+        };
+        let (_, _, _, f) = corpus().swap_remove(5);
+        lock(&conn.inflight).insert(
+            correlation(&f),
+            Pending {
+                key: ApiKey::Fetch as i16,
+                version: 12,
+                ctx: Ctx::Fetch {
+                    read_committed: false,
+                },
+            },
+        );
+        assert!(matches!(responses.on_frame(f).await, Handled::Forward(_)));
+        responses.on_written();
+        let mut batches = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            if let Event::DeliveredBatch {
+                ranges, records, ..
+            } = &e.event
+            {
+                batches.push((ranges.clone(), records.len()));
+            }
+        }
+        assert_eq!(batches, [want], "watermark {watermark:?}");
+    }
+}
+
 /// A Fetch response's `delivered` events come once it is written (by default), or before
 /// it is forwarded when the proxy is told to; a response that is not forwarded delivers
 /// nothing.
@@ -349,6 +400,7 @@ async fn deliveries_are_recorded_after_the_write_or_before_the_forward() {
                     incarnation: 1,
                     partition: 0,
                     records,
+                    ..
                 } = &e.event
                 {
                     n += records.len();

@@ -157,6 +157,7 @@ pub fn collect(rec: &Judgement, events: &[Stamped]) -> Lives {
                 incarnation,
                 partition,
                 records,
+                ..
             } => {
                 for (offset, id) in records.iter() {
                     let what = What::Delivered {

@@ -327,7 +327,7 @@ fn lives_note(lives: &lives::Lives) -> String {
     match lives.sampled {
         false => format!("Every one of the {} IDs can be searched.", lives.total),
         true => format!(
-            "{} of {} IDs can be searched: every anomaly (up to {}) and an even sample of the others in produce order. For any other ID, grep the run folder's events.jsonl.",
+            "{} of {} IDs can be searched: every anomaly (up to {}) and an even sample of the others in produce order. For any other ID, grep the run folder's events.jsonl (a Kafka delivery recorded as an offset range names its partition and offsets, not the ID: look its offset up in the ID's produced line).",
             lives.ids.len(),
             lives.total,
             lives::ANOMALY_LIVES

@@ -342,6 +342,7 @@ fn random_event(rng: &mut rand_chacha::ChaCha8Rng) -> crate::timeline::Event {
                 instance,
                 incarnation,
                 partition: rng.random_range(0..4),
+                ranges: Vec::new(),
                 records,
             }
         }
