@@ -36,7 +36,7 @@ pub struct Stamped {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     /// The run began; carries what the judge needs to know about the plan.
-    RunStarted(RunInfo),
+    RunStarted(Box<RunInfo>),
     /// The workload produced one message (or failed to).
     Produced {
         /// The message ID.
@@ -138,7 +138,7 @@ pub enum Event {
         status: Option<String>,
     },
     /// A fault was applied (or its trigger matched and the action could not be applied).
-    Fault(FaultRecord),
+    Fault(Box<FaultRecord>),
     /// The broker's view of progress.
     Progress {
         /// Committed offset per partition (the next offset the group will read).
@@ -803,11 +803,11 @@ pub struct Attribution {
     pub note: Option<String>,
     /// The committed database transaction the effect was read from (`postgres` sink).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub row: Option<RowCommit>,
+    pub row: Option<Box<RowCommit>>,
     /// `kafka-topic` sink: the output record the effect was read from, which the judge ties
     /// to the consumer Produce (`consumer_produce`) that wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record: Option<RecordPlace>,
+    pub record: Option<Box<RecordPlace>>,
 }
 
 /// Where a `postgres` effect was seen: its row change and the transaction that committed it.
@@ -1602,6 +1602,18 @@ mod tests {
         };
         let line = serde_json::to_string(&stamped).unwrap();
         assert_eq!(serde_json::from_str::<Stamped>(&line).unwrap(), stamped);
+    }
+
+    /// Every event of a run is held in memory while it is judged (two or three per message):
+    /// the payloads of rare large kinds (the run's plan, a fault, a postgres row) are boxed so
+    /// they do not set the size of every event.
+    #[test]
+    fn an_event_stays_small_whatever_its_kind() {
+        assert!(
+            std::mem::size_of::<Stamped>() <= 176,
+            "Stamped is {} bytes",
+            std::mem::size_of::<Stamped>()
+        );
     }
 
     #[test]

@@ -237,7 +237,7 @@ mod tests {
     fn info() -> Event {
         let mut info = run_info(&[], 3, "at-least-once");
         info.topic = "t".into();
-        Event::RunStarted(info)
+        Event::RunStarted(Box::new(info))
     }
 
     fn produced(id: &str, offset: i64) -> Event {
