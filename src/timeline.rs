@@ -11,13 +11,16 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+
+mod fast;
+mod read;
 
 /// One event with its place in the run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -1392,35 +1395,10 @@ fn write_line(buf: &mut Vec<u8>, e: &Stamped) {
 }
 
 /// Reads `events.jsonl`; a torn last line (harness killed mid-write) is ignored, any other
-/// bad line is an error naming its line number.
+/// bad line is an error naming its line number. Blocks of lines are parsed in parallel, the
+/// hot kinds by a fast path that reads exactly what serde would (`read`, `fast`).
 pub fn read_events(path: &Path) -> Result<Vec<Stamped>, ReadEventsError> {
-    let io = |source| ReadEventsError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let file = File::open(path).map_err(io)?;
-    let lines: Vec<String> = BufReader::new(file)
-        .lines()
-        .collect::<Result<_, _>>()
-        .map_err(io)?;
-    let mut events = Vec::with_capacity(lines.len());
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str(line) {
-            Ok(e) => events.push(e),
-            Err(_) if i + 1 == lines.len() => break,
-            Err(source) => {
-                return Err(ReadEventsError::BadLine {
-                    path: path.to_owned(),
-                    line: i + 1,
-                    source,
-                })
-            }
-        }
-    }
-    Ok(events)
+    read::read_events(path)
 }
 
 #[cfg(test)]
