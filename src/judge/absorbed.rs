@@ -4,14 +4,13 @@
 //! often the fix was needed. A redelivery the consumer never got to process before the run
 //! ended counts too, so the figure is an upper bound on what the fix itself absorbed.
 
-use std::collections::HashMap;
-
+use crate::judge::id_map::IdMap;
 use crate::timeline::{EffectOutcome, Event, Stamped};
 
 /// Deliveries (through the proxy) of an ID after its only applied effect was recorded.
 pub fn redeliveries_absorbed(events: &[Stamped]) -> u64 {
     // ID → (applied effects, timeline seq of the first one)
-    let mut effects: HashMap<&str, (u32, u64)> = HashMap::new();
+    let mut effects: IdMap<(u32, u64)> = IdMap::default();
     for e in events {
         if let Event::Effect {
             id,

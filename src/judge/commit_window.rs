@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::judge::id_map::IdMap;
 use crate::judge::model::COMMIT_WINDOW_SAMPLES;
 use crate::timeline::{
     AckPhase, AckVerb, CommitPhase, CommittedOffset, Event, ProduceStatus, Stamped,
@@ -102,10 +103,11 @@ pub fn commits_ahead(events: &[Stamped]) -> CommitWindow {
 /// The state of the scan for commits ahead of effects.
 struct Scan<'a> {
     topic: &'a str,
-    /// The ID at each acknowledged (partition, offset), first produce kept.
-    at_offset: HashMap<(i32, i64), &'a str>,
+    /// Per partition, the ID at each acknowledged offset (first produce kept), in offset
+    /// order: a commit's newly covered offsets are one run of it.
+    at_offset: HashMap<i32, Vec<(i64, &'a str)>>,
     /// When each ID's first effect was observed.
-    first_effect: HashMap<&'a str, u64>,
+    first_effect: IdMap<'a, u64>,
     /// Per partition, the offset below which commits were already checked.
     covered: HashMap<i32, i64>,
     /// Each committer's last commit request (a response may not repeat its offsets).
@@ -115,8 +117,8 @@ struct Scan<'a> {
 
 impl<'a> Scan<'a> {
     fn new(events: &'a [Stamped], topic: &'a str) -> Scan<'a> {
-        let mut at_offset: HashMap<(i32, i64), &str> = HashMap::new();
-        let mut first_effect: HashMap<&str, u64> = HashMap::new();
+        let mut at_offset: HashMap<i32, Vec<(i64, &str)>> = HashMap::new();
+        let mut first_effect: IdMap<u64> = IdMap::default();
         for st in events {
             match &st.event {
                 Event::Produced {
@@ -125,14 +127,18 @@ impl<'a> Scan<'a> {
                     offset: Some(o),
                     status: ProduceStatus::Acked,
                     ..
-                } => {
-                    at_offset.entry((*p, *o)).or_insert(id.as_str());
-                }
+                } => at_offset.entry(*p).or_default().push((*o, id)),
                 Event::Effect { id, .. } => {
                     first_effect.entry(id.as_str()).or_insert(st.t_us);
                 }
                 _ => {}
             }
+        }
+        for ids in at_offset.values_mut() {
+            // Stable, and quick on the nearly sorted order the producer acknowledges in: the
+            // first produce of an offset stays first and is the one kept.
+            ids.sort_by_key(|&(offset, _)| offset);
+            ids.dedup_by_key(|&mut (offset, _)| offset);
         }
         Scan {
             topic,
@@ -197,16 +203,21 @@ impl<'a> Scan<'a> {
     /// covered whose effect was not yet observed is ahead.
     fn accepted(&mut self, t_us: u64, who: (u32, u32), partition: i32, next: i64) {
         let from = self.covered.get(&partition).copied().unwrap_or(0);
-        for offset in from..next {
-            let Some(id) = self.at_offset.get(&(partition, offset)) else {
-                continue;
-            };
+        let ids = self
+            .at_offset
+            .get(&partition)
+            .map_or(&[][..], Vec::as_slice);
+        let start = ids.partition_point(|&(offset, _)| offset < from);
+        for &(offset, id) in ids[start..]
+            .iter()
+            .take_while(|&&(offset, _)| offset < next)
+        {
             let effect_t_us = self.first_effect.get(id).copied();
             if effect_t_us.is_some_and(|t| t <= t_us) {
                 continue;
             }
             self.window.add(CommitAhead {
-                id: (*id).to_owned(),
+                id: id.to_owned(),
                 partition: Some(partition),
                 offset: Some(offset),
                 commit_t_us: t_us,
@@ -285,6 +296,30 @@ mod tests {
             stamped(5, commit(CommitPhase::Response, Some(1))),
         ];
         assert_eq!(commits_ahead(&events).count, 0);
+    }
+
+    #[test]
+    fn produces_acknowledged_out_of_order_are_found_in_offset_order_first_produce_named() {
+        let events = [
+            stamped(1, info()),
+            stamped(2, produced("c", 2)),
+            stamped(3, produced("a", 0)),
+            stamped(4, produced("b", 1)),
+            // A second record at offset 1 (not what the broker stored first): not named.
+            stamped(5, produced("b-again", 1)),
+            stamped(6, commit(CommitPhase::Response, Some(1))),
+            stamped(7, commit(CommitPhase::Response, Some(3))),
+        ];
+        let w = commits_ahead(&events);
+        let found: Vec<(&str, Option<i64>, u64)> = w
+            .samples
+            .iter()
+            .map(|c| (c.id.as_str(), c.offset, c.commit_t_us))
+            .collect();
+        assert_eq!(
+            found,
+            [("a", Some(0), 6), ("b", Some(1), 7), ("c", Some(2), 7)]
+        );
     }
 
     #[test]

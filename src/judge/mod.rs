@@ -46,6 +46,7 @@ mod committers;
 mod effects;
 mod facts;
 mod harness;
+mod id_map;
 mod judgement;
 pub mod key_order;
 mod ledger;
