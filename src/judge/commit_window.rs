@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::judge::id_map::IdMap;
+use crate::judge::first_effects::FirstEffects;
 use crate::judge::model::COMMIT_WINDOW_SAMPLES;
 use crate::timeline::{
     AckPhase, AckVerb, CommitPhase, CommittedOffset, Event, ProduceStatus, Stamped,
@@ -66,6 +66,11 @@ impl CommitWindow {
 /// Finds every offset of the topic under test that a successful commit covered before the
 /// effect of its message was observed.
 pub fn commits_ahead(events: &[Stamped]) -> CommitWindow {
+    commits_ahead_with(events, &FirstEffects::read(events))
+}
+
+/// [`commits_ahead`] with the effects already read.
+pub(crate) fn commits_ahead_with(events: &[Stamped], effects: &FirstEffects) -> CommitWindow {
     let topic = events.iter().find_map(|st| match &st.event {
         Event::RunStarted(info) => Some(info.topic.as_str()),
         _ => None,
@@ -73,7 +78,7 @@ pub fn commits_ahead(events: &[Stamped]) -> CommitWindow {
     let Some(topic) = topic else {
         return CommitWindow::default();
     };
-    let mut scan = Scan::new(events, topic);
+    let mut scan = Scan::new(events, topic, effects);
     for st in events {
         match &st.event {
             // AMQP: an ack written to the broker's socket removes its messages from the queue.
@@ -107,7 +112,7 @@ struct Scan<'a> {
     /// order: a commit's newly covered offsets are one run of it.
     at_offset: HashMap<i32, Vec<(i64, &'a str)>>,
     /// When each ID's first effect was observed.
-    first_effect: IdMap<'a, u64>,
+    effects: &'a FirstEffects<'a>,
     /// Per partition, the offset below which commits were already checked.
     covered: HashMap<i32, i64>,
     /// Each committer's last commit request (a response may not repeat its offsets).
@@ -116,22 +121,18 @@ struct Scan<'a> {
 }
 
 impl<'a> Scan<'a> {
-    fn new(events: &'a [Stamped], topic: &'a str) -> Scan<'a> {
+    fn new(events: &'a [Stamped], topic: &'a str, effects: &'a FirstEffects<'a>) -> Scan<'a> {
         let mut at_offset: HashMap<i32, Vec<(i64, &str)>> = HashMap::new();
-        let mut first_effect: IdMap<u64> = IdMap::default();
         for st in events {
-            match &st.event {
-                Event::Produced {
-                    id,
-                    partition: Some(p),
-                    offset: Some(o),
-                    status: ProduceStatus::Acked,
-                    ..
-                } => at_offset.entry(*p).or_default().push((*o, id)),
-                Event::Effect { id, .. } => {
-                    first_effect.entry(id.as_str()).or_insert(st.t_us);
-                }
-                _ => {}
+            if let Event::Produced {
+                id,
+                partition: Some(p),
+                offset: Some(o),
+                status: ProduceStatus::Acked,
+                ..
+            } = &st.event
+            {
+                at_offset.entry(*p).or_default().push((*o, id));
             }
         }
         for ids in at_offset.values_mut() {
@@ -143,7 +144,7 @@ impl<'a> Scan<'a> {
         Scan {
             topic,
             at_offset,
-            first_effect,
+            effects,
             covered: HashMap::new(),
             last_request: HashMap::new(),
             window: CommitWindow::default(),
@@ -153,7 +154,7 @@ impl<'a> Scan<'a> {
     /// An ack forwarded at `t_us` by `who` for `ids`: each one not yet effected is ahead.
     fn ack(&mut self, t_us: u64, who: (u32, u32), delivery_tag: u64, ids: &[String]) {
         for id in ids {
-            let effect_t_us = self.first_effect.get(id.as_str()).copied();
+            let effect_t_us = self.effects.of(id).map(|e| e.t_us);
             if effect_t_us.is_some_and(|t| t <= t_us) || self.window.by_id.contains_key(id) {
                 continue;
             }
@@ -212,7 +213,7 @@ impl<'a> Scan<'a> {
             .iter()
             .take_while(|&&(offset, _)| offset < next)
         {
-            let effect_t_us = self.first_effect.get(id).copied();
+            let effect_t_us = self.effects.of(id).map(|e| e.t_us);
             if effect_t_us.is_some_and(|t| t <= t_us) {
                 continue;
             }

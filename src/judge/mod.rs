@@ -10,8 +10,9 @@
 //! an effect whose answer it held), the ruling (`verdict`: shortfalls, precedence, claim), and
 //! the findings (`mechanism`, `commit_window`, `key_order`). The run facts include the
 //! consumer connections that bypassed the proxy and the faults they escaped (`bypass`).
-//! `commit_window` and `absorbed` need nothing but the events: they run on a second thread
-//! beside the rest (on millions of IDs each is a pass with a hash map of every ID).
+//! `commit_window` and `absorbed` need nothing but the events and each ID's first effects
+//! (`first_effects`, one map of every effected ID): they run on a second thread beside the
+//! rest.
 //!
 //! Invariants:
 //! - Identity is the message ID, never the offset. Several `produced` records for one ID (a
@@ -47,6 +48,7 @@ pub mod commit_window;
 mod committers;
 mod effects;
 mod facts;
+mod first_effects;
 mod harness;
 mod id_map;
 mod judgement;
@@ -85,6 +87,7 @@ pub use model::{
 pub use poison::PoisonFate;
 
 use facts::{FactsReader, RunFacts};
+use first_effects::FirstEffects;
 use ledger::{Ledger, Produce};
 use model::plural;
 use verdict::LedgerEvidence;
@@ -113,12 +116,16 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
 
 /// Judges the effects of one boundary (the run's one sink, or one boundary's view). The two
 /// findings that need nothing but the events (`Beside`) are made on a second thread while the
-/// ledger passes run: on millions of IDs each is a pass with a hash map of every ID.
+/// ledger passes run: on millions of IDs they and their map of every effected ID cost about as
+/// much as the rest.
 fn analyze_one(events: &[Stamped]) -> Judgement {
     std::thread::scope(|s| {
-        let beside = s.spawn(|| Beside {
-            commits_ahead: commit_window::commits_ahead(events),
-            redeliveries_absorbed: absorbed::redeliveries_absorbed(events),
+        let beside = s.spawn(|| {
+            let effects = FirstEffects::read(events);
+            Beside {
+                commits_ahead: commit_window::commits_ahead_with(events, &effects),
+                redeliveries_absorbed: absorbed::redeliveries_absorbed_with(events, &effects),
+            }
         });
         // The thread panics only on a bug in the judge: pass the panic on.
         analyze_with(events, || {
