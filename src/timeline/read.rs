@@ -1,7 +1,8 @@
 //! Reading `events.jsonl` back, fast enough for runs of millions of messages: the file is read
-//! in blocks of whole lines, the blocks of a batch parsed on every core (each line by the fast
-//! path for the hot kinds, `fast`, else by serde), and the events kept in file order. Memory is
-//! the events plus one batch of blocks: no copy of the whole file is held.
+//! in blocks of whole lines by a thread of its own, the blocks of a batch parsed on every core
+//! (each line by the fast path for the hot kinds, `fast`, else by serde), and the events kept in
+//! file order. Memory is the events plus two batches of blocks: no copy of the whole file is
+//! held.
 //!
 //! Invariants: the events come out in file order; blank lines are skipped; a bad last line
 //! (torn: the harness was killed mid-write) is ignored; any other bad line is an error naming
@@ -14,7 +15,7 @@ use std::path::Path;
 use super::{fast, ReadEventsError, Stamped};
 
 /// Bytes read into one block before it is cut after its last newline.
-const BLOCK: usize = 8 << 20;
+const BLOCK: usize = 4 << 20;
 
 /// Blocks parsed at once: one per core, at most this many.
 const MAX_WORKERS: usize = 4;
@@ -26,16 +27,13 @@ struct Block {
     last: bool,
 }
 
-/// One block's events and how many lines it had, or its first bad line: its index in the
-/// block (from 0) and why serde refused it.
-type Parsed = Result<(Vec<Stamped>, usize), (usize, serde_json::Error)>;
-
 /// Reads `path` (see the module doc).
 pub(super) fn read_events(path: &Path) -> Result<Vec<Stamped>, ReadEventsError> {
     read_in_blocks(path, BLOCK)
 }
 
-/// Reads `path` in blocks of about `block` bytes.
+/// Reads `path` in blocks of about `block` bytes: a thread reads blocks ahead while batches
+/// of them are parsed.
 fn read_in_blocks(path: &Path, block: usize) -> Result<Vec<Stamped>, ReadEventsError> {
     let io = |source| ReadEventsError::Io {
         path: path.to_owned(),
@@ -50,56 +48,74 @@ fn read_in_blocks(path: &Path, block: usize) -> Result<Vec<Stamped>, ReadEventsE
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, MAX_WORKERS);
-    let mut events = Vec::new();
-    let mut lines_before = 0;
-    loop {
-        let mut batch = Vec::with_capacity(workers);
-        while batch.len() < workers {
-            match blocks.next().map_err(io)? {
-                Some(b) => batch.push(b),
-                None => break,
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(workers);
+        // Ends when the file does, or when the receiver is gone (a bad line ended the read).
+        s.spawn(move || loop {
+            let next = blocks.next().transpose();
+            let end = !matches!(next, Some(Ok(_)));
+            if next.is_some_and(|b| tx.send(b).is_err()) || end {
+                return;
             }
-        }
-        if batch.is_empty() {
-            return Ok(events);
-        }
-        for parsed in parse_all(&batch) {
-            let (block_events, lines) = parsed.map_err(|(i, source)| ReadEventsError::BadLine {
-                path: path.to_owned(),
-                line: lines_before + i + 1,
-                source,
-            })?;
-            events.extend(block_events);
+        });
+        let mut events = Vec::new();
+        let mut lines_before = 0;
+        loop {
+            let batch = rx.iter().take(workers).collect::<Result<Vec<_>, _>>();
+            let batch = batch.map_err(io)?;
+            if batch.is_empty() {
+                return Ok(events);
+            }
+            let lines =
+                parse_all(&batch, &mut events).map_err(|(i, source)| ReadEventsError::BadLine {
+                    path: path.to_owned(),
+                    line: lines_before + i + 1,
+                    source,
+                })?;
             lines_before += lines;
         }
-    }
-}
-
-/// Parses the blocks in parallel (one thread each, the first on this one), results in block
-/// order.
-fn parse_all(batch: &[Block]) -> Vec<Parsed> {
-    std::thread::scope(|s| {
-        let others: Vec<_> = batch[1..]
-            .iter()
-            .map(|b| s.spawn(move || parse_block(b)))
-            .collect();
-        let mut all = vec![parse_block(&batch[0])];
-        for handle in others {
-            // A parser thread panics only on a bug in the parser: pass the panic on.
-            all.push(
-                handle
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            );
-        }
-        all
     })
 }
 
-/// The events of one block (see [`Parsed`]); a bad last line of the file is ignored.
-fn parse_block(block: &Block) -> Parsed {
+/// Parses the blocks in parallel (one thread each, the first on this one, straight into
+/// `events`) and appends their events in block order; returns how many lines they had, or the
+/// first bad line (its index from the batch's first line).
+fn parse_all(
+    batch: &[Block],
+    events: &mut Vec<Stamped>,
+) -> Result<usize, (usize, serde_json::Error)> {
+    std::thread::scope(|s| {
+        let others: Vec<_> = batch[1..]
+            .iter()
+            .map(|b| {
+                s.spawn(move || {
+                    let mut parsed = Vec::with_capacity(b.text.len() / 128);
+                    parse_block(b, &mut parsed).map(|lines| (parsed, lines))
+                })
+            })
+            .collect();
+        let mut lines = parse_block(&batch[0], events)?;
+        for handle in others {
+            // A parser thread panics only on a bug in the parser: pass the panic on.
+            let parsed = handle
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let (parsed, n) = parsed.map_err(|(i, e)| (lines + i, e))?;
+            events.extend(parsed);
+            lines += n;
+        }
+        Ok(lines)
+    })
+}
+
+/// Appends the events of one block to `events` and returns how many lines it had, or its
+/// first bad line (index from 0, and why serde refused it); a bad last line of the file is
+/// ignored.
+fn parse_block(
+    block: &Block,
+    events: &mut Vec<Stamped>,
+) -> Result<usize, (usize, serde_json::Error)> {
     let text = block.text.as_slice();
-    let mut events = Vec::with_capacity(text.len() / 128);
     let mut start = 0;
     let mut index = 0;
     let ends = memchr::memchr_iter(b'\n', text).chain(
@@ -119,7 +135,7 @@ fn parse_block(block: &Block) -> Parsed {
         }
         index += 1;
     }
-    Ok((events, index))
+    Ok(index)
 }
 
 /// A line with nothing but white space (skipped, as `str::trim` sees white space).
