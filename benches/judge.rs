@@ -6,14 +6,16 @@
 //! The file is shaped like a real Kafka run's (field for field what the timeline writes; every
 //! line is read back by `read_events`, so a shape the judge does not know fails the bench): a
 //! `run_started`, one `produced` per ID over 8 partitions, `delivered_batch` events of 500
-//! records, one applied `effect` per ID (every 1000th twice, so duplicates are found and
-//! explained), a `commit` request and response after every batch, a kill of the one
+//! records (as offset ranges, as the proxy records batches the ledger names; with
+//! `JUDGE_BENCH_WALKED=1`, as the records read one by one), one applied `effect` per ID (every
+//! 1000th twice, so duplicates are found and explained), a `commit` request and response after every batch, a kill of the one
 //! incarnation halfway with its restart, a `progress` and `run_ended`.
 //!
 //! Each size is judged in a child process of this bench (itself, with `--judge FILE`), so the
-//! peak resident memory (VmHWM) is that of reading and judging alone. Knobs: JUDGE_BENCH_IDS
-//! (comma-separated sizes, default "1000000,10000000"), JUDGE_BENCH_DIR (where the generated
-//! files go, default the system temp dir; each is removed afterwards).
+//! peak resident memory (VmHWM) is that of reading and judging alone; it is printed once read
+//! (what the events themselves hold) and at the end. Knobs: JUDGE_BENCH_IDS (comma-separated
+//! sizes, default "1000000,10000000"), JUDGE_BENCH_DIR (where the generated files go, default
+//! the system temp dir; each is removed afterwards).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -51,8 +53,8 @@ fn main() {
         .unwrap_or_else(|_| std::env::temp_dir());
     println!("judge at scale: read events.jsonl and judge it, in a child process per size");
     println!(
-        "{:>12} {:>10} {:>14} {:>10} {:>10} {:>12}  verdict",
-        "IDs", "MB", "MB/1M msgs", "read s", "judge s", "peak MB"
+        "{:>12} {:>10} {:>14} {:>10} {:>10} {:>14} {:>12}  verdict",
+        "IDs", "MB", "MB/1M msgs", "read s", "judge s", "peak read MB", "peak MB"
     );
     for n in sizes {
         let path = dir.join(format!("exactly-judge-bench-{n}.jsonl"));
@@ -69,17 +71,19 @@ fn main() {
             String::from_utf8_lossy(&child.stderr)
         );
         let f: Vec<&str> = out.split_whitespace().collect();
-        let (read_s, judge_s, peak): (f64, f64, u64) = (
+        let (read_s, judge_s, read_peak, peak): (f64, f64, u64, u64) = (
             f[0].parse().unwrap(),
             f[1].parse().unwrap(),
             f[2].parse().unwrap(),
+            f[3].parse().unwrap(),
         );
         let mb = bytes as f64 / 1e6;
         println!(
-            "{n:>12} {mb:>10.0} {:>14.0} {read_s:>10.2} {judge_s:>10.2} {:>12.0}  {}",
+            "{n:>12} {mb:>10.0} {:>14.0} {read_s:>10.2} {judge_s:>10.2} {:>14.0} {:>12.0}  {}",
             mb / (n as f64 / 1e6),
+            read_peak as f64 / 1e6,
             peak as f64 / 1e6,
-            f[3..].join(" ")
+            f[4..].join(" ")
         );
         if n == 10_000_000 {
             let total = Duration::from_secs_f64(read_s + judge_s);
@@ -93,16 +97,18 @@ fn main() {
     }
 }
 
-/// Reads and judges `path`, printing "read_s judge_s peak_bytes verdict counts".
+/// Reads and judges `path`, printing "read_s judge_s read_peak_bytes peak_bytes verdict
+/// counts" (the peak once read: what the events themselves hold).
 fn judge_child(path: &Path) {
     let start = Instant::now();
     let events = read_events(path).expect("the generated file reads back");
     let read = start.elapsed();
+    let read_peak = peak_resident_bytes();
     let start = Instant::now();
     let judged = judge::analyze(&events);
     let took = start.elapsed();
     println!(
-        "{:.3} {:.3} {} {} (duplicated {}, lost {})",
+        "{:.3} {:.3} {read_peak} {} {} (duplicated {}, lost {})",
         read.as_secs_f64(),
         took.as_secs_f64(),
         peak_resident_bytes(),
@@ -170,17 +176,24 @@ fn batch(
     n: u64,
 ) -> std::io::Result<()> {
     let ids = |o: u64| o * PARTITIONS + p;
-    let records: Vec<String> = (first..last)
-        .filter(|&o| ids(o) < n)
-        .map(|o| format!(r#"[{o},"{run}-{}"]"#, ids(o)))
-        .collect();
-    if records.is_empty() {
+    let delivered: Vec<u64> = (first..last).filter(|&o| ids(o) < n).collect();
+    let (Some(lo), Some(hi)) = (delivered.first(), delivered.last()) else {
         return Ok(());
+    };
+    if w.walked {
+        let records: Vec<String> = delivered
+            .iter()
+            .map(|&o| format!(r#"[{o},"{run}-{}"]"#, ids(o)))
+            .collect();
+        w.line(format_args!(
+            r#""kind":"delivered_batch","instance":0,"incarnation":{inc},"partition":{p},"records":[{}]"#,
+            records.join(",")
+        ))?;
+    } else {
+        w.line(format_args!(
+            r#""kind":"delivered_batch","instance":0,"incarnation":{inc},"partition":{p},"ranges":[[{lo},{hi}]],"records":[]"#
+        ))?;
     }
-    w.line(format_args!(
-        r#""kind":"delivered_batch","instance":0,"incarnation":{inc},"partition":{p},"records":[{}]"#,
-        records.join(",")
-    ))?;
     for o in (first..last).filter(|&o| ids(o) < n) {
         let id = ids(o);
         let times = if id % 1000 == 0 { 2 } else { 1 };
@@ -219,6 +232,9 @@ fn offsets(n: u64) -> String {
 /// A JSON-lines writer that stamps each line with the timeline's `seq` and `t_us`.
 struct Lines {
     out: BufWriter<File>,
+    /// Deliveries as the records the proxy read (`JUDGE_BENCH_WALKED=1`) rather than the
+    /// offset ranges it records for batches the ledger names.
+    walked: bool,
     seq: u64,
     t_us: u64,
 }
@@ -227,6 +243,7 @@ impl Lines {
     fn new(file: File) -> Lines {
         Lines {
             out: BufWriter::with_capacity(1 << 20, file),
+            walked: std::env::var_os("JUDGE_BENCH_WALKED").is_some_and(|v| v == "1"),
             seq: 0,
             t_us: 0,
         }

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 mod acked;
+mod fast;
 mod ranges;
+mod read;
 
 pub use acked::AckedOffsets;
 pub use ranges::{OffsetRange, UnresolvedOffsets, DELIVERY_RANGES_SWITCH};
@@ -42,7 +44,7 @@ pub struct Stamped {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     /// The run began; carries what the judge needs to know about the plan.
-    RunStarted(RunInfo),
+    RunStarted(Box<RunInfo>),
     /// The workload produced one message (or failed to).
     Produced {
         /// The message ID.
@@ -144,7 +146,7 @@ pub enum Event {
         status: Option<String>,
     },
     /// A fault was applied (or its trigger matched and the action could not be applied).
-    Fault(FaultRecord),
+    Fault(Box<FaultRecord>),
     /// The broker's view of progress.
     Progress {
         /// Committed offset per partition (the next offset the group will read).
@@ -817,11 +819,11 @@ pub struct Attribution {
     pub note: Option<String>,
     /// The committed database transaction the effect was read from (`postgres` sink).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub row: Option<RowCommit>,
+    pub row: Option<Box<RowCommit>>,
     /// `kafka-topic` sink: the output record the effect was read from, which the judge ties
     /// to the consumer Produce (`consumer_produce`) that wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record: Option<RecordPlace>,
+    pub record: Option<Box<RecordPlace>>,
 }
 
 /// Where a `postgres` effect was seen: its row change and the transaction that committed it.
@@ -1417,35 +1419,12 @@ fn write_line(buf: &mut Vec<u8>, e: &Stamped) {
 }
 
 /// Reads `events.jsonl`; a torn last line (harness killed mid-write) is ignored, any other
-/// bad line is an error naming its line number. Deliveries recorded as offset ranges come back
-/// as records (`ranges.rs`), or as an error naming the offsets the ledger does not resolve.
+/// bad line is an error naming its line number. Blocks of lines are parsed in parallel, the
+/// hot kinds by a fast path that reads exactly what serde would (`read`, `fast`). Deliveries
+/// recorded as offset ranges come back as records (`ranges`), or as an error naming the
+/// offsets the ledger does not resolve.
 pub fn read_events(path: &Path) -> Result<Vec<Stamped>, ReadEventsError> {
-    let io = |source| ReadEventsError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let file = File::open(path).map_err(io)?;
-    let lines: Vec<String> = BufReader::new(file)
-        .lines()
-        .collect::<Result<_, _>>()
-        .map_err(io)?;
-    let mut events = Vec::with_capacity(lines.len());
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str(line) {
-            Ok(e) => events.push(e),
-            Err(_) if i + 1 == lines.len() => break,
-            Err(source) => {
-                return Err(ReadEventsError::BadLine {
-                    path: path.to_owned(),
-                    line: i + 1,
-                    source,
-                })
-            }
-        }
-    }
+    let mut events = read::read_events(path)?;
     ranges::resolve(&mut events).map_err(|source| ReadEventsError::Unresolved {
         path: path.to_owned(),
         source,
@@ -1634,6 +1613,18 @@ mod tests {
         };
         let line = serde_json::to_string(&stamped).unwrap();
         assert_eq!(serde_json::from_str::<Stamped>(&line).unwrap(), stamped);
+    }
+
+    /// Every event of a run is held in memory while it is judged (two or three per message):
+    /// the payloads of rare large kinds (the run's plan, a fault, a postgres row) are boxed so
+    /// they do not set the size of every event.
+    #[test]
+    fn an_event_stays_small_whatever_its_kind() {
+        assert!(
+            std::mem::size_of::<Stamped>() <= 176,
+            "Stamped is {} bytes",
+            std::mem::size_of::<Stamped>()
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ fn run(plan: &str, edit: impl Fn(String) -> String) -> Ran {
     let faults = events
         .iter()
         .filter_map(|st| match &st.event {
-            Event::Fault(f) => Some(f.clone()),
+            Event::Fault(f) => Some(FaultRecord::clone(f)),
             _ => None,
         })
         .collect();
@@ -352,7 +352,7 @@ fn run_blocked(args: &str) -> Blocked {
     let (mut effects_at, mut held_publishes) = (Vec::new(), Vec::new());
     for st in &events {
         match &st.event {
-            Event::Fault(f) => faults.push(f.clone()),
+            Event::Fault(f) => faults.push(FaultRecord::clone(f)),
             Event::Effect { .. } => effects_at.push(st.t_us),
             Event::Held {
                 at: exactly::timeline::HeldAt::Publish,

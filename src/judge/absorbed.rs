@@ -4,29 +4,22 @@
 //! often the fix was needed. A redelivery the consumer never got to process before the run
 //! ended counts too, so the figure is an upper bound on what the fix itself absorbed.
 
-use std::collections::HashMap;
-
-use crate::timeline::{EffectOutcome, Event, Stamped};
+use crate::judge::first_effects::FirstEffects;
+use crate::timeline::{Event, Stamped};
 
 /// Deliveries (through the proxy) of an ID after its only applied effect was recorded.
-pub fn redeliveries_absorbed(events: &[Stamped]) -> u64 {
-    // ID → (applied effects, timeline seq of the first one)
-    let mut effects: HashMap<&str, (u32, u64)> = HashMap::new();
-    for e in events {
-        if let Event::Effect {
-            id,
-            outcome: EffectOutcome::Applied,
-            ..
-        } = &e.event
-        {
-            let entry = effects.entry(id.as_str()).or_insert((0, e.seq));
-            entry.0 += 1;
-        }
-    }
+#[cfg(test)]
+fn redeliveries_absorbed(events: &[Stamped]) -> u64 {
+    redeliveries_absorbed_with(events, &FirstEffects::read(events))
+}
+
+/// Deliveries (through the proxy) of an ID after its only applied effect was recorded, with
+/// the effects already read.
+pub(crate) fn redeliveries_absorbed_with(events: &[Stamped], effects: &FirstEffects) -> u64 {
     let after_the_one_effect = |id: &str, seq: u64| {
         effects
-            .get(id)
-            .is_some_and(|&(n, first)| n == 1 && seq > first)
+            .of(id)
+            .is_some_and(|e| e.applied == 1 && seq > e.first_applied_seq)
     };
     let mut absorbed = 0;
     for e in events {
@@ -49,7 +42,7 @@ pub fn redeliveries_absorbed(events: &[Stamped]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::{Attribution, DeliveredIds};
+    use crate::timeline::{Attribution, DeliveredIds, EffectOutcome};
 
     fn at(seq: u64, event: Event) -> Stamped {
         Stamped {

@@ -179,7 +179,7 @@ mod tests {
         let mut f = firing(0, 4_000, true, &[(0, 1)]);
         f.trigger = "after: effect, nth: 1".into();
         let events: Vec<_> = [
-            Event::RunStarted(info(&[partition], 1, "at-least-once")),
+            Event::RunStarted(Box::new(info(&[partition], 1, "at-least-once"))),
             produced_event("m-1", Some(0), Some(0), ProduceStatus::Acked),
             Event::Process {
                 instance: 0,
@@ -189,7 +189,7 @@ mod tests {
                 status: None,
             },
             effect_event("m-1", Some(0), Some(1), EffectOutcome::Applied),
-            Event::Fault(f),
+            Event::Fault(Box::new(f)),
             Event::Bypass {
                 instance: 0,
                 incarnation: 1,

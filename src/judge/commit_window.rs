@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::judge::first_effects::FirstEffects;
 use crate::judge::model::COMMIT_WINDOW_SAMPLES;
 use crate::timeline::{
     AckPhase, AckVerb, CommitPhase, CommittedOffset, Event, ProduceStatus, Stamped,
@@ -65,6 +66,11 @@ impl CommitWindow {
 /// Finds every offset of the topic under test that a successful commit covered before the
 /// effect of its message was observed.
 pub fn commits_ahead(events: &[Stamped]) -> CommitWindow {
+    commits_ahead_with(events, &FirstEffects::read(events))
+}
+
+/// [`commits_ahead`] with the effects already read.
+pub(crate) fn commits_ahead_with(events: &[Stamped], effects: &FirstEffects) -> CommitWindow {
     let topic = events.iter().find_map(|st| match &st.event {
         Event::RunStarted(info) => Some(info.topic.as_str()),
         _ => None,
@@ -72,7 +78,7 @@ pub fn commits_ahead(events: &[Stamped]) -> CommitWindow {
     let Some(topic) = topic else {
         return CommitWindow::default();
     };
-    let mut scan = Scan::new(events, topic);
+    let mut scan = Scan::new(events, topic, effects);
     for st in events {
         match &st.event {
             // AMQP: an ack written to the broker's socket removes its messages from the queue.
@@ -102,10 +108,11 @@ pub fn commits_ahead(events: &[Stamped]) -> CommitWindow {
 /// The state of the scan for commits ahead of effects.
 struct Scan<'a> {
     topic: &'a str,
-    /// The ID at each acknowledged (partition, offset), first produce kept.
-    at_offset: HashMap<(i32, i64), &'a str>,
+    /// Per partition, the ID at each acknowledged offset (first produce kept), in offset
+    /// order: a commit's newly covered offsets are one run of it.
+    at_offset: HashMap<i32, Vec<(i64, &'a str)>>,
     /// When each ID's first effect was observed.
-    first_effect: HashMap<&'a str, u64>,
+    effects: &'a FirstEffects<'a>,
     /// Per partition, the offset below which commits were already checked.
     covered: HashMap<i32, i64>,
     /// Each committer's last commit request (a response may not repeat its offsets).
@@ -114,30 +121,30 @@ struct Scan<'a> {
 }
 
 impl<'a> Scan<'a> {
-    fn new(events: &'a [Stamped], topic: &'a str) -> Scan<'a> {
-        let mut at_offset: HashMap<(i32, i64), &str> = HashMap::new();
-        let mut first_effect: HashMap<&str, u64> = HashMap::new();
+    fn new(events: &'a [Stamped], topic: &'a str, effects: &'a FirstEffects<'a>) -> Scan<'a> {
+        let mut at_offset: HashMap<i32, Vec<(i64, &str)>> = HashMap::new();
         for st in events {
-            match &st.event {
-                Event::Produced {
-                    id,
-                    partition: Some(p),
-                    offset: Some(o),
-                    status: ProduceStatus::Acked,
-                    ..
-                } => {
-                    at_offset.entry((*p, *o)).or_insert(id.as_str());
-                }
-                Event::Effect { id, .. } => {
-                    first_effect.entry(id.as_str()).or_insert(st.t_us);
-                }
-                _ => {}
+            if let Event::Produced {
+                id,
+                partition: Some(p),
+                offset: Some(o),
+                status: ProduceStatus::Acked,
+                ..
+            } = &st.event
+            {
+                at_offset.entry(*p).or_default().push((*o, id));
             }
+        }
+        for ids in at_offset.values_mut() {
+            // Stable, and quick on the nearly sorted order the producer acknowledges in: the
+            // first produce of an offset stays first and is the one kept.
+            ids.sort_by_key(|&(offset, _)| offset);
+            ids.dedup_by_key(|&mut (offset, _)| offset);
         }
         Scan {
             topic,
             at_offset,
-            first_effect,
+            effects,
             covered: HashMap::new(),
             last_request: HashMap::new(),
             window: CommitWindow::default(),
@@ -147,7 +154,7 @@ impl<'a> Scan<'a> {
     /// An ack forwarded at `t_us` by `who` for `ids`: each one not yet effected is ahead.
     fn ack(&mut self, t_us: u64, who: (u32, u32), delivery_tag: u64, ids: &[String]) {
         for id in ids {
-            let effect_t_us = self.first_effect.get(id.as_str()).copied();
+            let effect_t_us = self.effects.of(id).map(|e| e.t_us);
             if effect_t_us.is_some_and(|t| t <= t_us) || self.window.by_id.contains_key(id) {
                 continue;
             }
@@ -197,16 +204,21 @@ impl<'a> Scan<'a> {
     /// covered whose effect was not yet observed is ahead.
     fn accepted(&mut self, t_us: u64, who: (u32, u32), partition: i32, next: i64) {
         let from = self.covered.get(&partition).copied().unwrap_or(0);
-        for offset in from..next {
-            let Some(id) = self.at_offset.get(&(partition, offset)) else {
-                continue;
-            };
-            let effect_t_us = self.first_effect.get(id).copied();
+        let ids = self
+            .at_offset
+            .get(&partition)
+            .map_or(&[][..], Vec::as_slice);
+        let start = ids.partition_point(|&(offset, _)| offset < from);
+        for &(offset, id) in ids[start..]
+            .iter()
+            .take_while(|&&(offset, _)| offset < next)
+        {
+            let effect_t_us = self.effects.of(id).map(|e| e.t_us);
             if effect_t_us.is_some_and(|t| t <= t_us) {
                 continue;
             }
             self.window.add(CommitAhead {
-                id: (*id).to_owned(),
+                id: id.to_owned(),
                 partition: Some(partition),
                 offset: Some(offset),
                 commit_t_us: t_us,
@@ -237,7 +249,7 @@ mod tests {
     fn info() -> Event {
         let mut info = run_info(&[], 3, "at-least-once");
         info.topic = "t".into();
-        Event::RunStarted(info)
+        Event::RunStarted(Box::new(info))
     }
 
     fn produced(id: &str, offset: i64) -> Event {
@@ -285,6 +297,30 @@ mod tests {
             stamped(5, commit(CommitPhase::Response, Some(1))),
         ];
         assert_eq!(commits_ahead(&events).count, 0);
+    }
+
+    #[test]
+    fn produces_acknowledged_out_of_order_are_found_in_offset_order_first_produce_named() {
+        let events = [
+            stamped(1, info()),
+            stamped(2, produced("c", 2)),
+            stamped(3, produced("a", 0)),
+            stamped(4, produced("b", 1)),
+            // A second record at offset 1 (not what the broker stored first): not named.
+            stamped(5, produced("b-again", 1)),
+            stamped(6, commit(CommitPhase::Response, Some(1))),
+            stamped(7, commit(CommitPhase::Response, Some(3))),
+        ];
+        let w = commits_ahead(&events);
+        let found: Vec<(&str, Option<i64>, u64)> = w
+            .samples
+            .iter()
+            .map(|c| (c.id.as_str(), c.offset, c.commit_t_us))
+            .collect();
+        assert_eq!(
+            found,
+            [("a", Some(0), 6), ("b", Some(1), 7), ("c", Some(2), 7)]
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! output-topic effect is attributed to the incarnation whose acknowledged Produce (a
 //! `consumer_produce` event) wrote its record's offset.
 
-use crate::judge::ledger::{IdMap, Ledger, Place};
+use crate::judge::id_map::IdMap;
+use crate::judge::ledger::{Ledger, Place};
 use crate::judge::model::{Anomaly, Counts, EffectSeen, Outcome};
 use crate::judge::writers::Writers;
 

@@ -267,7 +267,7 @@ impl<'a> FactsReader<'a> {
             Event::RunStarted(info) => {
                 self.commits.scope(&info.topic, &info.group);
                 if self.run.is_none() {
-                    self.run = Some(info.clone());
+                    self.run = Some(RunInfo::clone(info));
                 } else {
                     self.run_started_twice = true;
                 }
@@ -289,7 +289,7 @@ impl<'a> FactsReader<'a> {
                 phase,
                 status,
             } => self.process(st.t_us, (*instance, *incarnation), *pid, *phase, status),
-            Event::Fault(rec) => self.faults.push(rec.clone()),
+            Event::Fault(rec) => self.faults.push(FaultRecord::clone(rec)),
             // The latest progress by sequence number decides lost versus pending.
             Event::Progress { .. } if self.last_progress.is_none_or(|p| st.seq >= p.seq) => {
                 self.last_progress = Some(st);

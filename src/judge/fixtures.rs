@@ -101,7 +101,7 @@ impl Tl {
     }
 
     pub(crate) fn start(&mut self, faults: &[&str], messages: u64, expect: &str) -> &mut Tl {
-        self.push(Event::RunStarted(info(faults, messages, expect)))
+        self.push(Event::RunStarted(Box::new(info(faults, messages, expect))))
     }
 
     pub(crate) fn produced(&mut self, id: &str, partition: i32, offset: i64) -> &mut Tl {
@@ -161,7 +161,7 @@ impl Tl {
         } else {
             Vec::new()
         };
-        self.push(Event::Fault(FaultRecord {
+        self.push(Event::Fault(Box::new(FaultRecord {
             fault,
             action: "kill".into(),
             target: "consumer".into(),
@@ -178,7 +178,7 @@ impl Tl {
             hit,
             length_us: None,
             through_proxy: false,
-        }))
+        })))
     }
 
     /// The broker's progress, after the accepted commit of it by consumer[0] (its incarnation

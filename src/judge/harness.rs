@@ -135,7 +135,10 @@ mod tests {
     fn held_then(second: (u32, u32), second_after_us: u64) -> Vec<Stamped> {
         let t1 = 10_000;
         let events = [
-            (0, Event::RunStarted(info(&["pause"], 1, "at-least-once"))),
+            (
+                0,
+                Event::RunStarted(Box::new(info(&["pause"], 1, "at-least-once"))),
+            ),
             (
                 1_000,
                 produced_event("m-1", Some(0), Some(0), ProduceStatus::Acked),

@@ -333,7 +333,7 @@ fn effects_only_for_ids_never_produced_prove_no_loss() {
 // 5. A fault that fired but hit nothing.
 
 fn fault_record(action: &str, hit: Vec<ProcessRef>) -> Event {
-    Event::Fault(FaultRecord {
+    Event::Fault(Box::new(FaultRecord {
         fault: 0,
         action: action.into(),
         target: "consumer".into(),
@@ -346,7 +346,7 @@ fn fault_record(action: &str, hit: Vec<ProcessRef>) -> Event {
         detail: "partitioned consumer: 1 connection for 2s".into(),
         hit,
         length_us: Some(2_000_000),
-    })
+    }))
 }
 
 fn with_only_fault(event: Event) -> Judgement {

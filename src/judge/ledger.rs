@@ -10,12 +10,11 @@
 //! UNCONFIRMED LOSS counted in `committer_unknown`; one hash lookup per event.
 
 use std::collections::hash_map;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Serialize;
 
 use crate::judge::facts::{ProgressSnapshot, RunFacts};
+use crate::judge::id_map::IdMap;
 use crate::judge::model::{Anomaly, Counts, Outcome, FAILED_SAMPLES};
 use crate::timeline::ProduceStatus;
 
@@ -29,52 +28,6 @@ pub struct FailedProduce {
     /// The error, when given.
     pub error: Option<String>,
 }
-
-/// A fast non-cryptographic hasher for the ID maps (the multiply-rotate scheme of rustc's
-/// FxHasher). IDs come from the harness's own workload and from a local sink, so hash
-/// flooding is not a concern, and SipHash would be most of the judge's time on large runs.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
-
-impl IdHasher {
-    const K: u64 = 0xf135_7aea_2e62_a9c5;
-
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(26) ^ word).wrapping_mul(Self::K);
-    }
-}
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w));
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// A map keyed by message ID, hashed with [`IdHasher`].
-pub(crate) type IdMap<'a, V> = HashMap<&'a str, V, BuildHasherDefault<IdHasher>>;
 
 /// Rank of a produce status when merging retries: an acknowledgement beats a timeout beats a
 /// refusal.

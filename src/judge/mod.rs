@@ -10,6 +10,9 @@
 //! an effect whose answer it held), the ruling (`verdict`: shortfalls, precedence, claim), and
 //! the findings (`mechanism`, `commit_window`, `key_order`). The run facts include the
 //! consumer connections that bypassed the proxy and the faults they escaped (`bypass`).
+//! `commit_window` and `absorbed` need nothing but the events and each ID's first effects
+//! (`first_effects`, one map of every effected ID): they run on a second thread beside the
+//! rest.
 //!
 //! Invariants:
 //! - Identity is the message ID, never the offset. Several `produced` records for one ID (a
@@ -45,7 +48,9 @@ pub mod commit_window;
 mod committers;
 mod effects;
 mod facts;
+mod first_effects;
 mod harness;
+mod id_map;
 mod judgement;
 pub mod key_order;
 mod ledger;
@@ -82,6 +87,7 @@ pub use model::{
 pub use poison::PoisonFate;
 
 use facts::{FactsReader, RunFacts};
+use first_effects::FirstEffects;
 use ledger::{Ledger, Produce};
 use model::plural;
 use verdict::LedgerEvidence;
@@ -108,8 +114,36 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
     boundary::overall(parts)
 }
 
-/// Judges the effects of one boundary (the run's one sink, or one boundary's view).
+/// Judges the effects of one boundary (the run's one sink, or one boundary's view). The two
+/// findings that need nothing but the events (`Beside`) are made on a second thread while the
+/// ledger passes run: on millions of IDs they and their map of every effected ID cost about as
+/// much as the rest.
 fn analyze_one(events: &[Stamped]) -> Judgement {
+    std::thread::scope(|s| {
+        let beside = s.spawn(|| {
+            let effects = FirstEffects::read(events);
+            Beside {
+                commits_ahead: commit_window::commits_ahead_with(events, &effects),
+                redeliveries_absorbed: absorbed::redeliveries_absorbed_with(events, &effects),
+            }
+        });
+        // The thread panics only on a bug in the judge: pass the panic on.
+        analyze_with(events, || {
+            beside
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    })
+}
+
+/// Findings of one boundary made from the events alone, beside the ledger's passes.
+struct Beside {
+    commits_ahead: commit_window::CommitWindow,
+    redeliveries_absorbed: u64,
+}
+
+/// [`analyze_one`] once `beside` is started: it is waited for at the end.
+fn analyze_with(events: &[Stamped], beside: impl FnOnce() -> Beside) -> Judgement {
     let mut counts = Counts::default();
     let (mut ledger, facts) = read_ledger_and_facts(events, &mut counts);
     let tally = effects::count(events, &mut ledger, &mut counts);
@@ -133,7 +167,6 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
     let poison = poison::fates(events, &facts, &anomalies);
     counts.poison = poison.count;
     counts.rejected = facts.rejected;
-    counts.redeliveries_absorbed = absorbed::redeliveries_absorbed(events);
     counts.torn_lines = facts.torn_lines;
     if let Some(r) = &facts.run {
         counts.expected = r.messages;
@@ -158,6 +191,8 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
     warnings.extend(ruling.unknown_expectation);
     let mut mechanisms = mechanism::explain(events, &anomalies, &harness_duplicated);
     boundary::name_output_without_transaction(events, &anomalies, &mut mechanisms);
+    let beside = beside();
+    counts.redeliveries_absorbed = beside.redeliveries_absorbed;
     Judgement {
         run: facts.run,
         verdict: ruling.verdict,
@@ -182,7 +217,7 @@ fn analyze_one(events: &[Stamped]) -> Judgement {
         last_progress: facts.progress,
         failed_samples: classified.failed_samples,
         rejected_samples: facts.rejected_samples,
-        commits_ahead: commit_window::commits_ahead(events),
+        commits_ahead: beside.commits_ahead,
         key_order: key_order::check(events),
         ownership: mechanism::ownership(events),
         consumer_settings: facts.consumer_settings,

@@ -11,7 +11,7 @@ fn poison_run(effected: &[&str], committed: i64, dead_letters: Option<(&[&str], 
     let mut tl = Tl::new();
     let mut info: RunInfo = crate::judge::fixtures::info(&["kill: consumer"], 4, "exactly-once");
     info.dead_letter = Some("dlq".into());
-    tl.push(Event::RunStarted(info));
+    tl.push(Event::RunStarted(Box::new(info)));
     for (i, id) in ["m-0", "m-1", "m-2", "m-3"].iter().enumerate() {
         let mut e = produced_event(id, Some(0), Some(i as i64), ProduceStatus::Acked);
         if let Event::Produced { poison, .. } = &mut e {
@@ -142,7 +142,7 @@ fn an_amqp_poison_message_still_in_the_queue_at_the_end_is_a_stall_with_its_deli
     let mut tl = Tl::new();
     let mut info: RunInfo = crate::judge::fixtures::info(&["kill: consumer"], 2, "at-least-once");
     info.broker = "amqp".into();
-    tl.push(Event::RunStarted(info));
+    tl.push(Event::RunStarted(Box::new(info)));
     let mut poisoned = produced_event("p-1", None, Some(1), ProduceStatus::Acked);
     if let Event::Produced { poison, .. } = &mut poisoned {
         *poison = true;

@@ -159,11 +159,11 @@ fn build(c: &Case, shuffle: &[usize]) -> (Vec<Stamped>, Vec<i64>, BTreeMap<i32, 
     let planned: Vec<String> = (0..c.planned).map(|i| format!("fault {i}")).collect();
     let planned_refs: Vec<&str> = planned.iter().map(String::as_str).collect();
     let produced = c.msgs.len() as u64;
-    events.push(Event::RunStarted(info(
+    events.push(Event::RunStarted(Box::new(info(
         &planned_refs,
         produced + c.missing,
         c.expect,
-    )));
+    ))));
     events.extend(keyed.into_iter().map(|(_, e)| e));
     // Retries: a second acked record for the same ID at the next offset.
     for (i, m) in c.msgs.iter().enumerate() {
@@ -177,7 +177,7 @@ fn build(c: &Case, shuffle: &[usize]) -> (Vec<Stamped>, Vec<i64>, BTreeMap<i32, 
         }
     }
     for f in 0..c.planned {
-        events.push(Event::Fault(FaultRecord {
+        events.push(Event::Fault(Box::new(FaultRecord {
             fault: f,
             action: "kill".into(),
             target: "consumer".into(),
@@ -197,7 +197,7 @@ fn build(c: &Case, shuffle: &[usize]) -> (Vec<Stamped>, Vec<i64>, BTreeMap<i32, 
             },
             length_us: None,
             through_proxy: false,
-        }));
+        })));
     }
     let committed: BTreeMap<i32, i64> = (0..3)
         .map(|p| (p as i32, next[p] * c.commit[p] as i64 / 4))

@@ -723,11 +723,11 @@ fn output_records_are_attributed_to_the_incarnation_whose_produce_wrote_them() {
         sink: "kafka-topic".into(),
         boundary: None,
         attribution: Attribution {
-            record: Some(RecordPlace {
+            record: Some(Box::new(RecordPlace {
                 topic: "out".into(),
                 partition: 1,
                 offset,
-            }),
+            })),
             ..Attribution::default()
         },
     };
@@ -775,7 +775,7 @@ fn channel_closed_run(resubscribed: bool) -> Judgement {
         ));
     }
     tl.process(1, ProcessPhase::Started).effect("q-1", 1);
-    tl.push(Event::Fault(crate::timeline::FaultRecord {
+    tl.push(Event::Fault(Box::new(crate::timeline::FaultRecord {
         fault: 0,
         action: "amqp".into(),
         target: "consumer".into(),
@@ -794,7 +794,7 @@ fn channel_closed_run(resubscribed: bool) -> Judgement {
         }],
         length_us: None,
         through_proxy: true,
-    }));
+    })));
     if resubscribed {
         tl.push(Event::ConsumerSettings {
             instance: 0,

@@ -273,7 +273,7 @@ impl Nemesis {
     fn record_applied(&mut self, i: usize, matched_at_us: u64, applied: Applied) {
         let fired_at_us = self.timeline.now_us();
         let f = &self.faults[i];
-        self.timeline.record(Event::Fault(FaultRecord {
+        self.timeline.record(Event::Fault(Box::new(FaultRecord {
             fault: f.index,
             action: f.action.name().into(),
             target: f.action.target().to_string(),
@@ -286,7 +286,7 @@ impl Nemesis {
             hit: applied.hit,
             length_us: f.action.length().map(|d| d.as_micros() as u64),
             through_proxy: f.through_proxy,
-        }));
+        })));
         self.fired += 1;
         self.last_fired_at = Some(Duration::from_micros(fired_at_us));
     }
@@ -337,14 +337,14 @@ impl Nemesis {
                 }
                 Err(why) => record.detail = why,
             }
-            timeline.record(Event::Fault(record));
+            timeline.record(Event::Fault(Box::new(record)));
         });
     }
 
     fn record_not_applied(&mut self, i: usize, matched_at_us: u64, why: &str) {
         let now = self.timeline.now_us();
         let f = &self.faults[i];
-        self.timeline.record(Event::Fault(FaultRecord {
+        self.timeline.record(Event::Fault(Box::new(FaultRecord {
             fault: f.index,
             action: f.action.name().into(),
             target: f.action.target().to_string(),
@@ -357,7 +357,7 @@ impl Nemesis {
             hit: Vec::new(),
             length_us: None,
             through_proxy: f.through_proxy,
-        }));
+        })));
     }
 
     /// Records every fault whose action is still waiting for a live target (end of run).

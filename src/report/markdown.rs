@@ -694,7 +694,12 @@ fn anomaly(md: &mut String, rec: &Judgement, a: &Anomaly) {
             ),
             _ => String::new(),
         };
-        let row = e.attribution.row.as_ref().map(row_text).unwrap_or_default();
+        let row = e
+            .attribution
+            .row
+            .as_deref()
+            .map(row_text)
+            .unwrap_or_default();
         let _ = writeln!(
             md,
             "- {}: effect {how} by {who}{witness}{row}",

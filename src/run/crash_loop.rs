@@ -393,7 +393,7 @@ mod tests {
 
     /// A `kill` fault that hit consumer[0]'s `incarnation`.
     fn kill(incarnation: u32) -> Event {
-        Event::Fault(FaultRecord {
+        Event::Fault(Box::new(FaultRecord {
             fault: 0,
             action: "kill".into(),
             target: "consumer".into(),
@@ -409,7 +409,7 @@ mod tests {
                 incarnation,
             }],
             length_us: None,
-        })
+        }))
     }
 
     #[test]

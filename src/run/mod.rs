@@ -139,7 +139,7 @@ pub async fn run(
     let timeline =
         Timeline::create(&dir.join("events.jsonl")).map_err(|e| io("write events.jsonl", e))?;
     let reproduce = reproduce_command(opts, seed);
-    timeline.record(Event::RunStarted(RunInfo {
+    timeline.record(Event::RunStarted(Box::new(RunInfo {
         run: run_id.clone(),
         plan: plan.name.clone(),
         description: plan.description.clone(),
@@ -157,7 +157,7 @@ pub async fn run(
         effects_sink: Some(first.sink.as_str().into()),
         boundaries,
         dead_letter: endpoint.dead_letter.clone(),
-    }));
+    })));
 
     let stop = CancellationToken::new();
     let acked = Arc::new(AckedOffsets::default());

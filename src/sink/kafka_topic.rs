@@ -32,11 +32,11 @@ type Place = (i32, i64);
 /// finds the incarnation whose Produce wrote it).
 fn record_attribution(topic: &str, partition: i32, offset: i64) -> Attribution {
     Attribution {
-        record: Some(RecordPlace {
+        record: Some(Box::new(RecordPlace {
             topic: topic.to_owned(),
             partition,
             offset,
-        }),
+        })),
         ..Attribution::default()
     }
 }

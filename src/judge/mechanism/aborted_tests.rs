@@ -56,11 +56,11 @@ fn read_committed(tl: &mut Tl, id: &str, offset: i64) {
         outcome: EffectOutcome::Applied,
         sink: "kafka-topic".into(),
         attribution: Attribution {
-            record: Some(RecordPlace {
+            record: Some(Box::new(RecordPlace {
                 topic: "out".into(),
                 partition: 0,
                 offset,
-            }),
+            })),
             ..Attribution::default()
         },
     });

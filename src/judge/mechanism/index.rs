@@ -13,6 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::judge::id_map::IdSet;
 use crate::judge::model::{Anomaly, ExitStatus};
 use crate::timeline::{
     AckPhase, AckVerb, CommitPhase, CommittedOffset, EndReason, Event, FaultRecord, MemberChange,
@@ -146,7 +147,7 @@ pub(crate) struct FetchError<'a> {
 struct Builder<'a> {
     index: Index<'a>,
     /// The anomalous IDs.
-    ids: HashSet<&'a str>,
+    ids: IdSet<'a>,
     /// The topic under test.
     topic: &'a str,
     /// The first acknowledged partition and offset of each anomalous ID.

@@ -17,11 +17,11 @@ struct Run {
 impl Run {
     fn kafka(messages: u64) -> Run {
         let mut tl = Tl::new();
-        tl.push(Event::RunStarted(info(
+        tl.push(Event::RunStarted(Box::new(info(
             &["a fault"],
             messages,
             "at-least-once",
-        )));
+        ))));
         for i in 0..messages {
             tl.produced(&format!("m-{i}"), 0, i as i64);
         }
@@ -32,7 +32,7 @@ impl Run {
         let mut run_info = info(&["a fault"], messages, "at-least-once");
         run_info.broker = "amqp".into();
         let mut tl = Tl::new();
-        tl.push(Event::RunStarted(run_info));
+        tl.push(Event::RunStarted(Box::new(run_info)));
         for i in 0..messages {
             tl.push(produced_event(
                 &format!("m-{i}"),
@@ -104,7 +104,7 @@ impl Run {
         length_ms: u64,
     ) -> &mut Run {
         let t = self.tl.events.last().map_or(0, |e| e.t_us) + 1_000;
-        self.tl.push(Event::Fault(FaultRecord {
+        self.tl.push(Event::Fault(Box::new(FaultRecord {
             fault: index,
             action: action.into(),
             target: "consumer".into(),
@@ -123,7 +123,7 @@ impl Run {
                 .collect(),
             length_us: (length_ms > 0).then_some(length_ms * 1_000),
             through_proxy: false,
-        }));
+        })));
         self
     }
 

@@ -210,7 +210,7 @@ fn random_fault(
 ) -> crate::timeline::Event {
     use crate::timeline::{Event, FaultRecord, ProcessRef};
     use rand::Rng;
-    Event::Fault(FaultRecord {
+    Event::Fault(Box::new(FaultRecord {
         fault: rng.random_range(0..3),
         action: "kill".into(),
         target: "consumer".into(),
@@ -226,7 +226,7 @@ fn random_fault(
         }],
         length_us: rng.random_bool(0.5).then(|| rng.random_range(0..u64::MAX)),
         through_proxy: false,
-    })
+    }))
 }
 
 /// A random `commit` event of `instance#incarnation`, in any phase.

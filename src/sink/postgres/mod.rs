@@ -489,13 +489,13 @@ impl Watch {
                 .filter_map(|c| change.row.get(c).map(|v| (c.clone(), v.clone())))
                 .collect();
             let mut attribution = attribution.clone();
-            attribution.row = Some(RowCommit {
+            attribution.row = Some(Box::new(RowCommit {
                 op: change.op.into(),
                 lsn: lsn.to_pg_string(),
                 commit_time: commit_time.clone(),
                 xid: txn.xid,
                 columns,
-            });
+            }));
             let body = serde_json::Value::Object(change.row).to_string();
             self.recorder
                 .record_row(&body, change.unchanged, who, attribution);
