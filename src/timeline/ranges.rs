@@ -126,37 +126,68 @@ pub fn resolve(events: &mut [Stamped]) -> Result<(), UnresolvedOffsets> {
     Ok(())
 }
 
-/// (partition, offset) → the ID of the acknowledged produce there (`None`: more than one).
+/// What the acknowledged produces say of one offset.
+#[derive(Clone, Copy)]
+enum Slot<'a> {
+    /// No acknowledged produce names it.
+    Unnamed,
+    /// Exactly one does.
+    One(&'a str),
+    /// More than one does (a broker that reused an acknowledged offset).
+    Several,
+}
+
+/// Per partition, the ID at each offset, indexed by offset. Dense: a partition with `n`
+/// acknowledged produces gets `n` slots, since a range can only be vouched for below the
+/// watermark, where every offset has its acknowledgement (`acked.rs`), so no vouched offset
+/// reaches `n`; an offset beyond the slots is unresolved.
 struct Ledger<'a> {
-    ids: HashMap<(i32, i64), Option<&'a str>>,
-    /// Acknowledged offsets per partition: a range longer than that cannot resolve.
-    per_partition: HashMap<i32, u64>,
+    slots: HashMap<i32, Vec<Slot<'a>>>,
 }
 
 impl<'a> Ledger<'a> {
     fn of(events: &'a [Stamped]) -> Ledger<'a> {
-        let mut ledger = Ledger {
-            ids: HashMap::new(),
-            per_partition: HashMap::new(),
+        let acked = || {
+            events.iter().filter_map(|st| match &st.event {
+                Event::Produced {
+                    id,
+                    partition: Some(p),
+                    offset: Some(o),
+                    status: ProduceStatus::Acked,
+                    ..
+                } => Some((*p, *o, id.as_str())),
+                _ => None,
+            })
         };
-        for st in events {
-            if let Event::Produced {
-                id,
-                partition: Some(p),
-                offset: Some(o),
-                status: ProduceStatus::Acked,
-                ..
-            } = &st.event
-            {
-                ledger
-                    .ids
-                    .entry((*p, *o))
-                    .and_modify(|known| *known = None)
-                    .or_insert(Some(id.as_str()));
-                *ledger.per_partition.entry(*p).or_default() += 1;
-            }
+        let mut slots: HashMap<i32, Vec<Slot<'a>>> = HashMap::new();
+        for (p, _, _) in acked() {
+            slots.entry(p).or_default().push(Slot::Unnamed);
         }
-        ledger
+        for (p, o, id) in acked() {
+            let Some(slot) = slots
+                .get_mut(&p)
+                .and_then(|s| usize::try_from(o).ok().and_then(|o| s.get_mut(o)))
+            else {
+                continue;
+            };
+            *slot = match slot {
+                Slot::Unnamed => Slot::One(id),
+                Slot::One(_) | Slot::Several => Slot::Several,
+            };
+        }
+        Ledger { slots }
+    }
+
+    /// The ID at `offset` of `partition`, when exactly one acknowledged produce names it.
+    fn id(&self, partition: i32, offset: i64) -> Option<&'a str> {
+        let slot = self
+            .slots
+            .get(&partition)
+            .and_then(|s| s.get(usize::try_from(offset).ok()?))?;
+        match slot {
+            Slot::One(id) => Some(id),
+            Slot::Unnamed | Slot::Several => None,
+        }
     }
 
     /// Appends the records of `range` in `partition` to `out`; offsets it cannot name go to
@@ -168,7 +199,7 @@ impl<'a> Ledger<'a> {
         out: &mut DeliveredIds,
         unresolved: &mut UnresolvedOffsets,
     ) {
-        let acked = self.per_partition.get(&partition).copied().unwrap_or(0);
+        let acked = self.slots.get(&partition).map_or(0, |s| s.len() as u64);
         if range.is_empty() || range.len() > acked {
             // Cannot all resolve (and a corrupt range must not be walked offset by offset).
             unresolved.count += range.len().max(1);
@@ -177,9 +208,9 @@ impl<'a> Ledger<'a> {
         }
         let mut missing: Option<OffsetRange> = None;
         for offset in range.first..=range.last {
-            match self.ids.get(&(partition, offset)) {
-                Some(Some(id)) => out.push(offset, id),
-                Some(None) | None => {
+            match self.id(partition, offset) {
+                Some(id) => out.push(offset, id),
+                None => {
                     unresolved.count += 1;
                     match &mut missing {
                         Some(m) if m.last + 1 == offset => m.last = offset,
