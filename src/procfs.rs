@@ -257,22 +257,6 @@ pub fn stat_fields(proc: &Path, pid: u32) -> Option<StatFields> {
         .and_then(parse_stat_fields)
 }
 
-/// The pid most recently handed out in this pid namespace (the last field of
-/// `/proc/loadavg`; threads count too): unchanged between two reads, no process or thread was
-/// created in between (short of the pid space wrapping around exactly). `None` when it cannot
-/// be read.
-pub fn newest_pid(proc: &Path) -> Option<u32> {
-    std::fs::read_to_string(proc.join("loadavg"))
-        .ok()
-        .as_deref()
-        .and_then(parse_loadavg_newest_pid)
-}
-
-/// The last field of a `/proc/loadavg` line (`0.20 0.18 0.12 1/80 11206`).
-pub fn parse_loadavg_newest_pid(loadavg: &str) -> Option<u32> {
-    loadavg.split_whitespace().nth(4)?.parse().ok()
-}
-
 /// Whether an entry (`NAME=value`) of process `pid`'s initial environment
 /// (`/proc/PID/environ`) satisfies `wanted`. False when the process is gone, is a zombie (its
 /// environment reads empty) or belongs to someone the harness may not inspect.
@@ -284,27 +268,6 @@ pub fn environ_has(proc: &Path, pid: u32, wanted: impl Fn(&[u8]) -> bool) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_newest_pid_is_the_last_field_of_loadavg() {
-        assert_eq!(
-            parse_loadavg_newest_pid("0.20 0.18 0.12 1/80 11206\n"),
-            Some(11206)
-        );
-        assert_eq!(parse_loadavg_newest_pid("0.20 0.18 0.12 1/80"), None);
-        assert_eq!(parse_loadavg_newest_pid(""), None);
-    }
-
-    #[test]
-    fn creating_a_process_changes_the_newest_pid() {
-        let before = newest_pid(Path::new("/proc")).expect("/proc/loadavg reads");
-        let mut child = std::process::Command::new("true")
-            .spawn()
-            .expect("spawn true");
-        child.wait().expect("wait");
-        let after = newest_pid(Path::new("/proc")).expect("/proc/loadavg reads");
-        assert_ne!(before, after, "a new process took a pid");
-    }
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()

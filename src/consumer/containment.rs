@@ -17,12 +17,9 @@
 //! An incarnation's members are the union: its cgroup's processes, the process tree under
 //! its first process (the one the harness started, the *leader*), and the processes carrying
 //! its marker. Signals (faults, the run's stop) go to the leader's process group and to every
-//! member outside it; a signal reuses the members the last full scan of `/proc` found while
-//! no process has been created since (the newest pid, `/proc/loadavg`), since a process joins
-//! an incarnation only by being created: a fault then costs a few reads, not a scan of every
-//! process (~0.5 ms here, which was the whole of a trigger's latency). Once the leader has
-//! exited, what is left gets SIGTERM, a grace, then SIGKILL, and is reaped ([`end`]); a
-//! process still alive after that *survived* and is reported as such (the run then says so).
+//! member outside it. Once the leader has exited, what is left gets SIGTERM, a grace, then
+//! SIGKILL, and is reaped ([`end`]); a process still alive after that *survived* and is
+//! reported as such (the run then says so).
 //!
 //! When the harness itself dies (SIGKILL included, when nothing of it can run), a guardian
 //! process (`exactly guard`, started by `exactly run` before anything else, see
@@ -267,7 +264,6 @@ impl Prepared {
             cgroup,
             seen: Mutex::default(),
             signalled: Mutex::default(),
-            last_scan: Mutex::default(),
         });
         lock(&CELLS).insert(pid, cell.clone());
         (cell, problem)
@@ -293,18 +289,6 @@ pub struct Cell {
     /// Members outside the leader's group that a signal reached while it lived: when they die
     /// as orphans of the harness, [`Cell::reap`] waits for them.
     signalled: Mutex<HashSet<u32>>,
-    /// The members the last full scan found, for signals until a process is created.
-    last_scan: Mutex<Option<Scan>>,
-}
-
-/// What a full scan of `/proc` found for one cell, and when: a process becomes a member only
-/// by being created (forked into the tree, the cgroup or the marker), so while the newest pid
-/// has not changed, no member is missing from `members` (some may have died since).
-struct Scan {
-    /// [`procfs::newest_pid`], read before the scan.
-    newest_pid: u32,
-    /// The members it found.
-    members: Vec<u32>,
 }
 
 /// The processes of the system, as `/proc/*/stat` shows them.
@@ -409,36 +393,14 @@ impl Cell {
     /// when nothing was there to receive it.
     fn signal(&self, signal: Signal) -> bool {
         let mut hit = killpg(Pid::from_raw(self.leader as i32), signal).is_ok();
-        for pid in self.members_now() {
-            let outside = procfs::stat_fields(proc_root(), pid)
-                .is_some_and(|st| !st.exited() && st.pgrp != self.leader);
-            if outside {
+        let snap = snapshot();
+        for pid in self.members(&snap) {
+            if snap.get(&pid).is_some_and(|st| st.pgrp != self.leader) {
                 hit |= kill(Pid::from_raw(pid as i32), signal).is_ok();
                 lock(&self.signalled).insert(pid);
             }
         }
         hit
-    }
-
-    /// The members, from the last full scan when no process has been created since (a fault's
-    /// signal then costs a few reads instead of a scan of every process: the scan took ~0.5 ms,
-    /// the whole of a trigger's latency), else from a new scan.
-    fn members_now(&self) -> Vec<u32> {
-        // Read before scanning: a process created during the scan changes it, so the next
-        // signal scans again.
-        let newest_pid = procfs::newest_pid(proc_root());
-        let mut last = lock(&self.last_scan);
-        if let (Some(now), Some(scan)) = (newest_pid, last.as_ref()) {
-            if scan.newest_pid == now {
-                return scan.members.clone();
-            }
-        }
-        let members = self.members(&snapshot());
-        *last = newest_pid.map(|newest_pid| Scan {
-            newest_pid,
-            members: members.clone(),
-        });
-        members
     }
 
     /// SIGKILLs every member (and the whole cgroup); returns the members it found.

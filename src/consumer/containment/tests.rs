@@ -20,11 +20,6 @@ fn alive_with_arg(arg: &str) -> Vec<u32> {
 /// `sh -c 'setsid sleep SECONDS & wait'` as a contained incarnation (with its cgroup when
 /// `cgroup`), the way a launcher starts a daemonized consumer; returns it with its cell.
 fn launcher(seconds: &str, cgroup: bool) -> (tokio::process::Child, Arc<Cell>) {
-    contained(&format!("setsid sleep {seconds} & wait"), cgroup)
-}
-
-/// `sh -c SCRIPT` as a contained incarnation (with its cgroup when `cgroup`).
-fn contained(script: &str, cgroup: bool) -> (tokio::process::Child, Arc<Cell>) {
     let mut prepared = prepare(0, 1);
     if !cgroup {
         if let Some((dir, _)) = prepared.cgroup.take() {
@@ -34,7 +29,9 @@ fn contained(script: &str, cgroup: bool) -> (tokio::process::Child, Arc<Cell>) {
     let fd = prepared.cgroup_fd();
     let (var, value) = prepared.mark();
     let mut cmd = std::process::Command::new("sh");
-    cmd.args(["-c", script]).env(var, value).process_group(0);
+    cmd.args(["-c", &format!("setsid sleep {seconds} & wait")])
+        .env(var, value)
+        .process_group(0);
     // SAFETY: the closure only writes to a descriptor (async-signal-safe).
     unsafe {
         cmd.pre_exec(move || {
@@ -126,49 +123,6 @@ async fn a_signal_to_an_incarnation_reaches_the_member_outside_its_group() {
         eventually(|| procfs::stat_fields(proc_root(), daemon).is_none()).await,
         "the orphan the signal killed is reaped, not left a zombie of the harness"
     );
-}
-
-#[tokio::test]
-async fn a_member_started_after_a_signal_is_reached_by_the_next_one() {
-    let (first, second) = ("304.25", "305.25");
-    let fifo = std::env::temp_dir().join(format!("exactly-containment-{}", std::process::id()));
-    let _ = std::fs::remove_file(&fifo);
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success(), "mkfifo");
-    // The launcher waits on the fifo without starting any process, then starts a second daemon.
-    let script = format!(
-        "setsid sleep {first} & read go < {f}; setsid sleep {second} & wait",
-        f = fifo.display()
-    );
-    let (mut child, cell) = contained(&script, false);
-    let one = daemon_of(first).await;
-    assert!(signal(cell.leader, Signal::SIGCONT));
-    let kept = lock(&cell.last_scan).as_ref().map(|s| s.members.clone());
-    assert_eq!(
-        kept,
-        Some(vec![one]),
-        "the scan is kept for the next signal"
-    );
-    std::fs::write(&fifo, b"go\n").unwrap();
-    let two = daemon_of(second).await;
-    // Created after the scan: the next signal must scan again and reach it.
-    assert!(signal(cell.leader, Signal::SIGSTOP));
-    for daemon in [one, two] {
-        assert!(
-            eventually(|| procfs::stat_fields(proc_root(), daemon).is_some_and(|s| s.state == 'T'))
-                .await,
-            "daemon {daemon} is paused with the launcher"
-        );
-    }
-    assert!(signal(cell.leader, Signal::SIGKILL));
-    child.wait().await.unwrap();
-    let swept = end(&cell, Duration::from_millis(200)).await;
-    let _ = std::fs::remove_file(&fifo);
-    assert!(alive_with_arg(first).is_empty() && alive_with_arg(second).is_empty());
-    assert!(swept.survived.is_empty());
 }
 
 #[test]
