@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::{Command, Output};
 
 use common::*;
@@ -126,41 +125,9 @@ fn run(plan: &str, ranges: bool) -> Ran {
     }
 }
 
-fn require_example(name: &str) {
-    let bin = examples_dir().join(name);
-    assert!(
-        Path::new(&bin).exists(),
-        "{} is missing: build the examples first (cargo build --examples)",
-        bin.display()
-    );
-}
-
 /// The Kafka plan of `kafka_misbehaving --mode MODE`, with `faults` and `workload` lines.
 fn plan(mode: &str, partitions: u32, workload: &str, faults: &str) -> String {
-    format!(
-        r#"name: ranges-{mode}
-broker:
-  kind: kafka
-  bootstrap: 127.0.0.1:9092
-  topic: orders-{{run}}
-  partitions: {partitions}
-  group: billing-{{run}}
-workload:
-{workload}
-  payload: '{{"order_id":"{{id}}","amount":42}}'
-consumer:
-  command: ["{{examples}}/kafka_misbehaving", --mode, {mode}]
-  restart: {{ after: 300ms }}
-effects:
-  sink: http
-  id: json:/order_id
-  idempotency_key: header:Idempotency-Key
-faults: {faults}
-expect: at-least-once
-limits: {{ settle: 2s, deadline: 60s }}
-seed: 7
-"#
-    )
+    kafka_misbehaving_plan("ranges", mode, partitions, workload, faults)
 }
 
 /// Runs `plan` both ways and checks ranges were recorded and changed no conclusion.

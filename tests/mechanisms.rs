@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Output;
 
 use common::*;
@@ -95,42 +94,10 @@ fn run(yaml: &str) -> Ran {
     }
 }
 
-/// Requires the test consumer `name` among the built examples.
-fn require_example(name: &str) {
-    let bin = examples_dir().join(name);
-    assert!(
-        Path::new(&bin).exists(),
-        "{} is missing: build the examples first (cargo build --examples)",
-        bin.display()
-    );
-}
-
 /// The Kafka plan of `kafka_misbehaving --mode MODE`, with `faults`.
 fn kafka_plan(mode: &str, partitions: u32, messages: u32, faults: &str) -> String {
-    format!(
-        r#"name: mechanism-{mode}
-broker:
-  kind: kafka
-  bootstrap: 127.0.0.1:9092
-  topic: orders-{{run}}
-  partitions: {partitions}
-  group: billing-{{run}}
-workload:
-  messages: {messages}
-  payload: '{{"order_id":"{{id}}","amount":42}}'
-consumer:
-  command: ["{{examples}}/kafka_misbehaving", --mode, {mode}]
-  restart: {{ after: 300ms }}
-effects:
-  sink: http
-  id: json:/order_id
-  idempotency_key: header:Idempotency-Key
-faults: {faults}
-expect: at-least-once
-limits: {{ settle: 2s, deadline: 60s }}
-seed: 7
-"#
-    )
+    let workload = format!("  messages: {messages}");
+    kafka_misbehaving_plan("mechanism", mode, partitions, &workload, faults)
 }
 
 /// The AMQP plan of `amqp_settle.py --mode MODE`, no fault.

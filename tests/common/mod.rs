@@ -27,6 +27,51 @@ pub fn examples_dir() -> PathBuf {
         .join("examples")
 }
 
+/// Requires the test consumer `name` among the built examples.
+pub fn require_example(name: &str) {
+    let bin = examples_dir().join(name);
+    assert!(
+        Path::new(&bin).exists(),
+        "{} is missing: build the examples first (cargo build --examples)",
+        bin.display()
+    );
+}
+
+/// The Kafka plan `{prefix}-{mode}` of `kafka_misbehaving --mode MODE` on the real Kafka: its
+/// `workload` lines (indented under `workload:`), `partitions`, and `faults`.
+pub fn kafka_misbehaving_plan(
+    prefix: &str,
+    mode: &str,
+    partitions: u32,
+    workload: &str,
+    faults: &str,
+) -> String {
+    format!(
+        r#"name: {prefix}-{mode}
+broker:
+  kind: kafka
+  bootstrap: 127.0.0.1:9092
+  topic: orders-{{run}}
+  partitions: {partitions}
+  group: billing-{{run}}
+workload:
+{workload}
+  payload: '{{"order_id":"{{id}}","amount":42}}'
+consumer:
+  command: ["{{examples}}/kafka_misbehaving", --mode, {mode}]
+  restart: {{ after: 300ms }}
+effects:
+  sink: http
+  id: json:/order_id
+  idempotency_key: header:Idempotency-Key
+faults: {faults}
+expect: at-least-once
+limits: {{ settle: 2s, deadline: 60s }}
+seed: 7
+"#
+    )
+}
+
 /// Fails the test with the fix when the real broker is not running.
 pub fn require_kafka() {
     let addr: SocketAddr = "127.0.0.1:9092".parse().unwrap();

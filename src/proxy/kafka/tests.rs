@@ -308,6 +308,19 @@ fn corpus() -> Vec<(bool, ApiKey, i16, Bytes)> {
     ]
 }
 
+/// Notes that `conn` sent the request that `frame` answers (`key`, `version`, what handling
+/// its response needs), as the request side would have.
+fn awaiting(conn: &Conn, frame: &Bytes, key: ApiKey, version: i16, ctx: Ctx) {
+    lock(&conn.inflight).insert(
+        correlation(frame),
+        Pending {
+            key: key as i16,
+            version,
+            ctx,
+        },
+    );
+}
+
 /// Pushes raw bytes through the framing and the handlers, as a connection would.
 async fn feed(conn: &Arc<Conn>, is_request: bool, key: ApiKey, version: i16, bytes: &[u8]) {
     let (frames, _) = split_frames(&KafkaFraming, bytes);
@@ -316,16 +329,10 @@ async fn feed(conn: &Arc<Conn>, is_request: bool, key: ApiKey, version: i16, byt
             let _ = conn.clone().on_request(f).await;
         } else {
             if f.len() >= 8 {
-                lock(&conn.inflight).insert(
-                    correlation(&f),
-                    Pending {
-                        key: key as i16,
-                        version,
-                        ctx: Ctx::Fetch {
-                            read_committed: false,
-                        },
-                    },
-                );
+                let ctx = Ctx::Fetch {
+                    read_committed: false,
+                };
+                awaiting(conn, &f, key, version, ctx);
             }
             let _ = conn.clone().on_response(f).await;
         }
@@ -357,16 +364,10 @@ async fn a_batch_the_ledger_names_is_recorded_as_its_offset_range() {
             unread: Vec::new(),
         };
         let (_, _, _, f) = corpus().swap_remove(5);
-        lock(&conn.inflight).insert(
-            correlation(&f),
-            Pending {
-                key: ApiKey::Fetch as i16,
-                version: 12,
-                ctx: Ctx::Fetch {
-                    read_committed: false,
-                },
-            },
-        );
+        let ctx = Ctx::Fetch {
+            read_committed: false,
+        };
+        awaiting(&conn, &f, ApiKey::Fetch, 12, ctx);
         assert!(matches!(responses.on_frame(f).await, Handled::Forward(_)));
         responses.on_written();
         let mut batches = Vec::new();
@@ -419,16 +420,10 @@ async fn deliveries_are_recorded_after_the_write_or_before_the_forward() {
             unread: Vec::new(),
         };
         let f = fetch();
-        lock(&conn.inflight).insert(
-            correlation(&f),
-            Pending {
-                key: ApiKey::Fetch as i16,
-                version: 12,
-                ctx: Ctx::Fetch {
-                    read_committed: false,
-                },
-            },
-        );
+        let ctx = Ctx::Fetch {
+            read_committed: false,
+        };
+        awaiting(&conn, &f, ApiKey::Fetch, 12, ctx);
         assert!(matches!(responses.on_frame(f).await, Handled::Forward(_)));
         if !read {
             assert!(!responses.needs_written());
@@ -466,14 +461,7 @@ async fn valid_frames_pass_and_addresses_are_rewritten() {
             ));
             continue;
         }
-        lock(&conn.inflight).insert(
-            correlation(&f),
-            Pending {
-                key: key as i16,
-                version,
-                ctx: Ctx::None,
-            },
-        );
+        awaiting(&conn, &f, key, version, Ctx::None);
         let Handled::Forward(out) = conn.clone().on_response(f).await else {
             panic!("{key:?} not forwarded");
         };
