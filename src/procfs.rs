@@ -205,6 +205,26 @@ pub fn pids(proc: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// The children of process `pid`: the union of `/proc/PID/task/*/children` (the kernel lists a
+/// child under the thread that forked it). `None` when `pid` is gone or the kernel has no such
+/// files (built without `CONFIG_PROC_CHILDREN`).
+pub fn children(proc: &Path, pid: u32) -> Option<Vec<u32>> {
+    let tasks = std::fs::read_dir(proc.join(pid.to_string()).join("task")).ok()?;
+    let mut out = Vec::new();
+    let mut any = false;
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        any = true;
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    any.then_some(out)
+}
+
 /// The process group of process `pid`, from `/proc/PID/stat`; `None` when it is gone or
 /// cannot be read.
 pub fn process_group(proc: &Path, pid: u32) -> Option<u32> {

@@ -17,7 +17,9 @@
 //! An incarnation's members are the union: its cgroup's processes, the process tree under
 //! its first process (the one the harness started, the *leader*), and the processes carrying
 //! its marker. Signals (faults, the run's stop) go to the leader's process group and to every
-//! member outside it. Once the leader has exited, what is left gets SIGTERM, a grace, then
+//! member outside it, found without reading every process of the system (a fault counts as
+//! fired only once they are signalled): the cgroup's list, else the harness's own descendants
+//! (see [`family_snapshot`]). Once the leader has exited, what is left gets SIGTERM, a grace, then
 //! SIGKILL, and is reaped ([`end`]); a process still alive after that *survived* and is
 //! reported as such (the run then says so).
 //!
@@ -302,6 +304,37 @@ fn snapshot() -> Snapshot {
         .collect()
 }
 
+/// The harness's own descendants, with their stat fields: what a signal needs to look at.
+///
+/// With the harness as child subreaper this holds every member of every incarnation: a
+/// consumer's process stays under the harness in the parent tree (an orphan re-parents to the
+/// harness, not init), and a process carrying a marker inherited it from such a process. It
+/// reads a handful of processes where [`snapshot`] reads every process of the system (most of
+/// a fault's trigger latency, ~0.5 ms, when it did). A process re-parented to the harness
+/// while the walk runs can be missed; the incarnation's cgroup, when there is one, still
+/// names it. `None` without the subreaper or the kernel's `children` files: read all of
+/// `/proc` then.
+fn family_snapshot() -> Option<Snapshot> {
+    if HARNESS.get().is_none_or(|h| h.subreaper.is_err()) {
+        return None;
+    }
+    let proc = proc_root();
+    let me = std::process::id();
+    let mut stack = procfs::children(proc, me)?;
+    let mut snap = Snapshot::new();
+    while let Some(pid) = stack.pop() {
+        if snap.contains_key(&pid) {
+            continue;
+        }
+        let Some(st) = procfs::stat_fields(proc, pid) else {
+            continue;
+        };
+        snap.insert(pid, st);
+        stack.extend(procfs::children(proc, pid).unwrap_or_default());
+    }
+    Some(snap)
+}
+
 /// The pids in a cgroup folder and every folder under it.
 fn cgroup_pids(dir: &Path) -> HashSet<u32> {
     let mut out: HashSet<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
@@ -315,7 +348,14 @@ fn cgroup_pids(dir: &Path) -> HashSet<u32> {
     out
 }
 
+/// The folders in a cgroup folder. A cgroup folder's link count is 2 plus its subfolders
+/// (kernfs keeps it so), which spares listing its ~30 control files when it has none: this is
+/// on the path of every signal.
 fn subfolders(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata(dir).is_ok_and(|m| m.nlink() == 2) {
+        return Vec::new();
+    }
     std::fs::read_dir(dir)
         .map(|d| {
             d.flatten()
@@ -393,14 +433,35 @@ impl Cell {
     /// when nothing was there to receive it.
     fn signal(&self, signal: Signal) -> bool {
         let mut hit = killpg(Pid::from_raw(self.leader as i32), signal).is_ok();
-        let snap = snapshot();
-        for pid in self.members(&snap) {
-            if snap.get(&pid).is_some_and(|st| st.pgrp != self.leader) {
+        for (pid, st) in self.signal_targets() {
+            if st.pgrp != self.leader {
                 hit |= kill(Pid::from_raw(pid as i32), signal).is_ok();
                 lock(&self.signalled).insert(pid);
             }
         }
         hit
+    }
+
+    /// The live members besides the leader, found the cheap way, since a fault counts as fired
+    /// only once they are signalled: the incarnation's cgroup when it has one (nothing its
+    /// processes start can leave it, short of a privileged process moving one out; [`end`]
+    /// still looks everywhere), else the harness's family ([`family_snapshot`]), else all of
+    /// `/proc`.
+    fn signal_targets(&self) -> Vec<(u32, StatFields)> {
+        let Some(dir) = &self.cgroup else {
+            let snap = family_snapshot().unwrap_or_else(snapshot);
+            return self
+                .members(&snap)
+                .into_iter()
+                .map(|p| (p, snap[&p]))
+                .collect();
+        };
+        cgroup_pids(dir)
+            .into_iter()
+            .filter(|p| *p != self.leader && !is_harness_own(*p))
+            .filter_map(|p| Some((p, procfs::stat_fields(proc_root(), p)?)))
+            .filter(|(_, st)| !st.exited())
+            .collect()
     }
 
     /// SIGKILLs every member (and the whole cgroup); returns the members it found.

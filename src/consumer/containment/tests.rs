@@ -20,6 +20,11 @@ fn alive_with_arg(arg: &str) -> Vec<u32> {
 /// `sh -c 'setsid sleep SECONDS & wait'` as a contained incarnation (with its cgroup when
 /// `cgroup`), the way a launcher starts a daemonized consumer; returns it with its cell.
 fn launcher(seconds: &str, cgroup: bool) -> (tokio::process::Child, Arc<Cell>) {
+    launch(&format!("setsid sleep {seconds} & wait"), cgroup)
+}
+
+/// `sh -c SCRIPT` as a contained incarnation (with its cgroup when `cgroup`).
+fn launch(script: &str, cgroup: bool) -> (tokio::process::Child, Arc<Cell>) {
     let mut prepared = prepare(0, 1);
     if !cgroup {
         if let Some((dir, _)) = prepared.cgroup.take() {
@@ -29,9 +34,7 @@ fn launcher(seconds: &str, cgroup: bool) -> (tokio::process::Child, Arc<Cell>) {
     let fd = prepared.cgroup_fd();
     let (var, value) = prepared.mark();
     let mut cmd = std::process::Command::new("sh");
-    cmd.args(["-c", &format!("setsid sleep {seconds} & wait")])
-        .env(var, value)
-        .process_group(0);
+    cmd.args(["-c", script]).env(var, value).process_group(0);
     // SAFETY: the closure only writes to a descriptor (async-signal-safe).
     unsafe {
         cmd.pre_exec(move || {
@@ -104,8 +107,16 @@ async fn a_daemon_in_another_session_is_ended_by_its_cgroup_when_there_is_one() 
 
 #[tokio::test]
 async fn a_signal_to_an_incarnation_reaches_the_member_outside_its_group() {
-    let tag = "303.25";
-    let (mut child, cell) = launcher(tag, false);
+    a_signal_reaches_the_member_outside_the_group(false, "303.25").await;
+}
+
+#[tokio::test]
+async fn a_signal_reaches_the_member_outside_the_group_through_the_cgroup_when_there_is_one() {
+    a_signal_reaches_the_member_outside_the_group(true, "303.5").await;
+}
+
+async fn a_signal_reaches_the_member_outside_the_group(cgroup: bool, tag: &str) {
+    let (mut child, cell) = launcher(tag, cgroup);
     let daemon = daemon_of(tag).await;
     assert!(signal(cell.leader, Signal::SIGSTOP));
     assert!(
@@ -123,6 +134,44 @@ async fn a_signal_to_an_incarnation_reaches_the_member_outside_its_group() {
         eventually(|| procfs::stat_fields(proc_root(), daemon).is_none()).await,
         "the orphan the signal killed is reaped, not left a zombie of the harness"
     );
+}
+
+#[tokio::test]
+async fn a_signal_reaches_an_orphan_of_the_incarnation_through_the_harness_family() {
+    // The subshell that started the daemon exits at once: the daemon, in its own session,
+    // re-parents to the harness (the subreaper), outside the leader's tree; no cgroup.
+    let tag = "304.25";
+    let (mut child, cell) = launch(&format!("(setsid sleep {tag} &); exec sleep {tag}"), false);
+    let daemon = eventually_daemon(tag, cell.leader).await;
+    let family = family_snapshot().expect("the harness is the subreaper here");
+    assert_eq!(
+        family[&daemon].ppid,
+        std::process::id(),
+        "an orphan of the harness"
+    );
+    assert!(signal(cell.leader, Signal::SIGSTOP));
+    assert!(
+        eventually(|| procfs::stat_fields(proc_root(), daemon).is_some_and(|s| s.state == 'T'))
+            .await,
+        "the orphan is paused with its incarnation"
+    );
+    assert!(signal(cell.leader, Signal::SIGKILL));
+    child.wait().await.unwrap();
+    let swept = end(&cell, Duration::from_millis(200)).await;
+    assert!(swept.survived.is_empty());
+    assert!(eventually(|| alive_with_arg(tag).is_empty()).await);
+}
+
+/// The one process running `sleep tag` that is not the leader, once it has re-parented.
+async fn eventually_daemon(tag: &str, leader: u32) -> u32 {
+    let me = std::process::id();
+    let found = || {
+        alive_with_arg(tag).into_iter().find(|p| {
+            *p != leader && procfs::stat_fields(proc_root(), *p).is_some_and(|s| s.ppid == me)
+        })
+    };
+    assert!(eventually(|| found().is_some()).await, "the daemon runs");
+    found().unwrap()
 }
 
 #[test]
@@ -194,4 +243,29 @@ fn the_harness_says_how_it_contains() {
         ContainmentMethod::Cgroup => assert!(detail.contains("exactly-"), "{detail}"),
         ContainmentMethod::Subreaper => assert!(detail.contains("no cgroup ("), "{detail}"),
     }
+}
+
+#[test]
+fn the_pids_of_a_cgroup_include_those_of_the_cgroups_under_it() {
+    let prepared = prepare(0, 9);
+    let Some((dir, _)) = &prepared.cgroup else {
+        eprintln!("no cgroups here: {:?}", harness().cgroups);
+        return;
+    };
+    assert!(subfolders(dir).is_empty(), "a fresh cgroup has no folders");
+    let sub = dir.join("nested");
+    std::fs::create_dir(&sub).unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    std::fs::write(sub.join("cgroup.procs"), child.id().to_string()).unwrap();
+    assert_eq!(subfolders(dir), std::slice::from_ref(&sub));
+    assert!(
+        cgroup_pids(dir).contains(&child.id()),
+        "found one level down"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(remove_cgroup(dir));
 }
