@@ -15,7 +15,8 @@
 //! peak resident memory (VmHWM) is that of reading and judging alone; it is printed once read
 //! (what the events themselves hold) and at the end. Knobs: JUDGE_BENCH_IDS (comma-separated
 //! sizes, default "1000000,10000000"), JUDGE_BENCH_DIR (where the generated files go, default
-//! the system temp dir; each is removed afterwards).
+//! the system temp dir; each is removed afterwards unless JUDGE_BENCH_KEEP is set, to profile
+//! the child on it: `judge-<hash> --judge FILE`).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -63,7 +64,9 @@ fn main() {
             .args(["--judge", path.to_str().expect("utf-8 temp path")])
             .output()
             .expect("run the judging child");
-        let _ = std::fs::remove_file(&path);
+        if std::env::var_os("JUDGE_BENCH_KEEP").is_none() {
+            let _ = std::fs::remove_file(&path);
+        }
         let out = String::from_utf8_lossy(&child.stdout);
         assert!(
             child.status.success(),
