@@ -23,9 +23,11 @@ mod acked;
 mod fast;
 mod ranges;
 mod read;
+mod sink_kind;
 
 pub use acked::AckedOffsets;
 pub use ranges::{OffsetRange, UnresolvedOffsets, DELIVERY_RANGES_SWITCH};
+pub use sink_kind::SinkKind;
 
 /// One event with its place in the run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -81,7 +83,7 @@ pub enum Event {
         /// Applied, or replayed by an idempotent sink (a repeated idempotency key).
         outcome: EffectOutcome,
         /// Which sink saw it.
-        sink: String,
+        sink: SinkKind,
         /// The plan boundary whose sink saw it; absent for a plan with one `effects` sink (and
         /// in timelines from before boundaries), which is the run's one default boundary.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,7 +112,7 @@ pub enum Event {
         /// Its incarnation.
         incarnation: u32,
         /// Which sink saw it (`file` or `stdout`).
-        sink: String,
+        sink: SinkKind,
         /// The plan boundary whose sink saw it (absent: the one default boundary).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         boundary: Option<String>,
@@ -585,7 +587,7 @@ pub struct RunInfo {
     /// `effects.sink`, or in a boundary's view of the timeline that boundary's; absent in
     /// timelines written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub effects_sink: Option<String>,
+    pub effects_sink: Option<SinkKind>,
     /// The plan's boundaries, each judged on its own effects against its own promise; empty
     /// for a plan with one `effects` sink (its one boundary is the run itself: `expect`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -602,7 +604,7 @@ pub struct BoundaryInfo {
     /// Its name, as effect events carry it in `boundary`.
     pub name: String,
     /// The sink kind that observes it (`http`, `file`, `kafka-topic`...).
-    pub sink: String,
+    pub sink: SinkKind,
     /// Its promise (`exactly-once`...).
     pub expect: String,
     /// Its ID rule, as written (`header:exactly-id`...).

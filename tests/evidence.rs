@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use exactly::timeline::{read_events, Event, Stamped};
+use exactly::timeline::{read_events, Event, SinkKind, Stamped};
 
 fn events(dir: &std::path::Path) -> Vec<Stamped> {
     read_events(&dir.join("events.jsonl")).expect("events.jsonl")
@@ -60,7 +60,7 @@ fn a_stdout_line_torn_by_a_sigkill_is_counted_as_torn_and_never_as_an_effect() {
                 sink,
                 sample,
                 ..
-            } if sink == "stdout" => Some(sample.clone()),
+            } if *sink == SinkKind::Stdout => Some(sample.clone()),
             _ => None,
         })
         .collect();

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use exactly::timeline::{read_events, Event, ProcessPhase};
+use exactly::timeline::{read_events, Event, ProcessPhase, SinkKind};
 
 /// A Kafka plan for the example consumer with `args`, the given effects block and faults.
 fn plan(
@@ -62,7 +62,12 @@ fn file_sink_sees_every_effect_with_its_incarnation() {
     let events = read_events(&dir.path().join("run/events.jsonl")).unwrap();
     assert!(events.iter().any(|e| matches!(
         &e.event,
-        Event::Effect { instance: Some(0), incarnation: Some(1), sink, .. } if sink == "file"
+        Event::Effect {
+            instance: Some(0),
+            incarnation: Some(1),
+            sink: SinkKind::File,
+            ..
+        }
     )));
     // No fault was planned, so the run proves nothing about crashes.
     assert_eq!(report["verdict"], "INCONCLUSIVE", "{why}");

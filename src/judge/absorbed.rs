@@ -42,7 +42,7 @@ pub(crate) fn redeliveries_absorbed_with(events: &[Stamped], effects: &FirstEffe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::{Attribution, DeliveredIds, EffectOutcome};
+    use crate::timeline::{Attribution, DeliveredIds, EffectOutcome, SinkKind};
 
     fn at(seq: u64, event: Event) -> Stamped {
         Stamped {
@@ -58,7 +58,7 @@ mod tests {
             instance: Some(0),
             incarnation: Some(1),
             outcome: EffectOutcome::Applied,
-            sink: "postgres".into(),
+            sink: SinkKind::Postgres,
             boundary: None,
             attribution: Attribution::default(),
         }

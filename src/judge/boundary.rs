@@ -19,7 +19,7 @@ use crate::judge::mechanism::{Mechanism, Mechanisms};
 use std::collections::HashSet;
 
 use crate::judge::model::{Anomaly, Counts, ExpectationState, Outcome, Verdict};
-use crate::timeline::{BoundaryInfo, Event, Stamped};
+use crate::timeline::{BoundaryInfo, Event, SinkKind, Stamped};
 
 /// The boundaries the run declared (`run_started`), in plan order; empty for a run with one
 /// `effects` sink.
@@ -53,7 +53,7 @@ pub(crate) fn view(events: &[Stamped], b: &BoundaryInfo, first: bool) -> Vec<Sta
                 let mut info = info.clone();
                 info.expect = b.expect.clone();
                 info.effects_id = Some(b.id.clone());
-                info.effects_sink = Some(b.sink.clone());
+                info.effects_sink = Some(b.sink);
                 Stamped {
                     seq: st.seq,
                     t_us: st.t_us,
@@ -106,7 +106,7 @@ fn name_effects_outside_the_transaction(parts: &mut [BoundaryJudgement]) {
     let held = parts.iter().find_map(|p| {
         let j = &p.judgement;
         let topic = j.output_topics.first()?;
-        let exact = p.sink == "kafka-topic"
+        let exact = p.sink == SinkKind::KafkaTopic
             && j.verdict == Verdict::Exact
             && topic.isolation == "read_committed";
         exact.then(|| {
@@ -119,7 +119,7 @@ fn name_effects_outside_the_transaction(parts: &mut [BoundaryJudgement]) {
         })
     });
     let Some(why) = held else { return };
-    for p in parts.iter_mut().filter(|p| p.sink != "kafka-topic") {
+    for p in parts.iter_mut().filter(|p| p.sink != SinkKind::KafkaTopic) {
         let j = &mut p.judgement;
         let duplicated = duplicated_ids(&j.anomalies);
         if !duplicated.is_empty() {
@@ -139,10 +139,10 @@ pub(crate) fn name_output_without_transaction(
     mechanisms: &mut Mechanisms,
 ) {
     let sink = events.iter().find_map(|st| match &st.event {
-        Event::RunStarted(info) => info.effects_sink.as_deref(),
+        Event::RunStarted(info) => info.effects_sink,
         _ => None,
     });
-    if sink != Some("kafka-topic") {
+    if sink != Some(SinkKind::KafkaTopic) {
         return;
     }
     let (mut plain, mut transactional) = (0u64, 0u64);

@@ -4,7 +4,7 @@
 use crate::judge::analyze;
 use crate::judge::fixtures::Tl;
 use crate::judge::model::{ExpectationState, Verdict};
-use crate::timeline::{BoundaryInfo, EffectOutcome, EndReason, Event};
+use crate::timeline::{BoundaryInfo, EffectOutcome, EndReason, Event, SinkKind};
 
 /// One planned kill, fired in every timeline below (a run without an exercised fault proves
 /// nothing).
@@ -13,7 +13,7 @@ const KILL: &str = "kill consumer after the 1st effect";
 fn boundary(name: &str, expect: &str) -> BoundaryInfo {
     BoundaryInfo {
         name: name.into(),
-        sink: "http".into(),
+        sink: SinkKind::Http,
         expect: expect.into(),
         id: "json:/id".into(),
     }
@@ -26,7 +26,7 @@ fn effect_at(tl: &mut Tl, id: &str, boundary: &str) {
         instance: Some(0),
         incarnation: Some(1),
         outcome: EffectOutcome::Applied,
-        sink: "http".into(),
+        sink: SinkKind::Http,
         attribution: Default::default(),
     });
 }
@@ -258,10 +258,10 @@ fn produced_twice(transactional_id: Option<&str>, declared: bool) -> crate::judg
     let mut tl = Tl::new();
     tl.start(&[KILL], 1, "at-least-once");
     if let Event::RunStarted(info) = &mut tl.events[0].event {
-        info.effects_sink = Some("kafka-topic".into());
+        info.effects_sink = Some(SinkKind::KafkaTopic);
         if declared {
             let mut out = boundary("out", "at-least-once");
-            out.sink = "kafka-topic".into();
+            out.sink = SinkKind::KafkaTopic;
             info.boundaries = vec![out];
         }
     }
@@ -287,7 +287,7 @@ fn produced_twice(transactional_id: Option<&str>, declared: bool) -> crate::judg
             instance: Some(0),
             incarnation: Some(incarnation),
             outcome: EffectOutcome::Applied,
-            sink: "kafka-topic".into(),
+            sink: SinkKind::KafkaTopic,
             attribution: Default::default(),
         });
     }

@@ -13,7 +13,7 @@ use crate::judge::ledger::{Ledger, Place};
 use crate::judge::model::{Anomaly, Counts, EffectSeen, Outcome};
 use crate::judge::writers::Writers;
 
-use crate::timeline::{AttributedBy, Attribution, EffectOutcome, Event, Stamped};
+use crate::timeline::{AttributedBy, Attribution, EffectOutcome, Event, SinkKind, Stamped};
 
 /// The ledger index of an effect whose ID is not in the ledger (a phantom).
 const NOT_IN_LEDGER: u32 = u32::MAX;
@@ -39,7 +39,7 @@ struct EffectEvent<'a> {
     instance: Option<u32>,
     incarnation: Option<u32>,
     outcome: EffectOutcome,
-    sink: &'a str,
+    sink: SinkKind,
     attribution: &'a Attribution,
 }
 
@@ -53,7 +53,7 @@ impl EffectEvent<'_> {
             instance: self.instance,
             incarnation: self.incarnation,
             outcome: self.outcome,
-            sink: self.sink.to_owned(),
+            sink: self.sink,
             attribution: self.attribution.clone(),
         };
         let writer = match (&self.attribution.record, self.instance) {
@@ -86,7 +86,7 @@ fn effect_events(events: &[Stamped]) -> impl Iterator<Item = EffectEvent<'_>> {
             instance: *instance,
             incarnation: *incarnation,
             outcome: *outcome,
-            sink,
+            sink: *sink,
             attribution,
         }),
         _ => None,

@@ -17,7 +17,8 @@ use crate::judge::bypass::{bypassed_faults, Bypass};
 use crate::judge::committers::{CommitsReader, CommitsSeen};
 use crate::judge::model::{SurvivingProcess, UnfiredFault, FAILED_SAMPLES};
 use crate::timeline::{
-    DescendantFate, EndReason, Event, FaultRecord, HeldAt, ProcessPhase, RunInfo, Stamped, TxnOp,
+    DescendantFate, EndReason, Event, FaultRecord, HeldAt, ProcessPhase, RunInfo, SinkKind,
+    Stamped, TxnOp,
 };
 
 /// One consumer process, from its `process` events.
@@ -171,7 +172,7 @@ pub(crate) struct FactsReader<'a> {
     rejected_samples: Vec<RejectedEffect>,
     torn_lines: u64,
     /// The first torn line: (instance, incarnation, sink, sample).
-    first_torn: Option<(u32, u32, String, String)>,
+    first_torn: Option<(u32, u32, SinkKind, String)>,
     consumer_settings: Vec<ConsumerSetting>,
     connections_closed: Vec<ConnectionClosed>,
     holds: Holds,
@@ -337,7 +338,7 @@ impl<'a> FactsReader<'a> {
             } => {
                 self.torn_lines += 1;
                 self.first_torn
-                    .get_or_insert_with(|| (*instance, *incarnation, sink.clone(), sample.clone()));
+                    .get_or_insert_with(|| (*instance, *incarnation, *sink, sample.clone()));
             }
             Event::Warning { message } => self.warnings.push(message.clone()),
             Event::Descendant {

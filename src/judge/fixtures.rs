@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::timeline::{
     CommitPhase, CommittedOffset, EffectOutcome, EndReason, Event, FaultRecord, ProcessPhase,
-    ProcessRef, ProduceStatus, RunInfo, Stamped,
+    ProcessRef, ProduceStatus, RunInfo, SinkKind, Stamped,
 };
 
 /// An event at `seq` and `t_us`.
@@ -46,7 +46,7 @@ pub(crate) fn effect_event(
         instance,
         incarnation,
         outcome,
-        sink: "http".into(),
+        sink: SinkKind::Http,
         attribution: Default::default(),
     }
 }
@@ -239,7 +239,7 @@ pub(crate) fn info(faults: &[&str], messages: u64, expect: &str) -> RunInfo {
         messages,
         reproduce: "exactly run plans/kafka-commit-after-effect.yaml --seed 42".into(),
         effects_id: Some("json:/order_id".into()),
-        effects_sink: Some("http".into()),
+        effects_sink: Some(SinkKind::Http),
         boundaries: Vec::new(),
         dead_letter: None,
     }

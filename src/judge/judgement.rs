@@ -18,7 +18,7 @@ use crate::judge::model::{
     Verdict,
 };
 use crate::judge::verdict;
-use crate::timeline::{EndReason, FaultRecord, RunInfo};
+use crate::timeline::{EndReason, FaultRecord, RunInfo, SinkKind};
 
 /// The whole judgement of one run.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,7 +121,7 @@ pub struct BoundaryJudgement {
     /// The boundary's name.
     pub name: String,
     /// Its sink kind (`http`, `file`, `kafka-topic`...).
-    pub sink: String,
+    pub sink: SinkKind,
     /// Its promise as written (`exactly-once`...).
     pub expect: String,
     /// The judgement of its own effects against its own promise.

@@ -106,7 +106,7 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
         .enumerate()
         .map(|(i, b)| BoundaryJudgement {
             name: b.name.clone(),
-            sink: b.sink.clone(),
+            sink: b.sink,
             expect: b.expect.clone(),
             judgement: analyze_one(&boundary::view(events, b, i == 0)),
         })

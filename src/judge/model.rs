@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::timeline::{EffectOutcome, ProduceStatus};
+use crate::timeline::{EffectOutcome, ProduceStatus, SinkKind};
 
 /// How many failed produces and rejected effects are kept as samples (the counts stay exact).
 pub const FAILED_SAMPLES: usize = 100;
@@ -816,7 +816,7 @@ pub struct EffectSeen {
     /// Applied or replayed.
     pub outcome: EffectOutcome,
     /// Which sink saw it.
-    pub sink: String,
+    pub sink: SinkKind,
     /// How the instance and incarnation were found (socket owner, URL...).
     #[serde(flatten)]
     pub attribution: crate::timeline::Attribution,

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::judge::fixtures::{duplicated_run, produced_event, Tl};
-use crate::timeline::{EffectOutcome, EndReason, ProcessPhase, ProduceStatus};
+use crate::timeline::{EffectOutcome, EndReason, ProcessPhase, ProduceStatus, SinkKind};
 
 const KILL: &str = "kill: consumer when {after: effect, nth: 2}";
 
@@ -637,7 +637,7 @@ fn torn_lines_are_counted_and_shown_never_judged_as_effects() {
             boundary: None,
             instance: 0,
             incarnation: 1,
-            sink: "stdout".into(),
+            sink: SinkKind::Stdout,
             bytes: sample.len() as u64,
             sample: sample.into(),
         });
@@ -720,7 +720,7 @@ fn output_records_are_attributed_to_the_incarnation_whose_produce_wrote_them() {
         instance: None,
         incarnation: None,
         outcome: EffectOutcome::Applied,
-        sink: "kafka-topic".into(),
+        sink: SinkKind::KafkaTopic,
         boundary: None,
         attribution: Attribution {
             record: Some(Box::new(RecordPlace {

@@ -203,7 +203,7 @@ fn counts(kind: EventKind, moment: Moment, event: &Event) -> bool {
         // `during:` holds the sink's answer: only an effect the HTTP sink holds can count (in
         // a run with boundaries, another sink's effects pass unheld).
         (EventKind::Effect, Event::Effect { sink, .. }) => {
-            moment != Moment::During || sink == SinkKind::Http.as_str()
+            moment != Moment::During || *sink == SinkKind::Http
         }
         (EventKind::Produced, Event::Produced { .. }) => true,
         // A transaction the broker committed (its EndTxn answer passing the proxy), or
@@ -268,7 +268,7 @@ mod tests {
             instance: None,
             incarnation: None,
             outcome: EffectOutcome::Applied,
-            sink: "http".into(),
+            sink: SinkKind::Http,
             attribution: Default::default(),
         }
     }
@@ -403,7 +403,7 @@ mod tests {
         };
         let mut topic = effect();
         if let Event::Effect { sink, .. } = &mut topic {
-            *sink = "kafka-topic".into();
+            *sink = SinkKind::KafkaTopic;
         }
         let mut t = TriggerState::new(&when, 0, None);
         let got: Vec<Match> = [effect(), topic.clone(), topic, effect()]
@@ -469,7 +469,7 @@ mod tests {
             instance: Some(i),
             incarnation: Some(1),
             outcome: EffectOutcome::Applied,
-            sink: "http".into(),
+            sink: SinkKind::Http,
             attribution: Default::default(),
         };
         let mut t = TriggerState::new(&when, 0, Some(1));

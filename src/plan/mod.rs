@@ -27,6 +27,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::timeline::SinkKind;
+
 pub use effect_id::Extractor;
 pub use fault::{
     AmqpFault, CommitErrorForm, Fault, FaultAction, KafkaError, Moment, ProtocolReply, ScaleStep,
@@ -375,25 +377,6 @@ impl RestartPolicy {
     }
 }
 
-/// Kinds of effect sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkKind {
-    /// The consumer POSTs each effect to `EXACTLY_EFFECT_URL`.
-    Http,
-    /// The consumer appends one line per effect to `EXACTLY_EFFECT_FILE`.
-    File,
-    /// The consumer prints effects on its standard output.
-    Stdout,
-    /// The consumer produces one record per effect to a fresh output topic
-    /// (`EXACTLY_OUTPUT_TOPIC`), read back by the harness under `read_committed`.
-    #[serde(rename = "kafka-topic")]
-    KafkaTopic,
-    /// The consumer writes rows into a PostgreSQL table (`postgres`), observed by logical
-    /// replication: every committed insert or update of a row is an effect.
-    Postgres,
-}
-
 /// Which records of an output topic are effects.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -437,27 +420,6 @@ pub struct BoundarySpec {
     /// `postgres`: the database and table the consumer writes.
     #[serde(default)]
     pub postgres: Option<PostgresSpec>,
-}
-
-impl SinkKind {
-    /// The sink's name in events and reports (`http`, `file`, `stdout`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SinkKind::Http => "http",
-            SinkKind::File => "file",
-            SinkKind::Stdout => "stdout",
-            SinkKind::KafkaTopic => "kafka-topic",
-            SinkKind::Postgres => "postgres",
-        }
-    }
-
-    /// True when an effect carries headers an ID rule can read (`header:`).
-    pub fn has_headers(self) -> bool {
-        match self {
-            SinkKind::Http | SinkKind::KafkaTopic => true,
-            SinkKind::File | SinkKind::Stdout | SinkKind::Postgres => false,
-        }
-    }
 }
 
 /// Where a `postgres` sink looks: the database and the table the consumer writes. Each

@@ -114,7 +114,7 @@ impl<'a> JsonBoundary<'a> {
         let (anomalies, anomalies_truncated) = capped(j);
         JsonBoundary {
             name: &b.name,
-            sink: &b.sink,
+            sink: b.sink.as_str(),
             expect: &b.expect,
             verdict: j.verdict.as_str(),
             expectation_met: j.expectation_met,

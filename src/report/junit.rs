@@ -65,7 +65,7 @@ pub fn render(rec: &Judgement) -> std::io::Result<String> {
         let mut c = case(&b.judgement, format!("{plan} / {}", b.name));
         c.add_properties([
             Property::new("boundary", b.name.clone()),
-            Property::new("sink", b.sink.clone()),
+            Property::new("sink", b.sink.as_str()),
         ]);
         suite.add_test_case(c);
     }

@@ -61,7 +61,7 @@ fn render_boundaries(rec: &Judgement) -> String {
             "## Boundary {}: {} ({} sink, promise {})\n",
             code(&b.name),
             j.verdict,
-            text(&b.sink),
+            text(b.sink.as_str()),
             text(&b.expect)
         );
         let _ = writeln!(md, "{}\n", summary_sentence(j));
@@ -191,7 +191,7 @@ fn boundary_table(md: &mut String, rec: &Judgement) {
             md,
             "| {} | {} | {} | **{}** | {} | {} | {} | {} |",
             cell(&b.name),
-            cell(&b.sink),
+            cell(b.sink.as_str()),
             cell(&b.expect),
             j.verdict,
             j.expectation_state.as_str(),

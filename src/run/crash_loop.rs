@@ -251,7 +251,7 @@ pub(super) fn follow(timeline: &Timeline) -> watch::Receiver<Streak> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::{EndReason, FaultRecord, ProcessRef};
+    use crate::timeline::{EndReason, FaultRecord, ProcessRef, SinkKind};
 
     /// Events fed one at a time, stamped in order.
     struct Feed {
@@ -328,7 +328,7 @@ mod tests {
             instance: Some(0),
             incarnation: Some(1),
             outcome: crate::timeline::EffectOutcome::Applied,
-            sink: "http".into(),
+            sink: SinkKind::Http,
             attribution: Default::default(),
         }
     }

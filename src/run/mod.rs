@@ -116,7 +116,7 @@ pub async fn run(
         .filter(|b| b.declared)
         .map(|b| BoundaryInfo {
             name: b.name.clone(),
-            sink: b.sink.as_str().into(),
+            sink: b.sink,
             expect: expect_of(b).as_str().into(),
             id: b.id_rule.clone(),
         })
@@ -154,7 +154,7 @@ pub async fn run(
         messages: plan.workload.messages.get(),
         reproduce,
         effects_id: Some(first.id_rule.clone()),
-        effects_sink: Some(first.sink.as_str().into()),
+        effects_sink: Some(first.sink),
         boundaries,
         dead_letter: endpoint.dead_letter.clone(),
     })));

@@ -104,7 +104,7 @@ impl Sinks {
             ctx.timeline.clone(),
             boundary.id.clone(),
             boundary.idempotency_key.clone(),
-            boundary.sink.as_str(),
+            boundary.sink,
         )
         .for_run(ctx.run_id)
         .for_boundary(boundary.event_name());

@@ -306,7 +306,7 @@ fn finish(recorder: &EffectRecorder, tails: HashMap<PathBuf, Tail>) {
 mod tests {
     use super::*;
     use crate::plan::Extractor;
-    use crate::timeline::{Event, Timeline};
+    use crate::timeline::{Event, SinkKind, Timeline};
     use std::io::Write;
 
     #[test]
@@ -336,7 +336,7 @@ mod tests {
             let rule = Extractor::parse("body").unwrap();
             Harness {
                 dir: tempfile::tempdir().unwrap(),
-                recorder: EffectRecorder::new(timeline, rule, None, "file"),
+                recorder: EffectRecorder::new(timeline, rule, None, SinkKind::File),
                 events,
                 tails: HashMap::new(),
             }

@@ -305,7 +305,7 @@ async fn handle(
 mod tests {
     use super::*;
     use crate::plan::Extractor;
-    use crate::timeline::{EffectOutcome, Event, Timeline};
+    use crate::timeline::{EffectOutcome, Event, SinkKind, Timeline};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Sends raw bytes on a fresh connection and returns whatever comes back.
@@ -337,7 +337,7 @@ mod tests {
             timeline.clone(),
             Extractor::parse("json:/order_id").unwrap(),
             Some(Extractor::parse("header:Idempotency-Key").unwrap()),
-            "http",
+            SinkKind::Http,
         );
         let stop = CancellationToken::new();
         let sink = HttpSink::start(recorder, Gate::open(), stop.clone())
@@ -430,7 +430,7 @@ mod tests {
             timeline.clone(),
             Extractor::parse("json:/order_id").unwrap(),
             None,
-            "http",
+            SinkKind::Http,
         );
         let stop = CancellationToken::new();
         let sink = HttpSink::start(recorder, Gate::open(), stop.clone())

@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use crate::plan::Extractor;
-use crate::timeline::{Attribution, EffectOutcome, Event, Stamped, Timeline};
+use crate::timeline::{Attribution, EffectOutcome, Event, SinkKind, Stamped, Timeline};
 use rule_check::{RuleCheck, WrongRule};
 
 /// Most characters of a torn line kept as its sample (its end).
@@ -33,7 +33,7 @@ pub struct EffectRecorder {
     id: Extractor,
     idempotency_key: Option<Extractor>,
     seen_keys: Arc<Mutex<HashSet<String>>>,
-    sink: &'static str,
+    sink: SinkKind,
     boundary: Option<String>,
     check: RuleCheck,
 }
@@ -44,7 +44,7 @@ impl EffectRecorder {
         timeline: Timeline,
         id: Extractor,
         idempotency_key: Option<Extractor>,
-        sink: &'static str,
+        sink: SinkKind,
     ) -> Self {
         EffectRecorder {
             timeline,
@@ -131,7 +131,10 @@ impl EffectRecorder {
                 sample: body.chars().take(200).collect(),
                 boundary: self.boundary.clone(),
             });
-            if let Some(found) = self.check.missed(&self.id, self.sink, headers, body) {
+            if let Some(found) = self
+                .check
+                .missed(&self.id, self.sink.as_str(), headers, body)
+            {
                 self.timeline.record(Event::Warning {
                     message: found.to_string(),
                 });
@@ -164,7 +167,7 @@ impl EffectRecorder {
             instance,
             incarnation,
             outcome,
-            sink: self.sink.into(),
+            sink: self.sink,
             boundary: self.boundary.clone(),
             attribution,
         }))
@@ -213,7 +216,7 @@ impl EffectRecorder {
         self.timeline.record(Event::TornLine {
             instance,
             incarnation,
-            sink: self.sink.into(),
+            sink: self.sink,
             boundary: self.boundary.clone(),
             bytes: bytes.len() as u64,
             sample,
@@ -232,7 +235,7 @@ impl EffectRecorder {
 
 #[cfg(test)]
 mod tests {
-    use crate::timeline::{AttributedBy, Attribution, EffectOutcome, Event, Stamped};
+    use crate::timeline::{AttributedBy, Attribution, EffectOutcome, Event, SinkKind, Stamped};
 
     #[test]
     fn effect_attribution_is_written_flat_and_older_lines_still_read() {
@@ -244,7 +247,7 @@ mod tests {
                 instance: Some(1),
                 incarnation: Some(2),
                 outcome: EffectOutcome::Applied,
-                sink: "http".into(),
+                sink: SinkKind::Http,
                 boundary: None,
                 attribution: Attribution {
                     by: Some(AttributedBy::Socket),

@@ -53,14 +53,14 @@ impl EffectRecorder {
 mod tests {
     use super::*;
     use crate::plan::Extractor;
-    use crate::timeline::{Event, Timeline};
+    use crate::timeline::{Event, SinkKind, Timeline};
 
     #[test]
     fn a_torn_last_line_is_recorded_as_torn_and_never_as_an_effect() {
         let timeline = Timeline::in_memory();
         let mut events = timeline.subscribe();
         let rule = Extractor::parse("regex:^effect (\\S+)$").unwrap();
-        let sink = StdoutSink::new(EffectRecorder::new(timeline, rule, None, "stdout"));
+        let sink = StdoutSink::new(EffectRecorder::new(timeline, rule, None, SinkKind::Stdout));
         sink.line(0, 1, "effect r-1");
         sink.line(0, 1, "a log line");
         // `effect r-12` cut after `r-1`: another valid ID, had it been read as an effect.
@@ -74,7 +74,7 @@ mod tests {
         assert!(matches!(
             &seen[1],
             Event::TornLine { instance: 0, incarnation: 1, sink, bytes: 10, sample, boundary: None }
-                if sink == "stdout" && sample == "effect r-1"
+                if *sink == SinkKind::Stdout && sample == "effect r-1"
         ));
     }
 }

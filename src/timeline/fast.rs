@@ -12,7 +12,7 @@
 
 use super::{
     AttributedBy, Attribution, DeliveredIds, EffectOutcome, Event, OffsetRange, ProduceStatus,
-    Stamped,
+    SinkKind, Stamped,
 };
 
 /// The line as an event, when it has the writer's exact shape for a hot kind.
@@ -82,7 +82,7 @@ fn effect(c: &mut Cursor) -> Option<Event> {
         _ => return None,
     };
     c.lit(b",\"sink\":")?;
-    let sink = c.str()?.to_owned();
+    let sink = SinkKind::named(c.str()?)?;
     let boundary = c.optional_str(b",\"boundary\":")?;
     let by = match c.skip(b",\"attributed_by\":") {
         true => Some(attributed_by(c.str()?)?),
@@ -333,7 +333,7 @@ mod tests {
             proptest::option::of(any::<u32>()),
             proptest::option::of(any::<u32>()),
             any::<bool>(),
-            text(),
+            0..SinkKind::ALL.len(),
             proptest::option::of(text()),
             proptest::option::of(0..6usize),
             proptest::option::of(any::<u32>()),
@@ -367,7 +367,7 @@ mod tests {
                             true => EffectOutcome::Applied,
                             false => EffectOutcome::Replayed,
                         },
-                        sink,
+                        sink: SinkKind::ALL[sink],
                         boundary,
                         attribution: Attribution {
                             by,

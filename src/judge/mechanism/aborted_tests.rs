@@ -8,7 +8,7 @@ use crate::judge::mechanism::Mechanism;
 use crate::judge::model::{Outcome, Verdict};
 use crate::timeline::{
     AbortedRecord, Attribution, BoundaryInfo, EffectOutcome, EndReason, Event, ProcessPhase,
-    ProducedBatch, RecordPlace, TxnOp,
+    ProducedBatch, RecordPlace, SinkKind, TxnOp,
 };
 
 const KILL: &str = "kill consumer after the 1st produce";
@@ -54,7 +54,7 @@ fn read_committed(tl: &mut Tl, id: &str, offset: i64) {
         instance: None,
         incarnation: None,
         outcome: EffectOutcome::Applied,
-        sink: "kafka-topic".into(),
+        sink: SinkKind::KafkaTopic,
         attribution: Attribution {
             record: Some(Box::new(RecordPlace {
                 topic: "out".into(),
@@ -74,10 +74,10 @@ fn aborted_then_redone(copies: i64) -> Tl {
     let mut tl = Tl::new();
     tl.start(&[KILL], 2, "exactly-once");
     if let Event::RunStarted(info) = &mut tl.events[0].event {
-        info.effects_sink = Some("kafka-topic".into());
+        info.effects_sink = Some(SinkKind::KafkaTopic);
         info.boundaries = vec![BoundaryInfo {
             name: "out".into(),
-            sink: "kafka-topic".into(),
+            sink: SinkKind::KafkaTopic,
             expect: "exactly-once".into(),
             id: "header:exactly-id".into(),
         }];

@@ -185,7 +185,7 @@ pub fn collect(rec: &Judgement, events: &[Stamped]) -> Lives {
                     // With boundaries the sink is named by its boundary: `email (http)`.
                     let sink = boundary
                         .as_ref()
-                        .map_or_else(|| sink.clone(), |b| format!("{b} ({sink})"));
+                        .map_or_else(|| sink.to_string(), |b| format!("{b} ({sink})"));
                     let s = effect_step(t, by, *outcome, &sink, attribution);
                     push(&mut life.effects, &mut life.more, s);
                 }

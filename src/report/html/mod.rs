@@ -346,7 +346,7 @@ fn boundary_rows(rec: &Judgement) -> Vec<BoundaryRow> {
             let mechanisms = j.mechanisms.summary();
             BoundaryRow {
                 name: b.name.clone(),
-                sink: b.sink.clone(),
+                sink: b.sink.to_string(),
                 expect: b.expect.clone(),
                 verdict: j.verdict.as_str(),
                 verdict_class: verdict_class(j.verdict),

@@ -5,7 +5,7 @@
 use super::*;
 use crate::judge::analyze;
 use crate::judge::fixtures::{duplicated_run, Tl};
-use crate::timeline::{EndReason, ProcessPhase};
+use crate::timeline::{EndReason, ProcessPhase, SinkKind};
 
 fn page(events: &[Stamped]) -> String {
     render(&analyze(events), events).expect("the page renders")
@@ -400,7 +400,7 @@ fn two_boundaries() -> Tl {
             .iter()
             .map(|(name, expect)| BoundaryInfo {
                 name: (*name).into(),
-                sink: "http".into(),
+                sink: SinkKind::Http,
                 expect: (*expect).into(),
                 id: "json:/id".into(),
             })
@@ -416,7 +416,7 @@ fn two_boundaries() -> Tl {
             instance: Some(0),
             incarnation: Some(incarnation),
             outcome: EffectOutcome::Applied,
-            sink: "http".into(),
+            sink: SinkKind::Http,
             attribution: Default::default(),
         });
     };
