@@ -164,8 +164,17 @@ impl KafkaBroker {
         connect_timeout: Duration,
     ) -> Result<KafkaBroker, InfraError> {
         let mut config = base_config(&target.address, extra);
+        // `read_uncommitted`: under librdkafka's default `read_committed` a committed-offsets
+        // read asks for stable offsets (KIP-447), and while a transactional consumer has sent
+        // offsets to a transaction it has not ended (paused, slow, or a zombie about to be
+        // fenced) the broker answers UNSTABLE_OFFSET_COMMIT until the read times out; reads
+        // failing for `connect_timeout` end the run as "lost the broker". Unstable offsets
+        // are not committed yet: the read returns what is committed now. The input topic is
+        // the harness's own, written without transactions, so its end offset is the same
+        // under either isolation.
         config
             .set("group.id", &target.group)
+            .set("isolation.level", "read_uncommitted")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
         let progress_reader: BaseConsumer = config.create().map_err(|e| {
