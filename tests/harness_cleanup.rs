@@ -241,11 +241,17 @@ fn sigkill_to_the_harness_takes_a_consumer_that_left_the_session_with_it() {
         .into_iter()
         .find(|p| *p != launcher)
         .expect("the consumer started behind the launcher");
-    assert_ne!(
+    // Found between the launcher's fork and `setsid`, it is still in the launcher's group for
+    // a moment: wait (bounded) until it has left.
+    let left_group = || {
         nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(consumer as i32)))
-            .unwrap()
-            .as_raw() as u32,
-        launcher,
+            .is_ok_and(|g| g.as_raw() as u32 != launcher)
+    };
+    while !left_group() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        left_group(),
         "the consumer left the launcher's process group"
     );
     harness.kill().unwrap();
