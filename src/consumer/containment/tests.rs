@@ -118,15 +118,7 @@ async fn a_signal_reaches_the_member_outside_the_group_through_the_cgroup_when_t
 async fn a_signal_reaches_the_member_outside_the_group(cgroup: bool, tag: &str) {
     let (mut child, cell) = launcher(tag, cgroup);
     let daemon = daemon_of(tag).await;
-    assert!(signal(cell.leader, Signal::SIGSTOP));
-    assert!(
-        eventually(|| procfs::stat_fields(proc_root(), daemon).is_some_and(|s| s.state == 'T'))
-            .await,
-        "the daemon is paused with the launcher"
-    );
-    assert!(signal(cell.leader, Signal::SIGKILL));
-    child.wait().await.unwrap();
-    let swept = end(&cell, Duration::from_millis(200)).await;
+    let swept = paused_then_killed_with_its_incarnation(&mut child, &cell, daemon).await;
     assert!(alive_with_arg(tag).is_empty());
     // Killed by the signal itself, or found dying by the sweep: either way not left behind.
     assert!(swept.survived.is_empty());
@@ -149,17 +141,27 @@ async fn a_signal_reaches_an_orphan_of_the_incarnation_through_the_harness_famil
         std::process::id(),
         "an orphan of the harness"
     );
+    let swept = paused_then_killed_with_its_incarnation(&mut child, &cell, daemon).await;
+    assert!(swept.survived.is_empty());
+    assert!(eventually(|| alive_with_arg(tag).is_empty()).await);
+}
+
+/// SIGSTOPs the incarnation of `cell` and checks `member` is paused with it, then SIGKILLs it
+/// and ends it; what the sweep found.
+async fn paused_then_killed_with_its_incarnation(
+    child: &mut tokio::process::Child,
+    cell: &Cell,
+    member: u32,
+) -> Swept {
     assert!(signal(cell.leader, Signal::SIGSTOP));
     assert!(
-        eventually(|| procfs::stat_fields(proc_root(), daemon).is_some_and(|s| s.state == 'T'))
+        eventually(|| procfs::stat_fields(proc_root(), member).is_some_and(|s| s.state == 'T'))
             .await,
-        "the orphan is paused with its incarnation"
+        "{member} is paused with its incarnation"
     );
     assert!(signal(cell.leader, Signal::SIGKILL));
     child.wait().await.unwrap();
-    let swept = end(&cell, Duration::from_millis(200)).await;
-    assert!(swept.survived.is_empty());
-    assert!(eventually(|| alive_with_arg(tag).is_empty()).await);
+    end(cell, Duration::from_millis(200)).await
 }
 
 /// The one process running `sleep tag` that is not the leader, once it has re-parented.
