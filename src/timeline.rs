@@ -21,12 +21,18 @@ use tokio::sync::mpsc;
 
 mod acked;
 mod fast;
+mod ids;
 mod ranges;
 mod read;
+mod recorded;
 mod sink_kind;
 
 pub use acked::AckedOffsets;
+pub use ids::{IdHasher, MessageIds, MessageNo};
 pub use ranges::{OffsetRange, UnresolvedOffsets, DELIVERY_RANGES_SWITCH};
+pub use recorded::{
+    DeliveredRecord, Delivery, Effect, Produced, Recorded, RecordedBuilder,
+};
 pub use sink_kind::SinkKind;
 
 /// One event with its place in the run.
@@ -1426,12 +1432,18 @@ fn write_line(buf: &mut Vec<u8>, e: &Stamped) {
 /// recorded as offset ranges come back as records (`ranges`), or as an error naming the
 /// offsets the ledger does not resolve.
 pub fn read_events(path: &Path) -> Result<Vec<Stamped>, ReadEventsError> {
-    let mut events = read::read_events(path)?;
-    ranges::resolve(&mut events).map_err(|source| ReadEventsError::Unresolved {
+    Ok(read_recorded(path)?.to_events())
+}
+
+/// Reads `events.jsonl` as [`read_events`] does, into columns ([`Recorded`]) as it goes: what
+/// the judge reads, since the events of a large file as `Stamped` values would not fit.
+pub fn read_recorded(path: &Path) -> Result<Recorded, ReadEventsError> {
+    let mut builder = RecordedBuilder::default();
+    read::read_events(path, |e| builder.push(e))?;
+    builder.finish().map_err(|source| ReadEventsError::Unresolved {
         path: path.to_owned(),
         source,
-    })?;
-    Ok(events)
+    })
 }
 
 #[cfg(test)]

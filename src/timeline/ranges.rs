@@ -6,9 +6,10 @@
 //! produced them and the `produced` events map (partition, offset) to each ID. A
 //! `delivered_batch` event keeps one Fetch response's partition whole: its `ranges` come first
 //! (in order; a repeated batch is a repeated range), then the `records` that were read.
-//! [`resolve`] turns every range back into (offset, ID) records from the `produced` events,
-//! right after the file is read, and puts them in front of the event's records, so every reader
-//! of the timeline (judge, reports, audit) sees the records as if the proxy had read them all.
+//! Reading the file back resolves every range into (offset, ID) records from the `produced`
+//! events (`recorded/resolve.rs`, with the [`Ledger`] here), in front of the event's records, so
+//! every reader of the timeline (judge, reports, audit) sees the records as if the proxy had
+//! read them all.
 //!
 //! Invariant: a range never loses an offset silently. An offset no acknowledged produce names,
 //! or that two name (a broker that reused an acknowledged offset), fails the read with
@@ -19,7 +20,6 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DeliveredIds, Event, ProduceStatus, Stamped};
 
 /// The environment switch that turns ranges off (`EXACTLY_DELIVERY_RANGES=off`): the proxy then
 /// walks every record, as before ranges existed. For comparing the two, and a way out should a
@@ -75,64 +75,13 @@ pub struct UnresolvedOffsets {
     pub runs: Vec<(i32, OffsetRange)>,
 }
 
-/// Replaces the ranges of every `delivered_batch` in `events` with their records, each named by
-/// the acknowledged `produced` event of its (partition, offset), in front of the records read.
-/// Events without a range are left as they are (a timeline with none costs one pass).
-pub fn resolve(events: &mut [Stamped]) -> Result<(), UnresolvedOffsets> {
-    let has_ranges = |st: &Stamped| matches!(&st.event, Event::DeliveredBatch { ranges, .. } if !ranges.is_empty());
-    if !events.iter().any(has_ranges) {
-        return Ok(());
-    }
-    let resolved = {
-        let ledger = Ledger::of(events);
-        let mut unresolved = UnresolvedOffsets {
-            count: 0,
-            runs: Vec::new(),
-        };
-        let mut resolved = Vec::new();
-        for (i, st) in events.iter().enumerate() {
-            if let Event::DeliveredBatch {
-                partition,
-                ranges,
-                records,
-                ..
-            } = &st.event
-            {
-                if ranges.is_empty() {
-                    continue;
-                }
-                let mut ids = DeliveredIds::default();
-                for range in ranges {
-                    ledger.records(*partition, *range, &mut ids, &mut unresolved);
-                }
-                records.iter().for_each(|(offset, id)| ids.push(offset, id));
-                resolved.push((i, ids));
-            }
-        }
-        if unresolved.count > 0 {
-            return Err(unresolved);
-        }
-        resolved
-    };
-    for (i, ids) in resolved {
-        if let Event::DeliveredBatch {
-            ranges, records, ..
-        } = &mut events[i].event
-        {
-            ranges.clear();
-            *records = ids;
-        }
-    }
-    Ok(())
-}
-
 /// What the acknowledged produces say of one offset.
 #[derive(Clone, Copy)]
-enum Slot<'a> {
+enum Slot<T> {
     /// No acknowledged produce names it.
     Unnamed,
     /// Exactly one does.
-    One(&'a str),
+    One(T),
     /// More than one does (a broker that reused an acknowledged offset).
     Several,
 }
@@ -140,26 +89,16 @@ enum Slot<'a> {
 /// Per partition, the ID at each offset, indexed by offset. Dense: a partition with `n`
 /// acknowledged produces gets `n` slots, since a range can only be vouched for below the
 /// watermark, where every offset has its acknowledgement (`acked.rs`), so no vouched offset
-/// reaches `n`; an offset beyond the slots is unresolved.
-struct Ledger<'a> {
-    slots: HashMap<i32, Vec<Slot<'a>>>,
+/// reaches `n`; an offset beyond the slots is unresolved. `T` names an ID (its text, or its
+/// number in a `Recorded`).
+pub(super) struct Ledger<T> {
+    slots: HashMap<i32, Vec<Slot<T>>>,
 }
 
-impl<'a> Ledger<'a> {
-    fn of(events: &'a [Stamped]) -> Ledger<'a> {
-        let acked = || {
-            events.iter().filter_map(|st| match &st.event {
-                Event::Produced {
-                    id,
-                    partition: Some(p),
-                    offset: Some(o),
-                    status: ProduceStatus::Acked,
-                    ..
-                } => Some((*p, *o, id.as_str())),
-                _ => None,
-            })
-        };
-        let mut slots: HashMap<i32, Vec<Slot<'a>>> = HashMap::new();
+impl<T: Copy> Ledger<T> {
+    /// The ledger of the acknowledged produces `acked` gives: (partition, offset, ID).
+    pub(super) fn of<I: Iterator<Item = (i32, i64, T)>>(acked: impl Fn() -> I) -> Ledger<T> {
+        let mut slots: HashMap<i32, Vec<Slot<T>>> = HashMap::new();
         for (p, _, _) in acked() {
             slots.entry(p).or_default().push(Slot::Unnamed);
         }
@@ -179,24 +118,24 @@ impl<'a> Ledger<'a> {
     }
 
     /// The ID at `offset` of `partition`, when exactly one acknowledged produce names it.
-    fn id(&self, partition: i32, offset: i64) -> Option<&'a str> {
+    fn id(&self, partition: i32, offset: i64) -> Option<T> {
         let slot = self
             .slots
             .get(&partition)
             .and_then(|s| s.get(usize::try_from(offset).ok()?))?;
         match slot {
-            Slot::One(id) => Some(id),
+            Slot::One(id) => Some(*id),
             Slot::Unnamed | Slot::Several => None,
         }
     }
 
-    /// Appends the records of `range` in `partition` to `out`; offsets it cannot name go to
+    /// Gives the records of `range` in `partition` to `out`; offsets it cannot name go to
     /// `unresolved`.
-    fn records(
+    pub(super) fn records(
         &self,
         partition: i32,
         range: OffsetRange,
-        out: &mut DeliveredIds,
+        mut out: impl FnMut(i64, T),
         unresolved: &mut UnresolvedOffsets,
     ) {
         let acked = self.slots.get(&partition).map_or(0, |s| s.len() as u64);
@@ -209,7 +148,7 @@ impl<'a> Ledger<'a> {
         let mut missing: Option<OffsetRange> = None;
         for offset in range.first..=range.last {
             match self.id(partition, offset) {
-                Some(id) => out.push(offset, id),
+                Some(id) => out(offset, id),
                 None => {
                     unresolved.count += 1;
                     match &mut missing {
@@ -234,6 +173,16 @@ impl<'a> Ledger<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::timeline::{DeliveredIds, Event, ProduceStatus, Stamped};
+
+    /// The events as reading the file gives them back: ranges resolved, or the offsets that
+    /// failed.
+    fn resolve(events: &mut Vec<Stamped>) -> Result<(), UnresolvedOffsets> {
+        let mut b = crate::timeline::RecordedBuilder::default();
+        events.iter().for_each(|e| b.push(e.clone()));
+        *events = b.finish()?.to_events();
+        Ok(())
+    }
 
     fn stamped(seq: u64, event: Event) -> Stamped {
         Stamped {

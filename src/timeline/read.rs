@@ -27,14 +27,18 @@ struct Block {
     last: bool,
 }
 
-/// Reads `path` (see the module doc).
-pub(super) fn read_events(path: &Path) -> Result<Vec<Stamped>, ReadEventsError> {
-    read_in_blocks(path, BLOCK)
+/// Reads `path` (see the module doc), giving each event to `add` in file order.
+pub(super) fn read_events(path: &Path, add: impl FnMut(Stamped)) -> Result<(), ReadEventsError> {
+    read_in_blocks(path, BLOCK, add)
 }
 
 /// Reads `path` in blocks of about `block` bytes: a thread reads blocks ahead while batches
 /// of them are parsed.
-fn read_in_blocks(path: &Path, block: usize) -> Result<Vec<Stamped>, ReadEventsError> {
+fn read_in_blocks(
+    path: &Path,
+    block: usize,
+    mut add: impl FnMut(Stamped),
+) -> Result<(), ReadEventsError> {
     let io = |source| ReadEventsError::Io {
         path: path.to_owned(),
         source,
@@ -58,16 +62,15 @@ fn read_in_blocks(path: &Path, block: usize) -> Result<Vec<Stamped>, ReadEventsE
                 return;
             }
         });
-        let mut events = Vec::new();
         let mut lines_before = 0;
         loop {
             let batch = rx.iter().take(workers).collect::<Result<Vec<_>, _>>();
             let batch = batch.map_err(io)?;
             if batch.is_empty() {
-                return Ok(events);
+                return Ok(());
             }
             let lines =
-                parse_all(&batch, &mut events).map_err(|(i, source)| ReadEventsError::BadLine {
+                parse_all(&batch, &mut add).map_err(|(i, source)| ReadEventsError::BadLine {
                     path: path.to_owned(),
                     line: lines_before + i + 1,
                     source,
@@ -77,31 +80,28 @@ fn read_in_blocks(path: &Path, block: usize) -> Result<Vec<Stamped>, ReadEventsE
     })
 }
 
-/// Parses the blocks in parallel (one thread each, the first on this one, straight into
-/// `events`) and appends their events in block order; returns how many lines they had, or the
-/// first bad line (its index from the batch's first line).
+/// Parses the blocks in parallel (one thread each, the first on this one) and gives their
+/// events to `add` in block order; returns how many lines they had, or the first bad line
+/// (its index from the batch's first line).
 fn parse_all(
     batch: &[Block],
-    events: &mut Vec<Stamped>,
+    add: &mut impl FnMut(Stamped),
 ) -> Result<usize, (usize, serde_json::Error)> {
+    let parse = |b: &Block| {
+        let mut parsed = Vec::with_capacity(b.text.len() / 128);
+        parse_block(b, &mut parsed).map(|lines| (parsed, lines))
+    };
     std::thread::scope(|s| {
-        let others: Vec<_> = batch[1..]
-            .iter()
-            .map(|b| {
-                s.spawn(move || {
-                    let mut parsed = Vec::with_capacity(b.text.len() / 128);
-                    parse_block(b, &mut parsed).map(|lines| (parsed, lines))
-                })
-            })
-            .collect();
-        let mut lines = parse_block(&batch[0], events)?;
+        let others: Vec<_> = batch[1..].iter().map(|b| s.spawn(move || parse(b))).collect();
+        let (first, mut lines) = parse(&batch[0])?;
+        first.into_iter().for_each(&mut *add);
         for handle in others {
             // A parser thread panics only on a bug in the parser: pass the panic on.
             let parsed = handle
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p));
             let (parsed, n) = parsed.map_err(|(i, e)| (lines + i, e))?;
-            events.extend(parsed);
+            parsed.into_iter().for_each(&mut *add);
             lines += n;
         }
         Ok(lines)
@@ -233,11 +233,13 @@ mod tests {
     }
 
     fn blocks_of(path: &Path, block: usize) -> Result<Vec<Stamped>, usize> {
-        read_in_blocks(path, block).map_err(|e| match e {
+        let mut events = Vec::new();
+        read_in_blocks(path, block, |e| events.push(e)).map_err(|e| match e {
             ReadEventsError::BadLine { line, .. } => line,
             ReadEventsError::Io { source, .. } => panic!("{source}"),
             ReadEventsError::Unresolved { source, .. } => panic!("{source}"),
-        })
+        })?;
+        Ok(events)
     }
 
     fn event(i: u64, kind: u8) -> Stamped {
