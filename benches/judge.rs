@@ -4,7 +4,7 @@
 //! goal (10 million IDs in at most 10 s and 2 GB on this machine) held.
 //!
 //! The file is shaped like a real Kafka run's (field for field what the timeline writes; every
-//! line is read back by `read_events`, so a shape the judge does not know fails the bench): a
+//! line is read back by `read_recorded`, so a shape the judge does not know fails the bench): a
 //! `run_started`, one `produced` per ID over 8 partitions, `delivered_batch` events of 500
 //! records (as offset ranges, as the proxy records batches the ledger names; with
 //! `JUDGE_BENCH_WALKED=1`, as the records read one by one), one applied `effect` per ID (every
@@ -25,7 +25,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use exactly::judge;
-use exactly::timeline::read_events;
+use exactly::timeline::read_recorded;
 
 /// The goal for 10 million IDs (issue 12).
 const GOAL_TIME: Duration = Duration::from_secs(10);
@@ -104,11 +104,11 @@ fn main() {
 /// counts" (the peak once read: what the events themselves hold).
 fn judge_child(path: &Path) {
     let start = Instant::now();
-    let events = read_events(path).expect("the generated file reads back");
+    let recorded = read_recorded(path).expect("the generated file reads back");
     let read = start.elapsed();
     let read_peak = peak_resident_bytes();
     let start = Instant::now();
-    let judged = judge::analyze(&events);
+    let judged = judge::judge(&recorded);
     let took = start.elapsed();
     println!(
         "{:.3} {:.3} {read_peak} {} {} (duplicated {}, lost {})",

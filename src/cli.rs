@@ -11,7 +11,7 @@ use crate::consumer::containment;
 use crate::error::{exit, Error};
 use crate::plan::{self, Semantics};
 use crate::run::{self, RunOptions, RunOutcome};
-use crate::timeline::read_events;
+use crate::timeline::read_recorded;
 use crate::{judge, report};
 
 /// Tells, with evidence, whether a message consumer loses or duplicates work when it crashes.
@@ -261,10 +261,14 @@ fn conclude(outcome: RunOutcome, plan: &str) -> Result<i32, Error> {
     }
 }
 
-/// Reads a run folder's timeline, judges it, writes the reports, prints the verdict.
+/// Reads a run folder's timeline (in columns, as the judge reads it), judges it, writes the
+/// reports, prints the verdict.
 fn judge(dir: &Path) -> Result<i32, Error> {
-    let events = read_events(&dir.join("events.jsonl"))?;
-    let rec = judge::analyze(&events);
+    let recorded = read_recorded(&dir.join("events.jsonl"))?;
+    let rec = judge::judge(&recorded);
+    // The reports walk every event; the judge's columns go back to events for them.
+    let events = recorded.to_events();
+    drop(recorded);
     report::write_reports(dir, &rec, &events).map_err(|source| Error::Reports {
         dir: dir.to_owned(),
         source,

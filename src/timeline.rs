@@ -30,9 +30,7 @@ mod sink_kind;
 pub use acked::AckedOffsets;
 pub use ids::{IdHasher, MessageIds, MessageNo};
 pub use ranges::{OffsetRange, UnresolvedOffsets, DELIVERY_RANGES_SWITCH};
-pub use recorded::{
-    DeliveredRecord, Delivery, Effect, Produced, Recorded, RecordedBuilder,
-};
+pub use recorded::{DeliveredRecord, Delivery, Effect, Produced, Recorded, RecordedBuilder};
 pub use sink_kind::SinkKind;
 
 /// One event with its place in the run.
@@ -1440,10 +1438,12 @@ pub fn read_events(path: &Path) -> Result<Vec<Stamped>, ReadEventsError> {
 pub fn read_recorded(path: &Path) -> Result<Recorded, ReadEventsError> {
     let mut builder = RecordedBuilder::default();
     read::read_events(path, |e| builder.push(e))?;
-    builder.finish().map_err(|source| ReadEventsError::Unresolved {
-        path: path.to_owned(),
-        source,
-    })
+    builder
+        .finish()
+        .map_err(|source| ReadEventsError::Unresolved {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]

@@ -5,44 +5,32 @@
 //! ended counts too, so the figure is an upper bound on what the fix itself absorbed.
 
 use crate::judge::first_effects::FirstEffects;
-use crate::timeline::{Event, Stamped};
+use crate::timeline::Recorded;
 
 /// Deliveries (through the proxy) of an ID after its only applied effect was recorded.
 #[cfg(test)]
-fn redeliveries_absorbed(events: &[Stamped]) -> u64 {
-    redeliveries_absorbed_with(events, &FirstEffects::read(events))
+fn redeliveries_absorbed(events: &[crate::timeline::Stamped]) -> u64 {
+    let recorded = Recorded::from_events(events);
+    redeliveries_absorbed_with(&recorded, &FirstEffects::read(&recorded))
 }
 
 /// Deliveries (through the proxy) of an ID after its only applied effect was recorded, with
 /// the effects already read.
-pub(crate) fn redeliveries_absorbed_with(events: &[Stamped], effects: &FirstEffects) -> u64 {
-    let after_the_one_effect = |id: &str, seq: u64| {
-        effects
-            .of(id)
-            .is_some_and(|e| e.applied == 1 && seq > e.first_applied_seq)
-    };
-    let mut absorbed = 0;
-    for e in events {
-        match &e.event {
-            Event::Delivered { id, .. } => {
-                absorbed += u64::from(after_the_one_effect(id, e.seq));
-            }
-            Event::DeliveredBatch { records, .. } => {
-                absorbed += records
-                    .iter()
-                    .filter(|(_, id)| after_the_one_effect(id, e.seq))
-                    .count() as u64;
-            }
-            _ => {}
-        }
-    }
-    absorbed
+pub(crate) fn redeliveries_absorbed_with(recorded: &Recorded, effects: &FirstEffects) -> u64 {
+    recorded
+        .delivered_records()
+        .filter(|(d, r)| {
+            effects
+                .of(r.id)
+                .is_some_and(|e| e.applied == 1 && d.seq > e.first_applied_seq)
+        })
+        .count() as u64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::{Attribution, DeliveredIds, EffectOutcome, SinkKind};
+    use crate::timeline::{Attribution, DeliveredIds, EffectOutcome, Event, SinkKind, Stamped};
 
     fn at(seq: u64, event: Event) -> Stamped {
         Stamped {

@@ -19,7 +19,7 @@ use crate::judge::mechanism::{Mechanism, Mechanisms};
 use std::collections::HashSet;
 
 use crate::judge::model::{Anomaly, Counts, ExpectationState, Outcome, Verdict};
-use crate::timeline::{BoundaryInfo, Event, SinkKind, Stamped};
+use crate::timeline::{BoundaryInfo, Event, Recorded, SinkKind, Stamped};
 
 /// The boundaries the run declared (`run_started`), in plan order; empty for a run with one
 /// `effects` sink.
@@ -34,18 +34,18 @@ pub(crate) fn declared(events: &[Stamped]) -> Vec<BoundaryInfo> {
 }
 
 /// The timeline as boundary `b` sees it (`first`: it also owns sink events naming none).
-pub(crate) fn view(events: &[Stamped], b: &BoundaryInfo, first: bool) -> Vec<Stamped> {
-    let mine = |name: &Option<String>| match name {
-        Some(n) => *n == b.name,
+pub(crate) fn view(recorded: &Recorded, b: &BoundaryInfo, first: bool) -> Recorded {
+    let mine = |name: Option<&str>| match name {
+        Some(n) => n == b.name,
         None => first,
     };
-    events
+    let others = recorded
+        .others()
         .iter()
         .filter(|st| match &st.event {
-            Event::Effect { boundary, .. }
-            | Event::EffectRejected { boundary, .. }
+            Event::EffectRejected { boundary, .. }
             | Event::TornLine { boundary, .. }
-            | Event::OutputTopicRead { boundary, .. } => mine(boundary),
+            | Event::OutputTopicRead { boundary, .. } => mine(boundary.as_deref()),
             _ => true,
         })
         .map(|st| match &st.event {
@@ -62,7 +62,8 @@ pub(crate) fn view(events: &[Stamped], b: &BoundaryInfo, first: bool) -> Vec<Sta
             }
             _ => st.clone(),
         })
-        .collect()
+        .collect();
+    recorded.with(|e| mine(e.boundary), others)
 }
 
 /// The overall judgement of a run with boundaries: the run facts as every boundary shares

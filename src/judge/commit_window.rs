@@ -13,7 +13,8 @@ use serde::Serialize;
 use crate::judge::first_effects::FirstEffects;
 use crate::judge::model::COMMIT_WINDOW_SAMPLES;
 use crate::timeline::{
-    AckPhase, AckVerb, CommitPhase, CommittedOffset, Event, ProduceStatus, Stamped,
+    AckPhase, AckVerb, CommitPhase, CommittedOffset, Event, MessageIds, MessageNo, ProduceStatus,
+    Recorded, Stamped,
 };
 
 /// One offset committed before its message's effect was observed.
@@ -66,11 +67,13 @@ impl CommitWindow {
 /// Finds every offset of the topic under test that a successful commit covered before the
 /// effect of its message was observed.
 pub fn commits_ahead(events: &[Stamped]) -> CommitWindow {
-    commits_ahead_with(events, &FirstEffects::read(events))
+    let recorded = Recorded::from_events(events);
+    commits_ahead_with(&recorded, &FirstEffects::read(&recorded))
 }
 
-/// [`commits_ahead`] with the effects already read.
-pub(crate) fn commits_ahead_with(events: &[Stamped], effects: &FirstEffects) -> CommitWindow {
+/// [`commits_ahead`] with the events in columns and the effects already read.
+pub(crate) fn commits_ahead_with(recorded: &Recorded, effects: &FirstEffects) -> CommitWindow {
+    let events = recorded.others();
     let topic = events.iter().find_map(|st| match &st.event {
         Event::RunStarted(info) => Some(info.topic.as_str()),
         _ => None,
@@ -78,7 +81,7 @@ pub(crate) fn commits_ahead_with(events: &[Stamped], effects: &FirstEffects) -> 
     let Some(topic) = topic else {
         return CommitWindow::default();
     };
-    let mut scan = Scan::new(events, topic, effects);
+    let mut scan = Scan::new(recorded, topic, effects);
     for st in events {
         match &st.event {
             // AMQP: an ack written to the broker's socket removes its messages from the queue.
@@ -110,7 +113,8 @@ struct Scan<'a> {
     topic: &'a str,
     /// Per partition, the ID at each acknowledged offset (first produce kept), in offset
     /// order: a commit's newly covered offsets are one run of it.
-    at_offset: HashMap<i32, Vec<(i64, &'a str)>>,
+    at_offset: HashMap<i32, Vec<(i64, MessageNo)>>,
+    ids: &'a MessageIds,
     /// When each ID's first effect was observed.
     effects: &'a FirstEffects<'a>,
     /// Per partition, the offset below which commits were already checked.
@@ -121,18 +125,11 @@ struct Scan<'a> {
 }
 
 impl<'a> Scan<'a> {
-    fn new(events: &'a [Stamped], topic: &'a str, effects: &'a FirstEffects<'a>) -> Scan<'a> {
-        let mut at_offset: HashMap<i32, Vec<(i64, &str)>> = HashMap::new();
-        for st in events {
-            if let Event::Produced {
-                id,
-                partition: Some(p),
-                offset: Some(o),
-                status: ProduceStatus::Acked,
-                ..
-            } = &st.event
-            {
-                at_offset.entry(*p).or_default().push((*o, id));
+    fn new(recorded: &'a Recorded, topic: &'a str, effects: &'a FirstEffects<'a>) -> Scan<'a> {
+        let mut at_offset: HashMap<i32, Vec<(i64, MessageNo)>> = HashMap::new();
+        for p in recorded.produced() {
+            if let (Some(part), Some(o), ProduceStatus::Acked) = (p.partition, p.offset, p.status) {
+                at_offset.entry(part).or_default().push((o, p.no));
             }
         }
         for ids in at_offset.values_mut() {
@@ -144,6 +141,7 @@ impl<'a> Scan<'a> {
         Scan {
             topic,
             at_offset,
+            ids: recorded.ids(),
             effects,
             covered: HashMap::new(),
             last_request: HashMap::new(),
@@ -154,7 +152,7 @@ impl<'a> Scan<'a> {
     /// An ack forwarded at `t_us` by `who` for `ids`: each one not yet effected is ahead.
     fn ack(&mut self, t_us: u64, who: (u32, u32), delivery_tag: u64, ids: &[String]) {
         for id in ids {
-            let effect_t_us = self.effects.of(id).map(|e| e.t_us);
+            let effect_t_us = self.effects.of_text(id).map(|e| e.t_us);
             if effect_t_us.is_some_and(|t| t <= t_us) || self.window.by_id.contains_key(id) {
                 continue;
             }
@@ -209,16 +207,16 @@ impl<'a> Scan<'a> {
             .get(&partition)
             .map_or(&[][..], Vec::as_slice);
         let start = ids.partition_point(|&(offset, _)| offset < from);
-        for &(offset, id) in ids[start..]
+        for &(offset, no) in ids[start..]
             .iter()
             .take_while(|&&(offset, _)| offset < next)
         {
-            let effect_t_us = self.effects.of(id).map(|e| e.t_us);
+            let effect_t_us = self.effects.of(no).map(|e| e.t_us);
             if effect_t_us.is_some_and(|t| t <= t_us) {
                 continue;
             }
             self.window.add(CommitAhead {
-                id: id.to_owned(),
+                id: self.ids.text(no).to_owned(),
                 partition: Some(partition),
                 offset: Some(offset),
                 commit_t_us: t_us,

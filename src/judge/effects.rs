@@ -8,12 +8,13 @@
 //! output-topic effect is attributed to the incarnation whose acknowledged Produce (a
 //! `consumer_produce` event) wrote its record's offset.
 
-use crate::judge::id_map::IdMap;
+use std::collections::HashMap;
+
 use crate::judge::ledger::{Ledger, Place};
 use crate::judge::model::{Anomaly, Counts, EffectSeen, Outcome};
 use crate::judge::writers::Writers;
 
-use crate::timeline::{AttributedBy, Attribution, EffectOutcome, Event, SinkKind, Stamped};
+use crate::timeline::{AttributedBy, Effect, EffectOutcome, MessageNo, Recorded};
 
 /// The ledger index of an effect whose ID is not in the ledger (a phantom).
 const NOT_IN_LEDGER: u32 = u32::MAX;
@@ -32,77 +33,40 @@ pub(crate) struct EffectTally {
     writers: Writers,
 }
 
-/// One `effect` event's fields.
-struct EffectEvent<'a> {
-    st: &'a Stamped,
-    id: &'a str,
-    instance: Option<u32>,
-    incarnation: Option<u32>,
-    outcome: EffectOutcome,
-    sink: SinkKind,
-    attribution: &'a Attribution,
-}
-
-impl EffectEvent<'_> {
-    /// The effect as reported; an output record no process was named for is attributed to the
-    /// incarnation whose Produce wrote it, when the proxy saw one.
-    fn seen(&self, writers: &Writers) -> EffectSeen {
-        let mut seen = EffectSeen {
-            seq: self.st.seq,
-            t_us: self.st.t_us,
-            instance: self.instance,
-            incarnation: self.incarnation,
-            outcome: self.outcome,
-            sink: self.sink,
-            attribution: self.attribution.clone(),
-        };
-        let writer = match (&self.attribution.record, self.instance) {
-            (Some(place), None) => writers.of(&place.topic, place.partition, place.offset),
-            _ => None,
-        };
-        if let Some(w) = writer {
-            seen.instance = Some(w.who.instance);
-            seen.incarnation = Some(w.who.incarnation);
-            seen.attribution.by = Some(AttributedBy::Producer);
-        }
-        seen
-    }
-}
-
-/// The effect events of the timeline, in order.
-fn effect_events(events: &[Stamped]) -> impl Iterator<Item = EffectEvent<'_>> {
-    events.iter().filter_map(|st| match &st.event {
-        Event::Effect {
-            id,
-            instance,
-            incarnation,
-            outcome,
-            sink,
-            attribution,
-            ..
-        } => Some(EffectEvent {
-            st,
-            id,
-            instance: *instance,
-            incarnation: *incarnation,
-            outcome: *outcome,
-            sink: *sink,
-            attribution,
-        }),
+/// The effect as reported; an output record no process was named for is attributed to the
+/// incarnation whose Produce wrote it, when the proxy saw one.
+fn seen(e: &Effect, writers: &Writers) -> EffectSeen {
+    let mut seen = EffectSeen {
+        seq: e.seq,
+        t_us: e.t_us,
+        instance: e.instance,
+        incarnation: e.incarnation,
+        outcome: e.outcome,
+        sink: e.sink,
+        attribution: e.attribution(),
+    };
+    let writer = match (e.record, e.instance) {
+        (Some(place), None) => writers.of(&place.topic, place.partition, place.offset),
         _ => None,
-    })
+    };
+    if let Some(w) = writer {
+        seen.instance = Some(w.who.instance);
+        seen.incarnation = Some(w.who.incarnation);
+        seen.attribution.by = Some(AttributedBy::Producer);
+    }
+    seen
 }
 
 /// Pass 2: counts effects per ID; phantoms keep their effects right away.
-pub(crate) fn count(events: &[Stamped], ledger: &mut Ledger, counts: &mut Counts) -> EffectTally {
-    let mut phantom_index: IdMap<usize> = IdMap::default();
+pub(crate) fn count(recorded: &Recorded, ledger: &mut Ledger, counts: &mut Counts) -> EffectTally {
+    let mut phantom_index: HashMap<MessageNo, usize> = HashMap::new();
     let mut tally = EffectTally {
         phantoms: Vec::new(),
         on_ledger: 0,
-        owners: Vec::new(),
-        writers: Writers::read(events),
+        owners: Vec::with_capacity(recorded.effects_len()),
+        writers: Writers::read(recorded.others()),
     };
-    for e in effect_events(events) {
+    for e in recorded.effects() {
         let applied = match e.outcome {
             EffectOutcome::Applied => {
                 counts.effects_applied += 1;
@@ -113,7 +77,7 @@ pub(crate) fn count(events: &[Stamped], ledger: &mut Ledger, counts: &mut Counts
                 false
             }
         };
-        match ledger.place(e.id) {
+        match ledger.place(e.no) {
             Place::Entry(i) => {
                 // Ledger indices fit u32: a run of 4 billion messages is far beyond any plan.
                 tally.owners.push(u32::try_from(i).unwrap_or(NOT_IN_LEDGER));
@@ -123,11 +87,11 @@ pub(crate) fn count(events: &[Stamped], ledger: &mut Ledger, counts: &mut Counts
             Place::Phantom => {
                 tally.owners.push(NOT_IN_LEDGER);
                 let phantoms = &mut tally.phantoms;
-                let p = *phantom_index.entry(e.id).or_insert_with(|| {
+                let p = *phantom_index.entry(e.no).or_insert_with(|| {
                     phantoms.push(phantom(e.id));
                     phantoms.len() - 1
                 });
-                phantoms[p].effects.push(e.seen(&tally.writers));
+                phantoms[p].effects.push(seen(&e, &tally.writers));
             }
         }
     }
@@ -149,7 +113,7 @@ fn phantom(id: &str) -> Anomaly {
 
 /// Pass 3: the effects of anomalous ledger IDs, skipped when none of them has any.
 pub(crate) fn attach(
-    events: &[Stamped],
+    recorded: &Recorded,
     ledger: &Ledger,
     tally: &EffectTally,
     anomalies: &mut [Anomaly],
@@ -157,10 +121,10 @@ pub(crate) fn attach(
     if !ledger.anomalies_have_effects() {
         return;
     }
-    for (e, &owner) in effect_events(events).zip(&tally.owners) {
+    for (e, &owner) in recorded.effects().zip(&tally.owners) {
         let Some(a) = ledger.anomaly_of(owner as usize) else {
             continue;
         };
-        anomalies[a].effects.push(e.seen(&tally.writers));
+        anomalies[a].effects.push(seen(&e, &tally.writers));
     }
 }

@@ -260,9 +260,15 @@ pub struct OutputTopicRead {
 }
 
 impl<'a> FactsReader<'a> {
-    /// Takes in one event (every event, for the time of the last one).
+    /// Takes in the time of an event it is not shown (the per-message columns), for the time
+    /// of the last one.
+    pub(crate) fn saw_time(&mut self, t_us: u64) {
+        self.last_t_us = Some(self.last_t_us.map_or(t_us, |t| t.max(t_us)));
+    }
+
+    /// Takes in one event outside the per-message columns.
     pub(crate) fn observe(&mut self, st: &'a Stamped) {
-        self.last_t_us = Some(self.last_t_us.map_or(st.t_us, |t| t.max(st.t_us)));
+        self.saw_time(st.t_us);
         self.commits.observe(&st.event);
         match &st.event {
             Event::RunStarted(info) => {

@@ -5,8 +5,7 @@
 //!
 //! Invariant: only `effect` events; an ID with replayed effects only has no applied one.
 
-use crate::judge::id_map::IdMap;
-use crate::timeline::{EffectOutcome, Event, Stamped};
+use crate::timeline::{EffectOutcome, MessageIds, MessageNo, Recorded};
 
 /// One ID's first effects.
 #[derive(Debug, Clone, Copy)]
@@ -19,41 +18,50 @@ pub(crate) struct FirstEffect {
     pub(crate) first_applied_seq: u64,
 }
 
-/// Every effected ID's [`FirstEffect`].
+/// Marks an ID without an effect in [`FirstEffects`]'s array.
+const NO_EFFECT: u64 = u64::MAX;
+
+/// Every effected ID's [`FirstEffect`], by ID number.
 pub(crate) struct FirstEffects<'a> {
-    by_id: IdMap<'a, FirstEffect>,
+    ids: &'a MessageIds,
+    by_no: Vec<FirstEffect>,
 }
 
 impl<'a> FirstEffects<'a> {
-    /// Reads every `effect` event (the map sized once, by a count of them).
-    pub(crate) fn read(events: &'a [Stamped]) -> FirstEffects<'a> {
-        let effects = events
-            .iter()
-            .filter(|st| matches!(st.event, Event::Effect { .. }))
-            .count();
-        let mut by_id = IdMap::with_capacity_and_hasher(effects, Default::default());
-        for st in events {
-            let Event::Effect { id, outcome, .. } = &st.event else {
-                continue;
-            };
-            let first = by_id.entry(id.as_str()).or_insert(FirstEffect {
-                t_us: st.t_us,
-                applied: 0,
-                first_applied_seq: 0,
-            });
-            if *outcome == EffectOutcome::Applied {
+    /// Reads every `effect` event.
+    pub(crate) fn read(recorded: &'a Recorded) -> FirstEffects<'a> {
+        let none = FirstEffect {
+            t_us: NO_EFFECT,
+            applied: 0,
+            first_applied_seq: 0,
+        };
+        let mut by_no = vec![none; recorded.ids().len()];
+        for e in recorded.effects() {
+            let first = &mut by_no[e.no.index()];
+            if first.t_us == NO_EFFECT {
+                first.t_us = e.t_us;
+            }
+            if e.outcome == EffectOutcome::Applied {
                 if first.applied == 0 {
-                    first.first_applied_seq = st.seq;
+                    first.first_applied_seq = e.seq;
                 }
                 first.applied += 1;
             }
         }
-        FirstEffects { by_id }
+        FirstEffects {
+            ids: recorded.ids(),
+            by_no,
+        }
+    }
+
+    /// ID `no`'s first effects, if it had any.
+    pub(crate) fn of(&self, no: MessageNo) -> Option<&FirstEffect> {
+        self.by_no.get(no.index()).filter(|e| e.t_us != NO_EFFECT)
     }
 
     /// `id`'s first effects, if it had any.
-    pub(crate) fn of(&self, id: &str) -> Option<&FirstEffect> {
-        self.by_id.get(id)
+    pub(crate) fn of_text(&self, id: &str) -> Option<&FirstEffect> {
+        self.of(self.ids.get(id)?)
     }
 }
 
@@ -71,10 +79,14 @@ mod tests {
             at(3, 30, effect("a", EffectOutcome::Applied)),
             at(4, 40, effect("b", EffectOutcome::Replayed)),
         ];
-        let first = FirstEffects::read(&events);
-        let a = first.of("a").unwrap();
+        let recorded = Recorded::from_events(&events);
+        let first = FirstEffects::read(&recorded);
+        let a = first.of_text("a").unwrap();
         assert_eq!((a.t_us, a.applied, a.first_applied_seq), (10, 2, 2));
-        assert_eq!(first.of("b").map(|b| (b.t_us, b.applied)), Some((40, 0)));
-        assert!(first.of("c").is_none());
+        assert_eq!(
+            first.of_text("b").map(|b| (b.t_us, b.applied)),
+            Some((40, 0))
+        );
+        assert!(first.of_text("c").is_none());
     }
 }

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::judge::fixtures::{duplicated_run, produced_event, Tl};
+use crate::timeline::Event;
 use crate::timeline::{EndReason, FaultRecord, ProcessPhase, ProcessRef, ProduceStatus};
 
 const KILL: &str = "kill: consumer when {after: effect, nth: 2}";

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::judge::model::KEY_ORDER_SAMPLES;
-use crate::timeline::{EffectOutcome, Event, ProcessRef, ProduceStatus, Stamped};
+use crate::timeline::{EffectOutcome, ProcessRef, ProduceStatus, Recorded};
 
 /// One message's first effect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,12 +57,12 @@ pub struct KeyOrder {
 type FirstEffect = (u64, Option<ProcessRef>);
 
 /// Checks every key's first effects against its produce order.
-pub fn check(events: &[Stamped]) -> KeyOrder {
-    let by_key = produce_order(events);
+pub fn check(recorded: &Recorded) -> KeyOrder {
+    let by_key = produce_order(recorded);
     if by_key.is_empty() {
         return KeyOrder::default();
     }
-    let first = first_effects(events);
+    let first = first_effects(recorded);
     let mut out = KeyOrder {
         keys: by_key.len() as u64,
         ..KeyOrder::default()
@@ -76,45 +76,29 @@ pub fn check(events: &[Stamped]) -> KeyOrder {
 }
 
 /// Every key's acknowledged messages: (key sequence, ID).
-fn produce_order(events: &[Stamped]) -> HashMap<&str, Vec<(u64, &str)>> {
+fn produce_order(recorded: &Recorded) -> HashMap<&str, Vec<(u64, &str)>> {
     let mut by_key: HashMap<&str, Vec<(u64, &str)>> = HashMap::new();
-    for st in events {
-        if let Event::Produced {
-            id,
-            seq,
-            key: Some(key),
-            status: ProduceStatus::Acked,
-            ..
-        } = &st.event
-        {
-            by_key
-                .entry(key.as_str())
-                .or_default()
-                .push((*seq, id.as_str()));
+    for p in recorded.produced() {
+        if let (Some(key), ProduceStatus::Acked) = (p.key, p.status) {
+            by_key.entry(key).or_default().push((p.key_seq, p.id));
         }
     }
     by_key
 }
 
 /// Each ID's first applied effect.
-fn first_effects(events: &[Stamped]) -> HashMap<&str, FirstEffect> {
+fn first_effects(recorded: &Recorded) -> HashMap<&str, FirstEffect> {
     let mut first: HashMap<&str, FirstEffect> = HashMap::new();
-    for st in events {
-        if let Event::Effect {
-            id,
-            instance,
-            incarnation,
-            outcome: EffectOutcome::Applied,
-            ..
-        } = &st.event
-        {
-            let by = instance
-                .zip(*incarnation)
+    for e in recorded.effects() {
+        if e.outcome == EffectOutcome::Applied {
+            let by = e
+                .instance
+                .zip(e.incarnation)
                 .map(|(instance, incarnation)| ProcessRef {
                     instance,
                     incarnation,
                 });
-            first.entry(id.as_str()).or_insert((st.t_us, by));
+            first.entry(e.id).or_insert((e.t_us, by));
         }
     }
     first
@@ -162,6 +146,7 @@ fn check_key(
 mod tests {
     use super::*;
     use crate::judge::fixtures::{at, effect_event, produced_event};
+    use crate::timeline::{Event, Stamped};
 
     fn produced(seq: u64, id: &str, key: &str, key_seq: u64) -> Stamped {
         let mut event = produced_event(id, Some(0), Some(seq as i64), ProduceStatus::Acked);
@@ -193,7 +178,7 @@ mod tests {
         for (i, id) in ["b1", "a1", "a2", "b2", "a3"].into_iter().enumerate() {
             events.push(effect(10 + i as u64, id, 0));
         }
-        let order = check(&events);
+        let order = check(&Recorded::from_events(&events));
         assert_eq!((order.keys, order.count), (2, 0));
     }
 
@@ -203,7 +188,7 @@ mod tests {
         events.push(effect(10, "a1", 0));
         events.push(effect(11, "a3", 1));
         events.push(effect(12, "a2", 0));
-        let order = check(&events);
+        let order = check(&Recorded::from_events(&events));
         assert_eq!(order.count, 1);
         let r = &order.samples[0];
         assert_eq!((r.earlier.id.as_str(), r.later.id.as_str()), ("a2", "a3"));
@@ -218,13 +203,13 @@ mod tests {
         events.push(effect(11, "a2", 0));
         events.push(effect(12, "a1", 1));
         events.push(effect(13, "a3", 1));
-        assert_eq!(check(&events).count, 0);
+        assert_eq!(check(&Recorded::from_events(&events)).count, 0);
     }
 
     #[test]
     fn without_keys_there_is_nothing_to_check() {
         let x = produced_event("x", Some(0), Some(0), ProduceStatus::Acked);
         let events = vec![at(0, 0, x)];
-        assert_eq!(check(&events), KeyOrder::default());
+        assert_eq!(check(&Recorded::from_events(&events)), KeyOrder::default());
     }
 }

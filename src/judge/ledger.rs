@@ -7,16 +7,16 @@
 //! it was consumed (its offset is below its partition's committed offset in the last
 //! `progress` event, or the AMQP queue's whole remainder no longer holds it), else PENDING,
 //! and (Kafka) only when a watched consumer connection's accepted commit passed it, else an
-//! UNCONFIRMED LOSS counted in `committer_unknown`; one hash lookup per event.
-
-use std::collections::hash_map;
+//! UNCONFIRMED LOSS counted in `committer_unknown`; one array lookup per event (IDs by number).
 
 use serde::Serialize;
 
 use crate::judge::facts::{ProgressSnapshot, RunFacts};
-use crate::judge::id_map::IdMap;
 use crate::judge::model::{Anomaly, Counts, Outcome, FAILED_SAMPLES};
-use crate::timeline::ProduceStatus;
+use crate::timeline::{MessageNo, ProduceStatus, Produced, Recorded};
+
+/// The index of an ID without an entry (an effect's ID the workload never produced).
+const NO_ENTRY: u32 = u32::MAX;
 
 /// A produce the broker refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,23 +39,32 @@ fn status_rank(s: ProduceStatus) -> u8 {
     }
 }
 
-/// One ID of the ledger while judging.
-struct Entry<'a> {
-    id: &'a str,
+/// One ID of the ledger while judging (20 bytes: a run of ten million IDs has ten million).
+#[derive(Clone, Copy)]
+struct Entry {
+    /// The `produced` event that gives its ID, place, time and error (the first of the best
+    /// status).
+    row: u32,
+    applied: u32,
+    replayed: u32,
+    /// Index into the anomalies once classified, else [`NO_ENTRY`].
+    anomaly: u32,
     status: ProduceStatus,
+    /// Acknowledged at two different partition/offset pairs (a producer retry).
+    stored_twice: bool,
+}
+
+/// An entry with the `produced` event it names.
+struct Seen<'a> {
+    e: Entry,
+    id: &'a str,
     partition: Option<i32>,
     offset: Option<i64>,
     produced_at_us: u64,
     error: Option<&'a str>,
-    applied: u32,
-    replayed: u32,
-    /// Acknowledged at two different partition/offset pairs (a producer retry).
-    stored_twice: bool,
-    /// Index into the anomalies, once classified.
-    anomaly: Option<usize>,
 }
 
-impl Entry<'_> {
+impl Seen<'_> {
     /// Whether the broker proves the ID was consumed (counts it done). Kafka: the group
     /// committed past its offset. AMQP: the queue no longer holds it (and the list of what it
     /// holds is whole). Without either word from the broker, or without a known offset: no.
@@ -90,7 +99,7 @@ impl Entry<'_> {
     /// The outcome by the number of applied effects: `none` (computed only then) without any,
     /// EXACT with one, DUPLICATED with more.
     fn by_effects(&self, none: impl FnOnce() -> Outcome) -> Outcome {
-        match self.applied {
+        match self.e.applied {
             0 => none(),
             1 => Outcome::Exact,
             _ => Outcome::Duplicated,
@@ -108,8 +117,10 @@ pub(crate) enum Place {
 
 /// The message IDs of a run, in the order their first produce record was read.
 pub(crate) struct Ledger<'a> {
-    entries: Vec<Entry<'a>>,
-    index: IdMap<'a, usize>,
+    recorded: &'a Recorded,
+    entries: Vec<Entry>,
+    /// Each ID's entry, by ID number ([`NO_ENTRY`]: none).
+    index: Vec<u32>,
 }
 
 /// What classifying the ledger found, besides the counts.
@@ -123,13 +134,30 @@ pub(crate) struct Classified {
 }
 
 impl<'a> Ledger<'a> {
-    /// An empty ledger with room for `produce_records` records.
-    pub(crate) fn with_capacity(produce_records: usize) -> Ledger<'a> {
-        let mut index = IdMap::default();
-        index.reserve(produce_records);
-        Ledger {
-            entries: Vec::with_capacity(produce_records),
-            index,
+    /// The ledger of `recorded`'s `produced` events.
+    pub(crate) fn read(recorded: &'a Recorded, counts: &mut Counts) -> Ledger<'a> {
+        let mut ledger = Ledger {
+            recorded,
+            entries: Vec::with_capacity(recorded.produced_len()),
+            index: vec![NO_ENTRY; recorded.ids().len()],
+        };
+        for (row, p) in recorded.produced().enumerate() {
+            // Rows fit u32 as IDs do: a run of 4 billion messages is beyond any plan.
+            ledger.record(row as u32, &p, counts);
+        }
+        ledger
+    }
+
+    /// Entry `e` with its `produced` event.
+    fn seen(&self, e: Entry) -> Seen<'a> {
+        let p = self.recorded.produced_at(e.row as usize);
+        Seen {
+            e,
+            id: p.id,
+            partition: p.partition,
+            offset: p.offset,
+            produced_at_us: p.t_us,
+            error: p.error,
         }
     }
 
@@ -138,37 +166,33 @@ impl<'a> Ledger<'a> {
         self.entries.len()
     }
 
-    /// Records one `produced` event; a retry of a known ID merges into its entry (a better
-    /// record replaces a worse one; the first of the best kind is kept).
-    pub(crate) fn record(&mut self, produce: Produce<'a>, counts: &mut Counts) {
+    /// Records one `produced` event (row `row`); a retry of a known ID merges into its entry
+    /// (a better record replaces a worse one; the first of the best kind is kept).
+    fn record(&mut self, row: u32, produce: &Produced, counts: &mut Counts) {
         counts.produce_records += 1;
-        match self.index.entry(produce.id) {
-            hash_map::Entry::Vacant(slot) => {
-                slot.insert(self.entries.len());
+        match self.index[produce.no.index()] {
+            NO_ENTRY => {
+                self.index[produce.no.index()] = self.entries.len() as u32;
                 self.entries.push(Entry {
-                    id: produce.id,
-                    status: produce.status,
-                    partition: produce.partition,
-                    offset: produce.offset,
-                    produced_at_us: produce.t_us,
-                    error: produce.error,
+                    row,
                     applied: 0,
                     replayed: 0,
+                    anomaly: NO_ENTRY,
+                    status: produce.status,
                     stored_twice: false,
-                    anomaly: None,
                 });
             }
-            hash_map::Entry::Occupied(slot) => {
-                let e = &mut self.entries[*slot.get()];
+            at => {
+                let placed = self
+                    .recorded
+                    .produced_at(self.entries[at as usize].row as usize);
+                let e = &mut self.entries[at as usize];
                 if status_rank(produce.status) > status_rank(e.status) {
                     e.status = produce.status;
-                    e.partition = produce.partition;
-                    e.offset = produce.offset;
-                    e.produced_at_us = produce.t_us;
-                    e.error = produce.error;
+                    e.row = row;
                 } else if produce.status == ProduceStatus::Acked
                     && e.status == ProduceStatus::Acked
-                    && (e.partition, e.offset) != (produce.partition, produce.offset)
+                    && (placed.partition, placed.offset) != (produce.partition, produce.offset)
                     && !e.stored_twice
                 {
                     e.stored_twice = true;
@@ -178,11 +202,11 @@ impl<'a> Ledger<'a> {
         }
     }
 
-    /// Where `id` sits.
-    pub(crate) fn place(&self, id: &str) -> Place {
-        match self.index.get(id) {
-            Some(&i) => Place::Entry(i),
-            None => Place::Phantom,
+    /// Where ID `no` sits.
+    pub(crate) fn place(&self, no: MessageNo) -> Place {
+        match self.index.get(no.index()) {
+            Some(&NO_ENTRY) | None => Place::Phantom,
+            Some(&i) => Place::Entry(i as usize),
         }
     }
 
@@ -198,14 +222,16 @@ impl<'a> Ledger<'a> {
 
     /// The anomaly index of the entry at `i`, once classified.
     pub(crate) fn anomaly_of(&self, i: usize) -> Option<usize> {
-        self.entries.get(i).and_then(|e| e.anomaly)
+        self.entries
+            .get(i)
+            .and_then(|e| (e.anomaly != NO_ENTRY).then_some(e.anomaly as usize))
     }
 
     /// Whether some anomalous entry has an effect (applied or replayed) to list.
     pub(crate) fn anomalies_have_effects(&self) -> bool {
         self.entries
             .iter()
-            .any(|e| e.anomaly.is_some() && (e.applied > 0 || e.replayed > 0))
+            .any(|e| e.anomaly != NO_ENTRY && (e.applied > 0 || e.replayed > 0))
     }
 
     /// Classifies every entry in ledger order, counting outcomes, and lists the anomalies in
@@ -222,15 +248,16 @@ impl<'a> Ledger<'a> {
         let mut failed_samples = Vec::new();
         let mut anomaly_refs: Vec<(Outcome, usize)> = Vec::new();
         let mut acked_without_effect = 0u64;
-        for (i, e) in self.entries.iter().enumerate() {
-            let outcome = match e.status {
+        for (i, &entry) in self.entries.iter().enumerate() {
+            let e = self.seen(entry);
+            let outcome = match entry.status {
                 ProduceStatus::Failed => {
-                    count_failed(e, counts, &mut failed_samples);
+                    count_failed(&e, counts, &mut failed_samples);
                     continue;
                 }
                 ProduceStatus::Acked => {
                     counts.produced += 1;
-                    acked_without_effect += u64::from(e.applied == 0);
+                    acked_without_effect += u64::from(entry.applied == 0);
                     let outcome = e.by_effects(|| {
                         if facts.diverted(e.id) {
                             return Outcome::Diverted;
@@ -250,7 +277,7 @@ impl<'a> Ledger<'a> {
                     e.by_effects(|| Outcome::Unconfirmed)
                 }
             };
-            if e.applied > 0 {
+            if entry.applied > 0 {
                 counts.effected += 1;
                 counts.not_counted_done += u64::from(!e.consumed(facts));
             }
@@ -276,8 +303,9 @@ impl<'a> Ledger<'a> {
     ) -> Vec<Anomaly> {
         let mut anomalies = Vec::with_capacity(refs.len());
         for &(outcome, i) in refs {
-            let e = &mut self.entries[i];
-            e.anomaly = Some(anomalies.len());
+            // Anomalies number at most the entries, which fit u32.
+            self.entries[i].anomaly = anomalies.len() as u32;
+            let e = self.seen(self.entries[i]);
             let committed = match (progress, e.partition) {
                 (Some(p), Some(part)) => p.committed.get(&part).copied(),
                 _ => None,
@@ -285,7 +313,7 @@ impl<'a> Ledger<'a> {
             anomalies.push(Anomaly {
                 id: e.id.to_string(),
                 outcome,
-                produce_status: Some(e.status),
+                produce_status: Some(e.e.status),
                 partition: e.partition,
                 offset: e.offset,
                 produced_at_us: Some(e.produced_at_us),
@@ -297,25 +325,9 @@ impl<'a> Ledger<'a> {
     }
 }
 
-/// One `produced` event, as the ledger reads it.
-pub(crate) struct Produce<'a> {
-    /// The message ID.
-    pub(crate) id: &'a str,
-    /// Acked, failed or indeterminate.
-    pub(crate) status: ProduceStatus,
-    /// Partition (Kafka).
-    pub(crate) partition: Option<i32>,
-    /// Offset (Kafka) or publish sequence (AMQP).
-    pub(crate) offset: Option<i64>,
-    /// When it was recorded (µs).
-    pub(crate) t_us: u64,
-    /// The broker's error, when it refused.
-    pub(crate) error: Option<&'a str>,
-}
-
-fn count_failed(e: &Entry, counts: &mut Counts, samples: &mut Vec<FailedProduce>) {
+fn count_failed(e: &Seen, counts: &mut Counts, samples: &mut Vec<FailedProduce>) {
     counts.failed += 1;
-    if e.applied > 0 || e.replayed > 0 {
+    if e.e.applied > 0 || e.e.replayed > 0 {
         counts.failed_effected += 1;
     }
     if samples.len() < FAILED_SAMPLES {

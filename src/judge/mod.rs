@@ -1,8 +1,8 @@
 //! The judge: the run's timeline in, per-ID outcomes and one verdict out, with the findings that
-//! explain them. [`analyze`] is the one entry point; `cli` and `report` use nothing else to
-//! judge.
+//! explain them. [`judge`] is the one entry point ([`analyze`] puts events in memory into its
+//! columns first); `cli` and `report` use nothing else to judge.
 //!
-//! [`analyze`] is a pure function of the events (no I/O, no clock), so `exactly report DIR`
+//! [`judge`] is a pure function of the events (no I/O, no clock), so `exactly report DIR`
 //! reaches the same verdict from `events.jsonl` as the live run did. It composes, in order:
 //! pass 1 over every event (the ledger in `ledger`, the run facts in `facts`), pass 2 (the
 //! effects counted per ID, `effects`), the classification (`ledger`), pass 3 (the effects of the
@@ -35,11 +35,12 @@
 //!   been stored) but are checked for duplicates. Failed produces are counted and reported only.
 //! - Precedence (DESIGN §6): a proven loss or duplicate is the verdict whatever else happened;
 //!   otherwise any shortfall of evidence makes the run INCONCLUSIVE; only then EXACT.
-//! - Work is linear in the number of events: one hash lookup per event, no per-ID scans.
+//! - Work is linear in the number of events, no per-ID scans; per-ID state is in arrays
+//!   indexed by the ID's number (`timeline::MessageNo`), looked up without hashing.
 //! - No module of the judge imports one that imports it: `model` is the leaf, `analyze` (here)
 //!   the root, and nothing below imports this file.
 
-use crate::timeline::{Event, Stamped};
+use crate::timeline::{Recorded, Stamped};
 
 mod absorbed;
 mod boundary;
@@ -88,18 +89,23 @@ pub use poison::PoisonFate;
 
 use facts::{FactsReader, RunFacts};
 use first_effects::FirstEffects;
-use ledger::{Ledger, Produce};
+use ledger::Ledger;
 use model::plural;
 use verdict::LedgerEvidence;
 
-/// Judges a run from its timeline. Pure: the same events always give the same result, in any
-/// file order of produced and effect events (effects may be observed before the produce
-/// acknowledgement arrives). A run that declared boundaries is judged once per boundary and
-/// the rulings combined (`boundary`).
+/// Judges a run from its events in memory (tests, small tools): [`judge`] of them in columns.
 pub fn analyze(events: &[Stamped]) -> Judgement {
-    let declared = boundary::declared(events);
+    judge(&Recorded::from_events(events))
+}
+
+/// Judges a run from its timeline, read back in columns (`timeline::read_recorded`). Pure:
+/// the same events always give the same result, in any file order of produced and effect
+/// events (effects may be observed before the produce acknowledgement arrives). A run that
+/// declared boundaries is judged once per boundary and the rulings combined (`boundary`).
+pub fn judge(recorded: &Recorded) -> Judgement {
+    let declared = boundary::declared(recorded.others());
     if declared.is_empty() {
-        return analyze_one(events);
+        return analyze_one(recorded);
     }
     let parts: Vec<BoundaryJudgement> = declared
         .iter()
@@ -108,7 +114,7 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
             name: b.name.clone(),
             sink: b.sink,
             expect: b.expect.clone(),
-            judgement: analyze_one(&boundary::view(events, b, i == 0)),
+            judgement: analyze_one(&boundary::view(recorded, b, i == 0)),
         })
         .collect();
     boundary::overall(parts)
@@ -118,17 +124,17 @@ pub fn analyze(events: &[Stamped]) -> Judgement {
 /// findings that need nothing but the events (`Beside`) are made on a second thread while the
 /// ledger passes run: on millions of IDs they and their map of every effected ID cost about as
 /// much as the rest.
-fn analyze_one(events: &[Stamped]) -> Judgement {
+fn analyze_one(recorded: &Recorded) -> Judgement {
     std::thread::scope(|s| {
         let beside = s.spawn(|| {
-            let effects = FirstEffects::read(events);
+            let effects = FirstEffects::read(recorded);
             Beside {
-                commits_ahead: commit_window::commits_ahead_with(events, &effects),
-                redeliveries_absorbed: absorbed::redeliveries_absorbed_with(events, &effects),
+                commits_ahead: commit_window::commits_ahead_with(recorded, &effects),
+                redeliveries_absorbed: absorbed::redeliveries_absorbed_with(recorded, &effects),
             }
         });
         // The thread panics only on a bug in the judge: pass the panic on.
-        analyze_with(events, || {
+        analyze_with(recorded, || {
             beside
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p))
@@ -143,10 +149,11 @@ struct Beside {
 }
 
 /// [`analyze_one`] once `beside` is started: it is waited for at the end.
-fn analyze_with(events: &[Stamped], beside: impl FnOnce() -> Beside) -> Judgement {
+fn analyze_with(recorded: &Recorded, beside: impl FnOnce() -> Beside) -> Judgement {
+    let events = recorded.others();
     let mut counts = Counts::default();
-    let (mut ledger, facts) = read_ledger_and_facts(events, &mut counts);
-    let tally = effects::count(events, &mut ledger, &mut counts);
+    let (mut ledger, facts) = read_ledger_and_facts(recorded, &mut counts);
+    let tally = effects::count(recorded, &mut ledger, &mut counts);
     // The oracle is blind to loss when the sink rejected effects (an ID's effect may be among
     // them) or saw none of the produced messages at all (DESIGN §12).
     // An output topic not read to its end may hold the missing effect too.
@@ -157,14 +164,14 @@ fn analyze_with(events: &[Stamped], beside: impl FnOnce() -> Beside) -> Judgemen
         || facts.dead_letters_unread().is_some();
     let classified = ledger.classify(&facts, oracle_blind, &mut counts);
     let mut anomalies = classified.anomalies;
-    effects::attach(events, &ledger, &tally, &mut anomalies);
+    effects::attach(recorded, &ledger, &tally, &mut anomalies);
     // Duplicates the harness's holds made count for the harness, not against the consumer.
     let harness_duplicated = harness::duplicated_by_holds(events, &anomalies);
     counts.harness_duplicated = harness_duplicated.len() as u64;
     counts.duplicated -= counts.harness_duplicated;
     counts.phantom = tally.phantoms.len() as u64;
     anomalies.extend(tally.phantoms);
-    let poison = poison::fates(events, &facts, &anomalies);
+    let poison = poison::fates(recorded, &facts, &anomalies);
     counts.poison = poison.count;
     counts.rejected = facts.rejected;
     counts.torn_lines = facts.torn_lines;
@@ -189,7 +196,7 @@ fn analyze_with(events: &[Stamped], beside: impl FnOnce() -> Beside) -> Judgemen
         ));
     }
     warnings.extend(ruling.unknown_expectation);
-    let mut mechanisms = mechanism::explain(events, &anomalies, &harness_duplicated);
+    let mut mechanisms = mechanism::explain(recorded, &anomalies, &harness_duplicated);
     boundary::name_output_without_transaction(events, &anomalies, &mut mechanisms);
     let beside = beside();
     counts.redeliveries_absorbed = beside.redeliveries_absorbed;
@@ -218,7 +225,7 @@ fn analyze_with(events: &[Stamped], beside: impl FnOnce() -> Beside) -> Judgemen
         failed_samples: classified.failed_samples,
         rejected_samples: facts.rejected_samples,
         commits_ahead: beside.commits_ahead,
-        key_order: key_order::check(events),
+        key_order: key_order::check(recorded),
         ownership: mechanism::ownership(events),
         consumer_settings: facts.consumer_settings,
         connections_closed: facts.connections_closed,
@@ -233,38 +240,16 @@ fn analyze_with(events: &[Stamped], beside: impl FnOnce() -> Beside) -> Judgemen
     }
 }
 
-/// Pass 1: the ledger from the `produced` events, the run facts from every event.
+/// Pass 1: the ledger from the `produced` events, the run facts from every other event.
 fn read_ledger_and_facts<'a>(
-    events: &'a [Stamped],
+    recorded: &'a Recorded,
     counts: &mut Counts,
 ) -> (Ledger<'a>, RunFacts<'a>) {
-    let produce_records = events
-        .iter()
-        .filter(|st| matches!(st.event, Event::Produced { .. }))
-        .count();
-    let mut ledger = Ledger::with_capacity(produce_records);
+    let ledger = Ledger::read(recorded, counts);
     let mut facts = FactsReader::default();
-    for st in events {
-        facts.observe(st);
-        if let Event::Produced {
-            id,
-            partition,
-            offset,
-            status,
-            error,
-            ..
-        } = &st.event
-        {
-            let produce = Produce {
-                id,
-                status: *status,
-                partition: *partition,
-                offset: *offset,
-                t_us: st.t_us,
-                error: error.as_deref(),
-            };
-            ledger.record(produce, counts);
-        }
+    recorded.others().iter().for_each(|st| facts.observe(st));
+    if let Some(t) = recorded.last_t_us_in_columns() {
+        facts.saw_time(t);
     }
     (ledger, facts.finish())
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::facts::RunFacts;
 use super::model::{Anomaly, Outcome, Stall};
-use crate::timeline::{Event, ProduceStatus, Stamped};
+use crate::timeline::{ProduceStatus, Recorded};
 
 /// How many poison messages are kept with their details (the count is exact).
 pub const POISON_SAMPLES: usize = 100;
@@ -51,22 +51,12 @@ pub(crate) struct PoisonReport {
 }
 
 /// Reads the poison messages' fates: `anomalies` give the outcomes of the IDs not EXACT.
-pub(crate) fn fates(events: &[Stamped], facts: &RunFacts, anomalies: &[Anomaly]) -> PoisonReport {
+pub(crate) fn fates(recorded: &Recorded, facts: &RunFacts, anomalies: &[Anomaly]) -> PoisonReport {
     let mut poison: Vec<(&str, Option<i32>, Option<i64>)> = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();
-    for st in events {
-        if let Event::Produced {
-            id,
-            partition,
-            offset,
-            status: ProduceStatus::Acked,
-            poison: true,
-            ..
-        } = &st.event
-        {
-            if seen.insert(id) {
-                poison.push((id, *partition, *offset));
-            }
+    for p in recorded.produced() {
+        if p.poison && p.status == ProduceStatus::Acked && seen.insert(p.id) {
+            poison.push((p.id, p.partition, p.offset));
         }
     }
     let mut report = PoisonReport {
@@ -79,7 +69,7 @@ pub(crate) fn fates(events: &[Stamped], facts: &RunFacts, anomalies: &[Anomaly])
     if poison.is_empty() {
         return report;
     }
-    let deliveries = deliveries_of(events, &poison);
+    let deliveries = deliveries_of(recorded, &poison);
     let outcomes: HashMap<&str, Outcome> = anomalies
         .iter()
         .map(|a| (a.id.as_str(), a.outcome))
@@ -109,20 +99,14 @@ pub(crate) fn fates(events: &[Stamped], facts: &RunFacts, anomalies: &[Anomaly])
 
 /// How many times each poison ID was handed to a consumer, as the proxy saw it.
 fn deliveries_of<'a>(
-    events: &'a [Stamped],
+    recorded: &'a Recorded,
     poison: &[(&'a str, Option<i32>, Option<i64>)],
 ) -> HashMap<&'a str, u64> {
+    let ids = recorded.ids();
     let mut counts: HashMap<&str, u64> = poison.iter().map(|(id, ..)| (*id, 0)).collect();
-    let mut bump = |id: &str| {
-        if let Some(n) = counts.get_mut(id) {
+    for (_, r) in recorded.delivered_records() {
+        if let Some(n) = counts.get_mut(ids.text(r.id)) {
             *n += 1;
-        }
-    };
-    for st in events {
-        match &st.event {
-            Event::Delivered { id, .. } => bump(id),
-            Event::DeliveredBatch { records, .. } => records.iter().for_each(|(_, id)| bump(id)),
-            _ => {}
         }
     }
     counts

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::judge::fixtures::{commit_event, produced_event, Tl};
+use crate::timeline::Event;
 use crate::timeline::{EndReason, ProcessPhase, ProduceStatus, RunInfo};
 
 /// A run of 4 messages on one partition (m-1 poison), a fired kill, the plan's dead-letter

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::judge::fixtures::{duplicated_run, produced_event, Tl};
+use crate::timeline::Event;
 use crate::timeline::{EffectOutcome, EndReason, ProcessPhase, ProduceStatus, SinkKind};
 
 const KILL: &str = "kill: consumer when {after: effect, nth: 2}";

@@ -20,7 +20,6 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-
 /// The environment switch that turns ranges off (`EXACTLY_DELIVERY_RANGES=off`): the proxy then
 /// walks every record, as before ranges existed. For comparing the two, and a way out should a
 /// range ever be wrong.

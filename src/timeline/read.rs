@@ -28,16 +28,19 @@ struct Block {
 }
 
 /// Reads `path` (see the module doc), giving each event to `add` in file order.
-pub(super) fn read_events(path: &Path, add: impl FnMut(Stamped)) -> Result<(), ReadEventsError> {
+pub(super) fn read_events(
+    path: &Path,
+    add: impl FnMut(Stamped) + Send,
+) -> Result<(), ReadEventsError> {
     read_in_blocks(path, BLOCK, add)
 }
 
 /// Reads `path` in blocks of about `block` bytes: a thread reads blocks ahead while batches
-/// of them are parsed.
+/// of them are parsed, and another gives the parsed events to `add` meanwhile.
 fn read_in_blocks(
     path: &Path,
     block: usize,
-    mut add: impl FnMut(Stamped),
+    mut add: impl FnMut(Stamped) + Send,
 ) -> Result<(), ReadEventsError> {
     let io = |source| ReadEventsError::Io {
         path: path.to_owned(),
@@ -62,6 +65,13 @@ fn read_in_blocks(
                 return;
             }
         });
+        // Ends when the parsing below does (its sender dropped).
+        let (parsed, to_add) = std::sync::mpsc::sync_channel::<Vec<Stamped>>(workers);
+        s.spawn(move || {
+            for events in to_add {
+                events.into_iter().for_each(&mut add);
+            }
+        });
         let mut lines_before = 0;
         loop {
             let batch = rx.iter().take(workers).collect::<Result<Vec<_>, _>>();
@@ -70,7 +80,7 @@ fn read_in_blocks(
                 return Ok(());
             }
             let lines =
-                parse_all(&batch, &mut add).map_err(|(i, source)| ReadEventsError::BadLine {
+                parse_all(&batch, &parsed).map_err(|(i, source)| ReadEventsError::BadLine {
                     path: path.to_owned(),
                     line: lines_before + i + 1,
                     source,
@@ -80,28 +90,35 @@ fn read_in_blocks(
     })
 }
 
-/// Parses the blocks in parallel (one thread each, the first on this one) and gives their
-/// events to `add` in block order; returns how many lines they had, or the first bad line
-/// (its index from the batch's first line).
+/// Parses the blocks in parallel (one thread each, the first on this one) and sends their
+/// events on in block order; returns how many lines they had, or the first bad line (its
+/// index from the batch's first line).
 fn parse_all(
     batch: &[Block],
-    add: &mut impl FnMut(Stamped),
+    parsed_out: &std::sync::mpsc::SyncSender<Vec<Stamped>>,
 ) -> Result<usize, (usize, serde_json::Error)> {
+    // The receiver goes only if its thread panicked, which the scope then passes on.
+    let add = |events| {
+        let _ = parsed_out.send(events);
+    };
     let parse = |b: &Block| {
         let mut parsed = Vec::with_capacity(b.text.len() / 128);
         parse_block(b, &mut parsed).map(|lines| (parsed, lines))
     };
     std::thread::scope(|s| {
-        let others: Vec<_> = batch[1..].iter().map(|b| s.spawn(move || parse(b))).collect();
+        let others: Vec<_> = batch[1..]
+            .iter()
+            .map(|b| s.spawn(move || parse(b)))
+            .collect();
         let (first, mut lines) = parse(&batch[0])?;
-        first.into_iter().for_each(&mut *add);
+        add(first);
         for handle in others {
             // A parser thread panics only on a bug in the parser: pass the panic on.
             let parsed = handle
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p));
             let (parsed, n) = parsed.map_err(|(i, e)| (lines + i, e))?;
-            parsed.into_iter().for_each(&mut *add);
+            add(parsed);
             lines += n;
         }
         Ok(lines)

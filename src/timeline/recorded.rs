@@ -263,6 +263,15 @@ impl Recorded {
         &self.others
     }
 
+    /// The latest time of an event in the columns (each column's last is its latest when the
+    /// events were added in timeline order; the maximum is taken anyway).
+    pub fn last_t_us_in_columns(&self) -> Option<u64> {
+        let produced = self.produced.rows.iter().map(|r| r.t_us);
+        let effects = self.effects.rows.iter().map(|r| r.t_us);
+        let deliveries = self.deliveries.rows.iter().map(|r| r.t_us);
+        produced.chain(effects).chain(deliveries).max()
+    }
+
     /// How many `produced` events.
     pub fn produced_len(&self) -> usize {
         self.produced.rows.len()
@@ -271,6 +280,14 @@ impl Recorded {
     /// How many `effect` events.
     pub fn effects_len(&self) -> usize {
         self.effects.rows.len()
+    }
+
+    /// The `produced` event at `row` (in the order added).
+    ///
+    /// # Panics
+    /// When `row` is not below [`Self::produced_len`].
+    pub fn produced_at(&self, row: usize) -> Produced<'_> {
+        self.produced_view(&self.produced.rows[row])
     }
 
     /// The `produced` events, in order.
@@ -302,7 +319,9 @@ impl Recorded {
             if keep(&self.effect_view(row)) {
                 let mut row = *row;
                 if row.extra != NONE {
-                    effects.extra.push(self.effects.extra[row.extra as usize].clone());
+                    effects
+                        .extra
+                        .push(self.effects.extra[row.extra as usize].clone());
                     row.extra = (effects.extra.len() - 1) as u32;
                 }
                 effects.rows.push(row);

@@ -23,7 +23,7 @@ use crate::judge::mechanism::kind::Mechanism;
 use crate::judge::mechanism::Explanation;
 use crate::judge::model::{Anomaly, Outcome};
 use crate::judge::writers::{Write, Writers};
-use crate::timeline::{EffectOutcome, Event, ProcessRef, Stamped, TxnOp};
+use crate::timeline::{EffectOutcome, Event, ProcessRef, Recorded, Stamped, TxnOp};
 
 /// One aborted record: (partition, offset).
 type Place = (i32, i64);
@@ -206,16 +206,17 @@ impl Sources<'_> {
 
 /// The aborted records of the boundary whose view `events` is, one explanation per ID, with
 /// `anomalies` giving each ID's outcome at the boundary (exact when not among them).
-pub(crate) fn explain(events: &[Stamped], anomalies: &[Anomaly]) -> Vec<Explanation> {
+pub(crate) fn explain(recorded: &Recorded, anomalies: &[Anomaly]) -> Vec<Explanation> {
+    let events = recorded.others();
     let Some(read) = aborted_read(events) else {
         return Vec::new();
     };
-    let committed = committed_copies(events, read.topic, &read.ids);
+    let committed = committed_copies(recorded, read.topic, &read.ids);
     let sources = Sources {
         read,
         writers: Writers::read(events),
         ends: TxnEnds::read(events),
-        index: Index::build(events, &[]),
+        index: Index::build(recorded, &[]),
     };
     let outcome: HashMap<&str, Outcome> = anomalies
         .iter()
@@ -287,31 +288,23 @@ fn aborted_read(events: &[Stamped]) -> Option<AbortedRead<'_>> {
 /// The committed records (applied effects read under read_committed) of the aborted IDs:
 /// (partition, offset, time, seq) each.
 fn committed_copies<'a>(
-    events: &'a [Stamped],
+    recorded: &'a Recorded,
     topic: &str,
     ids: &BTreeMap<&'a str, Vec<Place>>,
 ) -> HashMap<&'a str, Vec<(i32, i64, u64, u64)>> {
     let mut copies: HashMap<&str, Vec<(i32, i64, u64, u64)>> = HashMap::new();
-    for st in events {
-        let Event::Effect {
-            id,
-            outcome: EffectOutcome::Applied,
-            attribution,
-            ..
-        } = &st.event
-        else {
+    for e in recorded.effects() {
+        if e.outcome != EffectOutcome::Applied {
+            continue;
+        }
+        let Some(place) = e.record.filter(|r| r.topic == topic) else {
             continue;
         };
-        let Some(place) = attribution.record.as_ref().filter(|r| r.topic == topic) else {
-            continue;
-        };
-        if ids.contains_key(id.as_str()) {
-            copies.entry(id.as_str()).or_default().push((
-                place.partition,
-                place.offset,
-                st.t_us,
-                st.seq,
-            ));
+        if ids.contains_key(e.id) {
+            copies
+                .entry(e.id)
+                .or_default()
+                .push((place.partition, place.offset, e.t_us, e.seq));
         }
     }
     copies

@@ -17,7 +17,7 @@ use crate::judge::id_map::IdSet;
 use crate::judge::model::{Anomaly, ExitStatus};
 use crate::timeline::{
     AckPhase, AckVerb, CommitPhase, CommittedOffset, EndReason, Event, FaultRecord, MemberChange,
-    ProcessPhase, ProcessRef, ProduceStatus, RebalanceKind, Stamped, TxnOp,
+    MessageNo, ProcessPhase, ProcessRef, ProduceStatus, RebalanceKind, Recorded, Stamped, TxnOp,
 };
 
 /// A consumer incarnation's reference.
@@ -148,6 +148,8 @@ struct Builder<'a> {
     index: Index<'a>,
     /// The anomalous IDs.
     ids: IdSet<'a>,
+    /// The anomalous IDs by number, for the per-message columns.
+    nos: HashMap<MessageNo, &'a str>,
     /// The topic under test.
     topic: &'a str,
     /// The first acknowledged partition and offset of each anomalous ID.
@@ -160,7 +162,8 @@ struct Builder<'a> {
 
 impl<'a> Index<'a> {
     /// Indexes `events` for the anomalies in `wanted`.
-    pub(crate) fn build(events: &'a [Stamped], wanted: &[&'a Anomaly]) -> Index<'a> {
+    pub(crate) fn build(recorded: &'a Recorded, wanted: &[&'a Anomaly]) -> Index<'a> {
+        let events = recorded.others();
         let info = events.iter().find_map(|st| match &st.event {
             Event::RunStarted(info) => Some(info),
             _ => None,
@@ -188,11 +191,24 @@ impl<'a> Index<'a> {
                 fetch_errors: Vec::new(),
             },
             ids: wanted.iter().map(|a| a.id.as_str()).collect(),
+            nos: wanted
+                .iter()
+                .filter_map(|a| Some((recorded.ids().get(&a.id)?, a.id.as_str())))
+                .collect(),
             topic: info.map(|i| i.topic.as_str()).unwrap_or_default(),
             offsets_of: HashMap::new(),
             last_request: HashMap::new(),
             in_txn: HashMap::new(),
         };
+        for p in recorded.produced() {
+            if let (Some(part), Some(o), ProduceStatus::Acked) = (p.partition, p.offset, p.status) {
+                builder.produced(p.no, (part, o));
+            }
+        }
+        for (d, r) in recorded.delivered_records() {
+            let to = pref(d.instance, d.incarnation);
+            builder.delivered((d.t_us, d.seq), r.id, to, d.redelivered);
+        }
         for st in events {
             builder.observe(st);
         }
@@ -203,13 +219,6 @@ impl<'a> Index<'a> {
 impl<'a> Builder<'a> {
     fn observe(&mut self, st: &'a Stamped) {
         match &st.event {
-            Event::Produced {
-                id,
-                partition: Some(p),
-                offset: Some(o),
-                status: ProduceStatus::Acked,
-                ..
-            } => self.produced(id, (*p, *o)),
             Event::Process {
                 instance,
                 incarnation,
@@ -274,23 +283,6 @@ impl<'a> Builder<'a> {
                 sent,
                 positions: offsets,
             }),
-            Event::Delivered {
-                id,
-                instance,
-                incarnation,
-                redelivered,
-                ..
-            } => self.delivered(st, id, pref(*instance, *incarnation), *redelivered),
-            Event::DeliveredBatch {
-                instance,
-                incarnation,
-                records,
-                ..
-            } => {
-                for (_, id) in records.iter() {
-                    self.delivered(st, id, pref(*instance, *incarnation), false);
-                }
-            }
             Event::Rebalance {
                 instance,
                 incarnation,
@@ -368,10 +360,10 @@ impl<'a> Builder<'a> {
     }
 
     /// An acknowledged produce of an anomalous ID: a second offset means it was stored twice.
-    fn produced(&mut self, id: &'a str, at: (i32, i64)) {
-        if !self.ids.contains(id) {
+    fn produced(&mut self, no: MessageNo, at: (i32, i64)) {
+        let Some(&id) = self.nos.get(&no) else {
             return;
-        }
+        };
         match self.offsets_of.get(id) {
             Some(&first) if first != at => {
                 self.index.stored_twice.insert(id);
@@ -490,11 +482,17 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn delivered(&mut self, st: &Stamped, id: &str, to: ProcessRef, redelivered: bool) {
-        if let Some(&id) = self.ids.get(id) {
+    fn delivered(
+        &mut self,
+        (t_us, seq): (u64, u64),
+        no: MessageNo,
+        to: ProcessRef,
+        redelivered: bool,
+    ) {
+        if let Some(&id) = self.nos.get(&no) {
             self.index.deliveries.entry(id).or_default().push(Delivery {
-                t_us: st.t_us,
-                seq: st.seq,
+                t_us,
+                seq,
                 to,
                 redelivered,
             });

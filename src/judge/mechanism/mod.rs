@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use crate::judge::model::{Anomaly, Outcome, MECHANISM_SAMPLES_PER_GROUP};
-use crate::timeline::Stamped;
+use crate::timeline::{Recorded, Stamped};
 
 mod aborted;
 #[cfg(test)]
@@ -182,7 +182,7 @@ const HARNESS_HOLD_ADVICE: &str = "The harness held this effect's answer for a `
 /// evidence) are marked so. The records of aborted transactions an output topic's read named
 /// get their groups too, after the others (`aborted`: never a loss or a duplicate here).
 pub fn explain(
-    events: &[Stamped],
+    recorded: &Recorded,
     anomalies: &[Anomaly],
     harness_hold: &HashMap<String, Evidence>,
 ) -> Mechanisms {
@@ -192,7 +192,7 @@ pub fn explain(
         .collect();
     let mut explanations: Vec<Explanation> = Vec::new();
     if !wanted.is_empty() {
-        let index = Index::build(events, &wanted);
+        let index = Index::build(recorded, &wanted);
         explanations.extend(wanted.iter().map(|a| {
             let mut e = explain_one(&index, a);
             if let Some(hold) = harness_hold.get(&a.id) {
@@ -203,11 +203,11 @@ pub fn explain(
             e
         }));
     }
-    explanations.extend(aborted::explain(events, anomalies));
+    explanations.extend(aborted::explain(recorded, anomalies));
     if explanations.is_empty() {
         return Mechanisms::default();
     }
-    group(explanations, amqp(events))
+    group(explanations, amqp(recorded.others()))
 }
 
 /// True when the run's broker is RabbitMQ (its mechanisms are worded in acks and queues).

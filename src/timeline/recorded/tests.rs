@@ -26,7 +26,12 @@ fn produced(id: &str, offset: i64) -> Event {
 /// between them.
 fn mixed() -> Vec<Stamped> {
     vec![
-        at(0, Event::Warning { message: "w".into() }),
+        at(
+            0,
+            Event::Warning {
+                message: "w".into(),
+            },
+        ),
         at(1, produced("a", 0)),
         at(
             2,
@@ -104,7 +109,12 @@ fn mixed() -> Vec<Stamped> {
                 records: [(0, "a"), (1, "x")].into_iter().collect(),
             },
         ),
-        at(8, Event::Warning { message: "end".into() }),
+        at(
+            8,
+            Event::Warning {
+                message: "end".into(),
+            },
+        ),
     ]
 }
 
@@ -124,7 +134,10 @@ fn ids_are_numbered_once_in_the_order_first_seen_in_any_column() {
     let texts: Vec<&str> = ids.numbers().map(|n| ids.text(n)).collect();
     assert_eq!(texts, ["a", "b", "phantom", "x"]);
     let effect_nos: Vec<MessageNo> = recorded.effects().map(|e| e.no).collect();
-    assert_eq!(effect_nos, [ids.get("a").unwrap(), ids.get("phantom").unwrap()]);
+    assert_eq!(
+        effect_nos,
+        [ids.get("a").unwrap(), ids.get("phantom").unwrap()]
+    );
 }
 
 #[test]
