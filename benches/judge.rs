@@ -107,6 +107,11 @@ fn judge_child(path: &Path) {
     let recorded = read_recorded(path).expect("the generated file reads back");
     let read = start.elapsed();
     let read_peak = peak_resident_bytes();
+    eprintln!(
+        "ids {} bound {}",
+        recorded.ids().len(),
+        recorded.ids().bound()
+    );
     let start = Instant::now();
     let judged = judge::judge(&recorded);
     let took = start.elapsed();

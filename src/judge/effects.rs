@@ -3,8 +3,8 @@
 //! ledger IDs once classification has named them.
 //!
 //! Invariants: only `applied` effects change an outcome (a `replayed` effect is counted and
-//! listed, never a duplicate nor a proof of processing); pass 3 does not hash again (pass 2
-//! remembers each effect's ledger index) and is skipped when no anomaly has an effect; an
+//! listed, never a duplicate nor a proof of processing); neither pass hashes (an effect finds
+//! its ledger entry by its ID's number) and pass 3 is skipped when no anomaly has an effect; an
 //! output-topic effect is attributed to the incarnation whose acknowledged Produce (a
 //! `consumer_produce` event) wrote its record's offset.
 
@@ -16,9 +16,6 @@ use crate::judge::writers::Writers;
 
 use crate::timeline::{AttributedBy, Effect, EffectOutcome, MessageNo, Recorded};
 
-/// The ledger index of an effect whose ID is not in the ledger (a phantom).
-const NOT_IN_LEDGER: u32 = u32::MAX;
-
 /// What pass 2 found besides the counts.
 pub(crate) struct EffectTally {
     /// Phantom IDs, by first effect, each with all its effects.
@@ -26,9 +23,6 @@ pub(crate) struct EffectTally {
     /// Effects (applied or replayed) that named an ID of the ledger: 0 means the sink saw
     /// nothing of the produced messages, so it cannot prove any of them lost.
     pub(crate) on_ledger: u64,
-    /// The ledger index of each effect event in timeline order ([`NOT_IN_LEDGER`] for a
-    /// phantom).
-    owners: Vec<u32>,
     /// Who wrote each output record (`kafka-topic` effects).
     writers: Writers,
 }
@@ -63,7 +57,6 @@ pub(crate) fn count(recorded: &Recorded, ledger: &mut Ledger, counts: &mut Count
     let mut tally = EffectTally {
         phantoms: Vec::new(),
         on_ledger: 0,
-        owners: Vec::with_capacity(recorded.effects_len()),
         writers: Writers::read(recorded.others()),
     };
     for e in recorded.effects() {
@@ -80,15 +73,13 @@ pub(crate) fn count(recorded: &Recorded, ledger: &mut Ledger, counts: &mut Count
         match ledger.place(e.no) {
             Place::Entry(i) => {
                 // Ledger indices fit u32: a run of 4 billion messages is far beyond any plan.
-                tally.owners.push(u32::try_from(i).unwrap_or(NOT_IN_LEDGER));
                 tally.on_ledger += 1;
                 ledger.count_effect(i, applied);
             }
             Place::Phantom => {
-                tally.owners.push(NOT_IN_LEDGER);
                 let phantoms = &mut tally.phantoms;
                 let p = *phantom_index.entry(e.no).or_insert_with(|| {
-                    phantoms.push(phantom(e.id));
+                    phantoms.push(phantom(e.id()));
                     phantoms.len() - 1
                 });
                 phantoms[p].effects.push(seen(&e, &tally.writers));
@@ -121,8 +112,11 @@ pub(crate) fn attach(
     if !ledger.anomalies_have_effects() {
         return;
     }
-    for (e, &owner) in recorded.effects().zip(&tally.owners) {
-        let Some(a) = ledger.anomaly_of(owner as usize) else {
+    for e in recorded.effects() {
+        let Place::Entry(owner) = ledger.place(e.no) else {
+            continue;
+        };
+        let Some(a) = ledger.anomaly_of(owner) else {
             continue;
         };
         anomalies[a].effects.push(seen(&e, &tally.writers));

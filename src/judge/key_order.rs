@@ -80,7 +80,7 @@ fn produce_order(recorded: &Recorded) -> HashMap<&str, Vec<(u64, &str)>> {
     let mut by_key: HashMap<&str, Vec<(u64, &str)>> = HashMap::new();
     for p in recorded.produced() {
         if let (Some(key), ProduceStatus::Acked) = (p.key, p.status) {
-            by_key.entry(key).or_default().push((p.key_seq, p.id));
+            by_key.entry(key).or_default().push((p.key_seq, p.id()));
         }
     }
     by_key
@@ -98,7 +98,7 @@ fn first_effects(recorded: &Recorded) -> HashMap<&str, FirstEffect> {
                     instance,
                     incarnation,
                 });
-            first.entry(e.id).or_insert((e.t_us, by));
+            first.entry(e.id()).or_insert((e.t_us, by));
         }
     }
     first

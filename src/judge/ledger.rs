@@ -57,11 +57,7 @@ struct Entry {
 /// An entry with the `produced` event it names.
 struct Seen<'a> {
     e: Entry,
-    id: &'a str,
-    partition: Option<i32>,
-    offset: Option<i64>,
-    produced_at_us: u64,
-    error: Option<&'a str>,
+    p: Produced<'a>,
 }
 
 impl Seen<'_> {
@@ -72,10 +68,10 @@ impl Seen<'_> {
         match (
             &facts.remainder,
             &facts.progress,
-            self.partition,
-            self.offset,
+            self.p.partition,
+            self.p.offset,
         ) {
-            (Some(left), ..) => left.complete && !left.ids.contains(self.id),
+            (Some(left), ..) => left.complete && !left.ids.contains(self.p.id()),
             (None, Some(p), Some(part), Some(off)) => {
                 p.committed.get(&part).is_some_and(|&c| off < c)
             }
@@ -88,7 +84,7 @@ impl Seen<'_> {
     /// connection through the proxy, that the broker accepted (`committers`); or the offsets
     /// the consumer stored with its own data, which only it writes.
     fn committer_known(&self, facts: &RunFacts) -> bool {
-        match (&facts.remainder, self.partition, self.offset) {
+        match (&facts.remainder, self.p.partition, self.p.offset) {
             (Some(_), ..) => true,
             (None, Some(_), Some(_)) if facts.progress_is_stored => true,
             (None, Some(part), Some(off)) => facts.commits_seen.covers(part, off),
@@ -139,7 +135,7 @@ impl<'a> Ledger<'a> {
         let mut ledger = Ledger {
             recorded,
             entries: Vec::with_capacity(recorded.produced_len()),
-            index: vec![NO_ENTRY; recorded.ids().len()],
+            index: vec![NO_ENTRY; recorded.ids().bound()],
         };
         for (row, p) in recorded.produced().enumerate() {
             // Rows fit u32 as IDs do: a run of 4 billion messages is beyond any plan.
@@ -150,14 +146,9 @@ impl<'a> Ledger<'a> {
 
     /// Entry `e` with its `produced` event.
     fn seen(&self, e: Entry) -> Seen<'a> {
-        let p = self.recorded.produced_at(e.row as usize);
         Seen {
             e,
-            id: p.id,
-            partition: p.partition,
-            offset: p.offset,
-            produced_at_us: p.t_us,
-            error: p.error,
+            p: self.recorded.produced_at(e.row as usize),
         }
     }
 
@@ -259,7 +250,7 @@ impl<'a> Ledger<'a> {
                     counts.produced += 1;
                     acked_without_effect += u64::from(entry.applied == 0);
                     let outcome = e.by_effects(|| {
-                        if facts.diverted(e.id) {
+                        if facts.diverted(e.p.id()) {
                             return Outcome::Diverted;
                         }
                         match (e.consumed(facts), oracle_blind, e.committer_known(facts)) {
@@ -306,17 +297,17 @@ impl<'a> Ledger<'a> {
             // Anomalies number at most the entries, which fit u32.
             self.entries[i].anomaly = anomalies.len() as u32;
             let e = self.seen(self.entries[i]);
-            let committed = match (progress, e.partition) {
+            let committed = match (progress, e.p.partition) {
                 (Some(p), Some(part)) => p.committed.get(&part).copied(),
                 _ => None,
             };
             anomalies.push(Anomaly {
-                id: e.id.to_string(),
+                id: e.p.id().to_string(),
                 outcome,
                 produce_status: Some(e.e.status),
-                partition: e.partition,
-                offset: e.offset,
-                produced_at_us: Some(e.produced_at_us),
+                partition: e.p.partition,
+                offset: e.p.offset,
+                produced_at_us: Some(e.p.t_us),
                 committed,
                 effects: Vec::new(),
             });
@@ -332,9 +323,9 @@ fn count_failed(e: &Seen, counts: &mut Counts, samples: &mut Vec<FailedProduce>)
     }
     if samples.len() < FAILED_SAMPLES {
         samples.push(FailedProduce {
-            id: e.id.to_string(),
-            t_us: e.produced_at_us,
-            error: e.error.map(str::to_string),
+            id: e.p.id().to_string(),
+            t_us: e.p.t_us,
+            error: e.p.error.map(str::to_string),
         });
     }
 }

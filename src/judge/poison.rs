@@ -55,8 +55,8 @@ pub(crate) fn fates(recorded: &Recorded, facts: &RunFacts, anomalies: &[Anomaly]
     let mut poison: Vec<(&str, Option<i32>, Option<i64>)> = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();
     for p in recorded.produced() {
-        if p.poison && p.status == ProduceStatus::Acked && seen.insert(p.id) {
-            poison.push((p.id, p.partition, p.offset));
+        if p.poison && p.status == ProduceStatus::Acked && seen.insert(p.id()) {
+            poison.push((p.id(), p.partition, p.offset));
         }
     }
     let mut report = PoisonReport {

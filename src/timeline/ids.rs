@@ -1,68 +1,127 @@
 //! The message IDs of a timeline read back, each stored once and numbered: the per-message
-//! columns of [`super::Evidence`] name an ID by its [`MessageNo`] (4 bytes) instead of
+//! columns of [`super::Recorded`] name an ID by its [`MessageNo`] (4 bytes) instead of
 //! carrying its text, and the judge keeps its per-ID state in arrays indexed by it instead of
 //! hash maps keyed by text. On ten million messages the text of every ID held three times
 //! (produce, effect, delivery) and the maps of it were most of the judge's memory and time.
 //!
-//! Invariants: numbers are dense, from 0, in the order IDs were first added (file order when
-//! read back, so a judgement never depends on hashing); an ID's text never changes once added.
+//! The IDs are split by hash into [`SHARDS`] shards, each with its own texts and table, so the
+//! threads that parse a large file number the IDs of their blocks at once ([`SharedIds`]: a
+//! lock per shard), instead of one thread probing one table of millions that misses the cache
+//! on every probe.
+//!
+//! Invariants: an ID has one number, and a number one ID, for the life of the IDs; numbers are
+//! below [`MessageIds::bound`], dense within each shard. Which number an ID gets depends on
+//! the order IDs were added (from several threads, on their timing), so nothing a judgement
+//! says may depend on the numbers' order: they only index.
 
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::Mutex;
 
 use hashbrown::HashTable;
 
-/// A message ID's number among the IDs of one [`MessageIds`] (its place in first-seen order).
+/// Shards of the IDs (a power of two).
+const SHARDS: usize = 64;
+/// Bits of a number that name its shard.
+const SHARD_BITS: u32 = SHARDS.trailing_zeros();
+/// At least the length of an ID as the harness's workload writes them (`{run}-{seq}`, ~30
+/// bytes; the judge bench's are 34), for sizing.
+const USUAL_ID_BYTES: usize = 40;
+/// Where in an ID's hash its shard is read: away from the low bits (a shard's table places an
+/// ID by them) and the top seven (its control byte).
+const SHARD_SHIFT: u32 = 40;
+
+/// A message ID's number among the IDs of one [`MessageIds`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageNo(u32);
 
 impl MessageNo {
-    /// Its place, from 0: the index of the ID's slot in arrays sized by [`MessageIds::len`].
+    /// Its index in arrays sized by [`MessageIds::bound`].
     pub fn index(self) -> usize {
         self.0 as usize
     }
+
+    fn new(shard: usize, local: usize) -> MessageNo {
+        let no = (local << SHARD_BITS) | shard;
+        MessageNo(u32::try_from(no).expect("fewer than 2^32 message IDs"))
+    }
+
+    fn shard(self) -> usize {
+        self.0 as usize & (SHARDS - 1)
+    }
+
+    fn local(self) -> usize {
+        (self.0 >> SHARD_BITS) as usize
+    }
 }
 
-/// Every message ID of a timeline, its text stored once in one buffer, numbered in the order
-/// added.
+/// The IDs of one shard: their texts one after another, and a table of their local numbers
+/// found by the hash of their text.
 #[derive(Debug, Default, Clone)]
-pub struct MessageIds {
-    /// The texts, one after another.
+struct Shard {
     text: String,
-    /// Where each ID's text ends in `text`, by number (each starts where the previous ends).
+    /// Where each ID's text ends in `text`, by local number.
     ends: Vec<usize>,
-    /// The numbers, found by the hash of their text.
-    table: HashTable<MessageNo>,
+    table: HashTable<u32>,
+}
+
+impl Shard {
+    fn text(&self, local: usize) -> &str {
+        let start = if local == 0 { 0 } else { self.ends[local - 1] };
+        &self.text[start..self.ends[local]]
+    }
+
+    fn find(&self, hash: u64, id: &str) -> Option<usize> {
+        let found = self.table.find(hash, |&l| self.text(l as usize) == id);
+        found.map(|&l| l as usize)
+    }
+
+    /// The local number of `id` (whose hash is `hash`), added when new.
+    fn add(&mut self, hash: u64, id: &str) -> usize {
+        if let Some(local) = self.find(hash, id) {
+            return local;
+        }
+        let local = self.ends.len();
+        self.text.push_str(id);
+        self.ends.push(self.text.len());
+        let Shard { text, ends, table } = self;
+        let text_of = |l: usize| -> &str {
+            let start = if l == 0 { 0 } else { ends[l - 1] };
+            &text[start..ends[l]]
+        };
+        // A shard holds fewer than 2^32 IDs: numbers fit u32 (`MessageNo::new`).
+        table.insert_unique(hash, local as u32, |&l| hash_of(text_of(l as usize)));
+        local
+    }
+}
+
+/// Every message ID of a timeline, its text stored once, numbered.
+#[derive(Debug, Clone)]
+pub struct MessageIds {
+    shards: Vec<Shard>,
+}
+
+impl Default for MessageIds {
+    fn default() -> MessageIds {
+        MessageIds {
+            shards: vec![Shard::default(); SHARDS],
+        }
+    }
 }
 
 impl MessageIds {
-    /// The number of `id`, added (numbered next) when it is new.
-    ///
-    /// # Panics
-    /// Past `u32::MAX` IDs (four billion messages, far beyond any run a plan can describe).
+    /// The number of `id`, added when it is new.
     pub fn add(&mut self, id: &str) -> MessageNo {
         let hash = hash_of(id);
-        let (text, ends) = (&self.text, &self.ends);
-        let found = self
-            .table
-            .find(hash, |&no| slice(text, ends, no) == id)
-            .copied();
-        if let Some(no) = found {
-            return no;
-        }
-        let no = MessageNo(u32::try_from(self.ends.len()).expect("fewer than 2^32 message IDs"));
-        self.text.push_str(id);
-        self.ends.push(self.text.len());
-        let (text, ends) = (&self.text, &self.ends);
-        self.table
-            .insert_unique(hash, no, |&n| hash_of(slice(text, ends, n)));
-        no
+        let shard = shard_of(hash);
+        MessageNo::new(shard, self.shards[shard].add(hash, id))
     }
 
     /// The number of `id`, if it was added.
     pub fn get(&self, id: &str) -> Option<MessageNo> {
-        self.table
-            .find(hash_of(id), |&no| self.text(no) == id)
-            .copied()
+        let hash = hash_of(id);
+        let shard = shard_of(hash);
+        let local = self.shards[shard].find(hash, id)?;
+        Some(MessageNo::new(shard, local))
     }
 
     /// The text of ID `no`.
@@ -70,30 +129,110 @@ impl MessageIds {
     /// # Panics
     /// When `no` is not a number of these IDs (a bug: numbers come only from [`Self::add`]).
     pub fn text(&self, no: MessageNo) -> &str {
-        slice(&self.text, &self.ends, no)
+        self.shards[no.shard()].text(no.local())
     }
 
     /// How many IDs.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.shards.iter().map(|s| s.ends.len()).sum()
     }
 
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.len() == 0
     }
 
-    /// Every ID's number, in order.
-    pub fn numbers(&self) -> impl Iterator<Item = MessageNo> {
-        (0..self.ends.len() as u32).map(MessageNo)
+    /// Every number is below this: the size of an array indexed by [`MessageNo::index`].
+    pub fn bound(&self) -> usize {
+        let most = self.shards.iter().map(|s| s.ends.len()).max().unwrap_or(0);
+        most << SHARD_BITS
+    }
+
+    /// Every ID's number.
+    pub fn numbers(&self) -> impl Iterator<Item = MessageNo> + '_ {
+        self.shards
+            .iter()
+            .enumerate()
+            .flat_map(|(s, shard)| (0..shard.ends.len()).map(move |l| MessageNo::new(s, l)))
     }
 }
 
-/// The text of ID `no` in `text`.
-fn slice<'a>(text: &'a str, ends: &[usize], no: MessageNo) -> &'a str {
-    let i = no.index();
-    let start = if i == 0 { 0 } else { ends[i - 1] };
-    &text[start..ends[i]]
+/// IDs numbered by several threads at once (a lock per shard); [`SharedIds::into_ids`] once
+/// they are done.
+#[derive(Debug)]
+pub struct SharedIds {
+    shards: Vec<Mutex<Shard>>,
+}
+
+impl Default for SharedIds {
+    fn default() -> SharedIds {
+        SharedIds {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+impl SharedIds {
+    /// Room for about `n` IDs without growing (each time a shard's table grows it hashes its
+    /// IDs again, reading texts scattered through memory).
+    pub fn with_capacity(n: usize) -> SharedIds {
+        let each = n / SHARDS + 1;
+        let shard = || Shard {
+            // Texts grown by doubling leave each smaller copy behind in the allocator's free
+            // memory (resident): room for IDs of a usual length up front, never touched
+            // beyond what is used.
+            text: String::with_capacity(each * USUAL_ID_BYTES),
+            ends: Vec::with_capacity(each),
+            table: HashTable::with_capacity(each),
+        };
+        SharedIds {
+            shards: (0..SHARDS).map(|_| Mutex::new(shard())).collect(),
+        }
+    }
+
+    /// The number of `id`, added when it is new.
+    pub fn add(&self, id: &str) -> MessageNo {
+        let hash = hash_of(id);
+        let shard = shard_of(hash);
+        // A panic while a shard was held leaves it whole (`Shard::add` pushes the text, then
+        // the end, then the number): its IDs stay readable.
+        let mut s = self.shards[shard]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        MessageNo::new(shard, s.add(hash, id))
+    }
+
+    /// The IDs, for reading.
+    pub fn into_ids(self) -> MessageIds {
+        let shards = self.shards.into_iter();
+        MessageIds {
+            shards: shards
+                .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+                .collect(),
+        }
+    }
+}
+
+/// Numbers IDs: [`MessageIds`] on one thread, [`SharedIds`] on several.
+pub trait Numbering {
+    /// The number of `id`, added when it is new.
+    fn number(&mut self, id: &str) -> MessageNo;
+}
+
+impl Numbering for MessageIds {
+    fn number(&mut self, id: &str) -> MessageNo {
+        self.add(id)
+    }
+}
+
+impl Numbering for &SharedIds {
+    fn number(&mut self, id: &str) -> MessageNo {
+        self.add(id)
+    }
+}
+
+fn shard_of(hash: u64) -> usize {
+    (hash >> SHARD_SHIFT) as usize & (SHARDS - 1)
 }
 
 fn hash_of(id: &str) -> u64 {
@@ -148,28 +287,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_numbered_once_in_the_order_first_added() {
+    fn an_id_has_one_number_and_a_number_one_id() {
         let mut ids = MessageIds::default();
         let a = ids.add("run-1");
         let b = ids.add("run-2");
-        assert_eq!(ids.add("run-1"), a);
         let empty = ids.add("");
-        assert_eq!((a.index(), b.index(), empty.index()), (0, 1, 2));
+        assert_eq!(ids.add("run-1"), a);
+        assert!(a != b && b != empty && a != empty);
         assert_eq!(ids.len(), 3);
-        assert_eq!(ids.text(b), "run-2");
-        assert_eq!(ids.text(empty), "");
+        assert_eq!(
+            (ids.text(a), ids.text(b), ids.text(empty)),
+            ("run-1", "run-2", "")
+        );
         assert_eq!(ids.get("run-2"), Some(b));
         assert_eq!(ids.get("run-3"), None);
-        assert_eq!(ids.numbers().collect::<Vec<_>>(), [a, b, empty]);
+        let mut all: Vec<MessageNo> = ids.numbers().collect();
+        all.sort();
+        let mut want = vec![a, b, empty];
+        want.sort();
+        assert_eq!(all, want);
+        assert!(want.iter().all(|n| n.index() < ids.bound()));
     }
 
     #[test]
-    fn many_ids_keep_their_numbers_as_the_table_grows() {
+    fn many_ids_keep_their_numbers_and_numbers_stay_dense() {
         let mut ids = MessageIds::default();
-        let nos: Vec<MessageNo> = (0..10_000).map(|i| ids.add(&format!("id-{i}"))).collect();
+        let nos: Vec<MessageNo> = (0..100_000).map(|i| ids.add(&format!("id-{i}"))).collect();
         for (i, no) in nos.iter().enumerate() {
             assert_eq!(ids.get(&format!("id-{i}")), Some(*no));
             assert_eq!(ids.text(*no), format!("id-{i}"));
+        }
+        // Arrays indexed by number waste little room: the shards are even.
+        assert!(ids.bound() < 100_000 * 5 / 4, "bound {}", ids.bound());
+    }
+
+    #[test]
+    fn ids_numbered_from_several_threads_get_one_number_each() {
+        let shared = SharedIds::default();
+        let per_thread: Vec<Vec<MessageNo>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let shared = &shared;
+                    s.spawn(move || (0..10_000).map(|i| shared.add(&format!("m-{i}"))).collect())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(per_thread.iter().all(|nos| *nos == per_thread[0]));
+        let ids = shared.into_ids();
+        assert_eq!(ids.len(), 10_000);
+        for (i, no) in per_thread[0].iter().enumerate() {
+            assert_eq!(ids.text(*no), format!("m-{i}"));
         }
     }
 }

@@ -27,20 +27,23 @@ struct Block {
     last: bool,
 }
 
-/// Reads `path` (see the module doc), giving each event to `add` in file order.
-pub(super) fn read_events(
+/// Reads `path` (see the module doc): the events of each block of lines go through `convert`
+/// on the thread that parsed them, and what it makes goes to `add` in file order.
+pub(super) fn read_blocks<T: Send>(
     path: &Path,
-    add: impl FnMut(Stamped) + Send,
+    convert: impl Fn(Vec<Stamped>) -> T + Sync,
+    add: impl FnMut(T) + Send,
 ) -> Result<(), ReadEventsError> {
-    read_in_blocks(path, BLOCK, add)
+    read_in_blocks(path, BLOCK, convert, add)
 }
 
 /// Reads `path` in blocks of about `block` bytes: a thread reads blocks ahead while batches
-/// of them are parsed, and another gives the parsed events to `add` meanwhile.
-fn read_in_blocks(
+/// of them are parsed (and converted), and another gives what they make to `add` meanwhile.
+fn read_in_blocks<T: Send>(
     path: &Path,
     block: usize,
-    mut add: impl FnMut(Stamped) + Send,
+    convert: impl Fn(Vec<Stamped>) -> T + Sync,
+    mut add: impl FnMut(T) + Send,
 ) -> Result<(), ReadEventsError> {
     let io = |source| ReadEventsError::Io {
         path: path.to_owned(),
@@ -66,12 +69,8 @@ fn read_in_blocks(
             }
         });
         // Ends when the parsing below does (its sender dropped).
-        let (parsed, to_add) = std::sync::mpsc::sync_channel::<Vec<Stamped>>(workers);
-        s.spawn(move || {
-            for events in to_add {
-                events.into_iter().for_each(&mut add);
-            }
-        });
+        let (parsed, to_add) = std::sync::mpsc::sync_channel::<T>(workers);
+        s.spawn(move || to_add.into_iter().for_each(&mut add));
         let mut lines_before = 0;
         loop {
             let batch = rx.iter().take(workers).collect::<Result<Vec<_>, _>>();
@@ -79,31 +78,34 @@ fn read_in_blocks(
             if batch.is_empty() {
                 return Ok(());
             }
-            let lines =
-                parse_all(&batch, &parsed).map_err(|(i, source)| ReadEventsError::BadLine {
+            let lines = parse_all(&batch, &convert, &parsed).map_err(|(i, source)| {
+                ReadEventsError::BadLine {
                     path: path.to_owned(),
                     line: lines_before + i + 1,
                     source,
-                })?;
+                }
+            })?;
             lines_before += lines;
         }
     })
 }
 
-/// Parses the blocks in parallel (one thread each, the first on this one) and sends their
-/// events on in block order; returns how many lines they had, or the first bad line (its
-/// index from the batch's first line).
-fn parse_all(
+/// Parses the blocks in parallel (one thread each, the first on this one), converts their
+/// events there and sends the results on in block order; returns how many lines they had, or
+/// the first bad line (its index from the batch's first line).
+fn parse_all<T: Send>(
     batch: &[Block],
-    parsed_out: &std::sync::mpsc::SyncSender<Vec<Stamped>>,
+    convert: &(impl Fn(Vec<Stamped>) -> T + Sync),
+    parsed_out: &std::sync::mpsc::SyncSender<T>,
 ) -> Result<usize, (usize, serde_json::Error)> {
     // The receiver goes only if its thread panicked, which the scope then passes on.
-    let add = |events| {
-        let _ = parsed_out.send(events);
+    let add = |made| {
+        let _ = parsed_out.send(made);
     };
     let parse = |b: &Block| {
         let mut parsed = Vec::with_capacity(b.text.len() / 128);
-        parse_block(b, &mut parsed).map(|lines| (parsed, lines))
+        let lines = parse_block(b, &mut parsed)?;
+        Ok((convert(parsed), lines))
     };
     std::thread::scope(|s| {
         let others: Vec<_> = batch[1..]
@@ -251,7 +253,7 @@ mod tests {
 
     fn blocks_of(path: &Path, block: usize) -> Result<Vec<Stamped>, usize> {
         let mut events = Vec::new();
-        read_in_blocks(path, block, |e| events.push(e)).map_err(|e| match e {
+        read_in_blocks(path, block, |v| v, |v| events.extend(v)).map_err(|e| match e {
             ReadEventsError::BadLine { line, .. } => line,
             ReadEventsError::Io { source, .. } => panic!("{source}"),
             ReadEventsError::Unresolved { source, .. } => panic!("{source}"),

@@ -2,7 +2,8 @@
 //! `delivered`, `delivered_batch`) in columns of small fixed rows that name their ID by
 //! number, every other event as it was. On ten million messages the events as `Stamped`
 //! values took 5.3 GB (two of 176 bytes per message, and the ID's text in each); the rows take
-//! about 100 bytes per message with its ID's text stored once (`ids`).
+//! about 105 bytes per message (a produce, an effect and a delivered record), and its ID's text
+//! stored once with its number about 40 more (`ids`).
 //!
 //! Invariants: each column keeps its events in the order they were added (file order when
 //! read back), and `others` every event that is in no column, in order; fields that are rare at
@@ -24,7 +25,7 @@ mod resolve;
 #[cfg(test)]
 mod tests;
 
-pub use build::RecordedBuilder;
+pub use build::{Columns, RecordedBuilder};
 
 /// No side-table entry.
 const NONE: u32 = u32::MAX;
@@ -142,10 +143,9 @@ pub struct Produced<'a> {
     pub seq: u64,
     /// When (µs since the run started).
     pub t_us: u64,
-    /// The message ID.
-    pub id: &'a str,
-    /// Its number.
+    /// The message ID's number ([`Produced::id`] reads its text).
     pub no: MessageNo,
+    ids: &'a MessageIds,
     /// Its place among its key's messages.
     pub key_seq: u64,
     /// Its key, when not the ID itself.
@@ -169,10 +169,9 @@ pub struct Effect<'a> {
     pub seq: u64,
     /// When (µs since the run started).
     pub t_us: u64,
-    /// The message ID the effect names.
-    pub id: &'a str,
-    /// Its number.
+    /// The number of the message ID the effect names ([`Effect::id`] reads its text).
     pub no: MessageNo,
+    ids: &'a MessageIds,
     /// Instance that made it, when known.
     pub instance: Option<u32>,
     /// Incarnation that made it, when known.
@@ -195,7 +194,20 @@ pub struct Effect<'a> {
     pub record: Option<&'a RecordPlace>,
 }
 
-impl Effect<'_> {
+impl<'a> Produced<'a> {
+    /// The message ID (read from the IDs only when asked: the judge's passes over millions of
+    /// rows mostly need its number).
+    pub fn id(&self) -> &'a str {
+        self.ids.text(self.no)
+    }
+}
+
+impl<'a> Effect<'a> {
+    /// The message ID the effect names.
+    pub fn id(&self) -> &'a str {
+        self.ids.text(self.no)
+    }
+
     /// Its attribution as the timeline writes it.
     pub fn attribution(&self) -> Attribution {
         Attribution {
@@ -365,8 +377,8 @@ impl Recorded {
         Produced {
             seq: r.seq,
             t_us: r.t_us,
-            id: self.ids.text(r.id),
             no: r.id,
+            ids: &self.ids,
             key_seq: r.key_seq,
             key,
             partition: (r.flags & HAS_PARTITION != 0).then_some(r.partition),
@@ -385,8 +397,8 @@ impl Recorded {
         Effect {
             seq: r.seq,
             t_us: r.t_us,
-            id: self.ids.text(r.id),
             no: r.id,
+            ids: &self.ids,
             instance: (r.flags & HAS_INSTANCE != 0).then_some(r.instance),
             incarnation: (r.flags & HAS_INCARNATION != 0).then_some(r.incarnation),
             outcome: r.outcome,
@@ -422,7 +434,7 @@ impl Produced<'_> {
             seq: self.seq,
             t_us: self.t_us,
             event: Event::Produced {
-                id: self.id.to_owned(),
+                id: self.id().to_owned(),
                 seq: self.key_seq,
                 key: self.key.map(str::to_owned),
                 partition: self.partition,
@@ -442,7 +454,7 @@ impl Effect<'_> {
             seq: self.seq,
             t_us: self.t_us,
             event: Event::Effect {
-                id: self.id.to_owned(),
+                id: self.id().to_owned(),
                 instance: self.instance,
                 incarnation: self.incarnation,
                 outcome: self.outcome,

@@ -300,9 +300,9 @@ fn committed_copies<'a>(
         let Some(place) = e.record.filter(|r| r.topic == topic) else {
             continue;
         };
-        if ids.contains_key(e.id) {
+        if ids.contains_key(e.id()) {
             copies
-                .entry(e.id)
+                .entry(e.id())
                 .or_default()
                 .push((place.partition, place.offset, e.t_us, e.seq));
         }

@@ -1,5 +1,7 @@
-//! Putting events into columns, one at a time, in timeline order: the reader adds each event
-//! as it is parsed, so the `Stamped` values of a large file never all exist at once.
+//! Putting events into columns in timeline order: [`RecordedBuilder`] one event at a time on
+//! one thread; [`Columns`] a block of events at a time on the reader's threads (IDs numbered by
+//! [`SharedIds`]), the blocks' columns then appended in file order. Either way the `Stamped`
+//! values of a large file never all exist at once.
 
 use std::sync::Arc;
 
@@ -9,13 +11,38 @@ use super::{
     ProducedRow, Produces, Recorded, BATCH, HAS_INCARNATION, HAS_INSTANCE, HAS_OFFSET,
     HAS_PARTITION, HAS_PID, NONE, POISON, REDELIVERED,
 };
-use crate::timeline::ids::MessageIds;
+use crate::timeline::ids::{MessageIds, Numbering, SharedIds};
 use crate::timeline::{Attribution, Event, Stamped};
 
-/// Builds a [`Recorded`] from events added in timeline order.
+/// Builds a [`Recorded`] from events added in timeline order, on one thread.
 #[derive(Debug, Default)]
 pub struct RecordedBuilder {
     ids: MessageIds,
+    columns: Columns,
+}
+
+impl RecordedBuilder {
+    /// Adds the next event.
+    pub fn push(&mut self, st: Stamped) {
+        self.columns.push(st, &mut self.ids);
+    }
+
+    /// The columns, every range resolved into records from the acknowledged produces; an
+    /// offset no single acknowledged produce names fails (a missing or wrong ID would make the
+    /// judge claim what did not happen).
+    pub fn finish(self) -> Result<Recorded, UnresolvedOffsets> {
+        self.columns.finish(self.ids)
+    }
+
+    /// The columns, the offsets ranges name that no produce resolves left out.
+    pub fn finish_lenient(self) -> Recorded {
+        self.columns.finish_with_unresolved(self.ids).0
+    }
+}
+
+/// The columns of a run of events, their IDs numbered elsewhere (by a [`Numbering`]).
+#[derive(Debug, Default)]
+pub struct Columns {
     produced: Produces,
     effects: Effects,
     deliveries: Deliveries,
@@ -24,9 +51,86 @@ pub struct RecordedBuilder {
     others: Vec<Stamped>,
 }
 
-impl RecordedBuilder {
+impl Columns {
+    /// Columns with room for about `messages` messages (an estimate: more only grow them;
+    /// room never used is never resident).
+    pub fn with_capacity(messages: usize) -> Columns {
+        let mut c = Columns::default();
+        c.produced.rows.reserve(messages);
+        c.effects.rows.reserve(messages);
+        c.deliveries.records.reserve(messages);
+        c
+    }
+
+    /// The columns of `events`, their IDs numbered by `ids`.
+    pub fn of(events: Vec<Stamped>, mut ids: &SharedIds) -> Columns {
+        let mut c = Columns::default();
+        events.into_iter().for_each(|st| c.push(st, &mut ids));
+        c
+    }
+
+    /// Adds the events of `next` (which follow these), numbered by the same IDs.
+    pub fn append(&mut self, next: Columns) {
+        let Columns {
+            produced,
+            effects,
+            deliveries,
+            ranges,
+            others,
+        } = next;
+        let shift = |extra: u32, by: usize| match extra {
+            NONE => NONE,
+            i => side_index(i as usize + by),
+        };
+        let by = self.produced.extra.len();
+        let rows = produced.rows.into_iter().map(|r| ProducedRow {
+            extra: shift(r.extra, by),
+            ..r
+        });
+        self.produced.rows.extend(rows);
+        self.produced.extra.extend(produced.extra);
+        let by = self.effects.extra.len();
+        let rows = effects.rows.into_iter().map(|r| EffectRow {
+            extra: shift(r.extra, by),
+            ..r
+        });
+        self.effects.rows.extend(rows);
+        self.effects.extra.extend(effects.extra);
+        let (row_by, record_by) = (self.deliveries.rows.len(), self.deliveries.records.len());
+        let rows = deliveries.rows.into_iter().map(|r| DeliveryRow {
+            start: r.start + record_by,
+            ..r
+        });
+        self.deliveries.rows.extend(rows);
+        self.deliveries.records.extend(deliveries.records);
+        let ranges = ranges.into_iter().map(|(row, rs)| (row + row_by, rs));
+        self.ranges.extend(ranges);
+        self.others.extend(others);
+    }
+
+    /// The columns with their IDs, ranges resolved (see [`RecordedBuilder::finish`]).
+    pub fn finish(self, ids: MessageIds) -> Result<Recorded, UnresolvedOffsets> {
+        let (recorded, unresolved) = self.finish_with_unresolved(ids);
+        match unresolved.count {
+            0 => Ok(recorded),
+            _ => Err(unresolved),
+        }
+    }
+
+    fn finish_with_unresolved(mut self, ids: MessageIds) -> (Recorded, UnresolvedOffsets) {
+        let unresolved = resolve::ranges(&self.produced, &mut self.deliveries, self.ranges);
+        let recorded = Recorded {
+            ids: Arc::new(ids),
+            produced: Arc::new(self.produced),
+            effects: self.effects,
+            deliveries: Arc::new(self.deliveries),
+            others: self.others,
+        };
+        (recorded, unresolved)
+    }
+
     /// Adds the next event.
-    pub fn push(&mut self, st: Stamped) {
+    fn push(&mut self, st: Stamped, ids: &mut impl Numbering) {
         let Stamped { seq, t_us, event } = st;
         match event {
             Event::Produced {
@@ -52,7 +156,7 @@ impl RecordedBuilder {
                     key_seq,
                     offset: offset.unwrap_or_default(),
                     partition: partition.unwrap_or_default(),
-                    id: self.ids.add(&id),
+                    id: ids.number(&id),
                     extra,
                     status,
                     flags,
@@ -95,7 +199,7 @@ impl RecordedBuilder {
                 self.effects.rows.push(EffectRow {
                     seq,
                     t_us,
-                    id: self.ids.add(&id),
+                    id: ids.number(&id),
                     instance: instance.unwrap_or_default(),
                     incarnation: incarnation.unwrap_or_default(),
                     pid: pid.unwrap_or_default(),
@@ -116,7 +220,7 @@ impl RecordedBuilder {
             } => {
                 let record = DeliveredRecord {
                     offset: offset.unwrap_or_default(),
-                    id: self.ids.add(&id),
+                    id: ids.number(&id),
                 };
                 self.deliveries.records.push(record);
                 let flags = flag(partition.is_some(), HAS_PARTITION)
@@ -133,7 +237,7 @@ impl RecordedBuilder {
                 records,
             } => {
                 for (offset, id) in records.iter() {
-                    let id = self.ids.add(id);
+                    let id = ids.number(id);
                     self.deliveries.records.push(DeliveredRecord { offset, id });
                 }
                 if !ranges.is_empty() {
@@ -161,34 +265,6 @@ impl RecordedBuilder {
             flags,
         });
     }
-
-    /// The columns, every range resolved into records from the acknowledged produces; an
-    /// offset no single acknowledged produce names fails (a missing or wrong ID would make the
-    /// judge claim what did not happen).
-    pub fn finish(self) -> Result<Recorded, UnresolvedOffsets> {
-        let (recorded, unresolved) = self.finish_with_unresolved();
-        match unresolved.count {
-            0 => Ok(recorded),
-            _ => Err(unresolved),
-        }
-    }
-
-    /// The columns, the offsets ranges name that no produce resolves left out.
-    pub fn finish_lenient(self) -> Recorded {
-        self.finish_with_unresolved().0
-    }
-
-    fn finish_with_unresolved(mut self) -> (Recorded, UnresolvedOffsets) {
-        let unresolved = resolve::ranges(&self.produced, &mut self.deliveries, self.ranges);
-        let recorded = Recorded {
-            ids: Arc::new(self.ids),
-            produced: Arc::new(self.produced),
-            effects: self.effects,
-            deliveries: Arc::new(self.deliveries),
-            others: self.others,
-        };
-        (recorded, unresolved)
-    }
 }
 
 fn flag(set: bool, bit: u8) -> u8 {
@@ -202,6 +278,11 @@ fn flag(set: bool, bit: u8) -> u8 {
 /// Adds `value` to a side table and returns its index.
 fn side<T>(table: &mut Vec<T>, value: T) -> u32 {
     table.push(value);
+    side_index(table.len() - 1)
+}
+
+/// A side-table index as a row keeps it.
+fn side_index(i: usize) -> u32 {
     // Four billion rare fields would need four billion messages: beyond any run.
-    u32::try_from(table.len() - 1).unwrap_or(NONE)
+    u32::try_from(i).unwrap_or(NONE)
 }

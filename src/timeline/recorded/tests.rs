@@ -128,10 +128,11 @@ fn events_put_in_columns_come_back_as_they_were_in_timeline_order() {
 }
 
 #[test]
-fn ids_are_numbered_once_in_the_order_first_seen_in_any_column() {
+fn every_id_of_any_column_is_numbered_once() {
     let recorded = Recorded::from_events(&mixed());
     let ids = recorded.ids();
-    let texts: Vec<&str> = ids.numbers().map(|n| ids.text(n)).collect();
+    let mut texts: Vec<&str> = ids.numbers().map(|n| ids.text(n)).collect();
+    texts.sort();
     assert_eq!(texts, ["a", "b", "phantom", "x"]);
     let effect_nos: Vec<MessageNo> = recorded.effects().map(|e| e.no).collect();
     assert_eq!(
@@ -146,7 +147,7 @@ fn a_boundary_view_keeps_the_effects_it_accepts_with_their_rare_fields() {
     let view = recorded.with(|e| e.boundary == Some("mail"), Vec::new());
     let effects: Vec<Effect> = view.effects().collect();
     assert_eq!(effects.len(), 1);
-    assert_eq!((effects[0].id, effects[0].note), ("phantom", Some("why")));
+    assert_eq!((effects[0].id(), effects[0].note), ("phantom", Some("why")));
     assert_eq!(view.produced_len(), 2);
     assert!(view.others().is_empty());
 }
@@ -184,8 +185,59 @@ fn ranges_resolve_in_front_of_the_records_read_and_an_unnamed_offset_fails() {
 }
 
 #[test]
+fn a_file_read_in_blocks_on_several_threads_gives_the_columns_one_thread_gives() {
+    let events: Vec<Stamped> = (0..50)
+        .flat_map(|_| mixed())
+        .enumerate()
+        .map(|(i, mut st)| {
+            st.seq = i as u64;
+            st
+        })
+        .collect();
+    let ids = crate::timeline::SharedIds::default();
+    let mut columns = Columns::default();
+    for block in events.chunks(7) {
+        columns.append(Columns::of(block.to_vec(), &ids));
+    }
+    let recorded = columns.finish(ids.into_ids()).unwrap();
+    assert_eq!(recorded.to_events(), events);
+    assert_eq!(
+        recorded.to_events(),
+        Recorded::from_events(&events).to_events()
+    );
+}
+
+#[test]
 fn rows_stay_small() {
     assert!(std::mem::size_of::<ProducedRow>() <= 48);
     assert!(std::mem::size_of::<EffectRow>() <= 40);
     assert!(std::mem::size_of::<DeliveredRecord>() <= 16);
+}
+
+#[test]
+fn ranges_in_a_later_block_resolve_from_produces_in_an_earlier_one() {
+    let mut events: Vec<Stamped> = (0..4)
+        .map(|o| at(o, produced(&format!("m{o}"), o as i64)))
+        .collect();
+    events.push(at(
+        4,
+        Event::DeliveredBatch {
+            instance: 0,
+            incarnation: 1,
+            partition: 0,
+            ranges: vec![OffsetRange { first: 1, last: 3 }],
+            records: DeliveredIds::default(),
+        },
+    ));
+    let ids = crate::timeline::SharedIds::default();
+    let mut columns = Columns::default();
+    columns.append(Columns::of(events[..2].to_vec(), &ids));
+    columns.append(Columns::of(events[2..].to_vec(), &ids));
+    let recorded = columns.finish(ids.into_ids()).unwrap();
+    let ids = recorded.ids();
+    let records: Vec<(i64, &str)> = recorded
+        .delivered_records()
+        .map(|(_, r)| (r.offset, ids.text(r.id)))
+        .collect();
+    assert_eq!(records, [(1, "m1"), (2, "m2"), (3, "m3")]);
 }
