@@ -29,8 +29,9 @@ use exactly::timeline::read_recorded;
 
 /// The goal for 10 million IDs (issue 12).
 const GOAL_TIME: Duration = Duration::from_secs(10);
-/// The goal's memory, in bytes.
-const GOAL_PEAK: u64 = 2 * 1024 * 1024 * 1024;
+/// The goal's memory, in bytes: 2 GB read the stricter way (10^9 bytes a GB, not 2^30), as
+/// the table prints it.
+const GOAL_PEAK: u64 = 2_000_000_000;
 const PARTITIONS: u64 = 8;
 const BATCH: u64 = 500;
 
@@ -107,11 +108,6 @@ fn judge_child(path: &Path) {
     let recorded = read_recorded(path).expect("the generated file reads back");
     let read = start.elapsed();
     let read_peak = peak_resident_bytes();
-    eprintln!(
-        "ids {} bound {}",
-        recorded.ids().len(),
-        recorded.ids().bound()
-    );
     let start = Instant::now();
     let judged = judge::judge(&recorded);
     let took = start.elapsed();

@@ -1451,8 +1451,8 @@ pub fn read_recorded(path: &Path) -> Result<Recorded, ReadEventsError> {
     let mut columns = Columns::with_capacity(messages);
     read::read_blocks(
         path,
-        |events| Columns::of(events, &ids),
-        |block| columns.append(block),
+        || Columns::for_block(&ids),
+        |block| columns.append(block.columns),
     )?;
     columns
         .finish(ids.into_ids())

@@ -13,8 +13,7 @@ use serde::Serialize;
 use crate::judge::first_effects::FirstEffects;
 use crate::judge::model::COMMIT_WINDOW_SAMPLES;
 use crate::timeline::{
-    AckPhase, AckVerb, CommitPhase, CommittedOffset, Event, MessageIds, MessageNo, ProduceStatus,
-    Recorded, Stamped,
+    AckPhase, AckVerb, CommitPhase, CommittedOffset, Event, ProduceStatus, Recorded, Stamped,
 };
 
 /// One offset committed before its message's effect was observed.
@@ -111,10 +110,11 @@ pub(crate) fn commits_ahead_with(recorded: &Recorded, effects: &FirstEffects) ->
 /// The state of the scan for commits ahead of effects.
 struct Scan<'a> {
     topic: &'a str,
-    /// Per partition, the ID at each acknowledged offset (first produce kept), in offset
-    /// order: a commit's newly covered offsets are one run of it.
-    at_offset: HashMap<i32, Vec<(i64, MessageNo)>>,
-    ids: &'a MessageIds,
+    /// Per partition, the acknowledged `produced` events (their rows) in offset order, the
+    /// first produce of an offset kept: a commit's newly covered offsets are one run of it.
+    /// Rows of 4 bytes rather than (offset, ID) pairs of 16: ten million IDs have one each.
+    at_offset: HashMap<i32, Vec<u32>>,
+    recorded: &'a Recorded,
     /// When each ID's first effect was observed.
     effects: &'a FirstEffects<'a>,
     /// Per partition, the offset below which commits were already checked.
@@ -126,22 +126,26 @@ struct Scan<'a> {
 
 impl<'a> Scan<'a> {
     fn new(recorded: &'a Recorded, topic: &'a str, effects: &'a FirstEffects<'a>) -> Scan<'a> {
-        let mut at_offset: HashMap<i32, Vec<(i64, MessageNo)>> = HashMap::new();
-        for p in recorded.produced() {
-            if let (Some(part), Some(o), ProduceStatus::Acked) = (p.partition, p.offset, p.status) {
-                at_offset.entry(part).or_default().push((o, p.no));
+        let mut at_offset: HashMap<i32, Vec<u32>> = HashMap::new();
+        for (row, p) in recorded.produced().enumerate() {
+            if let (Some(part), Some(_), ProduceStatus::Acked) = (p.partition, p.offset, p.status) {
+                // Rows fit u32 as IDs do.
+                at_offset.entry(part).or_default().push(row as u32);
             }
         }
-        for ids in at_offset.values_mut() {
-            // Stable, and quick on the nearly sorted order the producer acknowledges in: the
-            // first produce of an offset stays first and is the one kept.
-            ids.sort_by_key(|&(offset, _)| offset);
-            ids.dedup_by_key(|&mut (offset, _)| offset);
+        let offset = |row: &u32| recorded.produced_offset(*row as usize).1;
+        for rows in at_offset.values_mut() {
+            // Stable (the first produce of an offset stays first and is the one kept), and
+            // skipped in the usual case: a producer acknowledges a partition in offset order.
+            if !rows.is_sorted_by_key(offset) {
+                rows.sort_by_key(offset);
+            }
+            rows.dedup_by_key(|row| offset(row));
         }
         Scan {
             topic,
             at_offset,
-            ids: recorded.ids(),
+            recorded,
             effects,
             covered: HashMap::new(),
             last_request: HashMap::new(),
@@ -202,21 +206,24 @@ impl<'a> Scan<'a> {
     /// covered whose effect was not yet observed is ahead.
     fn accepted(&mut self, t_us: u64, who: (u32, u32), partition: i32, next: i64) {
         let from = self.covered.get(&partition).copied().unwrap_or(0);
-        let ids = self
+        let rows = self
             .at_offset
             .get(&partition)
             .map_or(&[][..], Vec::as_slice);
-        let start = ids.partition_point(|&(offset, _)| offset < from);
-        for &(offset, no) in ids[start..]
-            .iter()
-            .take_while(|&&(offset, _)| offset < next)
-        {
+        let recorded = self.recorded;
+        let place = |row: u32| {
+            let (no, offset) = recorded.produced_offset(row as usize);
+            (offset.unwrap_or_default(), no)
+        };
+        let start = rows.partition_point(|&row| place(row).0 < from);
+        let covered = rows[start..].iter().map(|&row| place(row));
+        for (offset, no) in covered.take_while(|&(offset, _)| offset < next) {
             let effect_t_us = self.effects.of(no).map(|e| e.t_us);
             if effect_t_us.is_some_and(|t| t <= t_us) {
                 continue;
             }
             self.window.add(CommitAhead {
-                id: self.ids.text(no).to_owned(),
+                id: recorded.ids().text(no).to_owned(),
                 partition: Some(partition),
                 offset: Some(offset),
                 commit_t_us: t_us,

@@ -1,9 +1,11 @@
 //! The fast path for the event kinds that fill a large `events.jsonl` (`produced`, `effect`,
 //! `delivered_batch`): a line written by the timeline's own writer is read field by field,
 //! with no intermediate buffering (serde reads a `Stamped` through two layers of buffered
-//! `Content`, flatten and the internal tag, allocating every string twice).
+//! `Content`, flatten and the internal tag, allocating every string twice), its strings
+//! borrowed from the line ([`HotLine`]): the reader puts them into columns without allocating
+//! them.
 //!
-//! Invariant: [`parse`] returns `Some` only for a line it reads in full, in the exact shape
+//! Invariant: [`parse_hot`] returns `Some` only for a line it reads in full, in the exact shape
 //! the writer produces (field order, no whitespace, no escapes in strings, integers only), and
 //! then it returns what serde would; anything else (another kind, an unknown or reordered
 //! field, an escape, a number that does not fit) is `None`, and the caller reads the line with
@@ -12,11 +14,136 @@
 
 use super::{
     AttributedBy, Attribution, DeliveredIds, EffectOutcome, Event, OffsetRange, ProduceStatus,
-    SinkKind, Stamped,
+    RecordPlace, RowCommit, SinkKind,
 };
 
+/// A line of a hot kind, read in place: its strings are borrowed from the line (the reader
+/// puts them into columns without allocating them), or from an event already in memory.
+#[derive(Debug)]
+pub(super) struct HotLine<'a> {
+    pub(super) seq: u64,
+    pub(super) t_us: u64,
+    pub(super) event: Hot<'a>,
+}
+
+/// The fields of a hot event (see [`Event`] for each).
+#[derive(Debug)]
+pub(super) enum Hot<'a> {
+    Produced {
+        id: &'a str,
+        key_seq: u64,
+        key: Option<&'a str>,
+        partition: Option<i32>,
+        offset: Option<i64>,
+        status: ProduceStatus,
+        error: Option<&'a str>,
+        poison: bool,
+    },
+    Effect {
+        id: &'a str,
+        instance: Option<u32>,
+        incarnation: Option<u32>,
+        outcome: EffectOutcome,
+        sink: SinkKind,
+        boundary: Option<&'a str>,
+        by: Option<AttributedBy>,
+        pid: Option<u32>,
+        note: Option<&'a str>,
+        /// Never from the fast path (a line with a row or record goes to serde).
+        row: Option<Box<RowCommit>>,
+        /// As `row`.
+        record: Option<Box<RecordPlace>>,
+    },
+    Batch {
+        instance: u32,
+        incarnation: u32,
+        partition: i32,
+        ranges: Vec<OffsetRange>,
+        records: Vec<(i64, &'a str)>,
+    },
+}
+
+impl Hot<'_> {
+    /// The event, owning its strings.
+    pub(super) fn into_event(self) -> Event {
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        match self {
+            Hot::Produced {
+                id,
+                key_seq,
+                key,
+                partition,
+                offset,
+                status,
+                error,
+                poison,
+            } => Event::Produced {
+                id: id.to_owned(),
+                seq: key_seq,
+                key: owned(key),
+                partition,
+                offset,
+                status,
+                error: owned(error),
+                poison,
+            },
+            Hot::Effect {
+                id,
+                instance,
+                incarnation,
+                outcome,
+                sink,
+                boundary,
+                by,
+                pid,
+                note,
+                row,
+                record,
+            } => Event::Effect {
+                id: id.to_owned(),
+                instance,
+                incarnation,
+                outcome,
+                sink,
+                boundary: owned(boundary),
+                attribution: Attribution {
+                    by,
+                    pid,
+                    note: owned(note),
+                    row,
+                    record,
+                },
+            },
+            Hot::Batch {
+                instance,
+                incarnation,
+                partition,
+                ranges,
+                records,
+            } => Event::DeliveredBatch {
+                instance,
+                incarnation,
+                partition,
+                ranges,
+                records: records.into_iter().collect::<DeliveredIds>(),
+            },
+        }
+    }
+}
+
 /// The line as an event, when it has the writer's exact shape for a hot kind.
-pub(super) fn parse(line: &[u8]) -> Option<Stamped> {
+#[cfg(test)]
+pub(super) fn parse(line: &[u8]) -> Option<super::Stamped> {
+    let hot = parse_hot(line)?;
+    Some(super::Stamped {
+        seq: hot.seq,
+        t_us: hot.t_us,
+        event: hot.event.into_event(),
+    })
+}
+
+/// The line read in place, when it has the writer's exact shape for a hot kind.
+pub(super) fn parse_hot(line: &[u8]) -> Option<HotLine<'_>> {
     let mut c = Cursor { s: line, at: 0 };
     c.lit(b"{\"seq\":")?;
     let seq = c.u64()?;
@@ -31,15 +158,15 @@ pub(super) fn parse(line: &[u8]) -> Option<Stamped> {
     };
     c.lit(b"}")?;
     c.done()?;
-    Some(Stamped { seq, t_us, event })
+    Some(HotLine { seq, t_us, event })
 }
 
 /// `produced`'s fields, in the writer's order.
-fn produced(c: &mut Cursor) -> Option<Event> {
+fn produced<'a>(c: &mut Cursor<'a>) -> Option<Hot<'a>> {
     c.lit(b",\"id\":")?;
-    let id = c.str()?.to_owned();
+    let id = c.str()?;
     c.lit(b",\"key_seq\":")?;
-    let seq = c.u64()?;
+    let key_seq = c.u64()?;
     let key = c.optional_str(b",\"key\":")?;
     c.lit(b",\"partition\":")?;
     let partition = c.nullable(|c| c.i32())?;
@@ -54,9 +181,9 @@ fn produced(c: &mut Cursor) -> Option<Event> {
     };
     let error = c.optional_str(b",\"error\":")?;
     let poison = c.skip(b",\"poison\":true");
-    Some(Event::Produced {
+    Some(Hot::Produced {
         id,
-        seq,
+        key_seq,
         key,
         partition,
         offset,
@@ -68,9 +195,9 @@ fn produced(c: &mut Cursor) -> Option<Event> {
 
 /// `effect`'s fields, in the writer's order; an attribution with a row or a record (postgres
 /// and output-topic sinks) is left to serde.
-fn effect(c: &mut Cursor) -> Option<Event> {
+fn effect<'a>(c: &mut Cursor<'a>) -> Option<Hot<'a>> {
     c.lit(b",\"id\":")?;
-    let id = c.str()?.to_owned();
+    let id = c.str()?;
     c.lit(b",\"instance\":")?;
     let instance = c.nullable(|c| c.u32())?;
     c.lit(b",\"incarnation\":")?;
@@ -93,20 +220,18 @@ fn effect(c: &mut Cursor) -> Option<Event> {
         false => None,
     };
     let note = c.optional_str(b",\"attribution_note\":")?;
-    Some(Event::Effect {
+    Some(Hot::Effect {
         id,
         instance,
         incarnation,
         outcome,
         sink,
         boundary,
-        attribution: Attribution {
-            by,
-            pid,
-            note,
-            row: None,
-            record: None,
-        },
+        by,
+        pid,
+        note,
+        row: None,
+        record: None,
     })
 }
 
@@ -122,8 +247,8 @@ fn attributed_by(name: &str) -> Option<AttributedBy> {
     })
 }
 
-/// `delivered_batch`'s fields, its records straight into one [`DeliveredIds`].
-fn delivered_batch(c: &mut Cursor) -> Option<Event> {
+/// `delivered_batch`'s fields, its records' IDs borrowed.
+fn delivered_batch<'a>(c: &mut Cursor<'a>) -> Option<Hot<'a>> {
     c.lit(b",\"instance\":")?;
     let instance = c.u32()?;
     c.lit(b",\"incarnation\":")?;
@@ -132,13 +257,13 @@ fn delivered_batch(c: &mut Cursor) -> Option<Event> {
     let partition = c.i32()?;
     let ranges = offset_ranges(c)?;
     c.lit(b",\"records\":[")?;
-    let mut records = DeliveredIds::default();
+    let mut records = Vec::new();
     if !c.skip(b"]") {
         loop {
             c.lit(b"[")?;
             let offset = c.i64()?;
             c.lit(b",")?;
-            records.push(offset, c.str()?);
+            records.push((offset, c.str()?));
             c.lit(b"]")?;
             if c.skip(b"]") {
                 break;
@@ -146,7 +271,7 @@ fn delivered_batch(c: &mut Cursor) -> Option<Event> {
             c.lit(b",")?;
         }
     }
-    Some(Event::DeliveredBatch {
+    Some(Hot::Batch {
         instance,
         incarnation,
         partition,
@@ -218,9 +343,9 @@ impl<'a> Cursor<'a> {
     }
 
     /// `key` and a string when `key` comes next; `Some(None)` when it does not.
-    fn optional_str(&mut self, key: &[u8]) -> Option<Option<String>> {
+    fn optional_str(&mut self, key: &[u8]) -> Option<Option<&'a str>> {
         match self.skip(key) {
-            true => Some(Some(self.str()?.to_owned())),
+            true => Some(Some(self.str()?)),
             false => Some(None),
         }
     }
@@ -278,7 +403,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::timeline::{write_line, RecordPlace};
+    use crate::timeline::{write_line, RecordPlace, Stamped};
 
     /// What serde reads from the line (the reference).
     fn by_serde(line: &[u8]) -> Option<Stamped> {

@@ -157,8 +157,8 @@ impl MessageIds {
     }
 }
 
-/// IDs numbered by several threads at once (a lock per shard); [`SharedIds::into_ids`] once
-/// they are done.
+/// IDs numbered by several threads at once, a block of them at a time ([`SharedIds::add_all`],
+/// a lock per shard); [`SharedIds::into_ids`] once they are done.
 #[derive(Debug)]
 pub struct SharedIds {
     shards: Vec<Mutex<Shard>>,
@@ -190,16 +190,27 @@ impl SharedIds {
         }
     }
 
-    /// The number of `id`, added when it is new.
-    pub fn add(&self, id: &str) -> MessageNo {
-        let hash = hash_of(id);
-        let shard = shard_of(hash);
-        // A panic while a shard was held leaves it whole (`Shard::add` pushes the text, then
-        // the end, then the number): its IDs stay readable.
-        let mut s = self.shards[shard]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        MessageNo::new(shard, s.add(hash, id))
+    /// The numbers of the IDs `pending` holds, in its order: grouped by shard, so each shard is
+    /// locked once per call rather than once per ID, and its table probed in one burst.
+    pub fn add_all(&self, pending: &PendingIds) -> Vec<MessageNo> {
+        let mut by_shard: Vec<Vec<u32>> = vec![Vec::new(); SHARDS];
+        for (i, &(hash, _)) in pending.ids.iter().enumerate() {
+            // A block holds fewer than 2^32 IDs.
+            by_shard[shard_of(hash)].push(i as u32);
+        }
+        let mut nos = vec![MessageNo(0); pending.ids.len()];
+        for (shard, items) in by_shard.iter().enumerate().filter(|(_, v)| !v.is_empty()) {
+            // A panic while a shard was held leaves it whole (`Shard::add` pushes the text,
+            // then the end, then the number): its IDs stay readable.
+            let mut s = self.shards[shard]
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for &i in items {
+                let (hash, id) = pending.get(i as usize);
+                nos[i as usize] = MessageNo::new(shard, s.add(hash, id));
+            }
+        }
+        nos
     }
 
     /// The IDs, for reading.
@@ -213,19 +224,46 @@ impl SharedIds {
     }
 }
 
-/// Numbers IDs: [`MessageIds`] on one thread, [`SharedIds`] on several.
+/// IDs waiting for their numbers ([`SharedIds::add_all`]): each gets a provisional number, its
+/// place here, that the real one replaces.
+#[derive(Debug, Default)]
+pub struct PendingIds {
+    text: String,
+    /// Each ID's hash and where its text ends.
+    ids: Vec<(u64, usize)>,
+}
+
+impl PendingIds {
+    fn get(&self, i: usize) -> (u64, &str) {
+        let start = if i == 0 { 0 } else { self.ids[i - 1].1 };
+        let (hash, end) = self.ids[i];
+        (hash, &self.text[start..end])
+    }
+
+    /// The real number of the ID whose provisional number is `provisional`, among `nos`
+    /// (what [`SharedIds::add_all`] gave for these IDs).
+    pub fn resolve(nos: &[MessageNo], provisional: MessageNo) -> MessageNo {
+        nos[provisional.index()]
+    }
+}
+
+impl Numbering for PendingIds {
+    fn number(&mut self, id: &str) -> MessageNo {
+        self.text.push_str(id);
+        self.ids.push((hash_of(id), self.text.len()));
+        // A provisional number: the ID's place here (a block holds fewer than 2^32).
+        MessageNo((self.ids.len() - 1) as u32)
+    }
+}
+
+/// Numbers IDs: [`MessageIds`] on one thread; [`PendingIds`] provisionally, for
+/// [`SharedIds`] to number on several.
 pub trait Numbering {
     /// The number of `id`, added when it is new.
     fn number(&mut self, id: &str) -> MessageNo;
 }
 
 impl Numbering for MessageIds {
-    fn number(&mut self, id: &str) -> MessageNo {
-        self.add(id)
-    }
-}
-
-impl Numbering for &SharedIds {
     fn number(&mut self, id: &str) -> MessageNo {
         self.add(id)
     }
@@ -328,7 +366,15 @@ mod tests {
             let handles: Vec<_> = (0..4)
                 .map(|_| {
                     let shared = &shared;
-                    s.spawn(move || (0..10_000).map(|i| shared.add(&format!("m-{i}"))).collect())
+                    s.spawn(move || {
+                        let mut pending = PendingIds::default();
+                        let provisional: Vec<MessageNo> = (0..10_000)
+                            .map(|i| pending.number(&format!("m-{i}")))
+                            .collect();
+                        let nos = shared.add_all(&pending);
+                        let real = |p| PendingIds::resolve(&nos, p);
+                        provisional.into_iter().map(real).collect::<Vec<_>>()
+                    })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()

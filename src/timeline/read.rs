@@ -12,7 +12,8 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use super::{fast, ReadEventsError, Stamped};
+use super::fast::{self, HotLine};
+use super::{ReadEventsError, Stamped};
 
 /// Bytes read into one block before it is cut after its last newline.
 const BLOCK: usize = 4 << 20;
@@ -27,22 +28,46 @@ struct Block {
     last: bool,
 }
 
-/// Reads `path` (see the module doc): the events of each block of lines go through `convert`
-/// on the thread that parsed them, and what it makes goes to `add` in file order.
-pub(super) fn read_blocks<T: Send>(
+/// Where the lines of a block go as they are parsed, on the thread that parses them.
+pub(super) trait Lines {
+    /// A line of a hot kind, read in place.
+    fn hot(&mut self, line: HotLine<'_>);
+    /// Any other event.
+    fn event(&mut self, st: Stamped);
+    /// The block's last line was given.
+    fn end(&mut self) {}
+}
+
+impl Lines for Vec<Stamped> {
+    fn hot(&mut self, line: HotLine<'_>) {
+        self.push(Stamped {
+            seq: line.seq,
+            t_us: line.t_us,
+            event: line.event.into_event(),
+        });
+    }
+
+    fn event(&mut self, st: Stamped) {
+        self.push(st);
+    }
+}
+
+/// Reads `path` (see the module doc): the lines of each block go into a fresh `make()` on the
+/// thread that parsed them, and each block's goes to `add` in file order.
+pub(super) fn read_blocks<T: Lines + Send>(
     path: &Path,
-    convert: impl Fn(Vec<Stamped>) -> T + Sync,
+    make: impl Fn() -> T + Sync,
     add: impl FnMut(T) + Send,
 ) -> Result<(), ReadEventsError> {
-    read_in_blocks(path, BLOCK, convert, add)
+    read_in_blocks(path, BLOCK, make, add)
 }
 
 /// Reads `path` in blocks of about `block` bytes: a thread reads blocks ahead while batches
 /// of them are parsed (and converted), and another gives what they make to `add` meanwhile.
-fn read_in_blocks<T: Send>(
+fn read_in_blocks<T: Lines + Send>(
     path: &Path,
     block: usize,
-    convert: impl Fn(Vec<Stamped>) -> T + Sync,
+    make: impl Fn() -> T + Sync,
     mut add: impl FnMut(T) + Send,
 ) -> Result<(), ReadEventsError> {
     let io = |source| ReadEventsError::Io {
@@ -78,7 +103,7 @@ fn read_in_blocks<T: Send>(
             if batch.is_empty() {
                 return Ok(());
             }
-            let lines = parse_all(&batch, &convert, &parsed).map_err(|(i, source)| {
+            let lines = parse_all(&batch, &make, &parsed).map_err(|(i, source)| {
                 ReadEventsError::BadLine {
                     path: path.to_owned(),
                     line: lines_before + i + 1,
@@ -90,12 +115,12 @@ fn read_in_blocks<T: Send>(
     })
 }
 
-/// Parses the blocks in parallel (one thread each, the first on this one), converts their
-/// events there and sends the results on in block order; returns how many lines they had, or
-/// the first bad line (its index from the batch's first line).
-fn parse_all<T: Send>(
+/// Parses the blocks in parallel (one thread each, the first on this one), each into a fresh
+/// `make()`, and sends them on in block order; returns how many lines they had, or the first
+/// bad line (its index from the batch's first line).
+fn parse_all<T: Lines + Send>(
     batch: &[Block],
-    convert: &(impl Fn(Vec<Stamped>) -> T + Sync),
+    make: &(impl Fn() -> T + Sync),
     parsed_out: &std::sync::mpsc::SyncSender<T>,
 ) -> Result<usize, (usize, serde_json::Error)> {
     // The receiver goes only if its thread panicked, which the scope then passes on.
@@ -103,9 +128,10 @@ fn parse_all<T: Send>(
         let _ = parsed_out.send(made);
     };
     let parse = |b: &Block| {
-        let mut parsed = Vec::with_capacity(b.text.len() / 128);
+        let mut parsed = make();
         let lines = parse_block(b, &mut parsed)?;
-        Ok((convert(parsed), lines))
+        parsed.end();
+        Ok((parsed, lines))
     };
     std::thread::scope(|s| {
         let others: Vec<_> = batch[1..]
@@ -127,13 +153,9 @@ fn parse_all<T: Send>(
     })
 }
 
-/// Appends the events of one block to `events` and returns how many lines it had, or its
-/// first bad line (index from 0, and why serde refused it); a bad last line of the file is
-/// ignored.
-fn parse_block(
-    block: &Block,
-    events: &mut Vec<Stamped>,
-) -> Result<usize, (usize, serde_json::Error)> {
+/// Gives the lines of one block to `out` and returns how many it had, or its first bad line
+/// (index from 0, and why serde refused it); a bad last line of the file is ignored.
+fn parse_block(block: &Block, out: &mut impl Lines) -> Result<usize, (usize, serde_json::Error)> {
     let text = block.text.as_slice();
     let mut start = 0;
     let mut index = 0;
@@ -146,8 +168,13 @@ fn parse_block(
         let line = &text[start..end];
         start = end + 1;
         let is_last = block.last && ends.peek().is_none();
-        match fast::parse(line).map_or_else(|| serde_json::from_slice(line), Ok) {
-            Ok(e) => events.push(e),
+        if let Some(hot) = fast::parse_hot(line) {
+            out.hot(hot);
+            index += 1;
+            continue;
+        }
+        match serde_json::from_slice(line) {
+            Ok(e) => out.event(e),
             Err(_) if blank(line) => {}
             Err(_) if is_last => {}
             Err(e) => return Err((index, e)),
@@ -253,12 +280,26 @@ mod tests {
 
     fn blocks_of(path: &Path, block: usize) -> Result<Vec<Stamped>, usize> {
         let mut events = Vec::new();
-        read_in_blocks(path, block, |v| v, |v| events.extend(v)).map_err(|e| match e {
+        read_in_blocks(path, block, Vec::new, |v| events.extend(v)).map_err(|e| match e {
             ReadEventsError::BadLine { line, .. } => line,
             ReadEventsError::Io { source, .. } => panic!("{source}"),
             ReadEventsError::Unresolved { source, .. } => panic!("{source}"),
         })?;
         Ok(events)
+    }
+
+    /// The file read in blocks into columns, as `read_recorded` reads it (IDs numbered on the
+    /// parsing threads, a block at a time), and back to events.
+    fn columns_of(path: &Path, block: usize) -> Result<Vec<Stamped>, usize> {
+        let ids = crate::timeline::SharedIds::default();
+        let mut columns = crate::timeline::Columns::default();
+        let make = || crate::timeline::Columns::for_block(&ids);
+        let read = read_in_blocks(path, block, make, |b| columns.append(b.columns));
+        read.map_err(|e| match e {
+            ReadEventsError::BadLine { line, .. } => line,
+            other => panic!("{other}"),
+        })?;
+        Ok(columns.finish(ids.into_ids()).unwrap().to_events())
     }
 
     fn event(i: u64, kind: u8) -> Stamped {
@@ -321,6 +362,7 @@ mod tests {
             let path = dir.path().join("events.jsonl");
             std::fs::write(&path, &file).unwrap();
             prop_assert_eq!(blocks_of(&path, block), line_by_line(&path));
+            prop_assert_eq!(columns_of(&path, block), line_by_line(&path));
         }
     }
 

@@ -45,8 +45,8 @@ pub struct Recorded {
 #[derive(Debug, Clone, Default)]
 struct Produces {
     rows: Vec<ProducedRow>,
-    /// Keys and errors, for the rows that have one.
-    extra: Vec<(Option<String>, Option<String>)>,
+    /// The rare fields of the rows that have any.
+    extra: Vec<ProducedExtra>,
 }
 
 /// The `effect` column.
@@ -67,25 +67,34 @@ struct Deliveries {
 const HAS_PARTITION: u8 = 1;
 const HAS_OFFSET: u8 = 2;
 const POISON: u8 = 4;
+const HAS_EXTRA: u8 = 8;
 const HAS_INSTANCE: u8 = 1;
 const HAS_INCARNATION: u8 = 2;
 const HAS_PID: u8 = 4;
 const BATCH: u8 = 8;
 const REDELIVERED: u8 = 16;
 
-/// One `produced` event (48 bytes).
+/// One `produced` event (40 bytes).
 #[derive(Debug, Clone, Copy)]
 struct ProducedRow {
     seq: u64,
     t_us: u64,
-    key_seq: u64,
     offset: i64,
     partition: i32,
     id: MessageNo,
-    /// Its key and error in `Produces::extra`, or [`NONE`].
-    extra: u32,
+    /// With [`HAS_EXTRA`], its rare fields' index in `Produces::extra`; else its key sequence.
+    key_seq_or_extra: u32,
     status: ProduceStatus,
     flags: u8,
+}
+
+/// The fields of a produce that are rare at scale: a key, an error, a key sequence past
+/// `u32::MAX`.
+#[derive(Debug, Clone)]
+struct ProducedExtra {
+    key_seq: u64,
+    key: Option<String>,
+    error: Option<String>,
 }
 
 /// One `effect` event (40 bytes).
@@ -302,6 +311,16 @@ impl Recorded {
         self.produced_view(&self.produced.rows[row])
     }
 
+    /// The ID and offset of the `produced` event at `row`: what a pass over millions of rows
+    /// in offset order reads, without building the whole event.
+    ///
+    /// # Panics
+    /// When `row` is not below [`Self::produced_len`].
+    pub fn produced_offset(&self, row: usize) -> (MessageNo, Option<i64>) {
+        let r = &self.produced.rows[row];
+        (r.id, (r.flags & HAS_OFFSET != 0).then_some(r.offset))
+    }
+
     /// The `produced` events, in order.
     pub fn produced(&self) -> impl ExactSizeIterator<Item = Produced<'_>> + Clone {
         self.produced.rows.iter().map(|r| self.produced_view(r))
@@ -367,11 +386,11 @@ impl Recorded {
     }
 
     fn produced_view<'a>(&'a self, r: &ProducedRow) -> Produced<'a> {
-        let (key, error) = match r.extra {
-            NONE => (None, None),
-            i => {
-                let (k, e) = &self.produced.extra[i as usize];
-                (k.as_deref(), e.as_deref())
+        let (key_seq, key, error) = match r.flags & HAS_EXTRA {
+            0 => (u64::from(r.key_seq_or_extra), None, None),
+            _ => {
+                let x = &self.produced.extra[r.key_seq_or_extra as usize];
+                (x.key_seq, x.key.as_deref(), x.error.as_deref())
             }
         };
         Produced {
@@ -379,7 +398,7 @@ impl Recorded {
             t_us: r.t_us,
             no: r.id,
             ids: &self.ids,
-            key_seq: r.key_seq,
+            key_seq,
             key,
             partition: (r.flags & HAS_PARTITION != 0).then_some(r.partition),
             offset: (r.flags & HAS_OFFSET != 0).then_some(r.offset),

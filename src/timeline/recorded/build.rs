@@ -8,10 +8,12 @@ use std::sync::Arc;
 use super::super::ranges::{OffsetRange, UnresolvedOffsets};
 use super::{
     resolve, DeliveredRecord, Deliveries, DeliveryRow, EffectExtra, EffectRow, Effects,
-    ProducedRow, Produces, Recorded, BATCH, HAS_INCARNATION, HAS_INSTANCE, HAS_OFFSET,
-    HAS_PARTITION, HAS_PID, NONE, POISON, REDELIVERED,
+    ProducedExtra, ProducedRow, Produces, Recorded, BATCH, HAS_EXTRA, HAS_INCARNATION,
+    HAS_INSTANCE, HAS_OFFSET, HAS_PARTITION, HAS_PID, NONE, POISON, REDELIVERED,
 };
-use crate::timeline::ids::{MessageIds, Numbering, SharedIds};
+use crate::timeline::fast::{Hot, HotLine};
+use crate::timeline::ids::{MessageIds, MessageNo, Numbering, PendingIds, SharedIds};
+use crate::timeline::read::Lines;
 use crate::timeline::{Attribution, Event, Stamped};
 
 /// Builds a [`Recorded`] from events added in timeline order, on one thread.
@@ -40,6 +42,32 @@ impl RecordedBuilder {
     }
 }
 
+/// One block's columns as the reader's thread fills them ([`Columns::for_block`]): IDs are
+/// numbered provisionally as lines come, then all at once when the block ends, a shard at a
+/// time (one lock each per block, not one per ID).
+#[derive(Debug)]
+pub(in crate::timeline) struct BlockColumns<'i> {
+    pub(in crate::timeline) columns: Columns,
+    pending: PendingIds,
+    ids: &'i SharedIds,
+}
+
+impl Lines for BlockColumns<'_> {
+    fn hot(&mut self, line: HotLine<'_>) {
+        self.columns.push_hot(line, &mut self.pending);
+    }
+
+    fn event(&mut self, st: Stamped) {
+        self.columns.push(st, &mut self.pending);
+    }
+
+    fn end(&mut self) {
+        let nos = self.ids.add_all(&self.pending);
+        self.columns.renumber(&nos);
+        self.pending = PendingIds::default();
+    }
+}
+
 /// The columns of a run of events, their IDs numbered elsewhere (by a [`Numbering`]).
 #[derive(Debug, Default)]
 pub struct Columns {
@@ -62,11 +90,26 @@ impl Columns {
         c
     }
 
-    /// The columns of `events`, their IDs numbered by `ids`.
-    pub fn of(events: Vec<Stamped>, mut ids: &SharedIds) -> Columns {
-        let mut c = Columns::default();
-        events.into_iter().for_each(|st| c.push(st, &mut ids));
-        c
+    /// Columns that the reader's threads fill with the lines of one block, their IDs numbered
+    /// by `ids`.
+    pub(in crate::timeline) fn for_block(ids: &SharedIds) -> BlockColumns<'_> {
+        BlockColumns {
+            columns: Columns::default(),
+            pending: PendingIds::default(),
+            ids,
+        }
+    }
+
+    /// Gives every ID of these columns its number from `nos` (IDs numbered provisionally).
+    fn renumber(&mut self, nos: &[MessageNo]) {
+        let real = |no: MessageNo| PendingIds::resolve(nos, no);
+        self.produced
+            .rows
+            .iter_mut()
+            .for_each(|r| r.id = real(r.id));
+        self.effects.rows.iter_mut().for_each(|r| r.id = real(r.id));
+        let records = self.deliveries.records.iter_mut();
+        records.for_each(|r| r.id = real(r.id));
     }
 
     /// Adds the events of `next` (which follow these), numbered by the same IDs.
@@ -83,10 +126,16 @@ impl Columns {
             i => side_index(i as usize + by),
         };
         let by = self.produced.extra.len();
-        let rows = produced.rows.into_iter().map(|r| ProducedRow {
-            extra: shift(r.extra, by),
-            ..r
-        });
+        let rows = produced
+            .rows
+            .into_iter()
+            .map(|r| match r.flags & HAS_EXTRA {
+                0 => r,
+                _ => ProducedRow {
+                    key_seq_or_extra: shift(r.key_seq_or_extra, by),
+                    ..r
+                },
+            });
         self.produced.rows.extend(rows);
         self.produced.extra.extend(produced.extra);
         let by = self.effects.extra.len();
@@ -132,6 +181,7 @@ impl Columns {
     /// Adds the next event.
     fn push(&mut self, st: Stamped, ids: &mut impl Numbering) {
         let Stamped { seq, t_us, event } = st;
+        let line = |event| HotLine { seq, t_us, event };
         match event {
             Event::Produced {
                 id,
@@ -142,26 +192,19 @@ impl Columns {
                 status,
                 error,
                 poison,
-            } => {
-                let extra = match (key, error) {
-                    (None, None) => NONE,
-                    pair => side(&mut self.produced.extra, pair),
-                };
-                let flags = flag(partition.is_some(), HAS_PARTITION)
-                    | flag(offset.is_some(), HAS_OFFSET)
-                    | flag(poison, POISON);
-                self.produced.rows.push(ProducedRow {
-                    seq,
-                    t_us,
+            } => self.push_hot(
+                line(Hot::Produced {
+                    id: &id,
                     key_seq,
-                    offset: offset.unwrap_or_default(),
-                    partition: partition.unwrap_or_default(),
-                    id: ids.number(&id),
-                    extra,
+                    key: key.as_deref(),
+                    partition,
+                    offset,
                     status,
-                    flags,
-                });
-            }
+                    error: error.as_deref(),
+                    poison,
+                }),
+                ids,
+            ),
             Event::Effect {
                 id,
                 instance,
@@ -178,37 +221,20 @@ impl Columns {
                     row,
                     record,
                 } = attribution;
-                let extra = EffectExtra {
-                    boundary,
-                    note,
+                let hot = Hot::Effect {
+                    id: &id,
+                    instance,
+                    incarnation,
+                    outcome,
+                    sink,
+                    boundary: boundary.as_deref(),
+                    by,
+                    pid,
+                    note: note.as_deref(),
                     row,
                     record,
                 };
-                let rare = extra.boundary.is_some()
-                    || extra.note.is_some()
-                    || extra.row.is_some()
-                    || extra.record.is_some();
-                let extra = if rare {
-                    side(&mut self.effects.extra, extra)
-                } else {
-                    NONE
-                };
-                let flags = flag(instance.is_some(), HAS_INSTANCE)
-                    | flag(incarnation.is_some(), HAS_INCARNATION)
-                    | flag(pid.is_some(), HAS_PID);
-                self.effects.rows.push(EffectRow {
-                    seq,
-                    t_us,
-                    id: ids.number(&id),
-                    instance: instance.unwrap_or_default(),
-                    incarnation: incarnation.unwrap_or_default(),
-                    pid: pid.unwrap_or_default(),
-                    extra,
-                    outcome,
-                    sink,
-                    by,
-                    flags,
-                });
+                self.push_hot(line(hot), ids);
             }
             Event::Delivered {
                 id,
@@ -236,7 +262,115 @@ impl Columns {
                 ranges,
                 records,
             } => {
-                for (offset, id) in records.iter() {
+                let hot = Hot::Batch {
+                    instance,
+                    incarnation,
+                    partition,
+                    ranges,
+                    records: records.iter().collect(),
+                };
+                self.push_hot(line(hot), ids);
+            }
+            event => self.others.push(Stamped { seq, t_us, event }),
+        }
+    }
+
+    /// Adds the next event, of a hot kind.
+    fn push_hot(&mut self, line: HotLine, ids: &mut impl Numbering) {
+        let HotLine { seq, t_us, event } = line;
+        match event {
+            Hot::Produced {
+                id,
+                key_seq,
+                key,
+                partition,
+                offset,
+                status,
+                error,
+                poison,
+            } => {
+                let plain = u32::try_from(key_seq)
+                    .ok()
+                    .filter(|_| key.is_none() && error.is_none());
+                let key_seq_or_extra = match plain {
+                    Some(key_seq) => key_seq,
+                    None => {
+                        let (key, error) = (owned(key), owned(error));
+                        let extra = ProducedExtra {
+                            key_seq,
+                            key,
+                            error,
+                        };
+                        side(&mut self.produced.extra, extra)
+                    }
+                };
+                let flags = flag(partition.is_some(), HAS_PARTITION)
+                    | flag(offset.is_some(), HAS_OFFSET)
+                    | flag(poison, POISON)
+                    | flag(plain.is_none(), HAS_EXTRA);
+                self.produced.rows.push(ProducedRow {
+                    seq,
+                    t_us,
+                    offset: offset.unwrap_or_default(),
+                    partition: partition.unwrap_or_default(),
+                    id: ids.number(id),
+                    key_seq_or_extra,
+                    status,
+                    flags,
+                });
+            }
+            Hot::Effect {
+                id,
+                instance,
+                incarnation,
+                outcome,
+                sink,
+                boundary,
+                by,
+                pid,
+                note,
+                row,
+                record,
+            } => {
+                let rare =
+                    boundary.is_some() || note.is_some() || row.is_some() || record.is_some();
+                let extra = match rare {
+                    false => NONE,
+                    true => {
+                        let extra = EffectExtra {
+                            boundary: owned(boundary),
+                            note: owned(note),
+                            row,
+                            record,
+                        };
+                        side(&mut self.effects.extra, extra)
+                    }
+                };
+                let flags = flag(instance.is_some(), HAS_INSTANCE)
+                    | flag(incarnation.is_some(), HAS_INCARNATION)
+                    | flag(pid.is_some(), HAS_PID);
+                self.effects.rows.push(EffectRow {
+                    seq,
+                    t_us,
+                    id: ids.number(id),
+                    instance: instance.unwrap_or_default(),
+                    incarnation: incarnation.unwrap_or_default(),
+                    pid: pid.unwrap_or_default(),
+                    extra,
+                    outcome,
+                    sink,
+                    by,
+                    flags,
+                });
+            }
+            Hot::Batch {
+                instance,
+                incarnation,
+                partition,
+                ranges,
+                records,
+            } => {
+                for &(offset, id) in &records {
                     let id = ids.number(id);
                     self.deliveries.records.push(DeliveredRecord { offset, id });
                 }
@@ -246,7 +380,6 @@ impl Columns {
                 let at = (seq, t_us, instance, incarnation);
                 self.delivery(at, partition, records.len(), BATCH | HAS_PARTITION);
             }
-            event => self.others.push(Stamped { seq, t_us, event }),
         }
     }
 
@@ -265,6 +398,10 @@ impl Columns {
             flags,
         });
     }
+}
+
+fn owned(s: Option<&str>) -> Option<String> {
+    s.map(str::to_owned)
 }
 
 fn flag(set: bool, bit: u8) -> u8 {
