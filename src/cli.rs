@@ -266,10 +266,7 @@ fn conclude(outcome: RunOutcome, plan: &str) -> Result<i32, Error> {
 fn judge(dir: &Path) -> Result<i32, Error> {
     let recorded = read_recorded(&dir.join("events.jsonl"))?;
     let rec = judge::judge(&recorded);
-    // The reports walk every event; the judge's columns go back to events for them.
-    let events = recorded.to_events();
-    drop(recorded);
-    report::write_reports(dir, &rec, &events).map_err(|source| Error::Reports {
+    report::write_reports(dir, &rec, &recorded).map_err(|source| Error::Reports {
         dir: dir.to_owned(),
         source,
     })?;

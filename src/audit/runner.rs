@@ -10,7 +10,7 @@ use crate::error::{Error, InfraError};
 use crate::judge::{self, Judgement};
 use crate::plan::{self, Plan, Semantics};
 use crate::run::{self, RunOptions};
-use crate::timeline::{read_events, Stamped};
+use crate::timeline::{read_recorded, Stamped};
 
 /// Runs plans into folders under `dir` (`dir/<name>/`, the plan as `dir/plans/<name>.yaml`).
 pub struct Runner {
@@ -83,11 +83,11 @@ impl Runner {
 
 /// Reads a run folder's timeline, judges it and writes its reports (as `exactly report`).
 pub fn judge_folder(dir: &Path) -> Result<(Vec<Stamped>, Judgement), Error> {
-    let events = read_events(&dir.join("events.jsonl"))?;
-    let rec = judge::analyze(&events);
-    crate::report::write_reports(dir, &rec, &events).map_err(|source| Error::Reports {
+    let recorded = read_recorded(&dir.join("events.jsonl"))?;
+    let rec = judge::judge(&recorded);
+    crate::report::write_reports(dir, &rec, &recorded).map_err(|source| Error::Reports {
         dir: dir.to_owned(),
         source,
     })?;
-    Ok((events, rec))
+    Ok((recorded.to_events(), rec))
 }

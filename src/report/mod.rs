@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::judge::{ExpectationState, Judgement, Verdict};
-use crate::timeline::{EndReason, FaultRecord, Stamped};
+use crate::timeline::{EndReason, FaultRecord, Recorded};
 
 pub mod html;
 pub mod json;
@@ -24,12 +24,12 @@ pub mod unjudged;
 pub const MOCK_WARNING: &str = "embedded mock cluster: a demo, not evidence about a real broker";
 
 /// Writes `report.json`, `report.md`, `report.html` and `junit.xml` into `dir` (created if
-/// missing); `events` are the ones `rec` was judged from.
-pub fn write_reports(dir: &Path, rec: &Judgement, events: &[Stamped]) -> std::io::Result<()> {
+/// missing); `recorded` is the timeline `rec` was judged from.
+pub fn write_reports(dir: &Path, rec: &Judgement, recorded: &Recorded) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("report.json"), json::render(rec)?)?;
     std::fs::write(dir.join("report.md"), markdown::render(rec))?;
-    let page = html::render(rec, events).map_err(std::io::Error::other)?;
+    let page = html::render(rec, recorded).map_err(std::io::Error::other)?;
     std::fs::write(dir.join("report.html"), page)?;
     std::fs::write(dir.join("junit.xml"), junit::render(rec)?)?;
     Ok(())
@@ -477,7 +477,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temp dir");
         let out = dir.path().join("run-1");
         let events = duplicated_run().events;
-        write_reports(&out, &analyze(&events), &events).expect("reports written");
+        write_reports(&out, &analyze(&events), &Recorded::from_events(&events))
+            .expect("reports written");
         for f in ["report.json", "report.md", "report.html", "junit.xml"] {
             let text = std::fs::read_to_string(out.join(f)).expect(f);
             assert!(text.contains("DUPLICATED"), "{f}: {text}");

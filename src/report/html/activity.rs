@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::svg::Scale;
-use crate::timeline::{AckPhase, AckVerb, CommitPhase, EffectOutcome, Event, HeldAt, Stamped};
+use crate::timeline::{AckPhase, AckVerb, CommitPhase, EffectOutcome, Event, HeldAt, Recorded};
 
 /// Time buckets across the plot.
 pub const BUCKETS: usize = 200;
@@ -80,23 +80,23 @@ pub struct Activity {
 }
 
 /// Reads the activity from the events.
-pub fn collect(events: &[Stamped], scale: Scale, amqp: bool) -> Activity {
+pub fn collect(recorded: &Recorded, scale: Scale, amqp: bool) -> Activity {
     let mut a = Activity {
         amqp,
         ..Activity::default()
     };
     let b = |t: u64| scale.bucket(t, BUCKETS);
-    for st in events {
+    for e in recorded.effects() {
+        if e.outcome == EffectOutcome::Applied {
+            match e.instance {
+                Some(i) => a.buckets.entry(i).or_default().effects[b(e.t_us)] += 1,
+                None => a.unattributed_effects += 1,
+            }
+        }
+    }
+    for st in recorded.others() {
         let t = st.t_us;
         match &st.event {
-            Event::Effect {
-                instance,
-                outcome: EffectOutcome::Applied,
-                ..
-            } => match instance {
-                Some(i) => a.buckets.entry(*i).or_default().effects[b(t)] += 1,
-                None => a.unattributed_effects += 1,
-            },
             Event::Commit {
                 instance,
                 incarnation,

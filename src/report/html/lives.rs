@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use super::parts;
 use crate::judge::Judgement;
 use crate::timeline::{
-    AckPhase, AckVerb, AttributedBy, Attribution, CommitPhase, EffectOutcome, Event, ProcessRef,
-    ProduceStatus, Stamped,
+    AckPhase, AckVerb, AttributedBy, Attribution, CommitPhase, EffectOutcome, Event, MessageNo,
+    ProcessRef, ProduceStatus, Recorded,
 };
 
 /// Anomalies whose lives are kept at most.
@@ -119,77 +119,67 @@ impl Lives {
 }
 
 /// Reads the kept IDs' lives from the events.
-pub fn collect(rec: &Judgement, events: &[Stamped]) -> Lives {
-    let mut lives = choose(rec, events);
+pub fn collect(rec: &Judgement, recorded: &Recorded) -> Lives {
+    let mut lives = choose(rec, recorded);
+    // The kept IDs by number: the columns are walked by number, not by text.
+    let ids = recorded.ids();
+    let kept: HashMap<MessageNo, String> = lives
+        .ids
+        .keys()
+        .filter_map(|id| Some((ids.get(id)?, id.clone())))
+        .collect();
+    fn life<'l>(
+        lives: &'l mut Lives,
+        kept: &HashMap<MessageNo, String>,
+        no: MessageNo,
+    ) -> Option<&'l mut Life> {
+        lives.ids.get_mut(kept.get(&no)?.as_str())
+    }
+    for p in recorded.produced() {
+        if let Some(life) = life(&mut lives, &kept, p.no) {
+            on_produced(life, p.t_us, p.partition.zip(p.offset), p.status);
+        }
+    }
+    for (d, r) in recorded.delivered_records() {
+        let Some(life) = life(&mut lives, &kept, r.id) else {
+            continue;
+        };
+        // A `delivered` event (AMQP) is drawn without its partition, as it always was.
+        let what = match d.batch {
+            true => What::Delivered {
+                partition: d.partition,
+                offset: Some(r.offset),
+                redelivered: false,
+            },
+            false => What::Delivered {
+                partition: None,
+                offset: d.offset(),
+                redelivered: d.redelivered,
+            },
+        };
+        let s = step(d.t_us, d.instance, d.incarnation, what);
+        push(&mut life.delivered, &mut life.more, s);
+    }
+    for e in recorded.effects() {
+        let Some(life) = life(&mut lives, &kept, e.no) else {
+            continue;
+        };
+        let by = e.instance.zip(e.incarnation).map(|(i, n)| ProcessRef {
+            instance: i,
+            incarnation: n,
+        });
+        // With boundaries the sink is named by its boundary: `email (http)`.
+        let sink = e
+            .boundary
+            .map_or_else(|| e.sink.to_string(), |b| format!("{b} ({})", e.sink));
+        let s = effect_step(e.t_us, by, e.outcome, &sink, &e.attribution());
+        push(&mut life.effects, &mut life.more, s);
+    }
     let mut commits: HashMap<i32, Vec<(u64, i64, ProcessRef)>> = HashMap::new();
     let topic = rec.run.as_ref().map(|r| r.topic.as_str());
-    for st in events {
+    for st in recorded.others() {
         let t = st.t_us;
         match &st.event {
-            Event::Produced {
-                id,
-                partition,
-                offset,
-                status,
-                ..
-            } => {
-                if let Some(life) = lives.ids.get_mut(id.as_str()) {
-                    on_produced(life, t, partition.zip(*offset), *status);
-                }
-            }
-            Event::Delivered {
-                id,
-                instance,
-                incarnation,
-                offset,
-                redelivered,
-                ..
-            } => {
-                let what = What::Delivered {
-                    partition: None,
-                    offset: *offset,
-                    redelivered: *redelivered,
-                };
-                delivered(&mut lives, id, step(t, *instance, *incarnation, what));
-            }
-            Event::DeliveredBatch {
-                instance,
-                incarnation,
-                partition,
-                records,
-                ..
-            } => {
-                for (offset, id) in records.iter() {
-                    let what = What::Delivered {
-                        partition: Some(*partition),
-                        offset: Some(offset),
-                        redelivered: false,
-                    };
-                    delivered(&mut lives, id, step(t, *instance, *incarnation, what));
-                }
-            }
-            Event::Effect {
-                id,
-                instance,
-                incarnation,
-                outcome,
-                sink,
-                attribution,
-                boundary,
-            } => {
-                if let Some(life) = lives.ids.get_mut(id.as_str()) {
-                    let by = instance.zip(*incarnation).map(|(i, n)| ProcessRef {
-                        instance: i,
-                        incarnation: n,
-                    });
-                    // With boundaries the sink is named by its boundary: `email (http)`.
-                    let sink = boundary
-                        .as_ref()
-                        .map_or_else(|| sink.to_string(), |b| format!("{b} ({sink})"));
-                    let s = effect_step(t, by, *outcome, &sink, attribution);
-                    push(&mut life.effects, &mut life.more, s);
-                }
-            }
             Event::Ack {
                 instance,
                 incarnation,
@@ -330,12 +320,6 @@ fn step(t_us: u64, instance: u32, incarnation: u32, what: What) -> Step {
 }
 
 /// Adds a delivery to `id`'s life, when kept.
-fn delivered(lives: &mut Lives, id: &str, s: Step) {
-    if let Some(life) = lives.ids.get_mut(id) {
-        push(&mut life.delivered, &mut life.more, s);
-    }
-}
-
 fn push(list: &mut Vec<Step>, more: &mut u64, s: Step) {
     if list.len() < PER_ID {
         list.push(s);
@@ -372,7 +356,7 @@ fn ack_words(
 
 /// Picks the IDs to keep: every anomaly (up to [`ANOMALY_LIVES`]), then the others in produce
 /// order, all of them or an even spread of them up to [`LIVES`].
-fn choose(rec: &Judgement, events: &[Stamped]) -> Lives {
+fn choose(rec: &Judgement, recorded: &Recorded) -> Lives {
     let mut lives = Lives::default();
     let parts = parts::of(rec);
     let mut anomalous: HashSet<&str> = HashSet::new();
@@ -391,10 +375,10 @@ fn choose(rec: &Judgement, events: &[Stamped]) -> Lives {
     // Two passes over the produce records and no list of every ID: a run of millions of IDs
     // costs no memory here. A retried ID counts once per record (a rare few).
     let others = || {
-        events.iter().filter_map(|st| match &st.event {
-            Event::Produced { id, .. } if !anomalous.contains(id.as_str()) => Some(id),
-            _ => None,
-        })
+        recorded
+            .produced()
+            .map(|p| p.id())
+            .filter(|id| !anomalous.contains(id))
     };
     let k = &rec.counts;
     lives.total = (k.produced + k.failed + k.indeterminate + k.phantom) as usize;
@@ -412,7 +396,7 @@ fn choose(rec: &Judgement, events: &[Stamped]) -> Lives {
             }
             wanted.next();
         }
-        lives.ids.entry(id.clone()).or_default();
+        lives.ids.entry(id.to_owned()).or_default();
     }
     lives
 }

@@ -17,7 +17,7 @@ use askama::Template;
 
 use super::{expectation_line, redact_address, secs, summary_sentence, MOCK_WARNING};
 use crate::judge::{ExpectationState, Judgement, Outcome, Verdict};
-use crate::timeline::{EndReason, Stamped};
+use crate::timeline::{EndReason, Recorded};
 
 mod activity;
 mod lives;
@@ -121,9 +121,9 @@ struct Page {
 }
 
 /// Renders `report.html` from the judgement and the events it was made from.
-pub fn render(rec: &Judgement, events: &[Stamped]) -> Result<String, askama::Error> {
-    let lives = lives::collect(rec, events);
-    let drawn = timeline::draw(rec, events, &lives);
+pub fn render(rec: &Judgement, recorded: &Recorded) -> Result<String, askama::Error> {
+    let lives = lives::collect(rec, recorded);
+    let drawn = timeline::draw(rec, recorded, &lives);
     let parts = parts::of(rec);
     let mut data = lives::to_json(&lives, |id| parts::mechanisms_of(&parts, id));
     data["faults"] = rec

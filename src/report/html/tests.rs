@@ -5,10 +5,10 @@
 use super::*;
 use crate::judge::analyze;
 use crate::judge::fixtures::{duplicated_run, Tl};
-use crate::timeline::{EndReason, ProcessPhase, SinkKind};
+use crate::timeline::{EndReason, ProcessPhase, Recorded, SinkKind, Stamped};
 
 fn page(events: &[Stamped]) -> String {
-    render(&analyze(events), events).expect("the page renders")
+    render(&analyze(events), &Recorded::from_events(events)).expect("the page renders")
 }
 
 #[test]
@@ -33,7 +33,7 @@ fn the_page_marks_each_fired_fault_and_each_anomaly_once() {
 #[test]
 fn the_duplicate_is_drawn_on_the_lane_of_the_process_that_applied_it_again() {
     let rec = analyze(&duplicated_run().events);
-    let lives = lives::collect(&rec, &duplicated_run().events);
+    let lives = lives::collect(&rec, &Recorded::from_events(&duplicated_run().events));
     let marks = markers::place(&rec, &lives);
     assert_eq!(marks.len(), 1);
     assert_eq!(marks[0].instance, Some(0));
@@ -45,7 +45,7 @@ fn the_duplicate_is_drawn_on_the_lane_of_the_process_that_applied_it_again() {
 fn a_searched_duplicate_shows_both_effects_with_their_writers() {
     let tl = duplicated_run();
     let rec = analyze(&tl.events);
-    let lives = lives::collect(&rec, &tl.events);
+    let lives = lives::collect(&rec, &Recorded::from_events(&tl.events));
     let data = lives::to_json(&lives, |_| None);
     let steps = data["ids"]["m-1"]["s"].as_array().expect("m-1 is kept");
     let effects: Vec<&serde_json::Value> = steps.iter().filter(|s| s[1] == "e").collect();
@@ -146,7 +146,7 @@ fn a_large_run_keeps_every_anomaly_and_samples_the_rest() {
     }
     tl.progress(&[(0, n)]).end(EndReason::Settled);
     let rec = analyze(&tl.events);
-    let html = render(&rec, &tl.events).expect("renders");
+    let html = render(&rec, &Recorded::from_events(&tl.events)).expect("renders");
     assert_eq!(
         html.matches(r#"class="mark anomaly duplicated""#).count(),
         markers::MARKERS
@@ -156,7 +156,7 @@ fn a_large_run_keeps_every_anomaly_and_samples_the_rest() {
         markers::MARKERS,
         markers::MARKERS + 10
     )));
-    let lives = lives::collect(&rec, &tl.events);
+    let lives = lives::collect(&rec, &Recorded::from_events(&tl.events));
     assert_eq!(
         lives.ids.len(),
         lives::LIVES,
@@ -365,7 +365,8 @@ fn random_timelines_render_with_one_marker_per_fault_and_anomaly() {
     for seed in 0..300 {
         let events = random_timeline(seed);
         let rec = analyze(&events);
-        let html = render(&rec, &events).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let html = render(&rec, &Recorded::from_events(&events))
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         let faults = html.matches(r#"class="mark fault "#).count();
         assert_eq!(
             faults,
@@ -435,7 +436,7 @@ fn two_boundaries() -> Tl {
 fn a_run_with_boundaries_shows_each_boundary_verdict_counts_and_root_cause() {
     let tl = two_boundaries();
     let rec = analyze(&tl.events);
-    let html = render(&rec, &tl.events).expect("the page renders");
+    let html = render(&rec, &Recorded::from_events(&tl.events)).expect("the page renders");
     assert!(
         html.contains(r#"<table class="boundaries" id="boundaries">"#),
         "{html}"
@@ -468,7 +469,7 @@ fn a_run_with_boundaries_shows_each_boundary_verdict_counts_and_root_cause() {
     assert!(html.contains("m-1 lost at out"), "{html}");
     assert!(html.contains("m-1 duplicated at email"), "{html}");
     // The search names both outcomes and each effect's boundary.
-    let lives = lives::collect(&rec, &tl.events);
+    let lives = lives::collect(&rec, &Recorded::from_events(&tl.events));
     let data = lives::to_json(&lives, |_| None);
     assert_eq!(data["ids"]["m-1"]["o"], "lost at out; duplicated at email");
     let sinks: Vec<&serde_json::Value> = data["ids"]["m-1"]["s"]

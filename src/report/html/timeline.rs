@@ -16,7 +16,7 @@ use super::markers::{self, Marker, MARKERS};
 use super::svg::{Scale, Svg, PLOT_LEFT, PLOT_WIDTH, WIDTH};
 use crate::judge::{ExitStatus, Judgement, Outcome};
 use crate::report::{latency, secs};
-use crate::timeline::{FaultRecord, ProcessRef, Stamped};
+use crate::timeline::{FaultRecord, ProcessRef, Recorded};
 
 const AXIS_H: f64 = 24.0;
 const FAULT_H: f64 = 36.0;
@@ -44,11 +44,11 @@ pub struct Drawn {
 }
 
 /// Draws the run's timeline.
-pub fn draw(rec: &Judgement, events: &[Stamped], lives: &Lives) -> Drawn {
-    let span = run_span(rec, events);
+pub fn draw(rec: &Judgement, recorded: &Recorded, lives: &Lives) -> Drawn {
+    let span = run_span(rec, recorded);
     let scale = Scale::new(span);
     let amqp = rec.run.as_ref().is_some_and(|r| r.broker == "amqp");
-    let act = activity::collect(events, scale, amqp);
+    let act = activity::collect(recorded, scale, amqp);
     let marks = markers::place(rec, lives);
     let instances = instances(rec, &act, &marks);
     let unattributed = marks.iter().any(|m| m.instance.is_none()) || act.unattributed_effects > 0;
@@ -102,8 +102,9 @@ pub fn draw(rec: &Judgement, events: &[Stamped], lives: &Lives) -> Drawn {
 }
 
 /// The run's length: its end, or its last event, or the last fault's end.
-fn run_span(rec: &Judgement, events: &[Stamped]) -> u64 {
-    let last = events.last().map_or(0, |e| e.t_us);
+fn run_span(rec: &Judgement, recorded: &Recorded) -> u64 {
+    let others = recorded.others().iter().map(|e| e.t_us).max();
+    let last = others.max(recorded.last_t_us_in_columns()).unwrap_or(0);
     let faults = rec
         .faults
         .iter()
@@ -659,7 +660,7 @@ mod tests {
             "{:?}",
             rec.anomalies
         );
-        let lives = super::super::lives::collect(&rec, &tl.events);
+        let lives = super::super::lives::collect(&rec, &Recorded::from_events(&tl.events));
         let marks = markers::place(&rec, &lives);
         assert_eq!(marks.len(), 1);
         assert_eq!((marks[0].id.as_str(), marks[0].instance), ("b", Some(0)));
