@@ -66,8 +66,7 @@ struct Shard {
 
 impl Shard {
     fn text(&self, local: usize) -> &str {
-        let start = if local == 0 { 0 } else { self.ends[local - 1] };
-        &self.text[start..self.ends[local]]
+        text_at(&self.text, &self.ends, local)
     }
 
     fn find(&self, hash: u64, id: &str) -> Option<usize> {
@@ -84,14 +83,18 @@ impl Shard {
         self.text.push_str(id);
         self.ends.push(self.text.len());
         let Shard { text, ends, table } = self;
-        let text_of = |l: usize| -> &str {
-            let start = if l == 0 { 0 } else { ends[l - 1] };
-            &text[start..ends[l]]
-        };
         // A shard holds fewer than 2^32 IDs: numbers fit u32 (`MessageNo::new`).
-        table.insert_unique(hash, local as u32, |&l| hash_of(text_of(l as usize)));
+        let rehash = |&l: &u32| hash_of(text_at(text, ends, l as usize));
+        table.insert_unique(hash, local as u32, rehash);
         local
     }
+}
+
+/// The text of the `i`th of the IDs stored one after another in `text`, each ending where
+/// `ends` says (a function, not a method, so a shard's table can rehash by it while borrowed).
+fn text_at<'a>(text: &'a str, ends: &[usize], i: usize) -> &'a str {
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    &text[start..ends[i]]
 }
 
 /// Every message ID of a timeline, its text stored once, numbered.
